@@ -1,0 +1,56 @@
+"""The Python API, for notebooks and scripts.
+
+    >>> from rstscope import api
+    >>> result = api.analyze("captures/close-race/capture.pcapng")   # a capture or a lab run directory
+    >>> result.verdict_counts()
+    >>> api.resets_frame(result)           # pandas DataFrame, one row per RST
+    >>> api.connections_frame(result)      # one row per connection
+
+The records are the same as ``rstscope analyze --json`` prints.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rstscope.analysis import Analysis, analyze_capture
+from rstscope.status import InputError
+
+__all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
+
+
+def analyze(path: str | os.PathLike, *, progress=None) -> Analysis:
+    """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs)."""
+    p = Path(path)
+    if p.is_dir():
+        from rstscope.lab import rundir
+
+        if not rundir.is_run_dir(p):
+            raise InputError(f"{p}: a directory, but not a rstscope run directory (no run.json)")
+        run = rundir.load_run(p)
+        if run.capture is None:
+            raise InputError(f"{p}: run directory without a capture file (the capture step failed: see run.json)")
+        analysis = analyze_capture(run.capture, progress=progress)
+        analysis.run = run
+        return analysis
+    return analyze_capture(p, progress=progress)
+
+
+def document(result: Analysis | dict) -> dict:
+    """The JSON document of an analysis (a dict passes through)."""
+    return result if isinstance(result, dict) else result.to_json()
+
+
+def resets_frame(result: Analysis | dict):
+    """One row per RST (pandas DataFrame), columns as in the JSON ``resets`` records."""
+    import pandas as pd
+
+    return pd.DataFrame(document(result)["resets"])
+
+
+def connections_frame(result: Analysis | dict):
+    """One row per connection (pandas DataFrame); nested per-side counts become ``packets.client`` etc."""
+    import pandas as pd
+
+    return pd.json_normalize(document(result)["connections"])

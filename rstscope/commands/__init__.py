@@ -1,0 +1,1 @@
+"""One module per command: HELP, DESCRIPTION, add_arguments(parser), run(args, env)."""

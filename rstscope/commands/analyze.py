@@ -1,0 +1,97 @@
+"""rstscope analyze: explain every RST in one or more captures (or lab run directories)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rstscope import api
+from rstscope.document import combine
+from rstscope.report import text
+from rstscope.status import ExitStatus, InputError
+
+HELP = "explain every RST in a capture: who sent it, why, and what was in flight"
+DESCRIPTION = """\
+Reads pcap or pcapng files (gzip-compressed too) or lab run directories and
+gives, for every TCP RST, its sender, the connection's state, the bytes in
+flight, and a verdict: backlog, close-race, abort, late-data, refused, echo,
+stale or unknown.
+
+examples:
+  rstscope analyze trace.pcapng                  summary, then one line per RST
+  rstscope analyze trace.pcap --all              also list every echo RST
+  rstscope analyze trace.pcap --json > out.json  the full document
+  rstscope analyze trace.pcap --csv -o rsts.csv  the RST table as CSV
+  rstscope analyze captures/runs/2026-11-27T10-00-00-close-race/
+                                                 a lab run: adds kernel reasons and client outcomes
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    inp = parser.add_argument_group("input")
+    inp.add_argument("inputs", nargs="+", metavar="CAPTURE|RUN_DIR", help="pcap/pcapng file(s) or run directories")
+    out = parser.add_argument_group("output")
+    fmt = out.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="write the full JSON document")
+    fmt.add_argument("--csv", action="store_true", help="write the RST table as CSV")
+    out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    out.add_argument("--all", action="store_true", help="list echo RSTs in the table too")
+    out.add_argument("--summary-only", action="store_true", help="print the summary without the RST table")
+
+
+def run(args: argparse.Namespace, env) -> ExitStatus:
+    analyses = []
+    failed = []
+    for name in args.inputs:
+        try:
+            analyses.append(_analyze_one(name, env))
+        except InputError as exc:
+            if len(args.inputs) == 1:
+                raise
+            env.stderr.write(f"rstscope: error: {exc}\n")
+            failed.append(name)
+    if not analyses:
+        return ExitStatus.BAD_INPUT
+    doc = analyses[0].to_json() if len(analyses) == 1 else combine(analyses)
+    for cap in doc["captures"]:
+        for warning in cap["warnings"]:
+            env.warn(f"{cap['path']}: {warning}")
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as stream:
+                _write(doc, stream, args, colour=False)
+        except OSError as exc:
+            raise InputError(f"cannot write {args.output}: {exc.strerror}") from None
+    else:
+        _write(doc, env.stdout, args, colour=env.stdout_isatty)
+    return ExitStatus.BAD_INPUT if failed else ExitStatus.OK
+
+
+def _analyze_one(name: str, env):
+    path = Path(name)
+    size = path.stat().st_size if path.is_file() else 0
+
+    def progress(packets: int, nbytes: int) -> None:
+        share = f" ({100 * nbytes / size:.0f}%)" if size else ""
+        env.progress(f"{path.name}: {packets:,} packets{share}")
+
+    try:
+        return api.analyze(path, progress=progress)
+    finally:
+        env.progress_done()
+
+
+def _write(doc: dict, stream, args, *, colour: bool) -> None:
+    if args.json:
+        json.dump(doc, stream, indent=1)
+        stream.write("\n")
+    elif args.csv:
+        text.write_csv(doc, stream)
+    else:
+        text.write_summary(doc, stream, colour=colour)
+        if not args.summary_only:
+            text.write_table(doc, stream, show_echoes=args.all, colour=colour)
+    if stream is sys.stdout:
+        stream.flush()

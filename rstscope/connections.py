@@ -1,0 +1,898 @@
+"""Connections: from packet rows to per-connection state, history and RST observations.
+
+Keys.  A connection is keyed by its 4-tuple, symmetrically: A->B and B->A land
+on the same key (the two endpoints are ordered by address, then port).  One
+4-tuple can carry several connections over time (port reuse): a new
+connection *instance* starts at a SYN without ACK whose sequence number differs
+from the tuple's previous SYN (a retransmitted SYN keeps its ISN), and at the
+very first packet of a tuple.  Instances are numbered 0, 1, 2, ... in the order
+they start, like Wireshark's ``tcp.stream`` (which this id mirrors) and Zeek's uid.
+
+Originator.  The sender of the instance's first SYN.  When the capture starts
+with the SYN-ACK, its receiver.  When no handshake was captured, a heuristic
+(``originator_inferred`` is then True): the sender of the first packet, unless
+its source port is below 1024 and the destination port is not, in which case
+the first packet is taken to come from the server.
+
+How it works.  Each chunk of packets is processed in two passes:
+
+1. *Vectorised*: rows are sorted by connection; running values per direction
+   are computed for every row with numpy (unwrapped sequence and ack positions,
+   the sender's ``snd_nxt`` before the row, the highest ack the peer had sent,
+   retransmissions, the peer segment the row follows) and carried over to the
+   next chunk per connection.  Bulk data never leaves numpy.
+2. *Event pass*: only the rows that change something a person cares about —
+   SYN/FIN/RST, the first data and first pure ACK of each direction, the rows
+   where the retransmission or zero-window count reaches 1, 10, 100..., every
+   row of a connection's first ``EARLY_PACKETS`` and every row after its first
+   FIN or RST — go through :meth:`Tracker._event` in capture order, which runs
+   the endpoint state table, writes the history and records each RST.
+
+Every state change lives in this file, in :data:`TRANSITIONS`.  An unexpected
+transition becomes a finding on the connection (``Finding``), never an
+exception.
+
+Limitations: segments are not reassembled and checksums are not verified;
+IP fragments are skipped by the reader; a connection whose SYN was reordered
+behind its first data may be split in two.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rstscope import packets as P
+from rstscope.grouped import NONE, Groups
+from rstscope.seqnum import SEQ_MOD, seq_diff_array
+
+EARLY_PACKETS = 32
+RECENT_SEGMENTS = 16
+"""Rows of a connection that always go through the event pass (handshake trouble lives here)."""
+
+
+class Side(enum.IntEnum):
+    ORIG = 0
+    """The originator: sent the first SYN (the client)."""
+    RESP = 1
+    """The responder: answered the SYN (the server)."""
+
+    @property
+    def peer(self) -> Side:
+        return Side(1 - self)
+
+    @property
+    def role(self) -> str:
+        return "client" if self is Side.ORIG else "server"
+
+
+class EndpointState(enum.Enum):
+    """One endpoint's TCP state as seen from the wire (Zeek's endpoint states)."""
+
+    INACTIVE = "inactive"
+    """Nothing sent yet."""
+    SYN_SENT = "syn_sent"
+    """Sent a SYN without ACK."""
+    SYN_ACK_SENT = "syn_ack_sent"
+    """Sent a SYN-ACK."""
+    PARTIAL = "partial"
+    """Sent segments without a captured SYN (the capture started mid-connection)."""
+    ESTABLISHED = "established"
+    """Handshake completed, or data sent after a SYN."""
+    CLOSED = "closed"
+    """Sent a FIN."""
+    RESET = "reset"
+    """Sent a RST."""
+
+
+class Event(enum.Enum):
+    """What one segment does to its sender's state (one per segment, by precedence RST > FIN > SYN > data > ack)."""
+
+    SYN = "syn"
+    SYN_ACK = "syn_ack"
+    DATA = "data"
+    ACK = "ack"
+    FIN = "fin"
+    RST = "rst"
+
+
+S, E = EndpointState, Event
+TRANSITIONS: dict[tuple[EndpointState, Event], EndpointState] = {
+    # Handshake.
+    (S.INACTIVE, E.SYN): S.SYN_SENT,
+    (S.INACTIVE, E.SYN_ACK): S.SYN_ACK_SENT,
+    (S.SYN_SENT, E.SYN): S.SYN_SENT,  # SYN retransmitted
+    (S.SYN_SENT, E.ACK): S.ESTABLISHED,  # the handshake's third segment
+    (S.SYN_SENT, E.DATA): S.ESTABLISHED,
+    (S.SYN_ACK_SENT, E.SYN_ACK): S.SYN_ACK_SENT,  # SYN-ACK retransmitted
+    (S.SYN_ACK_SENT, E.ACK): S.ESTABLISHED,
+    (S.SYN_ACK_SENT, E.DATA): S.ESTABLISHED,
+    # Capture started mid-connection.
+    (S.INACTIVE, E.ACK): S.PARTIAL,
+    (S.INACTIVE, E.DATA): S.PARTIAL,
+    (S.PARTIAL, E.ACK): S.PARTIAL,
+    (S.PARTIAL, E.DATA): S.PARTIAL,
+    # Steady state.
+    (S.ESTABLISHED, E.ACK): S.ESTABLISHED,
+    (S.ESTABLISHED, E.DATA): S.ESTABLISHED,
+    # Closing: a FIN from any state closes that side; ACKs after it are normal.
+    (S.INACTIVE, E.FIN): S.CLOSED,
+    (S.SYN_SENT, E.FIN): S.CLOSED,
+    (S.SYN_ACK_SENT, E.FIN): S.CLOSED,
+    (S.PARTIAL, E.FIN): S.CLOSED,
+    (S.ESTABLISHED, E.FIN): S.CLOSED,
+    (S.CLOSED, E.FIN): S.CLOSED,  # FIN retransmitted
+    (S.CLOSED, E.ACK): S.CLOSED,
+    # Reset: from any state.
+    (S.INACTIVE, E.RST): S.RESET,
+    (S.SYN_SENT, E.RST): S.RESET,
+    (S.SYN_ACK_SENT, E.RST): S.RESET,
+    (S.PARTIAL, E.RST): S.RESET,
+    (S.ESTABLISHED, E.RST): S.RESET,
+    (S.CLOSED, E.RST): S.RESET,
+    (S.RESET, E.RST): S.RESET,  # echoes: a side that reset answers later segments with RSTs
+}
+"""Sender state x event -> new sender state.  A pair not listed is unexpected: the
+state does not change and a ``<event>_after_<state>`` finding is recorded."""
+del S, E
+
+
+class Phase(enum.Enum):
+    """Where a connection stood when a RST was sent (from both endpoints' states)."""
+
+    HANDSHAKE = "handshake"
+    """No side has completed the handshake yet."""
+    ESTABLISHED = "established"
+    """Both sides past the handshake, nobody closed."""
+    CLOSING = "closing"
+    """One side sent a FIN."""
+    CLOSED = "closed"
+    """Both sides sent a FIN."""
+    RESET = "reset"
+    """A RST had already been sent by either side."""
+    MIDSTREAM = "midstream"
+    """The capture started after the handshake; nobody closed yet."""
+
+
+HISTORY_LETTERS = {
+    "S": "SYN without ACK",
+    "H": "SYN-ACK (the handshake reply)",
+    "A": "pure ACK (no payload, no SYN/FIN/RST)",
+    "D": "segment with payload",
+    "F": "FIN",
+    "R": "RST",
+    "T": "retransmitted payload (again at 10, 100, ... occurrences)",
+    "W": "zero window advertised (again at 10, 100, ...)",
+    "I": "inconsistent flags (FIN and RST together)",
+    "Q": "multi-flag SYN (SYN with FIN or RST)",
+    "^": "the originator was inferred from the first packet, not from a SYN",
+}
+"""Zeek's history alphabet: upper case for the originator, lower case for the responder.
+A, D, I and Q appear at most once per side; S, H, F and R again only when the sequence
+number differs from the previous segment with that flag."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Finding:
+    """A fact about a connection that did not fit the state table."""
+
+    kind: str
+    """Stable dotted id, e.g. ``state.data_after_reset``."""
+    frame: int
+    side: Side
+    detail: str
+
+
+@dataclass(slots=True, kw_only=True, frozen=True)
+class RstObservation:
+    """What the wire showed at one RST, before any interpretation (seq values relative to ISN)."""
+
+    frame: int
+    """1-based frame number of the RST."""
+    ts_ns: int
+    side: Side
+    """Which side sent it."""
+    flags: int
+    seq: int
+    """RST sequence number, relative to the sender's first sequence number (its ISN when the SYN was seen)."""
+    ack: int | None
+    """RST acknowledgment number relative to the peer's ISN, None without the ACK flag."""
+    seq_raw: int
+    snd_nxt: int | None
+    """The sender's highest sequence sent before the RST (SYN and FIN count one), None if it sent nothing."""
+    peer_acked: int | None
+    """The highest ack the peer had sent before the RST (in the sender's sequence space), None if none."""
+    sender_acked: int | None
+    """The highest ack the sender had sent before the RST (in the peer's sequence space)."""
+    peer_snd_nxt: int | None
+    """The peer's highest sequence sent before the RST."""
+    phase: Phase
+    sender_state: EndpointState
+    """The sender's state just before the RST."""
+    peer_state: EndpointState
+    sender_fin_frame: int | None
+    """Frame of the sender's first FIN before the RST, None if it had not sent one."""
+    peer_fin_frame: int | None
+    sender_prior_rst_frame: int | None
+    """Frame of the first RST this sender had already sent in this connection."""
+    sender_first_payload_frame: int | None
+    """Frame of the sender's first segment with payload, None if it had sent no payload before the RST."""
+    answered_frame: int | None
+    """The last segment the peer sent before this RST (what a reply-RST answers), None if none."""
+    answered_flags: int | None
+    answered_payload: int | None
+    answered_ack: int | None
+    """That segment's ack, relative to the sender's ISN (None without ACK)."""
+    answered_seq: int | None
+    """That segment's seq, relative to the peer's ISN."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Connection:
+    """One connection instance (one 4-tuple lifetime)."""
+
+    id: int
+    """0-based, in order of the first packet: ``tcp.stream eq <id>`` in Wireshark for simple captures."""
+    orig_addr: str
+    orig_port: int
+    resp_addr: str
+    resp_port: int
+    ip_version: int
+    originator_inferred: bool
+    """True when no SYN or SYN-ACK told who the originator was (see the module docstring)."""
+    first_frame: int
+    start_ns: int
+    end_ns: int = 0
+    last_frame: int = 0
+    history: list[str] = field(default_factory=list)
+    state: list[EndpointState] = field(default_factory=lambda: [EndpointState.INACTIVE] * 2)
+    findings: list[Finding] = field(default_factory=list)
+    isn: list[int | None] = field(default_factory=lambda: [None, None])
+    """Raw ISN per side, when its SYN / SYN-ACK was captured."""
+    syn_frames: list[int] = field(default_factory=list)
+    """Frames of the originator's SYNs (more than one = SYN retransmitted)."""
+    synack_frames: list[int] = field(default_factory=list)
+    """Frames of the responder's SYN-ACKs (more than one = SYN-ACK retransmitted)."""
+    synack_after_ack_frames: list[int] = field(default_factory=list)
+    """SYN-ACKs sent after the client had acknowledged one: the server never saw that ACK
+    complete the handshake — typically a full accept queue dropped it."""
+    handshake_ack_frame: int | None = None
+    """The originator's first segment acknowledging the SYN-ACK."""
+    fin_frame: list[int | None] = field(default_factory=lambda: [None, None])
+    rst_frames: list[list[int]] = field(default_factory=lambda: [[], []])
+    first_payload_frame: list[int | None] = field(default_factory=lambda: [None, None])
+    resets: list[RstObservation] = field(default_factory=list)
+    # Filled from the vectorised aggregates when the capture ends:
+    packets: list[int] = field(default_factory=lambda: [0, 0])
+    payload_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    """Payload bytes per side, retransmissions included."""
+    stream_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    """Sequence space covered per side (highest sequence sent minus the first), without SYN/FIN."""
+    unacked_bytes: list[int | None] = field(default_factory=lambda: [None, None])
+    """Per side, bytes it sent that the peer never acknowledged in the capture (None if unknown)."""
+    retransmissions: list[int] = field(default_factory=lambda: [0, 0])
+    zero_windows: list[int] = field(default_factory=lambda: [0, 0])
+    # History bookkeeping (letters that repeat only on a new sequence number).
+    _last_flag_seq: dict = field(default_factory=dict)
+    _recent: list[list[tuple]] = field(default_factory=lambda: [[], []])
+    """Per side, the last RECENT_SEGMENTS event rows (frame, flags, seq_raw, ack_raw, payload, seq, ack):
+    a reply-RST is matched to the segment it answers through them."""
+
+    @property
+    def orig(self) -> str:
+        return _endpoint(self.orig_addr, self.orig_port)
+
+    @property
+    def resp(self) -> str:
+        return _endpoint(self.resp_addr, self.resp_port)
+
+    def endpoint(self, side: Side) -> str:
+        return self.orig if side is Side.ORIG else self.resp
+
+    @property
+    def history_text(self) -> str:
+        return "".join(self.history)
+
+    @property
+    def saw_syn(self) -> bool:
+        return bool(self.syn_frames)
+
+    @property
+    def saw_synack(self) -> bool:
+        return bool(self.synack_frames)
+
+    def phase(self) -> Phase:
+        o, r = self.state
+        if EndpointState.RESET in (o, r):
+            return Phase.RESET
+        closed = (o is EndpointState.CLOSED) + (r is EndpointState.CLOSED)
+        if closed == 2:
+            return Phase.CLOSED
+        if closed == 1:
+            return Phase.CLOSING
+        if EndpointState.PARTIAL in (o, r) or (not self.syn_frames and not self.synack_frames):
+            return Phase.MIDSTREAM
+        if o is EndpointState.ESTABLISHED:
+            return Phase.ESTABLISHED
+        return Phase.HANDSHAKE
+
+
+def _endpoint(addr: str, port: int) -> str:
+    return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+
+def _event_of(flags: int, payload: int) -> Event:
+    if flags & P.RST:
+        return Event.RST
+    if flags & P.FIN:
+        return Event.FIN
+    if flags & P.SYN:
+        return Event.SYN_ACK if flags & P.ACK else Event.SYN
+    return Event.DATA if payload else Event.ACK
+
+
+def _none(value: int) -> int | None:
+    return None if value == NONE else int(value)
+
+
+class _ConnArrays:
+    """Per-connection carried state for the vectorised pass (index = connection id)."""
+
+    INT_COLUMNS = (
+        "orig_is_a",  # 1 if canonical endpoint A is the originator
+        "anchor_raw0", "anchor_val0", "anchor_raw1", "anchor_val1",  # seq-space anchor per side (-1 raw: none)
+        "last_seq_raw0", "last_seq_raw1",  # previous raw seq per side (for unwrapping), -1 none
+        "last_seq_val0", "last_seq_val1",
+        "last_ack_raw0", "last_ack_raw1",  # previous raw ack per side (ACK segments only), -1 none
+        "last_ack_val0", "last_ack_val1",
+        "max_end0", "max_end1",  # highest seq_end per side (NONE: nothing sent)
+        "max_ack0", "max_ack1",  # highest ack per side (NONE)
+        "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
+        "seen_data0", "seen_data1", "seen_pure_ack0", "seen_pure_ack1",
+        "closing",  # a FIN or RST was seen
+        "last_frame0", "last_frame1", "last_flags0", "last_flags1", "last_len0", "last_len1",
+        "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
+        "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
+    )  # fmt: skip
+    DEFAULTS = {
+        "anchor_raw0": -1, "anchor_raw1": -1, "last_seq_raw0": -1, "last_seq_raw1": -1,
+        "last_ack_raw0": -1, "last_ack_raw1": -1, "max_end0": NONE, "max_end1": NONE,
+        "max_ack0": NONE, "max_ack1": NONE, "last_frame0": -1, "last_frame1": -1,
+        "last_ackrel0": NONE, "last_ackrel1": NONE, "last_seqrel0": NONE, "last_seqrel1": NONE,
+        "first_seq_val0": NONE, "first_seq_val1": NONE,
+    }  # fmt: skip
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.capacity = 1024
+        self.cols = {name: self._new(name, self.capacity) for name in self.INT_COLUMNS}
+
+    def _new(self, name: str, n: int) -> np.ndarray:
+        return np.full(n, self.DEFAULTS.get(name, 0), dtype=np.int64)
+
+    def grow(self, n_new: int) -> None:
+        need = self.size + n_new
+        if need > self.capacity:
+            cap = max(need, self.capacity * 2)
+            for name, old in self.cols.items():
+                new = self._new(name, cap)
+                new[: self.size] = old[: self.size]
+                self.cols[name] = new
+            self.capacity = cap
+        self.size = need
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.cols[name]
+
+
+class Tracker:
+    """Feeds on packet chunks in capture order; ``finish()`` returns the connections."""
+
+    def __init__(self) -> None:
+        self._tuple_ids: dict[tuple, int] = {}
+        self._tuple_conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
+        self._tuple_syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
+        self._arrays = _ConnArrays()
+        self.connections: list[Connection] = []
+        self.skipped_decode_errors = 0
+
+    # ----------------------------------------------------------------- pass 1
+    def feed(self, chunk: np.ndarray) -> None:
+        good = chunk["decode_error"] == 0
+        self.skipped_decode_errors += int(len(chunk) - good.sum())
+        rows = chunk[good] if not good.all() else chunk
+        if len(rows):
+            self._feed(rows)
+
+    def _tuple_index(self, rows: np.ndarray):
+        """Canonical endpoint order, tuple ids, and the order that groups rows by tuple."""
+        s_hi, s_lo, s_p = rows["src_hi"], rows["src_lo"], rows["src_port"].astype(np.uint64)
+        d_hi, d_lo, d_p = rows["dst_hi"], rows["dst_lo"], rows["dst_port"].astype(np.uint64)
+        src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
+        a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
+        a_lo, b_lo = np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, d_lo, s_lo)
+        ports = np.where(src_is_a, (s_p << np.uint64(16)) | d_p, (d_p << np.uint64(16)) | s_p)
+        # A 64-bit hash groups the rows in one sort; equal keys are verified below.
+        h = a_hi * np.uint64(0x9E3779B97F4A7C15)
+        h ^= a_lo * np.uint64(0xC2B2AE3D27D4EB4F) + (h >> np.uint64(29))
+        h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
+        h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
+        h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
+        keys = np.stack([a_hi, a_lo, b_hi, b_lo, ports], axis=1)
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        start = np.ones(len(order), dtype=bool)
+        start[1:] = hs[1:] != hs[:-1]
+        ks = keys[order]
+        first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
+        if not (ks == ks[first]).all():  # a hash collision: group exactly instead
+            order = np.lexsort(keys.T[::-1])
+            ks = keys[order]
+            start = np.ones(len(order), dtype=bool)
+            start[1:] = (ks[1:] != ks[:-1]).any(axis=1)
+        groups = Groups(start)
+        tids = np.empty(groups.count, dtype=np.int64)
+        ids = self._tuple_ids
+        for g, key in enumerate(map(tuple, ks[groups.first_pos].tolist())):
+            tid = ids.get(key)
+            if tid is None:
+                tid = ids[key] = len(ids)
+            tids[g] = tid
+        if len(ids) > len(self._tuple_conn):
+            grow = max(len(ids), 2 * len(self._tuple_conn)) - len(self._tuple_conn)
+            self._tuple_conn = np.concatenate([self._tuple_conn, np.full(grow, -1, dtype=np.int64)])
+            self._tuple_syn = np.concatenate([self._tuple_syn, np.full(grow, -1, dtype=np.int64)])
+        return src_is_a, order, groups, tids
+
+    def _feed(self, rows: np.ndarray) -> None:
+        src_is_a, order, tgroups, tids = self._tuple_index(rows)
+        r = rows[order]  # rows grouped by tuple, capture order inside each group
+        n = len(r)
+        pos = np.arange(n)
+        flags = r["flags"].astype(np.int64)
+        seq = r["seq"].astype(np.int64)
+        ack_raw = r["ack"].astype(np.int64)
+        plen = r["payload_len"].astype(np.int64)
+        a_side = src_is_a[order]
+        tid = tids[tgroups.gi]
+
+        # --- connection instances (port reuse) -------------------------------------
+        pure_syn = (flags & (P.SYN | P.ACK | P.RST)) == P.SYN
+        last_syn = tgroups.exclusive(tgroups.last_valid_pos(pure_syn), -1)
+        prev_syn_seq = np.where(last_syn >= 0, seq[np.maximum(last_syn, 0)], self._tuple_syn[tid])
+        cur = self._tuple_conn[tid]
+        brand_new = tgroups.start & (cur < 0)
+        new_inst = brand_new | (pure_syn & (prev_syn_seq != seq) & ~brand_new)
+        # (a tuple first seen in this chunk has cur < 0 on every row; only its first row is brand_new)
+        new_pos = np.flatnonzero(new_inst)
+        first_id = len(self.connections)
+        new_ids = np.full(n, -1, dtype=np.int64)
+        new_ids[new_pos] = first_id + np.arange(len(new_pos))
+        last_new = tgroups.last_valid_pos(new_inst)
+        conn = np.where(last_new >= 0, new_ids[np.maximum(last_new, 0)], cur)
+        self._tuple_conn[tids] = tgroups.last(conn)
+        last_syn_incl = tgroups.last(tgroups.last_valid_pos(pure_syn))
+        has_syn = last_syn_incl >= 0
+        self._tuple_syn[tids[has_syn]] = seq[last_syn_incl[has_syn]]
+
+        arr = self._arrays
+        arr.grow(len(new_pos))
+        for p in new_pos.tolist():
+            self._new_connection(r[p], bool(a_side[p]))
+        orig_is_a = arr["orig_is_a"][conn].astype(bool)
+        side = np.where(a_side == orig_is_a, 0, 1)
+
+        # --- per-connection groups --------------------------------------------------
+        cstart = np.ones(n, dtype=bool)
+        cstart[1:] = conn[1:] != conn[:-1]
+        cg = Groups(cstart)
+        conns = cg.first(conn)
+        has_ack = (flags & P.ACK) != 0
+        is_syn = (flags & P.SYN) != 0
+        is_fin = (flags & P.FIN) != 0
+        is_rst = (flags & P.RST) != 0
+        mask = [side == 0, side == 1]
+
+        # Sequence-space anchors: carried, else this chunk's first seq of that side,
+        # else the first ack the peer sent for it.
+        for s in (0, 1):
+            anchor_raw = arr[f"anchor_raw{s}"]
+            need = anchor_raw[conns] < 0
+            if need.any():
+                own_first = _first_pos(cg, mask[s])
+                peer_ack_first = _first_pos(cg, mask[1 - s] & has_ack)
+                use_own = need & (own_first >= 0)
+                use_ack = need & ~use_own & (peer_ack_first >= 0)
+                c_own, c_ack = conns[use_own], conns[use_ack]
+                anchor_raw[c_own] = seq[own_first[use_own]]
+                arr[f"anchor_val{s}"][c_own] = 0
+                anchor_raw[c_ack] = ack_raw[peer_ack_first[use_ack]]
+                arr[f"anchor_val{s}"][c_ack] = 0
+
+        # Unwrapped seq per side: step from the previous row of the same side (or the anchor).
+        seq_val = np.zeros(n, dtype=np.int64)
+        ack_val = np.full(n, NONE, dtype=np.int64)
+        for s in (0, 1):
+            m = mask[s]
+            prev = cg.exclusive(cg.last_valid_pos(m), -1)
+            carried_raw = arr[f"last_seq_raw{s}"][conn]
+            carried_val = arr[f"last_seq_val{s}"][conn]
+            base_raw = np.where(carried_raw >= 0, carried_raw, arr[f"anchor_raw{s}"][conn])
+            base_val = np.where(carried_raw >= 0, carried_val, arr[f"anchor_val{s}"][conn])
+            prev_raw = np.where(prev >= 0, seq[np.maximum(prev, 0)], base_raw)
+            step = np.where(m & (prev >= 0), seq_diff_array(prev_raw, seq), 0)
+            first_of_side = m & (prev < 0)
+            step = np.where(first_of_side, base_val + seq_diff_array(base_raw, seq), step)
+            seq_val = np.where(m, cg.cumsum(step), seq_val)
+            # Acks sent by side s live in the peer's sequence space.
+            am = m & has_ack
+            p = 1 - s
+            prev_a = cg.exclusive(cg.last_valid_pos(am), -1)
+            carried_araw = arr[f"last_ack_raw{s}"][conn]
+            carried_aval = arr[f"last_ack_val{s}"][conn]
+            abase_raw = np.where(carried_araw >= 0, carried_araw, arr[f"anchor_raw{p}"][conn])
+            abase_val = np.where(carried_araw >= 0, carried_aval, arr[f"anchor_val{p}"][conn])
+            aprev_raw = np.where(prev_a >= 0, ack_raw[np.maximum(prev_a, 0)], abase_raw)
+            astep = np.where(am & (prev_a >= 0), seq_diff_array(aprev_raw, ack_raw), 0)
+            afirst = am & (prev_a < 0)
+            astep = np.where(afirst, abase_val + seq_diff_array(abase_raw, ack_raw), astep)
+            ack_val = np.where(am, cg.cumsum(astep), ack_val)
+
+        seq_end = seq_val + plen + is_syn + is_fin
+        max_end = []
+        max_ack = []
+        for s in (0, 1):
+            # A RST's sequence number is not data sent: keep it out of snd_nxt.
+            max_end.append(np.maximum(cg.cummax(seq_end, mask[s] & ~is_rst), arr[f"max_end{s}"][conn]))
+            max_ack.append(np.maximum(cg.cummax(ack_val, mask[s] & has_ack), arr[f"max_ack{s}"][conn]))
+        own = side
+        own_end_incl = np.where(own == 0, max_end[0], max_end[1])
+        own_ack_incl = np.where(own == 0, max_ack[0], max_ack[1])
+        snd_nxt_before = _exclusive_carry(cg, own_end_incl, mask, arr, "max_end", conn)
+        own_ack_before = _exclusive_carry(cg, own_ack_incl, mask, arr, "max_ack", conn)
+        peer_acked = np.where(own == 0, max_ack[1], max_ack[0])
+        peer_snd_nxt = np.where(own == 0, max_end[1], max_end[0])
+
+        retx = (plen > 0) & ~is_syn & (snd_nxt_before != NONE) & (seq_val < snd_nxt_before)
+        zero_win = (r["window"] == 0) & ~is_syn & ~is_rst
+        pure_ack = has_ack & (plen == 0) & ~(is_syn | is_fin | is_rst)
+        letters = np.zeros(n, dtype=bool)
+        for s in (0, 1):
+            m = mask[s]
+            for name, col in (("retx", retx), ("zw", zero_win)):
+                count = cg.cumsum(m & col) + arr[f"{name}{s}"][conn]
+                letters |= m & col & _is_power_of_ten(count)
+            for name, col in (("seen_data", plen > 0), ("seen_pure_ack", pure_ack)):
+                firsts = m & col & (cg.cumsum(m & col) == 1) & (arr[f"{name}{s}"][conn] == 0)
+                letters |= firsts
+        closing = (cg.cumsum(is_fin | is_rst) > 0) | (arr["closing"][conn] > 0)
+        closing_before = cg.exclusive(closing, False) | (arr["closing"][conn] > 0)
+        index_in_conn = cg.cumsum(np.ones(n, dtype=np.int64)) + arr["pkts0"][conn] + arr["pkts1"][conn]
+        events = (
+            ((flags & (P.SYN | P.FIN | P.RST)) != 0)
+            | letters
+            | closing_before
+            | (index_in_conn <= EARLY_PACKETS)
+        )
+
+        # The peer segment each row follows (what a reply-RST answers).
+        peer_prev = np.where(
+            side == 0, cg.last_valid_pos(mask[1]), cg.last_valid_pos(mask[0])
+        )  # the row itself is never a peer row, so inclusive == exclusive
+
+        self._event_pass(
+            np.flatnonzero(events),
+            r, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
+            own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack, peer_prev,
+        )  # fmt: skip
+
+        # --- carry state to the next chunk ------------------------------------------
+        ts = r["ts_ns"].astype(np.int64)
+        frame = r["frame"].astype(np.int64)
+        arr["first_ns"][conns] = np.where(
+            arr["pkts0"][conns] + arr["pkts1"][conns] == 0, cg.first(ts), arr["first_ns"][conns]
+        )
+        arr["last_ns"][conns] = cg.last(ts)
+        arr["last_frame"][conns] = cg.last(frame)
+        arr["closing"][conns] = cg.last(closing)
+        for s in (0, 1):
+            m = mask[s]
+            last = cg.last(cg.last_valid_pos(m))
+            got = last >= 0
+            c, lp = conns[got], last[got]
+            arr[f"last_seq_raw{s}"][c] = seq[lp]
+            arr[f"last_seq_val{s}"][c] = seq_val[lp]
+            arr[f"last_frame{s}"][c] = frame[lp]
+            arr[f"last_flags{s}"][c] = flags[lp]
+            arr[f"last_len{s}"][c] = plen[lp]
+            arr[f"last_ackrel{s}"][c] = ack_val[lp]
+            arr[f"last_seqrel{s}"][c] = seq_val[lp]
+            first = _first_pos(cg, m)
+            fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
+            arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
+            am = m & has_ack
+            last_a = cg.last(cg.last_valid_pos(am))
+            got_a = last_a >= 0
+            arr[f"last_ack_raw{s}"][conns[got_a]] = ack_raw[last_a[got_a]]
+            arr[f"last_ack_val{s}"][conns[got_a]] = ack_val[last_a[got_a]]
+            arr[f"max_end{s}"][conns] = cg.last(max_end[s])
+            arr[f"max_ack{s}"][conns] = cg.last(max_ack[s])
+            arr[f"pkts{s}"][conns] += np.add.reduceat(m.astype(np.int64), cg.first_pos)
+            arr[f"bytes{s}"][conns] += np.add.reduceat(np.where(m, plen, 0), cg.first_pos)
+            arr[f"retx{s}"][conns] += np.add.reduceat((m & retx).astype(np.int64), cg.first_pos)
+            arr[f"zw{s}"][conns] += np.add.reduceat((m & zero_win).astype(np.int64), cg.first_pos)
+            arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
+            arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
+
+    def _new_connection(self, row, src_is_a: bool) -> None:
+        flags = int(row["flags"])
+        src = (P.format_addr(row["src_hi"], row["src_lo"]), int(row["src_port"]))
+        dst = (P.format_addr(row["dst_hi"], row["dst_lo"]), int(row["dst_port"]))
+        inferred = False
+        if flags & P.SYN and not flags & P.ACK:
+            src_is_orig = True
+        elif flags & P.SYN:
+            src_is_orig = False
+        else:
+            inferred = True
+            src_is_orig = not (src[1] < 1024 <= dst[1])
+        orig, resp = (src, dst) if src_is_orig else (dst, src)
+        cid = len(self.connections)
+        self._arrays["orig_is_a"][cid] = int(src_is_a == src_is_orig)
+        conn = Connection(
+            id=cid,
+            orig_addr=orig[0],
+            orig_port=orig[1],
+            resp_addr=resp[0],
+            resp_port=resp[1],
+            ip_version=int(row["ip_version"]),
+            originator_inferred=inferred,
+            first_frame=int(row["frame"]),
+            start_ns=int(row["ts_ns"]),
+        )
+        if inferred:
+            conn.history.append("^")
+        self.connections.append(conn)
+
+    # ----------------------------------------------------------------- pass 2
+    def _event_pass(self, idx, r, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before,
+                    peer_acked, own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack, peer_prev):  # fmt: skip
+        if not len(idx):
+            return
+        idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
+        arr = self._arrays
+        frame_col = r["frame"].astype(np.int64)
+        pp = peer_prev[idx]
+        have_pp = pp >= 0
+        ppi = np.maximum(pp, 0)
+        c_idx = conn[idx]
+        s_idx = side[idx]
+        # Answered segment: from this chunk, else the carried last segment of the peer.
+        peer_side = 1 - s_idx
+
+        def carried(name):
+            return np.where(peer_side == 0, arr[f"{name}0"][c_idx], arr[f"{name}1"][c_idx])
+
+        ans_frame = np.where(have_pp, frame_col[ppi], carried("last_frame"))
+        ans_flags = np.where(have_pp, flags[ppi], carried("last_flags"))
+        ans_len = np.where(have_pp, plen[ppi], carried("last_len"))
+        ans_ack = np.where(have_pp, ack_val[ppi], carried("last_ackrel"))
+        ans_seq = np.where(have_pp, seq_val[ppi], carried("last_seqrel"))
+        count_retx = retx[idx]
+        count_zw = zero_win[idx]
+        columns = zip(
+            frame_col[idx].tolist(), r["ts_ns"][idx].tolist(), c_idx.tolist(), s_idx.tolist(),
+            flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
+            r["seq"][idx].tolist(), r["ack"][idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
+            own_ack_before[idx].tolist(), peer_snd_nxt[idx].tolist(), ans_frame.tolist(), ans_flags.tolist(),
+            ans_len.tolist(), ans_ack.tolist(), ans_seq.tolist(), count_retx.tolist(), count_zw.tolist(),
+            pure_ack[idx].tolist(),
+        )  # fmt: skip
+        connections = self.connections
+        for row in columns:
+            self._event(connections[row[2]], row)
+
+    def _event(self, c: Connection, row) -> None:
+        (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, snd_nxt, peer_acked, own_acked, peer_nxt,
+         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, is_retx, is_zw, is_pure_ack) = row  # fmt: skip
+        side = Side(s)
+        hist = c.history
+        up = side is Side.ORIG
+
+        def letter(ch: str) -> None:
+            hist.append(ch.upper() if up else ch.lower())
+
+        def letter_once(ch: str) -> None:
+            lc = ch.upper() if up else ch.lower()
+            if lc not in hist:
+                hist.append(lc)
+
+        def letter_on_new_seq(ch: str) -> None:
+            key = (ch, s)
+            if c._last_flag_seq.get(key) != seq_raw:
+                c._last_flag_seq[key] = seq_raw
+                letter(ch)
+
+        syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
+        if syn and (fin or rst):
+            letter_once("q")
+        elif fin and rst:
+            letter_once("i")
+        if syn and not ackf:
+            letter_on_new_seq("s")
+            if side is Side.ORIG:
+                c.syn_frames.append(frame)
+                if c.isn[0] is None:
+                    c.isn[0] = seq_raw
+        elif syn:
+            letter_on_new_seq("h")
+            if side is Side.RESP:
+                if c.synack_frames and c.handshake_ack_frame is not None:
+                    c.synack_after_ack_frames.append(frame)
+                c.synack_frames.append(frame)
+                if c.isn[1] is None:
+                    c.isn[1] = seq_raw
+        if plen:
+            if c.first_payload_frame[s] is None:
+                c.first_payload_frame[s] = frame
+                letter_once("d")
+        elif is_pure_ack:
+            letter_once("a")
+        if (
+            side is Side.ORIG
+            and ackf
+            and c.handshake_ack_frame is None
+            and c.synack_frames
+            and not syn
+            and ack != NONE
+            and ack >= 1
+        ):
+            c.handshake_ack_frame = frame
+        if fin:
+            letter_on_new_seq("f")
+            if c.fin_frame[s] is None:
+                c.fin_frame[s] = frame
+        if rst:
+            letter_on_new_seq("r")
+            # Linux answers a SYN with RST|ACK only where no socket took it; an active RST|ACK answers nothing.
+            replies = not (flags & P.ACK) or c.state[s] is EndpointState.INACTIVE
+            answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw) if replies else None
+            if replies and answered is None and ans_frame >= 0 and _answers(flags, seq_raw, ack_raw, ans_flags, None, None):
+                answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
+            self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
+                               peer_nxt, answered)  # fmt: skip
+            c.rst_frames[s].append(frame)
+        recent = c._recent[s]
+        recent.append((frame, flags, seq_raw, ack_raw, plen, seq, ack))
+        if len(recent) > RECENT_SEGMENTS:
+            del recent[0]
+        if is_retx:
+            letter("t")
+        if is_zw:
+            letter("w")
+
+        event = _event_of(flags, plen)
+        old = c.state[s]
+        new = TRANSITIONS.get((old, event))
+        if new is None:
+            c.findings.append(
+                Finding(
+                    kind=f"state.{event.value}_after_{old.value}",
+                    frame=frame,
+                    side=side,
+                    detail=f"{side.role} sent {event.value} while {old.value}",
+                )
+            )
+        else:
+            c.state[s] = new
+            if event in (Event.ACK, Event.DATA) and new is EndpointState.ESTABLISHED:
+                peer = 1 - s
+                if c.state[peer] is EndpointState.SYN_ACK_SENT:
+                    c.state[peer] = EndpointState.ESTABLISHED
+
+    def _record_reset(self, c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
+                      peer_nxt, answered) -> None:  # fmt: skip
+        s = int(side)
+        ans_frame, ans_flags, _, _, ans_len, ans_seq, ans_ack = answered or (None,) * 7
+        obs = RstObservation(
+            frame=frame,
+            ts_ns=ts,
+            side=side,
+            flags=flags,
+            seq=seq,
+            ack=_none(ack) if flags & P.ACK else None,
+            seq_raw=seq_raw,
+            snd_nxt=_none(snd_nxt),
+            peer_acked=_none(peer_acked),
+            sender_acked=_none(own_acked),
+            peer_snd_nxt=_none(peer_nxt),
+            phase=c.phase(),
+            sender_state=c.state[s],
+            peer_state=c.state[1 - s],
+            sender_fin_frame=c.fin_frame[s],
+            peer_fin_frame=c.fin_frame[1 - s],
+            sender_prior_rst_frame=c.rst_frames[s][0] if c.rst_frames[s] else None,
+            sender_first_payload_frame=c.first_payload_frame[s],
+            answered_frame=ans_frame,
+            answered_flags=ans_flags,
+            answered_payload=ans_len,
+            answered_ack=_none(ans_ack) if answered and ans_flags & P.ACK else None,
+            answered_seq=_none(ans_seq) if answered else None,
+        )
+        c.resets.append(obs)
+
+    # ----------------------------------------------------------------- the end
+    def finish(self) -> list[Connection]:
+        """Copy the vectorised aggregates into the connection objects and return them."""
+        arr = self._arrays
+        for c in self.connections:
+            i = c.id
+            c.end_ns = int(arr["last_ns"][i])
+            c.last_frame = int(arr["last_frame"][i])
+            for s in (0, 1):
+                c.packets[s] = int(arr[f"pkts{s}"][i])
+                c.payload_bytes[s] = int(arr[f"bytes{s}"][i])
+                c.retransmissions[s] = int(arr[f"retx{s}"][i])
+                c.zero_windows[s] = int(arr[f"zw{s}"][i])
+                first, end = int(arr[f"first_seq_val{s}"][i]), int(arr[f"max_end{s}"][i])
+                if first != NONE and end != NONE:
+                    syn_fin = (c.isn[s] is not None) + (c.fin_frame[s] is not None)
+                    c.stream_bytes[s] = max(0, end - first - syn_fin)
+                    peer_ack = int(arr[f"max_ack{1 - s}"][i])
+                    if peer_ack != NONE:
+                        c.unacked_bytes[s] = max(0, end - peer_ack)
+        return self.connections
+
+
+def _answers(rst_flags: int, rst_seq_raw: int, rst_ack_raw: int, flags: int, seq_raw, ack_raw) -> bool:
+    """Whether a RST is a reply to a segment (RFC 9293 §3.10.7.1 reset generation).
+
+    A segment with ACK draws a bare RST whose seq is the segment's ack; a segment
+    without ACK (a SYN) draws RST|ACK whose ack covers it.  An active RST|ACK
+    (close, abort) answers nothing.  ``seq_raw``/``ack_raw`` None: only the flags
+    are checked (the numbers of a segment from an earlier chunk are not kept).
+    """
+    if not rst_flags & P.ACK:
+        return bool(flags & P.ACK) and (ack_raw is None or ack_raw == rst_seq_raw)
+    return not flags & P.ACK and flags & P.SYN != 0 and (seq_raw is None or (seq_raw + 1) % SEQ_MOD == rst_ack_raw)
+
+
+def _answered_segment(recent: list[tuple], rst_flags: int, rst_seq_raw: int, rst_ack_raw: int) -> tuple | None:
+    """The latest of the peer's recent segments that the RST answers, or None."""
+    for segment in reversed(recent):
+        _frame, flags, seq_raw, ack_raw, _plen, _seq, _ack = segment
+        if _answers(rst_flags, rst_seq_raw, rst_ack_raw, flags, seq_raw, ack_raw):
+            return segment
+    return None
+
+
+def _first_pos(groups: Groups, valid: np.ndarray) -> np.ndarray:
+    """Per group: position of its first ``valid`` element, or -1."""
+    n = groups.n
+    pos = np.where(valid, np.arange(n), n)
+    first = np.minimum.reduceat(pos, groups.first_pos) if n else pos
+    return np.where(first < n, first, -1)
+
+
+def _exclusive_carry(groups: Groups, own_incl: np.ndarray, mask, arr, prefix: str, conn) -> np.ndarray:
+    """Per row: the running max of the row's own side *before* the row (carried across chunks)."""
+    out = np.empty_like(own_incl)
+    for s in (0, 1):
+        m = mask[s]
+        prev = groups.exclusive(groups.last_valid_pos(m), -1)
+        carried = arr[f"{prefix}{s}"][conn]
+        vals = np.where(prev >= 0, own_incl[np.maximum(prev, 0)], carried)
+        out = np.where(m, vals, out)
+    return out
+
+
+def _is_power_of_ten(count: np.ndarray) -> np.ndarray:
+    """True where a running count is 1, 10, 100, ...: Zeek logs T and W letters on that scale."""
+    out = count == 1
+    k = 10
+    while k <= (count.max() if len(count) else 0):
+        out |= count == k
+        k *= 10
+    return out

@@ -1,0 +1,324 @@
+"""Evidence: the facts around each RST, and nothing else.
+
+Evidence says what the wire showed ("server RST|ACK at its snd_nxt, 0.4 ms
+after its last data; 52,128 bytes it had sent were not acknowledged"), never
+which failure it was: that is :mod:`rstscope.verdicts`.  Each fact that can
+support a verdict is a *finding* with a stable dotted id, registered once in
+:data:`FINDINGS`; every finding points at frames.
+
+Sequence numbers below are relative to the sender's first sequence number
+(its ISN when the handshake was captured), as in Wireshark.
+
+In flight.  What matters is the data the sender had not had acknowledged
+when it *sent* the RST.  Two estimates, and the evidence says which one a
+figure is (``in_flight_basis``):
+
+* ``capture``: RST seq minus the highest ack the peer had sent before the RST
+  passed the capture point.  Exact on a capture taken at the resetting side;
+  at the other side it is often 0 because that side acknowledged each segment
+  as it arrived, right before the RST.
+* ``echoes``: after an abort, every segment the peer still sends draws an
+  echo RST whose seq is that segment's ack.  Those segments reached the
+  sender after it reset, so it had not seen them: RST seq minus the lowest
+  such ack is a lower bound of what was in flight at the reset.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from rstscope import packets as P
+from rstscope.connections import Connection, Phase, RstObservation, Side
+
+
+class Severity(enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FindingKind:
+    id: str
+    severity: Severity
+    summary: str
+
+
+def _kinds(*kinds: FindingKind) -> dict[str, FindingKind]:
+    registry: dict[str, FindingKind] = {}
+    for kind in kinds:
+        if kind.id in registry:
+            raise ValueError(f"finding id registered twice: {kind.id}")
+        registry[kind.id] = kind
+    return registry
+
+
+_W, _I, _E = Severity.WARNING, Severity.INFO, Severity.ERROR
+FINDINGS: dict[str, FindingKind] = _kinds(
+    FindingKind(id="rst.answers_syn", severity=_W, summary="The RST answers a SYN: nothing listened on that port."),
+    FindingKind(id="rst.answers_segment", severity=_I,
+                summary="The RST is a reply to a peer segment (its seq is that segment's ack), not an active close."),
+    FindingKind(id="rst.after_own_reset", severity=_I,
+                summary="The sender had already reset this connection: an echo of that first reset."),
+    FindingKind(id="rst.after_connection_closed", severity=_I,
+                summary="Both sides had sent FIN before this RST: it answers a segment of a closed connection."),
+    FindingKind(id="rst.after_own_fin", severity=_W,
+                summary="The sender had closed with FIN before this RST."),
+    FindingKind(id="rst.answers_data_after_fin", severity=_W,
+                summary="The RST answers data the peer sent after the sender's FIN (late data)."),
+    FindingKind(id="rst.at_snd_nxt", severity=_I,
+                summary="The RST carries the sender's next sequence number: an active reset (close or abort)."),
+    FindingKind(id="rst.data_in_flight", severity=_E,
+                summary="The sender had sent data the peer had not acknowledged when it reset: that data is at risk."),
+    FindingKind(id="rst.in_flight_from_echoes", severity=_E,
+                summary="Echo RSTs show the peer was still acknowledging data the sender had sent before resetting "
+                        "(lower bound of what was in flight)."),
+    FindingKind(id="rst.nothing_in_flight", severity=_I,
+                summary="Everything the sender had sent was acknowledged when it reset."),
+    FindingKind(id="rst.before_server_payload", severity=_W,
+                summary="The server reset the connection before sending any payload."),
+    FindingKind(id="rst.seq_at_isn_plus_1", severity=_I,
+                summary="The RST seq is the sender's ISN+1: it had sent nothing after its SYN-ACK."),
+    FindingKind(id="rst.peer_data_unacknowledged", severity=_W,
+                summary="The peer had sent data that the RST's sender never acknowledged."),
+    FindingKind(id="rst.midstream", severity=_I,
+                summary="The connection's start is not in the capture (common when a capture starts mid-connection)."),
+    FindingKind(id="rst.sender_silent", severity=_I,
+                summary="The sender sent nothing but RSTs in this capture: it did not know the connection."),
+    FindingKind(id="handshake.syn_retransmitted", severity=_W,
+                summary="The client retransmitted its SYN: suspected SYN-queue pressure or loss."),
+    FindingKind(id="handshake.synack_retransmitted", severity=_W,
+                summary="The server retransmitted its SYN-ACK."),
+    FindingKind(id="handshake.synack_after_ack", severity=_E,
+                summary="The server retransmitted its SYN-ACK after the client had acknowledged it: the server "
+                        "dropped the handshake's last ACK, as a full accept queue does (suspected)."),
+    FindingKind(id="handshake.client_data_unacknowledged", severity=_W,
+                summary="The client sent data that the server never acknowledged."),
+    FindingKind(id="rst.answers_synack", severity=_I,
+                summary="The client reset in reply to a SYN-ACK: it had given up on the connection."),
+)  # fmt: skip
+del _W, _I, _E
+
+
+@dataclass(kw_only=True)
+class ResetEvidence:
+    """Everything known about one RST.  Field docstrings are the report's legend."""
+
+    frame: int
+    """Frame number of the RST (1-based, as Wireshark's frame.number)."""
+    time_ns: int
+    """Capture time of the RST, ns since the epoch."""
+    connection: int
+    """Connection id (see ``conns``)."""
+    sender: Side
+    sender_role: str
+    """client, server, or unknown (no handshake captured and no port hint)."""
+    src: str
+    """Sender ip:port."""
+    dst: str
+    """Receiver ip:port."""
+    flags: str
+    """RST or RST,ACK (and any other flag set)."""
+    phase: Phase
+    """Connection phase when the RST was sent: handshake, established, closing, closed, reset, midstream."""
+    seq: int
+    """RST sequence number, relative."""
+    seq_vs_snd_nxt: int | None
+    """RST seq minus the sender's highest sequence seen sent before it (0: exact; >0: the sender had sent
+    bytes this capture never saw; None: the sender sent nothing before)."""
+    in_flight: int | None
+    """Best estimate of the bytes the sender had sent that the peer had not acknowledged when the RST was sent."""
+    in_flight_basis: str | None
+    """Which estimate ``in_flight`` is: capture (sequence state at the capture point), echoes (lower bound),
+    or reply (a RST answering a segment: its sender had no connection state, so nothing in flight)."""
+    in_flight_capture: int | None
+    """RST seq minus the peer's highest ack seen before the RST at the capture point."""
+    in_flight_echoes: int | None
+    """RST seq minus the lowest ack among the peer segments that drew echo RSTs (a lower bound)."""
+    peer_unacked: int | None
+    """Bytes of the peer's data the sender never acknowledged (peer's highest seq minus the RST's ack)."""
+    sender_fin_frame: int | None
+    """Frame of the sender's FIN before the RST, if any."""
+    answers_frame: int | None
+    """For a reply-RST, the frame of the peer segment it answers."""
+    answers: str | None
+    """What that segment was: SYN, SYN-ACK, data, ACK, FIN."""
+    primary: int | None
+    """For an echo, the frame of the first RST of the connection."""
+    syn_retransmissions: int
+    synack_retransmissions: int
+    synack_after_ack: int
+    """SYN-ACKs the server sent after the client had acknowledged one."""
+    client_unacked: int | None
+    """Bytes the client had sent that the server never acknowledged, at the RST."""
+    echoes: int = 0
+    """Echo RSTs that followed this one (primary RSTs only)."""
+    findings: list[str] = field(default_factory=list)
+    """Finding ids (see FINDINGS) that hold for this RST."""
+
+    def has(self, finding: str) -> bool:
+        return finding in self.findings
+
+
+def _segment_kind(flags: int | None, payload: int | None) -> str | None:
+    if flags is None:
+        return None
+    if flags & P.SYN:
+        return "SYN-ACK" if flags & P.ACK else "SYN"
+    if flags & P.FIN:
+        return "FIN"
+    if payload:
+        return "data"
+    return "ACK"
+
+
+def sender_role(conn: Connection, side: Side) -> str:
+    """client/server; unknown when the originator was inferred without any port hint."""
+    if conn.originator_inferred and not (conn.resp_port < 1024 <= conn.orig_port):
+        return "unknown"
+    return side.role
+
+
+def collect(connections: list[Connection]) -> list[ResetEvidence]:
+    """Evidence for every RST, in capture order."""
+    out: list[ResetEvidence] = []
+    for conn in connections:
+        out.extend(_connection_evidence(conn))
+    out.sort(key=lambda e: e.frame)
+    return out
+
+
+def _connection_evidence(conn: Connection) -> list[ResetEvidence]:
+    items = [_evidence(conn, obs) for obs in conn.resets]
+    by_frame = {e.frame: e for e in items}
+    # Echo bound: a bare echo's seq is the ack of the peer segment that drew it.
+    for obs, ev in zip(conn.resets, items, strict=True):
+        if ev.primary is None or obs.flags & P.ACK:
+            continue
+        primary = by_frame.get(ev.primary)
+        if primary is None:
+            continue
+        primary.echoes += 1
+        bound = primary.seq - obs.seq
+        if bound > 0 and (primary.in_flight_echoes is None or bound > primary.in_flight_echoes):
+            primary.in_flight_echoes = bound
+    for ev in items:
+        _settle_in_flight(ev)
+    return items
+
+
+def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
+    side = obs.side
+    findings: list[str] = []
+    seq_vs = obs.seq - obs.snd_nxt if obs.snd_nxt is not None else None
+    in_flight_capture = None
+    if obs.peer_acked is not None:
+        in_flight_capture = max(0, obs.seq - obs.peer_acked)
+        if obs.sender_fin_frame is not None and obs.peer_acked < obs.seq:
+            in_flight_capture = max(0, in_flight_capture - 1)  # the FIN's sequence number is not data
+    peer_unacked = None
+    if obs.ack is not None and obs.peer_snd_nxt is not None:
+        peer_unacked = max(0, obs.peer_snd_nxt - obs.ack)
+
+    answers = _segment_kind(obs.answered_flags, obs.answered_payload)
+    primary = obs.sender_prior_rst_frame
+    if primary is None and obs.phase is Phase.CLOSED and obs.answered_frame is not None:
+        first = min((f for frames in conn.rst_frames for f in frames if f < obs.frame), default=None)
+        primary = first
+    if obs.answered_frame is not None:
+        findings.append("rst.answers_segment")
+    if answers == "SYN" and obs.snd_nxt is None:  # a SYN-ACK sender answering a SYN is something else
+        findings.append("rst.answers_syn")
+    if answers == "SYN-ACK" and side is Side.ORIG:
+        findings.append("rst.answers_synack")
+    if obs.sender_prior_rst_frame is not None:
+        findings.append("rst.after_own_reset")
+    if obs.phase is Phase.CLOSED and obs.answered_frame is not None:
+        findings.append("rst.after_connection_closed")
+    if obs.sender_fin_frame is not None:
+        findings.append("rst.after_own_fin")
+        if obs.answered_payload and obs.answered_frame and obs.answered_frame > obs.sender_fin_frame:
+            findings.append("rst.answers_data_after_fin")
+    if obs.flags & P.ACK and seq_vs is not None and seq_vs >= 0 and obs.answered_frame is None:
+        findings.append("rst.at_snd_nxt")
+    if side is Side.RESP and obs.sender_first_payload_frame is None:
+        findings.append("rst.before_server_payload")
+    if side is Side.RESP and conn.isn[1] is not None and (obs.seq_raw - conn.isn[1]) % (1 << 32) == 1:
+        findings.append("rst.seq_at_isn_plus_1")
+    if peer_unacked:
+        findings.append("rst.peer_data_unacknowledged")
+    if obs.phase is Phase.MIDSTREAM or (not conn.saw_syn and not conn.saw_synack):
+        findings.append("rst.midstream")
+    if obs.snd_nxt is None:
+        findings.append("rst.sender_silent")
+    syn_rx = max(0, len(conn.syn_frames) - 1)
+    synack_rx = max(0, len([f for f in conn.synack_frames if f < obs.frame]) - 1)
+    synack_after_ack = len([f for f in conn.synack_after_ack_frames if f < obs.frame])
+    if syn_rx:
+        findings.append("handshake.syn_retransmitted")
+    if synack_rx:
+        findings.append("handshake.synack_retransmitted")
+    if synack_after_ack:
+        findings.append("handshake.synack_after_ack")
+    client_unacked = None
+    if side is Side.RESP:
+        client_unacked = peer_unacked if obs.ack is not None else _peer_unacked_bare(obs)
+    elif obs.snd_nxt is not None and obs.peer_acked is not None:
+        client_unacked = max(0, obs.snd_nxt - obs.peer_acked)
+    if client_unacked and side is Side.RESP and obs.sender_first_payload_frame is None:
+        findings.append("handshake.client_data_unacknowledged")
+    return ResetEvidence(
+        frame=obs.frame,
+        time_ns=obs.ts_ns,
+        connection=conn.id,
+        sender=side,
+        sender_role=sender_role(conn, side),
+        src=conn.endpoint(side),
+        dst=conn.endpoint(side.peer),
+        flags=P.flag_names(obs.flags),
+        phase=obs.phase,
+        seq=obs.seq,
+        seq_vs_snd_nxt=seq_vs,
+        in_flight=None,
+        in_flight_basis=None,
+        in_flight_capture=in_flight_capture,
+        in_flight_echoes=None,
+        peer_unacked=peer_unacked,
+        sender_fin_frame=obs.sender_fin_frame,
+        answers_frame=obs.answered_frame,
+        answers=answers,
+        primary=primary,
+        syn_retransmissions=syn_rx,
+        synack_retransmissions=synack_rx,
+        synack_after_ack=synack_after_ack,
+        client_unacked=client_unacked,
+        findings=findings,
+    )
+
+
+def _peer_unacked_bare(obs: RstObservation) -> int | None:
+    """Peer data a bare RST's sender never acknowledged: judged by the sender's own last ack."""
+    if obs.peer_snd_nxt is None:
+        return None
+    acked = obs.sender_acked if obs.sender_acked is not None else 0
+    return max(0, obs.peer_snd_nxt - acked)
+
+
+def _settle_in_flight(ev: ResetEvidence) -> None:
+    """Pick the in-flight figure and add the in-flight findings (after echoes are known)."""
+    if ev.answers_frame is not None and not ev.has("rst.at_snd_nxt"):
+        # A reply-RST comes from a side with no socket (or a listener): nothing of its own in flight.
+        ev.in_flight, ev.in_flight_basis = 0, "reply"
+        return
+    candidates = [(v, basis) for v, basis in ((ev.in_flight_capture, "capture"), (ev.in_flight_echoes, "echoes"))
+                  if v is not None]  # fmt: skip
+    if not candidates:
+        return
+    ev.in_flight, ev.in_flight_basis = max(candidates)
+    if ev.in_flight_echoes:
+        ev.findings.append("rst.in_flight_from_echoes")
+    if ev.in_flight:
+        ev.findings.append("rst.data_in_flight")
+    else:
+        ev.findings.append("rst.nothing_in_flight")

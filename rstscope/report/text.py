@@ -1,0 +1,146 @@
+"""The terminal view of ``rstscope analyze``: a summary a person takes in at a glance, then the RSTs."""
+
+from __future__ import annotations
+
+import csv
+from typing import TextIO
+
+from rstscope.verdicts import Verdict
+
+TABLE_COLUMNS = ("frame", "time", "sender", "src", "dst", "verdict", "in_flight", "primary", "echoes", "explanation")
+CSV_COLUMNS = (
+    "capture", "frame", "time", "connection", "src", "dst", "sender", "flags", "phase", "verdict", "rule",
+    "primary", "in_flight", "in_flight_basis", "in_flight_capture", "in_flight_echoes", "seq_vs_snd_nxt",
+    "peer_unacked", "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
+    "synack_after_ack", "client_unacked", "kernel_reason", "explanation",
+)  # fmt: skip
+MAX_LOST_LISTED = 10
+
+_BOLD, _RED, _YELLOW, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[0m"
+_VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW}
+
+
+def _bytes(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, size in (("MB", 1_000_000), ("kB", 1_000)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+class _Style:
+    def __init__(self, colour: bool):
+        self.colour = colour
+
+    def __call__(self, text: str, code: str) -> str:
+        return f"{code}{text}{_RESET}" if self.colour and code else text
+
+
+def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
+    st = _Style(colour)
+    s = doc["summary"]
+    names = ", ".join(c["path"] for c in doc["captures"])
+    out.write(st(f"rstscope: {names}", _BOLD) + "\n")
+    out.write(
+        f"  {s['packets']:,} packets, {s['tcp_packets']:,} TCP, {s['connections']:,} connections, "
+        f"{s['resets']:,} RSTs in {s['connections_reset']:,} connections\n"
+    )
+    for cap in doc["captures"]:
+        for w in cap["warnings"]:
+            out.write(st(f"  warning: {cap['path']}: {w}", _YELLOW) + "\n")
+    if not s["resets"]:
+        out.write("\n  No RST in this capture.\n")
+    else:
+        out.write("\n" + st("  RSTs by verdict", _BOLD) + "\n")
+        for v in Verdict:
+            n = s["by_verdict"].get(v.value, 0)
+            if n:
+                out.write(f"    {st(f'{v.value:<11}', _VERDICT_COLOUR.get(v.value, ''))} {n:>6}  {v.definition}\n")
+    lost = [c for c in doc["connections"] if c["lost_data"]]
+    if lost:
+        out.write("\n" + st(f"  Connections that lost data: {len(lost)}", _BOLD))
+        out.write(f" ({_bytes(s['bytes_in_flight_at_loss'])} in flight at the resets)\n")
+        lost.sort(key=lambda c: -(c["in_flight_at_reset"] or 0))
+        for c in lost[:MAX_LOST_LISTED]:
+            outcome = f"  client: {c['client_outcome']}" if c.get("client_outcome") else ""
+            out.write(
+                f"    #{c['id']:<5} {c['client']} -> {c['server']}  {c['verdict']:<10} "
+                f"{_bytes(c['in_flight_at_reset']):>9} in flight{outcome}\n"
+            )
+        if len(lost) > MAX_LOST_LISTED:
+            out.write(st(f"    ... {len(lost) - MAX_LOST_LISTED} more: see --json or --csv\n", _DIM))
+    strongest = _strongest(doc)
+    if strongest:
+        out.write("\n" + st("  Strongest evidence", _BOLD) + "\n")
+        for line in strongest:
+            out.write(f"    {line}\n")
+    lq = doc["listen_queue"]
+    if any(lq[k] for k in ("syn_retransmitted", "synack_after_ack", "unanswered")):
+        out.write("\n" + st("  Listen queue", _BOLD) + "\n")
+        out.write(
+            f"    {lq['syn_retransmitted']} connections with SYN retransmitted, "
+            f"{lq['synack_after_ack']} with SYN-ACK retransmitted after the client's ACK "
+            f"(accept-queue drop suspected), {lq['unanswered']} attempts never answered\n"
+        )
+    fixes = [Verdict(v) for v in s["by_verdict"] if v not in ("echo", "unknown")]
+    if fixes:
+        out.write("\n" + st("  What to do", _BOLD) + "\n")
+        for v in fixes:
+            out.write(f"    {v.value}: {v.fix}\n")
+    gt = doc.get("ground_truth")
+    if gt:
+        out.write("\n" + st("  Ground truth (lab run)", _BOLD) + "\n")
+        for key, value in gt.items():
+            if not isinstance(value, (dict, list)):
+                out.write(f"    {key}: {value}\n")
+
+
+def _strongest(doc: dict) -> list[str]:
+    """One line per verdict: the RST with the most evidence behind it."""
+    lines = []
+    by_verdict: dict[str, dict] = {}
+    for r in doc["resets"]:
+        if r["verdict"] in ("echo", "unknown"):
+            continue
+        best = by_verdict.get(r["verdict"])
+        if best is None or (r["in_flight"] or 0, len(r["findings"])) > (best["in_flight"] or 0, len(best["findings"])):
+            by_verdict[r["verdict"]] = r
+    for r in by_verdict.values():
+        lines.append(f"frame {r['frame']}: {r['explanation']}")
+    return lines
+
+
+def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bool = False) -> None:
+    """The per-RST table; echoes are folded into their primary's ``echoes`` count unless asked for."""
+    rows = [r for r in doc["resets"] if show_echoes or r["verdict"] != "echo"]
+    hidden = len(doc["resets"]) - len(rows)
+    if not doc["resets"]:
+        return
+    st = _Style(colour)
+    t0 = min((r["time"] for r in doc["resets"]), default=0.0)
+    out.write("\n")
+    if colour:
+        header = ["frame", "t+s", "sender", "src -> dst", "verdict", "in_flight", "primary", "echoes", "explanation"]
+        out.write(st("  ".join(header), _BOLD) + "\n")
+        for r in rows:
+            verdict = st(f"{r['verdict']:<10}", _VERDICT_COLOUR.get(r["verdict"], ""))
+            out.write(
+                f"{r['frame']:>6}  {r['time'] - t0:9.6f}  {r['sender']:<7} {r['src']} -> {r['dst']}  {verdict} "
+                f"{_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  {r['echoes']:>5}  {r['explanation']}\n"
+            )
+    else:  # piped: plain tab-separated values, one header line
+        out.write("\t".join(TABLE_COLUMNS) + "\n")
+        for r in rows:
+            out.write("\t".join("" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS) + "\n")
+    if hidden:
+        out.write(st(f"({hidden} echo RSTs not listed: each is counted under its primary; --all lists them)\n", _DIM))
+
+
+def write_csv(doc: dict, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in doc["resets"]:
+        kernel = (r.get("kernel") or {}).get("reason")
+        row = {**r, "kernel_reason": kernel}
+        writer.writerow(["" if row.get(c) is None else row.get(c) for c in CSV_COLUMNS])
