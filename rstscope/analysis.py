@@ -21,6 +21,8 @@ from rstscope.reader import open_capture
 from rstscope.verdicts import Decision, Verdict, classify
 
 SCHEMA_VERSION = 1
+CHUNK_PACKETS = 65_536
+"""Rows per chunk: small enough that the tracker's temporaries stay in cache and memory stays flat."""
 
 
 @dataclass(kw_only=True)
@@ -94,16 +96,14 @@ class Analysis:
         return combine([self])
 
 
-def analyze_capture(
-    path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None
-) -> Analysis:
+def analyze_capture(path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> Analysis:
     """Run the whole pipeline on one capture file.
 
     ``progress(packets_done, bytes_done)`` is called after each chunk.
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     tracker = Tracker()
-    with open_capture(path) as cap:
+    with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)
             if progress is not None:

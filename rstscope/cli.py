@@ -9,6 +9,7 @@ exit status here, and only here.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 import time
@@ -74,8 +75,25 @@ def _isatty(stream: TextIO) -> bool:
         return False
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """argparse writing to the injected streams, with a one-line usage error that says where to look."""
+
+    def __init__(self, *args, env: Environment | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.env = env or Environment()
+
+    def _print_message(self, message: str, file=None) -> None:
+        if message:
+            stream = self.env.stderr if file is sys.stderr else self.env.stdout
+            stream.write(message)
+
+    def error(self, message: str):
+        self.exit(ExitStatus.BAD_INPUT, f"rstscope: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser(env: Environment | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(
+        env=env,
         prog="rstscope",
         description="Explains TCP resets: who sent each RST, why, and what was lost.",
         epilog="Run 'rstscope COMMAND --help' for a command's options and examples.",
@@ -84,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--traceback", action="store_true", help="show the Python traceback of an error (for bug reports)"
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, env=parser.env)
+    )
     for name, module_name in COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
@@ -106,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
     """Parse ``argv``, run the command, and return its exit status (never raises for user errors)."""
     env = env or Environment()
-    parser = build_parser()
+    parser = build_parser(env)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse already printed its one-line usage error

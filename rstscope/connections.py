@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -48,7 +49,7 @@ from rstscope import packets as P
 from rstscope.grouped import NONE, Groups
 from rstscope.seqnum import SEQ_MOD, seq_diff_array
 
-EARLY_PACKETS = 32
+EARLY_PACKETS = 8
 RECENT_SEGMENTS = 16
 """Rows of a connection that always go through the event pass (handshake trouble lives here)."""
 
@@ -356,7 +357,7 @@ class _ConnArrays:
         "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
         "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
     )  # fmt: skip
-    DEFAULTS = {
+    DEFAULTS: ClassVar[dict[str, int]] = {
         "anchor_raw0": -1, "anchor_raw1": -1, "last_seq_raw0": -1, "last_seq_raw1": -1,
         "last_ack_raw0": -1, "last_ack_raw1": -1, "max_end0": NONE, "max_end1": NONE,
         "max_ack0": NONE, "max_ack1": NONE, "last_frame0": -1, "last_frame1": -1,
@@ -420,18 +421,20 @@ class Tracker:
         h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
         h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
         h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
-        keys = np.stack([a_hi, a_lo, b_hi, b_lo, ports], axis=1)
+        columns = (a_hi, a_lo, b_hi, b_lo, ports)
         order = np.argsort(h, kind="stable")
         hs = h[order]
         start = np.ones(len(order), dtype=bool)
         start[1:] = hs[1:] != hs[:-1]
-        ks = keys[order]
-        first = np.maximum.accumulate(np.where(start, np.arange(len(order)), 0))
-        if not (ks == ks[first]).all():  # a hash collision: group exactly instead
-            order = np.lexsort(keys.T[::-1])
-            ks = keys[order]
+        sorted_columns = [c[order] for c in columns]
+        same_hash = ~start[1:]
+        if any((sc[1:] != sc[:-1])[same_hash].any() for sc in sorted_columns):
+            # A hash collision inside this chunk: group exactly instead.
+            order = np.lexsort(columns[::-1])
+            sorted_columns = [c[order] for c in columns]
             start = np.ones(len(order), dtype=bool)
-            start[1:] = (ks[1:] != ks[:-1]).any(axis=1)
+            start[1:] = np.logical_or.reduce([sc[1:] != sc[:-1] for sc in sorted_columns])
+        ks = np.stack(sorted_columns, axis=1)
         groups = Groups(start)
         tids = np.empty(groups.count, dtype=np.int64)
         ids = self._tuple_ids
@@ -448,13 +451,15 @@ class Tracker:
 
     def _feed(self, rows: np.ndarray) -> None:
         src_is_a, order, tgroups, tids = self._tuple_index(rows)
-        r = rows[order]  # rows grouped by tuple, capture order inside each group
-        n = len(r)
-        pos = np.arange(n)
-        flags = r["flags"].astype(np.int64)
-        seq = r["seq"].astype(np.int64)
-        ack_raw = r["ack"].astype(np.int64)
-        plen = r["payload_len"].astype(np.int64)
+        # Columns grouped by tuple, capture order inside each group (gathering whole rows is far slower).
+        n = len(order)
+        flags = rows["flags"][order].astype(np.int64)
+        seq = rows["seq"][order].astype(np.int64)
+        ack_raw = rows["ack"][order].astype(np.int64)
+        plen = rows["payload_len"][order].astype(np.int64)
+        ts = rows["ts_ns"][order]
+        frame = rows["frame"][order].astype(np.int64)
+        window = rows["window"][order]
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -467,6 +472,7 @@ class Tracker:
         new_inst = brand_new | (pure_syn & (prev_syn_seq != seq) & ~brand_new)
         # (a tuple first seen in this chunk has cur < 0 on every row; only its first row is brand_new)
         new_pos = np.flatnonzero(new_inst)
+        new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]  # ids in order of first packet
         first_id = len(self.connections)
         new_ids = np.full(n, -1, dtype=np.int64)
         new_ids[new_pos] = first_id + np.arange(len(new_pos))
@@ -480,7 +486,7 @@ class Tracker:
         arr = self._arrays
         arr.grow(len(new_pos))
         for p in new_pos.tolist():
-            self._new_connection(r[p], bool(a_side[p]))
+            self._new_connection(rows[order[p]], bool(a_side[p]))
         orig_is_a = arr["orig_is_a"][conn].astype(bool)
         side = np.where(a_side == orig_is_a, 0, 1)
 
@@ -494,6 +500,10 @@ class Tracker:
         is_fin = (flags & P.FIN) != 0
         is_rst = (flags & P.RST) != 0
         mask = [side == 0, side == 1]
+        # Per side: position of the side's latest row at/before each row, and strictly before it.
+        last_of = [cg.last_valid_pos(m) for m in mask]
+        prev_of = [cg.exclusive(x, -1) for x in last_of]
+        last_ack_of = [cg.last_valid_pos(m & has_ack) for m in mask]
 
         # Sequence-space anchors: carried, else this chunk's first seq of that side,
         # else the first ack the peer sent for it.
@@ -516,7 +526,7 @@ class Tracker:
         ack_val = np.full(n, NONE, dtype=np.int64)
         for s in (0, 1):
             m = mask[s]
-            prev = cg.exclusive(cg.last_valid_pos(m), -1)
+            prev = prev_of[s]
             carried_raw = arr[f"last_seq_raw{s}"][conn]
             carried_val = arr[f"last_seq_val{s}"][conn]
             base_raw = np.where(carried_raw >= 0, carried_raw, arr[f"anchor_raw{s}"][conn])
@@ -529,7 +539,7 @@ class Tracker:
             # Acks sent by side s live in the peer's sequence space.
             am = m & has_ack
             p = 1 - s
-            prev_a = cg.exclusive(cg.last_valid_pos(am), -1)
+            prev_a = cg.exclusive(last_ack_of[s], -1)
             carried_araw = arr[f"last_ack_raw{s}"][conn]
             carried_aval = arr[f"last_ack_val{s}"][conn]
             abase_raw = np.where(carried_araw >= 0, carried_araw, arr[f"anchor_raw{p}"][conn])
@@ -550,13 +560,13 @@ class Tracker:
         own = side
         own_end_incl = np.where(own == 0, max_end[0], max_end[1])
         own_ack_incl = np.where(own == 0, max_ack[0], max_ack[1])
-        snd_nxt_before = _exclusive_carry(cg, own_end_incl, mask, arr, "max_end", conn)
-        own_ack_before = _exclusive_carry(cg, own_ack_incl, mask, arr, "max_ack", conn)
+        snd_nxt_before = _exclusive_carry(own_end_incl, mask, prev_of, arr, "max_end", conn)
+        own_ack_before = _exclusive_carry(own_ack_incl, mask, prev_of, arr, "max_ack", conn)
         peer_acked = np.where(own == 0, max_ack[1], max_ack[0])
         peer_snd_nxt = np.where(own == 0, max_end[1], max_end[0])
 
         retx = (plen > 0) & ~is_syn & (snd_nxt_before != NONE) & (seq_val < snd_nxt_before)
-        zero_win = (r["window"] == 0) & ~is_syn & ~is_rst
+        zero_win = (window == 0) & ~is_syn & ~is_rst
         pure_ack = has_ack & (plen == 0) & ~(is_syn | is_fin | is_rst)
         letters = np.zeros(n, dtype=bool)
         for s in (0, 1):
@@ -570,27 +580,18 @@ class Tracker:
         closing = (cg.cumsum(is_fin | is_rst) > 0) | (arr["closing"][conn] > 0)
         closing_before = cg.exclusive(closing, False) | (arr["closing"][conn] > 0)
         index_in_conn = cg.cumsum(np.ones(n, dtype=np.int64)) + arr["pkts0"][conn] + arr["pkts1"][conn]
-        events = (
-            ((flags & (P.SYN | P.FIN | P.RST)) != 0)
-            | letters
-            | closing_before
-            | (index_in_conn <= EARLY_PACKETS)
-        )
+        events = ((flags & (P.SYN | P.FIN | P.RST)) != 0) | letters | closing_before | (index_in_conn <= EARLY_PACKETS)
 
         # The peer segment each row follows (what a reply-RST answers).
-        peer_prev = np.where(
-            side == 0, cg.last_valid_pos(mask[1]), cg.last_valid_pos(mask[0])
-        )  # the row itself is never a peer row, so inclusive == exclusive
+        peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
 
         self._event_pass(
             np.flatnonzero(events),
-            r, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
+            frame, ts, seq, ack_raw, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
             own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack, peer_prev,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
-        ts = r["ts_ns"].astype(np.int64)
-        frame = r["frame"].astype(np.int64)
         arr["first_ns"][conns] = np.where(
             arr["pkts0"][conns] + arr["pkts1"][conns] == 0, cg.first(ts), arr["first_ns"][conns]
         )
@@ -599,7 +600,7 @@ class Tracker:
         arr["closing"][conns] = cg.last(closing)
         for s in (0, 1):
             m = mask[s]
-            last = cg.last(cg.last_valid_pos(m))
+            last = cg.last(last_of[s])
             got = last >= 0
             c, lp = conns[got], last[got]
             arr[f"last_seq_raw{s}"][c] = seq[lp]
@@ -612,8 +613,7 @@ class Tracker:
             first = _first_pos(cg, m)
             fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
             arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
-            am = m & has_ack
-            last_a = cg.last(cg.last_valid_pos(am))
+            last_a = cg.last(last_ack_of[s])
             got_a = last_a >= 0
             arr[f"last_ack_raw{s}"][conns[got_a]] = ack_raw[last_a[got_a]]
             arr[f"last_ack_val{s}"][conns[got_a]] = ack_val[last_a[got_a]]
@@ -628,8 +628,8 @@ class Tracker:
 
     def _new_connection(self, row, src_is_a: bool) -> None:
         flags = int(row["flags"])
-        src = (P.format_addr(row["src_hi"], row["src_lo"]), int(row["src_port"]))
-        dst = (P.format_addr(row["dst_hi"], row["dst_lo"]), int(row["dst_port"]))
+        src = (P.format_addr(int(row["src_hi"]), int(row["src_lo"])), int(row["src_port"]))
+        dst = (P.format_addr(int(row["dst_hi"]), int(row["dst_lo"])), int(row["dst_port"]))
         inferred = False
         if flags & P.SYN and not flags & P.ACK:
             src_is_orig = True
@@ -657,13 +657,13 @@ class Tracker:
         self.connections.append(conn)
 
     # ----------------------------------------------------------------- pass 2
-    def _event_pass(self, idx, r, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before,
-                    peer_acked, own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack, peer_prev):  # fmt: skip
+    def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags, plen, seq_val, ack_val,
+                    snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack,
+                    peer_prev):  # fmt: skip
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
         arr = self._arrays
-        frame_col = r["frame"].astype(np.int64)
         pp = peer_prev[idx]
         have_pp = pp >= 0
         ppi = np.maximum(pp, 0)
@@ -683,12 +683,13 @@ class Tracker:
         count_retx = retx[idx]
         count_zw = zero_win[idx]
         columns = zip(
-            frame_col[idx].tolist(), r["ts_ns"][idx].tolist(), c_idx.tolist(), s_idx.tolist(),
+            frame_col[idx].tolist(), ts[idx].tolist(), c_idx.tolist(), s_idx.tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
-            r["seq"][idx].tolist(), r["ack"][idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
+            seq_raw[idx].tolist(), ack_raw[idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
             own_ack_before[idx].tolist(), peer_snd_nxt[idx].tolist(), ans_frame.tolist(), ans_flags.tolist(),
             ans_len.tolist(), ans_ack.tolist(), ans_seq.tolist(), count_retx.tolist(), count_zw.tolist(),
             pure_ack[idx].tolist(),
+            strict=True,
         )  # fmt: skip
         connections = self.connections
         for row in columns:
@@ -759,7 +760,12 @@ class Tracker:
             # Linux answers a SYN with RST|ACK only where no socket took it; an active RST|ACK answers nothing.
             replies = not (flags & P.ACK) or c.state[s] is EndpointState.INACTIVE
             answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw) if replies else None
-            if replies and answered is None and ans_frame >= 0 and _answers(flags, seq_raw, ack_raw, ans_flags, None, None):
+            if (
+                replies
+                and answered is None
+                and ans_frame >= 0
+                and _answers(flags, seq_raw, ack_raw, ans_flags, None, None)
+            ):
                 answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
             self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
                                peer_nxt, answered)  # fmt: skip
@@ -876,12 +882,12 @@ def _first_pos(groups: Groups, valid: np.ndarray) -> np.ndarray:
     return np.where(first < n, first, -1)
 
 
-def _exclusive_carry(groups: Groups, own_incl: np.ndarray, mask, arr, prefix: str, conn) -> np.ndarray:
+def _exclusive_carry(own_incl: np.ndarray, mask, prev_of, arr, prefix: str, conn) -> np.ndarray:
     """Per row: the running max of the row's own side *before* the row (carried across chunks)."""
     out = np.empty_like(own_incl)
     for s in (0, 1):
         m = mask[s]
-        prev = groups.exclusive(groups.last_valid_pos(m), -1)
+        prev = prev_of[s]
         carried = arr[f"{prefix}{s}"][conn]
         vals = np.where(prev >= 0, own_incl[np.maximum(prev, 0)], carried)
         out = np.where(m, vals, out)

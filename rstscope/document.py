@@ -82,7 +82,10 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "payload_bytes": {"client": conn.payload_bytes[Side.ORIG], "server": conn.payload_bytes[Side.RESP]},
         "stream_bytes": {"client": conn.stream_bytes[Side.ORIG], "server": conn.stream_bytes[Side.RESP]},
         "unacked_bytes": {"client": conn.unacked_bytes[Side.ORIG], "server": conn.unacked_bytes[Side.RESP]},
-        "retransmissions": {"client": conn.retransmissions[Side.ORIG], "server": conn.retransmissions[Side.RESP]},
+        "retransmissions": {
+            "client": conn.retransmissions[Side.ORIG],
+            "server": conn.retransmissions[Side.RESP],
+        },
         "history": conn.history_text,
         "phase": conn.phase().value,
         "syn_retransmissions": max(0, len(conn.syn_frames) - 1),

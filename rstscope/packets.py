@@ -19,6 +19,7 @@ for both families.
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
@@ -128,6 +129,7 @@ class ReadStats:
     """Bytes consumed from the (decompressed) file."""
 
 
+@functools.lru_cache(maxsize=65_536)
 def format_addr(hi: int, lo: int) -> str:
     """Text form of a 128-bit address: dotted quad for IPv4-mapped, RFC 5952 otherwise."""
     hi, lo = int(hi), int(lo)

@@ -28,7 +28,7 @@ def test_verdicts(tmp_path, scenario):
 
 
 def test_evidence_numbers(tmp_path, scenario):
-    analysis, doc = _analyze(tmp_path, scenario)
+    _, doc = _analyze(tmp_path, scenario)
     resets = {r["frame"]: r for r in doc["resets"]}
     for key, fields in scenario.expect.items():
         if isinstance(key, int):

@@ -7,7 +7,18 @@ from typing import TextIO
 
 from rstscope.verdicts import Verdict
 
-TABLE_COLUMNS = ("frame", "time", "sender", "src", "dst", "verdict", "in_flight", "primary", "echoes", "explanation")
+TABLE_COLUMNS = (
+    "frame",
+    "time",
+    "sender",
+    "src",
+    "dst",
+    "verdict",
+    "in_flight",
+    "primary",
+    "echoes",
+    "explanation",
+)
 CSV_COLUMNS = (
     "capture", "frame", "time", "connection", "src", "dst", "sender", "flags", "phase", "verdict", "rule",
     "primary", "in_flight", "in_flight_basis", "in_flight_capture", "in_flight_echoes", "seq_vs_snd_nxt",
@@ -104,7 +115,10 @@ def _strongest(doc: dict) -> list[str]:
         if r["verdict"] in ("echo", "unknown"):
             continue
         best = by_verdict.get(r["verdict"])
-        if best is None or (r["in_flight"] or 0, len(r["findings"])) > (best["in_flight"] or 0, len(best["findings"])):
+        if best is None or (r["in_flight"] or 0, len(r["findings"])) > (
+            best["in_flight"] or 0,
+            len(best["findings"]),
+        ):
             by_verdict[r["verdict"]] = r
     for r in by_verdict.values():
         lines.append(f"frame {r['frame']}: {r['explanation']}")
@@ -121,7 +135,17 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
     t0 = min((r["time"] for r in doc["resets"]), default=0.0)
     out.write("\n")
     if colour:
-        header = ["frame", "t+s", "sender", "src -> dst", "verdict", "in_flight", "primary", "echoes", "explanation"]
+        header = [
+            "frame",
+            "t+s",
+            "sender",
+            "src -> dst",
+            "verdict",
+            "in_flight",
+            "primary",
+            "echoes",
+            "explanation",
+        ]
         out.write(st("  ".join(header), _BOLD) + "\n")
         for r in rows:
             verdict = st(f"{r['verdict']:<10}", _VERDICT_COLOUR.get(r["verdict"], ""))
@@ -134,7 +158,12 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
         for r in rows:
             out.write("\t".join("" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS) + "\n")
     if hidden:
-        out.write(st(f"({hidden} echo RSTs not listed: each is counted under its primary; --all lists them)\n", _DIM))
+        out.write(
+            st(
+                f"({hidden} echo RSTs not listed: each is counted under its primary; --all lists them)\n",
+                _DIM,
+            )
+        )
 
 
 def write_csv(doc: dict, out: TextIO) -> None:

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets up everything rstscope needs on a fresh Debian machine, as root:
+# Debian tools (tshark, tcpdump, iproute2, ethtool, nftables), a virtualenv in .venv, the package.
+# Idempotent: a second run only checks.  Extra apt packages can be named as arguments.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(tshark tcpdump iproute2 ethtool nftables "$@")
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then
+        echo "setup: need root to install ${missing[*]} (or install them yourself)" >&2
+        exit 1
+    fi
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import rstscope, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "setup: installing rstscope and its Python dependencies into .venv" >&2
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+    touch .venv/.installed
+fi
