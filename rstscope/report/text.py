@@ -71,14 +71,13 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
     lost = [c for c in doc["connections"] if c["lost_data"]]
     if lost:
         out.write("\n" + st(f"  Connections that lost data: {len(lost)}", _BOLD))
-        out.write(f" ({_bytes(s['bytes_in_flight_at_loss'])} in flight at the resets)\n")
+        in_flight = s["bytes_in_flight_at_loss"]
+        out.write(f" ({_bytes(in_flight)} in flight at the resets)\n" if in_flight else "\n")
         lost.sort(key=lambda c: -(c["in_flight_at_reset"] or 0))
         for c in lost[:MAX_LOST_LISTED]:
             outcome = f"  client: {c['client_outcome']}" if c.get("client_outcome") else ""
-            out.write(
-                f"    #{c['id']:<5} {c['client']} -> {c['server']}  {c['verdict']:<10} "
-                f"{_bytes(c['in_flight_at_reset']):>9} in flight{outcome}\n"
-            )
+            what = "never accepted" if c["verdict"] == "backlog" else f"{_bytes(c['in_flight_at_reset'])} in flight"
+            out.write(f"    #{c['id']:<5} {c['client']} -> {c['server']}  {c['verdict']:<10} {what:>18}{outcome}\n")
         if len(lost) > MAX_LOST_LISTED:
             out.write(st(f"    ... {len(lost) - MAX_LOST_LISTED} more: see --json or --csv\n", _DIM))
     strongest = _strongest(doc)
