@@ -11,8 +11,10 @@ they start, like Wireshark's ``tcp.stream`` (which this id mirrors) and Zeek's u
 Originator.  The sender of the instance's first SYN.  When the capture starts
 with the SYN-ACK, its receiver.  When no handshake was captured, a heuristic
 (``originator_inferred`` is then True): the sender of the first packet, unless
-its source port is below 1024 and the destination port is not, in which case
-the first packet is taken to come from the server.
+its source port is below 1024 and the destination port is not (or both are and
+the source port is the lower), in which case the first packet is taken to come
+from the server (Zeek's rule).  When the originator is not the first packet's
+sender, the history starts with ``^``.
 
 How it works.  Each chunk of packets is processed in two passes:
 
@@ -51,6 +53,9 @@ from rstscope.seqnum import SEQ_MOD, seq_diff_array
 
 EARLY_PACKETS = 8
 RECENT_SEGMENTS = 16
+PEER_ACKS_KEPT = 8
+"""Per connection side, the last ACK segments (frame, ack) kept across chunks: at a RST, the peer's last
+ACKs tell which of them the sender had seen when it reset (see evidence.py, "In flight")."""
 """Rows of a connection that always go through the event pass (handshake trouble lives here)."""
 
 
@@ -70,18 +75,22 @@ class Side(enum.IntEnum):
 
 
 class EndpointState(enum.Enum):
-    """One endpoint's TCP state as seen from the wire (Zeek's endpoint states)."""
+    """One endpoint's TCP state as seen from the wire: Zeek's endpoint states, with Zeek's transitions.
+
+    Zeek's ``conn_state`` (see :mod:`rstscope.zeek`) is a function of the two endpoints' final states.
+    """
 
     INACTIVE = "inactive"
-    """Nothing sent yet."""
+    """Nothing sent yet (or only an ACK of the peer's SYN, before its SYN-ACK)."""
     SYN_SENT = "syn_sent"
-    """Sent a SYN without ACK."""
+    """The originator sent a SYN without ACK, and no SYN-ACK answered it yet."""
     SYN_ACK_SENT = "syn_ack_sent"
-    """Sent a SYN-ACK."""
+    """The originator sent a SYN-ACK (its SYN was not captured and its port did not look like a server's)."""
     PARTIAL = "partial"
     """Sent segments without a captured SYN (the capture started mid-connection)."""
     ESTABLISHED = "established"
-    """Handshake completed, or data sent after a SYN."""
+    """The responder sent its SYN-ACK: both sides are established from that segment on (as in Zeek,
+    the originator's third handshake segment changes nothing)."""
     CLOSED = "closed"
     """Sent a FIN."""
     RESET = "reset"
@@ -89,36 +98,49 @@ class EndpointState(enum.Enum):
 
 
 class Event(enum.Enum):
-    """What one segment does to its sender's state (one per segment, by precedence RST > FIN > SYN > data > ack)."""
+    """What one segment does to its sender's state: one per segment, by precedence RST > FIN > SYN > data > ack.
+
+    SYN segments are told apart by who sends them, as Zeek does: the originator's SYN opens, the
+    responder's SYN (with or without ACK) answers.
+    """
 
     SYN = "syn"
+    """SYN without ACK from the originator."""
     SYN_ACK = "syn_ack"
+    """SYN from the responder: its SYN-ACK, or a bare SYN (simultaneous open)."""
+    ORIG_SYN_ACK = "orig_syn_ack"
+    """SYN-ACK from the originator (it was kept as originator although it answered a SYN)."""
     DATA = "data"
+    """Payload, no SYN, FIN or RST."""
     ACK = "ack"
+    """No payload, no SYN, FIN or RST."""
     FIN = "fin"
     RST = "rst"
 
 
 S, E = EndpointState, Event
 TRANSITIONS: dict[tuple[EndpointState, Event], EndpointState] = {
-    # Handshake.
+    # Handshake (Zeek: UpdateInactiveState, UpdateSYN_SentState).
     (S.INACTIVE, E.SYN): S.SYN_SENT,
-    (S.INACTIVE, E.SYN_ACK): S.SYN_ACK_SENT,
+    (S.INACTIVE, E.ORIG_SYN_ACK): S.SYN_ACK_SENT,
+    (S.INACTIVE, E.SYN_ACK): S.ESTABLISHED,  # and the peer, if in SYN_SENT (PEER_EFFECTS)
     (S.SYN_SENT, E.SYN): S.SYN_SENT,  # SYN retransmitted
-    (S.SYN_SENT, E.ACK): S.ESTABLISHED,  # the handshake's third segment
-    (S.SYN_SENT, E.DATA): S.ESTABLISHED,
-    (S.SYN_ACK_SENT, E.SYN_ACK): S.SYN_ACK_SENT,  # SYN-ACK retransmitted
-    (S.SYN_ACK_SENT, E.ACK): S.ESTABLISHED,
-    (S.SYN_ACK_SENT, E.DATA): S.ESTABLISHED,
-    # Capture started mid-connection.
+    (S.SYN_SENT, E.ACK): S.SYN_SENT,  # an ACK of nothing: only the SYN-ACK establishes
+    (S.SYN_ACK_SENT, E.ORIG_SYN_ACK): S.SYN_ACK_SENT,
+    (S.SYN_ACK_SENT, E.ACK): S.SYN_ACK_SENT,
+    # Capture started mid-connection (see PEER_RULES for the exceptions).
     (S.INACTIVE, E.ACK): S.PARTIAL,
     (S.INACTIVE, E.DATA): S.PARTIAL,
     (S.PARTIAL, E.ACK): S.PARTIAL,
     (S.PARTIAL, E.DATA): S.PARTIAL,
+    (S.PARTIAL, E.SYN): S.PARTIAL,
+    (S.PARTIAL, E.SYN_ACK): S.PARTIAL,
     # Steady state.
     (S.ESTABLISHED, E.ACK): S.ESTABLISHED,
     (S.ESTABLISHED, E.DATA): S.ESTABLISHED,
-    # Closing: a FIN from any state closes that side; ACKs after it are normal.
+    (S.ESTABLISHED, E.SYN): S.ESTABLISHED,  # SYN retransmitted after the SYN-ACK
+    (S.ESTABLISHED, E.SYN_ACK): S.ESTABLISHED,  # SYN-ACK retransmitted
+    # Closing: a FIN from any state but RESET closes that side; ACKs and FINs after it are normal.
     (S.INACTIVE, E.FIN): S.CLOSED,
     (S.SYN_SENT, E.FIN): S.CLOSED,
     (S.SYN_ACK_SENT, E.FIN): S.CLOSED,
@@ -126,7 +148,7 @@ TRANSITIONS: dict[tuple[EndpointState, Event], EndpointState] = {
     (S.ESTABLISHED, E.FIN): S.CLOSED,
     (S.CLOSED, E.FIN): S.CLOSED,  # FIN retransmitted
     (S.CLOSED, E.ACK): S.CLOSED,
-    # Reset: from any state.
+    # Reset: from any state (but see PEER_RULES for a RST after both FINs).
     (S.INACTIVE, E.RST): S.RESET,
     (S.SYN_SENT, E.RST): S.RESET,
     (S.SYN_ACK_SENT, E.RST): S.RESET,
@@ -135,8 +157,33 @@ TRANSITIONS: dict[tuple[EndpointState, Event], EndpointState] = {
     (S.CLOSED, E.RST): S.RESET,
     (S.RESET, E.RST): S.RESET,  # echoes: a side that reset answers later segments with RSTs
 }
-"""Sender state x event -> new sender state.  A pair not listed is unexpected: the
-state does not change and a ``<event>_after_<state>`` finding is recorded."""
+"""Sender state x event -> new sender state.  A pair not listed is unexpected (Zeek logs most of them
+as a "weird", e.g. data before the SYN-ACK, SYN after a FIN, data after a RST): the state does not
+change and a ``<event>_after_<state>`` finding is recorded."""
+
+PEER_RULES: dict[tuple[EndpointState, Event, EndpointState], EndpointState] = {
+    # The SYN-ACK was captured, the SYN was not: the originator's first ACK establishes it.
+    (S.INACTIVE, E.ACK, S.ESTABLISHED): S.ESTABLISHED,
+    (S.INACTIVE, E.DATA, S.ESTABLISHED): S.ESTABLISHED,
+    # Some stacks ACK a SYN before sending their SYN-ACK: that ACK is not a partial connection.
+    (S.INACTIVE, E.ACK, S.SYN_SENT): S.INACTIVE,
+    # A SYN after mid-stream segments, the peer silent so far: the connection starts over.
+    (S.PARTIAL, E.SYN, S.INACTIVE): S.SYN_SENT,
+    # A RST after both sides sent a FIN leaves the FIN exchange standing (the connection closed normally).
+    (S.CLOSED, E.RST, S.CLOSED): S.CLOSED,
+}
+"""Sender state x event x peer state -> new sender state: the cases where Zeek looks at the peer.
+Checked before :data:`TRANSITIONS`."""
+
+PEER_EFFECTS: dict[tuple[EndpointState, Event, EndpointState, EndpointState | None], EndpointState] = {
+    # The responder's SYN-ACK establishes the originator that sent the SYN (or the SYN-ACK, when reversed).
+    (S.INACTIVE, E.SYN_ACK, S.SYN_SENT, None): S.ESTABLISHED,
+    (S.INACTIVE, E.SYN_ACK, S.SYN_ACK_SENT, None): S.ESTABLISHED,
+    # The peer sent a FIN and then a RST; now this side's FIN: that was a normal close after all.
+    (S.ESTABLISHED, E.FIN, S.RESET, S.CLOSED): S.CLOSED,
+    (S.PARTIAL, E.FIN, S.RESET, S.CLOSED): S.CLOSED,
+}
+"""Sender's old state x event x peer state x peer's previous state (None: any) -> the peer's new state."""
 del S, E
 
 
@@ -161,18 +208,27 @@ HISTORY_LETTERS = {
     "S": "SYN without ACK",
     "H": "SYN-ACK (the handshake reply)",
     "A": "pure ACK (no payload, no SYN/FIN/RST)",
-    "D": "segment with payload",
+    "D": "segment with payload (no SYN/FIN/RST)",
     "F": "FIN",
     "R": "RST",
     "T": "retransmitted payload (again at 10, 100, ... occurrences)",
     "W": "zero window advertised (again at 10, 100, ...)",
     "I": "inconsistent flags (FIN and RST together)",
     "Q": "multi-flag SYN (SYN with FIN or RST)",
-    "^": "the originator was inferred from the first packet, not from a SYN",
+    "^": "the originator is not the sender of the first packet (Zeek's direction flip)",
 }
-"""Zeek's history alphabet: upper case for the originator, lower case for the responder.
-A, D, I and Q appear at most once per side; S, H, F and R again only when the sequence
-number differs from the previous segment with that flag."""
+"""Zeek's history alphabet (``Conn::Info$history``): upper case for the originator, lower case for
+the responder.  Zeek's rules, one per letter kind:
+
+* A segment with two or more of SYN, FIN, RST gives only ``I`` (FIN and RST) or ``Q`` (otherwise).
+* A, D, I and Q appear at most once per side.
+* S and H (one kind), F and R each appear again only when the sequence number differs from the
+  previous such segment of that side (for F: the sequence number after the segment's payload).
+* T and W are logged on a log scale: at the 1st, 10th, 100th ... occurrence per side.  A zero window
+  does not count with a RST, from a side that reset, or after the peer's FIN; a retransmission does
+  not count from a side that reset.
+* Zeek's ``C`` (bad checksum) and ``G`` (content gap) are never written: checksums are not verified
+  and segments are not reassembled."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -228,6 +284,8 @@ class RstObservation:
     """That segment's ack, relative to the sender's ISN (None without ACK)."""
     answered_seq: int | None
     """That segment's seq, relative to the peer's ISN."""
+    peer_recent_acks: tuple[tuple[int, int], ...] = ()
+    """(frame, ack relative to the sender's ISN) of the peer's last ACK segments before the RST."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -249,6 +307,8 @@ class Connection:
     last_frame: int = 0
     history: list[str] = field(default_factory=list)
     state: list[EndpointState] = field(default_factory=lambda: [EndpointState.INACTIVE] * 2)
+    prev_state: list[EndpointState] = field(default_factory=lambda: [EndpointState.INACTIVE] * 2)
+    """Per side, the state before its last change (Zeek's ``prev_state``; one rule in PEER_EFFECTS needs it)."""
     findings: list[Finding] = field(default_factory=list)
     isn: list[int | None] = field(default_factory=lambda: [None, None])
     """Raw ISN per side, when its SYN / SYN-ACK was captured."""
@@ -275,8 +335,11 @@ class Connection:
     """Per side, bytes it sent that the peer never acknowledged in the capture (None if unknown)."""
     retransmissions: list[int] = field(default_factory=lambda: [0, 0])
     zero_windows: list[int] = field(default_factory=lambda: [0, 0])
-    # History bookkeeping (letters that repeat only on a new sequence number).
+    # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
     _last_flag_seq: dict = field(default_factory=dict)
+    _uncounted: dict = field(default_factory=dict)
+    """Per (letter, side), the occurrences Zeek does not count (see HISTORY_LETTERS): subtracted from the
+    running count before the log scale is applied."""
     _recent: list[list[tuple]] = field(default_factory=lambda: [[], []])
     """Per side, the last RECENT_SEGMENTS event rows (frame, flags, seq_raw, ack_raw, payload, seq, ack):
     a reply-RST is matched to the segment it answers through them."""
@@ -324,14 +387,73 @@ def _endpoint(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
 
 
-def _event_of(flags: int, payload: int) -> Event:
+def _event_of(side: Side, flags: int, payload: int) -> Event:
     if flags & P.RST:
         return Event.RST
     if flags & P.FIN:
         return Event.FIN
     if flags & P.SYN:
-        return Event.SYN_ACK if flags & P.ACK else Event.SYN
+        if side is Side.RESP:
+            return Event.SYN_ACK
+        return Event.ORIG_SYN_ACK if flags & P.ACK else Event.SYN
     return Event.DATA if payload else Event.ACK
+
+
+def _set_state(c: Connection, s: int, new: EndpointState) -> None:
+    if c.state[s] is not new:
+        c.prev_state[s] = c.state[s]
+        c.state[s] = new
+
+
+_FLAG_LETTERS = ((P.SYN, "s"), (P.FIN, "f"), (P.RST, "r"))
+
+
+def _history(c: Connection, side: Side, flags: int, payload: int, seq_raw: int, is_pure_ack: bool) -> None:
+    """Append the letter(s) one segment earns, by Zeek's rules (see :data:`HISTORY_LETTERS`)."""
+    hist = c.history
+
+    def letter(ch: str) -> None:
+        hist.append(ch.upper() if side is Side.ORIG else ch)
+
+    def letter_once(ch: str) -> None:
+        if (ch.upper() if side is Side.ORIG else ch) not in hist:
+            letter(ch)
+
+    def letter_on_new_seq(kind: str, ch: str, seq: int) -> None:
+        key = (kind, side)  # S and H share one key, as in Zeek
+        if key not in c._last_flag_seq or c._last_flag_seq[key] != seq:
+            letter(ch)
+        c._last_flag_seq[key] = seq
+
+    control = [kind for bit, kind in _FLAG_LETTERS if flags & bit]
+    if len(control) > 1:
+        letter_once("i" if flags & P.FIN and flags & P.RST else "q")
+    elif control == ["s"]:
+        letter_on_new_seq("s", "h" if flags & P.ACK else "s", seq_raw)
+    elif control == ["f"]:
+        letter_on_new_seq("f", "f", (seq_raw + payload) % SEQ_MOD)  # a FIN's number comes after its payload
+    elif control == ["r"]:
+        letter_on_new_seq("r", "r", seq_raw)
+    elif payload:
+        letter_once("d")
+    elif is_pure_ack:
+        letter_once("a")
+
+
+def _scaled_letter(c: Connection, side: Side, ch: str, count: int, *, ignored: bool) -> None:
+    """A T or W letter at the 1st, 10th, 100th ... occurrence that Zeek counts.
+
+    ``count`` is the side's running count of such rows, this one included (0: this row is not one).
+    Rows Zeek ignores (``ignored``) are counted in ``Connection._uncounted`` and taken off."""
+    if not count:
+        return
+    key = (ch, side)
+    if ignored:
+        c._uncounted[key] = c._uncounted.get(key, 0) + 1
+        return
+    n = count - c._uncounted.get(key, 0)
+    if n >= 1 and _is_power_of_ten(np.array([n]))[0]:
+        c.history.append(ch.upper() if side is Side.ORIG else ch)
 
 
 def _none(value: int) -> int | None:
@@ -396,6 +518,10 @@ class Tracker:
         self._tuple_conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
         self._tuple_syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
         self._arrays = _ConnArrays()
+        # Last PEER_ACKS_KEPT ACK segments per connection side: frame and ack, oldest first (-1: none).
+        self._ack_ring_frame = np.full((1024, 2, PEER_ACKS_KEPT), -1, dtype=np.int64)
+        self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
+        self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         self.connections: list[Connection] = []
         self.skipped_decode_errors = 0
 
@@ -585,6 +711,7 @@ class Tracker:
         # The peer segment each row follows (what a reply-RST answers).
         peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
 
+        self._peer_acks_at_resets(np.flatnonzero(is_rst), conn, side, frame, ack_val, last_ack_of, cg)
         self._event_pass(
             np.flatnonzero(events),
             frame, ts, seq, ack_raw, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
@@ -598,6 +725,7 @@ class Tracker:
         arr["last_ns"][conns] = cg.last(ts)
         arr["last_frame"][conns] = cg.last(frame)
         arr["closing"][conns] = cg.last(closing)
+        self._update_ack_ring(conns, frame, ack_val, mask, has_ack, cg)
         for s in (0, 1):
             m = mask[s]
             last = cg.last(last_of[s])
@@ -626,6 +754,53 @@ class Tracker:
             arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
 
+    def _peer_acks_at_resets(self, rst_rows, conn, side, frame, ack_val, last_ack_of, cg) -> None:
+        """For each RST row: the peer's last PEER_ACKS_KEPT ACK segments before it (this chunk, then carried)."""
+        if not len(rst_rows):
+            return
+        prev_ack_of = [cg.exclusive(x, -1) for x in last_ack_of]
+        for r in rst_rows.tolist():
+            c, peer = int(conn[r]), 1 - int(side[r])
+            found = []
+            p = int(last_ack_of[peer][r])
+            while p >= 0 and len(found) < PEER_ACKS_KEPT:
+                found.append((int(frame[p]), int(ack_val[p])))
+                p = int(prev_ack_of[peer][p])
+            carried = zip(self._ack_ring_frame[c, peer].tolist(), self._ack_ring_ack[c, peer].tolist(), strict=True)
+            older = [(f, a) for f, a in carried if f >= 0]
+            acks = (older + found[::-1])[-PEER_ACKS_KEPT:]
+            self._rst_peer_acks[int(frame[r])] = tuple(acks)
+
+    def _update_ack_ring(self, conns, frame, ack_val, mask, has_ack, cg) -> None:
+        """Append each connection side's ACK segments of this chunk to its ring (keeping the last ones)."""
+        k = PEER_ACKS_KEPT
+        if self._ack_ring_frame.shape[0] < self._arrays.capacity:
+            grow = self._arrays.capacity - self._ack_ring_frame.shape[0]
+            self._ack_ring_frame = np.concatenate([self._ack_ring_frame, np.full((grow, 2, k), -1, np.int64)])
+            self._ack_ring_ack = np.concatenate([self._ack_ring_ack, np.full((grow, 2, k), NONE, np.int64)])
+        for s in (0, 1):
+            am = mask[s] & has_ack
+            running = cg.cumsum(am)
+            total = cg.last(running)  # ACK rows of this side per connection
+            rank_from_end = total[cg.gi] - running  # 0 for the last ACK row of its connection
+            keep = am & (rank_from_end < k)
+            fresh = np.minimum(total, k)
+            ring_f, ring_a = self._ack_ring_frame[conns, s], self._ack_ring_ack[conns, s]
+            new_f = np.full_like(ring_f, -1)
+            new_a = np.full_like(ring_a, NONE)
+            for slot in range(k):  # slot k-1 is the newest
+                from_old = slot < k - fresh
+                src = np.minimum(slot + fresh, k - 1)
+                new_f[:, slot] = np.where(from_old, ring_f[np.arange(len(conns)), src], -1)
+                new_a[:, slot] = np.where(from_old, ring_a[np.arange(len(conns)), src], NONE)
+            rows = np.flatnonzero(keep)
+            g = cg.gi[rows]
+            slot = k - 1 - rank_from_end[rows]
+            new_f[g, slot] = frame[rows]
+            new_a[g, slot] = ack_val[rows]
+            self._ack_ring_frame[conns, s] = new_f
+            self._ack_ring_ack[conns, s] = new_a
+
     def _new_connection(self, row, src_is_a: bool) -> None:
         flags = int(row["flags"])
         src = (P.format_addr(int(row["src_hi"]), int(row["src_lo"])), int(row["src_port"]))
@@ -634,10 +809,16 @@ class Tracker:
         if flags & P.SYN and not flags & P.ACK:
             src_is_orig = True
         elif flags & P.SYN:
+            # A SYN-ACK's sender answered a SYN.  (Zeek keeps it as originator unless its port is one of
+            # ``likely_server_ports``, which depends on the scripts loaded: see docs/zeek-agreement.md.)
             src_is_orig = False
         else:
+            # Zeek's WantConnection heuristic, with the well-known ports (below 1024) as likely server
+            # ports: the first packet comes from the server if its source port is one and its destination
+            # port is not, or if both are and the source port is the lower.
             inferred = True
-            src_is_orig = not (src[1] < 1024 <= dst[1])
+            src_server, dst_server = src[1] < 1024, dst[1] < 1024
+            src_is_orig = not (src_server and (not dst_server or src[1] < dst[1]))
         orig, resp = (src, dst) if src_is_orig else (dst, src)
         cid = len(self.connections)
         self._arrays["orig_is_a"][cid] = int(src_is_a == src_is_orig)
@@ -652,8 +833,8 @@ class Tracker:
             first_frame=int(row["frame"]),
             start_ns=int(row["ts_ns"]),
         )
-        if inferred:
-            conn.history.append("^")
+        if not src_is_orig:
+            conn.history.append("^")  # Zeek's flip: the first packet came from the responder
         self.connections.append(conn)
 
     # ----------------------------------------------------------------- pass 2
@@ -697,50 +878,30 @@ class Tracker:
 
     def _event(self, c: Connection, row) -> None:
         (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, snd_nxt, peer_acked, own_acked, peer_nxt,
-         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, is_retx, is_zw, is_pure_ack) = row  # fmt: skip
+         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, retx_count, zw_count, is_pure_ack) = row  # fmt: skip
         side = Side(s)
-        hist = c.history
-        up = side is Side.ORIG
-
-        def letter(ch: str) -> None:
-            hist.append(ch.upper() if up else ch.lower())
-
-        def letter_once(ch: str) -> None:
-            lc = ch.upper() if up else ch.lower()
-            if lc not in hist:
-                hist.append(lc)
-
-        def letter_on_new_seq(ch: str) -> None:
-            key = (ch, s)
-            if c._last_flag_seq.get(key) != seq_raw:
-                c._last_flag_seq[key] = seq_raw
-                letter(ch)
-
         syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
-        if syn and (fin or rst):
-            letter_once("q")
-        elif fin and rst:
-            letter_once("i")
+        old, peer = c.state[s], c.state[1 - s]
+        _history(c, side, flags, plen, seq_raw, is_pure_ack)
+        # Log-scale letters, in Zeek's order (window before retransmission).  ``*_count`` is the side's
+        # running count at this row (0: not one); the occurrences Zeek ignores are taken off first.
+        zw_ignored = rst or old is EndpointState.RESET or peer is EndpointState.CLOSED
+        _scaled_letter(c, side, "w", zw_count, ignored=zw_ignored)
+        _scaled_letter(c, side, "t", retx_count, ignored=old is EndpointState.RESET)
+
         if syn and not ackf:
-            letter_on_new_seq("s")
             if side is Side.ORIG:
                 c.syn_frames.append(frame)
                 if c.isn[0] is None:
                     c.isn[0] = seq_raw
-        elif syn:
-            letter_on_new_seq("h")
-            if side is Side.RESP:
-                if c.synack_frames and c.handshake_ack_frame is not None:
-                    c.synack_after_ack_frames.append(frame)
-                c.synack_frames.append(frame)
-                if c.isn[1] is None:
-                    c.isn[1] = seq_raw
-        if plen:
-            if c.first_payload_frame[s] is None:
-                c.first_payload_frame[s] = frame
-                letter_once("d")
-        elif is_pure_ack:
-            letter_once("a")
+        elif syn and side is Side.RESP:
+            if c.synack_frames and c.handshake_ack_frame is not None:
+                c.synack_after_ack_frames.append(frame)
+            c.synack_frames.append(frame)
+            if c.isn[1] is None:
+                c.isn[1] = seq_raw
+        if plen and c.first_payload_frame[s] is None:
+            c.first_payload_frame[s] = frame
         if (
             side is Side.ORIG
             and ackf
@@ -751,20 +912,18 @@ class Tracker:
             and ack >= 1
         ):
             c.handshake_ack_frame = frame
-        if fin:
-            letter_on_new_seq("f")
-            if c.fin_frame[s] is None:
-                c.fin_frame[s] = frame
+        if fin and c.fin_frame[s] is None:
+            c.fin_frame[s] = frame
         if rst:
-            letter_on_new_seq("r")
             # Linux answers a SYN with RST|ACK only where no socket took it; an active RST|ACK answers nothing.
-            replies = not (flags & P.ACK) or c.state[s] is EndpointState.INACTIVE
+            replies = not (flags & P.ACK) or old is EndpointState.INACTIVE
             answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw) if replies else None
             if (
                 replies
                 and answered is None
                 and ans_frame >= 0
                 and _answers(flags, seq_raw, ack_raw, ans_flags, None, None)
+                and (flags & P.ACK or ans_ack == seq)  # a bare RST's seq is the answered segment's ack
             ):
                 answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
             self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
@@ -774,14 +933,9 @@ class Tracker:
         recent.append((frame, flags, seq_raw, ack_raw, plen, seq, ack))
         if len(recent) > RECENT_SEGMENTS:
             del recent[0]
-        if is_retx:
-            letter("t")
-        if is_zw:
-            letter("w")
 
-        event = _event_of(flags, plen)
-        old = c.state[s]
-        new = TRANSITIONS.get((old, event))
+        event = _event_of(side, flags, plen)
+        new = PEER_RULES.get((old, event, peer)) or TRANSITIONS.get((old, event))
         if new is None:
             c.findings.append(
                 Finding(
@@ -791,12 +945,13 @@ class Tracker:
                     detail=f"{side.role} sent {event.value} while {old.value}",
                 )
             )
-        else:
-            c.state[s] = new
-            if event in (Event.ACK, Event.DATA) and new is EndpointState.ESTABLISHED:
-                peer = 1 - s
-                if c.state[peer] is EndpointState.SYN_ACK_SENT:
-                    c.state[peer] = EndpointState.ESTABLISHED
+            return
+        _set_state(c, s, new)
+        peer_new = PEER_EFFECTS.get((old, event, peer, c.prev_state[1 - s])) or PEER_EFFECTS.get(
+            (old, event, peer, None)
+        )
+        if peer_new is not None:
+            _set_state(c, 1 - s, peer_new)
 
     def _record_reset(self, c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
                       peer_nxt, answered) -> None:  # fmt: skip
@@ -826,6 +981,7 @@ class Tracker:
             answered_payload=ans_len,
             answered_ack=_none(ans_ack) if answered and ans_flags & P.ACK else None,
             answered_seq=_none(ans_seq) if answered else None,
+            peer_recent_acks=self._rst_peer_acks.pop(frame, ()),
         )
         c.resets.append(obs)
 

@@ -26,6 +26,7 @@ figure is (``in_flight_basis``):
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from dataclasses import dataclass, field
 
 from rstscope import packets as P
@@ -191,21 +192,42 @@ def collect(connections: list[Connection]) -> list[ResetEvidence]:
 
 def _connection_evidence(conn: Connection) -> list[ResetEvidence]:
     items = [_evidence(conn, obs) for obs in conn.resets]
+    observations = {obs.frame: obs for obs in conn.resets}
     by_frame = {e.frame: e for e in items}
-    # Echo bound: a bare echo's seq is the ack of the peer segment that drew it.
+    echoed: dict[int, list[RstObservation]] = {}
     for obs, ev in zip(conn.resets, items, strict=True):
-        if ev.primary is None or obs.flags & P.ACK:
-            continue
-        primary = by_frame.get(ev.primary)
-        if primary is None:
-            continue
-        primary.echoes += 1
-        bound = primary.seq - obs.seq
-        if bound > 0 and (primary.in_flight_echoes is None or bound > primary.in_flight_echoes):
-            primary.in_flight_echoes = bound
+        if ev.primary is not None and ev.primary in by_frame and not obs.flags & P.ACK:
+            echoed.setdefault(ev.primary, []).append(obs)
+            by_frame[ev.primary].echoes += 1
+    for primary_frame, echoes in echoed.items():
+        primary = by_frame[primary_frame]
+        primary.in_flight_echoes = _in_flight_from_echoes(observations[primary_frame], echoes)
     for ev in items:
         _settle_in_flight(ev)
     return items
+
+
+def _in_flight_from_echoes(primary: RstObservation, echoes: list[RstObservation]) -> int | None:
+    """What the sender had in flight when it reset, judged by which of the peer's ACKs drew echoes.
+
+    A bare echo's seq is the ack of the segment that drew it.  The peer's ACK segments captured before
+    the primary RST that drew an echo reached the sender after it reset; those that drew none had
+    reached it before, and the highest of their acks is what the sender had seen acknowledged.  Echoes
+    that answer segments captured after the primary RST say nothing about this and are left out.
+    Each echo accounts for one segment with its ack value, newest first.  None without such echoes.
+    """
+    unmatched = Counter(e.seq for e in echoes if e.answered_frame is None or e.answered_frame < primary.frame)
+    if not unmatched:
+        return None
+    seen = []
+    for _frame, ack in reversed(primary.peer_recent_acks):
+        if unmatched[ack]:
+            unmatched[ack] -= 1
+        else:
+            seen.append(ack)
+    acked_at_reset = max(seen) if seen else min(e.seq for e in echoes)
+    in_flight = primary.seq - acked_at_reset
+    return in_flight if in_flight > 0 else None
 
 
 def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
@@ -315,7 +337,8 @@ def _settle_in_flight(ev: ResetEvidence) -> None:
                   if v is not None]  # fmt: skip
     if not candidates:
         return
-    ev.in_flight, ev.in_flight_basis = max(candidates)
+    # The larger estimate wins (both are lower bounds of the truth); on a tie, the direct one.
+    ev.in_flight, ev.in_flight_basis = max(candidates, key=lambda c: (c[0], c[1] == "capture"))
     if ev.in_flight_echoes:
         ev.findings.append("rst.in_flight_from_echoes")
     if ev.in_flight:

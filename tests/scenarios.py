@@ -138,7 +138,8 @@ def close_race() -> Scenario:
 
 def close_race_client_side() -> Scenario:
     """Seen from the client: it acked every segment as it arrived, then the RST came right behind them.
-    The naive in-flight figure is 0; the echoes to the client's ACKs show 2 segments were in flight."""
+    The naive in-flight figure is 0; every one of those ACKs drew an echo, so the server had seen none
+    of them when it reset: all 3 segments were in flight."""
     c = Conversation()
     c.handshake()
     c.data(CLIENT, 24)
@@ -152,7 +153,7 @@ def close_race_client_side() -> Scenario:
     rst = c.rst_ack(SERVER)
     echoes = [c.rst_reply(SERVER, a) for a in acks]
     verdicts = {rst: "close-race", **{f: "echo" for f in echoes}}
-    expect = {rst: {"in_flight": 2 * MSS, "in_flight_basis": "echoes", "in_flight_capture": 0, "echoes": 3}}
+    expect = {rst: {"in_flight": 3 * MSS, "in_flight_basis": "echoes", "in_flight_capture": 0, "echoes": 3}}
     return Scenario("close-race-client-side", c.packets, verdicts, expect)
 
 
@@ -166,6 +167,36 @@ def abort_idle() -> Scenario:
     c.ack(CLIENT)
     rst = c.rst_ack(SERVER)
     return Scenario("abort", c.packets, {rst: "abort"}, {rst: {"in_flight": 0}})
+
+
+def abort_then_window_update() -> Scenario:
+    """An idle abort; the client's later window update draws an echo.  The echo answers a segment sent
+    after the RST, so it says nothing about what was in flight: still an abort."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 100)
+    c.data(SERVER, 2 * MSS)
+    c.ack(CLIENT)
+    rst = c.rst_ack(SERVER)
+    c.ack(CLIENT)  # window update, same ack
+    echo = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("abort-window-update", c.packets, {rst: "abort", echo: "echo"}, {rst: {"in_flight": 0}})
+
+
+def close_race_last_ack_echoed() -> Scenario:
+    """As a lab run shows it from the client: every segment acked as it arrived, the RST right behind,
+    and one echo for the very last ACK.  The ACK before it had reached the server: one segment in flight."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    for _ in range(4):
+        c.data(SERVER, MSS)
+        c.ack(CLIENT)
+    rst = c.rst_ack(SERVER)
+    echo = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("close-race-last-ack", c.packets, {rst: "close-race", echo: "echo"},
+                    {rst: {"in_flight": MSS, "in_flight_basis": "echoes", "in_flight_capture": 0}})  # fmt: skip
 
 
 def backlog_abort_on_overflow() -> Scenario:
@@ -316,7 +347,7 @@ def unknown_reset() -> Scenario:
 
 
 ALL = [
-    close_race, close_race_client_side, abort_idle, backlog_abort_on_overflow, backlog_silent_then_reset,
+    close_race, close_race_client_side, close_race_last_ack_echoed, abort_idle, abort_then_window_update, backlog_abort_on_overflow, backlog_silent_then_reset,
     late_data, refused, stale, port_reuse, wraparound_close_race, retransmitted_data_close_race,
     ipv6_close_race, client_gave_up, midstream_no_reset, unknown_reset,
 ]  # fmt: skip
