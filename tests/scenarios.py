@@ -347,7 +347,8 @@ def unknown_reset() -> Scenario:
 
 
 ALL = [
-    close_race, close_race_client_side, close_race_last_ack_echoed, abort_idle, abort_then_window_update, backlog_abort_on_overflow, backlog_silent_then_reset,
+    close_race, close_race_client_side, close_race_last_ack_echoed, abort_idle, abort_then_window_update,
+    backlog_abort_on_overflow, backlog_silent_then_reset,
     late_data, refused, stale, port_reuse, wraparound_close_race, retransmitted_data_close_race,
     ipv6_close_race, client_gave_up, midstream_no_reset, unknown_reset,
 ]  # fmt: skip
