@@ -1,0 +1,397 @@
+"""The article's ``a.out``: a tiny server and a looping client that reproduce TCP resets.
+
+The server accepts connections (optionally slowly, with a small backlog), reads
+``read_bytes`` of each request, writes ``response_bytes`` and closes in one of
+four ways.  The client runs ``loops`` concurrent loops of attempts; each attempt
+connects, sends ``request_bytes`` plus ``trailing_bytes`` (which the server never
+reads when ``read_bytes == request_bytes``), reads until EOF, and optionally sends
+``late_bytes`` after the response has started.
+
+Both sides write one JSON object per line on stdout, so a run directory can join
+them with the capture and the kernel's records.  Only the standard library is
+used: the pair must run alone on two machines, as in the article.
+
+Close modes (server):
+
+========== ==================================================================
+close      ``close()`` right after writing: unread request bytes turn it into
+           a RST that discards any response still queued (the close race)
+lingering  ``shutdown(SHUT_WR)``, read and discard until EOF or a timeout, then
+           ``close()`` (Apache's lingering close: the fix)
+linger0    ``SO_LINGER`` {on, 0} then ``close()``: an abortive close, always RST
+linger=N   ``SO_LINGER`` {on, N seconds} then ``close()``: blocks until the
+           queue drains or N seconds pass (unread bytes still mean RST)
+========== ==================================================================
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Literal, TextIO
+
+CLOSE_MODES = ("close", "lingering", "linger0", "linger=N")
+"""Values accepted by ``--close`` (``linger=N`` with N a whole number of seconds)."""
+
+Where = Literal["connect", "write", "read"]
+
+
+def parse_close_mode(text: str) -> tuple[str, int | None]:
+    """``"linger=5"`` -> ``("linger", 5)``; the other modes carry no number."""
+    if text in ("close", "lingering", "linger0"):
+        return text, None
+    name, _, seconds = text.partition("=")
+    if name == "linger" and seconds.isdigit():
+        return "linger", int(seconds)
+    raise ValueError(f"unknown close mode {text!r}: use one of close, lingering, linger0, linger=N")
+
+
+def errno_name(exc: BaseException) -> str:
+    """Symbolic name of a socket error: ``ECONNRESET``, ``EPIPE``, ``timeout``, ..."""
+    if isinstance(exc, TimeoutError | socket.timeout) and not getattr(exc, "errno", None):
+        return "timeout"
+    number = getattr(exc, "errno", None)
+    if number is None:
+        return type(exc).__name__
+    return errno.errorcode.get(number, str(number))
+
+
+def outcome_of(record: dict) -> str:
+    """One word for an attempt: ``ok``, ``short-read``, ``timeout``, or ``ERRNO@where``.
+
+    ``ok`` means no socket error and every expected byte read (or no expectation
+    given); ``short-read`` means EOF came before the expected bytes with no error.
+    Late-data attempts that end in EPIPE are ``EPIPE@write`` even when the whole
+    response was read: that is what the application saw.
+    """
+    error = record.get("error")
+    if error == "timeout":
+        return "timeout"
+    if error:
+        return f"{error}@{record.get('where')}"
+    expected = record.get("bytes_expected")
+    if expected is not None and record.get("bytes_read", 0) < expected:
+        return "short-read"
+    return "ok"
+
+
+# --------------------------------------------------------------------------- server
+
+
+@dataclass(kw_only=True)
+class ServerOptions:
+    host: str = "0.0.0.0"
+    """Address to bind; the lab binds the server namespace's own address."""
+    port: int = 8080
+    close: str = "close"
+    """One of CLOSE_MODES."""
+    backlog: int = 128
+    """The ``listen()`` backlog; the kernel caps it at ``net.core.somaxconn``."""
+    accept_delay: float = 0.0
+    """Seconds to sleep before each ``accept()``: a stalled accept loop fills the accept queue."""
+    read_bytes: int = 16
+    """Request bytes the server reads before responding (the rest stay unread)."""
+    response_bytes: int = 200_000
+    lingering_timeout: float = 2.0
+    """Lingering close: give up when one read waits this long (Apache: 2 s)."""
+    lingering_time: float = 30.0
+    """Lingering close: give up after this long in total (Apache, nginx: 30 s)."""
+    max_connections: int = 0
+    """Exit after this many connections have been handled (0: serve until killed)."""
+
+
+class _JsonLog:
+    """One JSON object per line, flushed at once, shared by threads."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.broken = False
+        """The reader went away (``| head``): writers should stop, the caller re-raises."""
+
+    def write(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=False)
+        with self._lock:
+            if self.broken:
+                return
+            try:
+                self._stream.write(line + "\n")
+                self._stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+
+
+def _read_exactly(conn: socket.socket, count: int) -> int:
+    """Read up to ``count`` bytes (fewer at EOF); returns how many were read."""
+    got = 0
+    while got < count:
+        chunk = conn.recv(min(65536, count - got))
+        if not chunk:
+            break
+        got += len(chunk)
+    return got
+
+
+def _close(conn: socket.socket, mode: str, linger_seconds: int | None, options: ServerOptions) -> int:
+    """Close ``conn`` per ``mode``; returns the bytes drained by a lingering close."""
+    drained = 0
+    if mode == "lingering":
+        conn.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + options.lingering_time
+        conn.settimeout(options.lingering_timeout)
+        try:
+            while time.monotonic() < deadline:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
+        except OSError:
+            pass  # timeout or reset while draining: the response is already out, close anyway
+    elif mode == "linger0":
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    elif mode == "linger":
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, linger_seconds or 0))
+    conn.close()
+    return drained
+
+
+def _serve_one(conn: socket.socket, peer: tuple, options: ServerOptions, log: _JsonLog) -> None:
+    mode, linger_seconds = parse_close_mode(options.close)
+    record = {
+        "event": "connection",
+        "peer": f"{peer[0]}:{peer[1]}",
+        "t_accept": time.time(),
+        "bytes_read": 0,
+        "bytes_sent": 0,
+        "drained": 0,
+        "close": options.close,
+        "error": None,
+        "where": None,
+    }
+    where = "read"
+    try:
+        record["bytes_read"] = _read_exactly(conn, options.read_bytes)
+        where = "write"
+        payload = b"R" * options.response_bytes
+        view = memoryview(payload)
+        while record["bytes_sent"] < len(payload):
+            record["bytes_sent"] += conn.send(view[record["bytes_sent"] :])
+        where = "close"
+        record["drained"] = _close(conn, mode, linger_seconds, options)
+    except OSError as exc:
+        record["error"] = errno_name(exc)
+        record["where"] = where
+        conn.close()
+    record["t_close"] = time.time()
+    log.write(record)
+
+
+def serve(options: ServerOptions, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
+    """Run the server until ``stop`` is set, ``max_connections`` are served, or the process dies.
+
+    Returns the number of connections accepted.  Each connection is handled on
+    its own thread, so a slow client never stalls the accept loop; only
+    ``accept_delay`` does.
+    """
+    parse_close_mode(options.close)  # fail before binding
+    log = _JsonLog(out)
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((options.host, options.port))
+    listener.listen(options.backlog)
+    host, port = listener.getsockname()[:2]
+    log.write({"event": "listening", "addr": f"{host}:{port}", "backlog": options.backlog, "t": time.time()})
+    stop = stop or threading.Event()
+    accepted = 0
+    threads: list[threading.Thread] = []
+    try:
+        while not stop.is_set():
+            if options.accept_delay and stop.wait(options.accept_delay):
+                break
+            ready, _, _ = select.select([listener], [], [], 0.2)
+            if not ready:
+                continue
+            conn, peer = listener.accept()
+            accepted += 1
+            thread = threading.Thread(target=_serve_one, args=(conn, peer, options, log), daemon=True)
+            thread.start()
+            threads.append(thread)
+            if options.max_connections and accepted >= options.max_connections:
+                break
+    finally:
+        listener.close()
+        for thread in threads:
+            thread.join(timeout=options.lingering_time + 5)
+    return accepted
+
+
+# --------------------------------------------------------------------------- client
+
+
+@dataclass(kw_only=True)
+class ClientOptions:
+    host: str
+    port: int = 8080
+    loops: int = 1
+    """Concurrent loops (the article's terminal sessions), each a thread."""
+    count: int | None = 1
+    """Attempts per loop; None when ``duration`` bounds the run instead."""
+    duration: float | None = None
+    """Seconds to keep starting attempts (each loop), instead of ``count``."""
+    request_bytes: int = 16
+    trailing_bytes: int = 8
+    """Sent in the same write as the request; a server reading only the request never reads them."""
+    late_bytes: int = 0
+    late_delay: float = 0.0
+    """Seconds after the first response byte to send ``late_bytes``."""
+    expect_bytes: int | None = None
+    """Response size the server was told to send; lets the client say ``short-read``."""
+    timeout: float = 10.0
+    """Seconds a connect or a single read may wait before the attempt is a ``timeout``."""
+    probe_delay: float = 0.3
+    """After late bytes sent past EOF, wait this long and write once more so a RST surfaces as EPIPE."""
+    bind: str | None = None
+    """Local address to bind (the lab binds the client namespace's address)."""
+
+
+@dataclass(kw_only=True)
+class Attempt:
+    """One client attempt, written as one JSON line."""
+
+    loop: int
+    attempt: int
+    client_port: int | None = None
+    """Local port of the attempt's socket (bound before connect, so known even when connect fails)."""
+    server: str = ""
+    connect: str = "ok"
+    """``ok`` or the errno name of the failed connect."""
+    bytes_sent: int = 0
+    """Request, trailing and late bytes the kernel accepted."""
+    late_sent: int = 0
+    bytes_read: int = 0
+    bytes_expected: int | None = None
+    error: str | None = None
+    """Errno name (``ECONNRESET``, ``EPIPE``, ``ECONNREFUSED``) or ``timeout``; None when none."""
+    where: Where | None = None
+    """Which call failed: connect, write or read."""
+    t_start: float = 0.0
+    t_connected: float | None = None
+    t_first_byte: float | None = None
+    t_eof: float | None = None
+    t_end: float = 0.0
+    outcome: str = ""
+    """``ok``, ``short-read``, ``timeout`` or ``ERRNO@where`` (see :func:`outcome_of`)."""
+
+
+def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
+    record = Attempt(
+        loop=loop,
+        attempt=number,
+        server=f"{options.host}:{options.port}",
+        bytes_expected=options.expect_bytes,
+        t_start=time.time(),
+    )
+    family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    where: Where = "connect"
+    try:
+        sock.bind((options.bind or "", 0))
+        record.client_port = sock.getsockname()[1]
+        sock.settimeout(options.timeout)
+        try:
+            sock.connect((options.host, options.port))
+        except OSError as exc:
+            record.connect = errno_name(exc)
+            raise
+        record.t_connected = time.time()
+        where = "write"
+        request = b"Q" * options.request_bytes + b"T" * options.trailing_bytes
+        sock.sendall(request)
+        record.bytes_sent += len(request)
+        where = "read"
+        late_due: float | None = None
+        late_pending = options.late_bytes > 0
+        while True:
+            wait = options.timeout
+            if late_pending and late_due is not None:
+                wait = max(0.0, min(wait, late_due - time.time()))
+            readable, _, _ = select.select([sock], [], [], wait)
+            if late_pending and late_due is not None and time.time() >= late_due:
+                where = "write"
+                _send_late(sock, options, record)
+                late_pending = False
+                where = "read"
+            if not readable:
+                if late_due is not None and wait < options.timeout:
+                    continue  # woke up for the late bytes, not a read timeout
+                raise TimeoutError()
+            chunk = sock.recv(65536)
+            if not chunk:
+                record.t_eof = time.time()
+                break
+            if record.t_first_byte is None:
+                record.t_first_byte = time.time()
+                late_due = record.t_first_byte + options.late_delay
+            record.bytes_read += len(chunk)
+        if late_pending:
+            # The response ended before the late bytes were due: send them into the closed
+            # connection, then write again so a RST that came back surfaces (EPIPE).
+            where = "write"
+            if late_due is not None:
+                time.sleep(max(0.0, late_due - time.time()))
+            _send_late(sock, options, record)
+            time.sleep(options.probe_delay)
+            _send_late(sock, options, record, count=1)
+    except OSError as exc:
+        record.error = errno_name(exc)
+        record.where = where
+    finally:
+        sock.close()
+    record.t_end = time.time()
+    record.outcome = outcome_of(asdict(record))
+    return record
+
+
+def _send_late(sock: socket.socket, options: ClientOptions, record: Attempt, count: int | None = None) -> None:
+    payload = b"L" * (options.late_bytes if count is None else count)
+    sock.sendall(payload)
+    record.bytes_sent += len(payload)
+    record.late_sent += len(payload)
+
+
+def run_clients(options: ClientOptions, out: TextIO = sys.stdout) -> list[Attempt]:
+    """Run ``loops`` loops concurrently; log each attempt as it ends; return all attempts."""
+    log = _JsonLog(out)
+    attempts: list[Attempt] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + options.duration if options.duration else None
+
+    def loop(index: int) -> None:
+        number = 0
+        while not log.broken:
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            if deadline is None and number >= (options.count or 1):
+                return
+            number += 1
+            record = _attempt(options, index, number)
+            log.write(asdict(record))
+            with lock:
+                attempts.append(record)
+
+    threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(options.loops)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if log.broken:
+        raise BrokenPipeError(errno.EPIPE, "stdout closed")
+    return attempts

@@ -1,0 +1,157 @@
+"""Plans as data: the expected step sequences, checked without root (playbook style)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rstscope.lab import scenarios
+from rstscope.lab.scenarios import Action, Capabilities, Names
+
+CAPS = Capabilities(python="/py", project_root="/src", capture_tool="dumpcap", netem=False, tracefs=True)
+NAMES = Names.make(1234, 0xABCD)
+
+
+def titles(steps):
+    return [(s.action, s.title) for s in steps]
+
+
+def test_names_are_unique_short_and_prefixed():
+    names = Names.make(1234, 0xABCD)
+    assert names.server_ns == "rs-1234-abcd-srv" and names.client_ns == "rs-1234-abcd-cli"
+    assert len(names.server_dev) <= 15 and len(names.client_dev) <= 15  # IFNAMSIZ - 1
+    assert names.server_dev != names.client_dev
+    other = Names.make(1234, 0xABCE)
+    assert other.server_ip != names.server_ip  # concurrent runs get their own /24
+    assert names.server_ip.rsplit(".", 1)[0] == names.client_ip.rsplit(".", 1)[0]
+
+
+def test_close_race_plan_sequence():
+    options = scenarios.options_for("close-race", port=8080)
+    steps = scenarios.plan(options, NAMES, CAPS)
+    kinds = [s.action for s in steps]
+    # namespaces first (with undo), then the link, then capture < server < clients < wait < stop
+    assert steps[0].argv == ("ip", "netns", "add", "rs-1234-abcd-srv")
+    assert steps[0].undo == ("ip", "netns", "del", "rs-1234-abcd-srv")
+    assert steps[1].undo == ("ip", "netns", "del", "rs-1234-abcd-cli")
+    assert "veth" in steps[2].argv
+    spawn = [s.process for s in steps if s.action is Action.SPAWN]
+    assert spawn == ["capture", "server", "clients"]
+    order = [s.title for s in steps]
+    assert order.index("kernel trace instance rs-1234-abcd") < order.index("capture with dumpcap on rsabcdc")
+    assert kinds[-1] is Action.STOP and steps[-1].process == "server"
+    stop_capture = next(i for i, s in enumerate(steps) if s.action is Action.STOP and s.process == "capture")
+    wait_clients = next(i for i, s in enumerate(steps) if s.action is Action.WAIT)
+    assert wait_clients < stop_capture < len(steps) - 1
+
+
+def test_every_link_command_runs_inside_a_namespace():
+    """The host's interfaces are never touched: every ip/tc/ethtool/sysctl names a namespace."""
+    for scenario in scenarios.PRESETS:
+        steps = scenarios.plan(scenarios.options_for(scenario, port=8080, loss=1.0), NAMES, CAPS)
+        for step in steps:
+            if not step.argv or step.argv[:3] == ("ip", "netns", "add"):
+                continue
+            inside = step.argv[:3] == ("ip", "netns", "exec") or step.argv[:2] == ("ip", "-n")
+            assert inside, f"{scenario}: {step.command_line()} runs in the host namespace"
+
+
+def test_offloads_off_and_tbf_both_ways():
+    steps = scenarios.plan(scenarios.options_for("close-race", port=8080), NAMES, CAPS)
+    ethtool = [s for s in steps if "ethtool" in s.argv]
+    assert len(ethtool) == 2 and all(s.argv[-6:] == ("tso", "off", "gso", "off", "gro", "off") for s in ethtool)
+    tbf = [s for s in steps if "tbf" in s.argv]
+    assert len(tbf) == 2
+    assert all("20mbit" in s.argv and "200ms" in s.argv for s in tbf)
+
+
+def test_backlog_sets_server_namespace_sysctls():
+    steps = scenarios.plan(scenarios.options_for("backlog", port=8080), NAMES, CAPS)
+    sysctl = [s.argv[-1] for s in steps if "sysctl" in s.argv and "-w" in s.argv]
+    assert "net.ipv4.tcp_abort_on_overflow=1" in sysctl
+    assert "net.ipv4.tcp_syncookies=0" in sysctl
+    assert all(NAMES.server_ns in s.argv for s in steps if "sysctl" in s.argv and "-w" in s.argv)
+    server = next(s for s in steps if s.process == "server" and s.action is Action.SPAWN)
+    assert server.argv[server.argv.index("--backlog") + 1] == "4"
+    slow = next(s for s in steps if "tbf" in s.argv and NAMES.client_ns in s.argv)
+    assert "100kbit" in slow.argv and "1600" in slow.argv  # small bucket: slow from the first SYN
+
+
+def test_backlog_silent_keeps_abort_on_overflow_off():
+    options = scenarios.options_for("backlog-silent", port=8080)
+    assert options.sysctls()["net.ipv4.tcp_abort_on_overflow"] == 0
+
+
+def test_refused_has_no_server():
+    steps = scenarios.plan(scenarios.options_for("refused", port=8080), NAMES, CAPS)
+    assert [s.process for s in steps if s.action is Action.SPAWN] == ["capture", "clients"]
+
+
+def test_delay_needs_netem_step_and_loss_falls_back_to_nftables():
+    steps = scenarios.plan(scenarios.options_for("clean", port=8080, loss=2.0), NAMES, CAPS)
+    nft = [s for s in steps if "nft" in s.argv]
+    assert len(nft) == 2 and "numgen random mod 1000 < 20" in nft[0].argv[-1]
+    assert not any("netem" in s.argv for s in steps)
+    with_netem = Capabilities(python="/py", project_root="/src", capture_tool="dumpcap", netem=True)
+    steps = scenarios.plan(scenarios.options_for("clean", port=8080, delay="20ms"), NAMES, with_netem)
+    netem = [s for s in steps if "netem" in s.argv]
+    assert len(netem) == 2 and "netem" in netem[0].fix
+    assert all("parent" in s.argv for s in steps if "tbf" in s.argv)
+
+
+def test_no_trace_step_without_tracefs():
+    caps = Capabilities(python="/py", project_root="/src", capture_tool="tcpdump", tracefs=False)
+    steps = scenarios.plan(scenarios.options_for("close-race", port=8080), NAMES, caps)
+    assert not any(s.action in (Action.TRACE_START, Action.TRACE_STOP) for s in steps)
+    capture = next(s for s in steps if s.process == "capture")
+    assert "tcpdump" in capture.argv and "capture.pcap" in capture.argv
+
+
+def test_loopback_plan_has_no_namespaces_nor_shaping():
+    names = Names.make(1, 2, loopback=True)
+    steps = scenarios.plan(scenarios.options_for("clean", port=45678, loopback=True), names, CAPS)
+    assert not any(s.argv[:2] in (("ip", "netns"), ("ip", "-n")) for s in steps)
+    assert not any("tc" in s.argv[:1] or "tbf" in s.argv for s in steps)
+    capture = next(s for s in steps if s.process == "capture")
+    assert capture.argv[:2] == ("dumpcap", "-q") and "lo" in capture.argv
+
+
+def test_client_and_server_arguments_follow_the_options():
+    options = scenarios.options_for("late-data", port=9000)
+    argv = scenarios.client_argv(options, NAMES, CAPS)
+    assert argv[:4] == ("ip", "netns", "exec", NAMES.client_ns)
+    assert argv[argv.index("--late-bytes") + 1] == "100"
+    assert argv[argv.index("--expect-bytes") + 1] == "2000"
+    duration = scenarios.options_for("clean", port=9000, duration=5.0)
+    argv = scenarios.client_argv(duration, NAMES, CAPS)
+    assert "--duration" in argv and "--count" not in argv
+
+
+def test_options_for_rejects_unknown():
+    with pytest.raises(KeyError):
+        scenarios.options_for("no-such-preset")
+    with pytest.raises(TypeError):
+        scenarios.options_for("clean", colour="red")
+
+
+def test_snaplen_reaches_the_capture_tool():
+    steps = scenarios.plan(scenarios.options_for("clean", port=8080, snaplen=96), NAMES, CAPS)
+    capture = next(s for s in steps if s.process == "capture")
+    assert capture.argv[capture.argv.index("-s") + 1] == "96"
+
+
+def test_describe_numbers_every_step():
+    steps = scenarios.plan(scenarios.options_for("clean", port=8080), NAMES, CAPS)
+    text = scenarios.describe(steps)
+    assert text.count("\n") == len(steps) - 1 and text.startswith("  1. create server namespace: ip netns add")
+
+
+def test_capture_plan_runs_the_command_between_capture_and_stop():
+    options = scenarios.CaptureOptions(command=("true",), iface="lo")
+    steps = scenarios.capture_plan(options, Names.make(1, 2, loopback=True), CAPS)
+    processes = [(s.action, s.process) for s in steps if s.process]
+    assert processes == [
+        (Action.SPAWN, "capture"),
+        (Action.SPAWN, "command"),
+        (Action.WAIT, "command"),
+        (Action.STOP, "capture"),
+    ]
