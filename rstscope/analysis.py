@@ -96,13 +96,16 @@ class Analysis:
         return combine([self])
 
 
-def analyze_capture(path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None) -> Analysis:
+def analyze_capture(
+    path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None, zeek_timers: bool = False
+) -> Analysis:
     """Run the whole pipeline on one capture file.
 
-    ``progress(packets_done, bytes_done)`` is called after each chunk.
+    ``progress(packets_done, bytes_done)`` is called after each chunk.  ``zeek_timers`` also ends
+    connections where Zeek's timers would (for ``conns``; see ``Tracker._timer_splits``).
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
-    tracker = Tracker()
+    tracker = Tracker(zeek_timers=zeek_timers)
     with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)

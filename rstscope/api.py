@@ -20,8 +20,10 @@ from rstscope.status import InputError
 __all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
 
 
-def analyze(path: str | os.PathLike, *, progress=None) -> Analysis:
-    """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs)."""
+def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False) -> Analysis:
+    """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs).
+
+    ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log."""
     p = Path(path)
     if p.is_dir():
         from rstscope.lab import rundir
@@ -31,10 +33,10 @@ def analyze(path: str | os.PathLike, *, progress=None) -> Analysis:
         run = rundir.load_run(p)
         if run.capture is None:
             raise InputError(f"{p}: run directory without a capture file (the capture step failed: see run.json)")
-        analysis = analyze_capture(run.capture, progress=progress)
+        analysis = analyze_capture(run.capture, progress=progress, zeek_timers=zeek_timers)
         analysis.run = run
         return analysis
-    return analyze_capture(p, progress=progress)
+    return analyze_capture(p, progress=progress, zeek_timers=zeek_timers)
 
 
 def document(result: Analysis | dict) -> dict:

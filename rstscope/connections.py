@@ -452,7 +452,9 @@ def _scaled_letter(c: Connection, side: Side, ch: str, count: int, *, ignored: b
         c._uncounted[key] = c._uncounted.get(key, 0) + 1
         return
     n = count - c._uncounted.get(key, 0)
-    if n >= 1 and _is_power_of_ten(np.array([n]))[0]:
+    while n >= 10 and n % 10 == 0:
+        n //= 10
+    if n == 1:  # the 1st, 10th, 100th ... counted occurrence
         c.history.append(ch.upper() if side is Side.ORIG else ch)
 
 
@@ -472,7 +474,7 @@ class _ConnArrays:
         "last_ack_val0", "last_ack_val1",
         "max_end0", "max_end1",  # highest seq_end per side (NONE: nothing sent)
         "max_ack0", "max_ack1",  # highest ack per side (NONE)
-        "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
+        "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1", "old0", "old1",
         "seen_data0", "seen_data1", "seen_pure_ack0", "seen_pure_ack1",
         "closing",  # a FIN or RST was seen
         "last_frame0", "last_frame1", "last_flags0", "last_flags1", "last_len0", "last_len1",
@@ -513,10 +515,15 @@ class _ConnArrays:
 class Tracker:
     """Feeds on packet chunks in capture order; ``finish()`` returns the connections."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, zeek_timers: bool = False) -> None:
+        """``zeek_timers``: also end connections the way Zeek's timers do (see :meth:`_timer_splits`)."""
+        self.zeek_timers = zeek_timers
+        self._timer_state: dict[str, np.ndarray] = {}
         self._tuple_ids: dict[tuple, int] = {}
         self._tuple_conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
         self._tuple_syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
+        self._tuple_closed = np.zeros(1024, dtype=np.int64)  # a FIN or RST since the tuple's last SYN
+        self._tuple_synack_ack = np.full(1024, -1, dtype=np.int64)  # ack of the tuple's last SYN-ACK, -1 none
         self._arrays = _ConnArrays()
         # Last PEER_ACKS_KEPT ACK segments per connection side: frame and ack, oldest first (-1: none).
         self._ack_ring_frame = np.full((1024, 2, PEER_ACKS_KEPT), -1, dtype=np.int64)
@@ -573,6 +580,8 @@ class Tracker:
             grow = max(len(ids), 2 * len(self._tuple_conn)) - len(self._tuple_conn)
             self._tuple_conn = np.concatenate([self._tuple_conn, np.full(grow, -1, dtype=np.int64)])
             self._tuple_syn = np.concatenate([self._tuple_syn, np.full(grow, -1, dtype=np.int64)])
+            self._tuple_closed = np.concatenate([self._tuple_closed, np.zeros(grow, dtype=np.int64)])
+            self._tuple_synack_ack = np.concatenate([self._tuple_synack_ack, np.full(grow, -1, dtype=np.int64)])
         return src_is_a, order, groups, tids
 
     def _feed(self, rows: np.ndarray) -> None:
@@ -590,13 +599,29 @@ class Tracker:
         tid = tids[tgroups.gi]
 
         # --- connection instances (port reuse) -------------------------------------
+        # A SYN without ACK starts a new connection when its ISN is new, or when a FIN or RST was seen
+        # since the tuple's previous SYN -- unless an earlier SYN-ACK already acknowledged exactly this
+        # SYN (the capture saw the SYN-ACK first).  Zeek draws the same lines.
         pure_syn = (flags & (P.SYN | P.ACK | P.RST)) == P.SYN
+        synack = (flags & (P.SYN | P.ACK | P.RST)) == (P.SYN | P.ACK)
         last_syn = tgroups.exclusive(tgroups.last_valid_pos(pure_syn), -1)
         prev_syn_seq = np.where(last_syn >= 0, seq[np.maximum(last_syn, 0)], self._tuple_syn[tid])
+        closes = tgroups.cumsum((flags & (P.FIN | P.RST)) != 0)
+        closes_before = tgroups.exclusive(closes, 0)
+        closed_since_syn = np.where(
+            last_syn >= 0,
+            closes_before - closes[np.maximum(last_syn, 0)] > 0,
+            (closes_before > 0) | (self._tuple_closed[tid] > 0),
+        )
+        last_synack = tgroups.exclusive(tgroups.last_valid_pos(synack), -1)
+        synack_ack = np.where(last_synack >= 0, ack_raw[np.maximum(last_synack, 0)], self._tuple_synack_ack[tid])
+        acked_by_synack = (synack_ack >= 0) & ((synack_ack - 1) % SEQ_MOD == seq)
         cur = self._tuple_conn[tid]
         brand_new = tgroups.start & (cur < 0)
-        new_inst = brand_new | (pure_syn & (prev_syn_seq != seq) & ~brand_new)
         # (a tuple first seen in this chunk has cur < 0 on every row; only its first row is brand_new)
+        new_inst = brand_new | (pure_syn & ~brand_new & ~acked_by_synack & ((prev_syn_seq != seq) | closed_since_syn))
+        if self.zeek_timers:
+            new_inst = self._timer_splits(new_inst, brand_new, tgroups, tids, tid, ts.astype(np.int64), flags, a_side)
         new_pos = np.flatnonzero(new_inst)
         new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]  # ids in order of first packet
         first_id = len(self.connections)
@@ -608,6 +633,12 @@ class Tracker:
         last_syn_incl = tgroups.last(tgroups.last_valid_pos(pure_syn))
         has_syn = last_syn_incl >= 0
         self._tuple_syn[tids[has_syn]] = seq[last_syn_incl[has_syn]]
+        closes_total = tgroups.last(closes)
+        after_syn = closes_total - np.where(has_syn, closes[np.maximum(last_syn_incl, 0)], 0)
+        self._tuple_closed[tids] = np.where(has_syn, after_syn > 0, (self._tuple_closed[tids] > 0) | (closes_total > 0))
+        last_synack_incl = tgroups.last(tgroups.last_valid_pos(synack))
+        has_synack = last_synack_incl >= 0
+        self._tuple_synack_ack[tids[has_synack]] = ack_raw[last_synack_incl[has_synack]]
 
         arr = self._arrays
         arr.grow(len(new_pos))
@@ -694,11 +725,16 @@ class Tracker:
         retx = (plen > 0) & ~is_syn & (snd_nxt_before != NONE) & (seq_val < snd_nxt_before)
         zero_win = (window == 0) & ~is_syn & ~is_rst
         pure_ack = has_ack & (plen == 0) & ~(is_syn | is_fin | is_rst)
+        # Zeek's retransmission (history T): a segment whose payload was all sent before.
+        old_data = (plen > 0) & ~is_syn & (snd_nxt_before != NONE) & (seq_val + plen <= snd_nxt_before)
+        old_count = np.zeros(n, dtype=np.int64)  # the side's running count at such rows, 0 elsewhere
+        zw_count = np.zeros(n, dtype=np.int64)
         letters = np.zeros(n, dtype=bool)
         for s in (0, 1):
             m = mask[s]
-            for name, col in (("retx", retx), ("zw", zero_win)):
+            for name, col, running in (("old", old_data, old_count), ("zw", zero_win, zw_count)):
                 count = cg.cumsum(m & col) + arr[f"{name}{s}"][conn]
+                running[m & col] = count[m & col]
                 letters |= m & col & _is_power_of_ten(count)
             for name, col in (("seen_data", plen > 0), ("seen_pure_ack", pure_ack)):
                 firsts = m & col & (cg.cumsum(m & col) == 1) & (arr[f"{name}{s}"][conn] == 0)
@@ -715,7 +751,7 @@ class Tracker:
         self._event_pass(
             np.flatnonzero(events),
             frame, ts, seq, ack_raw, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
-            own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack, peer_prev,
+            own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
@@ -751,6 +787,7 @@ class Tracker:
             arr[f"bytes{s}"][conns] += np.add.reduceat(np.where(m, plen, 0), cg.first_pos)
             arr[f"retx{s}"][conns] += np.add.reduceat((m & retx).astype(np.int64), cg.first_pos)
             arr[f"zw{s}"][conns] += np.add.reduceat((m & zero_win).astype(np.int64), cg.first_pos)
+            arr[f"old{s}"][conns] += np.add.reduceat((m & old_data).astype(np.int64), cg.first_pos)
             arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
 
@@ -801,6 +838,69 @@ class Tracker:
             self._ack_ring_frame[conns, s] = new_f
             self._ack_ring_ack[conns, s] = new_a
 
+    ATTEMPT_NS = 5_000_000_000  # Zeek's tcp_attempt_delay
+    CLOSE_NS = 5_000_000_000  # Zeek's tcp_close_delay and tcp_reset_delay
+    INACTIVITY_NS = 300_000_000_000  # Zeek's tcp_inactivity_timeout
+
+    def _timer_splits(self, new_inst, brand_new, tgroups, tids, tid, ts, flags, a_side) -> np.ndarray:
+        """Zeek's timers as connection boundaries, for ``conns`` to line up with conn.log.
+
+        Zeek removes a connection 5 s after its first SYN if the responder has sent nothing, 5 s after
+        the close completed (both FINs, or a RST), and after 5 min without a packet; a later packet of
+        the same 4-tuple then starts a new connection.  ``analyze`` does not use this: there a
+        connection is one 4-tuple lifetime, as Wireshark's tcp.stream is, so that a SYN retransmitted
+        at 7 s stays with its first SYN.  Splits depend on each other, so they are found in rounds.
+        """
+        st = self._timer_state
+        size = len(self._tuple_conn)
+        defaults = {"last_ts": NONE, "syn_ts": NONE, "syn_a": 0, "closed_ts": NONE, "fin_a": 0, "fin_b": 0, "rst": 0}
+        for name, default in defaults.items():
+            if name not in st or len(st[name]) < size:
+                old = st.get(name, np.empty(0, dtype=np.int64))
+                st[name] = np.concatenate([old, np.full(size - len(old), default, dtype=np.int64)])
+        n = len(ts)
+        is_syn = (flags & (P.SYN | P.ACK | P.RST)) == P.SYN
+        fin, rst = (flags & P.FIN) != 0, (flags & P.RST) != 0
+        prev_ts = np.where(tgroups.start, st["last_ts"][tid], np.concatenate([[NONE], ts[:-1]]))
+        idle = (prev_ts != NONE) & (ts - prev_ts > self.INACTIVITY_NS)
+        for _round in range(n + 1):
+            starts = new_inst | idle | tgroups.start
+            sg = Groups(starts)
+            first = sg.first_pos[sg.gi]
+            carried = ~(new_inst | idle)[first]  # the segment continues the tuple's carried connection
+            syn_ts = np.where(carried, st["syn_ts"][tid], np.where(is_syn[first], ts[first], NONE))
+            syn_a = np.where(carried, st["syn_a"][tid], a_side[first])
+            responder = a_side != syn_a.astype(bool)
+            answered_before = sg.exclusive(sg.cumsum(responder) > 0, False)
+            attempt = (syn_ts != NONE) & ~answered_before & (ts - syn_ts > self.ATTEMPT_NS)
+            fin_a = (sg.cumsum(fin & a_side) > 0) | (carried & (st["fin_a"][tid] > 0))
+            fin_b = (sg.cumsum(fin & ~a_side) > 0) | (carried & (st["fin_b"][tid] > 0))
+            was_reset = (sg.cumsum(rst) > 0) | (carried & (st["rst"][tid] > 0))
+            closed = (fin_a & fin_b) | was_reset
+            closed_pos = sg.last_valid_pos(closed & ~sg.exclusive(closed, False))  # the row that closed it
+            carried_closed = np.where(carried, st["closed_ts"][tid], NONE)
+            closed_ts = np.where(
+                carried_closed != NONE, carried_closed, np.where(closed_pos >= 0, ts[closed_pos], NONE)
+            )
+            closed_before = sg.exclusive(closed, False)
+            closed_before[sg.first_pos] = carried[sg.first_pos] & (carried_closed[sg.first_pos] != NONE)
+            expired = closed_before & (closed_ts != NONE) & (ts - closed_ts > self.CLOSE_NS)
+            split = (attempt | expired) & ~(new_inst | idle)
+            if not split.any():
+                break
+            # Only the first split of each segment counts: everything after it is a new connection.
+            first_split = split & (sg.cumsum(split) == 1)
+            new_inst = new_inst | first_split
+        last = tgroups.last_pos
+        st["last_ts"][tids] = ts[last]
+        st["syn_ts"][tids] = np.where(answered_before[last] | responder[last], NONE, syn_ts[last])
+        st["syn_a"][tids] = syn_a[last]
+        st["closed_ts"][tids] = closed_ts[last]
+        st["fin_a"][tids] = fin_a[last]
+        st["fin_b"][tids] = fin_b[last]
+        st["rst"][tids] = was_reset[last]
+        return new_inst | idle
+
     def _new_connection(self, row, src_is_a: bool) -> None:
         flags = int(row["flags"])
         src = (P.format_addr(int(row["src_hi"]), int(row["src_lo"])), int(row["src_port"]))
@@ -839,7 +939,7 @@ class Tracker:
 
     # ----------------------------------------------------------------- pass 2
     def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags, plen, seq_val, ack_val,
-                    snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx, zero_win, pure_ack,
+                    snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
                     peer_prev):  # fmt: skip
         if not len(idx):
             return
@@ -861,8 +961,8 @@ class Tracker:
         ans_len = np.where(have_pp, plen[ppi], carried("last_len"))
         ans_ack = np.where(have_pp, ack_val[ppi], carried("last_ackrel"))
         ans_seq = np.where(have_pp, seq_val[ppi], carried("last_seqrel"))
-        count_retx = retx[idx]
-        count_zw = zero_win[idx]
+        count_retx = retx_count[idx]
+        count_zw = zw_count[idx]
         columns = zip(
             frame_col[idx].tolist(), ts[idx].tolist(), c_idx.tolist(), s_idx.tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),

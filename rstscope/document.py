@@ -15,7 +15,7 @@ analysed together keep their own connection ids; ``capture`` (an index into
 
 from __future__ import annotations
 
-from rstscope import __version__
+from rstscope import __version__, zeek
 from rstscope.analysis import SCHEMA_VERSION, Analysis
 from rstscope.connections import Connection, Side
 from rstscope.verdicts import Verdict
@@ -87,6 +87,7 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
             "server": conn.retransmissions[Side.RESP],
         },
         "history": conn.history_text,
+        "conn_state": zeek.conn_state(conn).value,
         "phase": conn.phase().value,
         "syn_retransmissions": max(0, len(conn.syn_frames) - 1),
         "synack_retransmissions": max(0, len(conn.synack_frames) - 1),

@@ -104,3 +104,22 @@ def test_state_table_covers_every_state_and_event():
         assert (state, Event.RST) in TRANSITIONS
     assert all(isinstance(k[0], EndpointState) and isinstance(k[1], Event) for k in TRANSITIONS)
     assert Side.ORIG.peer is Side.RESP
+
+
+@pytest.mark.parametrize("chunk", [1, 5, 64])
+def test_zeek_timer_splits_do_not_depend_on_chunking(corpus, chunk):
+    """Zeek's timer boundaries (used by conns) carried across chunks, on traces where they split."""
+    for trace in ("ssh/ssh.client-side-half-duplex.pcap", "pop3/pop3.pcap", "modbus/modbus-and-non-modbus-p502.pcap"):
+        path = corpus / "zeek" / "traces" / trace
+        old = analysis.CHUNK_PACKETS
+        try:
+            analysis.CHUNK_PACKETS = chunk
+            small = analysis.analyze_capture(path, zeek_timers=True).to_json()
+            analysis.CHUNK_PACKETS = 1 << 20
+            big = analysis.analyze_capture(path, zeek_timers=True).to_json()
+        finally:
+            analysis.CHUNK_PACKETS = old
+        assert _comparable(small) == _comparable(big), trace
+        plain = analysis.analyze_capture(path).to_json()
+        if "half-duplex" in trace:
+            assert len(big["connections"]) > len(plain["connections"])  # the attempt timer split them
