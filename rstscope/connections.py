@@ -51,7 +51,7 @@ from rstscope import packets as P
 from rstscope.grouped import NONE, Groups
 from rstscope.seqnum import SEQ_MOD, seq_diff_array
 
-EARLY_PACKETS = 8
+EARLY_PACKETS = 4
 RECENT_SEGMENTS = 16
 PEER_ACKS_KEPT = 8
 """Per connection side, the last ACK segments (frame, ack) kept across chunks: at a RST, the peer's last
@@ -405,39 +405,38 @@ def _set_state(c: Connection, s: int, new: EndpointState) -> None:
         c.state[s] = new
 
 
-_FLAG_LETTERS = ((P.SYN, "s"), (P.FIN, "f"), (P.RST, "r"))
+_SIDES = (Side.ORIG, Side.RESP)
 
 
 def _history(c: Connection, side: Side, flags: int, payload: int, seq_raw: int, is_pure_ack: bool) -> None:
     """Append the letter(s) one segment earns, by Zeek's rules (see :data:`HISTORY_LETTERS`)."""
     hist = c.history
-
-    def letter(ch: str) -> None:
-        hist.append(ch.upper() if side is Side.ORIG else ch)
-
-    def letter_once(ch: str) -> None:
-        if (ch.upper() if side is Side.ORIG else ch) not in hist:
-            letter(ch)
-
-    def letter_on_new_seq(kind: str, ch: str, seq: int) -> None:
-        key = (kind, side)  # S and H share one key, as in Zeek
-        if key not in c._last_flag_seq or c._last_flag_seq[key] != seq:
-            letter(ch)
-        c._last_flag_seq[key] = seq
-
-    control = [kind for bit, kind in _FLAG_LETTERS if flags & bit]
-    if len(control) > 1:
-        letter_once("i" if flags & P.FIN and flags & P.RST else "q")
-    elif control == ["s"]:
-        letter_on_new_seq("s", "h" if flags & P.ACK else "s", seq_raw)
-    elif control == ["f"]:
-        letter_on_new_seq("f", "f", (seq_raw + payload) % SEQ_MOD)  # a FIN's number comes after its payload
-    elif control == ["r"]:
-        letter_on_new_seq("r", "r", seq_raw)
+    upper = side is Side.ORIG
+    control = flags & (P.SYN | P.FIN | P.RST)
+    if control & (control - 1):  # two or more of SYN, FIN, RST: only I or Q, once
+        ch = "i" if flags & P.FIN and flags & P.RST else "q"
+        _letter_once(hist, ch.upper() if upper else ch)
+    elif control:
+        # S/H, F and R repeat only with a new sequence number; S and H share one key, as in Zeek.
+        if control == P.SYN:
+            kind, ch, number = "s", ("h" if flags & P.ACK else "s"), seq_raw
+        elif control == P.FIN:
+            kind, ch, number = "f", "f", (seq_raw + payload) % SEQ_MOD  # a FIN's number follows its payload
+        else:
+            kind, ch, number = "r", "r", seq_raw
+        key = (kind, side)
+        if c._last_flag_seq.get(key) != number:
+            hist.append(ch.upper() if upper else ch)
+        c._last_flag_seq[key] = number
     elif payload:
-        letter_once("d")
+        _letter_once(hist, "D" if upper else "d")
     elif is_pure_ack:
-        letter_once("a")
+        _letter_once(hist, "A" if upper else "a")
+
+
+def _letter_once(hist: list[str], letter: str) -> None:
+    if letter not in hist:
+        hist.append(letter)
 
 
 def _scaled_letter(c: Connection, side: Side, ch: str, count: int, *, ignored: bool) -> None:
@@ -642,8 +641,12 @@ class Tracker:
 
         arr = self._arrays
         arr.grow(len(new_pos))
-        for p in new_pos.tolist():
-            self._new_connection(rows[order[p]], bool(a_side[p]))
+        if len(new_pos):
+            first_rows = rows[order[new_pos]]
+            columns = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "flags", "ip_version",
+                       "frame", "ts_ns")  # fmt: skip
+            for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(), strict=True):
+                self._new_connection(*values)
         orig_is_a = arr["orig_is_a"][conn].astype(bool)
         side = np.where(a_side == orig_is_a, 0, 1)
 
@@ -901,10 +904,11 @@ class Tracker:
         st["rst"][tids] = was_reset[last]
         return new_inst | idle
 
-    def _new_connection(self, row, src_is_a: bool) -> None:
-        flags = int(row["flags"])
-        src = (P.format_addr(int(row["src_hi"]), int(row["src_lo"])), int(row["src_port"]))
-        dst = (P.format_addr(int(row["dst_hi"]), int(row["dst_lo"])), int(row["dst_port"]))
+    def _new_connection(self, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame, ts_ns,
+                        src_is_a: bool) -> None:  # fmt: skip
+        """Create the connection whose first packet has these fields (Python ints)."""
+        src = (P.format_addr(src_hi, src_lo), src_port)
+        dst = (P.format_addr(dst_hi, dst_lo), dst_port)
         inferred = False
         if flags & P.SYN and not flags & P.ACK:
             src_is_orig = True
@@ -928,10 +932,10 @@ class Tracker:
             orig_port=orig[1],
             resp_addr=resp[0],
             resp_port=resp[1],
-            ip_version=int(row["ip_version"]),
+            ip_version=ip_version,
             originator_inferred=inferred,
-            first_frame=int(row["frame"]),
-            start_ns=int(row["ts_ns"]),
+            first_frame=frame,
+            start_ns=ts_ns,
         )
         if not src_is_orig:
             conn.history.append("^")  # Zeek's flip: the first packet came from the responder
@@ -979,7 +983,7 @@ class Tracker:
     def _event(self, c: Connection, row) -> None:
         (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, snd_nxt, peer_acked, own_acked, peer_nxt,
          ans_frame, ans_flags, ans_len, ans_ack, ans_seq, retx_count, zw_count, is_pure_ack) = row  # fmt: skip
-        side = Side(s)
+        side = _SIDES[s]
         syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
         old, peer = c.state[s], c.state[1 - s]
         _history(c, side, flags, plen, seq_raw, is_pure_ack)
