@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rstscope import evidence as evidence_mod
+from rstscope import prefetch
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.evidence import ResetEvidence
 from rstscope.packets import ReadStats
@@ -23,6 +24,8 @@ from rstscope.verdicts import Decision, Verdict, classify
 SCHEMA_VERSION = 1
 CHUNK_PACKETS = 65_536
 """Rows per chunk: small enough that the tracker's temporaries stay in cache and memory stays flat."""
+PREFETCH_BYTES = 16 << 20
+"""Files at least this large are read in a child process, in parallel with tracking (rstscope.prefetch)."""
 
 
 @dataclass(kw_only=True)
@@ -106,7 +109,7 @@ def analyze_capture(
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     tracker = Tracker(zeek_timers=zeek_timers)
-    with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:
+    with _open(path) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)
             if progress is not None:
@@ -126,6 +129,20 @@ def analyze_capture(
         resets=resets,
         listen_queue=listen_queue_evidence(connections),
     )
+
+
+def _open(path):
+    """The capture, read in a child process when the file is large enough for that to pay."""
+    if prefetch.available() and _size(path) >= PREFETCH_BYTES:
+        return prefetch.PrefetchedCapture(path, chunk_packets=CHUNK_PACKETS)
+    return open_capture(path, chunk_packets=CHUNK_PACKETS)
+
+
+def _size(path) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0  # open_capture says what is wrong
 
 
 def listen_queue_evidence(connections: list[Connection]) -> dict:
