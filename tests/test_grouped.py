@@ -1,0 +1,26 @@
+"""Segmented running operations: each group restarts, NONE before the first valid element."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rstscope.grouped import NONE, Groups
+
+START = np.array([True, False, False, True, False, True])
+VALUES = np.array([5, 3, 9, 1, 4, 7], dtype=np.int64)
+
+
+def test_cummax_and_cumsum():
+    g = Groups(START)
+    valid = np.array([False, True, True, True, False, True])
+    assert g.cummax(VALUES, valid).tolist() == [NONE, 3, 9, 1, 1, 7]
+    assert g.cumsum(VALUES).tolist() == [5, 8, 17, 1, 5, 7]
+
+
+def test_positions():
+    g = Groups(START)
+    valid = np.array([True, False, True, False, True, False])
+    assert g.last_valid_pos(valid).tolist() == [0, 0, 2, -1, 4, -1]
+    assert g.next_valid_pos(valid).tolist() == [0, 2, 2, 4, 4, -1]
+    assert g.exclusive(g.last_valid_pos(valid), -1).tolist() == [-1, 0, 0, -1, -1, -1]
+    assert g.first(VALUES).tolist() == [5, 1, 7] and g.last(VALUES).tolist() == [9, 4, 7]
