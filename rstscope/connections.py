@@ -601,43 +601,62 @@ class Tracker:
         # A SYN without ACK starts a new connection when its ISN is new, or when a FIN or RST was seen
         # since the tuple's previous SYN -- unless an earlier SYN-ACK already acknowledged exactly this
         # SYN (the capture saw the SYN-ACK first).  Zeek draws the same lines.
-        pure_syn = (flags & (P.SYN | P.ACK | P.RST)) == P.SYN
-        synack = (flags & (P.SYN | P.ACK | P.RST)) == (P.SYN | P.ACK)
-        last_syn = tgroups.exclusive(tgroups.last_valid_pos(pure_syn), -1)
-        prev_syn_seq = np.where(last_syn >= 0, seq[np.maximum(last_syn, 0)], self._tuple_syn[tid])
-        closes = tgroups.cumsum((flags & (P.FIN | P.RST)) != 0)
-        closes_before = tgroups.exclusive(closes, 0)
-        closed_since_syn = np.where(
-            last_syn >= 0,
-            closes_before - closes[np.maximum(last_syn, 0)] > 0,
-            (closes_before > 0) | (self._tuple_closed[tid] > 0),
-        )
-        last_synack = tgroups.exclusive(tgroups.last_valid_pos(synack), -1)
-        synack_ack = np.where(last_synack >= 0, ack_raw[np.maximum(last_synack, 0)], self._tuple_synack_ack[tid])
-        acked_by_synack = (synack_ack >= 0) & ((synack_ack - 1) % SEQ_MOD == seq)
-        cur = self._tuple_conn[tid]
-        brand_new = tgroups.start & (cur < 0)
-        # (a tuple first seen in this chunk has cur < 0 on every row; only its first row is brand_new)
-        new_inst = brand_new | (pure_syn & ~brand_new & ~acked_by_synack & ((prev_syn_seq != seq) | closed_since_syn))
+        # Only SYN, SYN-ACK, FIN and RST rows matter here: work on those few positions.
+        control = flags & (P.SYN | P.ACK | P.RST)
+        syn_pos = np.flatnonzero(control == P.SYN)
+        synack_pos = np.flatnonzero(control == (P.SYN | P.ACK))
+        close_pos = np.flatnonzero(flags & (P.FIN | P.RST))
+        gi, group_first, group_last = tgroups.gi, tgroups.first_pos, tgroups.last_pos
+        cur = self._tuple_conn[tids]  # per tuple group: the connection carried from earlier chunks
+        new_inst = np.zeros(n, dtype=bool)
+        new_inst[group_first[cur < 0]] = True  # a tuple's very first packet
+        if len(syn_pos):
+            g = gi[syn_pos]
+            same = np.zeros(len(syn_pos), dtype=bool)
+            same[1:] = g[1:] == g[:-1]  # the previous SYN of the same tuple is in this chunk
+            prev = np.concatenate([[0], syn_pos[:-1]])
+            prev_syn_seq = np.where(same, seq[prev], self._tuple_syn[tids[g]])
+            since = np.where(same, prev, group_first[g])
+            closes_between = np.searchsorted(close_pos, syn_pos) - np.searchsorted(close_pos, since)
+            closed_since_syn = (closes_between > 0) | (~same & (self._tuple_closed[tids[g]] > 0))
+            synack_ack = self._tuple_synack_ack[tids[g]]
+            if len(synack_pos):  # a SYN-ACK of the same tuple earlier in this chunk overrides the carried one
+                k = np.maximum(np.searchsorted(synack_pos, syn_pos) - 1, 0)
+                in_chunk = (synack_pos[k] < syn_pos) & (gi[synack_pos[k]] == g)
+                synack_ack = np.where(in_chunk, ack_raw[synack_pos[k]], synack_ack)
+            acked_by_synack = (synack_ack >= 0) & ((synack_ack - 1) % SEQ_MOD == seq[syn_pos])
+            new_inst[syn_pos] |= ~acked_by_synack & ((prev_syn_seq != seq[syn_pos]) | closed_since_syn)
+            # Carry, per tuple: its last SYN's seq, and whether a FIN or RST came after it.
+            last = np.ones(len(syn_pos), dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            last_syn, last_g = syn_pos[last], g[last]
+            self._tuple_syn[tids[last_g]] = seq[last_syn]
+            closes_after = np.searchsorted(close_pos, group_last[last_g], side="right") - np.searchsorted(
+                close_pos, last_syn
+            )
+            self._tuple_closed[tids[last_g]] = closes_after > 0
+            no_syn = np.ones(tgroups.count, dtype=bool)
+            no_syn[last_g] = False
+        else:
+            no_syn = np.ones(tgroups.count, dtype=bool)
+        closes_in_group = np.searchsorted(close_pos, group_last, side="right") - np.searchsorted(close_pos, group_first)
+        self._tuple_closed[tids[no_syn]] |= closes_in_group[no_syn] > 0
+        if len(synack_pos):
+            g = gi[synack_pos]
+            last = np.ones(len(synack_pos), dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            self._tuple_synack_ack[tids[g[last]]] = ack_raw[synack_pos[last]]
         if self.zeek_timers:
-            new_inst = self._timer_splits(new_inst, brand_new, tgroups, tids, tid, ts.astype(np.int64), flags, a_side)
+            new_inst = self._timer_splits(new_inst, tgroups, tids, tid, ts.astype(np.int64), flags, a_side)
+        # Connection ids: new ones in order of their first packet; each segment repeats its id.
         new_pos = np.flatnonzero(new_inst)
-        new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]  # ids in order of first packet
+        new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]
         first_id = len(self.connections)
-        new_ids = np.full(n, -1, dtype=np.int64)
-        new_ids[new_pos] = first_id + np.arange(len(new_pos))
-        last_new = tgroups.last_valid_pos(new_inst)
-        conn = np.where(last_new >= 0, new_ids[np.maximum(last_new, 0)], cur)
-        self._tuple_conn[tids] = tgroups.last(conn)
-        last_syn_incl = tgroups.last(tgroups.last_valid_pos(pure_syn))
-        has_syn = last_syn_incl >= 0
-        self._tuple_syn[tids[has_syn]] = seq[last_syn_incl[has_syn]]
-        closes_total = tgroups.last(closes)
-        after_syn = closes_total - np.where(has_syn, closes[np.maximum(last_syn_incl, 0)], 0)
-        self._tuple_closed[tids] = np.where(has_syn, after_syn > 0, (self._tuple_closed[tids] > 0) | (closes_total > 0))
-        last_synack_incl = tgroups.last(tgroups.last_valid_pos(synack))
-        has_synack = last_synack_incl >= 0
-        self._tuple_synack_ack[tids[has_synack]] = ack_raw[last_synack_incl[has_synack]]
+        seg_start = np.union1d(group_first, new_pos)
+        seg_conn = cur[gi[seg_start]]
+        seg_conn[np.searchsorted(seg_start, new_pos)] = first_id + np.arange(len(new_pos))
+        conn = np.repeat(seg_conn, np.diff(np.append(seg_start, n)))
+        self._tuple_conn[tids] = conn[group_last]
 
         arr = self._arrays
         arr.grow(len(new_pos))
@@ -845,7 +864,7 @@ class Tracker:
     CLOSE_NS = 5_000_000_000  # Zeek's tcp_close_delay and tcp_reset_delay
     INACTIVITY_NS = 300_000_000_000  # Zeek's tcp_inactivity_timeout
 
-    def _timer_splits(self, new_inst, brand_new, tgroups, tids, tid, ts, flags, a_side) -> np.ndarray:
+    def _timer_splits(self, new_inst, tgroups, tids, tid, ts, flags, a_side) -> np.ndarray:
         """Zeek's timers as connection boundaries, for ``conns`` to line up with conn.log.
 
         Zeek removes a connection 5 s after its first SYN if the responder has sent nothing, 5 s after
