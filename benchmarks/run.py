@@ -19,6 +19,7 @@ all of the 1M file, the first 1M of larger ones).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -72,23 +73,44 @@ class Result:
         return self.packets / self.seconds if self.seconds else 0.0
 
 
-def measure(cmd: list[str], *, stdout=subprocess.DEVNULL) -> tuple[float, float, int]:
-    """Run ``cmd``; return (wall seconds, peak RSS in MB of the process tree's largest, exit code)."""
+def wall_time(cmd: list[str]) -> float:
+    """Run ``cmd`` unobserved; return its wall-clock seconds."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=stdout, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        err = proc.stderr.read().decode(errors="replace").strip().splitlines()
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
         raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {err[-1] if err else ''}")
-    return seconds, usage.ru_maxrss / 1024, proc.returncode
+    return seconds
+
+
+def peak_rss_mb(cmd: list[str]) -> float:
+    """Run ``cmd`` again, watched: the largest sum of RSS over the process and all its descendants.
+
+    Sampled every 5 ms with psutil (rstscope reads large files in a child process; pyshark runs
+    tshark).  A separate run, because the sampling itself takes CPU from the measured program."""
+    import psutil
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    peak = 0
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            peak = max(peak, sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]))
+        time.sleep(0.005)
+    return peak / 2**20
+
+
+def measure(cmd: list[str], *, repeat: int = 1) -> tuple[float, float]:
+    """(median wall seconds over ``repeat`` runs, peak RSS in MB from one more, watched run)."""
+    times = sorted(wall_time(cmd) for _ in range(repeat))
+    return times[len(times) // 2], peak_rss_mb(cmd)
 
 
 def run_rstscope(path: Path, packets: int) -> Result:
     rstscope = shutil.which("rstscope") or str(Path(PYTHON).parent / "rstscope")
-    seconds, rss, _ = measure([rstscope, "analyze", str(path), "--summary-only"])
-    return Result("rstscope analyze", path.name, packets, seconds, rss)
+    seconds, rss = measure([rstscope, "analyze", str(path), "--summary-only"], repeat=3)
+    return Result("rstscope analyze", path.name, packets, seconds, rss, "median of 3 runs")
 
 
 def run_tshark(path: Path, packets: int, limit: int) -> Result | None:
@@ -100,13 +122,13 @@ def run_tshark(path: Path, packets: int, limit: int) -> Result | None:
     cmd = ["tshark", "-n", "-r", str(path), "-c", str(n), "-T", "fields"]
     for f in fields:
         cmd += ["-e", f]
-    seconds, rss, _ = measure(cmd)
+    seconds, rss = measure(cmd)
     note = "" if n == packets else f"first {n:,} packets"
     return Result("tshark -T fields", path.name, n, seconds, rss, note)
 
 
 def run_python_tool(name: str, snippet: str, path: Path, limit: int) -> Result:
-    seconds, rss, _ = measure([PYTHON, "-c", snippet, str(path), str(limit)])
+    seconds, rss = measure([PYTHON, "-c", snippet, str(path), str(limit)])
     return Result(name, path.name, limit, seconds, rss, f"first {limit:,} packets")
 
 

@@ -543,34 +543,41 @@ class Tracker:
         """Canonical endpoint order, tuple ids, and the order that groups rows by tuple."""
         s_hi, s_lo, s_p = rows["src_hi"], rows["src_lo"], rows["src_port"].astype(np.uint64)
         d_hi, d_lo, d_p = rows["dst_hi"], rows["dst_lo"], rows["dst_port"].astype(np.uint64)
-        src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
-        a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
+        ipv4_only = not (s_hi.any() or d_hi.any())  # IPv4-mapped: the high halves are all zero
+        if ipv4_only:
+            src_is_a = (s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))
+        else:
+            src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
         a_lo, b_lo = np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, d_lo, s_lo)
         ports = np.where(src_is_a, (s_p << np.uint64(16)) | d_p, (d_p << np.uint64(16)) | s_p)
         # A 64-bit hash groups the rows in one sort; equal keys are verified below.
-        h = a_hi * np.uint64(0x9E3779B97F4A7C15)
-        h ^= a_lo * np.uint64(0xC2B2AE3D27D4EB4F) + (h >> np.uint64(29))
-        h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
+        h = a_lo * np.uint64(0xC2B2AE3D27D4EB4F)
         h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
         h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
-        columns = (a_hi, a_lo, b_hi, b_lo, ports)
+        if ipv4_only:
+            columns = (s_hi, a_lo, s_hi, b_lo, ports)  # s_hi: zeros, only for the key's shape
+            checked = (a_lo, b_lo, ports)
+        else:
+            a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
+            h ^= a_hi * np.uint64(0x9E3779B97F4A7C15) + (h >> np.uint64(29))
+            h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
+            columns = checked = (a_hi, a_lo, b_hi, b_lo, ports)
         order = np.argsort(h, kind="stable")
         hs = h[order]
         start = np.ones(len(order), dtype=bool)
         start[1:] = hs[1:] != hs[:-1]
-        sorted_columns = [c[order] for c in columns]
         same_hash = ~start[1:]
-        if any((sc[1:] != sc[:-1])[same_hash].any() for sc in sorted_columns):
+        if any((sc[1:] != sc[:-1])[same_hash].any() for sc in (c[order] for c in checked)):
             # A hash collision inside this chunk: group exactly instead.
             order = np.lexsort(columns[::-1])
             sorted_columns = [c[order] for c in columns]
             start = np.ones(len(order), dtype=bool)
             start[1:] = np.logical_or.reduce([sc[1:] != sc[:-1] for sc in sorted_columns])
-        ks = np.stack(sorted_columns, axis=1)
         groups = Groups(start)
+        ks = np.stack([c[order[groups.first_pos]] for c in columns], axis=1)
         tids = np.empty(groups.count, dtype=np.int64)
         ids = self._tuple_ids
-        for g, key in enumerate(map(tuple, ks[groups.first_pos].tolist())):
+        for g, key in enumerate(map(tuple, ks.tolist())):
             tid = ids.get(key)
             if tid is None:
                 tid = ids[key] = len(ids)
