@@ -707,34 +707,18 @@ class Tracker:
                 anchor_raw[c_ack] = ack_raw[peer_ack_first[use_ack]]
                 arr[f"anchor_val{s}"][c_ack] = 0
 
-        # Unwrapped seq per side: step from the previous row of the same side (or the anchor).
+        # Unwrapped numbers per side: each row steps from the side's previous row (or the carried anchor).
+        # Acks sent by side s live in the peer's sequence space, so they start from the peer's anchor.
         seq_val = np.zeros(n, dtype=np.int64)
         ack_val = np.full(n, NONE, dtype=np.int64)
         for s in (0, 1):
-            m = mask[s]
-            prev = prev_of[s]
-            carried_raw = arr[f"last_seq_raw{s}"][conn]
-            carried_val = arr[f"last_seq_val{s}"][conn]
-            base_raw = np.where(carried_raw >= 0, carried_raw, arr[f"anchor_raw{s}"][conn])
-            base_val = np.where(carried_raw >= 0, carried_val, arr[f"anchor_val{s}"][conn])
-            prev_raw = np.where(prev >= 0, seq[np.maximum(prev, 0)], base_raw)
-            step = np.where(m & (prev >= 0), seq_diff_array(prev_raw, seq), 0)
-            first_of_side = m & (prev < 0)
-            step = np.where(first_of_side, base_val + seq_diff_array(base_raw, seq), step)
-            seq_val = np.where(m, cg.cumsum(step), seq_val)
-            # Acks sent by side s live in the peer's sequence space.
-            am = m & has_ack
             p = 1 - s
+            seq_val = np.where(
+                mask[s], _unwrap(seq, mask[s], prev_of[s], cg, arr, conn, f"last_seq_{{}}{s}", s), seq_val
+            )
+            am = mask[s] & has_ack
             prev_a = cg.exclusive(last_ack_of[s], -1)
-            carried_araw = arr[f"last_ack_raw{s}"][conn]
-            carried_aval = arr[f"last_ack_val{s}"][conn]
-            abase_raw = np.where(carried_araw >= 0, carried_araw, arr[f"anchor_raw{p}"][conn])
-            abase_val = np.where(carried_araw >= 0, carried_aval, arr[f"anchor_val{p}"][conn])
-            aprev_raw = np.where(prev_a >= 0, ack_raw[np.maximum(prev_a, 0)], abase_raw)
-            astep = np.where(am & (prev_a >= 0), seq_diff_array(aprev_raw, ack_raw), 0)
-            afirst = am & (prev_a < 0)
-            astep = np.where(afirst, abase_val + seq_diff_array(abase_raw, ack_raw), astep)
-            ack_val = np.where(am, cg.cumsum(astep), ack_val)
+            ack_val = np.where(am, _unwrap(ack_raw, am, prev_a, cg, arr, conn, f"last_ack_{{}}{s}", p), ack_val)
 
         seq_end = seq_val + plen + is_syn + is_fin
         max_end = []
@@ -1158,6 +1142,25 @@ def _answered_segment(recent: list[tuple], rst_flags: int, rst_seq_raw: int, rst
         if _answers(rst_flags, rst_seq_raw, rst_ack_raw, flags, seq_raw, ack_raw):
             return segment
     return None
+
+
+def _unwrap(raw, mask, prev, groups: Groups, arr, conn, carried: str, space: int) -> np.ndarray:
+    """Unwrapped positions of the ``mask`` rows' ``raw`` numbers (other rows: meaningless).
+
+    A row steps from ``prev`` (the previous row of the same series, -1 for none); the first row of a
+    series in this chunk steps from the series' carried last value (``carried`` with raw/val), else
+    from the anchor of sequence space ``space``.  See :mod:`rstscope.seqnum` for the wraparound rule.
+    """
+    carried_raw, carried_val = arr[carried.format("raw")][conn], arr[carried.format("val")][conn]
+    base_raw = np.where(carried_raw >= 0, carried_raw, arr[f"anchor_raw{space}"][conn])
+    base_val = np.where(carried_raw >= 0, carried_val, arr[f"anchor_val{space}"][conn])
+    has_prev = prev >= 0
+    step = np.where(
+        has_prev,
+        seq_diff_array(raw[np.maximum(prev, 0)], raw),
+        base_val + seq_diff_array(base_raw, raw),
+    )
+    return groups.cumsum(np.where(mask, step, 0))
 
 
 def _first_pos(groups: Groups, valid: np.ndarray) -> np.ndarray:
