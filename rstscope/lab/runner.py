@@ -79,46 +79,11 @@ def run_lab(options: LabOptions, run_root: Path, *, progress=None, caps: Capabil
     addresses = (
         {names.server_ip: "server", names.client_ip: "client"} if not options.loopback else {names.server_ip: "host"}
     )
-    run: dict = {
-        rundir.MARKER: rundir.LAYOUT_VERSION,
-        "kind": "lab",
-        "status": "running",
-        "scenario": options.scenario,
-        "preset": scenarios.PRESETS[options.scenario].__dict__ if options.scenario in scenarios.PRESETS else None,
-        "options": options.to_json(),
-        "names": dataclasses.asdict(names),
-        "addresses": addresses,
-        "server": f"{names.server_ip}:{options.port}",
-        "capabilities": dataclasses.asdict(caps),
-        "plan": [step.to_json() for step in steps],
-        "started": started,
-        "rstscope": __version__,
-        "kernel": " ".join(platform.uname()[0:3]) + " " + platform.uname().version,
-        "tools": tool_versions(caps),
-        "pid": os.getpid(),
-    }
-    rundir.write_json(path / rundir.RUN_JSON, run)
-    executor = Executor(run_dir=path, trace_instance=names.trace_instance, progress=progress)
-    failure: BaseException | None = None
-    try:
-        executor.execute(steps)
-        run["status"] = "ok"
-    except KeyboardInterrupt as exc:
-        run["status"] = "interrupted"
-        failure = exc
-    except Exception as exc:  # written to run.json, then re-raised for the command line
-        run["status"] = "error"
-        run["error"] = str(exc)
-        failure = exc
-    run["ended"] = time.time()
-    run["duration"] = round(run["ended"] - started, 3)
+    run = _new_run("lab", options.scenario, options.to_json(), names, caps, steps, started, addresses=addresses)
+    run["preset"] = scenarios.PRESETS[options.scenario].__dict__ if options.scenario in scenarios.PRESETS else None
+    run["server"] = f"{names.server_ip}:{options.port}"
+    executor, failure = _execute(path, run, steps, names, started, progress)
     run["netns_inodes"] = executor.netns_inodes
-    run["executed"] = executor.records
-    run["warnings"] = list(executor.warnings)
-    run["processes"] = {
-        name: {"argv": list(p.argv), "pid": p.popen.pid, "rc": p.popen.returncode}
-        for name, p in executor.processes.items()
-    }
     _write_results(path, run, executor, options, names, caps, addresses=addresses)
     analysis = None
     if run["status"] == "ok":
@@ -274,6 +239,56 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _new_run(kind: str, scenario: str, options_json: dict, names: Names, caps: Capabilities, steps,
+             started: float, *, addresses: dict) -> dict:  # fmt: skip
+    """run.json as written before anything runs: every option, the plan, the kernel and tool versions."""
+    return {
+        rundir.MARKER: rundir.LAYOUT_VERSION,
+        "kind": kind,
+        "status": "running",
+        "scenario": scenario,
+        "options": options_json,
+        "names": dataclasses.asdict(names),
+        "addresses": addresses,
+        "capabilities": dataclasses.asdict(caps),
+        "plan": [step.to_json() for step in steps],
+        "started": started,
+        "rstscope": __version__,
+        "kernel": " ".join(platform.uname()[0:3]) + " " + platform.uname().version,
+        "tools": tool_versions(caps),
+        "pid": os.getpid(),
+    }
+
+
+def _execute(
+    path: Path, run: dict, steps, names: Names, started: float, progress
+) -> tuple[Executor, BaseException | None]:
+    """Write run.json, run the plan, and record how it went; the failure is returned to be re-raised
+    once the run directory is complete."""
+    rundir.write_json(path / rundir.RUN_JSON, run)
+    executor = Executor(run_dir=path, trace_instance=names.trace_instance, progress=progress)
+    failure: BaseException | None = None
+    try:
+        executor.execute(steps)
+        run["status"] = "ok"
+    except KeyboardInterrupt as exc:
+        run["status"] = "interrupted"
+        failure = exc
+    except Exception as exc:  # written to run.json, then re-raised for the command line
+        run["status"] = "error"
+        run["error"] = str(exc)
+        failure = exc
+    run["ended"] = time.time()
+    run["duration"] = round(run["ended"] - started, 3)
+    run["executed"] = executor.records
+    run["warnings"] = list(executor.warnings)
+    run["processes"] = {
+        name: {"argv": list(p.argv), "pid": p.popen.pid, "rc": p.popen.returncode}
+        for name, p in executor.processes.items()
+    }
+    return executor, failure
+
+
 def run_capture(
     options: scenarios.CaptureOptions, run_root: Path, *, progress=None, caps: Capabilities | None = None
 ) -> RunResult:
@@ -289,43 +304,8 @@ def run_capture(
     steps = scenarios.capture_plan(options, names, caps)
     path = rundir.new_run_dir(run_root, options.name)
     started = time.time()
-    run: dict = {
-        rundir.MARKER: rundir.LAYOUT_VERSION,
-        "kind": "capture",
-        "status": "running",
-        "scenario": options.name,
-        "options": options.to_json(),
-        "names": dataclasses.asdict(names),
-        "addresses": {},
-        "capabilities": dataclasses.asdict(caps),
-        "plan": [step.to_json() for step in steps],
-        "started": started,
-        "rstscope": __version__,
-        "kernel": " ".join(platform.uname()[0:3]) + " " + platform.uname().version,
-        "tools": tool_versions(caps),
-        "pid": os.getpid(),
-    }
-    rundir.write_json(path / rundir.RUN_JSON, run)
-    executor = Executor(run_dir=path, trace_instance=names.trace_instance, progress=progress)
-    failure: BaseException | None = None
-    try:
-        executor.execute(steps)
-        run["status"] = "ok"
-    except KeyboardInterrupt as exc:
-        run["status"] = "interrupted"
-        failure = exc
-    except Exception as exc:
-        run["status"] = "error"
-        run["error"] = str(exc)
-        failure = exc
-    run["ended"] = time.time()
-    run["duration"] = round(run["ended"] - started, 3)
-    run["executed"] = executor.records
-    run["warnings"] = list(executor.warnings)
-    run["processes"] = {
-        name: {"argv": list(p.argv), "pid": p.popen.pid, "rc": p.popen.returncode}
-        for name, p in executor.processes.items()
-    }
+    run = _new_run("capture", options.name, options.to_json(), names, caps, steps, started, addresses={})
+    executor, failure = _execute(path, run, steps, names, started, progress)
     command = executor.processes.get("command")
     if command is not None:
         run["command_rc"] = command.popen.returncode
