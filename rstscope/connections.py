@@ -53,6 +53,9 @@ from rstscope.seqnum import SEQ_MOD, seq_diff_array
 
 EARLY_PACKETS = 4
 RECENT_SEGMENTS = 16
+STALE_AFTER_FRAMES = 100_000
+"""A connection's recent segments are forgotten once this many frames went by without one of its event
+rows: a later RST cannot be answering them.  This also keeps closed connections small."""
 PEER_ACKS_KEPT = 8
 """Per connection side, the last ACK segments (frame, ack) kept across chunks: at a RST, the peer's last
 ACKs tell which of them the sender had seen when it reset (see evidence.py, "In flight")."""
@@ -326,17 +329,18 @@ class Connection:
     first_payload_frame: list[int | None] = field(default_factory=lambda: [None, None])
     resets: list[RstObservation] = field(default_factory=list)
     # Filled from the vectorised aggregates when the capture ends:
-    packets: list[int] = field(default_factory=lambda: [0, 0])
-    payload_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    packets: tuple[int, int] = (0, 0)
+    payload_bytes: tuple[int, int] = (0, 0)
     """Payload bytes per side, retransmissions included."""
-    stream_bytes: list[int] = field(default_factory=lambda: [0, 0])
+    stream_bytes: tuple[int, int] = (0, 0)
     """Sequence space covered per side (highest sequence sent minus the first), without SYN/FIN."""
-    unacked_bytes: list[int | None] = field(default_factory=lambda: [None, None])
+    unacked_bytes: tuple[int | None, int | None] = (None, None)
     """Per side, bytes it sent that the peer never acknowledged in the capture (None if unknown)."""
-    retransmissions: list[int] = field(default_factory=lambda: [0, 0])
-    zero_windows: list[int] = field(default_factory=lambda: [0, 0])
+    retransmissions: tuple[int, int] = (0, 0)
+    zero_windows: tuple[int, int] = (0, 0)
     # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
-    _last_flag_seq: dict = field(default_factory=dict)
+    _last_flag_seq: list = field(default_factory=lambda: [None] * 6)
+    """Per (S/H, F, R) x side: the sequence number of the last segment with that flag."""
     _uncounted: dict = field(default_factory=dict)
     """Per (letter, side), the occurrences Zeek does not count (see HISTORY_LETTERS): subtracted from the
     running count before the log scale is applied."""
@@ -424,8 +428,8 @@ def _history(c: Connection, side: Side, flags: int, payload: int, seq_raw: int, 
             kind, ch, number = "f", "f", (seq_raw + payload) % SEQ_MOD  # a FIN's number follows its payload
         else:
             kind, ch, number = "r", "r", seq_raw
-        key = (kind, side)
-        if c._last_flag_seq.get(key) != number:
+        key = "sfr".index(kind) * 2 + side
+        if c._last_flag_seq[key] != number:
             hist.append(ch.upper() if upper else ch)
         c._last_flag_seq[key] = number
     elif payload:
@@ -457,6 +461,11 @@ def _scaled_letter(c: Connection, side: Side, ch: str, count: int, *, ignored: b
         c.history.append(ch.upper() if side is Side.ORIG else ch)
 
 
+def _stale(recent: list[list[tuple]], frame: int) -> bool:
+    last = max(recent[0][-1][0] if recent[0] else 0, recent[1][-1][0] if recent[1] else 0)
+    return 0 < last < frame - STALE_AFTER_FRAMES
+
+
 def _none(value: int) -> int | None:
     return None if value == NONE else int(value)
 
@@ -476,6 +485,7 @@ class _ConnArrays:
         "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1", "old0", "old1",
         "seen_data0", "seen_data1", "seen_pure_ack0", "seen_pure_ack1",
         "closing",  # a FIN or RST was seen
+        "skipped",  # rows went by without the event pass after the connection's last event row
         "last_frame0", "last_frame1", "last_flags0", "last_flags1", "last_len0", "last_len1",
         "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
         "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
@@ -518,7 +528,7 @@ class Tracker:
         """``zeek_timers``: also end connections the way Zeek's timers do (see :meth:`_timer_splits`)."""
         self.zeek_timers = zeek_timers
         self._timer_state: dict[str, np.ndarray] = {}
-        self._tuple_ids: dict[tuple, int] = {}
+        self._tuple_ids: dict[bytes, int] = {}
         self._tuple_conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
         self._tuple_syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
         self._tuple_closed = np.zeros(1024, dtype=np.int64)  # a FIN or RST since the tuple's last SYN
@@ -528,6 +538,8 @@ class Tracker:
         self._ack_ring_frame = np.full((1024, 2, PEER_ACKS_KEPT), -1, dtype=np.int64)
         self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._next_sweep = STALE_AFTER_FRAMES
+        self._swept_cutoff = 0
         self.connections: list[Connection] = []
         self.skipped_decode_errors = 0
 
@@ -574,10 +586,10 @@ class Tracker:
             start = np.ones(len(order), dtype=bool)
             start[1:] = np.logical_or.reduce([sc[1:] != sc[:-1] for sc in sorted_columns])
         groups = Groups(start)
-        ks = np.stack([c[order[groups.first_pos]] for c in columns], axis=1)
+        ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
         tids = np.empty(groups.count, dtype=np.int64)
         ids = self._tuple_ids
-        for g, key in enumerate(map(tuple, ks.tolist())):
+        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 40-byte keys
             tid = ids.get(key)
             if tid is None:
                 tid = ids[key] = len(ids)
@@ -756,6 +768,13 @@ class Tracker:
         closing_before = cg.exclusive(closing, False) | (arr["closing"][conn] > 0)
         index_in_conn = cg.cumsum(np.ones(n, dtype=np.int64)) + arr["pkts0"][conn] + arr["pkts1"][conn]
         events = ((flags & (P.SYN | P.FIN | P.RST)) != 0) | letters | closing_before | (index_in_conn <= EARLY_PACKETS)
+        # Rows skipped since the connection's previous event row: its recent segments are then stale.
+        last_event = cg.last_valid_pos(events)
+        prev_event = cg.exclusive(last_event, -1)
+        row = np.arange(n)
+        after_gap = np.where(prev_event >= 0, row - prev_event > 1, (row > cg.elem_first) | (arr["skipped"][conn] > 0))
+        final_event = cg.last(last_event)
+        arr["skipped"][conns] = (final_event < 0) | (final_event < cg.last_pos)
 
         # The peer segment each row follows (what a reply-RST answers).
         peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
@@ -764,7 +783,7 @@ class Tracker:
         self._event_pass(
             np.flatnonzero(events),
             frame, ts, seq, ack_raw, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
-            own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev,
+            own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev, after_gap,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
@@ -775,6 +794,7 @@ class Tracker:
         arr["last_frame"][conns] = cg.last(frame)
         arr["closing"][conns] = cg.last(closing)
         self._update_ack_ring(conns, frame, ack_val, mask, has_ack, cg)
+        self._forget_stale_segments(int(frame.max()))
         for s in (0, 1):
             m = mask[s]
             last = cg.last(last_of[s])
@@ -803,6 +823,23 @@ class Tracker:
             arr[f"old{s}"][conns] += np.add.reduceat((m & old_data).astype(np.int64), cg.first_pos)
             arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
+
+    def _forget_stale_segments(self, now_frame: int) -> None:
+        """Empty the recent segments of connections idle for STALE_AFTER_FRAMES (what ``_event`` would
+        do at their next row anyway), so that finished connections hold no more than their summary."""
+        if now_frame < self._next_sweep:
+            return
+        self._next_sweep = now_frame + STALE_AFTER_FRAMES // 4
+        cutoff = now_frame - STALE_AFTER_FRAMES
+        last_frame = self._arrays["last_frame"][: len(self.connections)]
+        # Only the connections that went idle since the last sweep.
+        idle = np.flatnonzero((last_frame >= self._swept_cutoff) & (last_frame < cutoff))
+        self._swept_cutoff = cutoff
+        for cid in idle.tolist():
+            recent = self.connections[cid]._recent
+            if recent[0] or recent[1]:
+                recent[0].clear()
+                recent[1].clear()
 
     def _peer_acks_at_resets(self, rst_rows, conn, side, frame, ack_val, last_ack_of, cg) -> None:
         """For each RST row: the peer's last PEER_ACKS_KEPT ACK segments before it (this chunk, then carried)."""
@@ -954,7 +991,7 @@ class Tracker:
     # ----------------------------------------------------------------- pass 2
     def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags, plen, seq_val, ack_val,
                     snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-                    peer_prev):  # fmt: skip
+                    peer_prev, after_gap):  # fmt: skip
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
@@ -983,7 +1020,7 @@ class Tracker:
             seq_raw[idx].tolist(), ack_raw[idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
             own_ack_before[idx].tolist(), peer_snd_nxt[idx].tolist(), ans_frame.tolist(), ans_flags.tolist(),
             ans_len.tolist(), ans_ack.tolist(), ans_seq.tolist(), count_retx.tolist(), count_zw.tolist(),
-            pure_ack[idx].tolist(),
+            pure_ack[idx].tolist(), after_gap[idx].tolist(),
             strict=True,
         )  # fmt: skip
         connections = self.connections
@@ -992,8 +1029,13 @@ class Tracker:
 
     def _event(self, c: Connection, row) -> None:
         (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, snd_nxt, peer_acked, own_acked, peer_nxt,
-         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, retx_count, zw_count, is_pure_ack) = row  # fmt: skip
+         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, retx_count, zw_count, is_pure_ack,
+         after_gap) = row  # fmt: skip
         side = _SIDES[s]
+        recent = c._recent
+        if after_gap or _stale(recent, frame):  # the recent segments no longer are the last ones
+            recent[0].clear()
+            recent[1].clear()
         syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
         old, peer = c.state[s], c.state[1 - s]
         _history(c, side, flags, plen, seq_raw, is_pure_ack)
@@ -1107,18 +1149,20 @@ class Tracker:
             i = c.id
             c.end_ns = int(arr["last_ns"][i])
             c.last_frame = int(arr["last_frame"][i])
+            c.packets = (int(arr["pkts0"][i]), int(arr["pkts1"][i]))
+            c.payload_bytes = (int(arr["bytes0"][i]), int(arr["bytes1"][i]))
+            c.retransmissions = (int(arr["retx0"][i]), int(arr["retx1"][i]))
+            c.zero_windows = (int(arr["zw0"][i]), int(arr["zw1"][i]))
+            stream, unacked = [0, 0], [None, None]
             for s in (0, 1):
-                c.packets[s] = int(arr[f"pkts{s}"][i])
-                c.payload_bytes[s] = int(arr[f"bytes{s}"][i])
-                c.retransmissions[s] = int(arr[f"retx{s}"][i])
-                c.zero_windows[s] = int(arr[f"zw{s}"][i])
                 first, end = int(arr[f"first_seq_val{s}"][i]), int(arr[f"max_end{s}"][i])
                 if first != NONE and end != NONE:
                     syn_fin = (c.isn[s] is not None) + (c.fin_frame[s] is not None)
-                    c.stream_bytes[s] = max(0, end - first - syn_fin)
+                    stream[s] = max(0, end - first - syn_fin)
                     peer_ack = int(arr[f"max_ack{1 - s}"][i])
                     if peer_ack != NONE:
-                        c.unacked_bytes[s] = max(0, end - peer_ack)
+                        unacked[s] = max(0, end - peer_ack)
+            c.stream_bytes, c.unacked_bytes = tuple(stream), tuple(unacked)
         return self.connections
 
 

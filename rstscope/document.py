@@ -129,15 +129,20 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
     }
 
 
-def combine(analyses: list[Analysis]) -> dict:
-    """One document for several captures."""
+def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
+    """One document for several captures.
+
+    ``all_connections=False`` lists only the connections that saw a RST (the summary still counts
+    them all): what the terminal summary needs, without a row per connection of a huge capture."""
     captures, connections, resets = [], [], []
+    total_connections = 0
     listen = {"syn_retransmitted": 0, "synack_retransmitted": 0, "synack_after_ack": 0, "unanswered": 0}
     listen_detail = []
     by_verdict: dict[str, int] = {}
     for i, a in enumerate(analyses):
         captures.append(capture_row(a, i))
-        connections.extend(connection_row(a, c, i) for c in a.connections)
+        total_connections += len(a.connections)
+        connections.extend(connection_row(a, c, i) for c in a.connections if all_connections or c.resets)
         resets.extend(reset_row(a, r, i) for r in a.resets)
         for key in listen:
             listen[key] += a.listen_queue[key]["count"]
@@ -148,7 +153,7 @@ def combine(analyses: list[Analysis]) -> dict:
     summary = {
         "packets": sum(c["records"] for c in captures),
         "tcp_packets": sum(c["tcp_packets"] for c in captures),
-        "connections": len(connections),
+        "connections": total_connections,
         "resets": len(resets),
         "by_verdict": by_verdict,
         "connections_reset": sum(1 for c in connections if c["resets"]),
@@ -157,6 +162,7 @@ def combine(analyses: list[Analysis]) -> dict:
     }
     doc = {
         "schema": SCHEMA_VERSION,
+        "connections_listed": "all" if all_connections else "with RSTs",
         "tool": f"rstscope {__version__}",
         "captures": captures,
         "summary": summary,

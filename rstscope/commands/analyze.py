@@ -54,7 +54,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             failed.append(name)
     if not analyses:
         return ExitStatus.BAD_INPUT
-    doc = analyses[0].to_json() if len(analyses) == 1 else combine(analyses)
+    # The terminal summary and the CSV need only the connections that saw a RST.
+    doc = combine(analyses, all_connections=args.json)
     for cap in doc["captures"]:
         for warning in cap["warnings"]:
             env.warn(f"{cap['path']}: {warning}")
