@@ -14,7 +14,7 @@ import io
 import zlib
 from typing import BinaryIO
 
-BLOCK_SIZE = 16 << 20
+BLOCK_SIZE = 4 << 20
 """Bytes read per refill of the window, once it has grown (it starts at FIRST_BLOCK_SIZE)."""
 FIRST_BLOCK_SIZE = 64 << 10
 """The first read is small and each next one 4 times larger, up to BLOCK_SIZE: small files
