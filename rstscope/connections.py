@@ -42,6 +42,10 @@ behind its first data may be split in two.
 from __future__ import annotations
 
 import enum
+import os
+import pickle
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -53,6 +57,8 @@ from rstscope.seqnum import SEQ_MOD, seq_diff_array
 
 EARLY_PACKETS = 4
 RECENT_SEGMENTS = 16
+SPILL_BATCH = 10_000
+"""Retired connections are written to the spill file in batches of this many (about 25 MB in memory)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
@@ -83,6 +89,10 @@ class EndpointState(enum.Enum):
     Zeek's ``conn_state`` (see :mod:`rstscope.zeek`) is a function of the two endpoints' final states.
     """
 
+    # Members are singletons compared by identity; enum.Enum would hash the name in Python, which the
+    # state table lookups of the event pass pay for on every row.
+    __hash__ = object.__hash__
+
     INACTIVE = "inactive"
     """Nothing sent yet (or only an ACK of the peer's SYN, before its SYN-ACK)."""
     SYN_SENT = "syn_sent"
@@ -106,6 +116,10 @@ class Event(enum.Enum):
     SYN segments are told apart by who sends them, as Zeek does: the originator's SYN opens, the
     responder's SYN (with or without ACK) answers.
     """
+
+    # Members are singletons compared by identity; enum.Enum would hash the name in Python, which the
+    # state table lookups of the event pass pay for on every row.
+    __hash__ = object.__hash__
 
     SYN = "syn"
     """SYN without ACK from the originator."""
@@ -471,7 +485,10 @@ def _none(value: int) -> int | None:
 
 
 class _ConnArrays:
-    """Per-connection carried state for the vectorised pass (index = connection id)."""
+    """Per-connection carried state for the vectorised pass, one *slot* per live connection.
+
+    A connection's slot is freed when it retires (see ``Tracker._retire_idle``), so these arrays grow
+    with the connections alive at once, not with all the connections of the capture."""
 
     INT_COLUMNS = (
         "orig_is_a",  # 1 if canonical endpoint A is the originator
@@ -502,6 +519,20 @@ class _ConnArrays:
         self.size = 0
         self.capacity = 1024
         self.cols = {name: self._new(name, self.capacity) for name in self.INT_COLUMNS}
+        self.free: list[int] = []
+        """Slots of retired connections, reused by new ones."""
+
+    def allocate(self, k: int) -> np.ndarray:
+        """``k`` slots for new connections, every column at its default."""
+        reused = self.free[len(self.free) - k :] if k else []
+        del self.free[len(self.free) - len(reused) :]
+        fresh = k - len(reused)
+        self.grow(fresh)
+        slots = np.array(reused + list(range(self.size - fresh, self.size)), dtype=np.int64)
+        if reused:
+            for name, col in self.cols.items():
+                col[slots[: len(reused)]] = self.DEFAULTS.get(name, 0)
+        return slots
 
     def _new(self, name: str, n: int) -> np.ndarray:
         return np.full(n, self.DEFAULTS.get(name, 0), dtype=np.int64)
@@ -540,6 +571,12 @@ class Tracker:
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         self._next_sweep = STALE_AFTER_FRAMES
         self._swept_cutoff = 0
+        self._next_tid = 0
+        self._tuple_keys: list[bytes | None] = []  # tid -> key, None once forgotten
+        self._slot_of = np.full(1024, -1, dtype=np.int64)  # connection id -> slot, -1 once retired
+        self._tuple_of = np.full(1024, -1, dtype=np.int64)  # connection id -> tuple id
+        self._conn_of_slot = np.full(1024, -1, dtype=np.int64)  # slot -> connection id, -1 free
+        self._spill = _Spill()
         self.connections: list[Connection] = []
         self.skipped_decode_errors = 0
 
@@ -592,10 +629,12 @@ class Tracker:
         for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 40-byte keys
             tid = ids.get(key)
             if tid is None:
-                tid = ids[key] = len(ids)
+                tid = ids[key] = self._next_tid
+                self._next_tid += 1
+                self._tuple_keys.append(key)
             tids[g] = tid
-        if len(ids) > len(self._tuple_conn):
-            grow = max(len(ids), 2 * len(self._tuple_conn)) - len(self._tuple_conn)
+        if self._next_tid > len(self._tuple_conn):
+            grow = max(self._next_tid, 2 * len(self._tuple_conn)) - len(self._tuple_conn)
             self._tuple_conn = np.concatenate([self._tuple_conn, np.full(grow, -1, dtype=np.int64)])
             self._tuple_syn = np.concatenate([self._tuple_syn, np.full(grow, -1, dtype=np.int64)])
             self._tuple_closed = np.concatenate([self._tuple_closed, np.zeros(grow, dtype=np.int64)])
@@ -674,16 +713,31 @@ class Tracker:
         seg_start = np.union1d(group_first, new_pos)
         seg_conn = cur[gi[seg_start]]
         seg_conn[np.searchsorted(seg_start, new_pos)] = first_id + np.arange(len(new_pos))
-        conn = np.repeat(seg_conn, np.diff(np.append(seg_start, n)))
-        self._tuple_conn[tids] = conn[group_last]
+        conn_id = np.repeat(seg_conn, np.diff(np.append(seg_start, n)))
+        self._tuple_conn[tids] = conn_id[group_last]
 
         arr = self._arrays
-        arr.grow(len(new_pos))
+        new_ids = first_id + np.arange(len(new_pos))
+        new_slots = arr.allocate(len(new_pos))
+        self._slot_of = _fit(self._slot_of, first_id + len(new_pos), -1)
+        self._tuple_of = _fit(self._tuple_of, first_id + len(new_pos), -1)
+        self._conn_of_slot = _fit(self._conn_of_slot, arr.capacity, -1)
+        self._slot_of[new_ids] = new_slots
+        self._tuple_of[new_ids] = tid[new_pos]
+        self._conn_of_slot[new_slots] = new_ids
+        if len(self._ack_ring_frame) < arr.capacity:
+            grow = arr.capacity - len(self._ack_ring_frame)
+            self._ack_ring_frame = np.concatenate([self._ack_ring_frame, np.full((grow, 2, PEER_ACKS_KEPT), -1)])
+            self._ack_ring_ack = np.concatenate([self._ack_ring_ack, np.full((grow, 2, PEER_ACKS_KEPT), NONE)])
+        self._ack_ring_frame[new_slots] = -1
+        self._ack_ring_ack[new_slots] = NONE
+        conn = self._slot_of[conn_id]  # from here on, connections are addressed by their slot
         if len(new_pos):
             first_rows = rows[order[new_pos]]
             columns = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "flags", "ip_version",
                        "frame", "ts_ns")  # fmt: skip
-            for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(), strict=True):
+            for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(),
+                              new_slots.tolist(), strict=True):  # fmt: skip
                 self._new_connection(*values)
         orig_is_a = arr["orig_is_a"][conn].astype(bool)
         side = np.where(a_side == orig_is_a, 0, 1)
@@ -782,7 +836,8 @@ class Tracker:
         self._peer_acks_at_resets(np.flatnonzero(is_rst), conn, side, frame, ack_val, last_ack_of, cg)
         self._event_pass(
             np.flatnonzero(events),
-            frame, ts, seq, ack_raw, order, conn, side, flags, plen, seq_val, ack_val, snd_nxt_before, peer_acked,
+            frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val, snd_nxt_before,
+            peer_acked,
             own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev, after_gap,
         )  # fmt: skip
 
@@ -794,7 +849,6 @@ class Tracker:
         arr["last_frame"][conns] = cg.last(frame)
         arr["closing"][conns] = cg.last(closing)
         self._update_ack_ring(conns, frame, ack_val, mask, has_ack, cg)
-        self._forget_stale_segments(int(frame.max()))
         for s in (0, 1):
             m = mask[s]
             last = cg.last(last_of[s])
@@ -823,23 +877,45 @@ class Tracker:
             arr[f"old{s}"][conns] += np.add.reduceat((m & old_data).astype(np.int64), cg.first_pos)
             arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
+        self._retire_idle(int(frame.max()))  # last: the chunk's rows are all counted by now
 
-    def _forget_stale_segments(self, now_frame: int) -> None:
-        """Empty the recent segments of connections idle for STALE_AFTER_FRAMES (what ``_event`` would
-        do at their next row anyway), so that finished connections hold no more than their summary."""
+    def _retire_idle(self, now_frame: int) -> None:
+        """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what ``_event`` would do
+        at their next row anyway); if they were closed (FIN or RST), retire them: their summary goes to
+        the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
+        a new connection, as it would in Zeek once its timers removed the old one.  This is what keeps
+        memory bounded by the connections alive at once."""
         if now_frame < self._next_sweep:
             return
         self._next_sweep = now_frame + STALE_AFTER_FRAMES // 4
         cutoff = now_frame - STALE_AFTER_FRAMES
-        last_frame = self._arrays["last_frame"][: len(self.connections)]
+        arr = self._arrays
+        last_frame = arr["last_frame"][: arr.size]
+        live = self._conn_of_slot[: arr.size] >= 0
         # Only the connections that went idle since the last sweep.
-        idle = np.flatnonzero((last_frame >= self._swept_cutoff) & (last_frame < cutoff))
+        idle = np.flatnonzero(live & (last_frame >= self._swept_cutoff) & (last_frame < cutoff))
         self._swept_cutoff = cutoff
-        for cid in idle.tolist():
-            recent = self.connections[cid]._recent
-            if recent[0] or recent[1]:
-                recent[0].clear()
-                recent[1].clear()
+        closed = arr["closing"][idle] > 0
+        for slot, done in zip(idle.tolist(), closed.tolist(), strict=True):
+            cid = int(self._conn_of_slot[slot])
+            c = self.connections[cid]
+            c._recent[0].clear()
+            c._recent[1].clear()
+            if done:
+                self._retire(c, slot)
+
+    def _retire(self, c: Connection, slot: int) -> None:
+        self._finalize(c, slot)
+        self._spill.put(c)
+        self.connections[c.id] = None
+        tid = int(self._tuple_of[c.id])
+        if self._tuple_conn[tid] == c.id:  # no newer connection on this 4-tuple: forget the 4-tuple
+            del self._tuple_ids[self._tuple_keys[tid]]
+            self._tuple_keys[tid] = None
+            self._tuple_conn[tid] = -1
+        self._slot_of[c.id] = -1
+        self._conn_of_slot[slot] = -1
+        self._arrays.free.append(slot)
 
     def _peer_acks_at_resets(self, rst_rows, conn, side, frame, ack_val, last_ack_of, cg) -> None:
         """For each RST row: the peer's last PEER_ACKS_KEPT ACK segments before it (this chunk, then carried)."""
@@ -861,10 +937,6 @@ class Tracker:
     def _update_ack_ring(self, conns, frame, ack_val, mask, has_ack, cg) -> None:
         """Append each connection side's ACK segments of this chunk to its ring (keeping the last ones)."""
         k = PEER_ACKS_KEPT
-        if self._ack_ring_frame.shape[0] < self._arrays.capacity:
-            grow = self._arrays.capacity - self._ack_ring_frame.shape[0]
-            self._ack_ring_frame = np.concatenate([self._ack_ring_frame, np.full((grow, 2, k), -1, np.int64)])
-            self._ack_ring_ack = np.concatenate([self._ack_ring_ack, np.full((grow, 2, k), NONE, np.int64)])
         for s in (0, 1):
             am = mask[s] & has_ack
             running = cg.cumsum(am)
@@ -952,7 +1024,7 @@ class Tracker:
         return new_inst | idle
 
     def _new_connection(self, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame, ts_ns,
-                        src_is_a: bool) -> None:  # fmt: skip
+                        src_is_a: bool, slot: int) -> None:  # fmt: skip
         """Create the connection whose first packet has these fields (Python ints)."""
         src = (P.format_addr(src_hi, src_lo), src_port)
         dst = (P.format_addr(dst_hi, dst_lo), dst_port)
@@ -972,7 +1044,7 @@ class Tracker:
             src_is_orig = not (src_server and (not dst_server or src[1] < dst[1]))
         orig, resp = (src, dst) if src_is_orig else (dst, src)
         cid = len(self.connections)
-        self._arrays["orig_is_a"][cid] = int(src_is_a == src_is_orig)
+        self._arrays["orig_is_a"][slot] = int(src_is_a == src_is_orig)
         conn = Connection(
             id=cid,
             orig_addr=orig[0],
@@ -989,8 +1061,8 @@ class Tracker:
         self.connections.append(conn)
 
     # ----------------------------------------------------------------- pass 2
-    def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags, plen, seq_val, ack_val,
-                    snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
+    def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
+                    ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
                     peer_prev, after_gap):  # fmt: skip
         if not len(idx):
             return
@@ -1015,7 +1087,7 @@ class Tracker:
         count_retx = retx_count[idx]
         count_zw = zw_count[idx]
         columns = zip(
-            frame_col[idx].tolist(), ts[idx].tolist(), c_idx.tolist(), s_idx.tolist(),
+            frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), s_idx.tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
             seq_raw[idx].tolist(), ack_raw[idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
             own_ack_before[idx].tolist(), peer_snd_nxt[idx].tolist(), ans_frame.tolist(), ans_flags.tolist(),
@@ -1142,28 +1214,104 @@ class Tracker:
         c.resets.append(obs)
 
     # ----------------------------------------------------------------- the end
-    def finish(self) -> list[Connection]:
-        """Copy the vectorised aggregates into the connection objects and return them."""
-        arr = self._arrays
+    def finish(self) -> ConnectionStore:
+        """Copy the vectorised aggregates into the live connections; all connections, in id order."""
         for c in self.connections:
-            i = c.id
-            c.end_ns = int(arr["last_ns"][i])
-            c.last_frame = int(arr["last_frame"][i])
-            c.packets = (int(arr["pkts0"][i]), int(arr["pkts1"][i]))
-            c.payload_bytes = (int(arr["bytes0"][i]), int(arr["bytes1"][i]))
-            c.retransmissions = (int(arr["retx0"][i]), int(arr["retx1"][i]))
-            c.zero_windows = (int(arr["zw0"][i]), int(arr["zw1"][i]))
-            stream, unacked = [0, 0], [None, None]
-            for s in (0, 1):
-                first, end = int(arr[f"first_seq_val{s}"][i]), int(arr[f"max_end{s}"][i])
-                if first != NONE and end != NONE:
-                    syn_fin = (c.isn[s] is not None) + (c.fin_frame[s] is not None)
-                    stream[s] = max(0, end - first - syn_fin)
-                    peer_ack = int(arr[f"max_ack{1 - s}"][i])
-                    if peer_ack != NONE:
-                        unacked[s] = max(0, end - peer_ack)
-            c.stream_bytes, c.unacked_bytes = tuple(stream), tuple(unacked)
-        return self.connections
+            if c is not None:
+                self._finalize(c, int(self._slot_of[c.id]))
+        return ConnectionStore(self.connections, self._spill)
+
+    def _finalize(self, c: Connection, slot: int) -> None:
+        arr = self._arrays
+        i = slot
+        c.end_ns = int(arr["last_ns"][i])
+        c.last_frame = int(arr["last_frame"][i])
+        c.packets = (int(arr["pkts0"][i]), int(arr["pkts1"][i]))
+        c.payload_bytes = (int(arr["bytes0"][i]), int(arr["bytes1"][i]))
+        c.retransmissions = (int(arr["retx0"][i]), int(arr["retx1"][i]))
+        c.zero_windows = (int(arr["zw0"][i]), int(arr["zw1"][i]))
+        stream, unacked = [0, 0], [None, None]
+        for s in (0, 1):
+            first, end = int(arr[f"first_seq_val{s}"][i]), int(arr[f"max_end{s}"][i])
+            if first != NONE and end != NONE:
+                syn_fin = (c.isn[s] is not None) + (c.fin_frame[s] is not None)
+                stream[s] = max(0, end - first - syn_fin)
+                peer_ack = int(arr[f"max_ack{1 - s}"][i])
+                if peer_ack != NONE:
+                    unacked[s] = max(0, end - peer_ack)
+        c.stream_bytes, c.unacked_bytes = tuple(stream), tuple(unacked)
+
+
+class _Spill:
+    """Retired connections: kept in memory up to SPILL_BATCH, then pickled to an anonymous temporary
+    file together (offsets indexed by connection id).  Small captures never touch the disk."""
+
+    def __init__(self) -> None:
+        self._file = None
+        self._pending: dict[int, Connection] = {}
+        self._offset = np.zeros(0, dtype=np.int64)
+        self._length = np.zeros(0, dtype=np.int64)
+
+    def put(self, c: Connection) -> None:
+        self._pending[c.id] = c
+        if len(self._pending) >= SPILL_BATCH:
+            self._write()
+
+    def _write(self) -> None:
+        if self._file is None:
+            # Lives as long as the tracker and its store; the OS deletes it when it is closed.
+            self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
+        top = max(self._pending) + 1
+        self._offset = _fit(self._offset, top, 0)
+        self._length = _fit(self._length, top, 0)
+        self._file.seek(0, os.SEEK_END)
+        position = self._file.tell()
+        blobs = []
+        for cid, c in self._pending.items():
+            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+            self._offset[cid], self._length[cid] = position, len(data)
+            position += len(data)
+            blobs.append(data)
+        self._file.write(b"".join(blobs))
+        self._pending.clear()
+
+    def get(self, cid: int) -> Connection:
+        c = self._pending.get(cid)
+        if c is not None:
+            return c
+        self._file.seek(int(self._offset[cid]))
+        return pickle.loads(self._file.read(int(self._length[cid])))
+
+
+class ConnectionStore(Sequence):
+    """All connections of a capture in id order: the live ones in memory, the retired ones read back
+    from the spill file one at a time (so iterating does not hold them all)."""
+
+    def __init__(self, live: list[Connection | None], spill: _Spill):
+        self._live = live
+        self._spill = spill
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        c = self._live[index]
+        return c if c is not None else self._spill.get(index if index >= 0 else len(self) + index)
+
+    def __iter__(self) -> Iterator[Connection]:
+        for cid, c in enumerate(self._live):
+            yield c if c is not None else self._spill.get(cid)
+
+
+def _fit(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+    """``array`` grown (doubling) to hold at least ``size`` entries, new ones set to ``fill``."""
+    if len(array) >= size:
+        return array
+    grown = np.full(max(size, 2 * len(array), 1024), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
 
 
 def _answers(rst_flags: int, rst_seq_raw: int, rst_ack_raw: int, flags: int, seq_raw, ack_raw) -> bool:

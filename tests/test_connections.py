@@ -123,3 +123,26 @@ def test_zeek_timer_splits_do_not_depend_on_chunking(corpus, chunk):
         plain = analysis.analyze_capture(path).to_json()
         if "half-duplex" in trace:
             assert len(big["connections"]) > len(plain["connections"])  # the attempt timer split them
+
+
+def test_retiring_idle_connections_changes_nothing(tmp_path, monkeypatch):
+    """Closed, idle connections leave memory for the spill file; the results stay the same."""
+    from rstscope import connections
+
+    path = tmp_path / "gen.pcap"
+    generate(str(path), 40_000, concurrency=25)
+    kept = _doc(path, 4096)
+    monkeypatch.setattr(connections, "STALE_AFTER_FRAMES", 500)
+    monkeypatch.setattr(connections, "SPILL_BATCH", 7)  # and the spill file is written and read back
+    tracker = connections.Tracker()
+    from rstscope.reader import open_capture
+
+    with open_capture(path, chunk_packets=4096) as cap:
+        for chunk in cap.chunks():
+            tracker.feed(chunk)
+    retired = sum(c is None for c in tracker.connections)
+    assert retired > len(tracker.connections) // 2  # most of them left memory before the end
+    assert len(tracker._tuple_ids) < len(tracker.connections)
+    assert tracker._arrays.size < len(tracker.connections)  # slots of retired connections were reused
+    spilled = _doc(path, 4096)  # the pipeline with the small threshold still in place
+    assert _comparable(spilled) == _comparable(kept)
