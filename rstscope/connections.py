@@ -569,6 +569,7 @@ class Tracker:
         self._ack_ring_frame = np.full((1024, 2, PEER_ACKS_KEPT), -1, dtype=np.int64)
         self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
+        self._rst_state: dict[int, tuple] = {}  # frame -> what the event pass needs about that RST
         self._next_sweep = STALE_AFTER_FRAMES
         self._swept_cutoff = 0
         self._next_tid = 0
@@ -1067,31 +1068,35 @@ class Tracker:
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
-        arr = self._arrays
-        pp = peer_prev[idx]
-        have_pp = pp >= 0
-        ppi = np.maximum(pp, 0)
-        c_idx = conn[idx]
-        s_idx = side[idx]
-        # Answered segment: from this chunk, else the carried last segment of the peer.
-        peer_side = 1 - s_idx
+        # What only a RST needs, for the RST rows: sequence state and the peer segment it follows
+        # (from this chunk, else the carried last segment of the peer).
+        rst = idx[(flags[idx] & P.RST) != 0]
+        if len(rst):
+            arr = self._arrays
+            pp = peer_prev[rst]
+            have_pp = pp >= 0
+            ppi = np.maximum(pp, 0)
+            c_rst = conn[rst]
+            peer_side = 1 - side[rst]
 
-        def carried(name):
-            return np.where(peer_side == 0, arr[f"{name}0"][c_idx], arr[f"{name}1"][c_idx])
+            def carried(name):
+                return np.where(peer_side == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
-        ans_frame = np.where(have_pp, frame_col[ppi], carried("last_frame"))
-        ans_flags = np.where(have_pp, flags[ppi], carried("last_flags"))
-        ans_len = np.where(have_pp, plen[ppi], carried("last_len"))
-        ans_ack = np.where(have_pp, ack_val[ppi], carried("last_ackrel"))
-        ans_seq = np.where(have_pp, seq_val[ppi], carried("last_seqrel"))
-        count_retx = retx_count[idx]
-        count_zw = zw_count[idx]
+            extra = zip(
+                snd_nxt_before[rst].tolist(), peer_acked[rst].tolist(), own_ack_before[rst].tolist(),
+                peer_snd_nxt[rst].tolist(),
+                np.where(have_pp, frame_col[ppi], carried("last_frame")).tolist(),
+                np.where(have_pp, flags[ppi], carried("last_flags")).tolist(),
+                np.where(have_pp, plen[ppi], carried("last_len")).tolist(),
+                np.where(have_pp, ack_val[ppi], carried("last_ackrel")).tolist(),
+                np.where(have_pp, seq_val[ppi], carried("last_seqrel")).tolist(),
+                strict=True,
+            )  # fmt: skip
+            self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
         columns = zip(
-            frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), s_idx.tolist(),
+            frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
-            seq_raw[idx].tolist(), ack_raw[idx].tolist(), snd_nxt_before[idx].tolist(), peer_acked[idx].tolist(),
-            own_ack_before[idx].tolist(), peer_snd_nxt[idx].tolist(), ans_frame.tolist(), ans_flags.tolist(),
-            ans_len.tolist(), ans_ack.tolist(), ans_seq.tolist(), count_retx.tolist(), count_zw.tolist(),
+            seq_raw[idx].tolist(), ack_raw[idx].tolist(), retx_count[idx].tolist(), zw_count[idx].tolist(),
             pure_ack[idx].tolist(), after_gap[idx].tolist(),
             strict=True,
         )  # fmt: skip
@@ -1100,8 +1105,7 @@ class Tracker:
             self._event(connections[row[2]], row)
 
     def _event(self, c: Connection, row) -> None:
-        (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, snd_nxt, peer_acked, own_acked, peer_nxt,
-         ans_frame, ans_flags, ans_len, ans_ack, ans_seq, retx_count, zw_count, is_pure_ack,
+        (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, retx_count, zw_count, is_pure_ack,
          after_gap) = row  # fmt: skip
         side = _SIDES[s]
         recent = c._recent
@@ -1143,6 +1147,8 @@ class Tracker:
         if fin and c.fin_frame[s] is None:
             c.fin_frame[s] = frame
         if rst:
+            (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
+             ans_seq) = self._rst_state.pop(frame)  # fmt: skip
             # Linux answers a SYN with RST|ACK only where no socket took it; an active RST|ACK answers nothing.
             replies = not (flags & P.ACK) or old is EndpointState.INACTIVE
             answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw) if replies else None
