@@ -26,7 +26,6 @@ figure is (``in_flight_basis``):
 from __future__ import annotations
 
 import enum
-from collections import Counter
 from dataclasses import dataclass, field
 
 from rstscope import packets as P
@@ -96,6 +95,10 @@ FINDINGS: dict[str, FindingKind] = _kinds(
                         "dropped the handshake's last ACK, as a full accept queue does (suspected)."),
     FindingKind(id="handshake.client_data_unacknowledged", severity=_W,
                 summary="The client sent data that the server never acknowledged."),
+    FindingKind(id="rst.primary_not_captured", severity=_W,
+                summary="A bare reply-RST from a side that had sent data and no FIN or RST before: its socket was "
+                        "already aborted, but the RST of that abort is not in the capture (lost on the way, "
+                        "or dropped before the capture point)."),
     FindingKind(id="rst.answers_synack", severity=_I,
                 summary="The client reset in reply to a SYN-ACK: it had given up on the connection."),
 )  # fmt: skip
@@ -201,31 +204,34 @@ def _connection_evidence(conn: Connection) -> list[ResetEvidence]:
             by_frame[ev.primary].echoes += 1
     for primary_frame, echoes in echoed.items():
         primary = by_frame[primary_frame]
-        primary.in_flight_echoes = _in_flight_from_echoes(observations[primary_frame], echoes)
+        bound = _in_flight_from_echoes(observations[primary_frame], echoes)
+        if bound is not None and (primary.in_flight_echoes is None or bound > primary.in_flight_echoes):
+            primary.in_flight_echoes = bound
     for ev in items:
         _settle_in_flight(ev)
     return items
 
 
 def _in_flight_from_echoes(primary: RstObservation, echoes: list[RstObservation]) -> int | None:
-    """What the sender had in flight when it reset, judged by which of the peer's ACKs drew echoes.
+    """What the sender had in flight when it reset, judged by the peer's ACKs that drew echoes.
 
-    A bare echo's seq is the ack of the segment that drew it.  The peer's ACK segments captured before
-    the primary RST that drew an echo reached the sender after it reset; those that drew none had
-    reached it before, and the highest of their acks is what the sender had seen acknowledged.  Echoes
-    that answer segments captured after the primary RST say nothing about this and are left out.
-    Each echo accounts for one segment with its ack value, newest first.  None without such echoes.
+    A bare echo's seq is the ack of the segment that drew it: that segment reached the sender after it
+    reset, and so did every segment the peer sent after it (acks only grow).  The lowest echoed ack
+    ``low`` therefore bounds what the sender had seen acknowledged: it had seen at most the peer's
+    highest ack below ``low`` (or ``low`` itself, when more segments carried it than drew echoes).
+    When the peer's recent ACKs do not reach back that far, ``low`` is the answer, a lower bound of
+    the data in flight.  Echoes that answer segments captured after the primary RST say nothing
+    about this and are left out.  None without such echoes.
     """
-    unmatched = Counter(e.seq for e in echoes if e.answered_frame is None or e.answered_frame < primary.frame)
-    if not unmatched:
+    echoed = [e.seq for e in echoes if e.answered_frame is None or e.answered_frame < primary.frame]
+    if not echoed:
         return None
-    seen = []
-    for _frame, ack in reversed(primary.peer_recent_acks):
-        if unmatched[ack]:
-            unmatched[ack] -= 1
-        else:
-            seen.append(ack)
-    acked_at_reset = max(seen) if seen else min(e.seq for e in echoes)
+    low = min(echoed)
+    acks = [ack for _frame, ack in primary.peer_recent_acks]
+    below = [a for a in acks if a < low]
+    if acks.count(low) > echoed.count(low):
+        below.append(low)  # one segment with that ack arrived before the reset
+    acked_at_reset = max(below) if below else low
     in_flight = primary.seq - acked_at_reset
     return in_flight if in_flight > 0 else None
 
@@ -274,6 +280,21 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.midstream")
     if obs.snd_nxt is None:
         findings.append("rst.sender_silent")
+    primary_missing = (
+        not obs.flags & P.ACK  # Linux's own aborts always carry ACK: a bare RST is a reply
+        and obs.sender_first_payload_frame is not None
+        and obs.sender_fin_frame is None
+        and obs.sender_prior_rst_frame is None
+    )
+    in_flight_echoes = None
+    if primary_missing:
+        findings.append("rst.primary_not_captured")
+        if obs.snd_nxt is not None and obs.peer_acked is not None:
+            in_flight_capture = max(0, obs.snd_nxt - obs.peer_acked)  # at the unseen abort, not at this reply
+        if obs.snd_nxt is not None:
+            # This reply's seq is the ack of a segment that reached the sender after its abort, as an
+            # echo's is: the sender had not seen anything acknowledged beyond it.
+            in_flight_echoes = max(0, obs.snd_nxt - obs.seq) or None
     syn_rx = max(0, len(conn.syn_frames) - 1)
     synack_rx = max(0, len([f for f in conn.synack_frames if f < obs.frame]) - 1)
     synack_after_ack = len([f for f in conn.synack_after_ack_frames if f < obs.frame])
@@ -305,7 +326,7 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         in_flight=None,
         in_flight_basis=None,
         in_flight_capture=in_flight_capture,
-        in_flight_echoes=None,
+        in_flight_echoes=in_flight_echoes,
         peer_unacked=peer_unacked,
         sender_fin_frame=obs.sender_fin_frame,
         answers_frame=obs.answered_frame,
@@ -329,7 +350,7 @@ def _peer_unacked_bare(obs: RstObservation) -> int | None:
 
 def _settle_in_flight(ev: ResetEvidence) -> None:
     """Pick the in-flight figure and add the in-flight findings (after echoes are known)."""
-    if ev.answers_frame is not None and not ev.has("rst.at_snd_nxt"):
+    if ev.answers_frame is not None and not ev.has("rst.at_snd_nxt") and not ev.has("rst.primary_not_captured"):
         # A reply-RST comes from a side with no socket (or a listener): nothing of its own in flight.
         ev.in_flight, ev.in_flight_basis = 0, "reply"
         return

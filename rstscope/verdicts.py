@@ -152,18 +152,25 @@ def late_data(ev: ResetEvidence) -> tuple[str, ...] | None:
 
 def close_race(ev: ResetEvidence) -> tuple[str, ...] | None:
     """An active RST|ACK at the sender's snd_nxt, no FIN before it, while the peer had not acknowledged
-    data the sender had sent. Kernel: TCP_ABORT_ON_CLOSE (close() with unread data), TCP_STATE
-    (SO_LINGER 0), TCP_DISCONNECT_WITH_DATA."""
+    data the sender had sent; or, when that RST|ACK is missing from the capture, the first bare reply-RST
+    of a sender that had data in flight. Kernel: TCP_ABORT_ON_CLOSE (close() with unread data),
+    TCP_STATE (SO_LINGER 0), TCP_DISCONNECT_WITH_DATA."""
     if ev.sender_fin_frame is not None:
         return None
-    return _need(ev, "rst.at_snd_nxt", "rst.data_in_flight")
+    return _need(ev, "rst.at_snd_nxt", "rst.data_in_flight") or _need(
+        ev, "rst.primary_not_captured", "rst.data_in_flight"
+    )
 
 
 def abort(ev: ResetEvidence) -> tuple[str, ...] | None:
     """An active RST|ACK at the sender's snd_nxt with nothing in flight, or a client's RST answering a
     SYN-ACK (it gave up). Kernel: TCP_STATE (SO_LINGER 0), TCP_ABORT_ON_CLOSE with nothing at risk,
     NO_SOCKET for the client that gave up."""
-    return _need(ev, "rst.at_snd_nxt", "rst.nothing_in_flight") or _need(ev, "rst.answers_synack")
+    return (
+        _need(ev, "rst.at_snd_nxt", "rst.nothing_in_flight")
+        or _need(ev, "rst.primary_not_captured", "rst.nothing_in_flight")
+        or _need(ev, "rst.answers_synack")
+    )
 
 
 RULES: tuple[tuple[Verdict, Rule], ...] = (
@@ -205,6 +212,8 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
                 f"overflowed.")  # fmt: skip
     if verdict is Verdict.CLOSE_RACE:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
+        if ev.has("rst.primary_not_captured"):
+            basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
         return (f"The {who} ({ev.src}) aborted the connection instead of closing it while "
                 f"{_bytes(ev.in_flight)}{basis} it had sent were unacknowledged: the {peer} loses the tail "
                 f"and gets ECONNRESET.")  # fmt: skip

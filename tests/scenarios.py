@@ -157,6 +157,23 @@ def close_race_client_side() -> Scenario:
     return Scenario("close-race-client-side", c.packets, verdicts, expect)
 
 
+def close_race_primary_lost() -> Scenario:
+    """On a lossy link the server's RST|ACK never reached the capture point; the client, missing a
+    segment, sends duplicate ACKs, and the gone socket's listener answers one with a bare RST at that
+    ack.  Two segments were in flight: still a close race (kernel: TCP_ABORT_ON_CLOSE)."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 3 * MSS, deliver=False)
+    c.rcv[CLIENT] = c.isn[1] + 1 + MSS  # the second segment was lost: the client acks only the first
+    c.ack(CLIENT)
+    c.ack(CLIENT)  # duplicate ACK
+    rst = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("close-race-primary-lost", c.packets, {rst: "close-race"},
+                    {rst: {"in_flight": 2 * MSS, "primary": None}})  # fmt: skip
+
+
 def abort_idle() -> Scenario:
     """SO_LINGER 0 after the whole response was acknowledged: an abort with nothing in flight."""
     c = Conversation()
@@ -347,7 +364,8 @@ def unknown_reset() -> Scenario:
 
 
 ALL = [
-    close_race, close_race_client_side, close_race_last_ack_echoed, abort_idle, abort_then_window_update,
+    close_race, close_race_client_side, close_race_last_ack_echoed, close_race_primary_lost, abort_idle,
+    abort_then_window_update,
     backlog_abort_on_overflow, backlog_silent_then_reset,
     late_data, refused, stale, port_reuse, wraparound_close_race, retransmitted_data_close_race,
     ipv6_close_race, client_gave_up, midstream_no_reset, unknown_reset,
