@@ -54,8 +54,9 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             failed.append(name)
     if not analyses:
         return ExitStatus.BAD_INPUT
-    # The terminal summary and the CSV need only the connections that saw a RST.
-    doc = combine(analyses, all_connections=args.json)
+    # The terminal summary and the CSV need only the connections that saw a RST; a lab run's ground
+    # truth is joined per connection, and --json lists them all.
+    doc = combine(analyses, all_connections=args.json or any(a.run is not None for a in analyses))
     for cap in doc["captures"]:
         for warning in cap["warnings"]:
             env.warn(f"{cap['path']}: {warning}")
