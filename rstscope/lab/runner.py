@@ -85,13 +85,7 @@ def run_lab(options: LabOptions, run_root: Path, *, progress=None, caps: Capabil
     executor, failure = _execute(path, run, steps, names, started, progress)
     run["netns_inodes"] = executor.netns_inodes
     _write_results(path, run, executor, options, names, caps, addresses=addresses)
-    analysis = None
-    if run["status"] == "ok":
-        analysis = analyze_into(path, run, progress)
-    rundir.write_json(path / rundir.RUN_JSON, run)
-    if failure is not None:
-        raise failure
-    return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
+    return _finish_run(path, run, failure, progress)
 
 
 def _write_results(
@@ -260,6 +254,17 @@ def _new_run(kind: str, scenario: str, options_json: dict, names: Names, caps: C
     }
 
 
+def _finish_run(path: Path, run: dict, failure: BaseException | None, progress) -> RunResult:
+    """Analyze a run that went well, write the final run.json, then re-raise what went wrong."""
+    analysis = None
+    if run["status"] == "ok":
+        analysis = analyze_into(path, run, progress)
+    rundir.write_json(path / rundir.RUN_JSON, run)
+    if failure is not None:
+        raise failure
+    return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
+
+
 def _execute(
     path: Path, run: dict, steps, names: Names, started: float, progress
 ) -> tuple[Executor, BaseException | None]:
@@ -316,10 +321,4 @@ def run_capture(
     names_for_capture = dataclasses.replace(names, client_dev=options.iface)
     _write_results(path, run, executor, capture_options, names_for_capture, caps, addresses=None)
     run["capture"]["filter"] = options.bpf
-    analysis = None
-    if run["status"] == "ok":
-        analysis = analyze_into(path, run, progress)
-    rundir.write_json(path / rundir.RUN_JSON, run)
-    if failure is not None:
-        raise failure
-    return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
+    return _finish_run(path, run, failure, progress)
