@@ -29,7 +29,7 @@ import enum
 from dataclasses import dataclass, field
 
 from rstscope import packets as P
-from rstscope.connections import Connection, Phase, RstObservation, Side
+from rstscope.connections import Connection, EndpointState, Phase, RstObservation, Side
 
 
 class Severity(enum.Enum):
@@ -62,11 +62,15 @@ FINDINGS: dict[str, FindingKind] = _kinds(
     FindingKind(id="rst.after_own_reset", severity=_I,
                 summary="The sender had already reset this connection: an echo of that first reset."),
     FindingKind(id="rst.after_connection_closed", severity=_I,
-                summary="Both sides had sent FIN before this RST: it answers a segment of a closed connection."),
+                summary="The connection had already ended (both sides had sent FIN, or the peer had reset it): "
+                        "this RST answers a segment of a connection its sender no longer had."),
     FindingKind(id="rst.after_own_fin", severity=_W,
                 summary="The sender had closed with FIN before this RST."),
     FindingKind(id="rst.answers_data_after_fin", severity=_W,
-                summary="The RST answers data the peer sent after the sender's FIN (late data)."),
+                summary="The RST answers data that reached the sender after its FIN (late data; at the capture "
+                        "point the data may appear before the FIN when the two crossed)."),
+    FindingKind(id="rst.after_own_syn_unanswered", severity=_I,
+                summary="The client reset its own connection attempt before any answer to its SYN."),
     FindingKind(id="rst.at_snd_nxt", severity=_I,
                 summary="The RST carries the sender's next sequence number: an active reset (close or abort)."),
     FindingKind(id="rst.data_in_flight", severity=_E,
@@ -250,10 +254,10 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         peer_unacked = max(0, obs.peer_snd_nxt - obs.ack)
 
     answers = _segment_kind(obs.answered_flags, obs.answered_payload)
+    ended = obs.phase is Phase.CLOSED or (obs.peer_state is EndpointState.RESET)
     primary = obs.sender_prior_rst_frame
-    if primary is None and obs.phase is Phase.CLOSED and obs.answered_frame is not None:
-        first = min((f for frames in conn.rst_frames for f in frames if f < obs.frame), default=None)
-        primary = first
+    if primary is None and ended and obs.answered_frame is not None:
+        primary = min((f for frames in conn.rst_frames for f in frames if f < obs.frame), default=None)
     if obs.answered_frame is not None:
         findings.append("rst.answers_segment")
     if answers == "SYN" and obs.snd_nxt is None:  # a SYN-ACK sender answering a SYN is something else
@@ -262,12 +266,14 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.answers_synack")
     if obs.sender_prior_rst_frame is not None:
         findings.append("rst.after_own_reset")
-    if obs.phase is Phase.CLOSED and obs.answered_frame is not None:
+    if ended and obs.answered_frame is not None:
         findings.append("rst.after_connection_closed")
     if obs.sender_fin_frame is not None:
         findings.append("rst.after_own_fin")
-        if obs.answered_payload and obs.answered_frame and obs.answered_frame > obs.sender_fin_frame:
+        if obs.answered_payload:  # the RST came after the FIN, so the data reached the sender after it
             findings.append("rst.answers_data_after_fin")
+    if side is Side.ORIG and obs.sender_state is EndpointState.SYN_SENT and obs.peer_state is EndpointState.INACTIVE:
+        findings.append("rst.after_own_syn_unanswered")
     if obs.flags & P.ACK and seq_vs is not None and seq_vs >= 0 and obs.answered_frame is None:
         findings.append("rst.at_snd_nxt")
     if side is Side.RESP and obs.sender_first_payload_frame is None:

@@ -120,12 +120,13 @@ def refused(ev: ResetEvidence) -> tuple[str, ...] | None:
 
 
 def echo(ev: ResetEvidence) -> tuple[str, ...] | None:
-    """A reply-RST from a side that had already sent a RST on this connection, or to a segment that
-    arrived after both FINs. Kernel: TCP_FLAGS in LISTEN (the socket is gone, the listener answers),
-    NO_SOCKET, TCP_TIMEWAIT_SOCKET."""
-    if ev.primary is None:
-        return None
-    return _need(ev, "rst.after_own_reset") or _need(ev, "rst.after_connection_closed")
+    """A reply-RST from a side that had already sent a RST on this connection, or to a segment of a
+    connection that had already ended (both FINs, or the peer's reset); ``primary`` is the connection's
+    first RST, null when it ended with FINs. Kernel: TCP_FLAGS in LISTEN (the socket is gone, the
+    listener answers), NO_SOCKET, TCP_TIMEWAIT_SOCKET."""
+    if ev.primary is not None and ev.has("rst.after_own_reset"):
+        return ("rst.after_own_reset",)
+    return _need(ev, "rst.after_connection_closed")
 
 
 def stale(ev: ResetEvidence) -> tuple[str, ...] | None:
@@ -170,6 +171,7 @@ def abort(ev: ResetEvidence) -> tuple[str, ...] | None:
         _need(ev, "rst.at_snd_nxt", "rst.nothing_in_flight")
         or _need(ev, "rst.primary_not_captured", "rst.nothing_in_flight")
         or _need(ev, "rst.answers_synack")
+        or _need(ev, "rst.after_own_syn_unanswered")
     )
 
 
@@ -220,6 +222,8 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
     if verdict is Verdict.ABORT:
         if ev.has("rst.answers_synack"):
             return f"The client ({ev.src}) answered the server's SYN-ACK with RST: it had given up."
+        if ev.has("rst.after_own_syn_unanswered"):
+            return f"The client ({ev.src}) reset its own connection attempt before the server answered."
         return f"The {who} ({ev.src}) aborted the connection with RST; nothing it had sent was unacknowledged."
     if verdict is Verdict.LATE_DATA:
         return (f"The {who} ({ev.src}) had closed with FIN (frame {ev.sender_fin_frame}); the {peer} kept "
@@ -227,6 +231,8 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
     if verdict is Verdict.REFUSED:
         return f"Nothing listened on {ev.src}: the SYN was refused with RST."
     if verdict is Verdict.ECHO:
+        if ev.primary is None:
+            return f"{ev.src} answered a segment of a connection that had already closed: not a new failure."
         return f"Echo of the reset in frame {ev.primary}: {ev.src} no longer knew the connection."
     if verdict is Verdict.STALE:
         return f"{ev.src} did not know this connection (it began before the capture) and answered with RST."

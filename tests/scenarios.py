@@ -262,6 +262,41 @@ def late_data() -> Scenario:
                     {rst: {"sender_fin_frame": fin}, echo: {"primary": rst}})  # fmt: skip
 
 
+def late_data_crossing_fin() -> Scenario:
+    """The client's last data and the server's FIN crossed: at the capture point the data comes first,
+    but it reached the server after its close, and the closed socket answered it with RST."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.data(SERVER, MSS)
+    c.data(CLIENT, 100, deliver=False)  # sent before the FIN arrived; acks nothing past the response
+    acked = c.rcv[CLIENT]
+    fin = c.fin(SERVER)
+    rst = c.rst_reply(SERVER, acked)
+    return Scenario("late-data-crossing", c.packets, {rst: "late-data"}, {rst: {"sender_fin_frame": fin}})
+
+
+def reset_after_both_fins() -> Scenario:
+    """Both sides closed with FIN; the client's last ACK reaches a server that no longer has the
+    connection, which answers it with RST: not a failure, the connection had ended."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.data(SERVER, MSS)
+    c.fin(SERVER)
+    c.fin(CLIENT)
+    rst = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("after-both-fins", c.packets, {rst: "echo"}, {rst: {"primary": None}})
+
+
+def client_cancelled_syn() -> Scenario:
+    """The client resets its own connection attempt before any answer (Zeek's RSTOS0)."""
+    c = Conversation()
+    c.syn()
+    rst = c.send(CLIENT, "R", seq=c.isn[0] + 1, advance=False)
+    return Scenario("client-cancelled", c.packets, {rst: "abort"}, {rst: {"sender": "client"}})
+
+
 def refused() -> Scenario:
     """Nothing listens: the SYN draws RST|ACK with seq 0 and ack = ISN+1."""
     c = Conversation()
@@ -367,6 +402,7 @@ ALL = [
     close_race, close_race_client_side, close_race_last_ack_echoed, close_race_primary_lost, abort_idle,
     abort_then_window_update,
     backlog_abort_on_overflow, backlog_silent_then_reset,
-    late_data, refused, stale, port_reuse, wraparound_close_race, retransmitted_data_close_race,
+    late_data, late_data_crossing_fin, reset_after_both_fins, client_cancelled_syn, refused, stale,
+    port_reuse, wraparound_close_race, retransmitted_data_close_race,
     ipv6_close_race, client_gave_up, midstream_no_reset, unknown_reset,
 ]  # fmt: skip
