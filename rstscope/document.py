@@ -15,6 +15,8 @@ analysed together keep their own connection ids; ``capture`` (an index into
 
 from __future__ import annotations
 
+import json
+
 from rstscope import __version__, zeek
 from rstscope.analysis import SCHEMA_VERSION, Analysis
 from rstscope.connections import Connection, Side
@@ -176,3 +178,27 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
 
         doc = groundtruth.join(doc, runs[0])
     return doc
+
+
+def write_json(analyses: list[Analysis], stream) -> None:
+    """The same document as ``json.dump(combine(analyses), ...)``, written as it is produced: one
+    connection row at a time, so that a capture with millions of connections does not need them all
+    in memory at once (retired connections are read back from the tracker's spill file)."""
+    doc = combine(analyses, all_connections=False)
+    doc["connections_listed"] = "all"
+    stream.write("{\n")
+    for i, key in enumerate(doc):
+        stream.write(f" {json.dumps(key)}: ")
+        if key == "connections":
+            stream.write("[")
+            first = True
+            for index, a in enumerate(analyses):
+                for conn in a.connections:
+                    stream.write("\n  " if first else ",\n  ")
+                    stream.write(json.dumps(connection_row(a, conn, index)))
+                    first = False
+            stream.write("\n ]" if not first else "]")
+        else:
+            stream.write(json.dumps(doc[key], indent=1).replace("\n", "\n "))
+        stream.write(",\n" if i < len(doc) - 1 else "\n")
+    stream.write("}\n")

@@ -123,3 +123,23 @@ def test_truncated_capture_still_analysed(tmp_path, close_race_pcap):
 def test_no_command_prints_help():
     status, out, _ = rstscope()
     assert status == 2 and "analyze" in out
+
+
+def test_json_is_streamed_but_complete(tmp_path):
+    """--json writes connection rows one at a time; the document equals the one built in memory."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from make_capture import generate
+
+    from rstscope import api
+    from rstscope.document import combine
+
+    path = tmp_path / "gen.pcap"
+    generate(str(path), 20_000, concurrency=20)
+    status, out, _ = rstscope("analyze", str(path), "--json")
+    streamed = json.loads(out)
+    built = combine([api.analyze(path)])
+    assert status == 0 and streamed == built
+    assert len(streamed["connections"]) == streamed["summary"]["connections"] > 20

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 from rstscope import api
-from rstscope.document import combine
+from rstscope.document import combine, write_json
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
 
@@ -54,21 +55,40 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             failed.append(name)
     if not analyses:
         return ExitStatus.BAD_INPUT
+    runs = any(a.run is not None for a in analyses)
+    if args.json and not runs:  # streamed, one connection at a time
+        if args.output:
+            with _output(args.output) as stream:
+                write_json(analyses, stream)
+        else:
+            write_json(analyses, env.stdout)
+        _warn(analyses, env)
+        return ExitStatus.BAD_INPUT if failed else ExitStatus.OK
     # The terminal summary and the CSV need only the connections that saw a RST; a lab run's ground
     # truth is joined per connection, and --json lists them all.
-    doc = combine(analyses, all_connections=args.json or any(a.run is not None for a in analyses))
-    for cap in doc["captures"]:
-        for warning in cap["warnings"]:
-            env.warn(f"{cap['path']}: {warning}")
+    doc = combine(analyses, all_connections=args.json or runs)
+    _warn(analyses, env)
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as stream:
-                _write(doc, stream, args, colour=False)
-        except OSError as exc:
-            raise InputError(f"cannot write {args.output}: {exc.strerror}") from None
+        with _output(args.output) as stream:
+            _write(doc, stream, args, colour=False)
     else:
         _write(doc, env.stdout, args, colour=env.stdout_isatty)
     return ExitStatus.BAD_INPUT if failed else ExitStatus.OK
+
+
+def _warn(analyses, env) -> None:
+    for a in analyses:
+        for warning in a.capture.stats.warnings:
+            env.warn(f"{a.capture.path}: {warning}")
+
+
+@contextlib.contextmanager
+def _output(path: str):
+    try:
+        with open(path, "w", encoding="utf-8") as stream:
+            yield stream
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from None
 
 
 def _analyze_one(name: str, env):
