@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 from rstscope import packets as P
 from rstscope.connections import Connection, EndpointState, Phase, RstObservation, Side
+from rstscope.seqnum import seq_diff
 
 
 class Severity(enum.Enum):
@@ -278,7 +279,7 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.at_snd_nxt")
     if side is Side.RESP and obs.sender_first_payload_frame is None:
         findings.append("rst.before_server_payload")
-    if side is Side.RESP and conn.isn[1] is not None and (obs.seq_raw - conn.isn[1]) % (1 << 32) == 1:
+    if side is Side.RESP and conn.isn[1] is not None and seq_diff(conn.isn[1], obs.seq_raw) == 1:
         findings.append("rst.seq_at_isn_plus_1")
     if peer_unacked:
         findings.append("rst.peer_data_unacknowledged")

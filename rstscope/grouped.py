@@ -38,13 +38,6 @@ class Groups:
         running = np.maximum.accumulate(pos) if self.n else pos
         return np.where(running >= self.elem_first, running, -1)
 
-    def next_valid_pos(self, valid: np.ndarray) -> np.ndarray:
-        """Per element: position of the earliest ``valid`` element at or after it in its group, else -1."""
-        big = self.n
-        pos = np.where(valid, np.arange(self.n), big)
-        running = np.minimum.accumulate(pos[::-1])[::-1] if self.n else pos
-        return np.where(running <= self.last_pos[self.gi], running, -1)
-
     def exclusive(self, inclusive: np.ndarray, fill) -> np.ndarray:
         """Shift a running result by one element inside each group (value *before* the element)."""
         out = np.empty_like(inclusive)
@@ -82,8 +75,3 @@ class Groups:
     def last(self, values: np.ndarray) -> np.ndarray:
         """Per group: the value of its last element."""
         return values[self.last_pos]
-
-
-def combine_max(running: np.ndarray, carried: np.ndarray) -> np.ndarray:
-    """Element-wise max of a running result and a per-element carried value (NONE-aware)."""
-    return np.maximum(running, carried)

@@ -27,25 +27,3 @@ def seq_diff(a: int, b: int) -> int:
 def seq_diff_array(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Vectorised :func:`seq_diff` on int64 arrays (or broadcastable scalars)."""
     return ((b.astype(np.int64) - a.astype(np.int64) + HALF) % SEQ_MOD) - HALF
-
-
-def unwrap_series(raw: np.ndarray, group_start: np.ndarray, anchor_raw: np.ndarray, anchor_val: np.ndarray):
-    """Unwrap a grouped series of raw 32-bit numbers into int64 stream positions.
-
-    ``raw`` holds the numbers of several series back to back; ``group_start[i]``
-    is True where a new series begins.  The first value of each series is placed
-    relative to that series' anchor (``anchor_raw``/``anchor_val``, given per
-    element and read only at series starts); every later value relative to its
-    predecessor.  Returns int64 values.
-    """
-    raw = raw.astype(np.int64)
-    step = np.empty_like(raw)
-    step[1:] = seq_diff_array(raw[:-1], raw[1:])
-    starts = np.flatnonzero(group_start)
-    step[starts] = anchor_val[starts] + seq_diff_array(anchor_raw[starts], raw[starts])
-    total = np.cumsum(step)
-    # Restart the running sum at each series start: subtract what came before it.
-    before = np.zeros(len(starts), dtype=np.int64)
-    before[1:] = total[starts[1:] - 1]
-    group_index = np.cumsum(group_start) - 1
-    return total - before[group_index]

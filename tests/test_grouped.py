@@ -21,6 +21,5 @@ def test_positions():
     g = Groups(START)
     valid = np.array([True, False, True, False, True, False])
     assert g.last_valid_pos(valid).tolist() == [0, 0, 2, -1, 4, -1]
-    assert g.next_valid_pos(valid).tolist() == [0, 2, 2, 4, 4, -1]
     assert g.exclusive(g.last_valid_pos(valid), -1).tolist() == [-1, 0, 0, -1, -1, -1]
     assert g.first(VALUES).tolist() == [5, 1, 7] and g.last(VALUES).tolist() == [9, 4, 7]
