@@ -4,9 +4,12 @@ Keys.  A connection is keyed by its 4-tuple, symmetrically: A->B and B->A land
 on the same key (the two endpoints are ordered by address, then port).  One
 4-tuple can carry several connections over time (port reuse): a new
 connection *instance* starts at a SYN without ACK whose sequence number differs
-from the tuple's previous SYN (a retransmitted SYN keeps its ISN), and at the
-very first packet of a tuple.  Instances are numbered 0, 1, 2, ... in the order
-they start, like Wireshark's ``tcp.stream`` (which this id mirrors) and Zeek's uid.
+from the tuple's previous SYN (a retransmitted SYN keeps its ISN) or that follows
+a FIN or RST on the tuple -- unless an earlier SYN-ACK acknowledged exactly that
+SYN -- and at the very first packet of a tuple.  Instances are numbered 0, 1,
+2, ... in the order they start, like Wireshark's ``tcp.stream`` (which this id
+mirrors) and Zeek's uid.  With ``zeek_timers`` (for ``conns``), Zeek's timers
+also end connections (see :meth:`Tracker._timer_splits`).
 
 Originator.  The sender of the instance's first SYN.  When the capture starts
 with the SYN-ACK, its receiver.  When no handshake was captured, a heuristic
@@ -30,9 +33,16 @@ How it works.  Each chunk of packets is processed in two passes:
    FIN or RST — go through :meth:`Tracker._event` in capture order, which runs
    the endpoint state table, writes the history and records each RST.
 
-Every state change lives in this file, in :data:`TRANSITIONS`.  An unexpected
+Every state change lives in this file, in :data:`TRANSITIONS` (and the two
+tables beside it for Zeek's rules that look at the other side).  An unexpected
 transition becomes a finding on the connection (``Finding``), never an
 exception.
+
+Memory.  Per-connection state lives in numpy columns addressed by *slot*.  A
+connection that closed (FIN or RST) and then saw no packet for
+``STALE_AFTER_FRAMES`` frames retires: its summary goes to a spill file, its
+slot is reused and its 4-tuple forgotten.  Memory therefore follows the
+connections alive at once, not the size of the capture.
 
 Limitations: segments are not reassembled and checksums are not verified;
 IP fragments are skipped by the reader; a connection whose SYN was reordered
