@@ -122,7 +122,7 @@ def analyze_capture(
             stats=cap.stats,
         )
     connections = tracker.finish()
-    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence_mod.collect(connections)]
+    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence_mod.collect(connections.with_resets())]
     return Analysis(
         capture=info,
         connections=connections,

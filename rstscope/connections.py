@@ -582,7 +582,10 @@ class Tracker:
         self._ack_ring_frame = np.full((1024, 2, PEER_ACKS_KEPT), -1, dtype=np.int64)
         self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
-        self._rst_state: dict[int, tuple] = {}  # frame -> what the event pass needs about that RST
+        self._rst_state: dict[int, tuple] = {}
+        self._reset_ids: set[int] = (
+            set()
+        )  # connections that saw a RST  # frame -> what the event pass needs about that RST
         self._next_sweep = STALE_AFTER_FRAMES
         self._swept_cutoff = 0
         self._next_tid = 0
@@ -1231,6 +1234,7 @@ class Tracker:
             peer_recent_acks=self._rst_peer_acks.pop(frame, ()),
         )
         c.resets.append(obs)
+        self._reset_ids.add(c.id)
 
     # ----------------------------------------------------------------- the end
     def finish(self) -> ConnectionStore:
@@ -1238,7 +1242,7 @@ class Tracker:
         for c in self.connections:
             if c is not None:
                 self._finalize(c, int(self._slot_of[c.id]))
-        return ConnectionStore(self.connections, self._spill)
+        return ConnectionStore(self.connections, self._spill, self._reset_ids)
 
     def _finalize(self, c: Connection, slot: int) -> None:
         arr = self._arrays
@@ -1306,9 +1310,15 @@ class ConnectionStore(Sequence):
     """All connections of a capture in id order: the live ones in memory, the retired ones read back
     from the spill file one at a time (so iterating does not hold them all)."""
 
-    def __init__(self, live: list[Connection | None], spill: _Spill):
+    def __init__(self, live: list[Connection | None], spill: _Spill, reset_ids: set[int]):
         self._live = live
         self._spill = spill
+        self._reset_ids = sorted(reset_ids)
+
+    def with_resets(self) -> Iterator[Connection]:
+        """Only the connections that saw a RST, in id order (no pass over all the others)."""
+        for cid in self._reset_ids:
+            yield self[cid]
 
     def __len__(self) -> int:
         return len(self._live)

@@ -144,7 +144,8 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     for i, a in enumerate(analyses):
         captures.append(capture_row(a, i))
         total_connections += len(a.connections)
-        connections.extend(connection_row(a, c, i) for c in a.connections if all_connections or c.resets)
+        listed = a.connections if all_connections else a.connections.with_resets()
+        connections.extend(connection_row(a, c, i) for c in listed)
         resets.extend(reset_row(a, r, i) for r in a.resets)
         for key in listen:
             listen[key] += a.listen_queue[key]["count"]

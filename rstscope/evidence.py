@@ -26,6 +26,7 @@ figure is (``in_flight_basis``):
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rstscope import packets as P
@@ -189,8 +190,8 @@ def sender_role(conn: Connection, side: Side) -> str:
     return side.role
 
 
-def collect(connections: list[Connection]) -> list[ResetEvidence]:
-    """Evidence for every RST, in capture order."""
+def collect(connections: Iterable[Connection]) -> list[ResetEvidence]:
+    """Evidence for every RST of these connections, in capture order."""
     out: list[ResetEvidence] = []
     for conn in connections:
         out.extend(_connection_evidence(conn))
