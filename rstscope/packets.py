@@ -84,6 +84,9 @@ PACKET_DTYPE = np.dtype(
         ("tsval", "<u4"),
         ("tsecr", "<u4"),
         ("ttl", "u1"),  # IPv4 TTL or IPv6 hop limit
+        ("ip_id", "<u2"),  # IPv4 identification field (0 for IPv6, which has none outside fragments)
+        ("tcp_auth", "u1"),  # TCP authentication option kind carried: 19 (TCP-MD5, RFC 2385), 29 (TCP-AO, RFC 5925), 0
+        ("tunnel_id", "<u8"),  # outer identifier of a decapsulated packet (tenant key), 0 when not tunnelled
         ("payload_truncated", "?"),  # the snaplen cut the payload (headers are complete)
         ("decode_error", "u1"),  # DecodeError
     ]

@@ -59,6 +59,7 @@ IPV6_JUMBO_OPTION = 0xC2  # RFC 2675
 
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3  # RFC 9293, RFC 7323
 TCPOPT_SACK_PERMITTED, TCPOPT_SACK, TCPOPT_TIMESTAMP = 4, 5, 8  # RFC 2018, RFC 7323
+TCPOPT_MD5, TCPOPT_AO = 19, 29  # RFC 2385, RFC 5925
 LINUX_TS_LAYOUT = 0x0101_080A  # NOP, NOP, TS kind 8 len 10: Linux's 12-byte option block
 
 IPV4_MAPPED_LO = np.uint64(0x0000_FFFF_0000_0000)
@@ -233,6 +234,7 @@ class _Rows:
         self.dst_hi = np.zeros(n, dtype=np.uint64)
         self.dst_lo = np.zeros(n, dtype=np.uint64)
         self.ttl = np.zeros(n, dtype=np.uint8)
+        self.ip_id = np.zeros(n, dtype=np.uint16)
         self.tcp_off = np.zeros(n, dtype=np.int64)
         self.ip_payload = np.zeros(n, dtype=np.int64)
 
@@ -335,6 +337,7 @@ def _decode_ipv4(buf: Bytes, idx, l3, off, end, wirelen, rows: _Rows) -> None:
     rows.src_lo[idx] = np.where(full, IPV4_MAPPED_LO | quads[:, 3], 0)
     rows.dst_lo[idx] = np.where(full, IPV4_MAPPED_LO | quads[:, 4], 0)
     rows.ttl[idx] = np.where(full, hdr[:, 8], 0)
+    rows.ip_id[idx] = np.where(full, words[:, 2], 0)
     rows.tcp_off[idx] = start + ihl
     rows.ip_payload[idx] = total_len - ihl
 
@@ -454,7 +457,7 @@ def _decode_tcp(buf: Bytes, index, end, rows: _Rows) -> PacketTable:
     table["wscale"] = -1
     if m == 0:
         return table
-    for name in ("ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "ttl"):
+    for name in ("ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "ttl", "ip_id"):
         table[name] = getattr(rows, name)[index]
     err = rows.err[index]
     start = rows.tcp_off[index]
@@ -515,6 +518,7 @@ def _decode_options(buf: Bytes, tcp_start, header_len, table, where) -> None:
     has_ts = np.zeros(n, dtype=bool)
     tsval = np.zeros(n, dtype=np.uint32)
     tsecr = np.zeros(n, dtype=np.uint32)
+    auth = np.zeros(n, dtype=np.uint8)
 
     pos = tcp_start + 20
     stop = tcp_start + header_len
@@ -542,6 +546,8 @@ def _decode_options(buf: Bytes, tcp_start, header_len, table, where) -> None:
         has_ts[active[sel]] = True
         tsval[active[sel]] = _u32(head[sel], 2)
         tsecr[active[sel]] = _u32(head[sel], 6)
+        sel = take & ((kind == TCPOPT_MD5) | (kind == TCPOPT_AO))
+        auth[active[sel]] = kind[sel]
 
         step = np.where(single, 1, length)
         pos[active] = p + step
@@ -555,3 +561,4 @@ def _decode_options(buf: Bytes, tcp_start, header_len, table, where) -> None:
     table["has_ts"][where] = has_ts
     table["tsval"][where] = tsval
     table["tsecr"][where] = tsecr
+    table["tcp_auth"][where] = auth
