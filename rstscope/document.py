@@ -21,9 +21,11 @@ from collections.abc import Iterator
 import orjson
 
 from rstscope import __version__, zeek
-from rstscope.analysis import SCHEMA_VERSION, Analysis, ResetRecord
+from rstscope.analysis import Analysis, ResetRecord
 from rstscope.connections import Connection, Side
 from rstscope.verdicts import Verdict
+
+SCHEMA_VERSION = 1
 
 
 def _time(ns: int) -> float:

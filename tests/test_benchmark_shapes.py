@@ -20,14 +20,14 @@ import shapes
 def short(tmp_path_factory):
     path = tmp_path_factory.mktemp("shapes") / "short.pcap"
     manifest = shapes.generate(path, shapes.SHAPES["short"], 3000)
-    return manifest, api.analyze(path).to_json()
+    return manifest, api.document(api.analyze(path))
 
 
 @pytest.fixture(scope="module")
 def flood(tmp_path_factory):
     path = tmp_path_factory.mktemp("shapes") / "flood.pcap"
     manifest = shapes.generate(path, shapes.SHAPES["flood"], 2000)
-    return manifest, api.analyze(path).to_json()
+    return manifest, api.document(api.analyze(path))
 
 
 def test_short_connections_are_short_and_about_100k_per_million_packets(short):
@@ -98,7 +98,7 @@ def test_batches_merge_in_time_order(tmp_path, monkeypatch):
     assert len(ts) == manifest.packets
     assert (np.diff(ts) >= 0).all()
     assert ts[-1] - ts[0] > 3_000_000_000  # the last batch's 3 s retransmissions were written too
-    doc = api.analyze(path).to_json()
+    doc = api.document(api.analyze(path))
     assert doc["summary"]["connections"] == 900
     assert doc["listen_queue"]["synack_retransmitted"] == manifest.by_template["half-open"] + manifest.by_template[
         "accept-drop"

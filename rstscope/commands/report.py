@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
     from rstscope.report import html, markdown
+    from rstscope.report import records as R
     from rstscope.report import sections as S
 
     output = Path(args.output)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
     env.progress("writing the report")
     if len(loaded) == 1:
         item = loaded[0]
-        extra = [S.find_connection(item.doc, spec) for spec in args.connection]
+        extra = [R.find_connection(item.doc, spec) for spec in args.connection]
         blocks = S.single_report(item, examples=args.examples, max_rows=args.max_rows, connections=extra)
         title = f"rstscope report: {item.label}"
     else:

@@ -176,7 +176,7 @@ def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
         run["analysis"] = {"ok": False, "error": f"analyzer unavailable: {exc}"}
         return None
     try:
-        doc = api.analyze(path).to_json()  # a run directory: the analyzer joins the ground truth
+        doc = api.document(api.analyze(path))  # a run directory: the analyzer joins the ground truth
         if "ground_truth" not in doc:
             doc = groundtruth.join(doc, rundir.load_run(path))
     except Exception as exc:  # the analyzer is another team's code: record, never lose the run
