@@ -1,0 +1,362 @@
+"""Micro-benchmark for benchmarks/PLAN.md: the tracker's event pass as a compiled loop over event rows.
+
+Demonstrates what one event row costs when the work of ``Tracker._event`` that every row does (the
+endpoint state table with Zeek's peer rules, the history letters, the handshake, FIN and RST frames,
+and the unexpected-transition findings) runs as one loop over integer columns, instead of one Python
+call per row.  The rows are the real ones: ``dump`` runs today's tracker over a capture and saves
+the rows its event pass receives (``--dump``).  The same loop runs three ways:
+
+* ``python``: the loop as plain Python over the columns (the price of the algorithm in Python
+  without objects; today's ``_event`` is measured by ``profile_stages.py``);
+* ``numba``: the same function compiled by numba (``njit(cache=True)``), if numba is installed;
+* ``numpy-rounds``: no loop per row: round k handles the k-th event row of every connection at once
+  (state transitions as table lookups), as many rounds as the longest connection has rows.
+
+All three must give the same per-connection states, history letters, frames and findings, checked
+here before any time is printed.
+
+    python benchmarks/event_kernel.py --dump benchmarks/data/short-1000000pkts-seed9.pcap rows.npz
+    python benchmarks/event_kernel.py rows.npz
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from rstscope import connections as C
+from rstscope import packets as P
+
+STATES = list(C.EndpointState)
+EVENTS = list(C.Event)
+NS, NE = len(STATES), len(EVENTS)
+SI = {s: i for i, s in enumerate(STATES)}
+EI = {e: i for i, e in enumerate(EVENTS)}
+ANY = NS  # PEER_EFFECTS's "any previous state"
+
+
+def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """connections.py's three state tables as integer arrays (-1: no entry)."""
+    trans = np.full((NS, NE), -1, np.int8)
+    for (s, e), new in C.TRANSITIONS.items():
+        trans[SI[s], EI[e]] = SI[new]
+    peer_rules = np.full((NS, NE, NS), -1, np.int8)
+    for (s, e, p), new in C.PEER_RULES.items():
+        peer_rules[SI[s], EI[e], SI[p]] = SI[new]
+    effects = np.full((NS, NE, NS, NS + 1), -1, np.int8)
+    for (s, e, p, pp), new in C.PEER_EFFECTS.items():
+        effects[SI[s], EI[e], SI[p], ANY if pp is None else SI[pp]] = SI[new]
+    return trans, peer_rules, effects
+
+
+COLUMNS = ("frame", "conn", "side", "flags", "plen", "seq_raw", "ack", "retx_count", "zw_count", "pure_ack")
+
+
+def dump(capture: str, out: str) -> int:
+    """Run today's tracker over ``capture``; save the rows of its event pass, in the order it sees them."""
+    from rstscope.analysis import CHUNK_PACKETS
+    from rstscope.reader import open_capture
+
+    saved: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
+    real = C.Tracker._event_pass
+
+    def spy(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val,
+            snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack, peer_prev,
+            after_gap):  # fmt: skip
+        rows = idx[np.argsort(order[idx], kind="stable")]
+        for name, col in (("frame", frame_col), ("conn", conn_id), ("side", side), ("flags", flags),
+                          ("plen", plen), ("seq_raw", seq_raw), ("ack", ack_val), ("retx_count", retx_count),
+                          ("zw_count", zw_count), ("pure_ack", pure_ack)):  # fmt: skip
+            saved[name].append(np.asarray(col[rows], dtype=np.int64))
+        return real(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
+                    ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count,
+                    pure_ack, peer_prev, after_gap)  # fmt: skip
+
+    C.Tracker._event_pass = spy
+    tracker = C.Tracker()
+    with open_capture(capture, chunk_packets=CHUNK_PACKETS) as cap:
+        for chunk in cap.chunks():
+            tracker.feed(chunk)
+    C.Tracker._event_pass = real
+    cols = {k: np.concatenate(v) for k, v in saved.items()}
+    # What the tracker made of those rows, to check the loop against.
+    store = tracker.finish()
+    cols["expect_state"] = np.array([[SI[st] for st in c.state] for c in store], np.int8)
+    cols["expect_history"] = np.array([c.history_text.lstrip("^") for c in store], f"U{HISTORY_MAX}")
+    cols["expect_findings"] = np.array([len(c.findings) for c in store], np.int64)
+    np.savez(out, **cols)
+    return len(cols["frame"])
+
+
+# Letters: index into LETTERS; upper case (originator) = code, lower case = code + 16.
+LETTERS = "SHADFRTWIQ^"
+L_S, L_H, L_A, L_D, L_F, L_R, L_T, L_W, L_I, L_Q = range(10)
+HISTORY_MAX = 24
+"""Letters kept per connection in this benchmark (a connection with more is cut; none has in these rows)."""
+SYN, FIN, RST, ACK = P.SYN, P.FIN, P.RST, P.ACK
+E = C.Event
+E_SYN, E_SYN_ACK, E_ORIG_SYN_ACK, E_DATA, E_ACK, E_FIN, E_RST = (
+    EI[e] for e in (E.SYN, E.SYN_ACK, E.ORIG_SYN_ACK, E.DATA, E.ACK, E.FIN, E.RST)
+)
+S_RESET, S_CLOSED, S_INACTIVE = SI[C.EndpointState.RESET], SI[C.EndpointState.CLOSED], SI[C.EndpointState.INACTIVE]
+NONE = int(C.NONE)
+
+
+def new_state(n_conns: int) -> dict[str, np.ndarray]:
+    return {
+        "state": np.full((n_conns, 2), S_INACTIVE, np.int8),
+        "prev_state": np.full((n_conns, 2), S_INACTIVE, np.int8),
+        "history": np.zeros((n_conns, HISTORY_MAX), np.int8),
+        "history_len": np.zeros(n_conns, np.int16),
+        "once": np.zeros(n_conns, np.int16),  # bit per (A, D, I, Q) x side: letters that appear once
+        "last_flag_seq": np.full((n_conns, 6), -1, np.int64),
+        "uncounted": np.zeros((n_conns, 4), np.int64),  # (T, W) x side
+        "syn_frames": np.zeros(n_conns, np.int32),
+        "synack_frames": np.zeros(n_conns, np.int32),
+        "synack_after_ack": np.zeros(n_conns, np.int32),
+        "isn": np.full((n_conns, 2), -1, np.int64),
+        "handshake_ack_frame": np.full(n_conns, -1, np.int64),
+        "fin_frame": np.full((n_conns, 2), -1, np.int64),
+        "first_payload_frame": np.full((n_conns, 2), -1, np.int64),
+        "rst_frames": np.zeros((n_conns, 2), np.int32),
+        "findings": np.zeros((0, 4), np.int64),
+    }
+
+
+def event_loop(frame, conn, side, flags, plen, seq_raw, ack, retx_count, zw_count, pure_ack,
+               trans, peer_rules, effects,
+               state, prev_state, history, history_len, once, last_flag_seq, uncounted, syn_frames,
+               synack_frames, synack_after_ack, isn, handshake_ack_frame, fin_frame, first_payload_frame,
+               rst_frames, findings_out):  # fmt: skip
+    """Tracker._event's per-row work over columns; returns the number of findings written."""
+    n_findings = 0
+    for i in range(len(frame)):
+        c, s, f, pl = conn[i], side[i], flags[i], plen[i]
+        old, peer = state[c, s], state[c, 1 - s]
+        # History (connections._history).
+        control = f & (SYN | FIN | RST)
+        if control & (control - 1):
+            code = L_I if (f & FIN and f & RST) else L_Q
+            bit = 1 << ((0 if code == L_I else 1) * 2 + s + 4)
+            if not once[c] & bit:
+                once[c] |= bit
+                if history_len[c] < HISTORY_MAX:
+                    history[c, history_len[c]] = code + 16 * s
+                    history_len[c] += 1
+        elif control:
+            if control == SYN:
+                kind, code, number = 0, (L_H if f & ACK else L_S), seq_raw[i]
+            elif control == FIN:
+                kind, code, number = 1, L_F, (seq_raw[i] + pl) % 4294967296
+            else:
+                kind, code, number = 2, L_R, seq_raw[i]
+            key = kind * 2 + s
+            if last_flag_seq[c, key] != number and history_len[c] < HISTORY_MAX:
+                history[c, history_len[c]] = code + 16 * s
+                history_len[c] += 1
+            last_flag_seq[c, key] = number
+        elif pl or pure_ack[i]:
+            code = L_D if pl else L_A
+            bit = 1 << ((0 if code == L_A else 1) * 2 + s)
+            if not once[c] & bit:
+                once[c] |= bit
+                if history_len[c] < HISTORY_MAX:
+                    history[c, history_len[c]] = code + 16 * s
+                    history_len[c] += 1
+        # Log-scale letters (connections._scaled_letter): W, then T.
+        for letter, count, ignored, slot in (
+            (L_W, zw_count[i], (f & RST) != 0 or old == S_RESET or peer == S_CLOSED, 2 + s),
+            (L_T, retx_count[i], old == S_RESET, s),
+        ):
+            if count:
+                if ignored:
+                    uncounted[c, slot] += 1
+                else:
+                    k = count - uncounted[c, slot]
+                    while k >= 10 and k % 10 == 0:
+                        k //= 10
+                    if k == 1 and history_len[c] < HISTORY_MAX:
+                        history[c, history_len[c]] = letter + 16 * s
+                        history_len[c] += 1
+        # Handshake, FIN, RST frames.
+        syn = f & SYN
+        if syn and not f & ACK:
+            if s == 0:
+                syn_frames[c] += 1
+                if isn[c, 0] < 0:
+                    isn[c, 0] = seq_raw[i]
+        elif syn and s == 1:
+            if synack_frames[c] and handshake_ack_frame[c] >= 0:
+                synack_after_ack[c] += 1
+            synack_frames[c] += 1
+            if isn[c, 1] < 0:
+                isn[c, 1] = seq_raw[i]
+        if pl and first_payload_frame[c, s] < 0:
+            first_payload_frame[c, s] = frame[i]
+        if s == 0 and f & ACK and handshake_ack_frame[c] < 0 and synack_frames[c] and not syn and ack[i] != NONE \
+                and ack[i] >= 1:  # fmt: skip
+            handshake_ack_frame[c] = frame[i]
+        if f & FIN and fin_frame[c, s] < 0:
+            fin_frame[c, s] = frame[i]
+        if f & RST:
+            rst_frames[c, s] += 1
+        # The state table (Tracker._event's tail).
+        if f & RST:
+            ev = E_RST
+        elif f & FIN:
+            ev = E_FIN
+        elif syn:
+            ev = E_SYN_ACK if s == 1 else (E_ORIG_SYN_ACK if f & ACK else E_SYN)
+        else:
+            ev = E_DATA if pl else E_ACK
+        new = peer_rules[old, ev, peer]
+        if new < 0:
+            new = trans[old, ev]
+        if new < 0:
+            if n_findings < len(findings_out):
+                findings_out[n_findings, 0] = c
+                findings_out[n_findings, 1] = frame[i]
+                findings_out[n_findings, 2] = ev
+                findings_out[n_findings, 3] = old
+            n_findings += 1
+            continue
+        if state[c, s] != new:
+            prev_state[c, s] = state[c, s]
+            state[c, s] = new
+        pnew = effects[old, ev, peer, prev_state[c, 1 - s]]
+        if pnew < 0:
+            pnew = effects[old, ev, peer, ANY]
+        if pnew >= 0 and state[c, 1 - s] != pnew:
+            prev_state[c, 1 - s] = state[c, 1 - s]
+            state[c, 1 - s] = pnew
+    return n_findings
+
+
+def run_loop(fn, cols: dict[str, np.ndarray], n_conns: int) -> dict[str, np.ndarray]:
+    st = new_state(n_conns)
+    findings = np.zeros((len(cols["frame"]) // 4 + 16, 4), np.int64)
+    trans, peer_rules, effects = tables()
+    n = fn(*(cols[k] for k in COLUMNS), trans, peer_rules, effects,
+           *(st[k] for k in st if k != "findings"), findings)  # fmt: skip
+    st["findings"] = findings[:n]
+    return st
+
+
+def rounds(cols: dict[str, np.ndarray], n_conns: int) -> dict[str, np.ndarray]:
+    """The state table only, vectorised: round k applies every connection's k-th event row at once."""
+    trans, peer_rules, effects = tables()
+    st = new_state(n_conns)
+    conn, side, flags, plen = cols["conn"], cols["side"], cols["flags"], cols["plen"]
+    order = np.argsort(conn, kind="stable")
+    sorted_conn = conn[order]
+    start = np.ones(len(order), bool)
+    start[1:] = sorted_conn[1:] != sorted_conn[:-1]
+    first = np.flatnonzero(start)
+    rank = np.arange(len(order)) - np.repeat(first, np.diff(np.append(first, len(order))))
+    ev = np.where(flags & RST, E_RST, np.where(flags & FIN, E_FIN, np.where(
+        flags & SYN, np.where(side == 1, E_SYN_ACK, np.where(flags & ACK, E_ORIG_SYN_ACK, E_SYN)),
+        np.where(plen > 0, E_DATA, E_ACK))))  # fmt: skip
+    state, prev = st["state"], st["prev_state"]
+    found = []
+    for k in range(int(rank.max()) + 1 if len(rank) else 0):
+        rows = order[rank == k]
+        c, s, e = conn[rows], side[rows], ev[rows]
+        old, peer = state[c, s], state[c, 1 - s]
+        new = peer_rules[old, e, peer]
+        new = np.where(new < 0, trans[old, e], new)
+        bad = new < 0
+        found.append(np.stack([c[bad], cols["frame"][rows][bad], e[bad], old[bad]], axis=1))
+        ok = ~bad
+        c, s, e, old, peer, new = c[ok], s[ok], e[ok], old[ok], peer[ok], new[ok]
+        changed = state[c, s] != new
+        prev[c[changed], s[changed]] = state[c[changed], s[changed]]
+        state[c, s] = new
+        pnew = effects[old, e, peer, prev[c, 1 - s]]
+        pnew = np.where(pnew < 0, effects[old, e, peer, ANY], pnew)
+        moved = (pnew >= 0) & (state[c, 1 - s] != pnew)
+        cm, sm = c[moved], 1 - s[moved]
+        prev[cm, sm] = state[cm, sm]
+        state[cm, sm] = pnew[moved]
+    st["findings"] = np.concatenate(found) if found else np.zeros((0, 4), np.int64)
+    return st
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rows", help="rows.npz from --dump (or, with --dump, the capture)")
+    parser.add_argument("out", nargs="?", help="with --dump: where to save the rows")
+    parser.add_argument("--dump", action="store_true")
+    parser.add_argument("--python-rows", type=int, default=200_000, help="rows the plain-Python loop runs on")
+    args = parser.parse_args(argv)
+    if args.dump:
+        n = dump(args.rows, args.out)
+        print(f"saved {n:,} event rows to {args.out}")
+        return 0
+    saved = dict(np.load(args.rows))
+    cols = {k: saved[k] for k in COLUMNS}
+    n_rows = len(cols["frame"])
+    n_conns = int(cols["conn"].max()) + 1
+    print(f"{n_rows:,} event rows, {n_conns:,} connections")
+    results = {}
+
+    k = min(args.python_rows, n_rows)
+    part = {name: v[:k] for name, v in cols.items()}
+    start = time.perf_counter()
+    py = run_loop(event_loop, part, n_conns)
+    results["python loop"] = (time.perf_counter() - start) / k
+    try:
+        import numba
+    except ImportError:
+        numba = None
+    if numba is not None:
+        start = time.perf_counter()
+        compiled = numba.njit(cache=True)(event_loop)
+        run_loop(compiled, {name: v[:10] for name, v in cols.items()}, n_conns)
+        print(f"numba: first call {time.perf_counter() - start:.2f} s ({len(compiled.stats.cache_hits)} cache hits)")
+        small = run_loop(compiled, part, n_conns)
+        _same(py, small, "numba vs python")
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            full = run_loop(compiled, cols, n_conns)
+            best = min(best, time.perf_counter() - start)
+        results["numba loop (all rows)"] = best / n_rows
+        _same_as_tracker(full, saved)
+    start = time.perf_counter()
+    rd = rounds(cols, n_conns)
+    results["numpy rounds (state table only)"] = (time.perf_counter() - start) / n_rows
+    if numba is not None:
+        _same({k: full[k] for k in ("state", "prev_state")}, {k: rd[k] for k in ("state", "prev_state")},
+              "rounds vs numba")  # fmt: skip
+        assert len(rd["findings"]) == len(full["findings"]), "rounds vs numba: findings"
+    for name, per_row in results.items():
+        print(f"{name:<36} {per_row * 1e9:10.0f} ns per event row")
+    return 0
+
+
+def history_text(st: dict, c: int) -> str:
+    codes = st["history"][c, : st["history_len"][c]]
+    return "".join(LETTERS[x % 16] if x < 16 else LETTERS[x % 16].lower() for x in codes.tolist())
+
+
+def _same_as_tracker(st: dict, saved: dict) -> None:
+    """The loop's states, history letters and finding counts are the tracker's, connection by connection."""
+    assert np.array_equal(st["state"], saved["expect_state"]), "states differ from the tracker's"
+    histories = [history_text(st, c) for c in range(len(st["state"]))]
+    bad = [c for c, h in enumerate(histories) if h != saved["expect_history"][c]]
+    assert not bad, f"history differs from the tracker's for {len(bad)} connections, e.g. {bad[:3]}"
+    per_conn = np.bincount(st["findings"][:, 0], minlength=len(st["state"]))
+    assert np.array_equal(per_conn, saved["expect_findings"]), "findings differ from the tracker's"
+    print(f"the loop agrees with the tracker on {len(histories):,} connections (states, history, findings)")
+
+
+def _same(a: dict, b: dict, what: str) -> None:
+    for key in a:
+        assert np.array_equal(a[key], b[key]), f"{what}: {key} differs"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
