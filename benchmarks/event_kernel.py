@@ -4,15 +4,16 @@ Demonstrates what one event row costs when the work of ``Tracker._event`` that e
 endpoint state table with Zeek's peer rules, the history letters, the handshake, FIN and RST frames,
 and the unexpected-transition findings) runs as one loop over integer columns, instead of one Python
 call per row.  The rows are the real ones: ``dump`` runs today's tracker over a capture and saves
-the rows its event pass receives (``--dump``).  The same loop runs three ways:
+the rows its event pass receives (``--dump``).  The same loop runs four ways:
 
 * ``python``: the loop as plain Python over the columns (the price of the algorithm in Python
   without objects; today's ``_event`` is measured by ``profile_stages.py``);
 * ``numba``: the same function compiled by numba (``njit(cache=True)``), if numba is installed;
+* ``C``: the same loop in C (``C_SOURCE``), compiled with the system's ``cc -O2``, called through ctypes;
 * ``numpy-rounds``: no loop per row: round k handles the k-th event row of every connection at once
   (state transitions as table lookups), as many rounds as the longest connection has rows.
 
-All three must give the same per-connection states, history letters, frames and findings, checked
+All of them must give the same per-connection states, history letters, frames and findings, checked
 here before any time is printed.
 
     python benchmarks/event_kernel.py --dump benchmarks/data/short-1000000pkts-seed9.pcap rows.npz
@@ -235,6 +236,129 @@ def event_loop(frame, conn, side, flags, plen, seq_raw, ack, retx_count, zw_coun
     return n_findings
 
 
+C_SOURCE = """
+#include <stdint.h>
+/* The same loop as event_loop, in C: flat arrays, [c * width + k]. */
+static void letter(int8_t *history, int16_t *hlen, int64_t c, int code, int s, int hmax) {
+    if (hlen[c] < hmax) { history[c * hmax + hlen[c]] = (int8_t)(code + 16 * s); hlen[c]++; }
+}
+int64_t event_loop(int64_t n, const int64_t *frame, const int64_t *conn, const int64_t *side,
+        const int64_t *flags, const int64_t *plen, const int64_t *seq_raw, const int64_t *ack,
+        const int64_t *retx_count, const int64_t *zw_count, const int64_t *pure_ack,
+        const int8_t *trans, const int8_t *peer_rules, const int8_t *effects,
+        int8_t *state, int8_t *prev_state, int8_t *history, int16_t *hlen, int16_t *once,
+        int64_t *last_flag_seq, int64_t *uncounted, int32_t *syn_frames, int32_t *synack_frames,
+        int32_t *synack_after_ack, int64_t *isn, int64_t *handshake_ack_frame, int64_t *fin_frame,
+        int64_t *first_payload_frame, int32_t *rst_frames, int64_t *findings, int64_t max_findings) {
+    const int NS = %(NS)d, NE = %(NE)d, HMAX = %(HMAX)d, ANY = %(ANY)d;
+    int64_t n_findings = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t c = conn[i], f = flags[i], pl = plen[i];
+        int s = (int)side[i], p = 1 - s;
+        int old = state[c * 2 + s], peer = state[c * 2 + p];
+        int64_t control = f & (%(SYN)d | %(FIN)d | %(RST)d);
+        if (control & (control - 1)) {
+            int code = (f & %(FIN)d) && (f & %(RST)d) ? %(L_I)d : %(L_Q)d;
+            int bit = 1 << ((code == %(L_I)d ? 0 : 1) * 2 + s + 4);
+            if (!(once[c] & bit)) { once[c] |= bit; letter(history, hlen, c, code, s, HMAX); }
+        } else if (control) {
+            int kind, code; int64_t number;
+            if (control == %(SYN)d) { kind = 0; code = (f & %(ACK)d) ? %(L_H)d : %(L_S)d; number = seq_raw[i]; }
+            else if (control == %(FIN)d) { kind = 1; code = %(L_F)d; number = (seq_raw[i] + pl) %% 4294967296LL; }
+            else { kind = 2; code = %(L_R)d; number = seq_raw[i]; }
+            int key = kind * 2 + s;
+            if (last_flag_seq[c * 6 + key] != number) letter(history, hlen, c, code, s, HMAX);
+            last_flag_seq[c * 6 + key] = number;
+        } else if (pl || pure_ack[i]) {
+            int code = pl ? %(L_D)d : %(L_A)d;
+            int bit = 1 << ((code == %(L_A)d ? 0 : 1) * 2 + s);
+            if (!(once[c] & bit)) { once[c] |= bit; letter(history, hlen, c, code, s, HMAX); }
+        }
+        for (int w = 0; w < 2; w++) {  /* W, then T */
+            int64_t count = w == 0 ? zw_count[i] : retx_count[i];
+            int ignored = w == 0 ? ((f & %(RST)d) != 0 || old == %(S_RESET)d || peer == %(S_CLOSED)d)
+                                 : old == %(S_RESET)d;
+            int slot = w == 0 ? 2 + s : s, code = w == 0 ? %(L_W)d : %(L_T)d;
+            if (!count) continue;
+            if (ignored) { uncounted[c * 4 + slot]++; continue; }
+            int64_t k = count - uncounted[c * 4 + slot];
+            while (k >= 10 && k %% 10 == 0) k /= 10;
+            if (k == 1) letter(history, hlen, c, code, s, HMAX);
+        }
+        int64_t syn = f & %(SYN)d;
+        if (syn && !(f & %(ACK)d)) {
+            if (s == 0) { syn_frames[c]++; if (isn[c * 2] < 0) isn[c * 2] = seq_raw[i]; }
+        } else if (syn && s == 1) {
+            if (synack_frames[c] && handshake_ack_frame[c] >= 0) synack_after_ack[c]++;
+            synack_frames[c]++;
+            if (isn[c * 2 + 1] < 0) isn[c * 2 + 1] = seq_raw[i];
+        }
+        if (pl && first_payload_frame[c * 2 + s] < 0) first_payload_frame[c * 2 + s] = frame[i];
+        if (s == 0 && (f & %(ACK)d) && handshake_ack_frame[c] < 0 && synack_frames[c] && !syn
+                && ack[i] != %(NONE)dLL && ack[i] >= 1)
+            handshake_ack_frame[c] = frame[i];
+        if ((f & %(FIN)d) && fin_frame[c * 2 + s] < 0) fin_frame[c * 2 + s] = frame[i];
+        if (f & %(RST)d) rst_frames[c * 2 + s]++;
+        int ev;
+        if (f & %(RST)d) ev = %(E_RST)d;
+        else if (f & %(FIN)d) ev = %(E_FIN)d;
+        else if (syn) ev = s == 1 ? %(E_SYN_ACK)d : ((f & %(ACK)d) ? %(E_ORIG_SYN_ACK)d : %(E_SYN)d);
+        else ev = pl ? %(E_DATA)d : %(E_ACK)d;
+        int nw = peer_rules[(old * NE + ev) * NS + peer];
+        if (nw < 0) nw = trans[old * NE + ev];
+        if (nw < 0) {
+            if (n_findings < max_findings) {
+                int64_t *out = findings + n_findings * 4;
+                out[0] = c; out[1] = frame[i]; out[2] = ev; out[3] = old;
+            }
+            n_findings++;
+            continue;
+        }
+        if (state[c * 2 + s] != nw) { prev_state[c * 2 + s] = state[c * 2 + s]; state[c * 2 + s] = (int8_t)nw; }
+        int base = ((old * NE + ev) * NS + peer) * (NS + 1);
+        int pn = effects[base + prev_state[c * 2 + p]];
+        if (pn < 0) pn = effects[base + ANY];
+        if (pn >= 0 && state[c * 2 + p] != pn) {
+            prev_state[c * 2 + p] = state[c * 2 + p];
+            state[c * 2 + p] = (int8_t)pn;
+        }
+    }
+    return n_findings;
+}
+"""
+
+
+def c_loop():
+    """The C loop, compiled with the system's cc into a temporary directory; None without a compiler."""
+    import ctypes
+    import shutil
+    import subprocess
+    import tempfile
+
+    if not shutil.which("cc"):
+        return None
+    names = {k: globals()[k] for k in ("NS", "NE", "ANY", "SYN", "FIN", "RST", "ACK", "L_S", "L_H", "L_A", "L_D",
+                                      "L_F", "L_R", "L_T", "L_W", "L_I", "L_Q", "S_RESET", "S_CLOSED", "E_SYN",
+                                      "E_SYN_ACK", "E_ORIG_SYN_ACK", "E_DATA", "E_ACK", "E_FIN", "E_RST", "NONE")}
+    names["HMAX"] = HISTORY_MAX
+    build = tempfile.mkdtemp(prefix="rstscope-kernel-")
+    source, lib = f"{build}/loop.c", f"{build}/loop.so"
+    with open(source, "w") as out:
+        out.write(C_SOURCE % names)
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", lib, source], check=True)
+    fn = ctypes.CDLL(lib).event_loop
+    fn.restype = ctypes.c_int64
+
+    def call(*arrays):
+        *inputs, findings = arrays
+        pointers = [ctypes.c_void_p(a.ctypes.data) for a in (*inputs, findings)]
+        n = len(inputs[0])
+        return fn(ctypes.c_int64(n), *pointers, ctypes.c_int64(len(findings)))
+
+    shutil.rmtree(build, ignore_errors=True)  # the library stays loaded
+    return call
+
+
 def run_loop(fn, cols: dict[str, np.ndarray], n_conns: int) -> dict[str, np.ndarray]:
     st = new_state(n_conns)
     findings = np.zeros((len(cols["frame"]) // 4 + 16, 4), np.int64)
@@ -325,6 +449,18 @@ def main(argv: list[str] | None = None) -> int:
             best = min(best, time.perf_counter() - start)
         results["numba loop (all rows)"] = best / n_rows
         _same_as_tracker(full, saved)
+    start = time.perf_counter()
+    loop_c = c_loop()
+    if loop_c is not None:
+        print(f"C: compiled in {time.perf_counter() - start:.2f} s")
+        _same(py, run_loop(loop_c, part, n_conns), "C vs python")
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            full_c = run_loop(loop_c, cols, n_conns)
+            best = min(best, time.perf_counter() - start)
+        results["C loop, cc -O2 (all rows)"] = best / n_rows
+        _same_as_tracker(full_c, saved)
     start = time.perf_counter()
     rd = rounds(cols, n_conns)
     results["numpy rounds (state table only)"] = (time.perf_counter() - start) / n_rows
