@@ -103,3 +103,18 @@ def test_batches_merge_in_time_order(tmp_path, monkeypatch):
     assert doc["listen_queue"]["synack_retransmitted"] == manifest.by_template["half-open"] + manifest.by_template[
         "accept-drop"
     ]
+
+
+def test_run_py_measures_each_shape_with_each_tool(tmp_path, capsys):
+    import run
+
+    assert run.main(["--shapes", "short", "flood", "--packets", "3000", "--repeat", "1", "--data", str(tmp_path)]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    table = {(r[0].strip(), r[1].strip()): r for r in rows[1:]}
+    for shape in ("short", "flood"):
+        for tool in ("rstscope analyze", "rstscope analyze --json -o", "tshark -T fields", "tcptrace -n"):
+            packets, seconds, rss = (table[shape, tool][i].strip() for i in (2, 3, 6))
+            assert int(packets.replace(",", "")) > 2500
+            assert float(seconds) > 0
+            assert float(rss.removesuffix(" MB")) > 1
+    assert not list(tmp_path.glob("out-*.json"))  # the --json output is removed
