@@ -16,6 +16,7 @@ analysed together keep their own connection ids; ``capture`` (an index into
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator
 
 import orjson
@@ -102,7 +103,7 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "resets": [r.frame for r in resets],
         "verdict": verdict.value if verdict else None,
         "in_flight_at_reset": primary.evidence.in_flight if primary else None,
-        "lost_data": bool(primary and primary.verdict in (Verdict.CLOSE_RACE, Verdict.BACKLOG)),
+        "lost_data": bool(primary and primary.verdict in LOST_DATA_VERDICTS),
         "findings": [f.kind for f in conn.findings],
         "wireshark_filter": _conn_filter(conn),
     }
@@ -182,19 +183,21 @@ def _primaries(a: Analysis) -> dict[int, ResetRecord | None]:
     return primary
 
 
-def _losses(a: Analysis) -> dict[int, int | None]:
+def _losses(primaries: dict[int, ResetRecord | None]) -> dict[int, int | None]:
     """Connection id -> bytes in flight at its primary RST, for the connections that lost data."""
     return {
-        cid: r.evidence.in_flight
-        for cid, r in _primaries(a).items()
-        if r is not None and r.verdict in LOST_DATA_VERDICTS
+        cid: r.evidence.in_flight for cid, r in primaries.items() if r is not None and r.verdict in LOST_DATA_VERDICTS
     }
 
 
 def _most_lost(analyses: list[Analysis]) -> list[tuple[int, int]]:
     """(capture index, connection id) of the LOST_LISTED connections with the most data in flight, in
     that order (ties: capture, then connection order)."""
-    lost = [(-(in_flight or 0), i, cid) for i, a in enumerate(analyses) for cid, in_flight in _losses(a).items()]
+    lost = [
+        (-(in_flight or 0), i, cid)
+        for i, a in enumerate(analyses)
+        for cid, in_flight in _losses(_primaries(a)).items()
+    ]
     return [(i, cid) for _, i, cid in heapq.nsmallest(LOST_LISTED, lost)]
 
 
@@ -206,8 +209,9 @@ def _head(analyses: list[Analysis], listed: str) -> dict:
     for a in analyses:
         for k, v in a.verdict_counts().items():
             by_verdict[k] = by_verdict.get(k, 0) + v
-        connections_reset += len(_primaries(a))
-        losses = _losses(a)
+        primaries = _primaries(a)
+        connections_reset += len(primaries)
+        losses = _losses(primaries)
         connections_lost += len(losses)
         in_flight_lost += sum(v or 0 for v in losses.values())
     summary = {
@@ -246,7 +250,8 @@ def write_json(analyses: list[Analysis], stream) -> None:
     RST row at a time (encoded by orjson), so that a capture with millions of connections or RSTs
     never has their rows in memory at once (retired connections are read back from the tracker's
     spill file one by one).  The same values as ``json.dump(combine(analyses), ...)``
-    (tests/test_document.py); the layout differs: one row per line."""
+    (tests/test_document.py); the layout differs: one row per line.  Lab runs are not streamed:
+    :func:`combine` joins their ground truth per connection."""
     doc = _head(analyses, "all")
     stream.write("{\n")
     for key, value in doc.items():
@@ -261,18 +266,11 @@ def write_json(analyses: list[Analysis], stream) -> None:
 
 def _write_rows(stream, key: str, rows: Iterator[dict]) -> None:
     stream.write(f' "{key}": [')
-    batch: list[bytes] = []
-    first = True
-    for row in rows:
-        batch.append(orjson.dumps(row))
-        if len(batch) == _ROWS_PER_WRITE:
-            stream.write(("\n  " if first else ",\n  ") + b",\n  ".join(batch).decode())
-            batch.clear()
-            first = False
-    if batch:
-        stream.write(("\n  " if first else ",\n  ") + b",\n  ".join(batch).decode())
-        first = False
-    stream.write("]" if first else "\n ]")
+    separator = "\n  "
+    while batch := [orjson.dumps(row) for row in itertools.islice(rows, _ROWS_PER_WRITE)]:
+        stream.write(separator + b",\n  ".join(batch).decode())
+        separator = ",\n  "
+    stream.write("]" if separator == "\n  " else "\n ]")
 
 
 def _encode(value, option: int = 0) -> str:
