@@ -70,7 +70,7 @@ class Run:
 
 
 def run_once(cmd: list[str]) -> Run:
-    """Run ``cmd`` (output to /dev/null), timing it and sampling its process tree's RSS."""
+    """Run ``cmd`` (output to /dev/null), timing it and sampling its process tree's RSS every 10 ms."""
     import psutil
 
     start = time.perf_counter()
@@ -99,7 +99,7 @@ def run_once(cmd: list[str]) -> Run:
     if proc.returncode != 0:
         lines = stderr.decode(errors="replace").strip().splitlines()
         raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {lines[-1] if lines else ''}")
-    peak = max(peak, usage.ru_maxrss * 1024)  # a single process's own peak, if sampling missed it
+    # Not ru_maxrss: a forked child starts with this process's resident pages counted as its own.
     return Run(seconds, usage.ru_utime + usage.ru_stime, peak / 2**20)
 
 
