@@ -1485,7 +1485,7 @@ def _answers(rst_flags: int, rst_seq: int, rst_ack: int, flags: int, seq: int, a
         return bool(flags & P.ACK) and ack == rst_seq
     if not flags & P.ACK:
         return flags & P.SYN != 0 and (seq + 1) % SEQ_MOD == rst_ack % SEQ_MOD
-    end = seq + payload + (1 if flags & (P.SYN | P.FIN) else 0) + (1 if flags & P.SYN and flags & P.FIN else 0)
+    end = seq + payload + bool(flags & P.SYN) + bool(flags & P.FIN)  # SYN and FIN each take a number
     return ack == rst_seq and end % SEQ_MOD == rst_ack % SEQ_MOD
 
 
