@@ -43,7 +43,7 @@ from typing import Literal
 
 import numpy as np
 
-from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats
+from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats, describe_undecoded
 from rstscope.reader.decode import decode_batch
 from rstscope.reader.interface import Interface
 from rstscope.reader.linktypes import DECODED_SUMMARY
@@ -99,6 +99,8 @@ class Capture:
                 table = decode_batch(batch, self.stats)
                 if len(table):
                     yield table
+            if self.stats.undecoded:
+                self.stats.warnings.append(describe_undecoded(self.stats.undecoded))
         finally:
             self.close()
 
