@@ -45,7 +45,8 @@ CLIENT, SERVER = ("10.1.0.1", 40000), ("10.1.0.2", 8080)
 CLIENT6, SERVER6 = ("2001:db8:1::1", 40000), ("2001:db8:1::2", 8080)
 INNER_TTL = 42
 # (flags text, sender is the client, seq, ack, payload bytes)
-SEGMENTS = [("S", True, 1000, 0, 0), ("SA", False, 5000, 1001, 0), ("PA", True, 1001, 5001, 10), ("R", False, 5001, 0, 0)]
+SEGMENTS = [("S", True, 1000, 0, 0), ("SA", False, 5000, 1001, 0), ("PA", True, 1001, 5001, 10),
+            ("R", False, 5001, 0, 0)]
 FLAG_BITS = {"S": SYN, "SA": SYN | ACK, "PA": PSH | ACK, "R": RST}
 
 
@@ -248,7 +249,7 @@ def test_undecodable_capture_says_so_in_text_and_json(tmp_path):
 def test_partly_decoded_capture_without_rst_does_not_say_no_rst_in_capture(tmp_path):
     path = tmp_path / "mixed.pcap"
     decoded = [eth(p) for p in inner_packets()[:3]]
-    write(path, decoded + [eth(outer_ip(pptp_gre(inner_packets()[3]), proto=47))])
+    write(path, [*decoded, eth(outer_ip(pptp_gre(inner_packets()[3]), proto=47))])
     _, out, _ = cli("analyze", str(path))
     assert "No RST in the 3 TCP packets decoded; 1 packet undecoded (gre: unsupported protocol 0x880b: 1)." in out
     assert "No RST in this capture" not in out
