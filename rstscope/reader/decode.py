@@ -8,14 +8,29 @@ extension headers, TCP option slots) and shrinks to the rows that still need it.
 
 What is decoded, and what happens to everything else:
 
-* link layer: see :mod:`.linktypes` (Ethernet with up to 4 802.1Q/802.1ad/QinQ tags or Cisco FabricPath,
-  Linux cooked v1/v2, raw IP, IPv4, IPv6, BSD null and OpenBSD loop).  Other
-  link types -> ``stats.unsupported_link``; other EtherTypes/families -> ``stats.non_ip``.
+* link layer: see :mod:`.linktypes` (Ethernet with up to 4 802.1Q/802.1ad/QinQ tags (TPID 0x8100,
+  0x88a8, 0x9100) or Cisco FabricPath, Linux cooked v1/v2, raw IP, IPv4, IPv6, BSD null and
+  OpenBSD loop).  Other link types -> ``stats.unsupported_link``; other EtherTypes/families ->
+  ``stats.non_ip``.
 * IPv4 with options; IPv6 with hop-by-hop, routing, fragment, destination-options
   and AH headers (up to 8 of them).  Fragments -> ``stats.ip_fragments``; other
   protocols (including ESP and IPv6 "no next header") -> ``stats.non_tcp``.
+* encapsulations (:mod:`.tunnels`), up to ``MAX_ENCAPSULATIONS`` (4) tunnels inside one another:
+  GRE (checksum, key, sequence number; carrying IPv4, IPv6, Ethernet, MPLS, ERSPAN), ERSPAN
+  types I/II/III, VXLAN (UDP 4789), Geneve (UDP 6081, any options), IPv4/IPv6 in IPv4/IPv6
+  (protocols 4 and 41); and before an IP header, MPLS label stacks (up to 8 labels; IPv4/IPv6
+  by the version nibble, or a pseudowire control word then Ethernet) and PPPoE sessions.  A
+  tunnelled packet's row is the innermost IP packet's (addresses, TTL, IP ID); the tenant
+  identifier (VXLAN/Geneve VNI, GRE key, ERSPAN session id) goes to ``tunnel_id``.  Only rows
+  whose IP protocol may be a tunnel (4, 41, 47, or UDP to 4789/6081) or whose EtherType is a shim
+  (MPLS, PPPoE, Ethernet-in-tunnel) enter these layers: a capture without them pays one
+  comparison per packet.
 * TCP: fixed header plus options (MSS, window scale, SACK-permitted, SACK block
   count, timestamps; malformed options end option parsing, nothing more).
+
+Whatever may carry TCP but gives no usable row is counted by cause in ``stats.undecoded``
+(the cause strings are :data:`.tunnels.UNDECODED_CAUSES`: unsupported link types, fragments of
+TCP or of a tunnel, tunnels we do not follow or that are cut short, rows with a decode error).
 
 Lengths come from the IP header, never from caplen: ``payload_len`` is what was on
 the wire.  The frame's wire length bounds them (an IP length beyond it is cut to

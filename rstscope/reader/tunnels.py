@@ -45,6 +45,7 @@ TUNNEL_PROTOCOLS = (IPPROTO_IPIP, IPPROTO_IPV6, IPPROTO_GRE, IPPROTO_UDP)
 
 GRE_CHECKSUM, GRE_ROUTING, GRE_KEY, GRE_SEQUENCE = 0x8000, 0x4000, 0x2000, 0x1000  # RFC 2784, RFC 2890
 GRE_VERSION = 0x0007
+GRE_CONTROL = (0x2000, 0x2001)  # Cisco CDP, NHRP (RFC 2332): control traffic, not data (counted as non-IP)
 MPLS_MAX_LABELS = 8
 PPP_IPV4, PPP_IPV6 = 0x0021, 0x0057  # RFC 1332, RFC 5072
 PPP_CONTROL = 0x8000  # RFC 1661: 0x8000 and up are control protocols (LCP, IPCP, ...), not data
@@ -145,7 +146,9 @@ def gre(buf, pos, stop, undecoded: Counter):
     ok &= ~cut
     known = np.isin(protocol, (ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_TEB, ETHERTYPE_MPLS,
                                ETHERTYPE_MPLS_MULTICAST, ETHERTYPE_ERSPAN_2, ETHERTYPE_ERSPAN_3))  # fmt: skip
-    bad = ok & ~known
+    control = np.isin(protocol, GRE_CONTROL)
+    inner_type[control] = 0  # not IP: the row ends as non-IP, like ARP
+    bad = ok & ~known & ~control
     count_undecoded(undecoded, "gre: unsupported protocol 0x{:04x}", protocol[bad])
     ok &= ~bad
     bad = ok & ((flags & GRE_VERSION) != 0)
