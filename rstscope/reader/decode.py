@@ -376,7 +376,10 @@ class _Layers:
                 if len(these) == 0:
                     continue
                 if layer is _link_ethernet:
-                    l3[these], ethertype[these] = layer(buf, l3[these], end[these])
+                    cut = these[l3[these] + 14 > end[these]]
+                    count_undecoded(self.undecoded, "ethernet: header cut short", len(cut))
+                    rows.fate[cut] = _UNDECODED
+                    l3[these], ethertype[these] = layer(buf, l3[these], end[these])  # 0 where cut
                     continue
                 pos, inner_type, ok = layer(buf, l3[these], end[these], self.undecoded)
                 l3[these], ethertype[these] = pos, np.where(ok, inner_type, 0)

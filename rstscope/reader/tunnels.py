@@ -78,6 +78,7 @@ UNDECODED_CAUSES = (
     "geneve: header cut short",
     "geneve: unsupported version {}",
     "geneve: unsupported protocol 0x{:04x}",
+    "ethernet: header cut short",  # an Ethernet frame inside a tunnel or pseudowire, cut by the snaplen
     "mpls: header cut short",
     "mpls: label stack too deep",  # more than MPLS_MAX_LABELS labels
     "mpls: no ip after bottom of stack",  # neither IPv4, IPv6 nor a pseudowire control word

@@ -288,6 +288,7 @@ UNDECODED = {
                                                  / eth(SYN_PACKET))), 14 + 20 + 8 + 10),
     "geneve: unsupported version 1": eth(outer_ip(UDP(dport=6081) / GENEVE(version=1, proto=0x0800) / SYN_PACKET)),
     "geneve: unsupported protocol 0x0806": eth(outer_ip(UDP(dport=6081) / GENEVE(proto=0x0806) / SYN_PACKET)),
+    "ethernet: header cut short": cut(eth(outer_ip(gre(0x6558) / eth(SYN_PACKET))), 14 + 20 + 4 + 10),
     "mpls: header cut short": cut(eth(MPLS(s=0) / MPLS(s=1) / SYN_PACKET, type=0x8847), 14 + 6),
     "mpls: label stack too deep": eth(MPLS(s=0) / MPLS(s=0) / MPLS(s=0) / MPLS(s=0) / MPLS(s=0) / MPLS(s=0)
                                       / MPLS(s=0) / MPLS(s=0) / MPLS(s=1) / SYN_PACKET, type=0x8847),
