@@ -395,3 +395,15 @@ def test_damaged_tunnels_are_counted_once(tmp_path, name, edits, keep):
     assert len(table) == stats.tcp_packets
     errors = sum(n for cause, n in stats.undecoded.items() if cause in DECODE_ERROR_CAUSES.values())
     assert errors == int((table["decode_error"] != 0).sum())
+
+
+def test_four_tunnels_deep_are_followed_and_a_fifth_is_not(tmp_path):
+    def nest(p, depth):
+        for _ in range(depth):
+            p = outer_ip(p, proto=4)
+        return eth(p)
+
+    write(tmp_path / "deep.pcap", [nest(inner_packets()[0], 4), nest(inner_packets()[0], 5)])
+    table, stats = read_all(tmp_path / "deep.pcap")
+    assert table["frame"].tolist() == [1] and int(table["ttl"][0]) == INNER_TTL
+    assert dict(stats.undecoded) == {"encapsulation: too deep": 1}
