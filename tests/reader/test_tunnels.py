@@ -407,3 +407,15 @@ def test_four_tunnels_deep_are_followed_and_a_fifth_is_not(tmp_path):
     table, stats = read_all(tmp_path / "deep.pcap")
     assert table["frame"].tolist() == [1] and int(table["ttl"][0]) == INNER_TTL
     assert dict(stats.undecoded) == {"encapsulation: too deep": 1}
+
+
+def test_undecodable_capture_in_the_report_sections(tmp_path):
+    from rstscope.report import sections
+
+    path = tmp_path / "pptp.pcap"
+    write(path, [eth(outer_ip(pptp_gre(p), proto=47)) for p in inner_packets()])
+    doc = analyze_capture(path).to_json()
+    headline = str(sections.summary_sentences(doc)[0])
+    assert headline == "No RST in 0 decoded connections; 4 packets undecoded (gre: unsupported protocol 0x880b: 4)."
+    (paragraph,) = [b for b in sections.evidence_section(doc, level=2) if isinstance(b, sections.Paragraph)]
+    assert "4 packets undecoded" in paragraph.text and "No RST in the capture" not in paragraph.text
