@@ -11,6 +11,7 @@ tenant identifier of each packet in the ``tunnel_id`` column (see :func:`combine
 
 Formats: GRE RFC 2784/2890 (version 0; checksum, key, sequence number); ERSPAN types I, II, III
 (draft-foschiano-erspan: type I is GRE 0x88BE without a sequence number and has no ERSPAN header);
+Cisco WCCP redirection in GRE (0x883E);
 VXLAN RFC 7348 (UDP 4789); Geneve RFC 8926 (UDP 6081; options skipped by their length); MPLS
 RFC 3032 (label stacks; after the bottom of the stack the version nibble picks IPv4/IPv6, and a
 nibble of 0 is an RFC 4385 pseudowire control word followed by Ethernet; an Ethernet pseudowire
@@ -31,6 +32,7 @@ ETHERTYPE_MPLS_MULTICAST = 0x8848
 ETHERTYPE_PPPOE_SESSION = 0x8864  # RFC 2516
 ETHERTYPE_ERSPAN_2 = 0x88BE  # ERSPAN type II, or type I without a GRE sequence number
 ETHERTYPE_ERSPAN_3 = 0x22EB
+ETHERTYPE_WCCP = 0x883E  # Cisco WCCP redirection: a 4-byte redirect header (WCCPv2; none in v1), then IPv4
 SHIM_TYPES = (ETHERTYPE_TEB, ETHERTYPE_MPLS, ETHERTYPE_MPLS_MULTICAST, ETHERTYPE_PPPOE_SESSION)
 """EtherTypes :mod:`.decode` unwraps before the IP layer (a frame, a label stack, a PPPoE session)."""
 
@@ -145,8 +147,8 @@ def gre(buf, pos, stop, undecoded: Counter):
     cut = (pos + 4 > stop) | (inner > stop)
     count_undecoded(undecoded, "gre: header cut short", int(cut.sum()))
     ok &= ~cut
-    known = np.isin(protocol, (ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_TEB, ETHERTYPE_MPLS,
-                               ETHERTYPE_MPLS_MULTICAST, ETHERTYPE_ERSPAN_2, ETHERTYPE_ERSPAN_3))  # fmt: skip
+    known = np.isin(protocol, (ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_TEB, ETHERTYPE_MPLS, ETHERTYPE_MPLS_MULTICAST,
+                               ETHERTYPE_ERSPAN_2, ETHERTYPE_ERSPAN_3, ETHERTYPE_WCCP))  # fmt: skip
     control = np.isin(protocol, GRE_CONTROL)
     inner_type[control] = 0  # not IP: the row ends as non-IP, like ARP
     bad = ok & ~known & ~control
@@ -162,6 +164,12 @@ def gre(buf, pos, stop, undecoded: Counter):
     if keyed.any():
         ident[keyed] = _ident(TUNNEL_GRE_KEY, buf.be(key_at[keyed], 4))
 
+    # WCCP: as Wireshark, an IPv4 version nibble means no redirect header (WCCPv1).
+    wccp = ok & (protocol == ETHERTYPE_WCCP)
+    if wccp.any():
+        v1 = _by_version_nibble(buf, inner[wccp], stop[wccp]) == ETHERTYPE_IPV4
+        inner[wccp] += np.where(v1, 0, 4)
+        inner_type[wccp] = ETHERTYPE_IPV4
     # ERSPAN type I: 0x88BE without a sequence number, the mirrored frame follows at once.
     type_1 = ok & (protocol == ETHERTYPE_ERSPAN_2) & ~has_seq
     inner_type[type_1] = ETHERTYPE_TEB

@@ -97,6 +97,7 @@ ENCAPSULATIONS = {
     "gre-checksum": (lambda p: eth(outer_ip(gre(0x0800, chksum_present=1) / p)), False, None),
     "gre-ipv6": (lambda p: eth(outer_ip(gre(0x86DD) / p)), True, None),
     "gre-teb": (lambda p: eth(outer_ip(gre(0x6558, key_present=1, key=5) / eth(p))), False, (TUNNEL_GRE_KEY, 5)),
+    "gre-wccp": (lambda p: eth(outer_ip(gre(0x883E) / Raw(b"\x00\x00\x00\x07") / p)), False, None),
     "gre-mpls": (lambda p: eth(outer_ip(gre(0x8847) / MPLS(label=16, s=1) / p)), False, None),
     # ERSPAN over GRE: type I (no sequence number, no header), II, III with and without the platform subheader
     "erspan-1": (lambda p: eth(outer_ip(gre(0x88BE) / eth(p))), False, None),
