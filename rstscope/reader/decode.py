@@ -313,7 +313,7 @@ def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
     else:
         layers.network(np.arange(n), l3, ethertype)
     scope = np.flatnonzero(rows.fate == _NON_TCP)  # outside tunnels, this is all it costs
-    for depth in range(MAX_ENCAPSULATIONS + 1):
+    for depth in range(MAX_ENCAPSULATIONS + 1 if len(scope) else 0):
         scope = layers.tunnel_candidates(scope)
         if len(scope) == 0:
             break
