@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rstscope.document import distinct_fixes
+from rstscope.packets import describe_undecoded
 from rstscope.status import InputError
 from rstscope.verdicts import Verdict
 
@@ -405,6 +406,8 @@ def summary_sentences(doc: dict) -> list[Text]:
                    f"(mostly {top}: {Verdict(top).definition[0].lower()}{Verdict(top).definition[1:]})")  # fmt: skip
     elif s["resets"]:
         out.append(f"{plural(s['resets'], 'RST')}, all echoes of resets outside the capture.")
+    elif doc.get("undecoded"):  # never "nothing was reset" about packets that were not read
+        out.append(f"No RST in {plural(len(conns), 'decoded connection')}; {describe_undecoded(doc['undecoded'])}.")
     else:
         out.append(f"No RST in {plural(len(conns), 'connection')}: nothing was reset.")
 
@@ -507,7 +510,9 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
     resets = doc["resets"]
     blocks: list[Block] = [Heading(level=level, text="Evidence per RST")]
     if not resets:
-        blocks.append(Paragraph(text="No RST in the capture."))
+        undecoded = describe_undecoded(doc.get("undecoded") or {})
+        text = f"No RST in the decoded packets; {undecoded}." if undecoded else "No RST in the capture."
+        blocks.append(Paragraph(text=text))
         return blocks
     primaries = [r for r in resets if r["verdict"] != Verdict.ECHO.value]
     echoes = len(resets) - len(primaries)
