@@ -26,6 +26,7 @@ another host's) has ``kernel: null``.
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 
 from rstscope.lab.rundir import RunDir
@@ -174,6 +175,34 @@ def join(doc: dict, run: RunDir) -> dict:
         "nstat": {side: data.get("counters", {}) for side, data in run.nstat.items()},
     }
     return doc
+
+
+def nft_counters(before: str | None, after: str | None) -> dict:
+    """Per rule of the router's table (by comment, else ``handle N``): packets and bytes before,
+    after and in between, from ``nft -j list table`` outputs.  Unreadable output gives ``error``."""
+    rules: dict[str, dict] = {}
+    for when, text in (("before", before), ("after", after)):
+        if not text:
+            continue
+        try:
+            items = json.loads(text).get("nftables", [])
+        except (ValueError, AttributeError):
+            return {"error": f"nft output ({when}) is not JSON"}
+        for item in items:
+            rule = item.get("rule") if isinstance(item, dict) else None
+            if not rule:
+                continue
+            name = rule.get("comment") or f"handle {rule.get('handle')}"
+            counter = next((e["counter"] for e in rule.get("expr", []) if isinstance(e, dict) and "counter" in e), None)
+            if counter is None:
+                continue
+            entry = rules.setdefault(name, {"chain": rule.get("chain"), "before": {"packets": 0, "bytes": 0}})
+            entry[when] = {"packets": counter.get("packets", 0), "bytes": counter.get("bytes", 0)}
+    for entry in rules.values():
+        after_ = entry.get("after", entry["before"])
+        entry["packets"] = after_["packets"] - entry["before"]["packets"]
+        entry["bytes"] = after_["bytes"] - entry["before"]["bytes"]
+    return {"rules": rules}
 
 
 def _reason_key(record: dict) -> str:
