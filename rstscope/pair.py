@@ -21,9 +21,10 @@ lingering  ``shutdown(SHUT_WR)``, read and discard until EOF or a timeout, then
 linger0    ``SO_LINGER`` {on, 0} then ``close()``: an abortive close, always RST
 linger=N   ``SO_LINGER`` {on, N seconds} then ``close()``: blocks until the
            queue drains or N seconds pass (unread bytes still mean RST)
-shutdown-  ``shutdown(SHUT_WR)`` then ``close()`` at once, with the request's
-close      unread bytes still queued: the FIN is queued first, then the abort
-           (kernel ``TCP_ABORT_ON_CLOSE`` from FIN_WAIT1) discards the rest
+shutdown-  once the whole response has left the socket (sent, not yet acknowledged),
+close      ``shutdown(SHUT_WR)`` then ``close()`` at once with the request's
+           unread bytes queued: the FIN goes first, then the abort (kernel
+           ``TCP_ABORT_ON_CLOSE`` from FIN_WAIT1) with the response in flight
 ========== ==================================================================
 
 For the middlebox presets the pair can also hold a connection open: the client
@@ -192,9 +193,26 @@ def _close(conn: socket.socket, mode: str, linger_seconds: int | None, options: 
     elif mode == "linger":
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, linger_seconds or 0))
     elif mode == "shutdown-close":
+        _wait_unsent(conn, timeout=5.0)  # the FIN leaves now, not behind the queued response
         conn.shutdown(socket.SHUT_WR)
     conn.close()
     return drained
+
+
+SIOCOUTQNSD = 0x894B
+"""ioctl: bytes in the send queue not yet sent (linux/sockios.h)."""
+
+
+def _wait_unsent(conn: socket.socket, *, timeout: float) -> None:
+    """Wait until every byte written was sent (maybe not yet acknowledged), at most ``timeout``."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unsent = struct.unpack("i", fcntl.ioctl(conn.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+        if unsent == 0:
+            return
+        time.sleep(0.001)
 
 
 def _serve_one(conn: socket.socket, peer: tuple, options: ServerOptions, log: _JsonLog) -> None:

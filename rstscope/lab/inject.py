@@ -32,6 +32,7 @@ is why the server pauses mid-response (``rstscope pair server --pause-after``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import select
 import socket
@@ -130,7 +131,7 @@ class Injector:
             return
         end = packet["seq"] + packet["payload"] + (1 if flags & (SYN | FIN) else 0)
         if from_server:
-            if flow.server_bytes == 0 and flow.server_next == 0 or _seq_after(end, flow.server_next):
+            if (flow.server_bytes == 0 and flow.server_next == 0) or _seq_after(end, flow.server_next):
                 flow.server_next = end & 0xFFFFFFFF
             flow.server_bytes += packet["payload"]
             flow.ttl, flow.ip_id, flow.window = packet["ttl"], packet["ip_id"], packet["window"]
@@ -205,10 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         iface=args.iface, server=host, port=int(port), mode=args.mode, after_bytes=args.after_bytes, gap=args.gap,
         out=sys.stdout,
     )  # fmt: skip
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # SIGINT is how the plan stops it
         injector.run(args.client)
-    except KeyboardInterrupt:
-        pass
     return 0
 
 
