@@ -989,6 +989,8 @@ def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
     """The steps of one run, in order.  Teardown is each step's ``undo``, in reverse."""
     steps: list[Step] = []
     loopback = options.loopback
+    if options.via_router and not loopback and not names.router_ns:
+        raise ValueError("a plan through the router needs Names.make(..., via_router=True)")
     srv, cli = names.server_ns, names.client_ns
     if not loopback and options.via_router:
         steps += router_link_steps(names)
