@@ -113,10 +113,9 @@ class Injector:
     def __init__(self, *, iface: str, server: str, port: int, mode: str, after_bytes: int, gap: float, out) -> None:
         self.server, self.port, self.mode = server, port, mode
         self.after_bytes, self.gap, self.out = after_bytes, gap, out
+        self.iface = iface
         self.flows: dict[int, Flow] = {}
-        self.listen = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
-        self.listen.bind((iface, ETH_P_ALL))
-        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.raw: socket.socket | None = None
 
     def observe(self, packet: dict, now: float) -> None:
         from_server = packet["src"] == self.server and packet["sport"] == self.port
@@ -150,6 +149,7 @@ class Injector:
         ]
 
     def inject(self, flow: Flow, client: str) -> None:
+        """Send the mode's RSTs for ``flow`` and log each one."""
         from scapy.layers.inet import IP, TCP  # the forger is scapy's job; imported once the namespace is up
 
         for number, (seq, intent) in enumerate(forged(flow, self.mode)):
@@ -157,7 +157,8 @@ class Injector:
             packet = IP(src=self.server, dst=client, ttl=flow.ttl, id=ip_id, flags="DF") / TCP(
                 sport=self.port, dport=flow.client_port, flags="RA", seq=seq, ack=flow.client_next, window=0
             )
-            self.raw.sendto(bytes(packet), (client, 0))
+            if self.raw is not None:
+                self.raw.sendto(bytes(packet), (client, 0))
             record = {
                 "event": "forged_rst",
                 "time": time.time(),
@@ -178,13 +179,17 @@ class Injector:
         flow.done = True
 
     def run(self, client: str) -> None:
+        """Watch and forge until interrupted (the sockets need root, in the router namespace)."""
+        listen = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
+        listen.bind((self.iface, ETH_P_ALL))
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.out.write(json.dumps({"event": "ready", "mode": self.mode, "time": time.time()}) + "\n")
         self.out.flush()
         while True:
-            readable, _, _ = select.select([self.listen], [], [], 0.01)
+            readable, _, _ = select.select([listen], [], [], 0.01)
             now = time.time()
             if readable:
-                data, address = self.listen.recvfrom(65535)
+                data, address = listen.recvfrom(65535)
                 packet = parse(data) if address[1] == ETH_P_IP else None
                 if packet is not None:
                     self.observe(packet, now)
