@@ -206,7 +206,8 @@ def test_via_router_topology_sequence():
     ]
     assert any(s.argv[-1] == "net.ipv4.ip_forward=1" and ROUTED.router_ns in s.argv for s in steps)
     tbf = [s for s in steps if "tbf" in s.argv]
-    assert [s.argv[s.argv.index("dev") + 1] for s in tbf] == ["rsabcds", "rsabcdc"]  # the slow link as before, at both ends
+    # the slow link as before, at both ends
+    assert [s.argv[s.argv.index("dev") + 1] for s in tbf] == ["rsabcds", "rsabcdc"]
     table = next(s for s in steps if s.title.startswith("router nftables table"))
     assert table.undo == ("ip", "netns", "exec", ROUTED.router_ns, "nft", "delete", "table", "inet", "rstscope")
     assert "add chain inet rstscope forward { type filter hook forward priority 0; policy accept; }" in table.argv[-1]

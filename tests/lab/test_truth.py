@@ -73,7 +73,8 @@ def test_a_rst_no_endpoint_sent_is_the_routers_when_a_reject_rule_counted_it(tmp
     nft = {"rules": {"reject-syn": {"packets": 1}, "ct-new": {"packets": 7}}}
     resets = [rst(3, None, connection=0), rst(9, None, connection=1), rst(10, record("NO_SOCKET"), connection=1)]
     labels = truth.label(resets, run_dir(tmp_path, nft=nft))
-    assert (labels[0].verdict, labels[0].origin, labels[0].reason) == ("middlebox", "middlebox", "middlebox:nft reject-syn")
+    first = labels[0]
+    assert (first.verdict, first.origin, first.reason) == ("middlebox", "middlebox", "middlebox:nft reject-syn")
     assert 1 not in labels  # one rejection counted, so the second unowned RST has no truth
     assert labels[2].origin == "endpoint"
 
