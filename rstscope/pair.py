@@ -195,6 +195,7 @@ def _close(conn: socket.socket, mode: str, linger_seconds: int | None, options: 
     elif mode == "shutdown-close":
         _wait_unsent(conn, timeout=5.0)  # the FIN leaves now, not behind the queued response
         conn.shutdown(socket.SHUT_WR)
+        _wait_unsent(conn, timeout=5.0)  # a full congestion window can hold the FIN back too
     conn.close()
     return drained
 

@@ -150,7 +150,7 @@ class Injector:
 
     def inject(self, flow: Flow, client: str) -> None:
         """Send the mode's RSTs for ``flow`` and log each one."""
-        from scapy.layers.inet import IP, TCP  # the forger is scapy's job; imported once the namespace is up
+        from scapy.layers.inet import IP, TCP  # imported by run() before "ready": no delay here
 
         for number, (seq, intent) in enumerate(forged(flow, self.mode)):
             ip_id = (flow.ip_id + 1 + number) & 0xFFFF
@@ -183,13 +183,20 @@ class Injector:
         listen = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_ALL))
         listen.bind((self.iface, ETH_P_ALL))
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        # Importing scapy takes most of a second: done before "ready", or the first forged RST would
+        # leave after the pause it was timed into (its seq then behind the client's window).
+        import scapy.layers.inet  # noqa: F401
+
         self.out.write(json.dumps({"event": "ready", "mode": self.mode, "time": time.time()}) + "\n")
         self.out.flush()
         while True:
             readable, _, _ = select.select([listen], [], [], 0.01)
             now = time.time()
-            if readable:
-                data, address = listen.recvfrom(65535)
+            while readable:  # every queued segment first: a forged seq must be the latest
+                try:
+                    data, address = listen.recvfrom(65535, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
                 packet = parse(data) if address[1] == ETH_P_IP else None
                 if packet is not None:
                     self.observe(packet, now)

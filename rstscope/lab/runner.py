@@ -180,6 +180,7 @@ def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
     except ImportError as exc:
         run["analysis"] = {"ok": False, "error": f"analyzer unavailable: {exc}"}
         return None
+    rundir.write_json(path / rundir.RUN_JSON, run)  # the join reads the trace status and router counters from it
     try:
         doc = api.analyze(path).to_json()  # a run directory: the analyzer joins the ground truth
         if "ground_truth" not in doc:

@@ -266,7 +266,7 @@ PRESETS: dict[str, Preset] = {
             "response_bytes": 4_000,
             "requests": 2,
             "next_request_bytes": 600,
-            "request_timeout": 1.0,
+            "request_timeout": 0.5,
             "loops": 4,
         },
     ),
