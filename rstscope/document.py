@@ -41,6 +41,12 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "phase": ev.phase.value,
         "verdict": d.verdict.value,
         "rule": d.rule,
+        "confidence": d.confidence.value,
+        "confidence_reason": d.confidence_reason,
+        "origin": ev.origin.value,
+        "origin_findings": list(ev.origin_findings),
+        "ttl": ev.ttl,
+        "sender_ttl": ev.sender_ttl,
         "primary": ev.primary,
         "in_flight": ev.in_flight,
         "in_flight_basis": ev.in_flight_basis,
@@ -49,6 +55,11 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "seq": ev.seq,
         "seq_vs_snd_nxt": ev.seq_vs_snd_nxt,
         "peer_unacked": ev.peer_unacked,
+        "peer_in_flight": ev.peer_in_flight,
+        "sender_segments_after": ev.sender_segments_after,
+        "receiver_segments_after": ev.receiver_segments_after,
+        "idle_before": ev.idle_before_s,
+        "keepalive_probes": ev.keepalive_probes,
         "sender_fin_frame": ev.sender_fin_frame,
         "answers_frame": ev.answers_frame,
         "answers": ev.answers,
@@ -59,7 +70,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "client_unacked": ev.client_unacked,
         "findings": list(ev.findings),
         "explanation": d.explanation,
-        "fix": d.verdict.fix,
+        "fix": d.fix or d.verdict.fix,
         "wireshark_filter": f"frame.number == {ev.frame}",
     }
 
@@ -67,7 +78,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
     resets = analysis.resets_of(conn.id)
     verdict = analysis.connection_verdict(conn)
-    primary = next((r for r in resets if r.verdict is not Verdict.ECHO), None)
+    primary = next((r for r in resets if r.verdict not in (Verdict.ECHO, Verdict.IGNORED)), None)
     return {
         "capture": capture_index,
         "id": conn.id,

@@ -14,6 +14,8 @@ TABLE_COLUMNS = (
     "src",
     "dst",
     "verdict",
+    "confidence",
+    "origin",
     "in_flight",
     "primary",
     "echoes",
@@ -21,14 +23,16 @@ TABLE_COLUMNS = (
 )
 CSV_COLUMNS = (
     "capture", "frame", "time", "connection", "src", "dst", "sender", "flags", "phase", "verdict", "rule",
-    "primary", "in_flight", "in_flight_basis", "in_flight_capture", "in_flight_echoes", "seq_vs_snd_nxt",
-    "peer_unacked", "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
+    "confidence", "origin", "ttl", "sender_ttl", "primary", "in_flight", "in_flight_basis", "in_flight_capture",
+    "in_flight_echoes", "seq_vs_snd_nxt", "peer_unacked", "peer_in_flight",
+    "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
     "synack_after_ack", "client_unacked", "kernel_reason", "explanation",
 )  # fmt: skip
 MAX_LOST_LISTED = 10
 
 _BOLD, _RED, _YELLOW, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[0m"
-_VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW}
+_VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW,
+                   "middlebox": _YELLOW, "keepalive": _YELLOW}  # fmt: skip
 
 
 def _bytes(n: int | None) -> str:
@@ -93,17 +97,24 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
             f"{lq['synack_after_ack']} with SYN-ACK retransmitted after the client's ACK "
             f"(accept-queue drop suspected), {lq['unanswered']} attempts never answered\n"
         )
-    fixes = [Verdict(v) for v in s["by_verdict"] if v not in ("echo", "unknown")]
+    fixes = _fixes(doc)
     if fixes:
         out.write("\n" + st("  What to do", _BOLD) + "\n")
-        for v in fixes:
-            out.write(f"    {v.value}: {v.fix}\n")
+        for verdict, fix in fixes:
+            out.write(f"    {verdict}: {fix}\n")
     gt = doc.get("ground_truth")
     if gt:
         out.write("\n" + st("  Ground truth (lab run)", _BOLD) + "\n")
         for key, value in gt.items():
             if not isinstance(value, (dict, list)):
                 out.write(f"    {key}: {value}\n")
+
+
+def _fixes(doc: dict) -> list[tuple[str, str]]:
+    """Each distinct (verdict, fix) once, in verdict order (a middlebox's fix depends on its kind)."""
+    seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in doc["resets"]}
+    order = [v.value for v in Verdict]
+    return sorted(((v, f) for v, f in seen if v not in ("echo", "unknown")), key=lambda vf: order.index(vf[0]))
 
 
 def _strongest(doc: dict) -> list[str]:
@@ -140,6 +151,8 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
             "sender",
             "src -> dst",
             "verdict",
+            "conf",
+            "origin",
             "in_flight",
             "primary",
             "echoes",
@@ -150,7 +163,8 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
             verdict = st(f"{r['verdict']:<10}", _VERDICT_COLOUR.get(r["verdict"], ""))
             out.write(
                 f"{r['frame']:>6}  {r['time'] - t0:9.6f}  {r['sender']:<7} {r['src']} -> {r['dst']}  {verdict} "
-                f"{_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  {r['echoes']:>5}  {r['explanation']}\n"
+                f"{r['confidence']:<6} {r['origin']:<12} {_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  "
+                f"{r['echoes']:>5}  {r['explanation']}\n"
             )
     else:  # piped: plain tab-separated values, one header line
         out.write("\t".join(TABLE_COLUMNS) + "\n")
