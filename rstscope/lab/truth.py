@@ -64,6 +64,11 @@ class WireFacts:
     """The sender had sent its FIN before this RST."""
     seq: int = 0
     """The RST's raw sequence number (to find it in the forger's log)."""
+    at_rcv_nxt: bool = True
+    """The seq is the receiver's next expected byte (the sender's last segment end, FIN included):
+    the only seq a Linux receiver accepts (RFC 5961)."""
+    closed: bool = False
+    """Both sides had sent their FIN before: the RST reaches a connection that already ended."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,11 +162,14 @@ def wire_facts(run: RunDir, rst_times: dict[int, float]) -> dict[int, WireFacts]
 
 def _facts_at(sender: dict, peer: dict, sent_at: float, seq: int) -> WireFacts:
     acked = max((a for t, a in peer["acks"] if t <= sent_at), default=1)
+    next_seq = None if sender["isn"] is None else _u32(sender["isn"] + sender["data_end"] + sender["fin"])
     return WireFacts(
         answers_syn=peer["last_syn"] and not sender["synack"],
         in_flight=max(0, sender["data_end"] - acked),
         sender_fin_before=sender["fin"],
         seq=seq,
+        at_rcv_nxt=next_seq is None or next_seq == seq,
+        closed=sender["fin"] and peer["fin"],
     )
 
 
@@ -215,15 +223,21 @@ def label(resets: list[dict], run: RunDir, *, lost_by_connection: dict | None = 
             continue
         if not run.kernel_available:
             continue  # without the endpoints' records nothing says who sent it
-        log = _forged_match(reset, facts.get(reset.get("frame")), forged)
+        wire = facts.get(reset.get("frame"))
+        log = _forged_match(reset, wire, forged)
         if log is not None:
-            ignored = log.get("intent") == "ignored"
+            why = log.get("why")
+            missed = wire is not None and (not wire.at_rcv_nxt or wire.closed)
+            if log.get("intent") != "ignored" and missed:
+                why = "aimed at rcv_nxt, but it arrived " + ("after the connection ended" if wire.closed
+                                                             else "when rcv_nxt had moved on")  # fmt: skip
+            ignored = log.get("intent") == "ignored" or missed
             truths[index] = Truth(
                 verdict=IGNORED if ignored else MIDDLEBOX,
                 origin="middlebox",
                 reason="middlebox:forged",
                 echo=False,
-                rule=f"forged RST, {log.get('why')}",
+                rule=f"forged RST, {why}",
             )
             if not ignored:
                 ended.add(connection)

@@ -144,3 +144,21 @@ def test_a_rst_answering_a_syn(tmp_path):
     write_capture(capture, [(1.0, "c", "S", 100, 0, 0), (1.001, "s", "RA", 0, 101, 0)])
     run = RunDir(path=tmp_path, run={}, capture=capture)
     assert truth.wire_facts(run, {2: 1.001})[2].answers_syn is True
+
+
+def test_a_forged_rst_that_missed_rcv_nxt_changed_nothing(tmp_path):
+    capture = tmp_path / "capture.pcap"
+    write_capture(capture, [
+        (1.00, "c", "S", 100, 0, 0), (1.01, "s", "SA", 500, 101, 0), (1.02, "c", "A", 101, 501, 0),
+        (1.03, "s", "A", 501, 101, 1000), (1.04, "s", "RA", 1001, 101, 0),  # aimed at 501+500: stale seq
+        (1.05, "s", "RA", 1501, 101, 0),  # exactly at rcv_nxt
+    ])  # fmt: skip
+    forged = [
+        {"event": "forged_rst", "src": SRV, "dst": CLI, "seq": 1001, "intent": "accepted", "why": "exact"},
+        {"event": "forged_rst", "src": SRV, "dst": CLI, "seq": 1501, "intent": "accepted", "why": "exact"},
+    ]
+    run = run_dir(tmp_path, forged=forged)
+    run.capture = capture
+    labels = truth.label([rst(5, None), rst(6, None)], run)
+    assert [t.verdict for t in labels.values()] == ["ignored", "middlebox"]
+    assert "rcv_nxt had moved on" in labels[0].rule
