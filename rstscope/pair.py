@@ -371,6 +371,9 @@ class ClientOptions:
     """Send the late bytes and the FIN in one segment (``MSG_MORE``, then ``shutdown(SHUT_WR)``)."""
     second_port: int | None = None
     """Odd-numbered loops connect to this port instead of ``port``."""
+    hold: float = 0.0
+    """Seconds to keep the socket open after EOF before closing it (so that the client's FIN
+    cannot reach the server before the server's own close())."""
 
 
 @dataclass(kw_only=True)
@@ -462,6 +465,7 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
                 record.t_first_byte = time.time()
                 late_due = record.t_first_byte + options.late_delay
             record.bytes_read += len(chunk)
+        time.sleep(options.hold)
         if late_pending:
             # The response ended before the late bytes were due: send them into the closed
             # connection, then write again so a RST that came back surfaces (EPIPE).

@@ -146,6 +146,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     client.add_argument("--late-fin", action="store_true", help="send the late bytes and the FIN in one segment")
     client.add_argument("--second-port", type=int, metavar="PORT", help="odd-numbered loops connect to PORT")
+    client.add_argument(
+        "--hold", type=_non_negative_float, default=0.0, metavar="S", help="keep the socket S after EOF, then close"
+    )
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
@@ -200,6 +203,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         idle=args.idle,
         late_fin=args.late_fin,
         second_port=args.second_port,
+        hold=args.hold,
     )
     try:
         attempts = pair.run_clients(options, out=env.stdout)

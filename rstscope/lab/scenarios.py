@@ -103,6 +103,8 @@ class LabOptions:
     """A second server port; odd-numbered client loops use it."""
     late_fin: bool = False
     """The client's late bytes carry its FIN."""
+    hold: float = 0.0
+    """Seconds each client keeps its socket open after EOF before closing it."""
     # the router (middlebox) between client and server
     via_router: bool = False
     """Three namespaces: client -- router -- server (implied by ``firewall`` and ``inject``)."""
@@ -364,7 +366,14 @@ PRESETS: dict[str, Preset] = {
     "shutdown-close": Preset(
         summary="shutdown(SHUT_WR) then close() with unread request bytes while the response is in flight",
         expect="the FIN, then a RST (kernel TCP_ABORT_ON_CLOSE from FIN_WAIT1); clients read part of the response",
-        overrides={"close": "shutdown-close", "read_bytes": 16, "request_bytes": 16, "trailing_bytes": 8, "loops": 4},
+        overrides={
+            "close": "shutdown-close",
+            "read_bytes": 16,
+            "request_bytes": 16,
+            "trailing_bytes": 8,
+            "hold": 0.5,  # a client FIN before the server's close() would end it without a RST
+            "loops": 4,
+        },
     ),
     "late-fin": Preset(
         summary="after the server's FIN the client sends late bytes and its FIN in one segment",
@@ -699,6 +708,8 @@ def _client_extras(options: LabOptions) -> tuple[str, ...]:
         extra.append("--late-fin")
     if options.second_port is not None:
         extra += ["--second-port", str(options.second_port)]
+    if options.hold:
+        extra += ["--hold", str(options.hold)]
     return tuple(extra)
 
 

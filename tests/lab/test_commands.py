@@ -110,3 +110,17 @@ def test_validate_scores_held_out_runs_apart(cli, tmp_path):
     held = data["held_out"]
     assert (held["primary"]["agree"], held["primary"]["total"]) == (0, 1)  # unknown never agrees
     assert held["primary"]["matrix"] == [{"reason": "TCP_KEEPALIVE_TIMEOUT", "verdict": "unknown", "count": 1}]
+
+
+def test_lab_dry_run_through_the_router(cli):
+    result = cli("lab", "--scenario", "firewall-reject", "--dry-run")
+    assert result.status == ExitStatus.OK, result.stderr
+    assert "-rtr" in result.stdout and "reject with tcp reset" in result.stdout
+    routed = cli("lab", "--scenario", "close-race", "--via-router", "--dry-run")
+    assert "router forwards (net.ipv4.ip_forward=1)" in routed.stdout
+
+
+def test_lab_loopback_has_no_router(cli):
+    result = cli("lab", "--scenario", "inject", "--loopback", "--dry-run")
+    assert result.status == ExitStatus.BAD_INPUT
+    assert result.stderr.startswith("rstscope: error: --loopback has no router")
