@@ -178,6 +178,21 @@ class Preset:
     """LabOptions fields this preset sets."""
 
 
+_WHOLE_REQUEST = {"read_bytes": 16, "request_bytes": 16, "trailing_bytes": 0}
+"""The server reads every request byte: whatever resets these connections, it is not a close race."""
+
+_PAUSED_RESPONSE = {
+    "via_router": True,
+    "inject_after_bytes": 10_000,
+    "close": "lingering",
+    **_WHOLE_REQUEST,
+    "response_bytes": 60_000,
+    "pause_after": 20_000,
+    "pause": 0.6,  # the gap a forged RST is timed into
+    "loops": 3,
+}
+"""The forger's presets: a response that pauses after 20 kB for 0.6 s."""
+
 PRESETS: dict[str, Preset] = {
     "close-race": Preset(
         summary="naive close() with unread trailing request bytes: RST overtakes the response",
@@ -262,9 +277,7 @@ PRESETS: dict[str, Preset] = {
             "via_router": True,
             "firewall": "reject-request",
             "close": "close",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
+            **_WHOLE_REQUEST,
             "response_bytes": 4_000,
             "requests": 2,
             "next_request_bytes": 600,
@@ -281,9 +294,7 @@ PRESETS: dict[str, Preset] = {
             "firewall": "reject-syn",
             "second_port": 8081,
             "close": "close",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
+            **_WHOLE_REQUEST,
             "response_bytes": 4_000,
             "loops": 4,
         },
@@ -297,9 +308,7 @@ PRESETS: dict[str, Preset] = {
             "conntrack_timeout": 2,
             "conntrack_loose": 0,
             "close": "close",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
+            **_WHOLE_REQUEST,
             "response_bytes": 4_000,
             "requests": 2,
             "idle": 4.0,
@@ -311,37 +320,13 @@ PRESETS: dict[str, Preset] = {
         summary="router: a forged RST at exactly the client's rcv_nxt, during a pause mid-response",
         expect="clients get ECONNRESET after the pause's bytes; the server keeps sending and the client's "
         "kernel answers with NO_SOCKET RSTs; the injector's log names each forged RST",
-        overrides={
-            "via_router": True,
-            "inject": "exact",
-            "inject_after_bytes": 10_000,
-            "close": "lingering",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
-            "response_bytes": 60_000,
-            "pause_after": 20_000,
-            "pause": 0.6,
-            "loops": 3,
-        },
+        overrides={**_PAUSED_RESPONSE, "inject": "exact"},
     ),
     "ignored": Preset(
         summary="router: forged RSTs out of the window and in the window but not at rcv_nxt: both ignored",
         expect="every client reads the whole response (connections end with FINs); a challenge ACK answers "
         "each inexact RST; no endpoint sends a RST",
-        overrides={
-            "via_router": True,
-            "inject": "ignored",
-            "inject_after_bytes": 10_000,
-            "close": "lingering",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
-            "response_bytes": 60_000,
-            "pause_after": 20_000,
-            "pause": 0.6,
-            "loops": 3,
-        },
+        overrides={**_PAUSED_RESPONSE, "inject": "ignored"},
     ),
     "keepalive": Preset(
         summary="server keepalive 1/1/2 while the router drops the client's direction: the server gives up",
@@ -353,9 +338,7 @@ PRESETS: dict[str, Preset] = {
             "drop_after": 1.0,
             "keepalive": "1/1/2",
             "close": "close",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
+            **_WHOLE_REQUEST,
             "response_bytes": 2_000,
             "requests": 2,
             "idle": 6.0,
@@ -380,9 +363,7 @@ PRESETS: dict[str, Preset] = {
         expect="the server's kernel answers with RST (TCP_ABORT_ON_DATA); clients read the whole response",
         overrides={
             "close": "close",
-            "read_bytes": 16,
-            "request_bytes": 16,
-            "trailing_bytes": 0,
+            **_WHOLE_REQUEST,
             "response_bytes": 2_000,
             "late_bytes": 100,
             "late_fin": True,
@@ -468,24 +449,7 @@ class Names:
                 trace_instance=prefix,
             )
         subnet = f"10.{200 + token % 50}.{(token // 50) % 256}"
-        if via_router:
-            return cls(
-                prefix=prefix,
-                server_ns=f"{prefix}-srv",
-                client_ns=f"{prefix}-cli",
-                server_dev=f"{short}s",
-                client_dev=f"{short}c",
-                server_ip=f"{subnet}.1",
-                client_ip=f"{subnet}.130",
-                trace_instance=prefix,
-                prefix_len=25,
-                router_ns=f"{prefix}-rtr",
-                router_server_dev=f"{short}rs",
-                router_client_dev=f"{short}rc",
-                router_server_ip=f"{subnet}.126",
-                router_client_ip=f"{subnet}.129",
-            )
-        return cls(
+        two = cls(
             prefix=prefix,
             server_ns=f"{prefix}-srv",
             client_ns=f"{prefix}-cli",
@@ -494,6 +458,19 @@ class Names:
             server_ip=f"{subnet}.1",
             client_ip=f"{subnet}.2",
             trace_instance=prefix,
+        )
+        if not via_router:
+            return two
+        # one /25 per side of the router: server .1 and router .126, router .129 and client .130
+        return dataclasses.replace(
+            two,
+            client_ip=f"{subnet}.130",
+            prefix_len=25,
+            router_ns=f"{prefix}-rtr",
+            router_server_dev=f"{short}rs",
+            router_client_dev=f"{short}rc",
+            router_server_ip=f"{subnet}.126",
+            router_client_ip=f"{subnet}.129",
         )
 
 
