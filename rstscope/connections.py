@@ -82,7 +82,7 @@ AFTER_RESET_KEPT = 16
 """Segments kept after a connection's first RST: whether the supposed sender went on sending and the
 receiver went on with the connection tells a forged or ignored RST from a real one."""
 PROBES_KEPT = 16
-"""Keepalive probes kept per side (those sent since the peer's last segment)."""
+"""Keepalive probes kept per side (the last ones)."""
 
 
 class Side(enum.IntEnum):
@@ -369,7 +369,9 @@ class RstObservation:
     answered_idle_ns: int | None = None
     """Silence on the connection (both directions) just before the segment the RST follows."""
     keepalive_probes: tuple[tuple[int, int], ...] = ()
-    """(frame, time) of the sender's keepalive probes since the peer's last segment (unanswered)."""
+    """(frame, time) of the sender's keepalive probes since its last other segment.  A sender that keeps
+    probing did not get the answers, whatever the capture point saw of them: Linux probes again only after
+    KEEPINTVL when a probe went unanswered, after KEEPIDLE when it was answered."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -412,7 +414,7 @@ class Connection:
     after_reset: list[SegmentAfterReset] = field(default_factory=list)
     """The first AFTER_RESET_KEPT segments (RSTs included) after the connection's first RST."""
     keepalive_probes: list[list[tuple[int, int]]] = field(default_factory=lambda: [[], []])
-    """Per side, (frame, time) of keepalive probes sent since the peer's last segment."""
+    """Per side, (frame, time) of its last PROBES_KEPT keepalive probes."""
     # Filled from the vectorised aggregates when the capture ends:
     packets: tuple[int, int] = (0, 0)
     payload_bytes: tuple[int, int] = (0, 0)
@@ -582,6 +584,7 @@ class _ConnArrays:
         "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1",  # non-RST packets per side
         "last_ns0", "last_ns1",  # time of the side's last segment (NONE)
         "last_gap0", "last_gap1",  # silence on the connection before the side's last segment
+        "last_plain_frame0", "last_plain_frame1",  # the side's last segment that was neither a probe nor a RST
     )  # fmt: skip
     DEFAULTS: ClassVar[dict[str, int]] = {
         "anchor_raw0": -1, "anchor_raw1": -1, "last_seq_raw0": -1, "last_seq_raw1": -1,
@@ -590,6 +593,7 @@ class _ConnArrays:
         "last_ackrel0": NONE, "last_ackrel1": NONE, "last_seqrel0": NONE, "last_seqrel1": NONE,
         "first_seq_val0": NONE, "first_seq_val1": NONE, "ttl_min0": 256, "ttl_min1": 256, "ttl_max0": -1,
         "ttl_max1": -1, "last_ns0": NONE, "last_ns1": NONE,
+        "last_plain_frame0": -1, "last_plain_frame1": -1,
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -647,7 +651,6 @@ class Tracker:
         self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         self._rst_state: dict[int, tuple] = {}
-        self._probe_peer_frame: dict[int, int] = {}  # keepalive probe frame -> the peer's last frame before it
         self.host_ttl: dict[str, TtlRange] = {}
         """Per responder address, the TTL range of its non-RST packets over all its connections (a host
         baseline for a RST on a connection where that host sent nothing else, e.g. at the SYN)."""
@@ -921,6 +924,8 @@ class Tracker:
         final_event = cg.last(last_event)
         arr["skipped"][conns] = (final_event < 0) | (final_event < cg.last_pos)
 
+        # Per side, its latest segment that is neither a keepalive probe nor a RST (probes after it are a run).
+        last_plain_of = [cg.last_valid_pos(m & ~probe & ~is_rst) for m in mask]
         # The peer segment each row follows (what a reply-RST answers).
         peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
         # Silence on the connection before each row (across chunks through the carried last time).
@@ -937,7 +942,7 @@ class Tracker:
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val, snd_nxt_before,
             peer_acked,
             own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev, after_gap,
-            rows=rows, ttl=ttl, gap=gap, probe=probe,
+            rows=rows, ttl=ttl, gap=gap, probe=probe, last_plain_of=last_plain_of,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
@@ -962,6 +967,8 @@ class Tracker:
             arr[f"last_seqrel{s}"][c] = seq_val[lp]
             arr[f"last_ns{s}"][c] = ts[lp]
             arr[f"last_gap{s}"][c] = gap[lp]
+            plain = cg.last(last_plain_of[s])
+            arr[f"last_plain_frame{s}"][conns[plain >= 0]] = frame[plain[plain >= 0]]
             first = _first_pos(cg, m)
             fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
             arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
@@ -1172,7 +1179,7 @@ class Tracker:
     # ----------------------------------------------------------------- pass 2
     def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
                     ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-                    peer_prev, after_gap, *, rows, ttl, gap, probe):  # fmt: skip
+                    peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of):  # fmt: skip
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
@@ -1190,7 +1197,11 @@ class Tracker:
             def carried(name):
                 return np.where(peer_side == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
+            def carried_own(name):
+                return np.where(peer_side == 1, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
+
             rst_rows = rows[order[rst]]
+            own_plain = np.where(side[rst] == 0, last_plain_of[0][rst], last_plain_of[1][rst])
             extra = zip(
                 snd_nxt_before[rst].tolist(), peer_acked[rst].tolist(), own_ack_before[rst].tolist(),
                 peer_snd_nxt[rst].tolist(),
@@ -1202,17 +1213,10 @@ class Tracker:
                 np.where(have_pp, ts[ppi], carried("last_ns")).tolist(),
                 np.where(have_pp, gap[ppi], carried("last_gap")).tolist(),
                 rst_rows["tcp_auth"].tolist(), rst_rows["window"].tolist(),
+                np.where(own_plain >= 0, frame_col[np.maximum(own_plain, 0)], carried_own("last_plain_frame")).tolist(),
                 strict=True,
             )  # fmt: skip
             self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
-        probes = idx[probe[idx]]
-        if len(probes):
-            pp = peer_prev[probes]
-            c_pr, peer_side = conn[probes], 1 - side[probes]
-            last_frame = self._arrays["last_frame0"], self._arrays["last_frame1"]
-            carried_frame = np.where(peer_side == 0, last_frame[0][c_pr], last_frame[1][c_pr])
-            peer_frame = np.where(pp >= 0, frame_col[np.maximum(pp, 0)], carried_frame)
-            self._probe_peer_frame = dict(zip(frame_col[probes].tolist(), peer_frame.tolist(), strict=True))
         ip_ids = rows["ip_id"][order]
         columns = zip(
             frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
@@ -1272,13 +1276,13 @@ class Tracker:
             segment_ack = _none(ack) if ackf else None
             c.after_reset.append(SegmentAfterReset(frame, ts, side, flags, seq, segment_ack, plen, ttl, ip_id))
         if is_probe:
-            peer_frame = self._probe_peer_frame.pop(frame)
-            kept = [p for p in c.keepalive_probes[s] if p[0] > peer_frame][-(PROBES_KEPT - 1) :]
-            kept.append((frame, ts))
-            c.keepalive_probes[s] = kept
+            probes = c.keepalive_probes[s]
+            probes.append((frame, ts))
+            del probes[:-PROBES_KEPT]
         if rst:
             (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
-             ans_seq, peer_last_ns, answered_idle, tcp_auth, window) = self._rst_state.pop(frame)  # fmt: skip
+             ans_seq, peer_last_ns, answered_idle, tcp_auth, window,
+             last_plain_frame) = self._rst_state.pop(frame)  # fmt: skip
             # A bare RST is a reply (its seq is the answered segment's ack).  A RST|ACK is a reply when its
             # numbers say so: to a SYN (Linux, no socket), or seq = the segment's ack and ack = its end, as
             # BSD, Windows and middleboxes answer; an active RST|ACK whose peer had nothing unacknowledged
@@ -1294,7 +1298,7 @@ class Tracker:
                 "ttl": ttl, "ip_id": ip_id, "tcp_auth": tcp_auth, "window": window, "payload": plen,
                 "peer_last_ns": None if ans_frame < 0 else peer_last_ns,
                 "answered_idle_ns": None if ans_frame < 0 else answered_idle,
-                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > ans_frame),
+                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > last_plain_frame),
             }  # fmt: skip
             self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
                                peer_nxt, answered, wire)  # fmt: skip
@@ -1485,7 +1489,7 @@ def _answers(rst_flags: int, rst_seq: int, rst_ack: int, flags: int, seq: int, a
         return bool(flags & P.ACK) and ack == rst_seq
     if not flags & P.ACK:
         return flags & P.SYN != 0 and (seq + 1) % SEQ_MOD == rst_ack % SEQ_MOD
-    end = seq + payload + (1 if flags & (P.SYN | P.FIN) else 0) + (1 if flags & P.SYN and flags & P.FIN else 0)
+    end = seq + payload + bool(flags & P.SYN) + bool(flags & P.FIN)  # SYN and FIN each take a number
     return ack == rst_seq and end % SEQ_MOD == rst_ack % SEQ_MOD
 
 

@@ -214,3 +214,11 @@ def write_json(analyses: list[Analysis], stream) -> None:
             stream.write(json.dumps(doc[key], indent=1).replace("\n", "\n "))
         stream.write(",\n" if i < len(doc) - 1 else "\n")
     stream.write("}\n")
+
+
+def distinct_fixes(doc: dict) -> list[tuple[str, str]]:
+    """Each (verdict, fix) of the document's RSTs once, in verdict order; echoes and unknown have none of
+    their own.  A middlebox's fix depends on its kind, so one verdict can carry several."""
+    order = [v.value for v in Verdict]
+    seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in doc["resets"]}
+    return sorted(((v, f) for v, f in seen if v not in ("echo", "unknown")), key=lambda vf: (order.index(vf[0]), vf[1]))

@@ -181,6 +181,39 @@ def keepalive_timeout() -> Scenario:
                     {rst: {"keepalive_probes": 2, "origin": "endpoint", "confidence": "high"}})  # fmt: skip
 
 
+def keepalive_timeout_seen_from_client() -> Scenario:
+    """The same keepalive timeout captured at the client: the client answers every probe, but the router drops
+    the answers, so the server probes again after KEEPINTVL and finally resets: still keepalive."""
+    c = _one_hop_away()
+    c.handshake()
+    _request_response(c)
+    c.time += 1.0
+    for _ in range(2):
+        c.send(SERVER, "A", seq=c.nxt[SERVER] - 1, advance=False)
+        c.ack(CLIENT)  # lost on the way to the server
+        c.time += 1.0
+    rst = c.rst_ack(SERVER)
+    return Scenario("keepalive-client-side", c.packets, {rst: "keepalive"}, {rst: {"keepalive_probes": 2}})
+
+
+def probes_long_before_a_close_race() -> Scenario:
+    """Keepalive probes during an idle spell, then more requests and responses, then a close race: the old
+    probes say nothing about the later RST."""
+    c = Conversation()
+    c.handshake()
+    _request_response(c)
+    c.time += 1.0
+    c.send(SERVER, "A", seq=c.nxt[SERVER] - 1, advance=False)
+    c.ack(CLIENT)
+    for _ in range(6):  # enough rows that the probe is long gone from the event rows
+        _request_response(c, response=MSS)
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 3 * MSS, deliver=False)
+    rst = c.rst_ack(SERVER)
+    return Scenario("probes-then-close-race", c.packets, {rst: "close-race"}, {rst: {"keepalive_probes": 0}})
+
+
 def shutdown_then_close_with_data_in_flight() -> Scenario:
     """Issue 8: shutdown(SHUT_WR), then close() with unread request bytes while ~150 kB of the response were
     unacknowledged (kernel TCP_ABORT_ON_CLOSE from FIN_WAIT1): the FIN goes first, then the RST|ACK."""
@@ -324,6 +357,8 @@ WILD = [
     reset_with_md5_option_dropped,
     forged_reset_before_synack,
     keepalive_timeout,
+    keepalive_timeout_seen_from_client,
+    probes_long_before_a_close_race,
     shutdown_then_close_with_data_in_flight,
     reset_after_acknowledged_fin,
     late_data_with_fin,

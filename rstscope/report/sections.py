@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rstscope.document import distinct_fixes
 from rstscope.status import InputError
 from rstscope.verdicts import Verdict
 
@@ -522,7 +523,8 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
             filters += (" ", Code(f"tcp.stream eq {stream}"))
         row: list[Text] = [
             str(r["frame"]), f"{r['time'] - t0:.3f}", f"{r['sender']} {r['src']}", Code(r["verdict"]),
-            f"{format_bytes(r['in_flight'])}{basis}", str(r["echoes"]),
+            f"{r.get('origin', '?')}, {r.get('confidence', '?')}", f"{format_bytes(r['in_flight'])}{basis}",
+            str(r["echoes"]),
             (r["explanation"], " Evidence: ", Code(", ".join(r["findings"]) or "none"), f"; rule {r['rule']}."),
         ]  # fmt: skip
         if with_kernel:
@@ -535,7 +537,7 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
                 row.append("no record")
         row.append(filters)
         rows.append(tuple(row))
-    columns = ["frame", "t (s)", "sender", "verdict", "in flight", "echoes", "explanation"]
+    columns = ["frame", "t (s)", "sender", "verdict", "origin, confidence", "in flight", "echoes", "explanation"]
     if with_kernel:
         columns.append("kernel reason")
     columns.append("Wireshark filter")
@@ -549,7 +551,7 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
                                   "display filter (", Code("frame.number == N"), "), or its whole connection ("
                                   , Code("tcp.stream eq N"), ")."), kind="note"))  # fmt: skip
     blocks.append(Table(columns=tuple(columns), rows=tuple(rows), notice=" ".join(notice_parts),
-                        numeric=frozenset({0, 1, 5})))  # fmt: skip
+                        numeric=frozenset({0, 1, 6})))  # fmt: skip
     return blocks
 
 
@@ -603,15 +605,15 @@ def kernel_section(doc: dict, *, level: int) -> list[Block]:
 
 def fix_section(doc: dict, *, level: int) -> list[Block]:
     by_verdict = doc["summary"].get("by_verdict") or {}
-    verdicts = [v for v in Verdict if by_verdict.get(v.value) and v not in (Verdict.ECHO, Verdict.UNKNOWN)]
+    fixes = distinct_fixes(doc)
     blocks: list[Block] = [Heading(level=level, text="Recommended fix")]
-    if not verdicts:
+    if not fixes:
         text = "Nothing to fix: no reset with a known cause."
         if by_verdict.get(Verdict.UNKNOWN.value):
             text = Verdict.UNKNOWN.fix
         blocks.append(Paragraph(text=text))
         return blocks
-    blocks.append(Bullets(items=tuple((Code(v.value), f": {v.fix}") for v in verdicts)))
+    blocks.append(Bullets(items=tuple((Code(verdict), f": {fix}") for verdict, fix in fixes)))
     return blocks
 
 

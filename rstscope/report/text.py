@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
+from rstscope.document import distinct_fixes
 from rstscope.verdicts import Verdict
 
 TABLE_COLUMNS = (
@@ -97,7 +98,7 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
             f"{lq['synack_after_ack']} with SYN-ACK retransmitted after the client's ACK "
             f"(accept-queue drop suspected), {lq['unanswered']} attempts never answered\n"
         )
-    fixes = _fixes(doc)
+    fixes = distinct_fixes(doc)
     if fixes:
         out.write("\n" + st("  What to do", _BOLD) + "\n")
         for verdict, fix in fixes:
@@ -108,13 +109,6 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
         for key, value in gt.items():
             if not isinstance(value, (dict, list)):
                 out.write(f"    {key}: {value}\n")
-
-
-def _fixes(doc: dict) -> list[tuple[str, str]]:
-    """Each distinct (verdict, fix) once, in verdict order (a middlebox's fix depends on its kind)."""
-    seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in doc["resets"]}
-    order = [v.value for v in Verdict]
-    return sorted(((v, f) for v, f in seen if v not in ("echo", "unknown")), key=lambda vf: order.index(vf[0]))
 
 
 def _strongest(doc: dict) -> list[str]:
