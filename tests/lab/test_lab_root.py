@@ -166,6 +166,18 @@ def test_validation_agreement_across_presets(runs):
     assert result.primary_agreement >= 0.99, [d.__dict__ for d in result.disagreements]
 
 
+def test_validation_targets_of_issue_8_across_every_preset(runs):
+    """Primary RSTs >= 99 % under the strict mapping, origin >= 99 %, no middlebox RST blamed on the server."""
+    from rstscope.lab import validate
+
+    result = validate.validate_runs([runs(name) for name in SMALL])
+    misses = [d.__dict__ for d in result.disagreements if d.kind != "client"]
+    assert result.primary_agreement >= 0.99, misses
+    assert result.origin_agreement >= 0.99, misses
+    assert result.middlebox_misnamed == 0
+    assert result.unmatched == 0
+
+
 # --------------------------------------------------------------------------- middleboxes and close paths
 
 
