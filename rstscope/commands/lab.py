@@ -261,9 +261,13 @@ def format_summary(s: dict) -> str:
         lines.append(f"{side:<10} {_fmt_counter(counters)}")
     gt = s.get("ground_truth") or {}
     if gt.get("kernel_agreement") is not None:
+        # kernel_agreement: primary RSTs under the strict mapping (rstscope/lab/validate.py)
+        figures = [f"primary RSTs {gt['kernel_agreement']:.1%}"]
+        figures += [f"{name} {gt[key]:.1%}" for name, key in (("echoes", "echo_agreement"),
+                    ("origin", "origin_agreement")) if gt.get(key) is not None]  # fmt: skip
         lines.append(
-            f"agreement  {gt['kernel_agreement']:.1%} of {gt['resets_matched']} RSTs matched to a kernel record "
-            f"agree with it ({gt['resets'] - gt['resets_matched']} RSTs without one)"
+            f"agreement  {', '.join(figures)} ({gt['resets_matched']} of {gt['resets']} RSTs matched "
+            f"to a kernel record, {gt.get('middlebox_resets', 0)} sent by the router)"
         )
     return "\n".join(lines) + "\n"
 
