@@ -15,7 +15,12 @@ Per run directory, after ``groundtruth.join`` has matched each RST to the kernel
    application saw (:data:`CLIENT_AGREEMENT`).  ``unknown`` and ``echo`` (a
    connection whose every RST is an echo: the RST that ended it was not
    explained) agree with no outcome; ``abort`` (nothing at risk) also disagrees
-   when the client read fewer bytes than the server sent.
+   when the client read fewer bytes than the server sent.  A ``close-race`` whose
+   sender had sent its FIN before the RST (``shutdown`` then ``close``) also agrees
+   with ``ok``: the whole stream had left the sender, FIN last, so on a path that
+   keeps order and loses nothing the client reads it all and EOF before the RST
+   arrives; the data in flight was at risk (never retransmitted after the reset),
+   not necessarily lost.
 
 The strict mapping (implemented in :mod:`rstscope.lab.truth`; first row that
 applies wins; "first RST" = the first on its connection that was not ignored,
@@ -92,6 +97,14 @@ MIDDLEBOX_NEVER = frozenset({"backlog", "close-race", "refused"})
 
 def is_held_out(path: Path) -> bool:
     return HOLDOUT_DIR in Path(path).parts
+
+
+def _sender_fin_first(connection_id, resets: list[dict]) -> bool:
+    """Whether the connection's close-race RST came after its sender's own FIN."""
+    return any(
+        r.get("connection") == connection_id and r.get("verdict") == "close-race" and r.get("sender_fin_frame")
+        for r in resets
+    )
 
 
 def connection_verdict(connection_id, resets: list[dict]) -> str:
@@ -253,7 +266,10 @@ def validate_doc(doc: dict, run_name: str, result: Validation) -> None:
         result.client_total += 1
         lost = groundtruth.client_lost_bytes(connection)
         harmless_claim_wrong = verdict == "abort" and lost > 0
-        if outcome in CLIENT_AGREEMENT.get(verdict, frozenset()) and not harmless_claim_wrong:
+        agreeing = CLIENT_AGREEMENT.get(verdict, frozenset())
+        if verdict == "close-race" and _sender_fin_first(connection.get("id"), resets):
+            agreeing = agreeing | {"ok"}
+        if outcome in agreeing and not harmless_claim_wrong:
             result.client_agree += 1
             continue
         result.disagreements.append(

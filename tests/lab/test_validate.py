@@ -113,6 +113,15 @@ def test_abort_disagrees_when_the_client_read_less_than_the_server_sent():
     assert whole.client_agree == 1
 
 
+def test_close_race_after_the_senders_fin_may_leave_the_client_whole():
+    """shutdown(SHUT_WR) then close(): the FIN left before the RST, so a client that read everything agrees;
+    a close race without a FIN before it still needs the client to have seen the reset."""
+    after_fin = {**reset(1, "close-race", None), "sender_fin_frame": 7}
+    assert score([after_fin], [connection(0, "ok")]).client_agree == 1
+    assert score([after_fin], [connection(0, "ECONNRESET@read")]).client_agree == 1
+    assert score([reset(1, "close-race", None)], [connection(0, "ok")]).client_agree == 0
+
+
 def test_connection_verdict_skips_echoes_and_ignored_resets():
     resets = [
         {"connection": 4, "verdict": "ignored"},
