@@ -356,6 +356,9 @@ PRESETS: dict[str, Preset] = {
             "trailing_bytes": 8,
             "hold": 0.5,  # a client FIN before the server's close() would end it without a RST
             "loops": 4,
+            # A slower link keeps the response in flight for ~0.3 s after the FIN left: longer than a busy
+            # machine's scheduling delay between "FIN sent" and close(), so the RST finds data unacknowledged.
+            "rate": "5mbit",
         },
     ),
     "late-fin": Preset(
