@@ -73,10 +73,11 @@ class Analysis:
         return {k: v for k, v in counts.items() if v}
 
     def connection_verdict(self, conn: Connection) -> Verdict | None:
-        """The verdict of the connection's first non-echo RST (what happened to it), None without RSTs."""
+        """The verdict of the connection's first RST that ended it (not an echo, not ignored): what happened
+        to it; else its first RST's verdict; None without RSTs."""
         first = None
         for r in self._resets_by_conn().get(conn.id, []):
-            if r.verdict is not Verdict.ECHO:
+            if r.verdict not in (Verdict.ECHO, Verdict.IGNORED):
                 return r.verdict
             first = first or r.verdict
         return first
@@ -117,7 +118,8 @@ def analyze_capture(
             stats=cap.stats,
         )
     connections = tracker.finish()
-    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence_mod.collect(connections.with_resets())]
+    evidence = evidence_mod.collect(connections.with_resets(), connections.host_ttl)
+    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence]
     return Analysis(
         capture=info,
         connections=connections,

@@ -78,7 +78,11 @@ rows: a later RST cannot be answering them.  This also keeps closed connections 
 PEER_ACKS_KEPT = 8
 """Per connection side, the last ACK segments (frame, ack) kept across chunks: at a RST, the peer's last
 ACKs tell which of them the sender had seen when it reset (see evidence.py, "In flight")."""
-"""Rows of a connection that always go through the event pass (handshake trouble lives here)."""
+AFTER_RESET_KEPT = 16
+"""Segments kept after a connection's first RST: whether the supposed sender went on sending and the
+receiver went on with the connection tells a forged or ignored RST from a real one."""
+PROBES_KEPT = 16
+"""Keepalive probes kept per side (the last ones)."""
 
 
 class Side(enum.IntEnum):
@@ -272,6 +276,40 @@ class Finding:
     detail: str
 
 
+@dataclass(slots=True, frozen=True)
+class SegmentAfterReset:
+    """A segment seen after the connection's first RST (sequence numbers relative, as in RstObservation)."""
+
+    frame: int
+    ts_ns: int
+    side: Side
+    flags: int
+    seq: int
+    ack: int | None
+    """None without the ACK flag."""
+    payload: int
+    ttl: int
+    ip_id: int
+
+
+@dataclass(slots=True, frozen=True)
+class TtlRange:
+    """The IP TTL (hop limit) of one sender's non-RST packets at the capture point."""
+
+    low: int
+    high: int
+    packets: int
+
+    @classmethod
+    def of(cls, low: int, high: int, packets: int) -> TtlRange | None:
+        return cls(low, high, packets) if packets else None
+
+    def merge(self, other: TtlRange | None) -> TtlRange:
+        if other is None:
+            return self
+        return TtlRange(min(self.low, other.low), max(self.high, other.high), self.packets + other.packets)
+
+
 @dataclass(slots=True, kw_only=True, frozen=True)
 class RstObservation:
     """What the wire showed at one RST, before any interpretation (seq values relative to ISN)."""
@@ -316,6 +354,24 @@ class RstObservation:
     """That segment's seq, relative to the peer's ISN."""
     peer_recent_acks: tuple[tuple[int, int], ...] = ()
     """(frame, ack relative to the sender's ISN) of the peer's last ACK segments before the RST."""
+    ttl: int = 0
+    """The RST's IP TTL (IPv6 hop limit) at the capture point."""
+    ip_id: int = 0
+    """The RST's IPv4 identification (0 for IPv6)."""
+    tcp_auth: int = 0
+    """TCP authentication option kind the RST carried (19 TCP-MD5, 29 TCP-AO), 0 none."""
+    window: int = 0
+    """The RST's raw window field."""
+    payload: int = 0
+    """Payload bytes on the RST (RFC 1122 allows diagnostic text; it is not stream data)."""
+    peer_last_ns: int | None = None
+    """Capture time of the peer's last segment before the RST."""
+    answered_idle_ns: int | None = None
+    """Silence on the connection (both directions) just before the segment the RST follows."""
+    keepalive_probes: tuple[tuple[int, int], ...] = ()
+    """(frame, time) of the sender's keepalive probes since its last other segment.  A sender that keeps
+    probing did not get the answers, whatever the capture point saw of them: Linux probes again only after
+    KEEPINTVL when a probe went unanswered, after KEEPIDLE when it was answered."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -355,6 +411,10 @@ class Connection:
     rst_frames: list[list[int]] = field(default_factory=lambda: [[], []])
     first_payload_frame: list[int | None] = field(default_factory=lambda: [None, None])
     resets: list[RstObservation] = field(default_factory=list)
+    after_reset: list[SegmentAfterReset] = field(default_factory=list)
+    """The first AFTER_RESET_KEPT segments (RSTs included) after the connection's first RST."""
+    keepalive_probes: list[list[tuple[int, int]]] = field(default_factory=lambda: [[], []])
+    """Per side, (frame, time) of its last PROBES_KEPT keepalive probes."""
     # Filled from the vectorised aggregates when the capture ends:
     packets: tuple[int, int] = (0, 0)
     payload_bytes: tuple[int, int] = (0, 0)
@@ -365,6 +425,8 @@ class Connection:
     """Per side, bytes it sent that the peer never acknowledged in the capture (None if unknown)."""
     retransmissions: tuple[int, int] = (0, 0)
     zero_windows: tuple[int, int] = (0, 0)
+    ttl: tuple[TtlRange | None, TtlRange | None] = (None, None)
+    """Per side, the TTL range of its non-RST packets (None: it sent none)."""
     # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
     _last_flag_seq: list = field(default_factory=lambda: [None] * 6)
     """Per (S/H, F, R) x side: the sequence number of the last segment with that flag."""
@@ -519,13 +581,19 @@ class _ConnArrays:
         "last_frame0", "last_frame1", "last_flags0", "last_flags1", "last_len0", "last_len1",
         "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
         "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
+        "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1",  # non-RST packets per side
+        "last_ns0", "last_ns1",  # time of the side's last segment (NONE)
+        "last_gap0", "last_gap1",  # silence on the connection before the side's last segment
+        "last_plain_frame0", "last_plain_frame1",  # the side's last segment that was neither a probe nor a RST
     )  # fmt: skip
     DEFAULTS: ClassVar[dict[str, int]] = {
         "anchor_raw0": -1, "anchor_raw1": -1, "last_seq_raw0": -1, "last_seq_raw1": -1,
         "last_ack_raw0": -1, "last_ack_raw1": -1, "max_end0": NONE, "max_end1": NONE,
         "max_ack0": NONE, "max_ack1": NONE, "last_frame0": -1, "last_frame1": -1,
         "last_ackrel0": NONE, "last_ackrel1": NONE, "last_seqrel0": NONE, "last_seqrel1": NONE,
-        "first_seq_val0": NONE, "first_seq_val1": NONE,
+        "first_seq_val0": NONE, "first_seq_val1": NONE, "ttl_min0": 256, "ttl_min1": 256, "ttl_max0": -1,
+        "ttl_max1": -1, "last_ns0": NONE, "last_ns1": NONE,
+        "last_plain_frame0": -1, "last_plain_frame1": -1,
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -583,6 +651,9 @@ class Tracker:
         self._ack_ring_ack = np.full((1024, 2, PEER_ACKS_KEPT), NONE, dtype=np.int64)
         self._rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         self._rst_state: dict[int, tuple] = {}
+        self.host_ttl: dict[str, TtlRange] = {}
+        """Per responder address, the TTL range of its non-RST packets over all its connections (a host
+        baseline for a RST on a connection where that host sent nothing else, e.g. at the SYN)."""
         self._reset_ids: set[int] = (
             set()
         )  # connections that saw a RST  # frame -> what the event pass needs about that RST
@@ -620,14 +691,20 @@ class Tracker:
         h = a_lo * np.uint64(0xC2B2AE3D27D4EB4F)
         h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
         h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
+        # The tunnel identifier (VNI, GRE key, ERSPAN session) is part of the key: tenants may reuse addresses.
+        tunnel = rows["tunnel_id"]
+        tunnelled = tunnel.any()
+        if tunnelled:
+            h ^= tunnel * np.uint64(0x94D049BB133111EB) + (h >> np.uint64(30))
         if ipv4_only:
-            columns = (s_hi, a_lo, s_hi, b_lo, ports)  # s_hi: zeros, only for the key's shape
-            checked = (a_lo, b_lo, ports)
+            columns = (s_hi, a_lo, s_hi, b_lo, ports, tunnel)  # s_hi: zeros, only for the key's shape
+            checked = (a_lo, b_lo, ports, tunnel) if tunnelled else (a_lo, b_lo, ports)
         else:
             a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
             h ^= a_hi * np.uint64(0x9E3779B97F4A7C15) + (h >> np.uint64(29))
             h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
-            columns = checked = (a_hi, a_lo, b_hi, b_lo, ports)
+            columns = (a_hi, a_lo, b_hi, b_lo, ports, tunnel)
+            checked = columns if tunnelled else columns[:-1]
         order = np.argsort(h, kind="stable")
         hs = h[order]
         start = np.ones(len(order), dtype=bool)
@@ -643,7 +720,7 @@ class Tracker:
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
         tids = np.empty(groups.count, dtype=np.int64)
         ids = self._tuple_ids
-        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 40-byte keys
+        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 48-byte keys
             tid = ids.get(key)
             if tid is None:
                 tid = ids[key] = self._next_tid
@@ -669,6 +746,7 @@ class Tracker:
         ts = rows["ts_ns"][order]
         frame = rows["frame"][order].astype(np.int64)
         window = rows["window"][order]
+        ttl = rows["ttl"][order].astype(np.int64)
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -835,10 +913,15 @@ class Tracker:
             for name, col in (("seen_data", plen > 0), ("seen_pure_ack", pure_ack)):
                 firsts = m & col & (cg.cumsum(m & col) == 1) & (arr[f"{name}{s}"][conn] == 0)
                 letters |= firsts
+        # Keepalive probes (as Wireshark tells them): at most one byte, one below the sender's snd_nxt.
+        probe = (plen <= 1) & has_ack & ~(is_syn | is_fin | is_rst) & (snd_nxt_before != NONE) & (
+            seq_val == snd_nxt_before - 1
+        )
         closing = (cg.cumsum(is_fin | is_rst) > 0) | (arr["closing"][conn] > 0)
         closing_before = cg.exclusive(closing, False) | (arr["closing"][conn] > 0)
         index_in_conn = cg.cumsum(np.ones(n, dtype=np.int64)) + arr["pkts0"][conn] + arr["pkts1"][conn]
-        events = ((flags & (P.SYN | P.FIN | P.RST)) != 0) | letters | closing_before | (index_in_conn <= EARLY_PACKETS)
+        control_row = (flags & (P.SYN | P.FIN | P.RST)) != 0
+        events = control_row | letters | closing_before | probe | (index_in_conn <= EARLY_PACKETS)
         # Rows skipped since the connection's previous event row: its recent segments are then stale.
         last_event = cg.last_valid_pos(events)
         prev_event = cg.exclusive(last_event, -1)
@@ -847,8 +930,17 @@ class Tracker:
         final_event = cg.last(last_event)
         arr["skipped"][conns] = (final_event < 0) | (final_event < cg.last_pos)
 
+        # Per side, its latest segment that is neither a keepalive probe nor a RST (probes after it are a run).
+        last_plain_of = [cg.last_valid_pos(m & ~probe & ~is_rst) for m in mask]
         # The peer segment each row follows (what a reply-RST answers).
         peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
+        # Silence on the connection before each row (across chunks through the carried last time).
+        prev_row = np.arange(n) - 1
+        carried_ns = arr["last_ns"][conn]
+        seen_before = (arr["pkts0"][conn] + arr["pkts1"][conn]) > 0
+        gap = np.where(
+            cg.start, np.where(seen_before, ts - carried_ns, 0), ts - ts[np.maximum(prev_row, 0)]
+        ).astype(np.int64)
 
         self._peer_acks_at_resets(np.flatnonzero(is_rst), conn, side, frame, ack_val, last_ack_of, cg)
         self._event_pass(
@@ -856,6 +948,7 @@ class Tracker:
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val, snd_nxt_before,
             peer_acked,
             own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev, after_gap,
+            rows=rows, ttl=ttl, gap=gap, probe=probe, last_plain_of=last_plain_of,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
@@ -878,6 +971,10 @@ class Tracker:
             arr[f"last_len{s}"][c] = plen[lp]
             arr[f"last_ackrel{s}"][c] = ack_val[lp]
             arr[f"last_seqrel{s}"][c] = seq_val[lp]
+            arr[f"last_ns{s}"][c] = ts[lp]
+            arr[f"last_gap{s}"][c] = gap[lp]
+            plain = cg.last(last_plain_of[s])
+            arr[f"last_plain_frame{s}"][conns[plain >= 0]] = frame[plain[plain >= 0]]
             first = _first_pos(cg, m)
             fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
             arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
@@ -894,6 +991,14 @@ class Tracker:
             arr[f"old{s}"][conns] += np.add.reduceat((m & old_data).astype(np.int64), cg.first_pos)
             arr[f"seen_data{s}"][conns] |= np.add.reduceat((m & (plen > 0)).astype(np.int64), cg.first_pos) > 0
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
+            counted = m & ~is_rst  # a RST's TTL is what is being judged: keep it out of the sender's baseline
+            arr[f"ttl_n{s}"][conns] += np.add.reduceat(counted.astype(np.int64), cg.first_pos)
+            arr[f"ttl_min{s}"][conns] = np.minimum(
+                arr[f"ttl_min{s}"][conns], np.minimum.reduceat(np.where(counted, ttl, 256), cg.first_pos)
+            )
+            arr[f"ttl_max{s}"][conns] = np.maximum(
+                arr[f"ttl_max{s}"][conns], np.maximum.reduceat(np.where(counted, ttl, -1), cg.first_pos)
+            )
         self._retire_idle(int(frame.max()))  # last: the chunk's rows are all counted by now
 
     def _retire_idle(self, now_frame: int) -> None:
@@ -1080,7 +1185,7 @@ class Tracker:
     # ----------------------------------------------------------------- pass 2
     def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
                     ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-                    peer_prev, after_gap):  # fmt: skip
+                    peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of):  # fmt: skip
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
@@ -1098,6 +1203,11 @@ class Tracker:
             def carried(name):
                 return np.where(peer_side == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
+            def carried_own(name):
+                return np.where(peer_side == 1, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
+
+            rst_rows = rows[order[rst]]
+            own_plain = np.where(side[rst] == 0, last_plain_of[0][rst], last_plain_of[1][rst])
             extra = zip(
                 snd_nxt_before[rst].tolist(), peer_acked[rst].tolist(), own_ack_before[rst].tolist(),
                 peer_snd_nxt[rst].tolist(),
@@ -1106,14 +1216,20 @@ class Tracker:
                 np.where(have_pp, plen[ppi], carried("last_len")).tolist(),
                 np.where(have_pp, ack_val[ppi], carried("last_ackrel")).tolist(),
                 np.where(have_pp, seq_val[ppi], carried("last_seqrel")).tolist(),
+                np.where(have_pp, ts[ppi], carried("last_ns")).tolist(),
+                np.where(have_pp, gap[ppi], carried("last_gap")).tolist(),
+                rst_rows["tcp_auth"].tolist(), rst_rows["window"].tolist(),
+                np.where(own_plain >= 0, frame_col[np.maximum(own_plain, 0)], carried_own("last_plain_frame")).tolist(),
                 strict=True,
             )  # fmt: skip
             self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
+        ip_ids = rows["ip_id"][order]
         columns = zip(
             frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
             seq_raw[idx].tolist(), ack_raw[idx].tolist(), retx_count[idx].tolist(), zw_count[idx].tolist(),
-            pure_ack[idx].tolist(), after_gap[idx].tolist(),
+            pure_ack[idx].tolist(), after_gap[idx].tolist(), ttl[idx].tolist(), ip_ids[idx].tolist(),
+            probe[idx].tolist(),
             strict=True,
         )  # fmt: skip
         connections = self.connections
@@ -1122,7 +1238,7 @@ class Tracker:
 
     def _event(self, c: Connection, row) -> None:
         (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, retx_count, zw_count, is_pure_ack,
-         after_gap) = row  # fmt: skip
+         after_gap, ttl, ip_id, is_probe) = row  # fmt: skip
         side = _SIDES[s]
         recent = c._recent
         if after_gap or _stale(recent, frame):  # the recent segments no longer are the last ones
@@ -1162,22 +1278,36 @@ class Tracker:
             c.handshake_ack_frame = frame
         if fin and c.fin_frame[s] is None:
             c.fin_frame[s] = frame
+        if (c.rst_frames[0] or c.rst_frames[1]) and len(c.after_reset) < AFTER_RESET_KEPT:
+            segment_ack = _none(ack) if ackf else None
+            c.after_reset.append(SegmentAfterReset(frame, ts, side, flags, seq, segment_ack, plen, ttl, ip_id))
+        if is_probe:
+            probes = c.keepalive_probes[s]
+            probes.append((frame, ts))
+            del probes[:-PROBES_KEPT]
         if rst:
             (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
-             ans_seq) = self._rst_state.pop(frame)  # fmt: skip
-            # Linux answers a SYN with RST|ACK only where no socket took it; an active RST|ACK answers nothing.
-            replies = not (flags & P.ACK) or old is EndpointState.INACTIVE
-            answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw) if replies else None
+             ans_seq, peer_last_ns, answered_idle, tcp_auth, window,
+             last_plain_frame) = self._rst_state.pop(frame)  # fmt: skip
+            # A bare RST is a reply (its seq is the answered segment's ack).  A RST|ACK is a reply when its
+            # numbers say so: to a SYN (Linux, no socket), or seq = the segment's ack and ack = its end, as
+            # BSD, Windows and middleboxes answer; an active RST|ACK whose peer had nothing unacknowledged
+            # looks the same, and the evidence keeps both readings (see evidence.py).
+            answered = _answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw)
             if (
-                replies
-                and answered is None
+                answered is None
                 and ans_frame >= 0
-                and _answers(flags, seq_raw, ack_raw, ans_flags, None, None)
-                and (flags & P.ACK or ans_ack == seq)  # a bare RST's seq is the answered segment's ack
+                and _answers(flags, seq, ack, ans_flags, ans_seq, ans_ack, ans_len)  # relative numbers
             ):
                 answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
+            wire = {
+                "ttl": ttl, "ip_id": ip_id, "tcp_auth": tcp_auth, "window": window, "payload": plen,
+                "peer_last_ns": None if ans_frame < 0 else peer_last_ns,
+                "answered_idle_ns": None if ans_frame < 0 else answered_idle,
+                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > last_plain_frame),
+            }  # fmt: skip
             self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
-                               peer_nxt, answered)  # fmt: skip
+                               peer_nxt, answered, wire)  # fmt: skip
             c.rst_frames[s].append(frame)
         recent = c._recent[s]
         recent.append((frame, flags, seq_raw, ack_raw, plen, seq, ack))
@@ -1204,7 +1334,7 @@ class Tracker:
             _set_state(c, 1 - s, peer_new)
 
     def _record_reset(self, c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
-                      peer_nxt, answered) -> None:  # fmt: skip
+                      peer_nxt, answered, wire: dict) -> None:  # fmt: skip
         s = int(side)
         ans_frame, ans_flags, _, _, ans_len, ans_seq, ans_ack = answered or (None,) * 7
         obs = RstObservation(
@@ -1232,6 +1362,7 @@ class Tracker:
             answered_ack=_none(ans_ack) if answered and ans_flags & P.ACK else None,
             answered_seq=_none(ans_seq) if answered else None,
             peer_recent_acks=self._rst_peer_acks.pop(frame, ()),
+            **wire,
         )
         c.resets.append(obs)
         self._reset_ids.add(c.id)
@@ -1242,7 +1373,7 @@ class Tracker:
         for c in self.connections:
             if c is not None:
                 self._finalize(c, int(self._slot_of[c.id]))
-        return ConnectionStore(self.connections, self._spill, self._reset_ids)
+        return ConnectionStore(self.connections, self._spill, self._reset_ids, self.host_ttl)
 
     def _finalize(self, c: Connection, slot: int) -> None:
         arr = self._arrays
@@ -1263,6 +1394,12 @@ class Tracker:
                 if peer_ack != NONE:
                     unacked[s] = max(0, end - peer_ack)
         c.stream_bytes, c.unacked_bytes = tuple(stream), tuple(unacked)
+        c.ttl = tuple(
+            TtlRange.of(int(arr[f"ttl_min{s}"][i]), int(arr[f"ttl_max{s}"][i]), int(arr[f"ttl_n{s}"][i]))
+            for s in (0, 1)
+        )
+        if c.ttl[1] is not None:
+            self.host_ttl[c.resp_addr] = c.ttl[1].merge(self.host_ttl.get(c.resp_addr))
 
 
 class _Spill:
@@ -1310,10 +1447,13 @@ class ConnectionStore(Sequence):
     """All connections of a capture in id order: the live ones in memory, the retired ones read back
     from the spill file one at a time (so iterating does not hold them all)."""
 
-    def __init__(self, live: list[Connection | None], spill: _Spill, reset_ids: set[int]):
+    def __init__(self, live: list[Connection | None], spill: _Spill, reset_ids: set[int],
+                 host_ttl: dict[str, TtlRange] | None = None):  # fmt: skip
         self._live = live
         self._spill = spill
         self._reset_ids = sorted(reset_ids)
+        self.host_ttl = host_ttl or {}
+        """Per responder address, its TTL range over all connections (see ``Tracker.host_ttl``)."""
 
     def with_resets(self) -> Iterator[Connection]:
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
@@ -1343,24 +1483,27 @@ def _fit(array: np.ndarray, size: int, fill: int) -> np.ndarray:
     return grown
 
 
-def _answers(rst_flags: int, rst_seq_raw: int, rst_ack_raw: int, flags: int, seq_raw, ack_raw) -> bool:
+def _answers(rst_flags: int, rst_seq: int, rst_ack: int, flags: int, seq: int, ack: int, payload: int) -> bool:
     """Whether a RST is a reply to a segment (RFC 9293 §3.10.7.1 reset generation).
 
-    A segment with ACK draws a bare RST whose seq is the segment's ack; a segment
-    without ACK (a SYN) draws RST|ACK whose ack covers it.  An active RST|ACK
-    (close, abort) answers nothing.  ``seq_raw``/``ack_raw`` None: only the flags
-    are checked (the numbers of a segment from an earlier chunk are not kept).
+    A segment with ACK draws a bare RST whose seq is the segment's ack (Linux), or a RST|ACK whose seq
+    is the segment's ack and whose ack is the segment's end (BSD, Windows, most middleboxes); a segment
+    without ACK (a SYN) draws RST|ACK whose ack covers it.  All four numbers in one numbering: raw,
+    or relative to each side's first sequence number (``NONE`` for an unknown number).
     """
     if not rst_flags & P.ACK:
-        return bool(flags & P.ACK) and (ack_raw is None or ack_raw == rst_seq_raw)
-    return not flags & P.ACK and flags & P.SYN != 0 and (seq_raw is None or (seq_raw + 1) % SEQ_MOD == rst_ack_raw)
+        return bool(flags & P.ACK) and ack == rst_seq
+    if not flags & P.ACK:
+        return flags & P.SYN != 0 and (seq + 1) % SEQ_MOD == rst_ack % SEQ_MOD
+    end = seq + payload + bool(flags & P.SYN) + bool(flags & P.FIN)  # SYN and FIN each take a number
+    return ack == rst_seq and end % SEQ_MOD == rst_ack % SEQ_MOD
 
 
 def _answered_segment(recent: list[tuple], rst_flags: int, rst_seq_raw: int, rst_ack_raw: int) -> tuple | None:
     """The latest of the peer's recent segments that the RST answers, or None."""
     for segment in reversed(recent):
-        _frame, flags, seq_raw, ack_raw, _plen, _seq, _ack = segment
-        if _answers(rst_flags, rst_seq_raw, rst_ack_raw, flags, seq_raw, ack_raw):
+        _frame, flags, seq_raw, ack_raw, plen, _seq, _ack = segment
+        if _answers(rst_flags, rst_seq_raw, rst_ack_raw, flags, seq_raw, ack_raw, plen):
             return segment
     return None
 

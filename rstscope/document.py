@@ -3,12 +3,14 @@
 Shape::
 
     {"schema": 1, "tool": "rstscope X.Y",
-     "captures": [...], "summary": {...},
+     "captures": [...], "summary": {...}, "undecoded": {...},
      "connections": [...], "resets": [...], "listen_queue": {...}}
 
 Every reset has at least ``frame``, ``time``, ``src``, ``dst``, ``sender``,
 ``verdict``, ``primary``, ``in_flight`` and ``explanation``; field meanings are
-the docstrings of :class:`rstscope.evidence.ResetEvidence`.  Several captures
+the docstrings of :class:`rstscope.evidence.ResetEvidence`.  ``undecoded`` counts, by cause,
+the packets that may have carried TCP but were not analysed, summed over the captures (each
+capture row has its own); the causes are ``rstscope.reader.tunnels.UNDECODED_CAUSES``.  Several captures
 analysed together keep their own connection ids; ``capture`` (an index into
 ``captures``) tells them apart.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Iterator
 
 import orjson
@@ -47,6 +50,12 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "phase": ev.phase.value,
         "verdict": d.verdict.value,
         "rule": d.rule,
+        "confidence": d.confidence.value,
+        "confidence_reason": d.confidence_reason,
+        "origin": ev.origin.value,
+        "origin_findings": list(ev.origin_findings),
+        "ttl": ev.ttl,
+        "sender_ttl": ev.sender_ttl,
         "primary": ev.primary,
         "in_flight": ev.in_flight,
         "in_flight_basis": ev.in_flight_basis,
@@ -55,6 +64,11 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "seq": ev.seq,
         "seq_vs_snd_nxt": ev.seq_vs_snd_nxt,
         "peer_unacked": ev.peer_unacked,
+        "peer_in_flight": ev.peer_in_flight,
+        "sender_segments_after": ev.sender_segments_after,
+        "receiver_segments_after": ev.receiver_segments_after,
+        "idle_before": ev.idle_before_s,
+        "keepalive_probes": ev.keepalive_probes,
         "sender_fin_frame": ev.sender_fin_frame,
         "answers_frame": ev.answers_frame,
         "answers": ev.answers,
@@ -65,7 +79,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "client_unacked": ev.client_unacked,
         "findings": list(ev.findings),
         "explanation": d.explanation,
-        "fix": d.verdict.fix,
+        "fix": d.fix or d.verdict.fix,
         "wireshark_filter": f"frame.number == {ev.frame}",
     }
 
@@ -73,7 +87,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
     resets = analysis.resets_of(conn.id)
     verdict = analysis.connection_verdict(conn)
-    primary = next((r for r in resets if r.verdict is not Verdict.ECHO), None)
+    primary = next((r for r in resets if r.verdict not in NOT_PRIMARY), None)
     return {
         "capture": capture_index,
         "id": conn.id,
@@ -132,6 +146,7 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
         "non_tcp": st.non_tcp,
         "ip_fragments": st.ip_fragments,
         "decode_errors": dict(st.decode_errors),
+        "undecoded": dict(st.undecoded),
         "unsupported_link": {str(k): v for k, v in st.unsupported_link.items()},
         "warnings": [_text(w) for w in st.warnings],
     }
@@ -173,13 +188,17 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     return doc
 
 
+NOT_PRIMARY = (Verdict.ECHO, Verdict.IGNORED)
+"""RSTs that did not end their connection: the primary RST is its first RST of another verdict."""
+
+
 def _primaries(a: Analysis) -> dict[int, ResetRecord | None]:
-    """Per connection that saw a RST: its first non-echo RST (what happened to it), None if only echoes."""
+    """Per connection that saw a RST: its primary RST (what happened to it), None if it had none."""
     primary: dict[int, ResetRecord | None] = {}
     for r in a.resets:
         cid = r.evidence.connection
         if primary.get(cid) is None:
-            primary[cid] = r if r.verdict is not Verdict.ECHO else None
+            primary[cid] = r if r.verdict not in NOT_PRIMARY else None
     return primary
 
 
@@ -204,9 +223,11 @@ def _most_lost(analyses: list[Analysis]) -> list[tuple[int, int]]:
 def _head(analyses: list[Analysis], listed: str) -> dict:
     """The document's keys before ``connections``, computed without any connection row."""
     captures = [capture_row(a, i) for i, a in enumerate(analyses)]
+    undecoded: Counter = Counter()
     by_verdict: dict[str, int] = {}
     connections_reset = connections_lost = in_flight_lost = 0
     for a in analyses:
+        undecoded.update(a.capture.stats.undecoded)
         for k, v in a.verdict_counts().items():
             by_verdict[k] = by_verdict.get(k, 0) + v
         primaries = _primaries(a)
@@ -230,6 +251,7 @@ def _head(analyses: list[Analysis], listed: str) -> dict:
         "tool": f"rstscope {__version__}",
         "captures": captures,
         "summary": summary,
+        "undecoded": dict(undecoded.most_common()),
     }
 
 
@@ -275,3 +297,11 @@ def _write_rows(stream, key: str, rows: Iterator[dict]) -> None:
 
 def _encode(value, option: int = 0) -> str:
     return orjson.dumps(value, option=option).decode()
+
+
+def distinct_fixes(doc: dict) -> list[tuple[str, str]]:
+    """Each (verdict, fix) of the document's RSTs once, in verdict order; echoes and unknown have none of
+    their own.  A middlebox's fix depends on its kind, so one verdict can carry several."""
+    order = [v.value for v in Verdict]
+    seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in doc["resets"]}
+    return sorted(((v, f) for v, f in seen if v not in ("echo", "unknown")), key=lambda vf: (order.index(vf[0]), vf[1]))

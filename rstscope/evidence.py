@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from rstscope import packets as P
-from rstscope.connections import Connection, EndpointState, Phase, RstObservation, Side
+from rstscope.connections import Connection, EndpointState, Phase, RstObservation, Side, TtlRange
+from rstscope.origin import Origin, compare_ttl, judge
 from rstscope.seqnum import seq_diff
 
 
@@ -107,6 +108,60 @@ FINDINGS: dict[str, FindingKind] = _kinds(
                         "or dropped before the capture point)."),
     FindingKind(id="rst.answers_synack", severity=_I,
                 summary="The client reset in reply to a SYN-ACK: it had given up on the connection."),
+    FindingKind(id="rst.after_keepalive_probes", severity=_W,
+                summary="The sender's keepalive probes went unanswered before it reset (the peer, or the path "
+                        "to it, was gone)."),
+    FindingKind(id="rst.after_idle", severity=_W,
+                summary="The RST follows a segment sent after the connection had been idle for seconds: state "
+                        "kept on the path (conntrack, NAT, a load balancer) may have expired meanwhile."),
+    FindingKind(id="rst.seq_beyond_snd_nxt", severity=_W,
+                summary="The RST's seq lies beyond anything the sender was seen to send: outside the receiver's "
+                        "window unless the capture missed the sender's data."),
+    FindingKind(id="rst.seq_below_peer_ack", severity=_W,
+                summary="The RST's seq lies below what the receiver had already acknowledged: outside its "
+                        "window, so the receiver drops it."),
+    FindingKind(id="rst.challenge_acked", severity=_I,
+                summary="The receiver answered with a duplicate ACK below the RST's seq: an RFC 5961 challenge "
+                        "ACK (the RST was in its window but not at its next expected byte)."),
+    FindingKind(id="rst.carries_auth_option", severity=_W,
+                summary="The RST carries a TCP-MD5 or TCP-AO option: a receiver that checks it drops the RST "
+                        "when the signature is wrong."),
+    FindingKind(id="rst.carries_data", severity=_I,
+                summary="The RST carries payload (RFC 1122 diagnostic text, not stream data)."),
+    FindingKind(id="rst.only_resets_captured", severity=_W,
+                summary="The capture holds no packet of this connection but RSTs: nothing tells why (a capture "
+                        "that started late, or saw one direction only)."),
+    FindingKind(id="rst.with_syn_or_fin", severity=_W,
+                summary="The RST also carries SYN or FIN: a combination no stack sends (a crafted or scanning "
+                        "packet)."),
+    FindingKind(id="origin.host_kernel_reply", severity=_I,
+                summary="The RST answers the SYN-ACK to a SYN its host's kernel did not know (a raw-socket SYN, "
+                        "as half-open scanners send): the host's kernel sent it, whatever the program did next."),
+    FindingKind(id="rst.connection_went_on", severity=_W,
+                summary="Both sides went on with the connection after this RST: it changed nothing."),
+    FindingKind(id="rst.receiver_reset_sender_segments", severity=_I,
+                summary="The receiver answered the supposed sender's later segments with RSTs: it had accepted "
+                        "the RST and dropped the connection."),
+    FindingKind(id="origin.ttl_matches_sender", severity=_I,
+                summary="The RST's TTL (hop limit) is one the sender's own packets had at the capture point."),
+    FindingKind(id="origin.ttl_one_hop_off", severity=_W,
+                summary="The RST's TTL is one hop off the sender's otherwise constant TTL: suspected to come "
+                        "from a device one hop nearer or farther (a path change can do the same)."),
+    FindingKind(id="origin.ttl_near_sender", severity=_I,
+                summary="The RST's TTL is one hop outside the range of the sender's TTLs, which varied: too "
+                        "close to tell."),
+    FindingKind(id="origin.ttl_differs", severity=_E,
+                summary="The RST's TTL is two or more hops, or another stack's initial TTL, away from every "
+                        "packet of the sender: another device sent it."),
+    FindingKind(id="origin.no_ttl_baseline", severity=_I,
+                summary="No other packet of the sender to compare the RST's TTL with (common at a closed port, "
+                        "or when the capture starts late)."),
+    FindingKind(id="origin.sender_kept_sending", severity=_E,
+                summary="The supposed sender went on sending after its own RST: it never reset the connection "
+                        "(a forged or middlebox RST)."),
+    FindingKind(id="origin.ip_id_reused", severity=_W,
+                summary="A later packet of the supposed sender carries the RST's IP ID: the RST copied the "
+                        "sender's IP ID (suspected forgery; supporting evidence only)."),
 )  # fmt: skip
 del _W, _I, _E
 
@@ -164,6 +219,28 @@ class ResetEvidence:
     """Bytes the client had sent that the server never acknowledged, at the RST."""
     echoes: int = 0
     """Echo RSTs that followed this one (primary RSTs only)."""
+    peer_in_flight: int | None = None
+    """Bytes the RST's receiver had sent that the RST's sender had not acknowledged (what the receiver
+    may have lost); None when unknown."""
+    ttl: int = 0
+    """The RST's IP TTL (hop limit) at the capture point."""
+    sender_ttl: str | None = None
+    """The TTL comparison the origin rests on, e.g. 'TTL 64 vs 63 on 12 of the server's packets'."""
+    origin: Origin = Origin.UNDETERMINED
+    """endpoint (the address's owner sent it), middlebox (something on the path did), undetermined."""
+    origin_findings: tuple[str, ...] = ()
+    """The finding ids the origin rests on."""
+    sender_segments_after: int = 0
+    """Non-RST segments the supposed sender sent after this RST (among the first segments after the
+    connection's first RST that are kept: a lower bound)."""
+    receiver_segments_after: int = 0
+    """Non-RST segments the RST's receiver sent after this RST."""
+    idle_before_s: float | None = None
+    """Silence on the connection, in seconds, before the segment this RST follows."""
+    keepalive_probes: int = 0
+    """The sender's unanswered keepalive probes before this RST."""
+    keepalive_idle_s: float | None = None
+    """Seconds from the peer's last segment to this RST (keepalive resets)."""
     findings: list[str] = field(default_factory=list)
     """Finding ids (see FINDINGS) that hold for this RST."""
 
@@ -190,17 +267,28 @@ def sender_role(conn: Connection, side: Side) -> str:
     return side.role
 
 
-def collect(connections: Iterable[Connection]) -> list[ResetEvidence]:
-    """Evidence for every RST of these connections, in capture order."""
+IDLE_SECONDS = 3.0
+"""Silence before a segment that makes path state (conntrack, NAT, load balancer) a suspect when that
+segment draws a RST from the path."""
+
+
+def collect(connections: Iterable[Connection], host_ttl: dict[str, TtlRange] | None = None) -> list[ResetEvidence]:
+    """Evidence for every RST of these connections, in capture order.
+
+    ``host_ttl``: per responder address, its TTL range over all its connections (the baseline for a RST
+    on a connection where that host sent nothing else)."""
     out: list[ResetEvidence] = []
     for conn in connections:
-        out.extend(_connection_evidence(conn))
+        out.extend(_connection_evidence(conn, host_ttl or {}))
     out.sort(key=lambda e: e.frame)
     return out
 
 
-def _connection_evidence(conn: Connection) -> list[ResetEvidence]:
+def _connection_evidence(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[ResetEvidence]:
     items = [_evidence(conn, obs) for obs in conn.resets]
+    for obs, ev in zip(conn.resets, items, strict=True):
+        _after_reset(conn, obs, ev)
+        _origin(conn, obs, ev, host_ttl)
     observations = {obs.frame: obs for obs in conn.resets}
     by_frame = {e.frame: e for e in items}
     echoed: dict[int, list[RstObservation]] = {}
@@ -216,6 +304,15 @@ def _connection_evidence(conn: Connection) -> list[ResetEvidence]:
     for ev in items:
         _settle_in_flight(ev)
     return items
+
+
+def _data_end(obs: RstObservation) -> int | None:
+    """Where the sender's data ended at the RST: its seq, but never beyond what it was seen to send, and
+    without the FIN's sequence number (a FIN is not a byte of data).  None if it was never seen."""
+    if obs.snd_nxt is None:
+        return None
+    end = min(obs.seq, obs.snd_nxt)
+    return end - 1 if obs.sender_fin_frame is not None and end == obs.snd_nxt else end
 
 
 def _in_flight_from_echoes(primary: RstObservation, echoes: list[RstObservation]) -> int | None:
@@ -238,7 +335,8 @@ def _in_flight_from_echoes(primary: RstObservation, echoes: list[RstObservation]
     if acks.count(low) > echoed.count(low):
         below.append(low)  # one segment with that ack arrived before the reset
     acked_at_reset = max(below) if below else low
-    in_flight = primary.seq - acked_at_reset
+    end = _data_end(primary)
+    in_flight = (primary.seq if end is None else end) - acked_at_reset
     return in_flight if in_flight > 0 else None
 
 
@@ -247,10 +345,9 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
     findings: list[str] = []
     seq_vs = obs.seq - obs.snd_nxt if obs.snd_nxt is not None else None
     in_flight_capture = None
-    if obs.peer_acked is not None:
-        in_flight_capture = max(0, obs.seq - obs.peer_acked)
-        if obs.sender_fin_frame is not None and obs.peer_acked < obs.seq:
-            in_flight_capture = max(0, in_flight_capture - 1)  # the FIN's sequence number is not data
+    data_end = _data_end(obs)
+    if obs.peer_acked is not None and data_end is not None:
+        in_flight_capture = max(0, data_end - obs.peer_acked)
     peer_unacked = None
     if obs.ack is not None and obs.peer_snd_nxt is not None:
         peer_unacked = max(0, obs.peer_snd_nxt - obs.ack)
@@ -276,8 +373,26 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
             findings.append("rst.answers_data_after_fin")
     if side is Side.ORIG and obs.sender_state is EndpointState.SYN_SENT and obs.peer_state is EndpointState.INACTIVE:
         findings.append("rst.after_own_syn_unanswered")
-    if obs.flags & P.ACK and seq_vs is not None and seq_vs >= 0 and obs.answered_frame is None:
+    if obs.flags & P.ACK and seq_vs is not None and seq_vs >= 0 and answers != "SYN":
+        # Also a RST|ACK whose numbers make it a reply: with nothing in flight the two readings agree.
         findings.append("rst.at_snd_nxt")
+    if seq_vs is not None and seq_vs > 0:
+        findings.append("rst.seq_beyond_snd_nxt")
+    if obs.answered_frame is None and obs.peer_acked is not None and obs.seq < obs.peer_acked:
+        findings.append("rst.seq_below_peer_ack")
+    if obs.tcp_auth:
+        findings.append("rst.carries_auth_option")
+    if obs.payload:
+        findings.append("rst.carries_data")
+    if obs.flags & (P.SYN | P.FIN):
+        findings.append("rst.with_syn_or_fin")
+    if sum(conn.packets) and sum(conn.packets) == sum(len(frames) for frames in conn.rst_frames):
+        findings.append("rst.only_resets_captured")
+    if obs.keepalive_probes and obs.flags & P.ACK:
+        findings.append("rst.after_keepalive_probes")
+    idle_before_s = None if obs.answered_idle_ns is None else obs.answered_idle_ns / 1e9
+    if idle_before_s is not None and idle_before_s >= IDLE_SECONDS:
+        findings.append("rst.after_idle")
     if side is Side.RESP and obs.sender_first_payload_frame is None:
         findings.append("rst.before_server_payload")
     if side is Side.RESP and conn.isn[1] is not None and seq_diff(conn.isn[1], obs.seq_raw) == 1:
@@ -312,6 +427,7 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("handshake.synack_retransmitted")
     if synack_after_ack:
         findings.append("handshake.synack_after_ack")
+    peer_in_flight = _peer_in_flight(conn, obs)
     client_unacked = None
     if side is Side.RESP:
         client_unacked = peer_unacked if obs.ack is not None else _peer_unacked_bare(obs)
@@ -344,6 +460,11 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         synack_retransmissions=synack_rx,
         synack_after_ack=synack_after_ack,
         client_unacked=client_unacked,
+        peer_in_flight=peer_in_flight,
+        ttl=obs.ttl,
+        idle_before_s=idle_before_s,
+        keepalive_probes=len(obs.keepalive_probes),
+        keepalive_idle_s=None if obs.peer_last_ns is None else (obs.ts_ns - obs.peer_last_ns) / 1e9,
         findings=findings,
     )
 
@@ -356,8 +477,67 @@ def _peer_unacked_bare(obs: RstObservation) -> int | None:
     return max(0, obs.peer_snd_nxt - acked)
 
 
+def _peer_in_flight(conn: Connection, obs: RstObservation) -> int | None:
+    """The receiver's data the RST's sender had not acknowledged: by the RST's own ack, else by the
+    sender's last ack; the receiver's FIN (and SYN) are not data."""
+    if obs.peer_snd_nxt is None:
+        return None
+    acked = obs.ack if obs.ack is not None else obs.sender_acked
+    if acked is None:
+        acked = 1 if conn.isn[obs.side.peer] is not None else 0  # nothing acknowledged beyond the SYN
+    end = obs.peer_snd_nxt - (1 if obs.peer_fin_frame is not None and acked < obs.peer_snd_nxt else 0)
+    return max(0, end - acked)
+
+
+def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> None:
+    """What both sides did after the RST: the facts behind ``ignored`` and a forged RST's origin.
+
+    A real endpoint that reset sends nothing more but reply RSTs.  One segment of its own after the RST
+    may be an older one overtaken on the path; new data, a FIN or two segments may not."""
+    later = [seg for seg in conn.after_reset if seg.frame > obs.frame]
+    sender = [seg for seg in later if seg.side is obs.side and not seg.flags & P.RST]
+    receiver = [seg for seg in later if seg.side is obs.side.peer]
+    receiver_own = [seg for seg in receiver if not seg.flags & P.RST]
+    ev.sender_segments_after, ev.receiver_segments_after = len(sender), len(receiver_own)
+    snd_nxt = obs.snd_nxt if obs.snd_nxt is not None else obs.seq
+    new_data = any(seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt for seg in sender)
+    if ev.answers == "SYN-ACK" and obs.side is Side.ORIG and obs.answered_frame is not None:
+        # The client's kernel had no socket for the SYN (sent from a raw socket): it answered the SYN-ACK
+        # itself; what the program sends later does not make the RST someone else's.
+        ev.findings.append("origin.host_kernel_reply")
+        return
+    # RFC 5961: the receiver's answer to an in-window RST not at its rcv_nxt repeats its last ACK.
+    challenge = next((seg for seg in receiver_own if not seg.payload), None)
+    if challenge is not None and challenge.ack is not None and challenge.ack == obs.peer_acked < obs.seq:
+        ev.findings.append("rst.challenge_acked")
+    if not (new_data or len(sender) >= 2):
+        return
+    ev.findings.append("origin.sender_kept_sending")
+    if obs.ip_id and any(seg.ip_id == obs.ip_id for seg in sender):
+        ev.findings.append("origin.ip_id_reused")
+    first = sender[0].frame
+    if any(seg.flags & P.RST and seg.frame > first for seg in receiver):
+        ev.findings.append("rst.receiver_reset_sender_segments")
+    elif any(seg.frame > first or seg.flags & P.FIN for seg in receiver_own):
+        ev.findings.append("rst.connection_went_on")
+
+
+def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: dict[str, TtlRange]) -> None:
+    """Compare the RST's TTL with its supposed sender's packets, then judge the origin (rstscope.origin)."""
+    baseline, whose = conn.ttl[obs.side], f"the {ev.sender_role}'s" if ev.sender_role != "unknown" else "its"
+    if baseline is None and obs.side is Side.RESP:
+        baseline, whose = host_ttl.get(conn.resp_addr), f"{conn.resp_addr}'s"
+    comparison = compare_ttl(obs.ttl, baseline, whose=whose)
+    ev.findings.append(comparison.finding)
+    ev.sender_ttl = comparison.detail
+    ev.origin, ev.origin_findings = judge(ev.findings)
+
+
 def _settle_in_flight(ev: ResetEvidence) -> None:
     """Pick the in-flight figure and add the in-flight findings (after echoes are known)."""
+    if ev.origin is Origin.MIDDLEBOX or ev.has("rst.connection_went_on"):
+        # The supposed sender did not reset, or the RST changed nothing: its seq says nothing of its data.
+        return
     if ev.answers_frame is not None and not ev.has("rst.at_snd_nxt") and not ev.has("rst.primary_not_captured"):
         # A reply-RST comes from a side with no socket (or a listener): nothing of its own in flight.
         ev.in_flight, ev.in_flight_basis = 0, "reply"

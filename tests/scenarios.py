@@ -26,26 +26,39 @@ class Conversation:
     isn: tuple[int, int] = (1_000, 500_000)
     t0: float = 1_700_000_000.0
     step: float = 0.001
+    ttl: tuple[int, int] = (64, 64)
+    """Per side, the TTL its packets show at the capture point (64 minus hops for Linux, 128 for Windows)."""
     packets: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.nxt = [self.isn[0], self.isn[1]]  # next sequence number per side
         self.rcv = [0, 0]  # what each side has received (its ack)
         self.time = self.t0
+        self.ip_id = [1_000, 20_000]  # per-connection IP ID counters, as Linux keeps them
 
     # -- low level -----------------------------------------------------------------
     def send(self, side: int, flags: str, *, seq: int | None = None, ack: int | None = None, payload: int = 0,
-             advance: bool = True, window: int = 65535) -> int:  # fmt: skip
-        """Append one segment from ``side``; returns its 1-based frame number."""
+             advance: bool = True, window: int = 65535, ttl: int | None = None, ip_id: int | None = None,
+             options: list | None = None, load: bytes | None = None) -> int:  # fmt: skip
+        """Append one segment from ``side``; returns its 1-based frame number.  ``ttl``/``ip_id`` default to
+        the side's own (a packet another device forged or sent names them); ``load`` replaces the x bytes."""
         src, dst = (self.client, self.server) if side == CLIENT else (self.server, self.client)
         seq = self.nxt[side] if seq is None else seq
         if ack is None and "A" in flags:
             ack = self.rcv[side]
-        ip = IPv6(src=src[0], dst=dst[0]) if ":" in src[0] else IP(src=src[0], dst=dst[0])
-        tcp = TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq % 2**32, ack=(ack or 0) % 2**32, window=window)
+        ttl = self.ttl[side] if ttl is None else ttl
+        if ip_id is None:
+            ip_id = self.ip_id[side] = (self.ip_id[side] + 1) % 65536
+        v6 = ":" in src[0]
+        ip = IPv6(src=src[0], dst=dst[0], hlim=ttl) if v6 else IP(src=src[0], dst=dst[0], ttl=ttl, id=ip_id)
+        tcp = TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq % 2**32, ack=(ack or 0) % 2**32, window=window,
+                  options=options or [])  # fmt: skip
         macs = ("02:00:00:00:00:01", "02:00:00:00:00:02")
         pkt = Ether(src=macs[side], dst=macs[1 - side]) / ip / tcp
-        if payload:
+        if load is not None:
+            pkt = pkt / Raw(load)
+            payload = len(load)
+        elif payload:
             pkt = pkt / Raw(b"x" * payload)
         pkt.time = self.time
         self.time += self.step

@@ -72,8 +72,10 @@ def _imports(module: Path, name: str, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             parts = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
             base = ".".join([*parts, node.module] if node.module else parts) if node.level else node.module
-            out.add(base)
-            out.update(f"{base}.{a.name}" for a in node.names)
+            submodules = {f"{base}.{a.name}" for a in node.names} & modules
+            out |= submodules
+            if len(submodules) < len(node.names):  # names from the module itself, not only its submodules
+                out.add(base)
     return {m for m in out if m in modules and m != name}
 
 

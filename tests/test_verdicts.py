@@ -7,10 +7,12 @@ from scapy.utils import wrpcap
 
 from rstscope import api
 from rstscope.analysis import analyze_capture
-from tests import scenarios
+from tests import scenarios, scenarios_wild
+
+SCENARIOS = scenarios.ALL + scenarios_wild.WILD
 
 
-@pytest.fixture(params=scenarios.ALL, ids=lambda f: f.__name__)
+@pytest.fixture(params=SCENARIOS, ids=lambda f: f.__name__)
 def scenario(request):
     return request.param()
 
@@ -39,6 +41,8 @@ def test_evidence_numbers(tmp_path, scenario):
         assert len(doc["connections"]) == scenario.expect["connections"]
     if "server_retransmissions" in scenario.expect:
         assert doc["connections"][0]["retransmissions"]["server"] == scenario.expect["server_retransmissions"]
+    if "lost_data" in scenario.expect:
+        assert doc["summary"]["connections_lost_data"] == scenario.expect["lost_data"]
     if "originator_inferred" in scenario.expect:
         assert doc["connections"][0]["originator_inferred"] is scenario.expect["originator_inferred"]
 
@@ -47,5 +51,5 @@ def test_every_verdict_is_exercised():
     """The scenario set covers the whole verdict vocabulary."""
     from rstscope.verdicts import Verdict
 
-    seen = {v for f in scenarios.ALL for v in f().verdicts.values()}
+    seen = {v for f in SCENARIOS for v in f().verdicts.values()}
     assert seen == {v.value for v in Verdict}

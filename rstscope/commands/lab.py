@@ -37,6 +37,8 @@ examples:
   sudo rstscope lab --scenario backlog --loops 30
   sudo rstscope lab --scenario close-race --rate 5mbit --queue 100ms --loss 1
   sudo rstscope lab --scenario clean --loopback          # no namespaces, on 127.0.0.1
+  sudo rstscope lab --scenario firewall-reject           # client -- router (nftables) -- server
+  sudo rstscope lab --scenario close-race --via-router   # any preset through the router
   rstscope lab --scenario backlog --dry-run               # print the plan, run nothing
   rstscope analyze captures/runs/20250101-120000-close-race
 """
@@ -62,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     link.add_argument("--delay", help="netem one-way delay, e.g. 20ms (needs netem in the kernel)")
     link.add_argument("--loss", type=float, metavar="PERCENT", help="random loss each way (netem, else nftables)")
     link.add_argument("--loopback", action="store_true", default=None, help="no namespaces: run on 127.0.0.1")
+    link.add_argument(
+        "--via-router",
+        action="store_true",
+        default=None,
+        help="a third namespace between client and server: a router with nftables (the middlebox presets)",
+    )
 
     server = parser.add_argument_group("server (see 'rstscope pair server --help')")
     server.add_argument("--port", type=int, help="server port (default: 8080; a free port with --loopback)")
@@ -103,7 +111,7 @@ OPTION_ARGS = (
     "rate", "queue", "client_rate", "delay", "loss", "loopback", "port", "close", "backlog", "accept_delay",
     "read_bytes", "response_bytes", "loops", "count", "duration", "request_bytes", "trailing_bytes", "late_bytes",
     "late_delay", "timeout", "somaxconn", "abort_on_overflow", "syncookies", "synack_retries", "snaplen",
-    "capture_tool", "trace", "settle",
+    "capture_tool", "trace", "settle", "via_router",
 )  # fmt: skip
 """Command-line options that map one to one onto LabOptions fields."""
 
@@ -253,9 +261,13 @@ def format_summary(s: dict) -> str:
         lines.append(f"{side:<10} {_fmt_counter(counters)}")
     gt = s.get("ground_truth") or {}
     if gt.get("kernel_agreement") is not None:
+        # kernel_agreement: primary RSTs under the strict mapping (rstscope/lab/validate.py)
+        figures = [f"primary RSTs {gt['kernel_agreement']:.1%}"]
+        figures += [f"{name} {gt[key]:.1%}" for name, key in (("echoes", "echo_agreement"),
+                    ("origin", "origin_agreement")) if gt.get(key) is not None]  # fmt: skip
         lines.append(
-            f"agreement  {gt['kernel_agreement']:.1%} of {gt['resets_matched']} RSTs matched to a kernel record "
-            f"agree with it ({gt['resets'] - gt['resets_matched']} RSTs without one)"
+            f"agreement  {', '.join(figures)} ({gt['resets_matched']} of {gt['resets']} RSTs matched "
+            f"to a kernel record, {gt.get('middlebox_resets', 0)} sent by the router)"
         )
     return "\n".join(lines) + "\n"
 

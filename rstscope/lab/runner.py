@@ -41,6 +41,8 @@ def check_options(options: LabOptions, explicit: set[str]) -> None:
     """Refuse option combinations that would touch the host (``explicit``: options the user gave)."""
     if not options.loopback:
         return
+    if options.via_router:
+        raise InputError("--loopback has no router: the middlebox presets and --via-router need namespaces")
     host_changing = options.sysctls()
     if host_changing:
         names = ", ".join(f"{k}={v}" for k, v in host_changing.items())
@@ -66,7 +68,8 @@ def prepare(options: LabOptions, caps: Capabilities | None = None) -> tuple[LabO
     caps = caps or probe_capabilities(options)
     if not options.port:
         options = dataclasses.replace(options, port=free_port() if options.loopback else NAMESPACE_PORT)
-    names = Names.make(os.getpid(), random.randrange(65536), loopback=options.loopback)
+    via_router = options.via_router and not options.loopback
+    names = Names.make(os.getpid(), random.randrange(65536), loopback=options.loopback, via_router=via_router)
     return options, names, caps
 
 
@@ -136,7 +139,7 @@ def _write_results(
         "interface": names.client_dev,
         "namespace": names.client_ns or None,
         "snaplen": options.snaplen or None,
-        "filter": f"tcp port {options.port}",
+        "filter": scenarios.capture_filter(options),
         "stats": capture_stats(stderr),
     }
     drops = run["capture"]["stats"].get("dropped")
@@ -156,6 +159,8 @@ def _write_results(
         rundir.write_jsonl(path / rundir.KERNEL, records)
         trace_info = {"available": True, **executor.trace_stats, "kept": len(records)}
     run["trace"] = trace_info
+    if "nft.after" in outputs or "nft.before" in outputs:  # the router's rule counters (--via-router)
+        run["nft"] = groundtruth.nft_counters(outputs.get("nft.before"), outputs.get("nft.after"))
 
 
 def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
@@ -175,6 +180,7 @@ def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
     except ImportError as exc:
         run["analysis"] = {"ok": False, "error": f"analyzer unavailable: {exc}"}
         return None
+    rundir.write_json(path / rundir.RUN_JSON, run)  # the join reads the trace status and router counters from it
     try:
         doc = api.document(api.analyze(path))  # a run directory: the analyzer joins the ground truth
         if "ground_truth" not in doc:

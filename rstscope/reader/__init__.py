@@ -25,7 +25,13 @@ headers 0.04 µs, decode 0.15-0.2 µs, file reads 0.04 µs. TCP options other th
 a slower vectorised loop (one pass per option). SPB and obsolete PB records, and every non-
 packet block, are handled in Python (a few µs each). Records of other link types are counted in
 ``stats.unsupported_link`` and skipped; other protocols are counted (``non_ip``, ``non_tcp``,
-``ip_fragments``).
+``ip_fragments``). Tunnels and shims (GRE, ERSPAN, VXLAN, Geneve, IP-in-IP, MPLS, PPPoE; see
+:mod:`.decode`) are vectorised layers run only on the rows that carry them: plain Ethernet/IPv4/TCP
+pays one comparison per packet (``decode_batch`` alone, interleaved with the code before tunnels on
+the same batches: within ±4 %, the machine's noise); the same 1 M packets inside VXLAN (50 more
+bytes each) read at 1.23 M packets/s against 1.28 M for the plain file in the same, loaded, run.
+What may carry TCP but could not be decoded is counted by cause in ``stats.undecoded`` and
+summed up in one warning.
 
 Errors: :func:`open_capture` raises :class:`rstscope.status.InputError` (one line)
 when the file cannot be read as a capture at all.  Damage met while reading (a
@@ -43,7 +49,7 @@ from typing import Literal
 
 import numpy as np
 
-from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats
+from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats, describe_undecoded
 from rstscope.reader.decode import decode_batch
 from rstscope.reader.interface import Interface
 from rstscope.reader.linktypes import DECODED_SUMMARY
@@ -99,6 +105,8 @@ class Capture:
                 table = decode_batch(batch, self.stats)
                 if len(table):
                     yield table
+            if self.stats.undecoded:
+                self.stats.warnings.append(describe_undecoded(self.stats.undecoded))
         finally:
             self.close()
 

@@ -62,6 +62,10 @@ OUTCOME_COLOURS: dict[str, str] = {
     "abort": "#8c564b",
     "refused": "#e377c2",
     "stale": "#bcbd22",
+    "middlebox": "#1f77b4",
+    "ignored": "#c7c7c7",
+    "keepalive": "#9467bd",
+    "lone": "#dbdb8d",
     "unknown": "#17becf",
     "echo": "#999999",
     R.OUTCOME_CLEAN: "#2ca02c",
@@ -326,6 +330,12 @@ def time_sequence_title(doc: dict, conn: dict) -> str:
             what = "connection refused (nothing listened)"
         elif verdict == "abort":
             what = f"{who} aborted with nothing in flight"
+        elif verdict == "middlebox":
+            what = f"a middlebox reset it, as the {who}"
+        elif verdict == "ignored":
+            what = "a RST that changed nothing (ignored)"
+        elif verdict == "keepalive":
+            what = f"{who} reset after unanswered keepalive probes"
         else:
             what = f"{who} reset ({verdict})"
     client = ""

@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rstscope.document import distinct_fixes
+from rstscope.packets import describe_undecoded
 from rstscope.report.records import (
     LISTEN_COUNTERS,
     example_connections,
@@ -229,6 +231,8 @@ def summary_sentences(doc: dict) -> list[Text]:
                    f"(mostly {top}: {Verdict(top).definition[0].lower()}{Verdict(top).definition[1:]})")  # fmt: skip
     elif s["resets"]:
         out.append(f"{plural(s['resets'], 'RST')}, all echoes of resets outside the capture.")
+    elif doc.get("undecoded"):  # never "nothing was reset" about packets that were not read
+        out.append(f"No RST in {plural(len(conns), 'decoded connection')}; {describe_undecoded(doc['undecoded'])}.")
     else:
         out.append(f"No RST in {plural(len(conns), 'connection')}: nothing was reset.")
 
@@ -331,7 +335,9 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
     resets = doc["resets"]
     blocks: list[Block] = [Heading(level=level, text="Evidence per RST")]
     if not resets:
-        blocks.append(Paragraph(text="No RST in the capture."))
+        undecoded = describe_undecoded(doc.get("undecoded") or {})
+        text = f"No RST in the decoded packets; {undecoded}." if undecoded else "No RST in the capture."
+        blocks.append(Paragraph(text=text))
         return blocks
     primaries = [r for r in resets if r["verdict"] != Verdict.ECHO.value]
     echoes = len(resets) - len(primaries)
@@ -347,7 +353,8 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
             filters += (" ", Code(f"tcp.stream eq {stream}"))
         row: list[Text] = [
             str(r["frame"]), f"{r['time'] - t0:.3f}", f"{r['sender']} {r['src']}", Code(r["verdict"]),
-            f"{format_bytes(r['in_flight'])}{basis}", str(r["echoes"]),
+            f"{r.get('origin', '?')}, {r.get('confidence', '?')}", f"{format_bytes(r['in_flight'])}{basis}",
+            str(r["echoes"]),
             (r["explanation"], " Evidence: ", Code(", ".join(r["findings"]) or "none"), f"; rule {r['rule']}."),
         ]  # fmt: skip
         if with_kernel:
@@ -360,7 +367,7 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
                 row.append("no record")
         row.append(filters)
         rows.append(tuple(row))
-    columns = ["frame", "t (s)", "sender", "verdict", "in flight", "echoes", "explanation"]
+    columns = ["frame", "t (s)", "sender", "verdict", "origin, confidence", "in flight", "echoes", "explanation"]
     if with_kernel:
         columns.append("kernel reason")
     columns.append("Wireshark filter")
@@ -374,7 +381,7 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
                                   "display filter (", Code("frame.number == N"), "), or its whole connection ("
                                   , Code("tcp.stream eq N"), ")."), kind="note"))  # fmt: skip
     blocks.append(Table(columns=tuple(columns), rows=tuple(rows), notice=" ".join(notice_parts),
-                        numeric=frozenset({0, 1, 5})))  # fmt: skip
+                        numeric=frozenset({0, 1, 6})))  # fmt: skip
     return blocks
 
 
@@ -428,15 +435,15 @@ def kernel_section(doc: dict, *, level: int) -> list[Block]:
 
 def fix_section(doc: dict, *, level: int) -> list[Block]:
     by_verdict = doc["summary"].get("by_verdict") or {}
-    verdicts = [v for v in Verdict if by_verdict.get(v.value) and v not in (Verdict.ECHO, Verdict.UNKNOWN)]
+    fixes = distinct_fixes(doc)
     blocks: list[Block] = [Heading(level=level, text="Recommended fix")]
-    if not verdicts:
+    if not fixes:
         text = "Nothing to fix: no reset with a known cause."
         if by_verdict.get(Verdict.UNKNOWN.value):
             text = Verdict.UNKNOWN.fix
         blocks.append(Paragraph(text=text))
         return blocks
-    blocks.append(Bullets(items=tuple((Code(v.value), f": {v.fix}") for v in verdicts)))
+    blocks.append(Bullets(items=tuple((Code(verdict), f": {fix}") for verdict, fix in fixes)))
     return blocks
 
 

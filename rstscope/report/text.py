@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from rstscope.document import LOST_LISTED
+from rstscope.document import LOST_LISTED, distinct_fixes
+from rstscope.packets import describe_undecoded
 from rstscope.verdicts import Verdict
 
 TABLE_COLUMNS = (
@@ -15,6 +16,8 @@ TABLE_COLUMNS = (
     "src",
     "dst",
     "verdict",
+    "confidence",
+    "origin",
     "in_flight",
     "primary",
     "echoes",
@@ -22,13 +25,15 @@ TABLE_COLUMNS = (
 )
 CSV_COLUMNS = (
     "capture", "frame", "time", "connection", "src", "dst", "sender", "flags", "phase", "verdict", "rule",
-    "primary", "in_flight", "in_flight_basis", "in_flight_capture", "in_flight_echoes", "seq_vs_snd_nxt",
-    "peer_unacked", "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
+    "confidence", "origin", "ttl", "sender_ttl", "primary", "in_flight", "in_flight_basis", "in_flight_capture",
+    "in_flight_echoes", "seq_vs_snd_nxt", "peer_unacked", "peer_in_flight",
+    "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
     "synack_after_ack", "client_unacked", "kernel_reason", "explanation",
 )  # fmt: skip
 
 _BOLD, _RED, _YELLOW, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[0m"
-_VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW}
+_VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW,
+                   "middlebox": _YELLOW, "keepalive": _YELLOW}  # fmt: skip
 
 
 def _bytes(n: int | None) -> str:
@@ -60,7 +65,13 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
     for cap in doc["captures"]:
         for w in cap["warnings"]:
             out.write(st(f"  warning: {cap['path']}: {w}", _YELLOW) + "\n")
-    if not s["resets"]:
+    undecoded = describe_undecoded(doc.get("undecoded") or {})
+    decoded_tcp = s["tcp_packets"] - sum(sum(c["decode_errors"].values()) for c in doc["captures"])
+    if not s["resets"] and undecoded and decoded_tcp <= 0:
+        out.write(st(f"\n  No TCP decoded: {undecoded}.\n", _YELLOW))
+    elif not s["resets"] and undecoded:
+        out.write(f"\n  No RST in the {decoded_tcp:,} TCP packets decoded; " + st(f"{undecoded}.", _YELLOW) + "\n")
+    elif not s["resets"]:
         out.write("\n  No RST in this capture.\n")
     else:
         out.write("\n" + st("  RSTs by verdict", _BOLD) + "\n")
@@ -95,11 +106,11 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
             f"{lq['synack_after_ack']} with SYN-ACK retransmitted after the client's ACK "
             f"(accept-queue drop suspected), {lq['unanswered']} attempts never answered\n"
         )
-    fixes = [Verdict(v) for v in s["by_verdict"] if v not in ("echo", "unknown")]
+    fixes = distinct_fixes(doc)
     if fixes:
         out.write("\n" + st("  What to do", _BOLD) + "\n")
-        for v in fixes:
-            out.write(f"    {v.value}: {v.fix}\n")
+        for verdict, fix in fixes:
+            out.write(f"    {verdict}: {fix}\n")
     gt = doc.get("ground_truth")
     if gt:
         out.write("\n" + st("  Ground truth (lab run)", _BOLD) + "\n")
@@ -142,6 +153,8 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
             "sender",
             "src -> dst",
             "verdict",
+            "conf",
+            "origin",
             "in_flight",
             "primary",
             "echoes",
@@ -152,7 +165,8 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
             verdict = st(f"{r['verdict']:<10}", _VERDICT_COLOUR.get(r["verdict"], ""))
             out.write(
                 f"{r['frame']:>6}  {r['time'] - t0:9.6f}  {r['sender']:<7} {r['src']} -> {r['dst']}  {verdict} "
-                f"{_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  {r['echoes']:>5}  {r['explanation']}\n"
+                f"{r['confidence']:<6} {r['origin']:<12} {_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  "
+                f"{r['echoes']:>5}  {r['explanation']}\n"
             )
     else:  # piped: plain tab-separated values, one header line
         out.write("\t".join(TABLE_COLUMNS) + "\n")
