@@ -1,0 +1,95 @@
+"""What stays in memory per connection and per RST, stage by stage (tracemalloc), for benchmarks/PLAN.md.
+
+Demonstrates where the memory of a reset storm goes: run on ``shapes.py resets`` (every connection
+ends in a RST), it prints the traced memory after tracking, the size of one live ``Connection``
+object and of its largest fields, and the bytes per RST added by evidence and verdicts, by the
+reset rows and by the connection rows of the document.
+
+    python benchmarks/shapes.py resets /tmp/resets.pcap --connections 50000
+    python benchmarks/memory_breakdown.py /tmp/resets.pcap
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import pickle
+import sys
+import tracemalloc
+
+from rstscope import document
+from rstscope import evidence as evidence_mod
+from rstscope.analysis import CHUNK_PACKETS, Analysis, ResetRecord, classify, listen_queue_evidence
+from rstscope.connections import Tracker
+from rstscope.reader import open_capture
+
+
+def traced() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def deep_size(obj, seen: set[int] | None = None) -> int:
+    """sys.getsizeof over an object and everything it holds (slots, lists, tuples, dicts)."""
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    size = sys.getsizeof(obj)
+    if isinstance(obj, dict):
+        size += sum(deep_size(k, seen) + deep_size(v, seen) for k, v in obj.items())
+    elif isinstance(obj, (list, tuple, set)):
+        size += sum(deep_size(x, seen) for x in obj)
+    elif hasattr(obj, "__slots__"):
+        size += sum(deep_size(getattr(obj, a), seen) for a in obj.__slots__ if hasattr(obj, a))
+    return size
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("capture")
+    args = parser.parse_args(argv)
+    tracemalloc.start()
+    base = traced()
+    tracker = Tracker()
+    with open_capture(args.capture, chunk_packets=CHUNK_PACKETS) as cap:
+        for chunk in cap.chunks():
+            tracker.feed(chunk)
+    live = [c for c in tracker.connections if c is not None]
+    print(f"after tracking: {(traced() - base) / 1e6:.1f} MB traced, {len(live):,} live connections, "
+          f"{len(tracker._spill._pending):,} waiting for the spill")  # fmt: skip
+    sample = live[:2000]
+    blobs = [pickle.dumps(c) for c in sample]
+    before = traced()
+    copies = [pickle.loads(b) for b in blobs]
+    per = (traced() - before) / len(copies)
+    print(f"one live Connection: {per:,.0f} B in memory, {sum(map(len, blobs)) / len(blobs):,.0f} B pickled")
+    c = copies[0]
+    parts = {name: deep_size(getattr(c, name)) for name in c.__slots__ if hasattr(c, name)}
+    for name, size in sorted(parts.items(), key=lambda kv: -kv[1])[:5]:
+        print(f"  {name:<24} {size:6,d} B")
+    del copies, blobs
+    connections = tracker.finish()
+    before = traced()
+    found = evidence_mod.collect(connections.with_resets(), connections.host_ttl)
+    mid = traced()
+    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in found]
+    after = traced()
+    n = max(len(resets), 1)
+    print(f"per RST: evidence {(mid - before) / n:,.0f} B, verdict {(after - mid) / n:,.0f} B ({len(resets):,} RSTs)")
+    analysis = Analysis(capture=None, connections=connections, resets=resets,
+                        listen_queue=listen_queue_evidence(connections))  # fmt: skip
+    before = traced()
+    reset_rows = [document.reset_row(analysis, r) for r in resets]
+    mid = traced()
+    connection_rows = [document.connection_row(analysis, c) for c in connections.with_resets()]
+    after = traced()
+    assert len(reset_rows) == len(resets)  # held, so that their memory is counted
+    print(f"document rows: {(mid - before) / n:,.0f} B per reset row, "
+          f"{(after - mid) / max(len(connection_rows), 1):,.0f} B per connection row")  # fmt: skip
+    print(f"peak traced: {tracemalloc.get_traced_memory()[1] / 1e6:.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
