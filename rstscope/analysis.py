@@ -106,7 +106,7 @@ def analyze_capture(
     """Run the whole pipeline on one capture file.
 
     ``progress(packets_done, bytes_done)`` is called after each chunk.  ``zeek_timers`` also ends
-    connections where Zeek's timers would (for ``conns``; see ``Tracker._timer_splits``).
+    connections where Zeek's timers would (for ``conns``; see ``rstscope.connections.keys.ZeekTimers``).
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     tracker = Tracker(zeek_timers=zeek_timers)

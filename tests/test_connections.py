@@ -128,12 +128,13 @@ def test_zeek_timer_splits_do_not_depend_on_chunking(corpus, chunk):
 def test_retiring_idle_connections_changes_nothing(tmp_path, monkeypatch):
     """Closed, idle connections leave memory for the spill file; the results stay the same."""
     from rstscope import connections
+    from rstscope.connections import retire
 
     path = tmp_path / "gen.pcap"
     generate(str(path), 40_000, concurrency=25)
     kept = _doc(path, 4096)
-    monkeypatch.setattr(connections, "STALE_AFTER_FRAMES", 500)
-    monkeypatch.setattr(connections, "SPILL_BATCH", 7)  # and the spill file is written and read back
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 500)
+    monkeypatch.setattr(retire, "SPILL_BATCH", 7)  # and the spill file is written and read back
     tracker = connections.Tracker()
     from rstscope.reader import open_capture
 
@@ -142,7 +143,20 @@ def test_retiring_idle_connections_changes_nothing(tmp_path, monkeypatch):
             tracker.feed(chunk)
     retired = sum(c is None for c in tracker.connections)
     assert retired > len(tracker.connections) // 2  # most of them left memory before the end
-    assert len(tracker._tuple_ids) < len(tracker.connections)
+    assert len(tracker._tuples.ids) < len(tracker.connections)
     assert tracker._arrays.size < len(tracker.connections)  # slots of retired connections were reused
     spilled = _doc(path, 4096)  # the pipeline with the small threshold still in place
     assert _comparable(spilled) == _comparable(kept)
+
+
+def test_public_surface_is_the_package():
+    """Importers use ``rstscope.connections`` only: its names are the records, the tables and the Tracker."""
+    import rstscope.connections as connections
+
+    assert set(connections.__all__) == {
+        "Connection", "ConnectionStore", "EndpointState", "Event", "Finding", "HISTORY_LETTERS", "PEER_EFFECTS",
+        "PEER_RULES", "Phase", "RstObservation", "SegmentAfterReset", "Side", "TRANSITIONS", "Tracker", "TtlRange",
+    }  # fmt: skip
+    for name in connections.__all__:
+        value = getattr(connections, name)
+        assert name.isupper() or value.__module__.startswith("rstscope.connections."), name
