@@ -419,8 +419,8 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
             # echo's is: the sender had not seen anything acknowledged beyond it.
             in_flight_echoes = max(0, obs.snd_nxt - obs.seq) or None
     syn_rx = max(0, len(conn.syn_frames) - 1)
-    synack_rx = max(0, len([f for f in conn.synack_frames if f < obs.frame]) - 1)
-    synack_after_ack = len([f for f in conn.synack_after_ack_frames if f < obs.frame])
+    synack_rx = max(0, obs.synacks_before - 1)
+    synack_after_ack = obs.synacks_after_ack_before
     if syn_rx:
         findings.append("handshake.syn_retransmitted")
     if synack_rx:

@@ -35,7 +35,7 @@ RECORD6 = np.dtype(
 HEADERS4, HEADERS6 = RECORD4.itemsize - 16, RECORD6.itemsize - 16  # bytes kept per packet (snaplen)
 
 
-def _template(*segments: tuple[int, int, int, int, int]) -> dict[str, np.ndarray]:
+def template(*segments: tuple[int, int, int, int, int]) -> dict[str, np.ndarray]:
     """(side, flags, seq, ack, payload) per segment, numbers relative to each side's ISN."""
     cols = np.array(segments, dtype=np.int64).reshape(-1, 5)
     return dict(zip(("side", "flags", "seq", "ack", "plen"), cols.T, strict=True))
@@ -44,35 +44,35 @@ def _template(*segments: tuple[int, int, int, int, int]) -> dict[str, np.ndarray
 REQ, RESP = 120, 900
 TEMPLATES = {
     # One request, one response, an orderly close: 9 packets.
-    "fin": _template(
+    "fin": template(
         (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
         (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
         (CLIENT, FIN | ACK, 1 + REQ, 1 + RESP, 0), (SERVER, FIN | ACK, 1 + RESP, 2 + REQ, 0),
         (CLIENT, ACK, 2 + REQ, 2 + RESP, 0),
     ),
     # The client aborts after the response (SO_LINGER 0): 7 packets.
-    "client_abort": _template(
+    "client_abort": template(
         (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
         (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
         (CLIENT, RST | ACK, 1 + REQ, 1 + RESP, 0),
     ),
     # A close race: the server closes with the request's tail unread, the client's late ACK is echoed.
-    "close_race": _template(
+    "close_race": template(
         (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
         (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP),
         (SERVER, RST | ACK, 1 + RESP, 1 + REQ, 0), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0), (SERVER, RST, 1 + RESP, 0, 0),
     ),
     # A refused SYN: 2 packets.
-    "refused": _template((CLIENT, SYN, 0, 0, 0), (SERVER, RST | ACK, 0, 1, 0)),
+    "refused": template((CLIENT, SYN, 0, 0, 0), (SERVER, RST | ACK, 0, 1, 0)),
 }
 """Connection kinds of the short-connection shape."""
 
-RESET_ENDING = _template(
+RESET_ENDING = template(
     (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
     (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, RST | ACK, 1, 1 + REQ, 0),
 )  # fmt: skip
 """A connection that ends in one RST, for the reset storm."""
-BARE_RST = _template((SERVER, RST, 5000, 0, 0))
+BARE_RST = template((SERVER, RST, 5000, 0, 0))
 """A RST alone on its 4-tuple (a storm of resets to connections the capture never saw)."""
 
 

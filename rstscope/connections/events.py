@@ -41,8 +41,8 @@ class EventPass:
     def __init__(self, connections: list[Connection | None], arrays: ConnArrays) -> None:
         self.connections = connections
         self._arrays = arrays
-        self.reset_ids: set[int] = set()
-        """Connections that saw a RST."""
+        self.saw_reset = np.zeros(1024, dtype=bool)
+        """By connection id: it saw a RST (one byte per connection, not a set entry of about 60)."""
         self._rst_state: dict[int, tuple] = {}  # RST frame -> what the event pass needs about that RST
         self._probe_peer_frame: dict[int, int] = {}  # keepalive probe frame -> the peer's last frame before it
         self.rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
@@ -233,10 +233,14 @@ class EventPass:
             answered_ack=_none(ans_ack) if answered and ans_flags & P.ACK else None,
             answered_seq=_none(ans_seq) if answered else None,
             peer_recent_acks=self.rst_peer_acks.pop(frame, ()),
+            synacks_before=c.synack_frames.before(frame),
+            synacks_after_ack_before=c.synack_after_ack_frames.before(frame),
             **wire,
         )
         c.resets.append(obs)
-        self.reset_ids.add(c.id)
+        if c.id >= len(self.saw_reset):
+            self.saw_reset = retire.fit(self.saw_reset, c.id + 1, False)
+        self.saw_reset[c.id] = True
 
     # ----------------------------------------------------------------- the end
 

@@ -177,6 +177,36 @@ class RstObservation:
     """Silence on the connection (both directions) just before the segment the RST follows."""
     keepalive_probes: tuple[tuple[int, int], ...] = ()
     """(frame, time) of the sender's keepalive probes since the peer's last segment (unanswered)."""
+    synacks_before: int = 0
+    """The responder's SYN-ACKs before the RST."""
+    synacks_after_ack_before: int = 0
+    """Of those, the ones sent after the client had acknowledged one (see ``Connection.synack_after_ack_frames``)."""
+
+
+@dataclass(slots=True)
+class Frames:
+    """Frames of one kind of segment that may repeat (SYNs, SYN-ACKs): how many, the first and the last.
+
+    ``len()`` is the number of such segments.  The frames in between are not kept, so that a connection
+    whose SYN was retransmitted two million times costs no more memory than one that sent it twice."""
+
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+
+    def append(self, frame: int) -> None:
+        """One more such segment, at ``frame`` (frames come in capture order)."""
+        self.count += 1
+        if self.first is None:
+            self.first = frame
+        self.last = frame
+
+    def before(self, frame: int) -> int:
+        """How many came before ``frame``, asked while ``frame`` is the latest frame seen (the event pass)."""
+        return self.count - (self.last == frame)
+
+    def __len__(self) -> int:
+        return self.count
 
 
 @dataclass(slots=True, kw_only=True)
@@ -203,11 +233,11 @@ class Connection:
     findings: list[Finding] = field(default_factory=list)
     isn: list[int | None] = field(default_factory=lambda: [None, None])
     """Raw ISN per side, when its SYN / SYN-ACK was captured."""
-    syn_frames: list[int] = field(default_factory=list)
+    syn_frames: Frames = field(default_factory=Frames)
     """Frames of the originator's SYNs (more than one = SYN retransmitted)."""
-    synack_frames: list[int] = field(default_factory=list)
+    synack_frames: Frames = field(default_factory=Frames)
     """Frames of the responder's SYN-ACKs (more than one = SYN-ACK retransmitted)."""
-    synack_after_ack_frames: list[int] = field(default_factory=list)
+    synack_after_ack_frames: Frames = field(default_factory=Frames)
     """SYN-ACKs sent after the client had acknowledged one: the server never saw that ACK
     complete the handshake — typically a full accept queue dropped it."""
     handshake_ack_frame: int | None = None

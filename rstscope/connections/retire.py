@@ -22,6 +22,14 @@ SPILL_BATCH = 10_000
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
+LIVE_CLOSED_LIMIT = 20_000
+"""Closed connections kept in memory at most before they have been idle STALE_AFTER_FRAMES frames: past
+this many (a reset storm: one short connection, or one bare RST, per few frames), closed connections
+idle for PRESSURE_IDLE_FRAMES retire at once.  Memory then stays bounded whatever the share of
+connections that end in a RST."""
+PRESSURE_IDLE_FRAMES = 5_000
+"""Under pressure, a closed connection silent for this many frames retires (a later segment of its
+4-tuple then starts a new connection, as after any retirement)."""
 
 
 def is_stale(recent: list[list[tuple]], frame: int) -> bool:
@@ -47,6 +55,13 @@ class IdleSweep:
         idle = np.flatnonzero(live & (last_frame >= self._swept_cutoff) & (last_frame < cutoff))
         self._swept_cutoff = cutoff
         return idle
+
+    @staticmethod
+    def pressured(now_frame: int, last_frame: np.ndarray, closed: np.ndarray) -> np.ndarray:
+        """Slots of closed connections (``closed`` per slot) to retire now because too many are kept."""
+        if np.count_nonzero(closed) <= LIVE_CLOSED_LIMIT:
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(closed & (last_frame < now_frame - PRESSURE_IDLE_FRAMES))
 
 
 class Spill:
@@ -94,17 +109,18 @@ class ConnectionStore(Sequence):
     """All connections of a capture in id order: the live ones in memory, the retired ones read back
     from the spill file one at a time (so iterating does not hold them all)."""
 
-    def __init__(self, live: list[Connection | None], spill: Spill, reset_ids: set[int],
+    def __init__(self, live: list[Connection | None], spill: Spill, reset_ids: np.ndarray,
                  host_ttl: dict[str, TtlRange] | None = None):  # fmt: skip
+        """``reset_ids``: the ids of the connections that saw a RST, sorted."""
         self._live = live
         self._spill = spill
-        self._reset_ids = sorted(reset_ids)
+        self._reset_ids = reset_ids
         self.host_ttl = host_ttl or {}
         """Per responder address, its TTL range over all connections (see ``Tracker.host_ttl``)."""
 
     def with_resets(self) -> Iterator[Connection]:
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
-        for cid in self._reset_ids:
+        for cid in self._reset_ids.tolist():
             yield self[cid]
 
     def __len__(self) -> int:
@@ -121,7 +137,7 @@ class ConnectionStore(Sequence):
             yield c if c is not None else self._spill.get(cid)
 
 
-def fit(array: np.ndarray, size: int, fill: int) -> np.ndarray:
+def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
     """``array`` grown (doubling) to hold at least ``size`` entries, new ones set to ``fill``."""
     if len(array) >= size:
         return array

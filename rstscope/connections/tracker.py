@@ -121,20 +121,23 @@ class Tracker:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their summary goes to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
-        a new connection, as it would in Zeek once its timers removed the old one.  This is what keeps
-        memory bounded by the connections alive at once."""
+        a new connection, as it would in Zeek once its timers removed the old one.  Past
+        LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES retire too.  This is what
+        keeps memory bounded by the connections alive at once."""
         arr = self._arrays
-        idle = self._sweep.idle(now_frame, arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0)
-        if idle is None:
-            return
-        closed = arr["closing"][idle] > 0
-        for slot, done in zip(idle.tolist(), closed.tolist(), strict=True):
-            cid = int(self._conn_of_slot[slot])
-            c = self.connections[cid]
-            c._recent[0].clear()
-            c._recent[1].clear()
-            if done:
-                self._retire(c, slot)
+        last_frame, live = arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0
+        closing = arr["closing"][: arr.size] > 0
+        idle = self._sweep.idle(now_frame, last_frame, live)
+        if idle is not None:
+            for slot, done in zip(idle.tolist(), closing[idle].tolist(), strict=True):
+                c = self.connections[int(self._conn_of_slot[slot])]
+                c._recent[0].clear()
+                c._recent[1].clear()
+                if done:
+                    self._retire(c, slot)
+            live = self._conn_of_slot[: arr.size] >= 0
+        for slot in self._sweep.pressured(now_frame, last_frame, live & closing).tolist():
+            self._retire(self.connections[int(self._conn_of_slot[slot])], slot)
 
     def _retire(self, c: Connection, slot: int) -> None:
         self._finalize(c, slot)
@@ -150,7 +153,7 @@ class Tracker:
         for c in self.connections:
             if c is not None:
                 self._finalize(c, int(self._slot_of[c.id]))
-        return ConnectionStore(self.connections, self._spill, self._events.reset_ids, self.host_ttl)
+        return ConnectionStore(self.connections, self._spill, np.flatnonzero(self._events.saw_reset), self.host_ttl)
 
     def _finalize(self, c: Connection, slot: int) -> None:
         arr = self._arrays
