@@ -120,9 +120,11 @@ class EventPass:
         write_history(c, side, flags, plen, seq_raw, is_pure_ack)
         # Log-scale letters, in Zeek's order (window before retransmission).  ``*_count`` is the side's
         # running count at this row (0: not one); the occurrences Zeek ignores are taken off first.
-        zw_ignored = rst or old is EndpointState.RESET or peer is EndpointState.CLOSED
-        scaled_letter(c, side, "w", zw_count, ignored=zw_ignored)
-        scaled_letter(c, side, "t", retx_count, ignored=old is EndpointState.RESET)
+        if zw_count:
+            zw_ignored = rst or old is EndpointState.RESET or peer is EndpointState.CLOSED
+            scaled_letter(c, side, "w", zw_count, ignored=zw_ignored)
+        if retx_count:
+            scaled_letter(c, side, "t", retx_count, ignored=old is EndpointState.RESET)
 
         if syn and not ackf:
             if side is Side.ORIG:
