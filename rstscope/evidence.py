@@ -492,15 +492,21 @@ def _peer_in_flight(conn: Connection, obs: RstObservation) -> int | None:
 def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> None:
     """What both sides did after the RST: the facts behind ``ignored`` and a forged RST's origin.
 
-    A real endpoint that reset sends nothing more but reply RSTs.  One segment of its own after the RST
-    may be an older one overtaken on the path; new data, a FIN or two segments may not."""
+    A real endpoint that reset sends nothing more but reply RSTs.  Its own segments captured after the RST
+    may be older ones overtaken on the path (or merged late from another tap); new data, a FIN, or an ack of
+    data the peer sent after the RST may not."""
     later = [seg for seg in conn.after_reset if seg.frame > obs.frame]
     sender = [seg for seg in later if seg.side is obs.side and not seg.flags & P.RST]
     receiver = [seg for seg in later if seg.side is obs.side.peer]
     receiver_own = [seg for seg in receiver if not seg.flags & P.RST]
     ev.sender_segments_after, ev.receiver_segments_after = len(sender), len(receiver_own)
     snd_nxt = obs.snd_nxt if obs.snd_nxt is not None else obs.seq
-    new_data = any(seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt for seg in sender)
+    own_ack = obs.ack if obs.ack is not None else obs.sender_acked
+    went_on = any(
+        seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt
+        or (own_ack is not None and seg.ack is not None and seg.ack > own_ack)
+        for seg in sender
+    )
     if ev.answers == "SYN-ACK" and obs.side is Side.ORIG and obs.answered_frame is not None:
         # The client's kernel had no socket for the SYN (sent from a raw socket): it answered the SYN-ACK
         # itself; what the program sends later does not make the RST someone else's.
@@ -510,7 +516,7 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     challenge = next((seg for seg in receiver_own if not seg.payload), None)
     if challenge is not None and challenge.ack is not None and challenge.ack == obs.peer_acked < obs.seq:
         ev.findings.append("rst.challenge_acked")
-    if not (new_data or len(sender) >= 2):
+    if not went_on:
         return
     ev.findings.append("origin.sender_kept_sending")
     if obs.ip_id and any(seg.ip_id == obs.ip_id for seg in sender):

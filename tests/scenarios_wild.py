@@ -321,6 +321,22 @@ def close_race_windows_client_side() -> Scenario:
                     {rst: {"origin": "endpoint", "confidence": "high", "in_flight": 2 * MSS}})  # fmt: skip
 
 
+def older_segments_after_the_reset() -> Scenario:
+    """Two of the server's data segments show up after its RST (a tap merged late, or reordering on the path):
+    nothing new in them, so the server did not go on after its reset; still its own close race."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    start = c.nxt[SERVER]
+    c.data(SERVER, 3 * MSS, deliver=False)
+    rst = c.rst_ack(SERVER)
+    for k in (1, 2):
+        c.send(SERVER, "PA", seq=start + k * MSS, payload=MSS, advance=False)
+    return Scenario("older-segments-after-rst", c.packets, {rst: "close-race"},
+                    {rst: {"origin": "endpoint", "in_flight": 3 * MSS}})  # fmt: skip
+
+
 def lone_reset() -> Scenario:
     """A capture that holds one RST of a connection and nothing else (tcpdump's tcp_rst_data.pcap has such a
     RST, with diagnostic text): nothing says why, and the verdict says so."""
@@ -345,6 +361,7 @@ def half_open_scan() -> Scenario:
 
 
 WILD = [
+    older_segments_after_the_reset,
     lone_reset,
     half_open_scan,
     firewall_reject_mid_connection,
