@@ -360,6 +360,10 @@ class RstObservation:
     """The RST's IPv4 identification (0 for IPv6)."""
     tcp_auth: int = 0
     """TCP authentication option kind the RST carried (19 TCP-MD5, 29 TCP-AO), 0 none."""
+    has_ts: bool = False
+    """The RST carried a timestamps option (Linux's own active resets do when the connection uses them)."""
+    prev_ip_id: int | None = None
+    """IP ID of the sender's last segment before the RST (not a probe, not a RST), None if none."""
     window: int = 0
     """The RST's raw window field."""
     payload: int = 0
@@ -427,6 +431,8 @@ class Connection:
     zero_windows: tuple[int, int] = (0, 0)
     ttl: tuple[TtlRange | None, TtlRange | None] = (None, None)
     """Per side, the TTL range of its non-RST packets (None: it sent none)."""
+    timestamped: tuple[int, int] = (0, 0)
+    """Per side, how many of its non-RST packets carried a timestamps option."""
     # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
     _last_flag_seq: list = field(default_factory=lambda: [None] * 6)
     """Per (S/H, F, R) x side: the sequence number of the last segment with that flag."""
@@ -582,6 +588,8 @@ class _ConnArrays:
         "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
         "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
         "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1",  # non-RST packets per side
+        "ts_n0", "ts_n1",  # non-RST packets per side with a timestamps option
+        "last_plain_ip_id0", "last_plain_ip_id1",  # IP ID of the side's last plain segment (-1 none)
         "last_ns0", "last_ns1",  # time of the side's last segment (NONE)
         "last_gap0", "last_gap1",  # silence on the connection before the side's last segment
         "last_plain_frame0", "last_plain_frame1",  # the side's last segment that was neither a probe nor a RST
@@ -593,7 +601,7 @@ class _ConnArrays:
         "last_ackrel0": NONE, "last_ackrel1": NONE, "last_seqrel0": NONE, "last_seqrel1": NONE,
         "first_seq_val0": NONE, "first_seq_val1": NONE, "ttl_min0": 256, "ttl_min1": 256, "ttl_max0": -1,
         "ttl_max1": -1, "last_ns0": NONE, "last_ns1": NONE,
-        "last_plain_frame0": -1, "last_plain_frame1": -1,
+        "last_plain_frame0": -1, "last_plain_frame1": -1, "last_plain_ip_id0": -1, "last_plain_ip_id1": -1,
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -747,6 +755,8 @@ class Tracker:
         frame = rows["frame"][order].astype(np.int64)
         window = rows["window"][order]
         ttl = rows["ttl"][order].astype(np.int64)
+        ip_ids = rows["ip_id"][order].astype(np.int64)
+        has_ts = rows["has_ts"][order]
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -948,7 +958,7 @@ class Tracker:
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val, snd_nxt_before,
             peer_acked,
             own_ack_before, peer_snd_nxt, old_count, zw_count, pure_ack, peer_prev, after_gap,
-            rows=rows, ttl=ttl, gap=gap, probe=probe, last_plain_of=last_plain_of,
+            rows=rows, ttl=ttl, gap=gap, probe=probe, last_plain_of=last_plain_of, ip_ids=ip_ids,
         )  # fmt: skip
 
         # --- carry state to the next chunk ------------------------------------------
@@ -975,6 +985,7 @@ class Tracker:
             arr[f"last_gap{s}"][c] = gap[lp]
             plain = cg.last(last_plain_of[s])
             arr[f"last_plain_frame{s}"][conns[plain >= 0]] = frame[plain[plain >= 0]]
+            arr[f"last_plain_ip_id{s}"][conns[plain >= 0]] = ip_ids[plain[plain >= 0]]
             first = _first_pos(cg, m)
             fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
             arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
@@ -993,6 +1004,7 @@ class Tracker:
             arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
             counted = m & ~is_rst  # a RST's TTL is what is being judged: keep it out of the sender's baseline
             arr[f"ttl_n{s}"][conns] += np.add.reduceat(counted.astype(np.int64), cg.first_pos)
+            arr[f"ts_n{s}"][conns] += np.add.reduceat((counted & has_ts).astype(np.int64), cg.first_pos)
             arr[f"ttl_min{s}"][conns] = np.minimum(
                 arr[f"ttl_min{s}"][conns], np.minimum.reduceat(np.where(counted, ttl, 256), cg.first_pos)
             )
@@ -1185,7 +1197,7 @@ class Tracker:
     # ----------------------------------------------------------------- pass 2
     def _event_pass(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
                     ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-                    peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of):  # fmt: skip
+                    peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
@@ -1220,10 +1232,11 @@ class Tracker:
                 np.where(have_pp, gap[ppi], carried("last_gap")).tolist(),
                 rst_rows["tcp_auth"].tolist(), rst_rows["window"].tolist(),
                 np.where(own_plain >= 0, frame_col[np.maximum(own_plain, 0)], carried_own("last_plain_frame")).tolist(),
+                rst_rows["has_ts"].tolist(),
+                np.where(own_plain >= 0, ip_ids[np.maximum(own_plain, 0)], carried_own("last_plain_ip_id")).tolist(),
                 strict=True,
             )  # fmt: skip
             self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
-        ip_ids = rows["ip_id"][order]
         columns = zip(
             frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
@@ -1288,7 +1301,7 @@ class Tracker:
         if rst:
             (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
              ans_seq, peer_last_ns, answered_idle, tcp_auth, window,
-             last_plain_frame) = self._rst_state.pop(frame)  # fmt: skip
+             last_plain_frame, has_ts, prev_ip_id) = self._rst_state.pop(frame)  # fmt: skip
             # A bare RST is a reply (its seq is the answered segment's ack).  A RST|ACK is a reply when its
             # numbers say so: to a SYN (Linux, no socket), or seq = the segment's ack and ack = its end, as
             # BSD, Windows and middleboxes answer; an active RST|ACK whose peer had nothing unacknowledged
@@ -1302,6 +1315,7 @@ class Tracker:
                 answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
             wire = {
                 "ttl": ttl, "ip_id": ip_id, "tcp_auth": tcp_auth, "window": window, "payload": plen,
+                "has_ts": has_ts, "prev_ip_id": None if prev_ip_id < 0 else prev_ip_id,
                 "peer_last_ns": None if ans_frame < 0 else peer_last_ns,
                 "answered_idle_ns": None if ans_frame < 0 else answered_idle,
                 "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > last_plain_frame),
@@ -1398,6 +1412,7 @@ class Tracker:
             TtlRange.of(int(arr[f"ttl_min{s}"][i]), int(arr[f"ttl_max{s}"][i]), int(arr[f"ttl_n{s}"][i]))
             for s in (0, 1)
         )
+        c.timestamped = (int(arr["ts_n0"][i]), int(arr["ts_n1"][i]))
         if c.ttl[1] is not None:
             self.host_ttl[c.resp_addr] = c.ttl[1].merge(self.host_ttl.get(c.resp_addr))
 

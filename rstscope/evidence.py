@@ -160,8 +160,11 @@ FINDINGS: dict[str, FindingKind] = _kinds(
                 summary="The supposed sender went on sending after its own RST: it never reset the connection "
                         "(a forged or middlebox RST)."),
     FindingKind(id="origin.ip_id_reused", severity=_W,
-                summary="A later packet of the supposed sender carries the RST's IP ID: the RST copied the "
-                        "sender's IP ID (suspected forgery; supporting evidence only)."),
+                summary="The RST carries the IP ID of the supposed sender's previous or a later packet: a copy "
+                        "(suspected forgery; supporting evidence only, some stacks repeat IDs)."),
+    FindingKind(id="origin.options_differ", severity=_W,
+                summary="Every segment of the sender carried TCP timestamps, this active RST|ACK none: Linux's "
+                        "own active resets carry them (supporting evidence only: other stacks differ)."),
 )  # fmt: skip
 del _W, _I, _E
 
@@ -519,8 +522,6 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     if not went_on:
         return
     ev.findings.append("origin.sender_kept_sending")
-    if obs.ip_id and any(seg.ip_id == obs.ip_id for seg in sender):
-        ev.findings.append("origin.ip_id_reused")
     first = sender[0].frame
     if any(seg.flags & P.RST and seg.frame > first for seg in receiver):
         ev.findings.append("rst.receiver_reset_sender_segments")
@@ -535,6 +536,12 @@ def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: 
         baseline, whose = host_ttl.get(conn.resp_addr), f"{conn.resp_addr}'s"
     comparison = compare_ttl(obs.ttl, baseline, whose=whose)
     ev.findings.append(comparison.finding)
+    own_later = [seg for seg in conn.after_reset if seg.frame > obs.frame and seg.side is obs.side]
+    if obs.ip_id and (obs.ip_id == obs.prev_ip_id or any(seg.ip_id == obs.ip_id for seg in own_later)):
+        ev.findings.append("origin.ip_id_reused")
+    sent = conn.ttl[obs.side].packets if conn.ttl[obs.side] is not None else 0
+    if ev.has("rst.at_snd_nxt") and not obs.has_ts and sent and conn.timestamped[obs.side] == sent:
+        ev.findings.append("origin.options_differ")
     ev.sender_ttl = comparison.detail
     ev.origin, ev.origin_findings = judge(ev.findings)
 

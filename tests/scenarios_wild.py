@@ -337,6 +337,31 @@ def older_segments_after_the_reset() -> Scenario:
                     {rst: {"origin": "endpoint", "in_flight": 3 * MSS}})  # fmt: skip
 
 
+def options_and_ttl_point_elsewhere() -> Scenario:
+    """The server's segments all carry timestamps (Linux) and arrive with TTL 62 or 63 (its path changed once);
+    an 'active' RST|ACK comes with TTL 64 and no options: one hop outside a varying range is too close to
+    call alone, but Linux's own active resets carry timestamps: a middlebox, with medium confidence."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    c.ttl = (64, 62)
+    _request_response(c)
+    rst = c.send(SERVER, "RA", advance=False, ttl=64, ip_id=0, options=[])
+    return Scenario("options-and-ttl", c.packets, {rst: "middlebox"},
+                    {rst: {"origin": "middlebox", "confidence": "medium",
+                           "origin_findings": ["origin.ttl_near_sender", "origin.options_differ"]}})  # fmt: skip
+
+
+def linux_active_reset_with_timestamps() -> Scenario:
+    """Linux's own active RST|ACK carries the timestamps its segments carry, and the sender's TTL: endpoint."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    rst = c.rst_ack(SERVER)
+    return Scenario("linux-active-rst", c.packets, {rst: "abort"},
+                    {rst: {"origin": "endpoint", "origin_findings": ["origin.ttl_matches_sender"]}})  # fmt: skip
+
+
 def lone_reset() -> Scenario:
     """A capture that holds one RST of a connection and nothing else (tcpdump's tcp_rst_data.pcap has such a
     RST, with diagnostic text): nothing says why, and the verdict says so."""
@@ -361,6 +386,8 @@ def half_open_scan() -> Scenario:
 
 
 WILD = [
+    options_and_ttl_point_elsewhere,
+    linux_active_reset_with_timestamps,
     older_segments_after_the_reset,
     lone_reset,
     half_open_scan,
