@@ -202,7 +202,7 @@ def main() -> None:
     for name in ("stdout", "stderr"):
         stream = getattr(sys, name)
         if stream is None:
-            setattr(sys, name, _ClosedStream(name.removeprefix("std")))
+            setattr(sys, name, _ClosedStream("output" if name == "stdout" else "error"))
         else:
             with contextlib.suppress(AttributeError, ValueError):
                 stream.reconfigure(errors="surrogateescape" if name == "stdout" else "backslashreplace")
