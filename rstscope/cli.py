@@ -208,7 +208,9 @@ def main() -> None:
                 stream.reconfigure(errors="surrogateescape" if name == "stdout" else "backslashreplace")
     try:
         status = run()
-    except KeyboardInterrupt:  # Ctrl-C before run() set up its handler
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("rstscope: interrupted\n")
         status = ExitStatus.INTERRUPTED
     try:
         sys.stdout.flush()
