@@ -106,12 +106,22 @@ def make_dir(path: str | os.PathLike, *, what: str = "output directory") -> Path
     return path
 
 
-def check_writable_dir(path: str | os.PathLike, *, what: str) -> Path:
-    """Create ``path`` if needed and prove a file can be written in it (root ignores permission
-    bits, not read-only mounts or full disks: a real write is the only honest test)."""
-    path = make_dir(path, what=what)
+def check_writable_dir(path: str | os.PathLike, *, what: str, create: bool = True) -> Path:
+    """Prove a file can be written in ``path`` (root ignores permission bits, not read-only mounts
+    or full disks: a real write is the only honest test).  ``create``: make ``path`` first; else
+    a missing ``path`` is tested in its nearest existing parent and nothing is created."""
+    path = Path(path)
+    if create:
+        make_dir(path, what=what)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {what} {path}: {existing} is not a directory")
     try:
-        with tempfile.TemporaryFile(dir=path) as probe:
+        with tempfile.TemporaryFile(dir=existing) as probe:
             probe.write(b"rstscope")
             probe.flush()
     except OSError as exc:

@@ -267,20 +267,40 @@ def test_file_under_an_unreadable_directory(tmp_path, capture):
     """As an ordinary user (root reads everything): PermissionError is one line, exit 2."""
     if os.geteuid() != 0:
         pytest.skip("needs root to switch to the user nobody")
-    locked = tmp_path / "locked"
+    import shutil
+    import tempfile
+
+    top = Path(tempfile.mkdtemp(prefix="rstscope-locked-"))  # pytest's tmp_path is root's alone
+    top.chmod(0o755)
+    locked = top / "locked"
     locked.mkdir()
     (locked / "c.pcap").write_bytes(capture.read_bytes())
+    (top / "open.pcap").write_bytes(capture.read_bytes())
+    (top / "open.pcap").chmod(0o644)
     locked.chmod(0o700)
-    tmp_path.chmod(0o755)
     env = dict(os.environ, PYTHONPATH=str(REPO), HOME="/tmp")
-    for command in ("analyze", "conns"):
+    try:
+        _as_nobody_on(locked, top, env)
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _as_nobody_on(locked: Path, top: Path, env: dict) -> None:
+    readable = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         sys.executable, "-m", "rstscope", "analyze", str(top / "open.pcap")],
+        cwd="/", env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert readable.returncode == 0, readable.stderr  # the same file is fine where nobody may read it
+    for command in ("analyze", "conns", "plot", "report"):
+        extra = {"plot": ["-o", "/tmp"], "report": ["-o", "/tmp/r-nobody.html"]}.get(command, [])
         result = subprocess.run(
             ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-             sys.executable, "-m", "rstscope", command, str(locked / "c.pcap")],
+             sys.executable, "-m", "rstscope", command, str(locked / "c.pcap"), *extra],
             cwd="/", env=env, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert result.returncode == 2, result.stderr
-        assert result.stderr == f"rstscope: error: {locked / 'c.pcap'}: permission denied\n"
+        assert result.stderr.lower() == f"rstscope: error: {locked / 'c.pcap'}: permission denied\n", command
 
 
 def test_a_bug_is_one_line_with_the_way_to_the_traceback(monkeypatch, capture):

@@ -204,7 +204,8 @@ def _interfaces() -> set[str]:
 
 
 def check_run_root(path: Path) -> Path:
-    """The run root exists (or can be made) and takes a file; one error line otherwise."""
+    """The run root (or, when it does not exist yet, its nearest parent) takes a file; one error
+    line otherwise.  Nothing is created: the run makes its directory once its checks passed."""
     from rstscope.output import check_writable_dir
 
-    return check_writable_dir(path, what="run root")
+    return check_writable_dir(path, what="run root", create=False)
