@@ -403,3 +403,77 @@ def test_read_only_and_full_outputs(tmp_path, tmpfs):
             assert "Read-only file system" in result.stderr or "No space left on device" in result.stderr
     assert list(read_only.iterdir()) == []
     assert sorted(p.name for p in full.rglob("*") if p.is_file()) == ["filler"]  # no partial file
+
+
+# ------------------------------------------------------------------------------ capture around a command
+
+
+def test_capture_command_exit_status_is_printed_and_returned(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "rstscope", "capture", "--no-trace", "--settle", "0.2",
+                             "--run-root", str(tmp_path / "runs2"), "--", "sh", "-c", "exit 3"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 3, result.stderr
+    assert "command    `sh -c 'exit 3'` exited with 3" in result.stdout
+    run = run_json(tmp_path / "runs2")
+    assert run["status"] == "ok" and run["command_rc"] == 3
+    ok = subprocess.run([sys.executable, "-m", "rstscope", "capture", "--no-trace", "--settle", "0.2",
+                         "--run-root", str(tmp_path / "runs3"), "--", "true"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0 and "exited with 0" in ok.stdout
+
+
+def test_capture_with_a_bad_filter_fails(tmp_path):
+    proc = start("capture", "--duration", "0.5", "--filter", "tcp and and", run_root=tmp_path / "runs")
+    status, _, err = finish(proc)
+    assert status == 1 and "Invalid capture filter" in err and err.count("\n") == 1, err
+    assert run_json(tmp_path / "runs")["status"] == "failed"
+    assert_nothing_left(proc.pid)
+
+
+# ------------------------------------------------------------------------------ the scapy fallback
+
+
+def test_scapy_reports_real_drops_and_a_short_capture_is_degraded(tmp_path):
+    """scapy only when asked for; its drop count is the kernel's, and a capture missing resets the
+    kernel sent makes the run degraded (exit 3) with a warning, whichever way this machine goes."""
+    proc = start("lab", "--scenario", "close-race", "--loops", "20", "--settle", "0.5", "--capture-tool", "scapy",
+                 run_root=tmp_path / "runs")  # fmt: skip
+    status, out, err = finish(proc)
+    run = run_json(tmp_path / "runs")
+    check = run["capture_check"]
+    assert isinstance(run["capture"]["stats"]["dropped"], int)
+    short = check["capture_rsts"] < runner.CAPTURE_SHORTFALL * check["expected_rsts"] - runner.CAPTURE_SLACK
+    assert run["status"] == ("degraded" if short else "ok")
+    assert status == (3 if short else 0), err
+    if short:
+        assert "the capture missed resets" in err and "install dumpcap or tcpdump" in err
+    assert f"the capture holds {check['capture_rsts']} RSTs; the kernel sent {check['kernel_rsts']}" in out
+    assert_nothing_left(proc.pid)
+
+
+def test_scapy_that_cannot_compile_its_filter_exits_1(tmp_path, monkeypatch, capsys):
+    """scapy without libpcap (and without tcpdump) cannot compile the capture filter: the sniffer
+    says so and exits 1, so the lab's capture step fails instead of an empty "ok" run."""
+    import scapy.all  # noqa: F401  (loads conf.L2listen)
+    from scapy.config import conf
+    from scapy.error import Scapy_Exception
+
+    from rstscope.lab import sniff
+
+    def no_libpcap(**kwargs):
+        raise Scapy_Exception("Failed to compile filter expression tcp port 8080 (-1)")
+
+    monkeypatch.setattr(conf, "L2listen", no_libpcap)
+    assert sniff.main(["--iface", "lo", "--filter", "tcp port 8080", str(tmp_path / "c.pcapng")]) == 1
+    assert capsys.readouterr().err == (
+        "sniff: cannot listen on lo: Scapy_Exception: Failed to compile filter expression tcp port 8080 (-1)\n"
+    )
+    assert not (tmp_path / "c.pcapng").exists()
+
+
+def test_sniffer_on_a_missing_interface_fails_the_capture_step(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    argv = [sys.executable, "-m", "rstscope.lab.sniff", "--iface", "nosuch0", "--filter", "tcp", str(tmp_path / "c")]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.startswith("sniff: cannot listen on nosuch0: ")
