@@ -35,8 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rstscope import __version__
-from rstscope.lab import groundtruth, nstat, rundir, scenarios, trace
-from rstscope.lab.netns import Executor, probe_capabilities, tool_versions
+from rstscope.lab import cleanup, groundtruth, nstat, rundir, scenarios, trace
+from rstscope.lab.netns import Executor, _raise_interrupt, probe_capabilities, tool_versions
 from rstscope.lab.scenarios import Capabilities, LabOptions, Names
 from rstscope.status import InputError
 
@@ -68,7 +68,7 @@ ESSENTIAL = (rundir.MARKER, "kind", "status", "error", "scenario", "started", "e
 class RunRecord:
     """run.json of one run, saved atomically at every state change.
 
-    When the disk is full the atomic save cannot work (the new copy needs room); the status
+    When the disk is full the atomic save cannot work (the new copy needs room); the
     run.json already on disk is then rewritten in place, compact (see ``rundir.rewrite_in_place``),
     so that a full disk still leaves ``failed`` rather than ``running``."""
 
@@ -132,8 +132,6 @@ def run_lab(options: LabOptions, run_root: Path, *, progress=None, caps: Capabil
     with interrupt_signals():
         options, names, caps = prepare(options, caps)
         steps = scenarios.plan(options, names, caps)
-        from rstscope.lab import cleanup
-
         stale = cleanup.remove(cleanup.find_stale()) if os.geteuid() == 0 else []
         path = rundir.new_run_dir(run_root, options.scenario)
         started = time.time()
@@ -173,10 +171,6 @@ def interrupt_signals():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _start_record(path: Path, run: dict) -> RunRecord:
@@ -386,7 +380,7 @@ def _finish_run(record: RunRecord, failure: BaseException | None, progress) -> R
     if failure is not None:
         raise failure
     if record.save_error:
-        raise InputError(f"run.json could not be written: {record.save_error}")
+        raise InputError(record.save_error)
     return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
 
 
