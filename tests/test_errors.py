@@ -249,11 +249,26 @@ def test_help_into_a_full_or_closed_stdout(command):
     assert closed.stderr == "rstscope: error: writing the output: standard output is closed\n"
 
 
-@pytest.mark.parametrize("command", ["analyze", "conns", "analyze --json", "analyze --csv", "conns --zeek"])
-def test_output_into_a_full_stdout(capture, command):
+@pytest.mark.parametrize(
+    "command",
+    ["analyze", "conns", "analyze --json", "analyze --csv", "conns --zeek", "plot", "report", "validate"],
+)
+def test_output_into_a_full_or_closed_stdout(tmp_path, capture, command):
+    argv = command.split()
+    if argv[0] == "validate":
+        argv.append(str(make_run_dir(tmp_path / "run", capture)))
+    else:
+        argv.append(str(capture))
+    argv += {"plot": ["-o", str(tmp_path / "p"), "--format", "png"], "report": ["-o", str(tmp_path / "r.html")]}.get(
+        argv[0], []
+    )
     with open("/dev/full", "w") as full:
-        result = _cli(*command.split(), str(capture), stdout=full)
-    assert result.returncode == 2 and result.stderr.startswith("rstscope: error: ") and "Traceback" not in result.stderr
+        result = _cli(*argv, stdout=full)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == "rstscope: error: writing the output: No space left on device\n"
+    closed = _cli(*argv, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 2
+    assert closed.stderr == "rstscope: error: writing the output: standard output is closed\n"
 
 
 def test_output_into_a_closed_pipe_is_quiet(capture):
