@@ -477,3 +477,30 @@ def test_sniffer_on_a_missing_interface_fails_the_capture_step(tmp_path):
     argv = [sys.executable, "-m", "rstscope.lab.sniff", "--iface", "nosuch0", "--filter", "tcp", str(tmp_path / "c")]
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr.startswith("sniff: cannot listen on nosuch0: ")
+
+
+def test_capture_interrupted_then_killed(tmp_path):
+    """`rstscope capture` on the host: Ctrl-C ends it `interrupted`; SIGKILL leaves its capture tool
+    and trace instance, which `lab --cleanup` removes."""
+    runs = tmp_path / "runs"
+    proc = start("capture", "--duration", "30", run_root=runs)
+    wait_for(lambda: any(p.stat().st_size for p in runs.glob("*/logs/capture.stderr")), what="the capture")
+    proc.send_signal(signal.SIGINT)
+    status, _, err = finish(proc)
+    assert status == 130 and err.endswith("rstscope: interrupted\n"), err
+    assert run_json(runs)["status"] == "interrupted"
+    assert_nothing_left(proc.pid)
+
+    runs = tmp_path / "killed"
+    proc = start("capture", "--duration", "30", run_root=runs)
+    wait_for(lambda: any(p.stat().st_size for p in runs.glob("*/logs/capture.stderr")), what="the capture")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    left = leftovers(proc.pid)
+    assert left["processes"], left  # dumpcap, still capturing for a run that is gone
+    assert run_json(runs)["status"] == "running"  # what a killed run leaves: --cleanup says what it was
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, "-m", "rstscope", "lab", "--cleanup"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0 and "(dumpcap " in result.stdout, result.stdout
+    assert_nothing_left(proc.pid)
