@@ -97,3 +97,34 @@ def test_capture_runs_are_not_cross_checked(tmp_path):
     record = _run_with_capture(tmp_path, 40)
     runner._check_capture(record, kernel_scope=None)
     assert record.run["status"] == "ok" and "kernel_rsts" not in record.run["capture_check"]
+
+
+@pytest.mark.root
+def test_run_json_on_a_full_disk_still_says_how_the_run_ended(tmp_path):
+    """No room for an atomic rewrite: run.json is rewritten in place, compact, and says failed."""
+    import json
+    import os
+    import subprocess
+
+    from rstscope.lab import rundir
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    point = tmp_path / "full"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)], check=True)
+    try:
+        run = {rundir.MARKER: 1, "kind": "lab", "status": "running", "plan": ["step"] * 500, "names": {"prefix": "x"}}
+        record = runner.RunRecord(point, run)
+        record.save()
+        with open(point / "filler", "wb") as filler, pytest.raises(OSError):
+            filler.write(b"x" * (1 << 20))
+            filler.flush()
+        run["executed"] = [{"step": n, "rc": 0} for n in range(100)]  # more than fits anywhere now
+        record.set_status("ok")
+        saved = json.loads((point / "run.json").read_text())
+        assert saved["status"] == "failed" and "No space left on device" in saved["error"]
+        assert record.save_error and "No space left on device" in record.save_error
+        assert sorted(p.name for p in point.iterdir()) == ["filler", "run.json"]
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
