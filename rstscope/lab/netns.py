@@ -11,7 +11,15 @@ command runs inside the run's namespaces.
 
 Background processes run in their own session, so a Ctrl-C at the terminal
 reaches only rstscope, which then stops them in order (clients, capture,
-server) rather than all at once.
+server) rather than all at once.  Each carries ``RSTSCOPE_RUN=<run name>`` in
+its environment, by which ``rstscope.lab.cleanup`` finds it if rstscope is
+killed with SIGKILL.
+
+Every exit status is checked: a RUN step must exit 0; a WAIT step's process one
+of the step's ``ok_exit`` (and within its timeout); a STOP step's process must
+not have died on its own with an error (a capture tool that printed its ready
+line, then failed on a bad interface or filter) and must end with 0 or of the
+signal it was sent.  Readiness alone is never success.
 """
 
 from __future__ import annotations
