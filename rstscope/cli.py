@@ -215,8 +215,6 @@ def main() -> None:
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
-        pass
-    finally:
         _silence_stdout()
     sys.exit(status)
 
