@@ -66,6 +66,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
     run_root = checks.check_run_root(args.run_root or env.run_root)
     result = runner.run_capture(options, run_root, progress=env.progress)
     env.progress_done()
+    for line in result.run.get("stale_removed", []):
+        env.warn(f"cleaned up before the run: {line}")
     for warning in result.run.get("warnings", []):
         env.warn(warning)
     if options.trace and not result.run.get("trace", {}).get("available"):

@@ -58,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--compare", nargs=2, metavar=("A", "B"), help="run two scenarios, show them side by side")
     choice.add_argument("--list", action="store_true", help="list the scenarios and what they should show")
     choice.add_argument(
-        "--cleanup", action="store_true", help="remove namespaces and trace instances left by killed runs"
+        "--cleanup",
+        action="store_true",
+        help="remove what killed runs left (processes, namespaces with their veth and nftables, trace instances, "
+        "tracefs mounts) and list it",
     )
     what.add_argument("--dry-run", action="store_true", help="print the plan and exit (no root needed)")
 

@@ -428,9 +428,12 @@ def run_capture(
         caps = caps or probe_capabilities(lab_like, need_root=False)
         names = Names.make(os.getpid(), random.randrange(65536), loopback=True)
         steps = scenarios.capture_plan(options, names, caps)
+        stale = cleanup.remove(cleanup.find_stale()) if os.geteuid() == 0 else []
         path = rundir.new_run_dir(run_root, options.name)
         started = time.time()
         run = _new_run("capture", options.name, options.to_json(), names, caps, steps, started, addresses={})
+        if stale:
+            run["stale_removed"] = stale
         record = _start_record(path, run)
         with _guard(record):
             executor, failure = _execute(record, steps, names, started, progress)
