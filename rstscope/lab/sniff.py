@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     died = not stop.is_set()
     if not died:
         sniffer.stop()
-    dropped = _drops(sock)
+    dropped = _drops(sock, written=count)
     writer.close()
     sys.stderr.write(f"captured {count} dropped {'unknown' if dropped is None else dropped}\n")
     if died:
@@ -80,15 +80,17 @@ PACKET_STATISTICS = 6  # linux/if_packet.h
 SOL_PACKET = 263
 
 
-def _drops(sock) -> int | None:
-    """Packets the kernel dropped for this socket (tpacket_stats.tp_drops), or None when unknown."""
+def _drops(sock, *, written: int) -> int | None:
+    """Packets the socket got but the file did not, or None when unknown: those the kernel
+    dropped for want of room (``tp_drops``) plus those still queued when the sniffer stopped
+    (``tp_packets`` counts every packet, drops included, since the socket opened)."""
     import struct
 
     try:
-        _packets, drops = struct.unpack("II", sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        packets, drops = struct.unpack("II", sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
     except (AttributeError, OSError, struct.error):
         return None
-    return drops
+    return drops + max(0, packets - drops - written)
 
 
 if __name__ == "__main__":
