@@ -169,6 +169,8 @@ class Process:
     stop_signal: str = "SIGTERM"
     killed: bool = False
     """It ignored the stop signal for the grace period and was killed."""
+    accounted: bool = False
+    """Its end was waited for or caused by a step (WAIT, STOP): not a death in the background."""
 
 
 @dataclass(kw_only=True)
@@ -347,13 +349,16 @@ class Executor:
         deadline = time.monotonic() + step.timeout
         while process.popen.poll() is None:
             if time.monotonic() >= deadline:
+                process.accounted = True
                 self._stop_process(step.process, "SIGTERM", GRACE)
                 record["rc"] = process.popen.returncode
                 self._fail(number, step, f"{step.process} still running after {step.timeout:g} s: stopped")
                 return
             self._say(f"step {number}: {step.title}: {_progress_of(process)}")
+            self._check_background(number, step, but=step.process)
             time.sleep(0.2)
         record["rc"] = rc = process.popen.returncode
+        process.accounted = True
         if rc not in step.ok_exit:
             self._fail(number, step, f"{step.process} exited with {rc}{_stderr_tail(process)}")
 
@@ -378,7 +383,22 @@ class Executor:
             self._fail(number, step, f"{step.process} exited with {rc}{_stderr_tail(process)}")
 
     def _do_sleep(self, number: int, step: Step, record: dict) -> None:
-        time.sleep(step.timeout)
+        deadline = time.monotonic() + step.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self._check_background(number, step)
+            time.sleep(min(0.2, left))
+
+    def _check_background(self, number: int, step: Step, *, but: str = "") -> None:
+        """Fail at once when a background process (the capture tool, the server) died with an error
+        while the run goes on: waiting out the clients or the capture's duration would be for nothing.
+        Raises even for an optional step: what died is not this step's business."""
+        for name, process in self.processes.items():
+            rc = process.popen.poll()
+            if name != but and not process.accounted and rc not in (None, 0):
+                raise StepFailed(
+                    f"step {number} ({step.title}) failed: {name} exited with {rc} while the run went on"
+                    f"{_stderr_tail(process)}"
+                )
 
     def _do_trace_start(self, number: int, step: Step, record: dict) -> None:
         session = trace.TraceSession(name=self.trace_instance)
@@ -407,6 +427,7 @@ class Executor:
 
     def _stop_process(self, name: str, signal_name: str, grace: float, *, teardown: bool = False) -> int | None:
         process = self.processes[name]
+        process.accounted = True
         popen = process.popen
         if popen.poll() is None:
             sig = getattr(signal, signal_name)
