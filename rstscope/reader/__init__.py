@@ -46,7 +46,7 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -125,18 +125,23 @@ class Capture:
         return f"<Capture {str(self.path)!r} {self.format}{gz}, {len(self.interfaces)} interface(s)>"
 
 
-def open_capture(path: str | os.PathLike, *, chunk_packets: int = DEFAULT_CHUNK_PACKETS) -> Capture:
+def open_capture(
+    path: str | os.PathLike, *, chunk_packets: int = DEFAULT_CHUNK_PACKETS, stream: BinaryIO | None = None
+) -> Capture:
     """Open a pcap or pcapng file (plain or gzip) for reading.
 
     Raises :class:`InputError` (one-line message) for a missing, unreadable, empty
     or non-capture file, and for a capture none of whose interfaces has a link type
     rstscope decodes.  For pcapng, the blocks before the first packet are read here,
     so the check covers the interfaces declared before the first packet.
+
+    ``stream``: an open binary stream to read instead of opening ``path`` (standard input, a
+    FIFO already waited on: see :mod:`rstscope.inputs`); ``path`` then only names it.
     """
     if chunk_packets < 1:
         raise ValueError(f"chunk_packets must be at least 1, not {chunk_packets}")
     path = Path(path)
-    raw = _open(path)
+    raw = stream if stream is not None else _open(path)
     source = Source(raw)
     try:
         stats = ReadStats()

@@ -72,7 +72,9 @@ def load(paths: Sequence[str | os.PathLike], *, progress: Callable[[str], None] 
 
 def input_label(doc: dict, path: Path) -> str:
     gt = doc.get("ground_truth") or {}
-    return str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
+    label = str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
+    # A file name that is not UTF-8 holds surrogates, which no font or file encoding takes: show its bytes.
+    return label.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # ------------------------------------------------------------------------------ reading the document
