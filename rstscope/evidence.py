@@ -103,9 +103,9 @@ FINDINGS: dict[str, FindingKind] = _kinds(
     FindingKind(id="handshake.client_data_unacknowledged", severity=_W,
                 summary="The client sent data that the server never acknowledged."),
     FindingKind(id="rst.primary_not_captured", severity=_W,
-                summary="A bare reply-RST from a side that had sent data and no FIN or RST before: its socket was "
-                        "already aborted, but the RST of that abort is not in the capture (lost on the way, "
-                        "or dropped before the capture point)."),
+                summary="A bare reply-RST from a side that had sent data and no RST before (and no FIN, or a FIN "
+                        "still unacknowledged): its socket was already aborted, but the RST of that abort is "
+                        "not in the capture (lost on the way, or dropped before the capture point)."),
     FindingKind(id="rst.answers_synack", severity=_I,
                 summary="The client reset in reply to a SYN-ACK: it had given up on the connection."),
     FindingKind(id="rst.after_keepalive_probes", severity=_W,
@@ -406,21 +406,26 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.midstream")
     if obs.snd_nxt is None:
         findings.append("rst.sender_silent")
+    # A bare reply-RST from a side that had sent data and had not reset before: its socket was already
+    # gone.  Without a FIN before, that socket was aborted; after its FIN, it was aborted too when the peer
+    # still had its data or FIN to acknowledge and the reply answers no data (data would be late data).
+    fin_unacked = obs.snd_nxt is not None and obs.peer_acked is not None and obs.peer_acked < obs.snd_nxt
     primary_missing = (
         not obs.flags & P.ACK  # Linux's own aborts always carry ACK: a bare RST is a reply
         and obs.sender_first_payload_frame is not None
-        and obs.sender_fin_frame is None
         and obs.sender_prior_rst_frame is None
+        and (obs.sender_fin_frame is None or (fin_unacked and not obs.answered_payload))
     )
     in_flight_echoes = None
     if primary_missing:
         findings.append("rst.primary_not_captured")
-        if obs.snd_nxt is not None and obs.peer_acked is not None:
-            in_flight_capture = max(0, obs.snd_nxt - obs.peer_acked)  # at the unseen abort, not at this reply
-        if obs.snd_nxt is not None:
+        sent = obs.snd_nxt - (obs.sender_fin_frame is not None) if obs.snd_nxt is not None else None
+        if sent is not None and obs.peer_acked is not None:
+            in_flight_capture = max(0, sent - obs.peer_acked)  # at the unseen abort, not at this reply
+        if sent is not None:
             # This reply's seq is the ack of a segment that reached the sender after its abort, as an
             # echo's is: the sender had not seen anything acknowledged beyond it.
-            in_flight_echoes = max(0, obs.snd_nxt - obs.seq) or None
+            in_flight_echoes = max(0, sent - obs.seq) or None
     syn_rx = max(0, len(conn.syn_frames) - 1)
     synack_rx = max(0, len([f for f in conn.synack_frames if f < obs.frame]) - 1)
     synack_after_ack = len([f for f in conn.synack_after_ack_frames if f < obs.frame])

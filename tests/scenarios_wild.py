@@ -230,6 +230,26 @@ def shutdown_then_close_with_data_in_flight() -> Scenario:
                     {rst: {"in_flight": 104 * MSS, "confidence": "high"}})  # fmt: skip
 
 
+def shutdown_close_primary_lost() -> Scenario:
+    """The same shutdown-then-close seen from the client when the server's RST|ACK was lost on the way (a busy
+    shared queue): the client, missing data, keeps sending ACKs; the gone socket's listener answers them with
+    bare RSTs.  The first of those stands for the unseen abort: data was in flight after the FIN."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 10 * MSS, deliver=False)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS  # a segment was lost: the client acks only the first four
+    c.ack(CLIENT)
+    c.fin(SERVER)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS
+    first = c.rst_reply(SERVER, c.rcv[CLIENT])
+    c.ack(CLIENT)
+    echo = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("shutdown-close-primary-lost", c.packets, {first: "close-race", echo: "echo"},
+                    {first: {"in_flight": 6 * MSS}, echo: {"primary": first}})  # fmt: skip
+
+
 def reset_after_acknowledged_fin() -> Scenario:
     """Issue 8: a FIN that was acknowledged, then RST|ACK at snd_nxt (was: unknown, in_flight 1: the FIN's
     sequence number counted as data)."""
@@ -404,6 +424,7 @@ WILD = [
     keepalive_timeout_seen_from_client,
     probes_long_before_a_close_race,
     shutdown_then_close_with_data_in_flight,
+    shutdown_close_primary_lost,
     reset_after_acknowledged_fin,
     late_data_with_fin,
     windows_reply_reset_with_ack,
