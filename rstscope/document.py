@@ -3,12 +3,14 @@
 Shape::
 
     {"schema": 1, "tool": "rstscope X.Y",
-     "captures": [...], "summary": {...},
+     "captures": [...], "summary": {...}, "undecoded": {...},
      "connections": [...], "resets": [...], "listen_queue": {...}}
 
 Every reset has at least ``frame``, ``time``, ``src``, ``dst``, ``sender``,
 ``verdict``, ``primary``, ``in_flight`` and ``explanation``; field meanings are
-the docstrings of :class:`rstscope.evidence.ResetEvidence`.  Several captures
+the docstrings of :class:`rstscope.evidence.ResetEvidence`.  ``undecoded`` counts, by cause,
+the packets that may have carried TCP but were not analysed, summed over the captures (each
+capture row has its own); the causes are ``rstscope.reader.tunnels.UNDECODED_CAUSES``.  Several captures
 analysed together keep their own connection ids; ``capture`` (an index into
 ``captures``) tells them apart.
 """
@@ -16,6 +18,7 @@ analysed together keep their own connection ids; ``capture`` (an index into
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 from rstscope import __version__, zeek
 from rstscope.analysis import SCHEMA_VERSION, Analysis
@@ -137,6 +140,7 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
         "non_tcp": st.non_tcp,
         "ip_fragments": st.ip_fragments,
         "decode_errors": dict(st.decode_errors),
+        "undecoded": dict(st.undecoded),
         "unsupported_link": {str(k): v for k, v in st.unsupported_link.items()},
         "warnings": list(st.warnings),
     }
@@ -152,8 +156,10 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     listen = {"syn_retransmitted": 0, "synack_retransmitted": 0, "synack_after_ack": 0, "unanswered": 0}
     listen_detail = []
     by_verdict: dict[str, int] = {}
+    undecoded: Counter = Counter()
     for i, a in enumerate(analyses):
         captures.append(capture_row(a, i))
+        undecoded.update(a.capture.stats.undecoded)
         total_connections += len(a.connections)
         listed = a.connections if all_connections else a.connections.with_resets()
         connections.extend(connection_row(a, c, i) for c in listed)
@@ -180,6 +186,7 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
         "tool": f"rstscope {__version__}",
         "captures": captures,
         "summary": summary,
+        "undecoded": dict(undecoded.most_common()),
         "connections": connections,
         "resets": resets,
         "listen_queue": {**listen, "per_capture": listen_detail},

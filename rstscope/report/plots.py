@@ -62,6 +62,10 @@ OUTCOME_COLOURS: dict[str, str] = {
     "abort": "#8c564b",
     "refused": "#e377c2",
     "stale": "#bcbd22",
+    "middlebox": "#1f77b4",
+    "ignored": "#c7c7c7",
+    "keepalive": "#9467bd",
+    "lone": "#dbdb8d",
     "unknown": "#17becf",
     "echo": "#999999",
     S.OUTCOME_CLEAN: "#2ca02c",
@@ -77,12 +81,14 @@ MAX_FIGURE_HEIGHT = 16.0
 
 def save(fig: Figure, out_dir: str | os.PathLike, stem: str, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write ``fig`` as ``out_dir/stem.<format>`` for each format; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from rstscope.output import atomic_path, make_dir
+
+    out = make_dir(out_dir)
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
+        with atomic_path(path) as tmp:  # a full disk or Ctrl-C leaves no half-drawn figure
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
         paths.append(path)
     return paths
 
@@ -326,6 +332,12 @@ def time_sequence_title(doc: dict, conn: dict) -> str:
             what = "connection refused (nothing listened)"
         elif verdict == "abort":
             what = f"{who} aborted with nothing in flight"
+        elif verdict == "middlebox":
+            what = f"a middlebox reset it, as the {who}"
+        elif verdict == "ignored":
+            what = "a RST that changed nothing (ignored)"
+        elif verdict == "keepalive":
+            what = f"{who} reset after unanswered keepalive probes"
         else:
             what = f"{who} reset ({verdict})"
     client = ""

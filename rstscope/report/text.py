@@ -6,6 +6,7 @@ import csv
 from typing import TextIO
 
 from rstscope.document import distinct_fixes
+from rstscope.packets import describe_undecoded
 from rstscope.verdicts import Verdict
 
 TABLE_COLUMNS = (
@@ -65,7 +66,13 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
     for cap in doc["captures"]:
         for w in cap["warnings"]:
             out.write(st(f"  warning: {cap['path']}: {w}", _YELLOW) + "\n")
-    if not s["resets"]:
+    undecoded = describe_undecoded(doc.get("undecoded") or {})
+    decoded_tcp = s["tcp_packets"] - sum(sum(c["decode_errors"].values()) for c in doc["captures"])
+    if not s["resets"] and undecoded and decoded_tcp <= 0:
+        out.write(st(f"\n  No TCP decoded: {undecoded}.\n", _YELLOW))
+    elif not s["resets"] and undecoded:
+        out.write(f"\n  No RST in the {decoded_tcp:,} TCP packets decoded; " + st(f"{undecoded}.", _YELLOW) + "\n")
+    elif not s["resets"]:
         out.write("\n  No RST in this capture.\n")
     else:
         out.write("\n" + st("  RSTs by verdict", _BOLD) + "\n")
