@@ -89,6 +89,7 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "server": conn.resp,
         "originator_inferred": conn.originator_inferred,
         "ip_version": conn.ip_version,
+        "tunnel_id": conn.tunnel_id,
         "start": _time(conn.start_ns),
         "end": _time(conn.end_ns),
         "duration": round((conn.end_ns - conn.start_ns) / 1e9, 9),

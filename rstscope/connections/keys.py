@@ -273,7 +273,7 @@ def originator(flags: int, src_port: int, dst_port: int) -> tuple[bool, bool]:
 
 
 def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame,
-                   ts_ns) -> tuple[Connection, bool]:  # fmt: skip
+                   ts_ns, tunnel_id) -> tuple[Connection, bool]:  # fmt: skip
     """The connection whose first packet has these fields (Python ints), and whether that packet's
     sender is its originator."""
     src_is_orig, inferred = originator(flags, src_port, dst_port)
@@ -290,6 +290,7 @@ def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port,
         originator_inferred=inferred,
         first_frame=frame,
         start_ns=ts_ns,
+        tunnel_id=tunnel_id,
     )
     if not src_is_orig:
         conn.history.append("^")  # Zeek's flip: the first packet came from the responder

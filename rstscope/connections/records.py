@@ -230,6 +230,9 @@ class Connection:
     """True when no SYN or SYN-ACK told who the originator was (see the module docstring)."""
     first_frame: int
     start_ns: int
+    tunnel_id: int = 0
+    """The outer identifier (VNI, GRE key, ERSPAN session; see ``packets.PACKET_DTYPE``) of a connection
+    seen inside a tunnel, part of its key; 0 when not tunnelled."""
     end_ns: int = 0
     last_frame: int = 0
     history: list[str] = field(default_factory=list)

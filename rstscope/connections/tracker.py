@@ -114,7 +114,7 @@ class Tracker:
         if len(new_pos):
             first_rows = rows[order[new_pos]]
             columns = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "flags", "ip_version",
-                       "frame", "ts_ns")  # fmt: skip
+                       "frame", "ts_ns", "tunnel_id")  # fmt: skip
             orig_is_a = arr["orig_is_a"]
             for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(),
                               new_slots.tolist(), strict=True):  # fmt: skip
