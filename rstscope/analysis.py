@@ -1,9 +1,10 @@
 """The pipeline end to end: capture file -> connections -> evidence -> verdicts -> records.
 
 ``analyze_capture`` runs every stage on one file and returns an
-:class:`Analysis`; its ``to_json()`` is the stable document that ``rstscope
-analyze --json`` prints, the lab stores as ``analysis.json``, and the report
-and plots read.  Nothing here formats text for people: that is ``report/``.
+:class:`Analysis`; :mod:`rstscope.document` turns it into the stable document
+that ``rstscope analyze --json`` prints, the lab stores as ``analysis.json``,
+and the report and plots read.  Nothing here formats text for people: that is
+``report/``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from rstscope.packets import ReadStats
 from rstscope.reader import open_capture
 from rstscope.verdicts import Decision, Verdict, classify
 
-SCHEMA_VERSION = 1
 CHUNK_PACKETS = 65_536
 """Rows per chunk: small enough that the tracker's temporaries stay in cache and memory stays flat."""
 PREFETCH_BYTES = 16 << 20
@@ -94,11 +94,6 @@ class Analysis:
 
     def resets_of(self, conn_id: int) -> list[ResetRecord]:
         return self._resets_by_conn().get(conn_id, [])
-
-    def to_json(self) -> dict:
-        from rstscope.document import combine
-
-        return combine([self])
 
 
 def analyze_capture(

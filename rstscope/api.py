@@ -5,6 +5,7 @@
     >>> result.verdict_counts()
     >>> api.resets_frame(result)           # pandas DataFrame, one row per RST
     >>> api.connections_frame(result)      # one row per connection
+    >>> api.document(result)               # the JSON document, as a dict
 
 The records are the same as ``rstscope analyze --json`` prints.
 """
@@ -15,6 +16,7 @@ import os
 from pathlib import Path
 
 from rstscope.analysis import Analysis, analyze_capture
+from rstscope.document import combine
 from rstscope.status import InputError
 
 __all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
@@ -51,7 +53,7 @@ def _is_dir(path: Path) -> bool:
 
 def document(result: Analysis | dict) -> dict:
     """The JSON document of an analysis (a dict passes through)."""
-    return result if isinstance(result, dict) else result.to_json()
+    return result if isinstance(result, dict) else combine([result])
 
 
 def resets_frame(result: Analysis | dict):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rstscope import api, inputs
-from rstscope.document import combine, write_json
+from rstscope.document import combine, for_json, write_json
 from rstscope.output import atomic_file
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
@@ -116,7 +116,7 @@ def _file_size(path: Path) -> int:
 
 def _write(doc: dict, stream, args, *, colour: bool) -> None:
     if args.json:
-        json.dump(doc, stream, indent=1)
+        json.dump(for_json(doc), stream, indent=1)
         stream.write("\n")
     elif args.csv:
         text.write_csv(doc, stream)

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
 
 def _draw(args: argparse.Namespace, env, names: list[str], formats: tuple[str, ...], out: Path) -> ExitStatus:
     from rstscope.report import plots
+    from rstscope.report import records as R
     from rstscope.report import sections as S
 
     loaded = S.load(names, progress=env.progress)
@@ -88,14 +89,14 @@ def _draw(args: argparse.Namespace, env, names: list[str], formats: tuple[str, .
         env.progress(f"drawing {item.label}")
         if "overview" in only:
             written += plots.save(plots.overview_figure(doc, label=item.label), out, f"{prefix}overview", formats)
-        if "listen-queue" in only and (S.listen_queue_trouble(doc) or S.kernel_counters(doc) is not None):
+        if "listen-queue" in only and (R.listen_queue_trouble(doc) or R.kernel_counters(doc) is not None):
             written += plots.save(plots.listen_queue_figure(doc, label=item.label), out, f"{prefix}listen-queue",
                                   formats)  # fmt: skip
         if "connections" in only or args.connection:
             if args.connection:
-                chosen = [S.find_connection(doc, spec) for spec in args.connection]
+                chosen = [R.find_connection(doc, spec) for spec in args.connection]
             else:
-                chosen = S.example_connections(doc, args.examples)
+                chosen = R.example_connections(doc, args.examples)
             for conn in chosen:
                 env.progress(f"drawing connection {conn['id']}")
                 fig = plots.time_sequence_figure(doc, conn)

@@ -65,6 +65,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
 
 def _report(args: argparse.Namespace, env, names: list[str], output: Path) -> ExitStatus:
     from rstscope.report import html, markdown
+    from rstscope.report import records as R
     from rstscope.report import sections as S
 
     loaded = S.load(names, progress=env.progress)
@@ -78,7 +79,7 @@ def _report(args: argparse.Namespace, env, names: list[str], output: Path) -> Ex
     env.progress("writing the report")
     if len(loaded) == 1:
         item = loaded[0]
-        extra = [S.find_connection(item.doc, spec) for spec in args.connection]
+        extra = [R.find_connection(item.doc, spec) for spec in args.connection]
         blocks = S.single_report(item, examples=args.examples, max_rows=args.max_rows, connections=extra)
         title = f"rstscope report: {item.label}"
     else:

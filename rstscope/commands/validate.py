@@ -126,7 +126,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
 def _reanalyze(run: rundir.RunDir) -> dict | None:
     from rstscope import api
 
-    return api.analyze(run.path).to_json()
+    return api.document(api.analyze(run.path))
 
 
 def _stored_or_fresh(run: rundir.RunDir) -> dict | None:

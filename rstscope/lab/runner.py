@@ -297,7 +297,7 @@ def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
         return None
     rundir.write_json(path / rundir.RUN_JSON, run)  # the join reads the trace status and router counters from it
     try:
-        doc = api.analyze(path).to_json()  # a run directory: the analyzer joins the ground truth
+        doc = api.document(api.analyze(path))  # a run directory: the analyzer joins the ground truth
         if "ground_truth" not in doc:
             doc = groundtruth.join(doc, rundir.load_run(path))
     except Exception as exc:  # the analyzer is another team's code: record, never lose the run

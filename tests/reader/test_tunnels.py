@@ -27,6 +27,7 @@ from scapy.packet import Raw
 from scapy.utils import wrpcap
 from tshark import TSHARK
 
+from rstscope import api
 from rstscope.analysis import analyze_capture
 from rstscope.cli import Environment, run
 from rstscope.packets import ACK, PSH, RST, SYN, format_addr
@@ -197,7 +198,7 @@ def test_same_connection_in_two_vnis_is_two_connections(tmp_path):
     for vni in (100, 200):
         frames += [eth(outer_ip(UDP(sport=1, dport=4789) / VXLAN(vni=vni) / eth(p))) for p in inner_packets()]
     write(tmp_path / "two-vnis.pcap", frames)
-    doc = analyze_capture(tmp_path / "two-vnis.pcap").to_json()
+    doc = api.document(analyze_capture(tmp_path / "two-vnis.pcap"))
     assert len(doc["connections"]) == 2
     assert {c["client"] for c in doc["connections"]} == {f"{CLIENT[0]}:{CLIENT[1]}"}
     assert sorted(r["frame"] for r in doc["resets"]) == [4, 8]
@@ -217,7 +218,7 @@ def test_erspan_mirror_of_a_close_race_gives_the_plain_verdicts(tmp_path):
     wrpcap(str(mirrored), frames)
     got = {}
     for path in (plain, mirrored):
-        doc = analyze_capture(path).to_json()
+        doc = api.document(analyze_capture(path))
         got[path.stem] = [(r["frame"], r["verdict"], r["in_flight"], r["primary"]) for r in doc["resets"]]
     assert got["erspan"] == got["plain"]
     assert {frame: verdict for frame, verdict, _, _ in got["erspan"]} == scenario.verdicts
@@ -417,7 +418,7 @@ def test_undecodable_capture_in_the_report_sections(tmp_path):
 
     path = tmp_path / "pptp.pcap"
     write(path, [eth(outer_ip(pptp_gre(p), proto=47)) for p in inner_packets()])
-    doc = analyze_capture(path).to_json()
+    doc = api.document(analyze_capture(path))
     headline = str(sections.summary_sentences(doc)[0])
     assert headline == "No RST in 0 decoded connections; 4 packets undecoded (gre: unsupported protocol 0x880b: 4)."
     (paragraph,) = [b for b in sections.evidence_section(doc, level=2) if isinstance(b, sections.Paragraph)]
