@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from rstscope import evidence as evidence_mod
 from rstscope import prefetch
@@ -96,16 +97,21 @@ class Analysis:
 
 
 def analyze_capture(
-    path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None, zeek_timers: bool = False
+    path: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    zeek_timers: bool = False,
+    stream: BinaryIO | None = None,
 ) -> Analysis:
     """Run the whole pipeline on one capture file.
 
     ``progress(packets_done, bytes_done)`` is called after each chunk.  ``zeek_timers`` also ends
-    connections where Zeek's timers would (for ``conns``; see ``Tracker._timer_splits``).
+    connections where Zeek's timers would (for ``conns``; see ``rstscope.connections.keys.ZeekTimers``).
+    ``stream``: read this open stream (standard input, a FIFO) instead of the file; ``path`` names it.
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     tracker = Tracker(zeek_timers=zeek_timers)
-    with _open(path) as cap:
+    with _open(path, stream) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)
             if progress is not None:
@@ -128,8 +134,10 @@ def analyze_capture(
     )
 
 
-def _open(path):
+def _open(path, stream=None):
     """The capture, read in a child process when the file is large enough for that to pay."""
+    if stream is not None:  # standard input or a FIFO: read once, here
+        return open_capture(path, chunk_packets=CHUNK_PACKETS, stream=stream)
     if prefetch.available() and _size(path) >= PREFETCH_BYTES:
         return prefetch.PrefetchedCapture(path, chunk_packets=CHUNK_PACKETS)
     return open_capture(path, chunk_packets=CHUNK_PACKETS)

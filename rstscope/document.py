@@ -95,6 +95,7 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "server": conn.resp,
         "originator_inferred": conn.originator_inferred,
         "ip_version": conn.ip_version,
+        "tunnel_id": conn.tunnel_id,
         "start": _time(conn.start_ns),
         "end": _time(conn.end_ns),
         "duration": round((conn.end_ns - conn.start_ns) / 1e9, 9),
@@ -136,7 +137,7 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
     cap, st = analysis.capture, analysis.capture.stats
     return {
         "index": index,
-        "path": _text(cap.path),
+        "path": cap.path,  # the real name (plots reopen it); written to JSON through _text
         "format": cap.format,
         "compressed": cap.compressed,
         "link_types": cap.link_types,
@@ -159,9 +160,16 @@ LOST_LISTED = 10
 summary prints these, largest in flight first, and only counts the rest."""
 
 
+def for_json(doc: dict) -> dict:
+    """The document as written to a JSON file: capture paths through :func:`_text` (in memory they keep the
+    file's real name, which the plots reopen)."""
+    return {**doc, "captures": [{**c, "path": _text(c["path"])} for c in doc["captures"]]}
+
+
 def _text(text: str) -> str:
     """``text`` as valid Unicode: a file name's undecodable bytes (held as lone surrogates) become
-    ``\\xNN`` escapes, which every JSON encoder writes alike."""
+    ``\\xNN`` escapes, which every JSON encoder writes alike.  In-memory documents keep the real name
+    (the plots reopen the capture by it); only written JSON carries the escaped one."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -274,7 +282,7 @@ def write_json(analyses: list[Analysis], stream) -> None:
     spill file one by one).  The same values as ``json.dump(combine(analyses), ...)``
     (tests/test_document.py); the layout differs: one row per line.  Lab runs are not streamed:
     :func:`combine` joins their ground truth per connection."""
-    doc = _head(analyses, "all")
+    doc = for_json(_head(analyses, "all"))
     stream.write("{\n")
     for key, value in doc.items():
         indent = orjson.OPT_INDENT_2 if isinstance(value, (dict, list)) else 0

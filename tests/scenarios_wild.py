@@ -230,6 +230,26 @@ def shutdown_then_close_with_data_in_flight() -> Scenario:
                     {rst: {"in_flight": 104 * MSS, "confidence": "high"}})  # fmt: skip
 
 
+def shutdown_close_primary_lost() -> Scenario:
+    """The same shutdown-then-close seen from the client when the server's RST|ACK was lost on the way (a busy
+    shared queue): the client, missing data, keeps sending ACKs; the gone socket's listener answers them with
+    bare RSTs.  The first of those stands for the unseen abort: data was in flight after the FIN."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 10 * MSS, deliver=False)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS  # a segment was lost: the client acks only the first four
+    c.ack(CLIENT)
+    c.fin(SERVER)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS
+    first = c.rst_reply(SERVER, c.rcv[CLIENT])
+    c.ack(CLIENT)
+    echo = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("shutdown-close-primary-lost", c.packets, {first: "close-race", echo: "echo"},
+                    {first: {"in_flight": 6 * MSS}, echo: {"primary": first}})  # fmt: skip
+
+
 def reset_after_acknowledged_fin() -> Scenario:
     """Issue 8: a FIN that was acknowledged, then RST|ACK at snd_nxt (was: unknown, in_flight 1: the FIN's
     sequence number counted as data)."""
@@ -321,6 +341,47 @@ def close_race_windows_client_side() -> Scenario:
                     {rst: {"origin": "endpoint", "confidence": "high", "in_flight": 2 * MSS}})  # fmt: skip
 
 
+def older_segments_after_the_reset() -> Scenario:
+    """Two of the server's data segments show up after its RST (a tap merged late, or reordering on the path):
+    nothing new in them, so the server did not go on after its reset; still its own close race."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    start = c.nxt[SERVER]
+    c.data(SERVER, 3 * MSS, deliver=False)
+    rst = c.rst_ack(SERVER)
+    for k in (1, 2):
+        c.send(SERVER, "PA", seq=start + k * MSS, payload=MSS, advance=False)
+    return Scenario("older-segments-after-rst", c.packets, {rst: "close-race"},
+                    {rst: {"origin": "endpoint", "in_flight": 3 * MSS}})  # fmt: skip
+
+
+def options_and_ttl_point_elsewhere() -> Scenario:
+    """The server's segments all carry timestamps (Linux) and arrive with TTL 62 or 63 (its path changed once);
+    an 'active' RST|ACK comes with TTL 64 and no options: one hop outside a varying range is too close to
+    call alone, but Linux's own active resets carry timestamps: a middlebox, with medium confidence."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    c.ttl = (64, 62)
+    _request_response(c)
+    rst = c.send(SERVER, "RA", advance=False, ttl=64, ip_id=0, options=[])
+    return Scenario("options-and-ttl", c.packets, {rst: "middlebox"},
+                    {rst: {"origin": "middlebox", "confidence": "medium",
+                           "origin_findings": ["origin.ttl_near_sender", "origin.options_differ"]}})  # fmt: skip
+
+
+def linux_active_reset_with_timestamps() -> Scenario:
+    """Linux's own active RST|ACK carries the timestamps its segments carry, and the sender's TTL: endpoint."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    rst = c.rst_ack(SERVER)
+    return Scenario("linux-active-rst", c.packets, {rst: "abort"},
+                    {rst: {"origin": "endpoint", "origin_findings": ["origin.ttl_matches_sender"]}})  # fmt: skip
+
+
 def lone_reset() -> Scenario:
     """A capture that holds one RST of a connection and nothing else (tcpdump's tcp_rst_data.pcap has such a
     RST, with diagnostic text): nothing says why, and the verdict says so."""
@@ -345,6 +406,9 @@ def half_open_scan() -> Scenario:
 
 
 WILD = [
+    options_and_ttl_point_elsewhere,
+    linux_active_reset_with_timestamps,
+    older_segments_after_the_reset,
     lone_reset,
     half_open_scan,
     firewall_reject_mid_connection,
@@ -360,6 +424,7 @@ WILD = [
     keepalive_timeout_seen_from_client,
     probes_long_before_a_close_race,
     shutdown_then_close_with_data_in_flight,
+    shutdown_close_primary_lost,
     reset_after_acknowledged_fin,
     late_data_with_fin,
     windows_reply_reset_with_ack,

@@ -128,12 +128,13 @@ def test_zeek_timer_splits_do_not_depend_on_chunking(corpus, chunk):
 def test_retiring_idle_connections_changes_nothing(tmp_path, monkeypatch):
     """Closed, idle connections leave memory for the spill file; the results stay the same."""
     from rstscope import connections
+    from rstscope.connections import retire
 
     path = tmp_path / "gen.pcap"
     generate(str(path), 40_000, concurrency=25)
     kept = _doc(path, 4096)
-    monkeypatch.setattr(connections, "STALE_AFTER_FRAMES", 500)
-    monkeypatch.setattr(connections, "SPILL_BATCH", 7)  # and the spill file is written and read back
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 500)
+    monkeypatch.setattr(retire, "SPILL_BATCH", 7)  # and the spill file is written and read back
     tracker = connections.Tracker()
     from rstscope.reader import open_capture
 
@@ -142,7 +143,66 @@ def test_retiring_idle_connections_changes_nothing(tmp_path, monkeypatch):
             tracker.feed(chunk)
     retired = sum(c is None for c in tracker.connections)
     assert retired > len(tracker.connections) // 2  # most of them left memory before the end
-    assert len(tracker._tuple_ids) < len(tracker.connections)
+    assert len(tracker._tuples.ids) < len(tracker.connections)
     assert tracker._arrays.size < len(tracker.connections)  # slots of retired connections were reused
     spilled = _doc(path, 4096)  # the pipeline with the small threshold still in place
     assert _comparable(spilled) == _comparable(kept)
+
+
+def test_public_surface_is_the_package():
+    """Importers use ``rstscope.connections`` only: its names are the records, the tables and the Tracker."""
+    import rstscope.connections as connections
+
+    assert set(connections.__all__) == {
+        "Connection", "ConnectionStore", "EndpointState", "Event", "Finding", "HISTORY_LETTERS", "PEER_EFFECTS",
+        "PEER_RULES", "Phase", "RstObservation", "SegmentAfterReset", "Side", "TRANSITIONS", "Tracker", "TtlRange",
+    }  # fmt: skip
+    for name in connections.__all__:
+        value = getattr(connections, name)
+        assert name.isupper() or value.__module__.startswith("rstscope.connections."), name
+
+
+def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
+    """Issue 10: past LIVE_CLOSED_LIMIT closed connections, those idle a while retire at once (bounded
+    memory in a reset storm); where no 4-tuple comes back, the document is the same."""
+    from rstscope.connections import retire
+    from rstscope.connections.tracker import Tracker
+    from rstscope.reader import open_capture
+    from tests import shortconns
+
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 600)
+    kept = _doc(path, 4096)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 30)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 1_000)  # a connection here spans about 400 frames
+    tracker = Tracker()
+    most_live = 0
+    with open_capture(path, chunk_packets=500) as cap:
+        for chunk in cap.chunks():
+            tracker.feed(chunk)
+            most_live = max(most_live, sum(c is not None for c in tracker.connections))
+    # About 50 connections are open at once and 150 close per 1,000 frames: without the limit all 600
+    # would stay (they are far from STALE_AFTER_FRAMES idle).
+    assert most_live < 300
+    assert sum(c is None for c in tracker.connections) > 300
+    assert _comparable(_doc(path, 500)) == _comparable(kept)
+
+
+def test_repeated_syns_are_counted_not_kept(tmp_path):
+    """Issue 10: a SYN retransmitted thousands of times is a count and two frames, not a growing list."""
+    from rstscope.connections import Tracker
+    from rstscope.reader import open_capture
+    from tests import shortconns
+
+    syns = shortconns.template(*[(shortconns.CLIENT, shortconns.SYN, 0, 0, 0)] * 5_000)
+    path = tmp_path / "syns.pcap"
+    rng = shortconns.np.random.default_rng(0)
+    shortconns.write_pcap(str(path), shortconns.connections_table(["s"], {"s": syns}, rng), ipv6_every=0)
+    tracker = Tracker()
+    with open_capture(path) as cap:
+        for chunk in cap.chunks():
+            tracker.feed(chunk)
+    (conn,) = tracker.finish()
+    assert len(conn.syn_frames) == 5_000 and (conn.syn_frames.first, conn.syn_frames.last) == (1, 5_000)
+    assert not hasattr(conn.syn_frames, "__iter__")  # the frames in between are not kept
+    assert _doc(path, 1 << 20)["connections"][0]["syn_retransmissions"] == 4_999

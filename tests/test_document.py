@@ -13,7 +13,7 @@ import pytest
 
 from rstscope import document
 from rstscope.analysis import analyze_capture
-from rstscope.document import LOST_LISTED, combine, write_json
+from rstscope.document import LOST_LISTED, combine, for_json, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = sorted((ROOT / "captures").glob("*/capture.pcap*"))
@@ -37,7 +37,7 @@ def streamed(analyses) -> dict:
 
 
 def json_module_document(analyses) -> dict:
-    return json.loads(json.dumps(combine(analyses), indent=1))
+    return json.loads(json.dumps(for_json(combine(analyses)), indent=1))
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rstscope import inputs
+from rstscope.output import check_writable_dir
 from rstscope.status import ExitStatus, InputError
 
 HELP = "draw timelines: overview, per-connection time-sequence graphs, listen queue, comparison"
@@ -56,20 +58,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
-    from rstscope.report import plots
-    from rstscope.report import records as R
-    from rstscope.report import sections as S
-
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad or not formats:
         raise InputError(f"--format {args.format!r}: choose among png, svg, pdf")
-    loaded = S.load(args.inputs, progress=env.progress)
+    out = check_writable_dir(args.output, what="output directory")  # a bad -o fails before the analysis
+    with inputs.spooled(args.inputs, env) as names:  # figures go back to the capture: FIFOs are copied first
+        return _draw(args, env, names, formats, out)
+
+
+def _draw(args: argparse.Namespace, env, names: list[str], formats: tuple[str, ...], out: Path) -> ExitStatus:
+    from rstscope.report import plots
+    from rstscope.report import records as R
+    from rstscope.report import sections as S
+
+    loaded = S.load(names, progress=env.progress)
     env.progress_done()
     if len(loaded) > 2:
         raise InputError(f"{len(loaded)} inputs: give one capture or run, or two to compare")
     only = set(args.only or FIGURES)
-    out = Path(args.output)
     written: list[Path] = []
     for i, item in enumerate(loaded):
         prefix = f"{S.slug(item.label)}-" if len(loaded) == 2 else ""

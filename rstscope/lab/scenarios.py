@@ -129,7 +129,7 @@ class LabOptions:
     snaplen: int = 0
     """Bytes kept per packet; 0 keeps whole packets."""
     capture_tool: str = "auto"
-    """``auto`` (dumpcap, then tcpdump, then scapy), or one of them."""
+    """``auto`` (dumpcap, then tcpdump), or one of them; scapy only when asked for (it drops packets)."""
     trace: bool = True
     """Record the kernel's tracepoints when tracefs is available."""
     settle: float = 1.0
@@ -537,6 +537,8 @@ class Step:
     """RUN: keep the command's stdout in the run record under this key (nstat, sysctl, tc -s)."""
     optional: bool = False
     """A failure is recorded as a warning and the run goes on."""
+    ok_exit: tuple[int, ...] = (0,)
+    """WAIT: exit statuses of the process that mean it did its job (others fail the step)."""
     fix: str = ""
     """What to do when this step fails (shown in the error)."""
     requires_root: bool = True
@@ -1148,6 +1150,7 @@ def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
             title="clients run",
             process="clients",
             timeout=client_wait_timeout(options),
+            ok_exit=(0, 1),  # `pair client` exits 1 when attempts failed: what a scenario is for; 2 is a usage error
         ),
         Step(action=Action.SLEEP, title="let late resets arrive", timeout=options.settle),
         Step(action=Action.STOP, title="stop the capture", process="capture", signal="SIGINT", timeout=5.0),
@@ -1292,7 +1295,8 @@ def capture_plan(options: CaptureOptions, names: Names, caps: Capabilities) -> l
                 stdout="command.stdout",
                 requires_root=False,
             ),
-            Step(action=Action.WAIT, title="command runs", process="command", timeout=24 * 3600.0),
+            # optional: the command's own failure is reported (and is the exit status), the capture stands
+            Step(action=Action.WAIT, title="command runs", process="command", timeout=24 * 3600.0, optional=True),
             Step(action=Action.SLEEP, title="let late resets arrive", timeout=options.settle),
         ]
     else:

@@ -16,6 +16,12 @@ VXLAN RFC 7348 (UDP 4789); Geneve RFC 8926 (UDP 6081; options skipped by their l
 RFC 3032 (label stacks; after the bottom of the stack the version nibble picks IPv4/IPv6, and a
 nibble of 0 is an RFC 4385 pseudowire control word followed by Ethernet; an Ethernet pseudowire
 without a control word is not recognised); PPPoE session RFC 2516 (PPP IPv4 0x0021, IPv6 0x0057).
+
+Limits: the identifier is taken as the tenant's, the same in both directions.  A GRE tunnel
+configured with a different key per direction (Linux ``ikey``/``okey``) therefore splits each
+connection into two one-sided ones.  MPLS labels and PPPoE session ids are not used as
+identifiers (labels change hop by hop and differ per direction).  Fragmented tunnel packets are
+not reassembled ("ip fragment").
 """
 
 from __future__ import annotations

@@ -81,12 +81,14 @@ MAX_FIGURE_HEIGHT = 16.0
 
 def save(fig: Figure, out_dir: str | os.PathLike, stem: str, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write ``fig`` as ``out_dir/stem.<format>`` for each format; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from rstscope.output import atomic_path, make_dir
+
+    out = make_dir(out_dir)
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
+        with atomic_path(path) as tmp:  # a full disk or Ctrl-C leaves no half-drawn figure
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
         paths.append(path)
     return paths
 

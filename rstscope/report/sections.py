@@ -80,7 +80,9 @@ def load(paths: Sequence[str | os.PathLike], *, progress: Callable[[str], None] 
 
 def input_label(doc: dict, path: Path) -> str:
     gt = doc.get("ground_truth") or {}
-    return str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
+    label = str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
+    # A file name that is not UTF-8 holds surrogates, which no font or file encoding takes: show its bytes.
+    return label.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------------------------- blocks
@@ -394,31 +396,33 @@ def kernel_section(doc: dict, *, level: int) -> list[Block]:
     elif not sends:
         blocks.append(Paragraph(text="No kernel reset records in this run (no tracefs): only the capture speaks."))
     else:
-        agreement = gt.get("kernel_agreement")
+        primary, echo, origin = (gt.get(k) for k in ("kernel_agreement", "echo_agreement", "origin_agreement"))
+        figures = [f"{label} {value:.0%}" for label, value in
+                   (("primary RSTs", primary), ("echoes", echo), ("origin", origin)) if value is not None]
         blocks.append(Paragraph(text=(
             f"The kernel logged {plural(sends, 'reset')} (tracepoint ", Code("tcp:tcp_send_reset"), "); "
             f"{gt.get('resets_matched', 0)} of {plural(gt.get('resets', 0), 'RST')} in the capture were matched to "
-            f"one by sender and order, and "
-            + (f"{agreement:.0%} of those agree with their verdict." if agreement is not None else "none agree.")
+            "one by sender and order. Each RST's ground truth (the kernel's reason, or the router's record for a "
+            "RST no endpoint sent, with the wire facts that tell the cases apart) means one verdict; agreement: "
+            + ("; ".join(figures) if figures else "nothing to score") + "."
             + (f" {gt.get('kernel_unmatched')} kernel records found no packet." if gt.get("kernel_unmatched") else "")
         )))  # fmt: skip
         pairs: Counter = Counter()
         agree: Counter = Counter()
         for r in doc["resets"]:
-            k = r.get("kernel")
-            if not k:
+            t = r.get("truth")
+            if not t:
                 continue
-            key = (f"{k.get('reason')}{'/LISTEN' if k.get('listener') else ''}", r["verdict"])
+            key = (t.get("reason") or "?", t.get("verdict") or "?", r["verdict"])
             pairs[key] += 1
             agree[key] += bool(r.get("kernel_agrees"))
         rows = tuple(
-            (Code(reason), Code(verdict), f"{n:,}", "yes" if agree[(reason, verdict)] == n else
-             f"{agree[(reason, verdict)]} of {n}")
-            for (reason, verdict), n in pairs.most_common()
+            (Code(reason), Code(truth), Code(verdict), f"{n:,}", "yes" if agree[key] == n else f"{agree[key]} of {n}")
+            for key, n in pairs.most_common() for reason, truth, verdict in (key,)
         )  # fmt: skip
         if rows:
-            blocks.append(Table(columns=("kernel reason", "rstscope verdict", "RSTs", "agree"), rows=rows,
-                                numeric=frozenset({2})))  # fmt: skip
+            blocks.append(Table(columns=("ground truth", "means", "rstscope verdict", "RSTs", "agree"), rows=rows,
+                                numeric=frozenset({3})))  # fmt: skip
     outcomes = gt.get("client_outcomes") or {}
     if outcomes:
         blocks.append(Paragraph(text="What the clients saw (clients.jsonl):"))

@@ -202,6 +202,8 @@ def test_same_connection_in_two_vnis_is_two_connections(tmp_path):
     assert len(doc["connections"]) == 2
     assert {c["client"] for c in doc["connections"]} == {f"{CLIENT[0]}:{CLIENT[1]}"}
     assert sorted(r["frame"] for r in doc["resets"]) == [4, 8]
+    # the rows tell the tenants apart: VXLAN VNIs 100 and 200 (kind 1 in the top byte)
+    assert sorted(c["tunnel_id"] for c in doc["connections"]) == [(1 << 56) | 100, (1 << 56) | 200]
 
 
 def test_erspan_mirror_of_a_close_race_gives_the_plain_verdicts(tmp_path):

@@ -1,0 +1,110 @@
+"""Memory on reset storms (issue 10): peak RSS and CPU time of the tracker alone and of ``analyze --json``.
+
+Demonstrates that the tracker's memory does not grow with the number of connections that saw a RST.
+Shapes, generated into a scratch directory (``tests/shortconns.py``'s writer):
+
+* ``reset-ending``: N connections, each a handshake, a request and a RST|ACK from the server;
+* ``bare-rsts``: N RSTs, each alone on its own 4-tuple;
+* ``repeated-syns``: one connection whose SYN is sent N times.
+
+    python benchmarks/reset_storm.py --connections 200000 [--full] [--keep DIR]
+
+Each figure is measured in a fresh process: ``tracker`` feeds the capture to the Tracker and finishes
+(no evidence, no document); ``--full`` also runs ``rstscope analyze FILE --json -o OUT`` (whose
+evidence and document still hold every RST: see the issue).  CPU is user + system seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import psutil  # noqa: E402
+
+from tests import shortconns  # noqa: E402
+
+TRACKER_ONLY = """
+import sys
+from rstscope.connections import Tracker
+from rstscope.reader import open_capture
+tracker = Tracker()
+with open_capture(sys.argv[1], chunk_packets=65536) as cap:
+    for chunk in cap.chunks():
+        tracker.feed(chunk)
+store = tracker.finish()
+print(len(store), sum(1 for _ in store.with_resets()))
+"""
+
+
+def make(shape: str, path: Path, n: int) -> int:
+    rng = shortconns.np.random.default_rng(1)
+    if shape == "repeated-syns":
+        syn = shortconns.template(*[(shortconns.CLIENT, shortconns.SYN, 0, 0, 0)] * n)
+        return shortconns.write_pcap(str(path), shortconns.connections_table(["s"], {"s": syn}, rng, step_ns=1000),
+                                     ipv6_every=0)  # fmt: skip
+    template = {"reset-ending": shortconns.RESET_ENDING, "bare-rsts": shortconns.BARE_RST}[shape]
+    written, batch = 0, 100_000
+    for first in range(0, n, batch):
+        count = min(batch, n - first)
+        cols = shortconns.connections_table(["x"] * count, {"x": template}, rng, first_conn=first)
+        cols["ts"] += first * 20_000
+        written += shortconns.write_pcap(str(path), cols, mode="wb" if first == 0 else "ab")
+    return written
+
+
+def measure(argv: list[str]) -> tuple[float, float, int]:
+    """(CPU seconds, wall seconds, peak RSS in MB summed over the process and its children) of one command
+    (rstscope reads large files in a forked child: the sum is what the machine pays)."""
+    start = time.monotonic()
+    proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, cwd=REPO, env={"PYTHONPATH": str(REPO)})
+    peak, cpu = 0, {}
+    while proc.poll() is None:
+        try:
+            tree = [proc, *proc.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+            for p in tree:
+                t = p.cpu_times()
+                cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass  # a child ended between the listing and the reading
+        time.sleep(0.02)
+    wall = time.monotonic() - start
+    if proc.returncode:
+        raise SystemExit(f"{argv} failed with exit status {proc.returncode}")
+    return sum(cpu.values()), wall, peak // 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--connections", type=int, default=200_000, help="connections (or RSTs, or SYNs) per shape")
+    parser.add_argument("--shapes", nargs="+", default=["reset-ending", "bare-rsts", "repeated-syns"])
+    parser.add_argument("--full", action="store_true", help="also measure rstscope analyze --json")
+    parser.add_argument("--keep", type=Path, help="write the captures here and keep them")
+    args = parser.parse_args(argv)
+    print("shape          packets    run       CPU s   wall s  peak MB")
+    with tempfile.TemporaryDirectory() as tmp:
+        where = args.keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        for shape in args.shapes:
+            path = where / f"{shape}-{args.connections}.pcap"
+            packets = make(shape, path, args.connections)
+            runs = [("tracker", [sys.executable, "-c", TRACKER_ONLY, str(path)])]
+            if args.full:
+                out = where / f"{shape}.json"
+                analyze = [sys.executable, "-m", "rstscope", "analyze", str(path), "--json", "-o", str(out)]
+                runs.append(("analyze", analyze))
+            for name, command in runs:
+                cpu, wall, peak = measure(command)
+                print(f"{shape:14} {packets:>9,}  {name:8} {cpu:7.2f} {wall:8.2f} {peak:8,}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,297 @@
+"""Connection keys and instances: which 4-tuple a row belongs to, and which lifetime of it.
+
+Keys.  A connection is keyed by its 4-tuple, symmetrically: A->B and B->A land on the same key (the
+two endpoints are ordered by address, then port: endpoint A is the lower).  One 4-tuple can carry
+several connections over time (port reuse): a new connection *instance* starts at a SYN without ACK
+whose sequence number differs from the tuple's previous SYN (a retransmitted SYN keeps its ISN) or
+that follows a FIN or RST on the tuple -- unless an earlier SYN-ACK acknowledged exactly that SYN --
+and at the very first packet of a tuple.  With Zeek's timers (for ``conns``), :class:`ZeekTimers`
+also ends connections.
+
+Originator.  See :func:`originator`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rstscope import packets as P
+from rstscope.connections.records import Connection
+from rstscope.grouped import NONE, Groups
+from rstscope.seqnum import SEQ_MOD
+
+
+class TupleTable:
+    """The 4-tuples alive, each with a tuple id, its current connection and what instance splitting
+    carries from chunk to chunk.  A tuple is forgotten when its last connection retires."""
+
+    def __init__(self) -> None:
+        self.ids: dict[bytes, int] = {}
+        """Canonical key (A address, B address, ports; 40 bytes) -> tuple id."""
+        self.keys: list[bytes | None] = []
+        """Tuple id -> its key, None once forgotten."""
+        self.next_tid = 0
+        self.conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
+        self.syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
+        self.closed = np.zeros(1024, dtype=np.int64)  # a FIN or RST since the tuple's last SYN
+        self.synack_ack = np.full(1024, -1, dtype=np.int64)  # ack of the tuple's last SYN-ACK, -1 none
+
+    def __len__(self) -> int:
+        """Tuple ids handed out so far (the size per-tuple arrays must have)."""
+        return len(self.conn)
+
+    def index(self, rows: np.ndarray):
+        """Canonical endpoint order, tuple ids, and the order that groups rows by tuple."""
+        s_hi, s_lo, s_p = rows["src_hi"], rows["src_lo"], rows["src_port"].astype(np.uint64)
+        d_hi, d_lo, d_p = rows["dst_hi"], rows["dst_lo"], rows["dst_port"].astype(np.uint64)
+        ipv4_only = not (s_hi.any() or d_hi.any())  # IPv4-mapped: the high halves are all zero
+        if ipv4_only:
+            src_is_a = (s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))
+        else:
+            src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
+        a_lo, b_lo = np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, d_lo, s_lo)
+        ports = np.where(src_is_a, (s_p << np.uint64(16)) | d_p, (d_p << np.uint64(16)) | s_p)
+        # A 64-bit hash groups the rows in one sort; equal keys are verified below.
+        h = a_lo * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
+        h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
+        # The tunnel identifier (VNI, GRE key, ERSPAN session) is part of the key: tenants may reuse addresses.
+        tunnel = rows["tunnel_id"]
+        tunnelled = tunnel.any()
+        if tunnelled:
+            h ^= tunnel * np.uint64(0x94D049BB133111EB) + (h >> np.uint64(30))
+        if ipv4_only:
+            columns = (s_hi, a_lo, s_hi, b_lo, ports, tunnel)  # s_hi: zeros, only for the key's shape
+            checked = (a_lo, b_lo, ports, tunnel) if tunnelled else (a_lo, b_lo, ports)
+        else:
+            a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
+            h ^= a_hi * np.uint64(0x9E3779B97F4A7C15) + (h >> np.uint64(29))
+            h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
+            columns = (a_hi, a_lo, b_hi, b_lo, ports, tunnel)
+            checked = columns if tunnelled else columns[:-1]
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        start = np.ones(len(order), dtype=bool)
+        start[1:] = hs[1:] != hs[:-1]
+        same_hash = ~start[1:]
+        if any((sc[1:] != sc[:-1])[same_hash].any() for sc in (c[order] for c in checked)):
+            # A hash collision inside this chunk: group exactly instead.
+            order = np.lexsort(columns[::-1])
+            sorted_columns = [c[order] for c in columns]
+            start = np.ones(len(order), dtype=bool)
+            start[1:] = np.logical_or.reduce([sc[1:] != sc[:-1] for sc in sorted_columns])
+        groups = Groups(start)
+        ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
+        tids = np.empty(groups.count, dtype=np.int64)
+        ids = self.ids
+        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 48-byte keys
+            tid = ids.get(key)
+            if tid is None:
+                tid = ids[key] = self.next_tid
+                self.next_tid += 1
+                self.keys.append(key)
+            tids[g] = tid
+        if self.next_tid > len(self.conn):
+            grow = max(self.next_tid, 2 * len(self.conn)) - len(self.conn)
+            self.conn = np.concatenate([self.conn, np.full(grow, -1, dtype=np.int64)])
+            self.syn = np.concatenate([self.syn, np.full(grow, -1, dtype=np.int64)])
+            self.closed = np.concatenate([self.closed, np.zeros(grow, dtype=np.int64)])
+            self.synack_ack = np.concatenate([self.synack_ack, np.full(grow, -1, dtype=np.int64)])
+        return src_is_a, order, groups, tids
+
+    def instances(self, tgroups: Groups, tids, flags, seq, ack_raw) -> tuple[np.ndarray, np.ndarray]:
+        """Rows (grouped by tuple) that start a new connection instance, and per tuple group the
+        connection carried from earlier chunks (-1: none).  Updates what is carried per tuple.
+
+        A SYN without ACK starts a new connection when its ISN is new, or when a FIN or RST was seen
+        since the tuple's previous SYN -- unless an earlier SYN-ACK already acknowledged exactly this
+        SYN (the capture saw the SYN-ACK first).  Zeek draws the same lines.
+        Only SYN, SYN-ACK, FIN and RST rows matter here: work on those few positions."""
+        n = len(flags)
+        control = flags & (P.SYN | P.ACK | P.RST)
+        syn_pos = np.flatnonzero(control == P.SYN)
+        synack_pos = np.flatnonzero(control == (P.SYN | P.ACK))
+        close_pos = np.flatnonzero(flags & (P.FIN | P.RST))
+        gi, group_first, group_last = tgroups.gi, tgroups.first_pos, tgroups.last_pos
+        cur = self.conn[tids]  # per tuple group: the connection carried from earlier chunks
+        new_inst = np.zeros(n, dtype=bool)
+        new_inst[group_first[cur < 0]] = True  # a tuple's very first packet
+        if len(syn_pos):
+            g = gi[syn_pos]
+            same = np.zeros(len(syn_pos), dtype=bool)
+            same[1:] = g[1:] == g[:-1]  # the previous SYN of the same tuple is in this chunk
+            prev = np.concatenate([[0], syn_pos[:-1]])
+            prev_syn_seq = np.where(same, seq[prev], self.syn[tids[g]])
+            since = np.where(same, prev, group_first[g])
+            closes_between = np.searchsorted(close_pos, syn_pos) - np.searchsorted(close_pos, since)
+            closed_since_syn = (closes_between > 0) | (~same & (self.closed[tids[g]] > 0))
+            synack_ack = self.synack_ack[tids[g]]
+            if len(synack_pos):  # a SYN-ACK of the same tuple earlier in this chunk overrides the carried one
+                k = np.maximum(np.searchsorted(synack_pos, syn_pos) - 1, 0)
+                in_chunk = (synack_pos[k] < syn_pos) & (gi[synack_pos[k]] == g)
+                synack_ack = np.where(in_chunk, ack_raw[synack_pos[k]], synack_ack)
+            acked_by_synack = (synack_ack >= 0) & ((synack_ack - 1) % SEQ_MOD == seq[syn_pos])
+            new_inst[syn_pos] |= ~acked_by_synack & ((prev_syn_seq != seq[syn_pos]) | closed_since_syn)
+            # Carry, per tuple: its last SYN's seq, and whether a FIN or RST came after it.
+            last = np.ones(len(syn_pos), dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            last_syn, last_g = syn_pos[last], g[last]
+            self.syn[tids[last_g]] = seq[last_syn]
+            closes_after = np.searchsorted(close_pos, group_last[last_g], side="right") - np.searchsorted(
+                close_pos, last_syn
+            )
+            self.closed[tids[last_g]] = closes_after > 0
+            no_syn = np.ones(tgroups.count, dtype=bool)
+            no_syn[last_g] = False
+        else:
+            no_syn = np.ones(tgroups.count, dtype=bool)
+        closes_in_group = np.searchsorted(close_pos, group_last, side="right") - np.searchsorted(close_pos, group_first)
+        self.closed[tids[no_syn]] |= closes_in_group[no_syn] > 0
+        if len(synack_pos):
+            g = gi[synack_pos]
+            last = np.ones(len(synack_pos), dtype=bool)
+            last[:-1] = g[1:] != g[:-1]
+            self.synack_ack[tids[g[last]]] = ack_raw[synack_pos[last]]
+        return new_inst, cur
+
+    def connection_ids(self, new_inst, order, tgroups: Groups, tids, cur, first_id: int):
+        """Positions of the rows that start connections (in capture order) and every row's connection
+        id: new ones numbered from ``first_id`` in order of their first packet."""
+        n, gi, group_first, group_last = len(order), tgroups.gi, tgroups.first_pos, tgroups.last_pos
+        # Connection ids: new ones in order of their first packet; each segment repeats its id.
+        new_pos = np.flatnonzero(new_inst)
+        new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]
+        seg_start = np.union1d(group_first, new_pos)
+        seg_conn = cur[gi[seg_start]]
+        seg_conn[np.searchsorted(seg_start, new_pos)] = first_id + np.arange(len(new_pos))
+        conn_id = np.repeat(seg_conn, np.diff(np.append(seg_start, n)))
+        self.conn[tids] = conn_id[group_last]
+        return new_pos, conn_id
+
+    def forget(self, tid: int, cid: int) -> None:
+        """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
+        if self.conn[tid] == cid:
+            del self.ids[self.keys[tid]]
+            self.keys[tid] = None
+            self.conn[tid] = -1
+
+
+class ZeekTimers:
+    """Per tuple, what Zeek's connection timers need from earlier chunks."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, np.ndarray] = {}
+
+    ATTEMPT_NS = 5_000_000_000  # Zeek's tcp_attempt_delay
+    CLOSE_NS = 5_000_000_000  # Zeek's tcp_close_delay and tcp_reset_delay
+    INACTIVITY_NS = 300_000_000_000  # Zeek's tcp_inactivity_timeout
+
+    def splits(self, new_inst, tgroups, tids, tid, ts, flags, a_side, size: int) -> np.ndarray:
+        """Zeek's timers as connection boundaries, for ``conns`` to line up with conn.log.
+
+        Zeek removes a connection 5 s after its first SYN if the responder has sent nothing, 5 s after
+        the close completed (both FINs, or a RST), and after 5 min without a packet; a later packet of
+        the same 4-tuple then starts a new connection.  ``analyze`` does not use this: there a
+        connection is one 4-tuple lifetime, as Wireshark's tcp.stream is, so that a SYN retransmitted
+        at 7 s stays with its first SYN.  Splits depend on each other, so they are found in rounds.
+        """
+        st = self.state
+        defaults = {"last_ts": NONE, "syn_ts": NONE, "syn_a": 0, "closed_ts": NONE, "fin_a": 0, "fin_b": 0, "rst": 0}
+        for name, default in defaults.items():
+            if name not in st or len(st[name]) < size:
+                old = st.get(name, np.empty(0, dtype=np.int64))
+                st[name] = np.concatenate([old, np.full(size - len(old), default, dtype=np.int64)])
+        n = len(ts)
+        is_syn = (flags & (P.SYN | P.ACK | P.RST)) == P.SYN
+        fin, rst = (flags & P.FIN) != 0, (flags & P.RST) != 0
+        prev_ts = np.where(tgroups.start, st["last_ts"][tid], np.concatenate([[NONE], ts[:-1]]))
+        idle = (prev_ts != NONE) & (ts - prev_ts > self.INACTIVITY_NS)
+        for _round in range(n + 1):
+            starts = new_inst | idle | tgroups.start
+            sg = Groups(starts)
+            first = sg.first_pos[sg.gi]
+            carried = ~(new_inst | idle)[first]  # the segment continues the tuple's carried connection
+            syn_ts = np.where(carried, st["syn_ts"][tid], np.where(is_syn[first], ts[first], NONE))
+            syn_a = np.where(carried, st["syn_a"][tid], a_side[first])
+            responder = a_side != syn_a.astype(bool)
+            answered_before = sg.exclusive(sg.cumsum(responder) > 0, False)
+            attempt = (syn_ts != NONE) & ~answered_before & (ts - syn_ts > self.ATTEMPT_NS)
+            fin_a = (sg.cumsum(fin & a_side) > 0) | (carried & (st["fin_a"][tid] > 0))
+            fin_b = (sg.cumsum(fin & ~a_side) > 0) | (carried & (st["fin_b"][tid] > 0))
+            was_reset = (sg.cumsum(rst) > 0) | (carried & (st["rst"][tid] > 0))
+            closed = (fin_a & fin_b) | was_reset
+            closed_pos = sg.last_valid_pos(closed & ~sg.exclusive(closed, False))  # the row that closed it
+            carried_closed = np.where(carried, st["closed_ts"][tid], NONE)
+            closed_ts = np.where(
+                carried_closed != NONE, carried_closed, np.where(closed_pos >= 0, ts[closed_pos], NONE)
+            )
+            closed_before = sg.exclusive(closed, False)
+            closed_before[sg.first_pos] = carried[sg.first_pos] & (carried_closed[sg.first_pos] != NONE)
+            expired = closed_before & (closed_ts != NONE) & (ts - closed_ts > self.CLOSE_NS)
+            split = (attempt | expired) & ~(new_inst | idle)
+            if not split.any():
+                break
+            # Only the first split of each segment counts: everything after it is a new connection.
+            first_split = split & (sg.cumsum(split) == 1)
+            new_inst = new_inst | first_split
+        last = tgroups.last_pos
+        st["last_ts"][tids] = ts[last]
+        st["syn_ts"][tids] = np.where(answered_before[last] | responder[last], NONE, syn_ts[last])
+        st["syn_a"][tids] = syn_a[last]
+        st["closed_ts"][tids] = closed_ts[last]
+        st["fin_a"][tids] = fin_a[last]
+        st["fin_b"][tids] = fin_b[last]
+        st["rst"][tids] = was_reset[last]
+        return new_inst | idle
+
+
+
+def originator(flags: int, src_port: int, dst_port: int) -> tuple[bool, bool]:
+    """(the first packet's sender is the originator, that was inferred) for a new connection.
+
+    The originator is the sender of the instance's first SYN.  When the capture starts with the
+    SYN-ACK, its receiver.  When no handshake was captured, a heuristic (``originator_inferred``): the
+    sender of the first packet, unless its source port is below 1024 and the destination port is not
+    (or both are and the source port is the lower), in which case the first packet is taken to come
+    from the server (Zeek's rule).  When the originator is not the first packet's sender, the history
+    starts with ``^``."""
+    inferred = False
+    if flags & P.SYN and not flags & P.ACK:
+        src_is_orig = True
+    elif flags & P.SYN:
+        # A SYN-ACK's sender answered a SYN.  (Zeek keeps it as originator unless its port is one of
+        # ``likely_server_ports``, which depends on the scripts loaded: see docs/zeek-agreement.md.)
+        src_is_orig = False
+    else:
+        # Zeek's WantConnection heuristic, with the well-known ports (below 1024) as likely server
+        # ports: the first packet comes from the server if its source port is one and its destination
+        # port is not, or if both are and the source port is the lower.
+        inferred = True
+        src_server, dst_server = src_port < 1024, dst_port < 1024
+        src_is_orig = not (src_server and (not dst_server or src_port < dst_port))
+    return src_is_orig, inferred
+
+
+def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame,
+                   ts_ns, tunnel_id) -> tuple[Connection, bool]:  # fmt: skip
+    """The connection whose first packet has these fields (Python ints), and whether that packet's
+    sender is its originator."""
+    src_is_orig, inferred = originator(flags, src_port, dst_port)
+    src = (P.format_addr(src_hi, src_lo), src_port)
+    dst = (P.format_addr(dst_hi, dst_lo), dst_port)
+    orig, resp = (src, dst) if src_is_orig else (dst, src)
+    conn = Connection(
+        id=cid,
+        orig_addr=orig[0],
+        orig_port=orig[1],
+        resp_addr=resp[0],
+        resp_port=resp[1],
+        ip_version=ip_version,
+        originator_inferred=inferred,
+        first_frame=frame,
+        start_ns=ts_ns,
+        tunnel_id=tunnel_id,
+    )
+    if not src_is_orig:
+        conn.history.append("^")  # Zeek's flip: the first packet came from the responder
+    return conn, src_is_orig
