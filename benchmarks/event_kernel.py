@@ -23,6 +23,7 @@ here before any time is printed.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 
@@ -30,6 +31,8 @@ import numpy as np
 
 from rstscope import connections as C
 from rstscope import packets as P
+from rstscope.connections.events import EventPass
+from rstscope.grouped import NONE as GROUPED_NONE
 
 STATES = list(C.EndpointState)
 EVENTS = list(C.Event)
@@ -53,7 +56,12 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return trans, peer_rules, effects
 
 
-COLUMNS = ("frame", "conn", "side", "flags", "plen", "seq_raw", "ack", "retx_count", "zw_count", "pure_ack")
+DUMPED = {
+    "frame": "frame_col", "conn": "conn_id", "side": "side", "flags": "flags", "plen": "plen", "seq_raw": "seq_raw",
+    "ack": "ack_val", "retx_count": "retx_count", "zw_count": "zw_count", "pure_ack": "pure_ack",
+}  # fmt: skip
+"""The loop's columns <- the names of ``EventPass.run``'s arguments they come from."""
+COLUMNS = tuple(DUMPED)
 
 
 def dump(capture: str, out: str) -> int:
@@ -62,26 +70,23 @@ def dump(capture: str, out: str) -> int:
     from rstscope.reader import open_capture
 
     saved: dict[str, list[np.ndarray]] = {k: [] for k in COLUMNS}
-    real = C.Tracker._event_pass
+    real = EventPass.run
+    signature = inspect.signature(real)
 
-    def spy(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val, ack_val,
-            snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack, peer_prev,
-            after_gap):  # fmt: skip
+    def spy(self, *args, **kwargs):
+        given = signature.bind(self, *args, **kwargs).arguments
+        idx, order = given["idx"], given["order"]
         rows = idx[np.argsort(order[idx], kind="stable")]
-        for name, col in (("frame", frame_col), ("conn", conn_id), ("side", side), ("flags", flags),
-                          ("plen", plen), ("seq_raw", seq_raw), ("ack", ack_val), ("retx_count", retx_count),
-                          ("zw_count", zw_count), ("pure_ack", pure_ack)):  # fmt: skip
-            saved[name].append(np.asarray(col[rows], dtype=np.int64))
-        return real(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
-                    ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count,
-                    pure_ack, peer_prev, after_gap)  # fmt: skip
+        for name, column in DUMPED.items():
+            saved[name].append(np.asarray(given[column][rows], dtype=np.int64))
+        return real(self, *args, **kwargs)
 
-    C.Tracker._event_pass = spy
+    EventPass.run = spy
     tracker = C.Tracker()
     with open_capture(capture, chunk_packets=CHUNK_PACKETS) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)
-    C.Tracker._event_pass = real
+    EventPass.run = real
     cols = {k: np.concatenate(v) for k, v in saved.items()}
     # What the tracker made of those rows, to check the loop against.
     store = tracker.finish()
@@ -103,7 +108,7 @@ E_SYN, E_SYN_ACK, E_ORIG_SYN_ACK, E_DATA, E_ACK, E_FIN, E_RST = (
     EI[e] for e in (E.SYN, E.SYN_ACK, E.ORIG_SYN_ACK, E.DATA, E.ACK, E.FIN, E.RST)
 )
 S_RESET, S_CLOSED, S_INACTIVE = SI[C.EndpointState.RESET], SI[C.EndpointState.CLOSED], SI[C.EndpointState.INACTIVE]
-NONE = int(C.NONE)
+NONE = int(GROUPED_NONE)
 
 
 def new_state(n_conns: int) -> dict[str, np.ndarray]:
