@@ -8,6 +8,7 @@ gives all connections back in id order, reading the retired ones from the spill 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import tempfile
@@ -15,14 +16,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from rstscope.connections.records import Connection, TtlRange
+from rstscope.connections.records import Connection, Finding, Frames, RstObservation, SegmentAfterReset, TtlRange
 
-SPILL_BATCH = 10_000
-"""Retired connections are written to the spill file in batches of this many (about 25 MB in memory)."""
+SPILL_BATCH = 2_000
+"""Retired connections are written to the spill file in batches of this many (a few MB in memory)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
-LIVE_CLOSED_LIMIT = 20_000
+LIVE_CLOSED_LIMIT = 10_000
 """Closed connections kept in memory at most before they have been idle STALE_AFTER_FRAMES frames: past
 this many (a reset storm: one short connection, or one bare RST, per few frames), closed connections
 idle for PRESSURE_IDLE_FRAMES retire at once.  Memory then stays bounded whatever the share of
@@ -64,6 +65,24 @@ class IdleSweep:
         return np.flatnonzero(closed & (last_frame < now_frame - PRESSURE_IDLE_FRAMES))
 
 
+def _by_slots(record) -> tuple:
+    """Pickle a slotted dataclass as its class and its slot values: dataclasses' own ``__getstate__``
+    looks the fields up on every call, which made pickling most of the cost of retiring a connection."""
+    cls = type(record)
+    return _rebuild, (cls, tuple([getattr(record, name) for name in cls.__slots__]))
+
+
+def _rebuild(cls, values: tuple):
+    record = object.__new__(cls)
+    for name, value in zip(cls.__slots__, values, strict=True):
+        object.__setattr__(record, name, value)  # frozen records too
+    return record
+
+
+_BY_SLOTS = {cls: _by_slots for cls in (Connection, Frames, Finding, RstObservation, SegmentAfterReset, TtlRange)}
+"""The spill file's reducers, by class (the records the tracker makes: nothing global is registered)."""
+
+
 class Spill:
     """Retired connections: kept in memory up to SPILL_BATCH, then pickled to an anonymous temporary
     file together (offsets indexed by connection id).  Small captures never touch the disk."""
@@ -88,13 +107,15 @@ class Spill:
         self._length = fit(self._length, top, 0)
         self._file.seek(0, os.SEEK_END)
         position = self._file.tell()
-        blobs = []
+        buffer = io.BytesIO()
+        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+        pickler.dispatch_table = _BY_SLOTS
         for cid, c in self._pending.items():
-            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
-            self._offset[cid], self._length[cid] = position, len(data)
-            position += len(data)
-            blobs.append(data)
-        self._file.write(b"".join(blobs))
+            start = buffer.tell()
+            pickler.dump(c)  # each dump is a whole pickle, loadable alone once the memo is cleared
+            pickler.clear_memo()
+            self._offset[cid], self._length[cid] = position + start, buffer.tell() - start
+        self._file.write(buffer.getbuffer())
         self._pending.clear()
 
     def get(self, cid: int) -> Connection:
