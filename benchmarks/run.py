@@ -1,70 +1,59 @@
-"""Benchmark: rstscope analyze against tshark, scapy and pyshark, side by side, in one run.
+"""Benchmark: rstscope analyze beside tshark and tcptrace, on four traffic shapes, in one run.
 
-Demonstrates how fast each tool gets through the same classic pcap, end to end
-(process start to exit), and its peak memory (the child's ru_maxrss).
+Demonstrates how fast each tool gets through the same classic pcap, end to end (process start to
+exit), and the peak memory of its whole process tree.  The shapes (see ``shapes.py``):
 
-    python benchmarks/run.py                  # 1M and 10M packets (about 2 minutes)
-    python benchmarks/run.py --sizes 1000000  # one size only
+* ``short``: 1M packets of short connections (about 100k of them, 8 % ending in RSTs, 10 % IPv6);
+* ``long``: 1M packets of long flows (``make_capture.py``: 200 concurrent connections of ~450 packets);
+* ``flood``: 1M packets of a listener under a SYN flood (half-open handshakes, SYN-ACK
+  retransmissions, resets from the listener);
+* ``many``: one million short connections in one file (about 10M packets).
 
-Each tool runs in its own process.  rstscope runs ``rstscope analyze FILE
---summary-only`` (the whole pipeline: read, track, evidence, verdicts,
-report).  tshark prints the per-packet TCP fields rstscope reads (``-T
-fields``).  scapy's PcapReader and pyshark dissect every packet in Python and
-are 100-250 times slower, so they read only the first ``--slow-tool-packets``
-packets of the file; their rate is still packets per second, and the table
-says how many they read.  tshark reads at most ``--tshark-packets`` (default:
-all of the 1M file, the first 1M of larger ones).
+    python benchmarks/run.py                                   # everything (long: tens of minutes)
+    python benchmarks/run.py --shapes short long --repeat 1    # a quick look
+    python benchmarks/run.py --packets 100000 --many-connections 100000
+
+Per shape: ``rstscope analyze FILE`` (the text summary and RST table, to /dev/null) and ``rstscope
+analyze FILE --json -o OUT`` (median of ``--repeat`` runs each), ``tshark -T fields`` with the
+per-packet TCP fields rstscope reads (reads at most ``--tshark-packets`` packets), and ``tcptrace
+-n`` (Debian package tcptrace; the whole file), once each.  Peak RSS is the largest sum of RSS over
+the process and all its descendants, sampled every 10 ms (rstscope reads large files in a forked
+child); CPU is the user + system time of the process and the children it waited for.  Files are
+generated once, seeded, into ``benchmarks/data/`` (git-ignored) and reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from make_capture import generate  # noqa: E402
+import make_capture  # noqa: E402
+import shapes  # noqa: E402
 
 PYTHON = sys.executable
-SCAPY_SNIPPET = """
-import sys
-from scapy.utils import PcapReader
-n = 0
-with PcapReader(sys.argv[1]) as r:
-    for pkt in r:
-        n += 1
-        if n >= int(sys.argv[2]):
-            break
-print(n)
-"""
-PYSHARK_SNIPPET = """
-import sys
-import pyshark
-cap = pyshark.FileCapture(sys.argv[1], keep_packets=False, display_filter="tcp")
-n = 0
-for pkt in cap:
-    _ = (pkt.tcp.seq_raw, pkt.tcp.ack_raw, pkt.tcp.flags)
-    n += 1
-    if n >= int(sys.argv[2]):
-        break
-cap.close()
-print(n)
-"""
+SHAPES = ("short", "long", "flood", "many")
+TSHARK_FIELDS = ("frame.number", "frame.time_epoch", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport",
+                 "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.len", "tcp.window_size_value")  # fmt: skip
 
 
 @dataclass
 class Result:
+    shape: str
     tool: str
-    capture: str
     packets: int
     seconds: float
+    cpu_seconds: float
     peak_rss_mb: float
     note: str = ""
 
@@ -73,104 +62,144 @@ class Result:
         return self.packets / self.seconds if self.seconds else 0.0
 
 
-def wall_time(cmd: list[str]) -> float:
-    """Run ``cmd`` unobserved; return its wall-clock seconds."""
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-    seconds = time.perf_counter() - start
-    if proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {err[-1] if err else ''}")
-    return seconds
+@dataclass
+class Run:
+    seconds: float
+    cpu_seconds: float
+    peak_rss_mb: float
 
 
-def peak_rss_mb(cmd: list[str]) -> float:
-    """Run ``cmd`` again, watched: the largest sum of RSS over the process and all its descendants.
-
-    Sampled every 5 ms with psutil (rstscope reads large files in a child process; pyshark runs
-    tshark).  A separate run, because the sampling itself takes CPU from the measured program."""
+def run_once(cmd: list[str]) -> Run:
+    """Run ``cmd`` (output to /dev/null), timing it and sampling its process tree's RSS every 10 ms."""
     import psutil
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    parent = psutil.Process(proc.pid)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
-    while proc.poll() is None:
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
         with contextlib.suppress(psutil.Error):
-            peak = max(peak, sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)]))
-        time.sleep(0.005)
-    return peak / 2**20
+            root = psutil.Process(proc.pid)
+            while not done.is_set():
+                with contextlib.suppress(psutil.Error):
+                    tree = [root, *root.children(recursive=True)]
+                    peak = max(peak, sum(p.memory_info().rss for p in tree))
+                done.wait(0.01)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stderr = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    done.set()
+    sampler.join()
+    if proc.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {lines[-1] if lines else ''}")
+    # Not ru_maxrss: a forked child starts with this process's resident pages counted as its own.
+    return Run(seconds, usage.ru_utime + usage.ru_stime, peak / 2**20)
 
 
-def measure(cmd: list[str], *, repeat: int = 1) -> tuple[float, float]:
-    """(median wall seconds over ``repeat`` runs, peak RSS in MB from one more, watched run)."""
-    times = sorted(wall_time(cmd) for _ in range(repeat))
-    return times[len(times) // 2], peak_rss_mb(cmd)
+def measure(cmd: list[str], repeat: int) -> tuple[Run, str]:
+    """The median run by wall time (its CPU time), and the highest peak RSS of all runs."""
+    runs = [run_once(cmd) for _ in range(repeat)]
+    median = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+    note = f"median of {repeat}" if repeat > 1 else "one run"
+    if repeat > 1:
+        note += f" ({min(r.seconds for r in runs):.2f}-{max(r.seconds for r in runs):.2f} s)"
+    return Run(median.seconds, median.cpu_seconds, max(r.peak_rss_mb for r in runs)), note
 
 
-def run_rstscope(path: Path, packets: int) -> Result:
-    rstscope = shutil.which("rstscope") or str(Path(PYTHON).parent / "rstscope")
-    seconds, rss = measure([rstscope, "analyze", str(path), "--summary-only"], repeat=3)
-    return Result("rstscope analyze", path.name, packets, seconds, rss, "median of 3 runs")
+def capture(shape: str, args: argparse.Namespace) -> tuple[Path, int]:
+    """The shape's capture file (generated on first use) and its packet count."""
+    if shape == "many":
+        count, unit = args.many_connections, "conns"
+    else:
+        count, unit = args.packets, "pkts"
+    path = args.data / f"{shape}-{count}{unit}-seed{args.seed}.pcap"
+    sidecar = path.with_suffix(".json")
+    if path.exists() and sidecar.exists():
+        return path, json.loads(sidecar.read_text())["packets"]
+    print(f"generating {path.name} ...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    if shape == "long":
+        meta = {"packets": make_capture.generate(str(path), count, seed=args.seed)}
+    else:
+        spec = shapes.SHAPES[shape]
+        conns = count if shape == "many" else shapes.connections_for(spec, count)
+        meta = vars(shapes.generate(path, spec, conns, seed=args.seed))
+    sidecar.write_text(json.dumps(meta))
+    print(f"  {meta['packets']:,} packets in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return path, meta["packets"]
 
 
-def run_tshark(path: Path, packets: int, limit: int) -> Result | None:
-    if not shutil.which("tshark"):
-        return None
-    n = min(packets, limit)
-    fields = ["frame.number", "frame.time_epoch", "ip.src", "ip.dst", "tcp.srcport", "tcp.dstport",
-              "tcp.seq_raw", "tcp.ack_raw", "tcp.flags", "tcp.len", "tcp.window_size_value"]  # fmt: skip
-    cmd = ["tshark", "-n", "-r", str(path), "-c", str(n), "-T", "fields"]
-    for f in fields:
-        cmd += ["-e", f]
-    seconds, rss = measure(cmd)
-    note = "" if n == packets else f"first {n:,} packets"
-    return Result("tshark -T fields", path.name, n, seconds, rss, note)
-
-
-def run_python_tool(name: str, snippet: str, path: Path, limit: int) -> Result:
-    seconds, rss = measure([PYTHON, "-c", snippet, str(path), str(limit)])
-    return Result(name, path.name, limit, seconds, rss, f"first {limit:,} packets")
+def bench_shape(shape: str, args: argparse.Namespace) -> list[Result]:
+    path, packets = capture(shape, args)
+    rstscope = shutil.which("rstscope", path=str(Path(PYTHON).parent)) or "rstscope"
+    out = args.data / f"out-{shape}.json"
+    results = []
+    for tool, cmd in (
+        ("rstscope analyze", [rstscope, "analyze", str(path)]),
+        ("rstscope analyze --json -o", [rstscope, "analyze", str(path), "--json", "-o", str(out)]),
+    ):
+        print(f"  {shape}: {tool} x{args.repeat} ...", file=sys.stderr, flush=True)
+        run, note = measure(cmd, args.repeat)
+        results.append(Result(shape, tool, packets, run.seconds, run.cpu_seconds, run.peak_rss_mb, note))
+    out.unlink(missing_ok=True)
+    if "tshark" not in args.skip and shutil.which("tshark"):
+        n = min(packets, args.tshark_packets)
+        cmd = ["tshark", "-n", "-r", str(path), "-c", str(n), "-T", "fields"]
+        for f in TSHARK_FIELDS:
+            cmd += ["-e", f]
+        print(f"  {shape}: tshark ...", file=sys.stderr, flush=True)
+        run, note = measure(cmd, 1)
+        if n < packets:
+            note += f", first {n:,} packets"
+        results.append(Result(shape, "tshark -T fields", n, run.seconds, run.cpu_seconds, run.peak_rss_mb, note))
+    if "tcptrace" not in args.skip and shutil.which("tcptrace"):
+        print(f"  {shape}: tcptrace ...", file=sys.stderr, flush=True)
+        run, note = measure(["tcptrace", "-n", str(path)], 1)
+        results.append(Result(shape, "tcptrace -n", packets, run.seconds, run.cpu_seconds, run.peak_rss_mb, note))
+    return results
 
 
 def table(results: list[Result]) -> str:
-    head = (
-        f"| {'tool':<22} | {'capture':<14} | {'packets':>11} | {'seconds':>8} | {'packets/s':>11} "
-        f"| {'peak RSS':>9} | note"
-    )
-    lines = [head, "|" + "|".join("-" * w for w in (24, 16, 13, 10, 13, 11, 30))]
+    lines = [
+        "| shape | tool | packets | wall s | CPU s | packets/s | peak RSS | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
     for r in results:
         lines.append(
-            f"| {r.tool:<22} | {r.capture:<14} | {r.packets:>11,} | {r.seconds:>8.2f} | {r.rate:>11,.0f} | "
-            f"{r.peak_rss_mb:>6.0f} MB | {r.note}"
+            f"| {r.shape} | {r.tool} | {r.packets:,} | {r.seconds:.2f} | {r.cpu_seconds:.2f} | {r.rate:,.0f} | "
+            f"{r.peak_rss_mb:.0f} MB | {r.note} |"
         )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--shapes", nargs="+", choices=SHAPES, default=list(SHAPES))
+    parser.add_argument("--packets", type=int, default=1_000_000, help="packets per file (short, long, flood)")
+    parser.add_argument("--many-connections", type=int, default=1_000_000, help="connections in the 'many' file")
+    parser.add_argument("--repeat", type=int, default=3, help="rstscope runs per measurement (median)")
+    parser.add_argument("--tshark-packets", type=int, default=1_000_000, help="tshark reads at most this many")
+    parser.add_argument("--skip", nargs="*", choices=("tshark", "tcptrace"), default=[], help="tools not to run")
+    parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--data", type=Path, default=HERE / "data", help="where the generated captures go")
-    parser.add_argument("--tshark-packets", type=int, default=1_000_000)
-    parser.add_argument("--slow-tool-packets", type=int, default=20_000)
-    parser.add_argument("--no-slow-tools", action="store_true", help="skip scapy and pyshark")
     args = parser.parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
-    for size in args.sizes:
-        path = args.data / f"bench-{size // 1_000_000}M.pcap" if size >= 1_000_000 else args.data / f"bench-{size}.pcap"
-        if not path.exists() or path.stat().st_size < 24 + size * 82:
-            print(f"generating {path} ({size:,} packets)...", file=sys.stderr)
-            generate(str(path), size)
-        print(f"measuring {path.name} ...", file=sys.stderr)
-        results.append(run_rstscope(path, size))
-        tshark = run_tshark(path, size, args.tshark_packets)
-        if tshark:
-            results.append(tshark)
-        if not args.no_slow_tools and size == min(args.sizes):
-            results.append(run_python_tool("scapy PcapReader", SCAPY_SNIPPET, path, args.slow_tool_packets))
-            results.append(run_python_tool("pyshark FileCapture", PYSHARK_SNIPPET, path, args.slow_tool_packets))
+    for shape in args.shapes:
+        results.extend(bench_shape(shape, args))
+        print(table([r for r in results if r.shape == shape]), file=sys.stderr, flush=True)
     print(table(results))
-    print(f"\nmachine: {os.cpu_count()} cores; rstscope peak RSS limit 200 MB; target 1,000,000 packets/s")
+    load = os.getloadavg()[0]
+    print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work on the machine "
+          f"slows every tool); target for rstscope: >= 1,000,000 packets/s and <= 200 MB peak RSS")  # fmt: skip
+    print(f"rstscope: median of {args.repeat} run(s) by wall time; tshark and tcptrace: one run")
     return 0
 
 

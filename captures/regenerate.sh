@@ -29,11 +29,15 @@ options_for() {
         backlog) echo "--snaplen 128" ;;           # 20 loops: enough half-open handshakes to overflow
         backlog-silent) echo "--snaplen 128" ;;
         refused) echo "--loops 4 --count 2 --snaplen 128" ;;
+        # the middlebox presets (client -- router -- server) and the close paths of issue 8
+        firewall-reject|firewall-syn|conntrack-idle|inject|ignored|keepalive|late-fin) echo "--loops 2 --snaplen 128" ;;
+        shutdown-close) echo "--loops 2 --snaplen 128" ;;
         *) echo "unknown preset: $1" >&2; exit 2 ;;
     esac
 }
 
-all="close-race lingering linger0 late-data backlog backlog-silent refused clean"
+all="close-race lingering linger0 late-data backlog backlog-silent refused clean
+firewall-reject firewall-syn conntrack-idle inject ignored keepalive shutdown-close late-fin"
 if [ "${1:-}" = "--analysis-only" ]; then
     for preset in $all; do
         "$rstscope" analyze "captures/$preset" --json -o "captures/$preset/analysis.json"
@@ -50,7 +54,7 @@ for preset in $presets; do
     dest=captures/$preset
     rm -rf "$dest"
     mkdir -p "$dest"
-    for name in capture.pcapng run.json clients.jsonl server.jsonl kernel.jsonl nstat.json; do
+    for name in capture.pcapng run.json clients.jsonl server.jsonl kernel.jsonl nstat.json injector.jsonl; do
         if [ -f "$run/$name" ]; then cp "$run/$name" "$dest/$name"; fi
     done
     chmod 644 "$dest"/*

@@ -14,7 +14,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BEGIN, END = "<!-- samples table: begin (captures/table.py --write) -->", "<!-- samples table: end -->"
-ORDER = ("close-race", "lingering", "linger0", "late-data", "backlog", "backlog-silent", "refused", "clean")
+ORDER = (
+    "close-race", "lingering", "linger0", "late-data", "backlog", "backlog-silent", "refused", "clean",
+    "firewall-reject", "firewall-syn", "conntrack-idle", "inject", "ignored", "keepalive", "shutdown-close", "late-fin",
+)  # fmt: skip
 
 
 def rows() -> list[str]:

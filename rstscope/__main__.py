@@ -1,5 +1,11 @@
 """``python -m rstscope`` runs the command line (the lab starts the pair this way inside namespaces)."""
 
-from rstscope.cli import main
+import sys
+
+try:
+    from rstscope.cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command line itself loads: no traceback either
+    sys.stderr.write("rstscope: interrupted\n")
+    sys.exit(130)
 
 main()

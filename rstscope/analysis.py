@@ -1,9 +1,10 @@
 """The pipeline end to end: capture file -> connections -> evidence -> verdicts -> records.
 
 ``analyze_capture`` runs every stage on one file and returns an
-:class:`Analysis`; its ``to_json()`` is the stable document that ``rstscope
-analyze --json`` prints, the lab stores as ``analysis.json``, and the report
-and plots read.  Nothing here formats text for people: that is ``report/``.
+:class:`Analysis`; :mod:`rstscope.document` turns it into the stable document
+that ``rstscope analyze --json`` prints, the lab stores as ``analysis.json``,
+and the report and plots read.  Nothing here formats text for people: that is
+``report/``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from rstscope import evidence as evidence_mod
 from rstscope import prefetch
@@ -21,7 +23,6 @@ from rstscope.packets import ReadStats
 from rstscope.reader import open_capture
 from rstscope.verdicts import Decision, Verdict, classify
 
-SCHEMA_VERSION = 1
 CHUNK_PACKETS = 65_536
 """Rows per chunk: small enough that the tracker's temporaries stay in cache and memory stays flat."""
 PREFETCH_BYTES = 16 << 20
@@ -94,23 +95,23 @@ class Analysis:
     def resets_of(self, conn_id: int) -> list[ResetRecord]:
         return self._resets_by_conn().get(conn_id, [])
 
-    def to_json(self) -> dict:
-        from rstscope.document import combine
-
-        return combine([self])
-
 
 def analyze_capture(
-    path: str | os.PathLike, *, progress: Callable[[int, int], None] | None = None, zeek_timers: bool = False
+    path: str | os.PathLike,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    zeek_timers: bool = False,
+    stream: BinaryIO | None = None,
 ) -> Analysis:
     """Run the whole pipeline on one capture file.
 
     ``progress(packets_done, bytes_done)`` is called after each chunk.  ``zeek_timers`` also ends
     connections where Zeek's timers would (for ``conns``; see ``rstscope.connections.keys.ZeekTimers``).
+    ``stream``: read this open stream (standard input, a FIFO) instead of the file; ``path`` names it.
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     tracker = Tracker(zeek_timers=zeek_timers)
-    with _open(path) as cap:
+    with _open(path, stream) as cap:
         for chunk in cap.chunks():
             tracker.feed(chunk)
             if progress is not None:
@@ -133,8 +134,10 @@ def analyze_capture(
     )
 
 
-def _open(path):
+def _open(path, stream=None):
     """The capture, read in a child process when the file is large enough for that to pay."""
+    if stream is not None:  # standard input or a FIFO: read once, here
+        return open_capture(path, chunk_packets=CHUNK_PACKETS, stream=stream)
     if prefetch.available() and _size(path) >= PREFETCH_BYTES:
         return prefetch.PrefetchedCapture(path, chunk_packets=CHUNK_PACKETS)
     return open_capture(path, chunk_packets=CHUNK_PACKETS)

@@ -5,6 +5,7 @@
     >>> result.verdict_counts()
     >>> api.resets_frame(result)           # pandas DataFrame, one row per RST
     >>> api.connections_frame(result)      # one row per connection
+    >>> api.document(result)               # the JSON document, as a dict
 
 The records are the same as ``rstscope analyze --json`` prints.
 """
@@ -15,17 +16,21 @@ import os
 from pathlib import Path
 
 from rstscope.analysis import Analysis, analyze_capture
+from rstscope.document import combine
 from rstscope.status import InputError
 
 __all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
 
 
-def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False) -> Analysis:
+def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False, stream=None) -> Analysis:
     """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs).
 
-    ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log."""
+    ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log.
+    ``stream``: an open binary stream holding the capture (standard input, a FIFO), named by ``path``."""
     p = Path(path)
-    if p.is_dir():
+    if stream is not None:
+        return analyze_capture(p, progress=progress, zeek_timers=zeek_timers, stream=stream)
+    if _is_dir(p):
         from rstscope.lab import rundir
 
         if not rundir.is_run_dir(p):
@@ -39,9 +44,16 @@ def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False
     return analyze_capture(p, progress=progress, zeek_timers=zeek_timers)
 
 
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except PermissionError:  # a file under a directory we may not search
+        raise InputError(f"{path}: permission denied") from None
+
+
 def document(result: Analysis | dict) -> dict:
     """The JSON document of an analysis (a dict passes through)."""
-    return result if isinstance(result, dict) else result.to_json()
+    return result if isinstance(result, dict) else combine([result])
 
 
 def resets_frame(result: Analysis | dict):

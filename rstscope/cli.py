@@ -9,8 +9,12 @@ exit status here, and only here.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
 import importlib
+import io
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -127,39 +131,99 @@ def build_parser(env: Environment | None = None, *, command: str | None = None) 
 
 
 def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> int:
-    """Parse ``argv``, run the command, and return its exit status (never raises for user errors)."""
+    """Parse ``argv``, run the command, and return its exit status (never raises but with ``--traceback``)."""
     env = env or Environment()
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(env, command=next((a for a in argv if not a.startswith("-")), None))
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed its one-line usage error
-        return int(exc.code or 0)
-    if getattr(args, "run", None) is None:
-        parser.print_help(env.stdout)
-        return ExitStatus.BAD_INPUT
-    try:
-        return int(args.run(args, env))
-    except (RstscopeError, KeyboardInterrupt, BrokenPipeError) as exc:
-        if args.traceback:
+        parser = build_parser(env, command=next((a for a in argv if not a.startswith("-")), None))
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse printed its one-line usage error, or the help
+            env.stdout.flush()
+            return int(exc.code or 0)
+        if getattr(args, "run", None) is None:
+            parser.print_help(env.stdout)
+            env.stdout.flush()
+            return ExitStatus.BAD_INPUT
+        status = int(args.run(args, env))
+        env.stdout.flush()  # a full or closed stdout fails here, not at interpreter exit
+        return status
+    except Exception as exc:
+        if "--traceback" in argv:
             raise
-        env.progress_done()
-        if isinstance(exc, KeyboardInterrupt):
-            env.stderr.write("rstscope: interrupted\n")
-            return ExitStatus.INTERRUPTED
-        if isinstance(exc, BrokenPipeError):  # `rstscope analyze x | head`: not an error
-            return ExitStatus.OK
-        env.stderr.write(f"rstscope: error: {exc}\n")
-        return exc.exit_status
-    except Exception as exc:  # a bug: still one line, with the way to get the traceback
-        if args.traceback:
+        return _report(exc, env)
+    except KeyboardInterrupt:  # also raised by the lab for SIGTERM and SIGHUP
+        if "--traceback" in argv:
             raise
+        return _report(KeyboardInterrupt(), env)
+
+
+def _report(exc: BaseException, env: Environment) -> int:
+    """The one place an exception becomes one line on stderr and an exit status."""
+    if isinstance(exc, BrokenPipeError):  # `rstscope analyze x | head`: not an error
+        return ExitStatus.OK
+    if isinstance(exc, KeyboardInterrupt):
+        line, status = "rstscope: interrupted", ExitStatus.INTERRUPTED
+    elif isinstance(exc, RstscopeError):
+        line, status = f"rstscope: error: {exc}", exc.exit_status
+    elif isinstance(exc, OSError):  # the environment (a path, a full disk, a closed stream), not a bug
+        where = f"{_printable(exc.filename)}: " if exc.filename is not None else "writing the output: "
+        line, status = f"rstscope: error: {where}{exc.strerror or exc}", ExitStatus.BAD_INPUT
+    else:  # a bug: still one line, with the way to get the traceback
+        line = f"rstscope: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)"
+        status = ExitStatus.ERROR
+    with contextlib.suppress(OSError, ValueError):  # stderr itself may be closed or full
         env.progress_done()
-        env.stderr.write(
-            f"rstscope: internal error: {type(exc).__name__}: {exc} (rerun with --traceback and report it)\n"
-        )
-        return ExitStatus.ERROR
+        env.stderr.write(line + "\n")
+        env.stderr.flush()
+    return status
+
+
+def _printable(name) -> str:
+    return os.fsdecode(name).encode("utf-8", "backslashreplace").decode("utf-8") if name is not None else ""
+
+
+class _ClosedStream(io.TextIOBase):
+    """Stands in for a standard stream the shell closed (``rstscope ... >&-``): writing fails cleanly."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise OSError(errno.EBADF, f"standard {self._name} is closed")
 
 
 def main() -> None:
-    sys.exit(run())
+    """The ``rstscope`` program: streams that cannot encode a file name escape it, and a stdout that
+    is full, closed or gone never ends in a traceback at interpreter exit."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is None:
+            setattr(sys, name, _ClosedStream("output" if name == "stdout" else "error"))
+        else:
+            with contextlib.suppress(AttributeError, ValueError):
+                stream.reconfigure(errors="surrogateescape" if name == "stdout" else "backslashreplace")
+    try:
+        status = run()
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being reported
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write("rstscope: interrupted\n")
+        status = ExitStatus.INTERRUPTED
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+    sys.exit(status)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's last flush of a broken stdout is quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if isinstance(sys.stdout, _ClosedStream):
+            return
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

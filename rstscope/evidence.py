@@ -103,9 +103,9 @@ FINDINGS: dict[str, FindingKind] = _kinds(
     FindingKind(id="handshake.client_data_unacknowledged", severity=_W,
                 summary="The client sent data that the server never acknowledged."),
     FindingKind(id="rst.primary_not_captured", severity=_W,
-                summary="A bare reply-RST from a side that had sent data and no FIN or RST before: its socket was "
-                        "already aborted, but the RST of that abort is not in the capture (lost on the way, "
-                        "or dropped before the capture point)."),
+                summary="A bare reply-RST from a side that had sent data and no RST before (and no FIN, or a FIN "
+                        "still unacknowledged): its socket was already aborted, but the RST of that abort is "
+                        "not in the capture (lost on the way, or dropped before the capture point)."),
     FindingKind(id="rst.answers_synack", severity=_I,
                 summary="The client reset in reply to a SYN-ACK: it had given up on the connection."),
     FindingKind(id="rst.after_keepalive_probes", severity=_W,
@@ -160,8 +160,11 @@ FINDINGS: dict[str, FindingKind] = _kinds(
                 summary="The supposed sender went on sending after its own RST: it never reset the connection "
                         "(a forged or middlebox RST)."),
     FindingKind(id="origin.ip_id_reused", severity=_W,
-                summary="A later packet of the supposed sender carries the RST's IP ID: the RST copied the "
-                        "sender's IP ID (suspected forgery; supporting evidence only)."),
+                summary="The RST carries the IP ID of the supposed sender's previous or a later packet: a copy "
+                        "(suspected forgery; supporting evidence only, some stacks repeat IDs)."),
+    FindingKind(id="origin.options_differ", severity=_W,
+                summary="Every segment of the sender carried TCP timestamps, this active RST|ACK none: Linux's "
+                        "own active resets carry them (supporting evidence only: other stacks differ)."),
 )  # fmt: skip
 del _W, _I, _E
 
@@ -403,21 +406,26 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.midstream")
     if obs.snd_nxt is None:
         findings.append("rst.sender_silent")
+    # A bare reply-RST from a side that had sent data and had not reset before: its socket was already
+    # gone.  Without a FIN before, that socket was aborted; after its FIN, it was aborted too when the peer
+    # still had its data or FIN to acknowledge and the reply answers no data (data would be late data).
+    fin_unacked = obs.snd_nxt is not None and obs.peer_acked is not None and obs.peer_acked < obs.snd_nxt
     primary_missing = (
         not obs.flags & P.ACK  # Linux's own aborts always carry ACK: a bare RST is a reply
         and obs.sender_first_payload_frame is not None
-        and obs.sender_fin_frame is None
         and obs.sender_prior_rst_frame is None
+        and (obs.sender_fin_frame is None or (fin_unacked and not obs.answered_payload))
     )
     in_flight_echoes = None
     if primary_missing:
         findings.append("rst.primary_not_captured")
-        if obs.snd_nxt is not None and obs.peer_acked is not None:
-            in_flight_capture = max(0, obs.snd_nxt - obs.peer_acked)  # at the unseen abort, not at this reply
-        if obs.snd_nxt is not None:
+        sent = obs.snd_nxt - (obs.sender_fin_frame is not None) if obs.snd_nxt is not None else None
+        if sent is not None and obs.peer_acked is not None:
+            in_flight_capture = max(0, sent - obs.peer_acked)  # at the unseen abort, not at this reply
+        if sent is not None:
             # This reply's seq is the ack of a segment that reached the sender after its abort, as an
             # echo's is: the sender had not seen anything acknowledged beyond it.
-            in_flight_echoes = max(0, obs.snd_nxt - obs.seq) or None
+            in_flight_echoes = max(0, sent - obs.seq) or None
     syn_rx = max(0, len(conn.syn_frames) - 1)
     synack_rx = max(0, obs.synacks_before - 1)
     synack_after_ack = obs.synacks_after_ack_before
@@ -492,15 +500,21 @@ def _peer_in_flight(conn: Connection, obs: RstObservation) -> int | None:
 def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> None:
     """What both sides did after the RST: the facts behind ``ignored`` and a forged RST's origin.
 
-    A real endpoint that reset sends nothing more but reply RSTs.  One segment of its own after the RST
-    may be an older one overtaken on the path; new data, a FIN or two segments may not."""
+    A real endpoint that reset sends nothing more but reply RSTs.  Its own segments captured after the RST
+    may be older ones overtaken on the path (or merged late from another tap); new data, a FIN, or an ack of
+    data the peer sent after the RST may not."""
     later = [seg for seg in conn.after_reset if seg.frame > obs.frame]
     sender = [seg for seg in later if seg.side is obs.side and not seg.flags & P.RST]
     receiver = [seg for seg in later if seg.side is obs.side.peer]
     receiver_own = [seg for seg in receiver if not seg.flags & P.RST]
     ev.sender_segments_after, ev.receiver_segments_after = len(sender), len(receiver_own)
     snd_nxt = obs.snd_nxt if obs.snd_nxt is not None else obs.seq
-    new_data = any(seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt for seg in sender)
+    own_ack = obs.ack if obs.ack is not None else obs.sender_acked
+    went_on = any(
+        seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt
+        or (own_ack is not None and seg.ack is not None and seg.ack > own_ack)
+        for seg in sender
+    )
     if ev.answers == "SYN-ACK" and obs.side is Side.ORIG and obs.answered_frame is not None:
         # The client's kernel had no socket for the SYN (sent from a raw socket): it answered the SYN-ACK
         # itself; what the program sends later does not make the RST someone else's.
@@ -510,11 +524,9 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     challenge = next((seg for seg in receiver_own if not seg.payload), None)
     if challenge is not None and challenge.ack is not None and challenge.ack == obs.peer_acked < obs.seq:
         ev.findings.append("rst.challenge_acked")
-    if not (new_data or len(sender) >= 2):
+    if not went_on:
         return
     ev.findings.append("origin.sender_kept_sending")
-    if obs.ip_id and any(seg.ip_id == obs.ip_id for seg in sender):
-        ev.findings.append("origin.ip_id_reused")
     first = sender[0].frame
     if any(seg.flags & P.RST and seg.frame > first for seg in receiver):
         ev.findings.append("rst.receiver_reset_sender_segments")
@@ -529,6 +541,12 @@ def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: 
         baseline, whose = host_ttl.get(conn.resp_addr), f"{conn.resp_addr}'s"
     comparison = compare_ttl(obs.ttl, baseline, whose=whose)
     ev.findings.append(comparison.finding)
+    own_later = [seg for seg in conn.after_reset if seg.frame > obs.frame and seg.side is obs.side]
+    if obs.ip_id and (obs.ip_id == obs.prev_ip_id or any(seg.ip_id == obs.ip_id for seg in own_later)):
+        ev.findings.append("origin.ip_id_reused")
+    sent = conn.ttl[obs.side].packets if conn.ttl[obs.side] is not None else 0
+    if ev.has("rst.at_snd_nxt") and not obs.has_ts and sent and conn.timestamped[obs.side] == sent:
+        ev.findings.append("origin.options_differ")
     ev.sender_ttl = comparison.detail
     ev.origin, ev.origin_findings = judge(ev.findings)
 

@@ -14,8 +14,10 @@ load balancer or NAT whose state expired, an injector.  What the wire can still 
   reply RSTs.  A supposed sender that went on sending never reset (forged or middlebox RST); the
   receiver's kernel then answers those segments with RSTs of its own, or, if it too went on, the RST
   changed nothing (see ``ignored`` in :mod:`rstscope.verdicts`).
-* **IP ID.**  A forger that copies the sender's IP ID style may reuse the ID the sender's next genuine
-  packet carries.  Supporting evidence only: stacks differ too much for IP IDs to decide alone.
+* **IP ID and options.**  A forger that copies the sender's IP ID may reuse the ID of the sender's last
+  or next genuine packet; Linux's own active RST|ACK carries the timestamps its segments carry, most
+  middleboxes and forgers send none.  Supporting evidence only: stacks differ too much for these to
+  decide alone; they tip a TTL that is one hop outside a varying range.
 
 Limits: a forged RST that copies the TTL and comes alone, with nothing after it, looks exactly like
 the endpoint's own (``undetermined`` or ``endpoint``); a firewall on the endpoint's own host sends
@@ -80,8 +82,8 @@ STRONG_MIDDLEBOX = ("origin.sender_kept_sending", "origin.ttl_differs")
 """Each alone shows that the endpoint did not send the RST."""
 SUSPECTED_MIDDLEBOX = ("origin.ttl_one_hop_off",)
 """Points at another sender unless something says the endpoint sent it."""
-SUPPORTING_MIDDLEBOX = ("origin.ip_id_reused",)
-"""Never decides alone; with a suspicion it does."""
+SUPPORTING_MIDDLEBOX = ("origin.ip_id_reused", "origin.options_differ")
+"""Never decides alone; with a TTL just outside the sender's (varying) range it does."""
 
 
 def judge(findings: list[str]) -> tuple[Origin, tuple[str, ...]]:
@@ -89,9 +91,11 @@ def judge(findings: list[str]) -> tuple[Origin, tuple[str, ...]]:
     strong = tuple(f for f in STRONG_MIDDLEBOX if f in findings)
     if strong:
         return Origin.MIDDLEBOX, strong + tuple(f for f in SUPPORTING_MIDDLEBOX if f in findings)
-    suspected = tuple(f for f in SUSPECTED_MIDDLEBOX + SUPPORTING_MIDDLEBOX if f in findings)
-    if "origin.ttl_one_hop_off" in suspected:
-        return Origin.MIDDLEBOX, suspected
+    supporting = tuple(f for f in SUPPORTING_MIDDLEBOX if f in findings)
+    if "origin.ttl_one_hop_off" in findings:
+        return Origin.MIDDLEBOX, ("origin.ttl_one_hop_off", *supporting)
+    if "origin.ttl_near_sender" in findings and supporting:
+        return Origin.MIDDLEBOX, ("origin.ttl_near_sender", *supporting)
     if "origin.ttl_matches_sender" in findings:
         return Origin.ENDPOINT, ("origin.ttl_matches_sender",)
     return Origin.UNDETERMINED, tuple(f for f in findings if f.startswith("origin."))

@@ -86,7 +86,8 @@ PACKET_DTYPE = np.dtype(
         ("ttl", "u1"),  # IPv4 TTL or IPv6 hop limit
         ("ip_id", "<u2"),  # IPv4 identification field (0 for IPv6, which has none outside fragments)
         ("tcp_auth", "u1"),  # TCP authentication option kind carried: 19 (TCP-MD5, RFC 2385), 29 (TCP-AO, RFC 5925), 0
-        ("tunnel_id", "<u8"),  # outer identifier of a decapsulated packet (tenant key), 0 when not tunnelled
+        ("tunnel_id", "<u8"),  # tenant key of a decapsulated packet (VNI, GRE key, ERSPAN session; kind in the
+        # top byte: rstscope.reader.tunnels), 0 when not tunnelled or tunnelled without an identifier
         ("payload_truncated", "?"),  # the snaplen cut the payload (headers are complete)
         ("decode_error", "u1"),  # DecodeError
     ]
@@ -118,6 +119,10 @@ class ReadStats:
     """IP packets of another protocol (UDP, ICMP, ...)."""
     ip_fragments: int = 0
     """Non-first IPv4/IPv6 fragments and first fragments of fragmented TCP: counted, not reassembled."""
+    undecoded: Counter = field(default_factory=Counter)
+    """Packets that may carry TCP but gave no usable row, by cause (``rstscope.reader.tunnels.UNDECODED_CAUSES``):
+    unsupported link types, tunnels we do not follow or that are cut short, fragments of TCP or of a
+    tunnel, and rows with a decode error.  Empty when every such packet was decoded."""
     unsupported_link: Counter = field(default_factory=Counter)
     """Records skipped because their link type is not decoded, by link type number."""
     decode_errors: Counter = field(default_factory=Counter)
@@ -130,6 +135,18 @@ class ReadStats:
     """One-line warnings: truncated file, corrupt record, ... (reading stopped or resumed there)."""
     bytes_read: int = 0
     """Bytes consumed from the (decompressed) file."""
+
+
+def describe_undecoded(undecoded: dict[str, int], *, most: int = 4) -> str:
+    """``1,234 packets undecoded (gre: unsupported protocol 0x880b: 1,200, ip fragment: 34)``, the
+    most frequent causes first (at most ``most`` of them, then ``...``); empty when nothing was."""
+    total = sum(undecoded.values())
+    if not total:
+        return ""
+    causes = sorted(undecoded.items(), key=lambda item: (-item[1], item[0]))
+    shown = ", ".join(f"{cause}: {n:,}" for cause, n in causes[:most])
+    more = ", ..." if len(causes) > most else ""
+    return f"{total:,} packet{'s' if total != 1 else ''} undecoded ({shown}{more})"
 
 
 @functools.lru_cache(maxsize=65_536)

@@ -21,13 +21,26 @@ lingering  ``shutdown(SHUT_WR)``, read and discard until EOF or a timeout, then
 linger0    ``SO_LINGER`` {on, 0} then ``close()``: an abortive close, always RST
 linger=N   ``SO_LINGER`` {on, N seconds} then ``close()``: blocks until the
            queue drains or N seconds pass (unread bytes still mean RST)
+shutdown-  once the whole response has left the socket (sent, not yet acknowledged),
+close      ``shutdown(SHUT_WR)`` then ``close()`` at once with the request's
+           unread bytes queued: the FIN goes first, then the abort (kernel
+           ``TCP_ABORT_ON_CLOSE`` from FIN_WAIT1) with the response in flight
 ========== ==================================================================
+
+For the middlebox presets the pair can also hold a connection open: the client
+sends ``requests`` requests on one connection (the next after reading each
+response, after ``idle`` seconds), the server answers up to ``requests`` per
+connection (waiting ``request_timeout`` for each next one), can pause mid-response
+(``pause_after``/``pause``: a gap in which a forged RST can be timed), can arm
+TCP keepalive, and can listen on a ``second_port``.  A client with ``late_fin``
+sends its late bytes and its FIN in one segment.
 """
 
 from __future__ import annotations
 
 import errno
 import json
+import os
 import select
 import socket
 import struct
@@ -37,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Literal, TextIO
 
-CLOSE_MODES = ("close", "lingering", "linger0", "linger=N")
+CLOSE_MODES = ("close", "lingering", "linger0", "linger=N", "shutdown-close")
 """Values accepted by ``--close`` (``linger=N`` with N a whole number of seconds)."""
 
 Where = Literal["connect", "write", "read"]
@@ -45,12 +58,21 @@ Where = Literal["connect", "write", "read"]
 
 def parse_close_mode(text: str) -> tuple[str, int | None]:
     """``"linger=5"`` -> ``("linger", 5)``; the other modes carry no number."""
-    if text in ("close", "lingering", "linger0"):
+    if text in ("close", "lingering", "linger0", "shutdown-close"):
         return text, None
     name, _, seconds = text.partition("=")
     if name == "linger" and seconds.isdigit():
         return "linger", int(seconds)
-    raise ValueError(f"unknown close mode {text!r}: use one of close, lingering, linger0, linger=N")
+    raise ValueError(f"unknown close mode {text!r}: use one of close, lingering, linger0, linger=N, shutdown-close")
+
+
+def parse_keepalive(text: str) -> tuple[int, int, int]:
+    """``"1/1/2"`` -> (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT), each a whole number >= 1."""
+    parts = text.split("/")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) >= 1 for p in parts):
+        raise ValueError(f"keepalive {text!r}: use IDLE/INTERVAL/COUNT in whole seconds and probes, e.g. 1/1/2")
+    idle, interval, count = (int(p) for p in parts)
+    return idle, interval, count
 
 
 def errno_name(exc: BaseException) -> str:
@@ -105,6 +127,18 @@ class ServerOptions:
     """Lingering close: give up after this long in total (Apache, nginx: 30 s)."""
     max_connections: int = 0
     """Exit after this many connections have been handled (0: serve until killed)."""
+    requests: int = 1
+    """Requests answered per connection; after the first, wait ``request_timeout`` for each next one."""
+    request_timeout: float = 10.0
+    """Seconds to wait for a connection's next request before closing it."""
+    pause_after: int = 0
+    """Pause each response after this many bytes (0: no pause)."""
+    pause: float = 0.0
+    """Seconds of that pause: a gap in the stream (a forged RST is timed into it)."""
+    keepalive: str | None = None
+    """``IDLE/INTERVAL/COUNT`` (see :func:`parse_keepalive`): SO_KEEPALIVE on each connection."""
+    second_port: int | None = None
+    """Also listen on this port (a firewall may reject one port of a host whose other port works)."""
 
 
 class _JsonLog:
@@ -158,8 +192,28 @@ def _close(conn: socket.socket, mode: str, linger_seconds: int | None, options: 
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     elif mode == "linger":
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, linger_seconds or 0))
+    elif mode == "shutdown-close":
+        _wait_unsent(conn, timeout=5.0)  # the FIN leaves now, not behind the queued response
+        conn.shutdown(socket.SHUT_WR)
+        _wait_unsent(conn, timeout=5.0)  # a full congestion window can hold the FIN back too
     conn.close()
     return drained
+
+
+SIOCOUTQNSD = 0x894B
+"""ioctl: bytes in the send queue not yet sent (linux/sockios.h)."""
+
+
+def _wait_unsent(conn: socket.socket, *, timeout: float) -> None:
+    """Wait until every byte written was sent (maybe not yet acknowledged), at most ``timeout``."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        unsent = struct.unpack("i", fcntl.ioctl(conn.fileno(), SIOCOUTQNSD, b"\0" * 4))[0]
+        if unsent == 0:
+            return
+        time.sleep(0.001)
 
 
 def _serve_one(conn: socket.socket, peer: tuple, options: ServerOptions, log: _JsonLog) -> None:
@@ -177,12 +231,34 @@ def _serve_one(conn: socket.socket, peer: tuple, options: ServerOptions, log: _J
     }
     where = "read"
     try:
+        if options.keepalive:
+            idle, interval, count = parse_keepalive(options.keepalive)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, interval)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, count)
         record["bytes_read"] = _read_exactly(conn, options.read_bytes)
-        where = "write"
-        payload = b"R" * options.response_bytes
-        view = memoryview(payload)
-        while record["bytes_sent"] < len(payload):
-            record["bytes_sent"] += conn.send(view[record["bytes_sent"] :])
+        record["requests"] = 1
+        while True:
+            where = "write"
+            _respond(conn, options, record)
+            if record["requests"] >= options.requests:
+                break
+            where = "read"
+            conn.settimeout(options.request_timeout)
+            try:
+                chunk = conn.recv(65536)
+            except TimeoutError as exc:
+                if exc.errno:  # ETIMEDOUT: keepalive gave up on the peer (a socket error, not our timer)
+                    raise
+                record["request_timeout"] = True
+                break
+            finally:
+                conn.settimeout(None)
+            if not chunk:
+                break
+            record["bytes_read"] += len(chunk)
+            record["requests"] += 1
         where = "close"
         record["drained"] = _close(conn, mode, linger_seconds, options)
     except OSError as exc:
@@ -191,6 +267,22 @@ def _serve_one(conn: socket.socket, peer: tuple, options: ServerOptions, log: _J
         conn.close()
     record["t_close"] = time.time()
     log.write(record)
+
+
+def _respond(conn: socket.socket, options: ServerOptions, record: dict) -> None:
+    """Write one response, pausing after ``pause_after`` bytes when asked."""
+    payload = memoryview(b"R" * options.response_bytes)
+    sent = 0
+    paused = not (options.pause_after and options.pause)
+    while sent < len(payload):
+        end = len(payload) if paused else min(len(payload), options.pause_after)
+        if sent >= end:
+            time.sleep(options.pause)
+            paused = True
+            continue
+        count = conn.send(payload[sent:end])
+        sent += count
+        record["bytes_sent"] += count
 
 
 def serve(options: ServerOptions, out: TextIO = sys.stdout, stop: threading.Event | None = None) -> int:
@@ -203,12 +295,20 @@ def serve(options: ServerOptions, out: TextIO = sys.stdout, stop: threading.Even
     parse_close_mode(options.close)  # fail before binding
     log = _JsonLog(out)
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
-    listener = socket.socket(family, socket.SOCK_STREAM)
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    listener.bind((options.host, options.port))
-    listener.listen(options.backlog)
-    host, port = listener.getsockname()[:2]
-    log.write({"event": "listening", "addr": f"{host}:{port}", "backlog": options.backlog, "t": time.time()})
+    listeners = []
+    for wanted in (options.port, options.second_port):
+        if wanted is None:
+            continue
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((options.host, wanted))
+        listener.listen(options.backlog)
+        listeners.append(listener)
+    host, port = listeners[0].getsockname()[:2]
+    record = {"event": "listening", "addr": f"{host}:{port}", "backlog": options.backlog, "t": time.time()}
+    if options.second_port is not None:
+        record["second_addr"] = f"{host}:{listeners[1].getsockname()[1]}"
+    log.write(record)
     stop = stop or threading.Event()
     accepted = 0
     threads: list[threading.Thread] = []
@@ -216,10 +316,10 @@ def serve(options: ServerOptions, out: TextIO = sys.stdout, stop: threading.Even
         while not stop.is_set():
             if options.accept_delay and stop.wait(options.accept_delay):
                 break
-            ready, _, _ = select.select([listener], [], [], 0.2)
+            ready, _, _ = select.select(listeners, [], [], 0.2)
             if not ready:
                 continue
-            conn, peer = listener.accept()
+            conn, peer = ready[0].accept()
             accepted += 1
             thread = threading.Thread(target=_serve_one, args=(conn, peer, options, log), daemon=True)
             thread.start()
@@ -227,7 +327,8 @@ def serve(options: ServerOptions, out: TextIO = sys.stdout, stop: threading.Even
             if options.max_connections and accepted >= options.max_connections:
                 break
     finally:
-        listener.close()
+        for listener in listeners:
+            listener.close()
         for thread in threads:
             thread.join(timeout=options.lingering_time + 5)
     return accepted
@@ -260,6 +361,19 @@ class ClientOptions:
     """After late bytes sent past EOF, wait this long and write once more so a RST surfaces as EPIPE."""
     bind: str | None = None
     """Local address to bind (the lab binds the client namespace's address)."""
+    requests: int = 1
+    """Requests per connection: each next one is sent after reading ``expect_bytes`` of the last response."""
+    next_request_bytes: int | None = None
+    """Size of the requests after the first (None: ``request_bytes``); a firewall rule can match on it."""
+    idle: float = 0.0
+    """Seconds to stay silent before each next request (a middlebox's idle timeout may pass)."""
+    late_fin: bool = False
+    """Send the late bytes and the FIN in one segment (``MSG_MORE``, then ``shutdown(SHUT_WR)``)."""
+    second_port: int | None = None
+    """Odd-numbered loops connect to this port instead of ``port``."""
+    hold: float = 0.0
+    """Seconds to keep the socket open after EOF before closing it (so that the client's FIN
+    cannot reach the server before the server's own close())."""
 
 
 @dataclass(kw_only=True)
@@ -292,11 +406,13 @@ class Attempt:
 
 
 def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
+    port = options.second_port if options.second_port is not None and loop % 2 else options.port
+    expected = options.expect_bytes * options.requests if options.expect_bytes is not None else None
     record = Attempt(
         loop=loop,
         attempt=number,
-        server=f"{options.host}:{options.port}",
-        bytes_expected=options.expect_bytes,
+        server=f"{options.host}:{port}",
+        bytes_expected=expected,
         t_start=time.time(),
     )
     family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
@@ -307,7 +423,7 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
         record.client_port = sock.getsockname()[1]
         sock.settimeout(options.timeout)
         try:
-            sock.connect((options.host, options.port))
+            sock.connect((options.host, port))
         except OSError as exc:
             record.connect = errno_name(exc)
             raise
@@ -316,6 +432,14 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
         request = b"Q" * options.request_bytes + b"T" * options.trailing_bytes
         sock.sendall(request)
         record.bytes_sent += len(request)
+        for _ in range(options.requests - 1):
+            where = "read"
+            _read_response(sock, options, record)
+            time.sleep(options.idle)
+            where = "write"
+            request = b"N" * (options.next_request_bytes if options.next_request_bytes is not None else len(request))
+            sock.sendall(request)
+            record.bytes_sent += len(request)
         where = "read"
         late_due: float | None = None
         late_pending = options.late_bytes > 0
@@ -324,7 +448,7 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
             if late_pending and late_due is not None:
                 wait = max(0.0, min(wait, late_due - time.time()))
             readable, _, _ = select.select([sock], [], [], wait)
-            if late_pending and late_due is not None and time.time() >= late_due:
+            if late_pending and not options.late_fin and late_due is not None and time.time() >= late_due:
                 where = "write"
                 _send_late(sock, options, record)
                 late_pending = False
@@ -341,15 +465,30 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
                 record.t_first_byte = time.time()
                 late_due = record.t_first_byte + options.late_delay
             record.bytes_read += len(chunk)
+        time.sleep(options.hold)
         if late_pending:
             # The response ended before the late bytes were due: send them into the closed
             # connection, then write again so a RST that came back surfaces (EPIPE).
             where = "write"
             if late_due is not None:
                 time.sleep(max(0.0, late_due - time.time()))
-            _send_late(sock, options, record)
-            time.sleep(options.probe_delay)
-            _send_late(sock, options, record, count=1)
+            if options.late_fin:
+                # MSG_MORE holds the bytes back, so the FIN of shutdown() leaves in the same segment.
+                payload = b"L" * options.late_bytes
+                sock.sendall(payload, socket.MSG_MORE)
+                record.bytes_sent += len(payload)
+                record.late_sent += len(payload)
+                sock.shutdown(socket.SHUT_WR)
+                # After EOF neither recv (0 again) nor send (EPIPE: our own shutdown) shows a RST;
+                # the socket's pending error does.
+                time.sleep(options.probe_delay)
+                pending = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if pending:
+                    raise OSError(pending, os.strerror(pending))
+            else:
+                _send_late(sock, options, record)
+                time.sleep(options.probe_delay)
+                _send_late(sock, options, record, count=1)
     except OSError as exc:
         record.error = errno_name(exc)
         record.where = where
@@ -358,6 +497,19 @@ def _attempt(options: ClientOptions, loop: int, number: int) -> Attempt:
     record.t_end = time.time()
     record.outcome = outcome_of(asdict(record))
     return record
+
+
+def _read_response(sock: socket.socket, options: ClientOptions, record: Attempt) -> None:
+    """Read one whole response (``expect_bytes``) of a connection that stays open."""
+    want = record.bytes_read + (options.expect_bytes or 0)
+    while record.bytes_read < want:
+        chunk = sock.recv(min(65536, want - record.bytes_read))
+        if not chunk:
+            record.t_eof = time.time()
+            raise ConnectionAbortedError(errno.ECONNABORTED, "EOF before the response was complete")
+        if record.t_first_byte is None:
+            record.t_first_byte = time.time()
+        record.bytes_read += len(chunk)
 
 
 def _send_late(sock: socket.socket, options: ClientOptions, record: Attempt, count: int | None = None) -> None:

@@ -16,7 +16,10 @@ class ExitStatus(enum.IntEnum):
     """A failure inside rstscope or a lab step that failed (the message names the step)."""
     BAD_INPUT = 2
     """Unreadable capture, wrong path, bad option: the same code argparse uses for usage errors."""
-    PREREQUISITE = 3
+    DEGRADED = 3
+    """A lab or capture run finished but its evidence is incomplete: the capture holds clearly fewer
+    RSTs than the kernel says it sent (run.json ``status`` is ``degraded``; a warning says by how many)."""
+    PREREQUISITE = 4
     """A tool, privilege or kernel feature the command needs is missing (the message says which)."""
     INTERRUPTED = 130
     """Ctrl-C: 128 + SIGINT, as shells report it."""

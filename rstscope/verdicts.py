@@ -411,6 +411,11 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
         if ev.has("rst.primary_not_captured"):
             basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
+        if ev.sender_fin_frame is not None:
+            return (f"The {who} ({ev.src}) sent its FIN (frame {ev.sender_fin_frame}), then aborted while "
+                    f"{_bytes(ev.in_flight)}{basis} it had sent were unacknowledged: none of it is retransmitted "
+                    f"after the reset, so the {peer} loses whatever of it the path dropped (with nothing "
+                    f"dropped it reads all, then EOF).")  # fmt: skip
         return (f"The {who} ({ev.src}) aborted the connection instead of closing it while "
                 f"{_bytes(ev.in_flight)}{basis} it had sent were unacknowledged: the {peer} loses the tail "
                 f"and gets ECONNRESET.")  # fmt: skip

@@ -28,6 +28,8 @@ class Conversation:
     step: float = 0.001
     ttl: tuple[int, int] = (64, 64)
     """Per side, the TTL its packets show at the capture point (64 minus hops for Linux, 128 for Windows)."""
+    options: list = field(default_factory=list)
+    """TCP options on every segment unless a send names its own (e.g. timestamps, as Linux sends them)."""
     packets: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -52,7 +54,7 @@ class Conversation:
         v6 = ":" in src[0]
         ip = IPv6(src=src[0], dst=dst[0], hlim=ttl) if v6 else IP(src=src[0], dst=dst[0], ttl=ttl, id=ip_id)
         tcp = TCP(sport=src[1], dport=dst[1], flags=flags, seq=seq % 2**32, ack=(ack or 0) % 2**32, window=window,
-                  options=options or [])  # fmt: skip
+                  options=self.options if options is None else options)  # fmt: skip
         macs = ("02:00:00:00:00:01", "02:00:00:00:00:02")
         pkt = Ether(src=macs[side], dst=macs[1 - side]) / ip / tcp
         if load is not None:

@@ -181,6 +181,39 @@ def keepalive_timeout() -> Scenario:
                     {rst: {"keepalive_probes": 2, "origin": "endpoint", "confidence": "high"}})  # fmt: skip
 
 
+def keepalive_timeout_seen_from_client() -> Scenario:
+    """The same keepalive timeout captured at the client: the client answers every probe, but the router drops
+    the answers, so the server probes again after KEEPINTVL and finally resets: still keepalive."""
+    c = _one_hop_away()
+    c.handshake()
+    _request_response(c)
+    c.time += 1.0
+    for _ in range(2):
+        c.send(SERVER, "A", seq=c.nxt[SERVER] - 1, advance=False)
+        c.ack(CLIENT)  # lost on the way to the server
+        c.time += 1.0
+    rst = c.rst_ack(SERVER)
+    return Scenario("keepalive-client-side", c.packets, {rst: "keepalive"}, {rst: {"keepalive_probes": 2}})
+
+
+def probes_long_before_a_close_race() -> Scenario:
+    """Keepalive probes during an idle spell, then more requests and responses, then a close race: the old
+    probes say nothing about the later RST."""
+    c = Conversation()
+    c.handshake()
+    _request_response(c)
+    c.time += 1.0
+    c.send(SERVER, "A", seq=c.nxt[SERVER] - 1, advance=False)
+    c.ack(CLIENT)
+    for _ in range(6):  # enough rows that the probe is long gone from the event rows
+        _request_response(c, response=MSS)
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 3 * MSS, deliver=False)
+    rst = c.rst_ack(SERVER)
+    return Scenario("probes-then-close-race", c.packets, {rst: "close-race"}, {rst: {"keepalive_probes": 0}})
+
+
 def shutdown_then_close_with_data_in_flight() -> Scenario:
     """Issue 8: shutdown(SHUT_WR), then close() with unread request bytes while ~150 kB of the response were
     unacknowledged (kernel TCP_ABORT_ON_CLOSE from FIN_WAIT1): the FIN goes first, then the RST|ACK."""
@@ -195,6 +228,26 @@ def shutdown_then_close_with_data_in_flight() -> Scenario:
     rst = c.rst_ack(SERVER)
     return Scenario("shutdown-close", c.packets, {rst: "close-race"},
                     {rst: {"in_flight": 104 * MSS, "confidence": "high"}})  # fmt: skip
+
+
+def shutdown_close_primary_lost() -> Scenario:
+    """The same shutdown-then-close seen from the client when the server's RST|ACK was lost on the way (a busy
+    shared queue): the client, missing data, keeps sending ACKs; the gone socket's listener answers them with
+    bare RSTs.  The first of those stands for the unseen abort: data was in flight after the FIN."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    c.data(SERVER, 10 * MSS, deliver=False)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS  # a segment was lost: the client acks only the first four
+    c.ack(CLIENT)
+    c.fin(SERVER)
+    c.rcv[CLIENT] = c.isn[1] + 1 + 4 * MSS
+    first = c.rst_reply(SERVER, c.rcv[CLIENT])
+    c.ack(CLIENT)
+    echo = c.rst_reply(SERVER, c.rcv[CLIENT])
+    return Scenario("shutdown-close-primary-lost", c.packets, {first: "close-race", echo: "echo"},
+                    {first: {"in_flight": 6 * MSS}, echo: {"primary": first}})  # fmt: skip
 
 
 def reset_after_acknowledged_fin() -> Scenario:
@@ -288,6 +341,47 @@ def close_race_windows_client_side() -> Scenario:
                     {rst: {"origin": "endpoint", "confidence": "high", "in_flight": 2 * MSS}})  # fmt: skip
 
 
+def older_segments_after_the_reset() -> Scenario:
+    """Two of the server's data segments show up after its RST (a tap merged late, or reordering on the path):
+    nothing new in them, so the server did not go on after its reset; still its own close race."""
+    c = Conversation()
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    start = c.nxt[SERVER]
+    c.data(SERVER, 3 * MSS, deliver=False)
+    rst = c.rst_ack(SERVER)
+    for k in (1, 2):
+        c.send(SERVER, "PA", seq=start + k * MSS, payload=MSS, advance=False)
+    return Scenario("older-segments-after-rst", c.packets, {rst: "close-race"},
+                    {rst: {"origin": "endpoint", "in_flight": 3 * MSS}})  # fmt: skip
+
+
+def options_and_ttl_point_elsewhere() -> Scenario:
+    """The server's segments all carry timestamps (Linux) and arrive with TTL 62 or 63 (its path changed once);
+    an 'active' RST|ACK comes with TTL 64 and no options: one hop outside a varying range is too close to
+    call alone, but Linux's own active resets carry timestamps: a middlebox, with medium confidence."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    c.ttl = (64, 62)
+    _request_response(c)
+    rst = c.send(SERVER, "RA", advance=False, ttl=64, ip_id=0, options=[])
+    return Scenario("options-and-ttl", c.packets, {rst: "middlebox"},
+                    {rst: {"origin": "middlebox", "confidence": "medium",
+                           "origin_findings": ["origin.ttl_near_sender", "origin.options_differ"]}})  # fmt: skip
+
+
+def linux_active_reset_with_timestamps() -> Scenario:
+    """Linux's own active RST|ACK carries the timestamps its segments carry, and the sender's TTL: endpoint."""
+    c = Conversation(ttl=(64, 63), options=[("Timestamp", (100, 0))])
+    c.handshake()
+    _request_response(c)
+    rst = c.rst_ack(SERVER)
+    return Scenario("linux-active-rst", c.packets, {rst: "abort"},
+                    {rst: {"origin": "endpoint", "origin_findings": ["origin.ttl_matches_sender"]}})  # fmt: skip
+
+
 def lone_reset() -> Scenario:
     """A capture that holds one RST of a connection and nothing else (tcpdump's tcp_rst_data.pcap has such a
     RST, with diagnostic text): nothing says why, and the verdict says so."""
@@ -312,6 +406,9 @@ def half_open_scan() -> Scenario:
 
 
 WILD = [
+    options_and_ttl_point_elsewhere,
+    linux_active_reset_with_timestamps,
+    older_segments_after_the_reset,
     lone_reset,
     half_open_scan,
     firewall_reject_mid_connection,
@@ -324,7 +421,10 @@ WILD = [
     reset_with_md5_option_dropped,
     forged_reset_before_synack,
     keepalive_timeout,
+    keepalive_timeout_seen_from_client,
+    probes_long_before_a_close_race,
     shutdown_then_close_with_data_in_flight,
+    shutdown_close_primary_lost,
     reset_after_acknowledged_fin,
     late_data_with_fin,
     windows_reply_reset_with_ack,

@@ -41,7 +41,7 @@ def _silent_overflow_packets():
 def test_listen_queue_without_resets(tmp_path):
     path = tmp_path / "silent.pcap"
     wrpcap(str(path), _silent_overflow_packets())
-    doc = api.analyze(path).to_json()
+    doc = api.document(api.analyze(path))
     lq = doc["listen_queue"]
     assert doc["resets"] == []
     assert lq["syn_retransmitted"] == 2  # attempts 1 and 3

@@ -9,7 +9,7 @@ import pytest
 from scapy.layers.inet import TCP
 from scapy.utils import wrpcap
 
-from rstscope import analysis
+from rstscope import analysis, api
 from rstscope.connections import TRANSITIONS, EndpointState, Event, Side
 from tests import scenarios
 
@@ -21,7 +21,7 @@ def _doc(path, chunk):
     old = analysis.CHUNK_PACKETS
     analysis.CHUNK_PACKETS = chunk
     try:
-        return analysis.analyze_capture(path).to_json()
+        return api.document(analysis.analyze_capture(path))
     finally:
         analysis.CHUNK_PACKETS = old
 
@@ -114,13 +114,13 @@ def test_zeek_timer_splits_do_not_depend_on_chunking(corpus, chunk):
         old = analysis.CHUNK_PACKETS
         try:
             analysis.CHUNK_PACKETS = chunk
-            small = analysis.analyze_capture(path, zeek_timers=True).to_json()
+            small = api.document(analysis.analyze_capture(path, zeek_timers=True))
             analysis.CHUNK_PACKETS = 1 << 20
-            big = analysis.analyze_capture(path, zeek_timers=True).to_json()
+            big = api.document(analysis.analyze_capture(path, zeek_timers=True))
         finally:
             analysis.CHUNK_PACKETS = old
         assert _comparable(small) == _comparable(big), trace
-        plain = analysis.analyze_capture(path).to_json()
+        plain = api.document(analysis.analyze_capture(path))
         if "half-duplex" in trace:
             assert len(big["connections"]) > len(plain["connections"])  # the attempt timer split them
 
@@ -173,7 +173,7 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     path = tmp_path / "short.pcap"
     shortconns.generate(str(path), 600)
     kept = _doc(path, 4096)
-    zeek_kept = analysis.analyze_capture(path, zeek_timers=True).to_json()
+    zeek_kept = api.document(analysis.analyze_capture(path, zeek_timers=True))
     monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 30)
     monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 1_000)  # a connection here spans about 400 frames
     tracker = Tracker()
@@ -188,7 +188,7 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     assert sum(c is None for c in tracker.connections) > 300
     assert tracker._tuples.next_tid < 600  # the ids of forgotten 4-tuples were handed out again
     assert _comparable(_doc(path, 500)) == _comparable(kept)
-    zeek = analysis.analyze_capture(path, zeek_timers=True).to_json()  # timers of recycled tuple ids reset
+    zeek = api.document(analysis.analyze_capture(path, zeek_timers=True))  # timers of recycled tuple ids reset
     assert _comparable(zeek) == _comparable(zeek_kept)
 
 

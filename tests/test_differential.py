@@ -9,6 +9,7 @@ import json
 import pytest
 
 from rstscope import analysis
+from rstscope.document import combine
 from tests import differential, shortconns
 
 
@@ -27,7 +28,7 @@ def _document(path, chunk: int) -> str:
     old = analysis.CHUNK_PACKETS
     analysis.CHUNK_PACKETS = chunk
     try:
-        doc = analysis.analyze_capture(path).to_json()
+        doc = combine([analysis.analyze_capture(path)])
     finally:
         analysis.CHUNK_PACKETS = old
     return json.dumps(doc, sort_keys=True)

@@ -68,6 +68,10 @@ def test_comparison_names_what_was_compared():
         # an IP ID alone never decides
         (["origin.ttl_matches_sender", "origin.ip_id_reused"], Origin.ENDPOINT),
         (["origin.ttl_near_sender"], Origin.UNDETERMINED),
+        # supporting evidence tips a TTL just outside a varying range, never a matching one
+        (["origin.ttl_near_sender", "origin.options_differ"], Origin.MIDDLEBOX),
+        (["origin.ttl_matches_sender", "origin.options_differ"], Origin.ENDPOINT),
+        (["origin.no_ttl_baseline", "origin.ip_id_reused"], Origin.UNDETERMINED),
         (["origin.no_ttl_baseline"], Origin.UNDETERMINED),
         ([], Origin.UNDETERMINED),
     ],

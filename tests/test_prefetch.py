@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rstscope import analysis, prefetch
+from rstscope import analysis, api, prefetch
 from rstscope.status import InputError, RstscopeError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not prefetch.available(), reason="needs os.fork 
 def _doc(path, prefetch_bytes, monkeypatch):
     monkeypatch.setattr(analysis, "PREFETCH_BYTES", prefetch_bytes)
     monkeypatch.setattr(analysis, "CHUNK_PACKETS", 4096)
-    return analysis.analyze_capture(path).to_json()
+    return api.document(analysis.analyze_capture(path))
 
 
 def test_same_result_as_reading_in_process(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from scapy.utils import wrpcap
 
+from rstscope import api
 from rstscope.analysis import analyze_capture
 from tests import scenarios, scenarios_wild
 
@@ -20,7 +21,7 @@ def _analyze(tmp_path, scenario):
     path = tmp_path / f"{scenario.name}.pcap"
     wrpcap(str(path), scenario.packets)
     analysis = analyze_capture(path)
-    return analysis, analysis.to_json()
+    return analysis, api.document(analysis)
 
 
 def test_verdicts(tmp_path, scenario):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
 from pathlib import Path
 
-from rstscope import api
-from rstscope.document import combine, write_json
+from rstscope import api, inputs
+from rstscope.document import combine, for_json, write_json
+from rstscope.output import atomic_file
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
 
@@ -22,6 +22,7 @@ stale or unknown.
 
 examples:
   rstscope analyze trace.pcapng                  summary, then one line per RST
+  tcpdump -w - -i eth0 | rstscope analyze -      standard input (a FIFO works too)
   rstscope analyze trace.pcap --all              also list every echo RST
   rstscope analyze trace.pcap --json > out.json  the full document
   rstscope analyze trace.pcap --csv -o rsts.csv  the RST table as CSV
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
+    if args.inputs.count(inputs.STDIN) > 1:
+        raise InputError("standard input (-) given twice: it can be read only once")
     analyses = []
     failed = []
     for name in args.inputs:
@@ -82,32 +85,38 @@ def _warn(analyses, env) -> None:
             env.warn(f"{a.capture.path}: {warning}")
 
 
-@contextlib.contextmanager
 def _output(path: str):
-    try:
-        with open(path, "w", encoding="utf-8") as stream:
-            yield stream
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from None
+    """The -o file, written whole or not at all (a temporary file renamed at the end)."""
+    return atomic_file(path)
 
 
 def _analyze_one(name: str, env):
     path = Path(name)
-    size = path.stat().st_size if path.is_file() else 0
+    stream = None
+    if inputs.is_read_once(name):  # `-`, a FIFO or a pipe: read in this one pass
+        path, stream = inputs.open_stream(name, env)
+    size = _file_size(path) if stream is None else 0
 
     def progress(packets: int, nbytes: int) -> None:
         share = f" ({100 * nbytes / size:.0f}%)" if size else ""
         env.progress(f"{path.name}: {packets:,} packets{share}")
 
     try:
-        return api.analyze(path, progress=progress)
+        return api.analyze(path, progress=progress, stream=stream)
     finally:
         env.progress_done()
 
 
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size if path.is_file() else 0
+    except OSError:
+        return 0  # the reader says what is wrong with it
+
+
 def _write(doc: dict, stream, args, *, colour: bool) -> None:
     if args.json:
-        json.dump(doc, stream, indent=1)
+        json.dump(for_json(doc), stream, indent=1)
         stream.write("\n")
     elif args.csv:
         text.write_csv(doc, stream)

@@ -19,6 +19,9 @@ after `--`: the capture stops a moment after the command exits.  If the
 command is `rstscope pair client`, its attempts become clients.jsonl.
 Nothing on the host is changed.
 
+Exit status: the command's own exit status when it failed (the summary
+prints it too); else 0, 3 when the run is degraded, 1 when a step failed.
+
 examples:
   sudo rstscope capture --duration 30
   sudo rstscope capture --iface eth0 --filter 'tcp port 443' --duration 60
@@ -57,17 +60,26 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         settle=args.settle,
         name=args.name,
     )
-    from rstscope.lab import runner
+    from rstscope.lab import checks, runner
 
-    result = runner.run_capture(options, args.run_root or env.run_root, progress=env.progress)
+    checks.check_capture_options(options)
+    run_root = checks.check_run_root(args.run_root or env.run_root)
+    result = runner.run_capture(options, run_root, progress=env.progress)
     env.progress_done()
+    for line in result.run.get("stale_removed", []):
+        env.warn(f"cleaned up before the run: {line}")
     for warning in result.run.get("warnings", []):
         env.warn(warning)
     if options.trace and not result.run.get("trace", {}).get("available"):
         env.warn(f"no kernel trace: {result.run.get('trace', {}).get('message')}; capture and counters only")
     if not result.run.get("analysis", {}).get("ok"):
         env.warn(f"analysis not written: {result.run.get('analysis', {}).get('error')}")
-    from rstscope.commands.lab import format_summary, summarize
+    from rstscope.commands.lab import format_summary, run_exit_status, summarize
 
-    env.stdout.write(format_summary(summarize(rundir.load_run(result.path))))
-    return ExitStatus.OK
+    summary = summarize(rundir.load_run(result.path))
+    env.stdout.write(format_summary(summary))
+    command_rc = result.run.get("command_rc")
+    if command and command_rc:
+        # the command's own failure is the exit status (a signal's death as the shell shows it: 128+N)
+        return command_rc if command_rc > 0 else 128 - command_rc
+    return run_exit_status([summary])

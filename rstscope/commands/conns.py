@@ -6,11 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from rstscope import api, zeek
+from rstscope import api, inputs, zeek
 from rstscope.analysis import Analysis
 from rstscope.connections import Connection, Side
 from rstscope.document import connection_row
-from rstscope.status import ExitStatus, InputError
+from rstscope.output import atomic_file
+from rstscope.status import ExitStatus
 
 HELP = "list connections: 4-tuple, duration, bytes and packets each way, Zeek's conn_state and history, verdicts"
 DESCRIPTION = """\
@@ -46,22 +47,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
-    analysis = _analyze(Path(args.input), env)
+    analysis = _analyze(args.input, env)
+    for warning in analysis.capture.stats.warnings:  # a truncated capture still gives a table: say so
+        env.warn(f"{analysis.capture.path}: {warning}")
     if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as stream:
-                _write(analysis, stream, args, env, table=False)
-        except OSError as exc:
-            raise InputError(f"cannot write {args.output}: {exc.strerror}") from None
+        with atomic_file(args.output) as stream:
+            _write(analysis, stream, args, env, table=False)
     else:
         _write(analysis, env.stdout, args, env, table=env.stdout_isatty)
     return ExitStatus.OK
 
 
-def _analyze(path: Path, env) -> Analysis:
+def _analyze(name: str, env) -> Analysis:
+    path, stream = Path(name), None
+    if inputs.is_read_once(name):  # `-`, a FIFO or a pipe: read in this one pass
+        path, stream = inputs.open_stream(name, env)
     try:
         return api.analyze(
-            path, zeek_timers=True, progress=lambda packets, _: env.progress(f"{path.name}: {packets:,} packets")
+            path,
+            zeek_timers=True,
+            progress=lambda packets, _: env.progress(f"{path.name}: {packets:,} packets"),
+            stream=stream,
         )
     finally:
         env.progress_done()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -37,8 +38,16 @@ examples:
   sudo rstscope lab --scenario backlog --loops 30
   sudo rstscope lab --scenario close-race --rate 5mbit --queue 100ms --loss 1
   sudo rstscope lab --scenario clean --loopback          # no namespaces, on 127.0.0.1
+  sudo rstscope lab --scenario firewall-reject           # client -- router (nftables) -- server
+  sudo rstscope lab --scenario close-race --via-router   # any preset through the router
   rstscope lab --scenario backlog --dry-run               # print the plan, run nothing
   rstscope analyze captures/runs/20250101-120000-close-race
+  sudo rstscope lab --cleanup                             # remove what killed runs left
+
+exit status: 0 ok; 3 degraded (the capture holds clearly fewer RSTs than the
+kernel sent: verdicts miss resets); 1 a step failed (run.json: failed);
+2 bad option or input; 4 a prerequisite is missing (root, a tool);
+130 interrupted (run.json: interrupted).
 """
 
 
@@ -51,7 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument("--compare", nargs=2, metavar=("A", "B"), help="run two scenarios, show them side by side")
     choice.add_argument("--list", action="store_true", help="list the scenarios and what they should show")
     choice.add_argument(
-        "--cleanup", action="store_true", help="remove namespaces and trace instances left by killed runs"
+        "--cleanup",
+        action="store_true",
+        help="remove what killed runs left (processes, namespaces with their veth and nftables, trace instances, "
+        "tracefs mounts) and list it",
     )
     what.add_argument("--dry-run", action="store_true", help="print the plan and exit (no root needed)")
 
@@ -62,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     link.add_argument("--delay", help="netem one-way delay, e.g. 20ms (needs netem in the kernel)")
     link.add_argument("--loss", type=float, metavar="PERCENT", help="random loss each way (netem, else nftables)")
     link.add_argument("--loopback", action="store_true", default=None, help="no namespaces: run on 127.0.0.1")
+    link.add_argument(
+        "--via-router",
+        action="store_true",
+        default=None,
+        help="a third namespace between client and server: a router with nftables (the middlebox presets)",
+    )
 
     server = parser.add_argument_group("server (see 'rstscope pair server --help')")
     server.add_argument("--port", type=int, help="server port (default: 8080; a free port with --loopback)")
@@ -103,25 +121,21 @@ OPTION_ARGS = (
     "rate", "queue", "client_rate", "delay", "loss", "loopback", "port", "close", "backlog", "accept_delay",
     "read_bytes", "response_bytes", "loops", "count", "duration", "request_bytes", "trailing_bytes", "late_bytes",
     "late_delay", "timeout", "somaxconn", "abort_on_overflow", "syncookies", "synack_retries", "snaplen",
-    "capture_tool", "trace", "settle",
+    "capture_tool", "trace", "settle", "via_router",
 )  # fmt: skip
 """Command-line options that map one to one onto LabOptions fields."""
 
 
 def _options(args: argparse.Namespace, scenario: str) -> tuple[scenarios.LabOptions, set[str]]:
-    overrides = {name: getattr(args, name) for name in OPTION_ARGS if getattr(args, name) is not None}
-    if args.close is not None:
-        from rstscope.pair import parse_close_mode
+    from rstscope.lab import checks
 
-        try:
-            parse_close_mode(args.close)
-        except ValueError as exc:
-            raise InputError(str(exc)) from None
+    if scenario not in scenarios.PRESETS and scenario != "custom":
+        raise InputError(f"unknown scenario {scenario!r}: choose among {', '.join(scenarios.PRESETS)}")
+    overrides = {name: getattr(args, name) for name in OPTION_ARGS if getattr(args, name) is not None}
     if "port" not in overrides:
         overrides["port"] = 0  # resolved per mode by the runner
     options = scenarios.options_for(scenario, **overrides)
-    if options.loops < 1:
-        raise InputError(f"--loops must be 1 or more, got {options.loops}")
+    checks.check_lab_options(options)
     return options, set(overrides)
 
 
@@ -132,7 +146,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         return ExitStatus.OK
     if args.cleanup:
         return _cleanup(env)
-    from rstscope.lab import runner
+    from rstscope.lab import checks, runner
 
     names = args.compare or [args.scenario or "close-race"]
     run_root = args.run_root or env.run_root
@@ -141,6 +155,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         options, explicit = _options(args, scenario)
         runner.check_options(options, explicit)
         plans.append(options)
+    if not args.dry_run:
+        checks.check_run_root(run_root)
     if args.dry_run:
         for options in plans:
             caps = scenarios.Capabilities(
@@ -164,6 +180,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             options, run_root, progress=lambda text, s=options.scenario: env.progress(f"{s}: {text}"), caps=caps
         )
         env.progress_done()
+        for line in result.run.get("stale_removed", []):
+            env.warn(f"cleaned up before the run: {line}")
         for warning in result.run.get("warnings", []):
             env.warn(warning)
         if result.run.get("trace", {}).get("available") is False and options.trace:
@@ -177,6 +195,13 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         env.stdout.write(format_compare(results))
     else:
         env.stdout.write(format_summary(results[0]))
+    return run_exit_status(results)
+
+
+def run_exit_status(results: list[dict]) -> ExitStatus:
+    """OK, or DEGRADED when a run's capture missed resets the kernel sent (its warning says so)."""
+    if any(r["status"] == "degraded" for r in results):
+        return ExitStatus.DEGRADED
     return ExitStatus.OK
 
 
@@ -200,6 +225,7 @@ def summarize(run: rundir.RunDir) -> dict:
     analysis = run.analysis or {}
     verdicts = Counter(r.get("verdict") for r in analysis.get("resets", []))
     counters = {side: data.get("counters", {}) for side, data in run.nstat.items()}
+    command = run.run.get("options", {}).get("command")
     return {
         "run": str(run.path),
         "scenario": run.scenario,
@@ -217,7 +243,10 @@ def summarize(run: rundir.RunDir) -> dict:
         "synack_retransmits": sum(1 for r in run.kernel if r.get("event") == "tcp_retransmit_synack"),
         "counters": {side: {k: v for k, v in c.items() if v} for side, c in counters.items()},
         "capture": run.run.get("capture", {}),
+        "capture_check": run.run.get("capture_check"),
         "ground_truth": analysis.get("ground_truth"),
+        "command": shlex.join(map(str, command)) if isinstance(command, list) and command else None,
+        "command_rc": run.run.get("command_rc"),
     }
 
 
@@ -231,11 +260,18 @@ def format_summary(s: dict) -> str:
     lines = [
         f"run        {s['run']}",
         f"scenario   {s['scenario']} ({s['status']}, {s['duration']} s)",
+        *([f"command    `{s['command']}` exited with {s['command_rc']}"] if s.get("command") else []),
         f"clients    {s['attempts']} attempts: {_fmt_counter(s['client_outcomes'])}; "
         f"{s['bytes_lost']:,} bytes not read",
         f"capture    {capture.get('file')} by {capture.get('tool')}: "
         f"{stats.get('captured', '?')} packets, {stats.get('dropped', '?')} dropped",
     ]
+    check = s.get("capture_check") or {}
+    if "kernel_rsts" in check:
+        lines.append(
+            f"check      the capture holds {check['capture_rsts']} RSTs; the kernel sent {check['kernel_rsts']} "
+            f"({check['kernel_source']}), the link's qdiscs dropped {check['qdisc_drops']} packets"
+        )
     if s["rsts"] is not None:
         lines.append(f"RSTs       {s['rsts']}: {_fmt_counter(s['rsts_by_verdict'])}")
     else:
@@ -253,9 +289,13 @@ def format_summary(s: dict) -> str:
         lines.append(f"{side:<10} {_fmt_counter(counters)}")
     gt = s.get("ground_truth") or {}
     if gt.get("kernel_agreement") is not None:
+        # kernel_agreement: primary RSTs under the strict mapping (rstscope/lab/validate.py)
+        figures = [f"primary RSTs {gt['kernel_agreement']:.1%}"]
+        figures += [f"{name} {gt[key]:.1%}" for name, key in (("echoes", "echo_agreement"),
+                    ("origin", "origin_agreement")) if gt.get(key) is not None]  # fmt: skip
         lines.append(
-            f"agreement  {gt['kernel_agreement']:.1%} of {gt['resets_matched']} RSTs matched to a kernel record "
-            f"agree with it ({gt['resets'] - gt['resets_matched']} RSTs without one)"
+            f"agreement  {', '.join(figures)} ({gt['resets_matched']} of {gt['resets']} RSTs matched "
+            f"to a kernel record, {gt.get('middlebox_resets', 0)} sent by the router)"
         )
     return "\n".join(lines) + "\n"
 
@@ -281,36 +321,18 @@ def format_compare(results: list[dict]) -> str:
 
 
 def _cleanup(env) -> ExitStatus:
-    """Remove what runs of dead rstscope processes left (named ``rs-<pid>-...``)."""
-    import re
-    import subprocess
+    """Remove what runs of dead rstscope processes left (see ``rstscope.lab.cleanup``), listing each."""
+    import os
 
-    from rstscope.lab import trace
+    from rstscope.lab import cleanup
+    from rstscope.status import PrerequisiteError
 
-    removed = 0
-    candidates: set[str] = set()
-    netns_dir = Path("/run/netns")
-    if netns_dir.is_dir():
-        candidates |= {p.name for p in netns_dir.iterdir()}
-    for root in trace.TRACEFS_MOUNTS:
-        if (root / "instances").is_dir():
-            candidates |= {p.name for p in (root / "instances").iterdir()}
-    for name in sorted(candidates):
-        match = re.match(r"rs-(\d+)-[0-9a-f]{4}", name)
-        if not match or Path(f"/proc/{match[1]}").exists():
-            continue  # not ours, or its run is still alive
-        if (netns_dir / name).exists():
-            subprocess.run(["ip", "netns", "del", name], check=False)
-            env.stderr.write(f"removed namespace {name}\n")
-            removed += 1
-        for root in trace.TRACEFS_MOUNTS:
-            instance = root / "instances" / name
-            if instance.is_dir():
-                try:
-                    instance.rmdir()
-                    env.stderr.write(f"removed trace instance {instance}\n")
-                    removed += 1
-                except OSError as exc:
-                    env.warn(f"could not remove {instance}: {exc.strerror}")
-    env.stderr.write(f"{removed} leftovers removed\n")
-    return ExitStatus.OK
+    if os.geteuid() != 0:
+        raise PrerequisiteError("--cleanup needs root (it deletes namespaces and trace instances); run it with sudo")
+    done = cleanup.remove(cleanup.find_stale())
+    for line in done:
+        env.stdout.write(line + "\n")
+    failed = sum(1 for line in done if line.startswith("could not"))
+    tail = f", {failed} could not be" if failed else ""
+    env.stdout.write(f"{len(done) - failed} leftovers of dead runs removed{tail}\n")
+    return ExitStatus.ERROR if failed else ExitStatus.OK

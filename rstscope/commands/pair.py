@@ -51,6 +51,21 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _keepalive(text: str) -> str:
+    try:
+        pair.parse_keepalive(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _close_mode(text: str) -> str:
     try:
         pair.parse_close_mode(text)
@@ -68,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--close",
         type=_close_mode,
         default="close",
-        metavar="{close,lingering,linger0,linger=N}",
+        metavar="{close,lingering,linger0,linger=N,shutdown-close}",
         help="how to close each connection (default: %(default)s; see 'rstscope pair --help')",
     )
     server.add_argument("--backlog", type=_non_negative_int, default=128, help="listen() backlog")
@@ -82,6 +97,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server.add_argument(
         "--max-connections", type=_non_negative_int, default=0, metavar="N", help="exit after N (0: never)"
     )
+    server.add_argument("--requests", type=_positive_int, default=1, metavar="N", help="requests per connection")
+    server.add_argument(
+        "--request-timeout", type=_non_negative_float, default=10.0, metavar="S", help="wait S for a next request"
+    )
+    server.add_argument("--pause-after", type=_non_negative_int, default=0, metavar="N", help="pause after N bytes")
+    server.add_argument("--pause", type=_non_negative_float, default=0.0, metavar="S", help="pause S seconds")
+    server.add_argument(
+        "--keepalive", type=_keepalive, metavar="IDLE/INTVL/CNT", help="SO_KEEPALIVE with these TCP_KEEP* values"
+    )
+    server.add_argument("--second-port", type=int, metavar="PORT", help="also listen on PORT")
 
     client = sub.add_parser("client", help="loops of connect, request, read until EOF")
     client.add_argument("host", metavar="HOST")
@@ -114,6 +139,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     client.add_argument("--timeout", type=_non_negative_float, default=10.0, metavar="S")
     client.add_argument("--bind", metavar="ADDR", help="local address to bind")
+    client.add_argument("--requests", type=_positive_int, default=1, metavar="N", help="requests per connection")
+    client.add_argument("--next-request-bytes", type=_non_negative_int, metavar="N", help="size of the next requests")
+    client.add_argument(
+        "--idle", type=_non_negative_float, default=0.0, metavar="S", help="stay silent S before each next request"
+    )
+    client.add_argument("--late-fin", action="store_true", help="send the late bytes and the FIN in one segment")
+    client.add_argument("--second-port", type=int, metavar="PORT", help="odd-numbered loops connect to PORT")
+    client.add_argument(
+        "--hold", type=_non_negative_float, default=0.0, metavar="S", help="keep the socket S after EOF, then close"
+    )
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
@@ -129,6 +164,12 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             lingering_timeout=args.lingering_timeout,
             lingering_time=args.lingering_time,
             max_connections=args.max_connections,
+            requests=args.requests,
+            request_timeout=args.request_timeout,
+            pause_after=args.pause_after,
+            pause=args.pause,
+            keepalive=args.keepalive,
+            second_port=args.second_port,
         )
         try:
             pair.serve(options, out=env.stdout)
@@ -157,6 +198,12 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         expect_bytes=args.expect_bytes,
         timeout=args.timeout,
         bind=args.bind,
+        requests=args.requests,
+        next_request_bytes=args.next_request_bytes,
+        idle=args.idle,
+        late_fin=args.late_fin,
+        second_port=args.second_port,
+        hold=args.hold,
     )
     try:
         attempts = pair.run_clients(options, out=env.stdout)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rstscope import inputs
+from rstscope.output import check_writable_dir
 from rstscope.status import ExitStatus, InputError
 
 HELP = "draw timelines: overview, per-connection time-sequence graphs, listen queue, comparison"
@@ -56,19 +58,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
-    from rstscope.report import plots
-    from rstscope.report import sections as S
-
     formats = tuple(f.strip().lower() for f in args.format.split(",") if f.strip())
     bad = [f for f in formats if f not in ("png", "svg", "pdf")]
     if bad or not formats:
         raise InputError(f"--format {args.format!r}: choose among png, svg, pdf")
-    loaded = S.load(args.inputs, progress=env.progress)
+    out = check_writable_dir(args.output, what="output directory")  # a bad -o fails before the analysis
+    with inputs.spooled(args.inputs, env) as names:  # figures go back to the capture: FIFOs are copied first
+        return _draw(args, env, names, formats, out)
+
+
+def _draw(args: argparse.Namespace, env, names: list[str], formats: tuple[str, ...], out: Path) -> ExitStatus:
+    from rstscope.report import plots
+    from rstscope.report import records as R
+    from rstscope.report import sections as S
+
+    loaded = S.load(names, progress=env.progress)
     env.progress_done()
     if len(loaded) > 2:
         raise InputError(f"{len(loaded)} inputs: give one capture or run, or two to compare")
     only = set(args.only or FIGURES)
-    out = Path(args.output)
     written: list[Path] = []
     for i, item in enumerate(loaded):
         prefix = f"{S.slug(item.label)}-" if len(loaded) == 2 else ""
@@ -81,14 +89,14 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         env.progress(f"drawing {item.label}")
         if "overview" in only:
             written += plots.save(plots.overview_figure(doc, label=item.label), out, f"{prefix}overview", formats)
-        if "listen-queue" in only and (S.listen_queue_trouble(doc) or S.kernel_counters(doc) is not None):
+        if "listen-queue" in only and (R.listen_queue_trouble(doc) or R.kernel_counters(doc) is not None):
             written += plots.save(plots.listen_queue_figure(doc, label=item.label), out, f"{prefix}listen-queue",
                                   formats)  # fmt: skip
         if "connections" in only or args.connection:
             if args.connection:
-                chosen = [S.find_connection(doc, spec) for spec in args.connection]
+                chosen = [R.find_connection(doc, spec) for spec in args.connection]
             else:
-                chosen = S.example_connections(doc, args.examples)
+                chosen = R.example_connections(doc, args.examples)
             for conn in chosen:
                 env.progress(f"drawing connection {conn['id']}")
                 fig = plots.time_sequence_figure(doc, conn)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rstscope import inputs
+from rstscope.output import check_writable_dir, write_text
 from rstscope.status import ExitStatus, InputError
 
 HELP = "write a self-contained HTML report (plus a Markdown twin): verdicts, evidence, figures, fixes"
@@ -53,13 +55,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
-    from rstscope.report import html, markdown
-    from rstscope.report import sections as S
-
     output = Path(args.output)
     if output.suffix.lower() not in (".html", ".htm"):
         raise InputError(f"-o {output}: the report is HTML; name it *.html (the Markdown twin gets .md)")
-    loaded = S.load(args.inputs, progress=env.progress)
+    check_writable_dir(output.parent, what="output directory")  # a bad -o fails before the analysis
+    with inputs.spooled(args.inputs, env) as names:  # figures go back to the capture: FIFOs are copied first
+        return _report(args, env, names, output)
+
+
+def _report(args: argparse.Namespace, env, names: list[str], output: Path) -> ExitStatus:
+    from rstscope.report import html, markdown
+    from rstscope.report import records as R
+    from rstscope.report import sections as S
+
+    loaded = S.load(names, progress=env.progress)
     env.progress_done()
     if len(loaded) > 2:
         raise InputError(f"{len(loaded)} inputs: give one capture or run, or two to compare")
@@ -70,7 +79,7 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
     env.progress("writing the report")
     if len(loaded) == 1:
         item = loaded[0]
-        extra = [S.find_connection(item.doc, spec) for spec in args.connection]
+        extra = [R.find_connection(item.doc, spec) for spec in args.connection]
         blocks = S.single_report(item, examples=args.examples, max_rows=args.max_rows, connections=extra)
         title = f"rstscope report: {item.label}"
     else:
@@ -80,18 +89,15 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         examples = 1 if args.examples == 3 else args.examples
         blocks = S.compare_report(a, b, examples=examples, max_rows=args.max_rows)
         title = f"rstscope comparison: {a.label} vs {b.label}"
+    # Each file is written whole or not at all; a name that is not UTF-8 shows escaped inside them.
     written = []
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(html.render(blocks, title=title), encoding="utf-8")
-        written.append(output)
-        if not args.no_markdown:
-            md_path = Path(args.markdown) if args.markdown else output.with_suffix(".md")
-            figures = md_path.parent / f"{md_path.stem}-figures"
-            md_path.write_text(markdown.render(blocks, figures, relative_to=md_path.parent), encoding="utf-8")
-            written.append(md_path)
-    except OSError as exc:
-        raise InputError(f"cannot write the report: {exc.filename}: {exc.strerror}") from None
+    write_text(output, html.render(blocks, title=title), errors="backslashreplace")
+    written.append(output)
+    if not args.no_markdown:
+        md_path = Path(args.markdown) if args.markdown else output.with_suffix(".md")
+        figures = md_path.parent / f"{md_path.stem}-figures"
+        write_text(md_path, markdown.render(blocks, figures, relative_to=md_path.parent), errors="backslashreplace")
+        written.append(md_path)
     env.progress_done()
     for path in written:
         env.stdout.write(f"{path}\n")

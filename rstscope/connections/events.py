@@ -34,7 +34,7 @@ AFTER_RESET_KEPT = 16
 """Segments kept after a connection's first RST: whether the supposed sender went on sending and the
 receiver went on with the connection tells a forged or ignored RST from a real one."""
 PROBES_KEPT = 16
-"""Keepalive probes kept per side (those sent since the peer's last segment)."""
+"""Keepalive probes kept per side (the last ones)."""
 
 
 class EventPass:
@@ -46,13 +46,12 @@ class EventPass:
         self.saw_reset = np.zeros(1024, dtype=bool)
         """By connection id: it saw a RST (one byte per connection, not a set entry of about 60)."""
         self._rst_state: dict[int, tuple] = {}  # RST frame -> what the event pass needs about that RST
-        self._probe_peer_frame: dict[int, int] = {}  # keepalive probe frame -> the peer's last frame before it
         self.rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         """RST frame -> the peer's last ACK segments before it (set by the tracker for each chunk)."""
 
     def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
             ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-            peer_prev, after_gap, *, rows, ttl, gap, probe):  # fmt: skip
+            peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
         """Run the event rows ``idx`` (positions in the grouped chunk) through :meth:`event` in capture
         order; the other arguments are the chunk's columns and running values, grouped by connection."""
         if not len(idx):
@@ -72,7 +71,11 @@ class EventPass:
             def carried(name):
                 return np.where(peer_side == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
+            def carried_own(name):
+                return np.where(peer_side == 1, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
+
             rst_rows = rows[order[rst]]
+            own_plain = np.where(side[rst] == 0, last_plain_of[0][rst], last_plain_of[1][rst])
             extra = zip(
                 snd_nxt_before[rst].tolist(), peer_acked[rst].tolist(), own_ack_before[rst].tolist(),
                 peer_snd_nxt[rst].tolist(),
@@ -84,18 +87,12 @@ class EventPass:
                 np.where(have_pp, ts[ppi], carried("last_ns")).tolist(),
                 np.where(have_pp, gap[ppi], carried("last_gap")).tolist(),
                 rst_rows["tcp_auth"].tolist(), rst_rows["window"].tolist(),
+                np.where(own_plain >= 0, frame_col[np.maximum(own_plain, 0)], carried_own("last_plain_frame")).tolist(),
+                rst_rows["has_ts"].tolist(),
+                np.where(own_plain >= 0, ip_ids[np.maximum(own_plain, 0)], carried_own("last_plain_ip_id")).tolist(),
                 strict=True,
             )  # fmt: skip
             self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
-        probes = idx[probe[idx]]
-        if len(probes):
-            pp = peer_prev[probes]
-            c_pr, peer_side = conn[probes], 1 - side[probes]
-            last_frame = self._arrays["last_frame0"], self._arrays["last_frame1"]
-            carried_frame = np.where(peer_side == 0, last_frame[0][c_pr], last_frame[1][c_pr])
-            peer_frame = np.where(pp >= 0, frame_col[np.maximum(pp, 0)], carried_frame)
-            self._probe_peer_frame = dict(zip(frame_col[probes].tolist(), peer_frame.tolist(), strict=True))
-        ip_ids = rows["ip_id"][order]
         columns = zip(
             frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
             flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
@@ -157,13 +154,13 @@ class EventPass:
             segment_ack = _none(ack) if ackf else None
             c.after_reset.append(SegmentAfterReset(frame, ts, side, flags, seq, segment_ack, plen, ttl, ip_id))
         if is_probe:
-            peer_frame = self._probe_peer_frame.pop(frame)
-            kept = [p for p in c.keepalive_probes[s] if p[0] > peer_frame][-(PROBES_KEPT - 1) :]
-            kept.append((frame, ts))
-            c.keepalive_probes[s] = kept
+            probes = c.keepalive_probes[s]
+            probes.append((frame, ts))
+            del probes[:-PROBES_KEPT]
         if rst:
             (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
-             ans_seq, peer_last_ns, answered_idle, tcp_auth, window) = self._rst_state.pop(frame)  # fmt: skip
+             ans_seq, peer_last_ns, answered_idle, tcp_auth, window,
+             last_plain_frame, has_ts, prev_ip_id) = self._rst_state.pop(frame)  # fmt: skip
             # A bare RST is a reply (its seq is the answered segment's ack).  A RST|ACK is a reply when its
             # numbers say so: to a SYN (Linux, no socket), or seq = the segment's ack and ack = its end, as
             # BSD, Windows and middleboxes answer; an active RST|ACK whose peer had nothing unacknowledged
@@ -177,9 +174,10 @@ class EventPass:
                 answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
             wire = {
                 "ttl": ttl, "ip_id": ip_id, "tcp_auth": tcp_auth, "window": window, "payload": plen,
+                "has_ts": has_ts, "prev_ip_id": None if prev_ip_id < 0 else prev_ip_id,
                 "peer_last_ns": None if ans_frame < 0 else peer_last_ns,
                 "answered_idle_ns": None if ans_frame < 0 else answered_idle,
-                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > ans_frame),
+                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > last_plain_frame),
             }  # fmt: skip
             self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
                                peer_nxt, answered, wire)  # fmt: skip

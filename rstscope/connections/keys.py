@@ -29,7 +29,7 @@ class TupleTable:
 
     def __init__(self) -> None:
         self.ids: dict[bytes, int] = {}
-        """Canonical key (A address, B address, ports; 40 bytes) -> tuple id."""
+        """Canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
         self.keys: list[bytes | None] = []
         """Tuple id -> its key, None once forgotten."""
         self.next_tid = 0
@@ -61,14 +61,20 @@ class TupleTable:
         h = a_lo * np.uint64(0xC2B2AE3D27D4EB4F)
         h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
         h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
+        # The tunnel identifier (VNI, GRE key, ERSPAN session) is part of the key: tenants may reuse addresses.
+        tunnel = rows["tunnel_id"]
+        tunnelled = tunnel.any()
+        if tunnelled:
+            h ^= tunnel * np.uint64(0x94D049BB133111EB) + (h >> np.uint64(30))
         if ipv4_only:
-            columns = (s_hi, a_lo, s_hi, b_lo, ports)  # s_hi: zeros, only for the key's shape
-            checked = (a_lo, b_lo, ports)
+            columns = (s_hi, a_lo, s_hi, b_lo, ports, tunnel)  # s_hi: zeros, only for the key's shape
+            checked = (a_lo, b_lo, ports, tunnel) if tunnelled else (a_lo, b_lo, ports)
         else:
             a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
             h ^= a_hi * np.uint64(0x9E3779B97F4A7C15) + (h >> np.uint64(29))
             h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
-            columns = checked = (a_hi, a_lo, b_hi, b_lo, ports)
+            columns = (a_hi, a_lo, b_hi, b_lo, ports, tunnel)
+            checked = columns if tunnelled else columns[:-1]
         order = np.argsort(h, kind="stable")
         hs = h[order]
         start = np.ones(len(order), dtype=bool)
@@ -84,7 +90,7 @@ class TupleTable:
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
         tids = np.empty(groups.count, dtype=np.int64)
         ids, free, recycled = self.ids, self.free, []
-        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 40-byte keys
+        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 48-byte keys
             tid = ids.get(key)
             if tid is None:
                 if free:  # the id of a forgotten 4-tuple
@@ -292,7 +298,7 @@ def originator(flags: int, src_port: int, dst_port: int) -> tuple[bool, bool]:
 
 
 def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame,
-                   ts_ns) -> tuple[Connection, bool]:  # fmt: skip
+                   ts_ns, tunnel_id) -> tuple[Connection, bool]:  # fmt: skip
     """The connection whose first packet has these fields (Python ints), and whether that packet's
     sender is its originator."""
     src_is_orig, inferred = originator(flags, src_port, dst_port)
@@ -309,6 +315,7 @@ def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port,
         originator_inferred=inferred,
         first_frame=frame,
         start_ns=ts_ns,
+        tunnel_id=tunnel_id,
     )
     if not src_is_orig:
         conn.history.append("^")  # Zeek's flip: the first packet came from the responder

@@ -167,6 +167,10 @@ class RstObservation:
     """The RST's IPv4 identification (0 for IPv6)."""
     tcp_auth: int = 0
     """TCP authentication option kind the RST carried (19 TCP-MD5, 29 TCP-AO), 0 none."""
+    has_ts: bool = False
+    """The RST carried a timestamps option (Linux's own active resets do when the connection uses them)."""
+    prev_ip_id: int | None = None
+    """IP ID of the sender's last segment before the RST (not a probe, not a RST), None if none."""
     window: int = 0
     """The RST's raw window field."""
     payload: int = 0
@@ -176,7 +180,9 @@ class RstObservation:
     answered_idle_ns: int | None = None
     """Silence on the connection (both directions) just before the segment the RST follows."""
     keepalive_probes: tuple[tuple[int, int], ...] = ()
-    """(frame, time) of the sender's keepalive probes since the peer's last segment (unanswered)."""
+    """(frame, time) of the sender's keepalive probes since its last other segment.  A sender that keeps
+    probing did not get the answers, whatever the capture point saw of them: Linux probes again only after
+    KEEPINTVL when a probe went unanswered, after KEEPIDLE when it was answered."""
     synacks_before: int = 0
     """The responder's SYN-ACKs before the RST."""
     synacks_after_ack_before: int = 0
@@ -224,6 +230,9 @@ class Connection:
     """True when no SYN or SYN-ACK told who the originator was (see the module docstring)."""
     first_frame: int
     start_ns: int
+    tunnel_id: int = 0
+    """The outer identifier (VNI, GRE key, ERSPAN session; see ``packets.PACKET_DTYPE``) of a connection
+    seen inside a tunnel, part of its key; 0 when not tunnelled."""
     end_ns: int = 0
     last_frame: int = 0
     history: list[str] = field(default_factory=list)
@@ -249,7 +258,7 @@ class Connection:
     after_reset: list[SegmentAfterReset] = field(default_factory=list)
     """The first AFTER_RESET_KEPT segments (RSTs included) after the connection's first RST."""
     keepalive_probes: list[list[tuple[int, int]]] = field(default_factory=lambda: [[], []])
-    """Per side, (frame, time) of keepalive probes sent since the peer's last segment."""
+    """Per side, (frame, time) of its last PROBES_KEPT keepalive probes."""
     # Filled from the vectorised aggregates when the capture ends:
     packets: tuple[int, int] = (0, 0)
     payload_bytes: tuple[int, int] = (0, 0)
@@ -262,6 +271,8 @@ class Connection:
     zero_windows: tuple[int, int] = (0, 0)
     ttl: tuple[TtlRange | None, TtlRange | None] = (None, None)
     """Per side, the TTL range of its non-RST packets (None: it sent none)."""
+    timestamped: tuple[int, int] = (0, 0)
+    """Per side, how many of its non-RST packets carried a timestamps option."""
     # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
     _last_flag_seq: list = field(default_factory=lambda: [None] * 6)
     """Per (S/H, F, R) x side: the sequence number of the last segment with that flag."""

@@ -52,8 +52,11 @@ class ConnArrays:
         "last_ackrel0", "last_ackrel1", "last_seqrel0", "last_seqrel1",
         "first_ns", "last_ns", "first_seq_val0", "first_seq_val1", "last_frame",
         "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1",  # non-RST packets per side
+        "ts_n0", "ts_n1",  # non-RST packets per side with a timestamps option
+        "last_plain_ip_id0", "last_plain_ip_id1",  # IP ID of the side's last plain segment (-1 none)
         "last_ns0", "last_ns1",  # time of the side's last segment (NONE)
         "last_gap0", "last_gap1",  # silence on the connection before the side's last segment
+        "last_plain_frame0", "last_plain_frame1",  # the side's last segment that was neither a probe nor a RST
     )  # fmt: skip
     DEFAULTS: ClassVar[dict[str, int]] = {
         "anchor_raw0": -1, "anchor_raw1": -1, "last_seq_raw0": -1, "last_seq_raw1": -1,
@@ -62,6 +65,7 @@ class ConnArrays:
         "last_ackrel0": NONE, "last_ackrel1": NONE, "last_seqrel0": NONE, "last_seqrel1": NONE,
         "first_seq_val0": NONE, "first_seq_val1": NONE, "ttl_min0": 256, "ttl_min1": 256, "ttl_max0": -1,
         "ttl_max1": -1, "last_ns0": NONE, "last_ns1": NONE,
+        "last_plain_frame0": -1, "last_plain_frame1": -1, "last_plain_ip_id0": -1, "last_plain_ip_id1": -1,
     }  # fmt: skip
 
     def __init__(self) -> None:
@@ -136,6 +140,8 @@ class ChunkValues:
     after_gap: np.ndarray
     peer_prev: np.ndarray
     gap: np.ndarray
+    last_plain_of: list
+    """Per side, position of its latest segment at/before each row that is neither a probe nor a RST."""
 
 
 def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, window) -> ChunkValues:
@@ -233,6 +239,8 @@ def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, w
     final_event = cg.last(last_event)
     arr["skipped"][conns] = (final_event < 0) | (final_event < cg.last_pos)
 
+    # Per side, its latest segment that is neither a keepalive probe nor a RST (probes after it are a run).
+    last_plain_of = [cg.last_valid_pos(m & ~probe & ~is_rst) for m in mask]
     # The peer segment each row follows (what a reply-RST answers).
     peer_prev = np.where(side == 0, last_of[1], last_of[0])  # a row is never its own peer: inclusive is fine
     # Silence on the connection before each row (across chunks through the carried last time).
@@ -249,10 +257,11 @@ def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, w
         own_ack_before=own_ack_before, peer_acked=peer_acked, peer_snd_nxt=peer_snd_nxt, retx=retx,
         zero_win=zero_win, pure_ack=pure_ack, old_data=old_data, old_count=old_count, zw_count=zw_count,
         probe=probe, closing=closing, events=events, after_gap=after_gap, peer_prev=peer_prev, gap=gap,
+        last_plain_of=last_plain_of,
     )  # fmt: skip
 
 
-def carry(arr: ConnArrays, v: ChunkValues, seq, ack_raw, flags, plen, ts, frame, ttl) -> None:
+def carry(arr: ConnArrays, v: ChunkValues, seq, ack_raw, flags, plen, ts, frame, ttl, ip_ids, has_ts) -> None:
     """Carry each connection's running values to the next chunk."""
     cg, conns, mask, closing, last_of, last_ack_of = v.cg, v.conns, v.mask, v.closing, v.last_of, v.last_ack_of
     seq_val, ack_val, gap, max_end, max_ack = v.seq_val, v.ack_val, v.gap, v.max_end, v.max_ack
@@ -277,6 +286,9 @@ def carry(arr: ConnArrays, v: ChunkValues, seq, ack_raw, flags, plen, ts, frame,
         arr[f"last_seqrel{s}"][c] = seq_val[lp]
         arr[f"last_ns{s}"][c] = ts[lp]
         arr[f"last_gap{s}"][c] = gap[lp]
+        plain = cg.last(v.last_plain_of[s])
+        arr[f"last_plain_frame{s}"][conns[plain >= 0]] = frame[plain[plain >= 0]]
+        arr[f"last_plain_ip_id{s}"][conns[plain >= 0]] = ip_ids[plain[plain >= 0]]
         first = _first_pos(cg, m)
         fresh = (first >= 0) & (arr[f"first_seq_val{s}"][conns] == NONE)
         arr[f"first_seq_val{s}"][conns[fresh]] = seq_val[first[fresh]]
@@ -295,6 +307,7 @@ def carry(arr: ConnArrays, v: ChunkValues, seq, ack_raw, flags, plen, ts, frame,
         arr[f"seen_pure_ack{s}"][conns] |= np.add.reduceat((m & pure_ack).astype(np.int64), cg.first_pos) > 0
         counted = m & ~is_rst  # a RST's TTL is what is being judged: keep it out of the sender's baseline
         arr[f"ttl_n{s}"][conns] += np.add.reduceat(counted.astype(np.int64), cg.first_pos)
+        arr[f"ts_n{s}"][conns] += np.add.reduceat((counted & has_ts).astype(np.int64), cg.first_pos)
         arr[f"ttl_min{s}"][conns] = np.minimum(
             arr[f"ttl_min{s}"][conns], np.minimum.reduceat(np.where(counted, ttl, 256), cg.first_pos)
         )

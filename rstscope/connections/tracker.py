@@ -68,6 +68,8 @@ class Tracker:
         frame = rows["frame"][order].astype(np.int64)
         window = rows["window"][order]
         ttl = rows["ttl"][order].astype(np.int64)
+        ip_ids = rows["ip_id"][order].astype(np.int64)
+        has_ts = rows["has_ts"][order]
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -91,9 +93,10 @@ class Tracker:
             np.flatnonzero(v.events),
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, v.seq_val, v.ack_val,
             v.snd_nxt_before, v.peer_acked, v.own_ack_before, v.peer_snd_nxt, v.old_count, v.zw_count, v.pure_ack,
-            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe,
+            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe, last_plain_of=v.last_plain_of,
+            ip_ids=ip_ids,
         )  # fmt: skip
-        carry(self._arrays, v, seq, ack_raw, flags, plen, ts, frame, ttl)
+        carry(self._arrays, v, seq, ack_raw, flags, plen, ts, frame, ttl, ip_ids, has_ts)
         self._ack_ring.update(v.conns, frame, v.ack_val, v.mask, v.has_ack, v.cg)
         self._retire_idle(int(frame.max()))  # last: the chunk's rows are all counted by now
 
@@ -112,7 +115,7 @@ class Tracker:
         if len(new_pos):
             first_rows = rows[order[new_pos]]
             columns = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "flags", "ip_version",
-                       "frame", "ts_ns")  # fmt: skip
+                       "frame", "ts_ns", "tunnel_id")  # fmt: skip
             orig_is_a = arr["orig_is_a"]
             for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(),
                               new_slots.tolist(), strict=True):  # fmt: skip
@@ -186,6 +189,7 @@ class Tracker:
                 TtlRange.of(col["ttl_min0"][i], col["ttl_max0"][i], col["ttl_n0"][i]),
                 TtlRange.of(col["ttl_min1"][i], col["ttl_max1"][i], col["ttl_n1"][i]),
             )
+            c.timestamped = (col["ts_n0"][i], col["ts_n1"][i])
             if c.ttl[1] is not None:
                 self.host_ttl[c.resp_addr] = c.ttl[1].merge(self.host_ttl.get(c.resp_addr))
 
@@ -207,6 +211,6 @@ def _without_cycle_collection():
 _FINAL_COLUMNS = (
     "last_ns", "last_frame", "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
     "first_seq_val0", "first_seq_val1", "max_end0", "max_end1", "max_ack0", "max_ack1",
-    "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1",
+    "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1", "ts_n0", "ts_n1",
 )  # fmt: skip
 """The per-slot columns a connection's summary is made of."""

@@ -8,7 +8,11 @@
 * per connection, ``client_outcome``: what the application saw (``ok``,
   ``ECONNRESET@read``, ``short-read``, ``timeout``, ``EPIPE@write`` ...), from
   clients.jsonl by client port and time, or None when no attempt matches;
-* ``ground_truth``: a summary (kernel reasons, client outcomes, counters).
+* per reset, ``truth``: what it really was under the strict mapping (``truth.py``:
+  verdict, origin, reason, echo, rule), or None; ``kernel_agrees``: the verdict is
+  that one (None without a truth);
+* ``ground_truth``: a summary (kernel reasons, client outcomes, counters, the
+  router's rule counters, primary/echo/origin agreement).
 
 How kernel records are matched to RST packets (RESETS.md, "lessons"): by the
 sender's endpoint and by order, not by exact time.  The kernel logs a reset when
@@ -26,8 +30,10 @@ another host's) has ``kernel: null``.
 from __future__ import annotations
 
 import copy
+import json
 from collections import Counter
 
+from rstscope.lab import truth
 from rstscope.lab.rundir import RunDir
 
 EARLY = 0.05
@@ -126,8 +132,6 @@ def find_attempt(connection: dict, by_port: dict[int, list[dict]]) -> dict | Non
 
 def join(doc: dict, run: RunDir) -> dict:
     """The analyzer's document with kernel reasons, client outcomes and a ``ground_truth`` block."""
-    from rstscope.lab import validate  # the agreement table lives with the validation
-
     doc = copy.deepcopy(doc)
     resets: list[dict] = doc.setdefault("resets", [])
     connections: list[dict] = doc.setdefault("connections", [])
@@ -135,7 +139,6 @@ def join(doc: dict, run: RunDir) -> dict:
     for index, reset in enumerate(resets):
         record = matched.get(index)
         reset["kernel"] = kernel_summary(record) if record is not None else None
-        reset["kernel_agrees"] = validate.verdict_agrees(reset.get("verdict"), reset["kernel"])
 
     by_port = client_attempts_by_port(run.clients)
     used: set[int] = set()
@@ -146,6 +149,14 @@ def join(doc: dict, run: RunDir) -> dict:
             used.add(id(attempt))
             connection["client_bytes_read"] = attempt.get("bytes_read")
             connection["client_bytes_expected"] = attempt.get("bytes_expected")
+
+    lost = {c.get("id"): client_lost_bytes(c) > 0 for c in connections}
+    truths = truth.label(resets, run, lost_by_connection=lost)
+    for index, reset in enumerate(resets):
+        found = truths.get(index)
+        reset["truth"] = found.to_json() if found else None
+        reset["kernel_agrees"] = reset.get("verdict") == found.verdict if found else None
+    primaries = [t for t in truths.values() if not t.echo]
 
     sends = [r for r in run.kernel if r.get("event") == "tcp_send_reset"]
     matched_ids = {id(r) for r in matched.values()}
@@ -165,7 +176,20 @@ def join(doc: dict, run: RunDir) -> dict:
         "resets_unmatched_frames": [r.get("frame") for i, r in enumerate(resets) if i not in matched][:50],
         "kernel_unmatched": sum(1 for r in sends if id(r) not in matched_ids),
         "verdict_by_reason": {k: dict(v) for k, v in verdict_by_reason.items()},
-        "kernel_agreement": _ratio(sum(1 for r in resets if r.get("kernel_agrees")), len(matched)),
+        "kernel_agreement": _ratio(
+            sum(1 for i, t in truths.items() if not t.echo and resets[i].get("verdict") == t.verdict), len(primaries)
+        ),
+        "echo_agreement": _ratio(
+            sum(1 for i, t in truths.items() if t.echo and resets[i].get("verdict") == t.verdict),
+            len(truths) - len(primaries),
+        ),
+        "origin_agreement": _ratio(
+            sum(1 for i, t in truths.items() if resets[i].get("origin") == t.origin), len(truths)
+        ),
+        "truth_verdicts": dict(Counter(t.verdict for t in truths.values()).most_common()),
+        "middlebox_resets": sum(1 for t in truths.values() if t.origin == "middlebox"),
+        "forged_resets": len(truth.forged_resets(run)),
+        "nft": run.run.get("nft"),
         "listen_overflow_drops": sum(1 for r in run.kernel if r.get("event") == "kfree_skb"),
         "synack_retransmits": sum(1 for r in run.kernel if r.get("event") == "tcp_retransmit_synack"),
         "client_attempts": len(run.clients),
@@ -174,6 +198,43 @@ def join(doc: dict, run: RunDir) -> dict:
         "nstat": {side: data.get("counters", {}) for side, data in run.nstat.items()},
     }
     return doc
+
+
+def nft_counters(before: str | None, after: str | None) -> dict:
+    """Per rule of the router's table (by comment, else ``handle N``): packets and bytes before,
+    after and in between, from ``nft -j list table`` outputs.  Unreadable output gives ``error``."""
+    rules: dict[str, dict] = {}
+    for when, text in (("before", before), ("after", after)):
+        if not text:
+            continue
+        try:
+            items = json.loads(text).get("nftables", [])
+        except (ValueError, AttributeError):
+            return {"error": f"nft output ({when}) is not JSON"}
+        for item in items:
+            rule = item.get("rule") if isinstance(item, dict) else None
+            if not rule:
+                continue
+            name = rule.get("comment") or f"handle {rule.get('handle')}"
+            counter = next((e["counter"] for e in rule.get("expr", []) if isinstance(e, dict) and "counter" in e), None)
+            if counter is None:
+                continue
+            entry = rules.setdefault(name, {"chain": rule.get("chain"), "before": {"packets": 0, "bytes": 0}})
+            entry[when] = {"packets": counter.get("packets", 0), "bytes": counter.get("bytes", 0)}
+    for entry in rules.values():
+        after_ = entry.get("after", entry["before"])
+        entry["packets"] = after_["packets"] - entry["before"]["packets"]
+        entry["bytes"] = after_["bytes"] - entry["before"]["bytes"]
+    return {"rules": rules}
+
+
+def client_lost_bytes(connection: dict) -> int:
+    """Bytes the client expected and did not read (0 when unknown)."""
+    expected = connection.get("client_bytes_expected")
+    read = connection.get("client_bytes_read")
+    if expected is None or read is None:
+        return 0
+    return max(0, expected - read)
 
 
 def _reason_key(record: dict) -> str:

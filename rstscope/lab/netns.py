@@ -11,7 +11,15 @@ command runs inside the run's namespaces.
 
 Background processes run in their own session, so a Ctrl-C at the terminal
 reaches only rstscope, which then stops them in order (clients, capture,
-server) rather than all at once.
+server) rather than all at once.  Each carries ``RSTSCOPE_RUN=<run name>`` in
+its environment, by which ``rstscope.lab.cleanup`` finds it if rstscope is
+killed with SIGKILL.
+
+Every exit status is checked: a RUN step must exit 0; a WAIT step's process one
+of the step's ``ok_exit`` (and within its timeout); a STOP step's process must
+not have died on its own with an error (a capture tool that printed its ready
+line, then failed on a bad interface or filter) and must end with 0 or of the
+signal it was sent.  Readiness alone is never success.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ from rstscope.status import PrerequisiteError, RstscopeError
 
 GRACE = 3.0
 """Seconds a stopped process gets before SIGKILL."""
+RUN_MARK = "RSTSCOPE_RUN"
+"""Environment variable set in every process a run starts, to the run's name prefix (``rs-<pid>-<hex>``)."""
 
 
 class StepFailed(RstscopeError):
@@ -59,6 +69,7 @@ def probe_capabilities(options: LabOptions, *, need_root: bool = True) -> Capabi
         wanted = options.capture_tool
         problems.append(
             f"capture tool {wanted!r} is not available: install dumpcap (wireshark-common) or tcpdump"
+            + ("; --capture-tool scapy works without them, but drops packets at speed" if wanted == "auto" else "")
             if wanted != "scapy"
             else "scapy is not importable: pip install scapy"
         )
@@ -83,7 +94,8 @@ def probe_capabilities(options: LabOptions, *, need_root: bool = True) -> Capabi
 
 
 def _choose_capture_tool(wanted: str) -> str | None:
-    order = ("dumpcap", "tcpdump", "scapy") if wanted == "auto" else (wanted,)
+    # scapy is never chosen by itself: it keeps a fraction of the packets of a busy run (issue 10)
+    order = ("dumpcap", "tcpdump") if wanted == "auto" else (wanted,)
     for tool in order:
         if tool == "scapy":
             try:
@@ -155,6 +167,10 @@ class Process:
     argv: tuple[str, ...]
     started: float
     stop_signal: str = "SIGTERM"
+    killed: bool = False
+    """It ignored the stop signal for the grace period and was killed."""
+    accounted: bool = False
+    """Its end was waited for or caused by a step (WAIT, STOP): not a death in the background."""
 
 
 @dataclass(kw_only=True)
@@ -298,6 +314,7 @@ class Executor:
                     stdin=subprocess.DEVNULL,
                     cwd=self.run_dir,
                     start_new_session=True,
+                    env=self._environment(),
                 )
         except FileNotFoundError:
             self._fail(number, step, f"`{step.argv[0]}` is not installed")
@@ -332,19 +349,56 @@ class Executor:
         deadline = time.monotonic() + step.timeout
         while process.popen.poll() is None:
             if time.monotonic() >= deadline:
-                self.warnings.append(f"{step.process} still running after {step.timeout:g} s: stopped")
+                process.accounted = True
                 self._stop_process(step.process, "SIGTERM", GRACE)
-                break
+                record["rc"] = process.popen.returncode
+                self._fail(number, step, f"{step.process} still running after {step.timeout:g} s: stopped")
+                return
             self._say(f"step {number}: {step.title}: {_progress_of(process)}")
+            self._check_background(number, step, but=step.process)
             time.sleep(0.2)
-        record["rc"] = process.popen.returncode
+        record["rc"] = rc = process.popen.returncode
+        process.accounted = True
+        if rc not in step.ok_exit:
+            self._fail(number, step, f"{step.process} exited with {rc}{_stderr_tail(process)}")
 
     def _do_stop(self, number: int, step: Step, record: dict) -> None:
-        if step.process in self.processes:
-            record["rc"] = self._stop_process(step.process, step.signal, step.timeout or GRACE)
+        """Stop a process and check how it ended: a capture tool that died early (a bad interface or
+        filter, no permission) or that exits with an error has not captured the run."""
+        process = self.processes.get(step.process)
+        if process is None:
+            return
+        ended_early = process.popen.poll() is not None
+        rc = record["rc"] = self._stop_process(step.process, step.signal, step.timeout or GRACE)
+        if ended_early:
+            if rc != 0:
+                tail = _stderr_tail(process)
+                self._fail(number, step, f"{step.process} exited with {rc} before it was stopped{tail}")
+            return
+        if process.killed:
+            self._fail(number, step, f"{step.process} ignored {step.signal} for {step.timeout or GRACE:g} s: killed")
+            return
+        signum = getattr(signal, step.signal)
+        if rc not in (0, -signum, 128 + signum):  # dying of the signal sent is a normal stop
+            self._fail(number, step, f"{step.process} exited with {rc}{_stderr_tail(process)}")
 
     def _do_sleep(self, number: int, step: Step, record: dict) -> None:
-        time.sleep(step.timeout)
+        deadline = time.monotonic() + step.timeout
+        while (left := deadline - time.monotonic()) > 0:
+            self._check_background(number, step)
+            time.sleep(min(0.2, left))
+
+    def _check_background(self, number: int, step: Step, *, but: str = "") -> None:
+        """Fail at once when a background process (the capture tool, the server) died with an error
+        while the run goes on: waiting out the clients or the capture's duration would be for nothing.
+        Raises even for an optional step: what died is not this step's business."""
+        for name, process in self.processes.items():
+            rc = process.popen.poll()
+            if name != but and not process.accounted and rc not in (None, 0):
+                raise StepFailed(
+                    f"step {number} ({step.title}) failed: {name} exited with {rc} while the run went on"
+                    f"{_stderr_tail(process)}"
+                )
 
     def _do_trace_start(self, number: int, step: Step, record: dict) -> None:
         session = trace.TraceSession(name=self.trace_instance)
@@ -373,6 +427,7 @@ class Executor:
 
     def _stop_process(self, name: str, signal_name: str, grace: float, *, teardown: bool = False) -> int | None:
         process = self.processes[name]
+        process.accounted = True
         popen = process.popen
         if popen.poll() is None:
             sig = getattr(signal, signal_name)
@@ -384,13 +439,23 @@ class Executor:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(popen.pid, signal.SIGKILL)
                 popen.wait()
-                self.warnings.append(f"{name} ignored {signal_name} for {grace:g} s: killed")
+                process.killed = True
+                if teardown:
+                    self.warnings.append(f"{name} ignored {signal_name} for {grace:g} s: killed")
         # Anything left in its process group (a child of the child) goes too.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(popen.pid, signal.SIGKILL)
         if teardown:
             self.records.append({"teardown": True, "stopped": name, "rc": popen.returncode})
         return popen.returncode
+
+    def _environment(self) -> dict[str, str]:
+        """The children's environment, marked with the run's name: ``lab --cleanup`` finds what a
+        killed run left running by this mark, in any namespace, whatever the command line."""
+        env = dict(os.environ)
+        if self.trace_instance:
+            env[RUN_MARK] = self.trace_instance
+        return env
 
     def _say(self, text: str) -> None:
         if self.progress is not None:
@@ -399,6 +464,11 @@ class Executor:
 
 def _raise_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _stderr_tail(process: Process, lines: int = 3) -> str:
+    tail = [line for line in _read(process.stderr_path).strip().splitlines() if line.strip()][-lines:]
+    return f": {' | '.join(tail)}" if tail else ""
 
 
 def _read(path: Path) -> str:

@@ -93,14 +93,16 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def load_run(path: str | Path) -> RunDir:
-    """Read a run directory; raises InputError when run.json is missing or unreadable."""
+    """Read a run directory; raises InputError (one line naming the file, the line and the field)
+    when run.json is missing or unreadable, or a file holds values of the wrong kind."""
     path = Path(path)
     if not is_run_dir(path):
         raise InputError(f"{path} is not a run directory (no run.json written by `rstscope lab`)")
-    run = json.loads((path / RUN_JSON).read_text())
+    run = _read_json(path / RUN_JSON)
+    _check_fields(path / RUN_JSON, run, RUN_FIELDS)
     capture = None
     named = run.get("capture", {}).get("file")
-    for name in ([named] if named else []) + list(CAPTURE_NAMES):
+    for name in ([named] if isinstance(named, str) and named else []) + list(CAPTURE_NAMES):
         if (path / name).is_file():
             capture = path / name
             break
@@ -109,28 +111,116 @@ def load_run(path: str | Path) -> RunDir:
         try:
             analysis = json.loads((path / ANALYSIS).read_text())
         except ValueError:
-            analysis = None
+            analysis = None  # written by a run that died while writing it: analyse again
+        except OSError as exc:
+            raise InputError(f"{path / ANALYSIS}: {exc.strerror}") from None
+        if analysis is not None:
+            _check_analysis(path / ANALYSIS, analysis)
     nstat = {}
     if (path / NSTAT).is_file():
-        nstat = json.loads((path / NSTAT).read_text())
+        nstat = _read_json(path / NSTAT)
+        _check_nstat(path / NSTAT, nstat)
+    kernel = read_jsonl(path / KERNEL, check=KERNEL_FIELDS)
+    kept = run.get("trace", {}).get("kept")
+    if run.get("trace", {}).get("available") and isinstance(kept, int) and len(kernel) != kept:
+        raise InputError(
+            f"{path / KERNEL}: {len(kernel)} kernel records, but run.json says {kept} were kept: "
+            "the file is truncated or was edited"
+        )
     return RunDir(
         path=path,
         run=run,
-        clients=read_jsonl(path / CLIENTS, keep=lambda r: "attempt" in r),
+        clients=read_jsonl(path / CLIENTS, keep=lambda r: "attempt" in r, check=CLIENT_FIELDS),
         server=read_jsonl(path / SERVER),
-        kernel=read_jsonl(path / KERNEL),
+        kernel=kernel,
         nstat=nstat,
         analysis=analysis,
         capture=capture,
     )
 
 
-def read_jsonl(path: Path, keep=None) -> list[dict]:
-    """JSON lines of ``path`` (none when missing); lines that are not JSON objects are skipped."""
+# What the readers of a run directory rely on, per file: field -> allowed JSON types (a missing
+# field is fine; a field of another type is bad input, reported with the file and line).
+_NUMBER = (int, float)
+_TEXT = (str, type(None))
+_INT = (int, type(None))
+RUN_FIELDS = {"capture": (dict,), "trace": (dict,), "options": (dict,), "addresses": (dict,), "names": (dict,),
+              "status": (str,), "warnings": (list,), "clients": (list,), "analysis": (dict,)}  # fmt: skip
+KERNEL_FIELDS = {"event": (str,), "time": _NUMBER, "reason": _TEXT, "state": _TEXT, "src": _TEXT, "dst": _TEXT,
+                 "netns": _TEXT, "listener": (bool, type(None)), "active": (bool, type(None))}  # fmt: skip
+KERNEL_REQUIRED = ("event", "time")
+CLIENT_FIELDS = {"attempt": (int,), "client_port": _INT, "outcome": (str,), "bytes_read": _INT,
+                 "bytes_expected": _INT, "connect": _TEXT, "t_start": (int, float, type(None)),
+                 "t_end": (int, float, type(None))}  # fmt: skip
+ANALYSIS_LISTS = ("resets", "connections", "captures")
+
+
+def _kind(types: tuple[type, ...]) -> str:
+    names = {int: "a number", float: "a number", str: "text", dict: "an object", list: "a list", bool: "true/false",
+             type(None): "null"}  # fmt: skip
+    return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+def _check_fields(where: Path, record, fields: dict, line: int | None = None, required: tuple[str, ...] = ()) -> None:
+    at = f"{where}:{line}" if line is not None else str(where)
+    if not isinstance(record, dict):
+        raise InputError(f"{at}: expected a JSON object, found {type(record).__name__}")
+    for name in required:
+        if name not in record:
+            raise InputError(f"{at}: record without {name!r}")
+    for name, types in fields.items():
+        if name not in record:
+            continue
+        value = record[name]
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise InputError(f"{at}: {name!r} is {json.dumps(value)[:40]}, expected {_kind(types)}")
+
+
+def _check_nstat(where: Path, nstat) -> None:
+    if not isinstance(nstat, dict):
+        raise InputError(f"{where}: expected an object of namespaces, found {type(nstat).__name__}")
+    for side, data in nstat.items():
+        _check_fields(where, data, {"counters": (dict,), "other": (dict,)})
+        for group in ("counters", "other"):
+            for name, value in data.get(group, {}).items():
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InputError(f"{where}: {side} counter {name} is {json.dumps(value)[:40]}, expected a number")
+
+
+def _check_analysis(where: Path, analysis) -> None:
+    if not isinstance(analysis, dict):
+        raise InputError(f"{where}: expected a JSON object; delete it and run `rstscope analyze` on the run")
+    for name in ANALYSIS_LISTS:
+        value = analysis.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise InputError(
+                f"{where}: {name!r} is not a list of objects; delete the file and run `rstscope analyze` on the run"
+            )
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+
+
+def read_jsonl(path: Path, keep=None, *, check: dict | None = None) -> list[dict]:
+    """JSON lines of ``path`` (none when missing); lines that are not JSON objects are skipped.
+
+    ``check``: field -> allowed types (see :data:`KERNEL_FIELDS`); a kept record with a field of
+    another type raises InputError naming the file and the line."""
     if not path.is_file():
         return []
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    required = KERNEL_REQUIRED if check is KERNEL_FIELDS else ()
     records = []
-    for line in path.read_text(errors="replace").splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -139,33 +229,66 @@ def read_jsonl(path: Path, keep=None) -> list[dict]:
         except ValueError:
             continue  # a line cut by a killed process
         if keep is None or keep(record):
+            if check is not None:
+                _check_fields(path, record, check, number, required)
             records.append(record)
     return records
 
 
 def write_json(path: Path, data) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-    tmp.replace(path)
+    """Write ``data`` as JSON atomically (a temporary file renamed over ``path``)."""
+    from rstscope.output import write_text
+
+    write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
-    with path.open("w") as out:
+    """One JSON object per line, written atomically."""
+    from rstscope.output import atomic_file
+
+    with atomic_file(path) as out:
         for record in records:
             out.write(json.dumps(record, default=str) + "\n")
+
+
+def rewrite_in_place(path: Path, data: dict, *, keep: tuple[str, ...]) -> bool:
+    """Rewrite ``path`` in place, for when the disk is too full for an atomic rewrite: written
+    over the file's own bytes and cut to length, compact JSON needs no new space as long as it is
+    no longer than the file was.  ``data`` is tried whole, then only its ``keep`` keys.  Not
+    atomic: the last resort that keeps run.json from saying ``running`` for a run that ended.
+    True when the file now holds one of them."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return False
+    for candidate in (data, {k: data[k] for k in keep if k in data}):
+        text = json.dumps(candidate, separators=(",", ":"), default=str).encode() + b"\n"
+        if len(text) > size:
+            continue
+        try:
+            with open(path, "r+b") as handle:
+                handle.write(text)
+                handle.truncate(len(text))
+            return True
+        except OSError:
+            return False
+    return False
 
 
 def new_run_dir(root: Path, scenario: str, now: float | None = None) -> Path:
     """Create ``root/<YYYYmmdd-HHMMSS>-<scenario>`` (with ``-2``, ``-3`` ... if taken)."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now if now is not None else time.time()))
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", scenario) or "run"
-    root.mkdir(parents=True, exist_ok=True)
-    for suffix in range(1, 1000):
-        candidate = root / (f"{stamp}-{safe}" if suffix == 1 else f"{stamp}-{safe}-{suffix}")
-        try:
-            candidate.mkdir()
-        except FileExistsError:
-            continue
-        (candidate / "logs").mkdir()
-        return candidate
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for suffix in range(1, 1000):
+            candidate = root / (f"{stamp}-{safe}" if suffix == 1 else f"{stamp}-{safe}-{suffix}")
+            try:
+                candidate.mkdir()
+            except FileExistsError:
+                continue
+            (candidate / "logs").mkdir()
+            return candidate
+    except OSError as exc:
+        raise InputError(f"cannot create a run directory under {root}: {exc.strerror}") from None
     raise InputError(f"cannot create a run directory under {root}: 999 runs in the same second")

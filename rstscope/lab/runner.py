@@ -1,26 +1,42 @@
 """One lab run end to end: probe, plan, execute, then write the run directory.
 
 :func:`run_lab` is what ``rstscope lab`` calls.  The run directory is written
-even when a step fails or the run is interrupted (``status`` in run.json says
-which), so the evidence of a broken run is not lost; the error is re-raised
-afterwards for the command line to report.
+even when a step fails or the run is interrupted, so the evidence of a broken
+run is not lost; the error is re-raised afterwards for the command line to report.
+
+run.json's ``status`` (rewritten atomically at every change, see :class:`RunRecord`):
+
+=============== ===================================================================
+``running``     the run has started (a run.json left so belongs to a killed run)
+``ok``          every step succeeded (each exit code checked: the capture tool, the
+                clients, the server), the capture file exists and reads as a capture,
+                and it holds the resets the kernel says it sent
+``degraded``    all of that, but the capture holds clearly fewer RSTs than the kernel
+                sent (``capture_check`` gives the numbers): its verdicts miss resets
+``failed``      a step failed, the capture is missing or unreadable, or run.json
+                itself could not be written (``error`` says which)
+``interrupted`` Ctrl-C, SIGTERM or SIGHUP, at any point of the run
+=============== ===================================================================
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import platform
 import random
 import re
+import shutil
+import signal
 import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from rstscope import __version__
-from rstscope.lab import groundtruth, nstat, rundir, scenarios, trace
-from rstscope.lab.netns import Executor, probe_capabilities, tool_versions
+from rstscope.lab import cleanup, groundtruth, nstat, rundir, scenarios, trace
+from rstscope.lab.netns import Executor, _raise_interrupt, probe_capabilities, tool_versions
 from rstscope.lab.scenarios import Capabilities, LabOptions, Names
 from rstscope.status import InputError
 
@@ -28,19 +44,62 @@ NAMESPACE_PORT = 8080
 """Server port inside the namespaces (nothing else listens there)."""
 
 
+CAPTURE_SHORTFALL = 0.9
+"""A capture is degraded when it holds fewer than this share of the RSTs the kernel sent (after
+those the link's qdiscs dropped), less a slack of :data:`CAPTURE_SLACK` RSTs."""
+CAPTURE_SLACK = 2
+"""RSTs a capture may miss before the run is called degraded (one sent as the capture stops)."""
+
+
 @dataclass(kw_only=True)
 class RunResult:
     path: Path
     status: str
-    """``ok``, ``error`` or ``interrupted``."""
+    """``ok`` or ``degraded`` (failed and interrupted runs raise instead)."""
     run: dict
     analysis: dict | None
+
+
+ESSENTIAL = (rundir.MARKER, "kind", "status", "error", "scenario", "started", "ended", "duration", "names",
+             "pid", "warnings")  # fmt: skip
+"""run.json keys kept when a full disk leaves room for nothing more."""
+
+
+class RunRecord:
+    """run.json of one run, saved atomically at every state change.
+
+    When the disk is full the atomic save cannot work (the new copy needs room); the
+    run.json already on disk is then rewritten in place, compact (see ``rundir.rewrite_in_place``),
+    so that a full disk still leaves ``failed`` rather than ``running``."""
+
+    def __init__(self, path: Path, run: dict) -> None:
+        self.path = path
+        self.run = run
+        self.save_error: str | None = None
+        """Why the last save failed (the run then fails with it)."""
+
+    def save(self) -> None:
+        try:
+            rundir.write_json(self.path / rundir.RUN_JSON, self.run)
+        except (InputError, OSError) as exc:
+            self.save_error = str(exc)
+            self.run["status"] = "failed" if self.run.get("status") in ("ok", "degraded") else self.run["status"]
+            self.run.setdefault("error", f"run.json could not be written: {exc}")
+            rundir.rewrite_in_place(self.path / rundir.RUN_JSON, self.run, keep=ESSENTIAL)
+
+    def set_status(self, status: str, error: str | None = None) -> None:
+        self.run["status"] = status
+        if error:
+            self.run.setdefault("error", error)
+        self.save()
 
 
 def check_options(options: LabOptions, explicit: set[str]) -> None:
     """Refuse option combinations that would touch the host (``explicit``: options the user gave)."""
     if not options.loopback:
         return
+    if options.via_router:
+        raise InputError("--loopback has no router: the middlebox presets and --via-router need namespaces")
     host_changing = options.sysctls()
     if host_changing:
         names = ", ".join(f"{k}={v}" for k, v in host_changing.items())
@@ -66,26 +125,84 @@ def prepare(options: LabOptions, caps: Capabilities | None = None) -> tuple[LabO
     caps = caps or probe_capabilities(options)
     if not options.port:
         options = dataclasses.replace(options, port=free_port() if options.loopback else NAMESPACE_PORT)
-    names = Names.make(os.getpid(), random.randrange(65536), loopback=options.loopback)
+    via_router = options.via_router and not options.loopback
+    names = Names.make(os.getpid(), random.randrange(65536), loopback=options.loopback, via_router=via_router)
     return options, names, caps
 
 
 def run_lab(options: LabOptions, run_root: Path, *, progress=None, caps: Capabilities | None = None) -> RunResult:
     """Run one scenario; returns the run directory.  Re-raises step failures and interrupts."""
-    options, names, caps = prepare(options, caps)
-    steps = scenarios.plan(options, names, caps)
-    path = rundir.new_run_dir(run_root, options.scenario)
-    started = time.time()
-    addresses = (
-        {names.server_ip: "server", names.client_ip: "client"} if not options.loopback else {names.server_ip: "host"}
-    )
-    run = _new_run("lab", options.scenario, options.to_json(), names, caps, steps, started, addresses=addresses)
-    run["preset"] = scenarios.PRESETS[options.scenario].__dict__ if options.scenario in scenarios.PRESETS else None
-    run["server"] = f"{names.server_ip}:{options.port}"
-    executor, failure = _execute(path, run, steps, names, started, progress)
-    run["netns_inodes"] = executor.netns_inodes
-    _write_results(path, run, executor, options, names, caps, addresses=addresses)
-    return _finish_run(path, run, failure, progress)
+    with interrupt_signals():
+        options, names, caps = prepare(options, caps)
+        steps = scenarios.plan(options, names, caps)
+        stale = cleanup.remove(cleanup.find_stale()) if os.geteuid() == 0 else []
+        path = rundir.new_run_dir(run_root, options.scenario)
+        started = time.time()
+        addresses = (
+            {names.server_ip: "server", names.client_ip: "client"}
+            if not options.loopback
+            else {names.server_ip: "host"}
+        )
+        run = _new_run("lab", options.scenario, options.to_json(), names, caps, steps, started, addresses=addresses)
+        run["preset"] = scenarios.PRESETS[options.scenario].__dict__ if options.scenario in scenarios.PRESETS else None
+        run["server"] = f"{names.server_ip}:{options.port}"
+        if stale:
+            run["stale_removed"] = stale
+        record = _start_record(path, run)
+        with _guard(record):
+            executor, failure = _execute(record, steps, names, started, progress)
+            run["netns_inodes"] = executor.netns_inodes
+            _write_results(path, run, executor, options, names, caps, addresses=addresses)
+            if failure is None:
+                _check_capture(record, kernel_scope="lab" if not options.loopback else "loopback")
+            return _finish_run(record, failure, progress)
+
+
+@contextlib.contextmanager
+def interrupt_signals():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt for the whole run, like Ctrl-C, so that every
+    way of stopping a run ends in the same clean-up and an ``interrupted`` run.json."""
+    signals = (signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    try:
+        for sig in signals:
+            signal.signal(sig, _raise_interrupt)
+    except ValueError:  # not the main thread: leave the handlers alone
+        previous = {}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _start_record(path: Path, run: dict) -> RunRecord:
+    """The first run.json; a run root that cannot take it fails before anything else is done."""
+    record = RunRecord(path, run)
+    try:
+        rundir.write_json(path / rundir.RUN_JSON, run)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)  # nothing was done: leave nothing
+        raise
+    return record
+
+
+@contextlib.contextmanager
+def _guard(record: RunRecord):
+    """Whatever escapes the run (Ctrl-C while results are written, a full disk, a bug) leaves
+    run.json ``interrupted`` or ``failed`` with what was done, then goes on up."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if record.run.get("status") in ("running", "ok", "degraded"):
+            record.run.setdefault("ended", time.time())
+            record.set_status("interrupted")
+        raise
+    except BaseException as exc:
+        if record.run.get("status") in ("running", "ok", "degraded"):
+            record.run.setdefault("ended", time.time())
+            record.set_status("failed", error=str(exc) or type(exc).__name__)
+        raise
 
 
 def _write_results(
@@ -131,12 +248,13 @@ def _write_results(
     capture_file = scenarios.capture_file_name(caps)
     stderr = _read(path / "logs" / "capture.stderr")
     run["capture"] = {
-        "file": capture_file if (path / capture_file).exists() else None,
+        "file": capture_file if (path / capture_file).is_file() else None,
+        "expected_file": capture_file,
         "tool": caps.capture_tool,
         "interface": names.client_dev,
         "namespace": names.client_ns or None,
         "snaplen": options.snaplen or None,
-        "filter": f"tcp port {options.port}",
+        "filter": scenarios.capture_filter(options),
         "stats": capture_stats(stderr),
     }
     drops = run["capture"]["stats"].get("dropped")
@@ -156,6 +274,8 @@ def _write_results(
         rundir.write_jsonl(path / rundir.KERNEL, records)
         trace_info = {"available": True, **executor.trace_stats, "kept": len(records)}
     run["trace"] = trace_info
+    if "nft.after" in outputs or "nft.before" in outputs:  # the router's rule counters (--via-router)
+        run["nft"] = groundtruth.nft_counters(outputs.get("nft.before"), outputs.get("nft.after"))
 
 
 def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
@@ -175,8 +295,9 @@ def analyze_into(path: Path, run: dict, progress=None) -> dict | None:
     except ImportError as exc:
         run["analysis"] = {"ok": False, "error": f"analyzer unavailable: {exc}"}
         return None
+    rundir.write_json(path / rundir.RUN_JSON, run)  # the join reads the trace status and router counters from it
     try:
-        doc = api.analyze(path).to_json()  # a run directory: the analyzer joins the ground truth
+        doc = api.document(api.analyze(path))  # a run directory: the analyzer joins the ground truth
         if "ground_truth" not in doc:
             doc = groundtruth.join(doc, rundir.load_run(path))
     except Exception as exc:  # the analyzer is another team's code: record, never lose the run
@@ -209,11 +330,12 @@ def capture_stats(stderr: str) -> dict:
         match = re.search(pattern, stderr)
         if match:
             stats[key] = int(match[1])
-    # scapy sniffer (rstscope.lab.sniff): "captured N dropped N"
-    match = re.search(r"captured (\d+) dropped (\d+)", stderr)
+    # scapy sniffer (rstscope.lab.sniff): "captured N dropped N|unknown"
+    match = re.search(r"captured (\d+) dropped (\d+|unknown)", stderr)
     if match:
         stats.setdefault("captured", int(match[1]))
-        stats.setdefault("dropped", int(match[2]))
+        if match[2] != "unknown":
+            stats.setdefault("dropped", int(match[2]))
     return stats
 
 
@@ -254,23 +376,26 @@ def _new_run(kind: str, scenario: str, options_json: dict, names: Names, caps: C
     }
 
 
-def _finish_run(path: Path, run: dict, failure: BaseException | None, progress) -> RunResult:
+def _finish_run(record: RunRecord, failure: BaseException | None, progress) -> RunResult:
     """Analyze a run that went well, write the final run.json, then re-raise what went wrong."""
+    path, run = record.path, record.run
     analysis = None
-    if run["status"] == "ok":
+    if run["status"] in ("ok", "degraded"):
         analysis = analyze_into(path, run, progress)
-    rundir.write_json(path / rundir.RUN_JSON, run)
+    record.save()
     if failure is not None:
         raise failure
+    if record.save_error:
+        raise InputError(record.save_error)
     return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
 
 
 def _execute(
-    path: Path, run: dict, steps, names: Names, started: float, progress
+    record: RunRecord, steps, names: Names, started: float, progress
 ) -> tuple[Executor, BaseException | None]:
-    """Write run.json, run the plan, and record how it went; the failure is returned to be re-raised
-    once the run directory is complete."""
-    rundir.write_json(path / rundir.RUN_JSON, run)
+    """Run the plan and record how it went (run.json is saved as soon as the status is known); the
+    failure is returned to be re-raised once the run directory is complete."""
+    path, run = record.path, record.run
     executor = Executor(run_dir=path, trace_instance=names.trace_instance, progress=progress)
     failure: BaseException | None = None
     try:
@@ -280,7 +405,7 @@ def _execute(
         run["status"] = "interrupted"
         failure = exc
     except Exception as exc:  # written to run.json, then re-raised for the command line
-        run["status"] = "error"
+        run["status"] = "failed"
         run["error"] = str(exc)
         failure = exc
     run["ended"] = time.time()
@@ -291,6 +416,7 @@ def _execute(
         name: {"argv": list(p.argv), "pid": p.popen.pid, "rc": p.popen.returncode}
         for name, p in executor.processes.items()
     }
+    record.save()
     return executor, failure
 
 
@@ -303,22 +429,116 @@ def run_capture(
     subject); the command's stdout is kept, and if it is ``rstscope pair client``
     output its attempts become clients.jsonl.
     """
-    lab_like = LabOptions(capture_tool=options.capture_tool, trace=options.trace, loopback=True)
-    caps = caps or probe_capabilities(lab_like, need_root=False)
-    names = Names.make(os.getpid(), random.randrange(65536), loopback=True)
-    steps = scenarios.capture_plan(options, names, caps)
-    path = rundir.new_run_dir(run_root, options.name)
-    started = time.time()
-    run = _new_run("capture", options.name, options.to_json(), names, caps, steps, started, addresses={})
-    executor, failure = _execute(path, run, steps, names, started, progress)
-    command = executor.processes.get("command")
-    if command is not None:
-        run["command_rc"] = command.popen.returncode
-        attempts = rundir.read_jsonl(path / "command.stdout", keep=lambda r: "attempt" in r and "outcome" in r)
-        if attempts:
-            rundir.write_jsonl(path / rundir.CLIENTS, attempts)
-    capture_options = LabOptions(snaplen=options.snaplen, trace=options.trace, loopback=True)
-    names_for_capture = dataclasses.replace(names, client_dev=options.iface)
-    _write_results(path, run, executor, capture_options, names_for_capture, caps, addresses=None)
-    run["capture"]["filter"] = options.bpf
-    return _finish_run(path, run, failure, progress)
+    with interrupt_signals():
+        lab_like = LabOptions(capture_tool=options.capture_tool, trace=options.trace, loopback=True)
+        caps = caps or probe_capabilities(lab_like, need_root=False)
+        names = Names.make(os.getpid(), random.randrange(65536), loopback=True)
+        steps = scenarios.capture_plan(options, names, caps)
+        stale = cleanup.remove(cleanup.find_stale()) if os.geteuid() == 0 else []
+        path = rundir.new_run_dir(run_root, options.name)
+        started = time.time()
+        run = _new_run("capture", options.name, options.to_json(), names, caps, steps, started, addresses={})
+        if stale:
+            run["stale_removed"] = stale
+        record = _start_record(path, run)
+        with _guard(record):
+            executor, failure = _execute(record, steps, names, started, progress)
+            command = executor.processes.get("command")
+            if command is not None:
+                run["command_rc"] = command.popen.returncode
+                attempts = rundir.read_jsonl(path / "command.stdout", keep=lambda r: "attempt" in r and "outcome" in r)
+                if attempts:
+                    rundir.write_jsonl(path / rundir.CLIENTS, attempts)
+            capture_options = LabOptions(snaplen=options.snaplen, trace=options.trace, loopback=True)
+            names_for_capture = dataclasses.replace(names, client_dev=options.iface)
+            _write_results(path, run, executor, capture_options, names_for_capture, caps, addresses=None)
+            run["capture"]["filter"] = options.bpf
+            if failure is None:
+                _check_capture(record, kernel_scope=None)
+            return _finish_run(record, failure, progress)
+
+
+def _check_capture(record: RunRecord, *, kernel_scope: str | None) -> None:
+    """After the steps: the capture file must exist and read as a capture, and (``kernel_scope``
+    ``lab`` or ``loopback``) hold the RSTs the kernel sent; sets ``failed`` or ``degraded``.
+
+    ``rstscope capture`` (``kernel_scope`` None) is not cross-checked: its trace and counters are
+    host-wide while its capture sees one interface through a filter."""
+    from rstscope.lab.netns import StepFailed
+
+    path, run = record.path, record.run
+    name = run["capture"].get("file")
+    if not name:
+        error = f"the capture tool wrote no file ({run['capture']['expected_file']}); see logs/capture.stderr"
+        record.set_status("failed", error=error)
+        raise StepFailed(error)
+    try:
+        counted = count_capture(path / name)
+    except InputError as exc:
+        record.set_status("failed", error=f"the capture is unreadable: {exc}")
+        raise StepFailed(f"the capture is unreadable: {exc}") from None
+    check: dict = {"capture_packets": counted["packets"], "capture_rsts": counted["rsts"]}
+    if counted["warnings"]:
+        run.setdefault("warnings", []).extend(f"capture: {w}" for w in counted["warnings"])
+    if kernel_scope is not None:
+        check.update(_kernel_rsts(path, run, nstat_too=kernel_scope == "lab"))
+    run["capture_check"] = check
+    shortfall = check.get("expected_rsts")
+    if shortfall is not None and counted["rsts"] < CAPTURE_SHORTFALL * shortfall - CAPTURE_SLACK:
+        message = (
+            f"the capture holds {counted['rsts']} RSTs but the kernel sent {check['kernel_rsts']} "
+            f"({check['kernel_source']}; {check.get('qdisc_drops', 0)} packets dropped by the link's qdiscs): "
+            "the capture missed resets, so verdicts and agreement are incomplete"
+        )
+        if run["capabilities"].get("capture_tool") == "scapy":
+            message += "; the scapy fallback drops packets at speed: install dumpcap or tcpdump"
+        run.setdefault("warnings", []).append(message)
+        record.set_status("degraded")
+    else:
+        record.save()
+
+
+def count_capture(capture: Path) -> dict:
+    """Packets and RST segments in a capture file (raises InputError when it is not a capture)."""
+    from rstscope import packets as P
+    from rstscope.reader import open_capture
+
+    rsts = 0
+    with open_capture(capture) as cap:
+        for table in cap.chunks():
+            rsts += int(((table["flags"] & P.RST) != 0).sum())
+        return {"packets": cap.stats.records, "rsts": rsts, "warnings": list(cap.stats.warnings)}
+
+
+def _kernel_rsts(path: Path, run: dict, *, nstat_too: bool) -> dict:
+    """What the kernel says the run's endpoints sent: tcp_send_reset records kept for the run and
+    (namespaces only: the host's counters count everyone) nstat's TcpOutRsts of both namespaces."""
+    sources: dict[str, int] = {}
+    if run.get("trace", {}).get("available"):
+        kernel = rundir.read_jsonl(path / rundir.KERNEL)
+        sources["tcp_send_reset"] = sum(1 for r in kernel if r.get("event") == "tcp_send_reset")
+    if nstat_too:
+        counters = _read_json(path / rundir.NSTAT) or {}
+        out_rsts = [side.get("counters", {}).get("TcpOutRsts") for side in counters.values() if isinstance(side, dict)]
+        if out_rsts and all(isinstance(n, int) for n in out_rsts):
+            sources["TcpOutRsts"] = sum(out_rsts)
+    if not sources:
+        return {}
+    source, sent = max(sources.items(), key=lambda item: item[1])
+    drops = sum(run.get("qdisc_drops", {}).values()) if nstat_too else 0
+    return {
+        "kernel_rsts": sent,
+        "kernel_source": source,
+        "kernel_counts": sources,
+        "qdisc_drops": drops,
+        "expected_rsts": max(0, sent - drops),
+    }
+
+
+def _read_json(path: Path):
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -16,6 +16,20 @@ TSO/GSO/GRO turned off so the capture holds wire-sized segments.  The capture
 runs in the client namespace: it sees what the clients see, after the server's
 queue (see RESETS.md on what that does to in-flight estimates).
 
+``--via-router`` puts a third namespace between them, a router running nftables
+(the middlebox presets need it)::
+
+    netns <p>-srv                 netns <p>-rtr                      netns <p>-cli
+    server SRV_IP [<p>s]==veth==[<p>rs] ip_forward=1 [<p>rc]==veth==[<p>c] CLI_IP
+           tbf -> router        nft table inet rstscope           router <- tbf
+                                (chain `forward`; `fwd` is an nft keyword)
+
+Each side is a /25 of the run's /24 with a default route via the router; the
+router's table holds the preset's rules, each with a counter and a comment that
+names it (read before and after the run: the middlebox's ground truth), and the
+router's own sysctls (conntrack timeouts) are set in its namespace.  The forger
+of ``inject``/``ignored`` (``rstscope.lab.inject``) runs in the router namespace.
+
 ``--loopback`` mode runs server and clients on 127.0.0.1 in the host's own
 namespace, with no shaping and no sysctls (those would change the host).
 """
@@ -71,6 +85,41 @@ class LabOptions:
     late_delay: float = 0.0
     timeout: float = 10.0
     """Client connect/read timeout, seconds."""
+    requests: int = 1
+    """Requests per connection (the client sends the next after each response)."""
+    next_request_bytes: int | None = None
+    """Size of the requests after the first (None: the first request's size)."""
+    idle: float = 0.0
+    """Seconds the client stays silent before each next request."""
+    request_timeout: float = 10.0
+    """Seconds the server waits for a connection's next request before closing it."""
+    pause_after: int = 0
+    """The server pauses each response after this many bytes (0: never)."""
+    pause: float = 0.0
+    """Seconds of that pause."""
+    keepalive: str | None = None
+    """Server TCP keepalive as ``IDLE/INTERVAL/COUNT`` (``rstscope pair server --keepalive``)."""
+    second_port: int | None = None
+    """A second server port; odd-numbered client loops use it."""
+    late_fin: bool = False
+    """The client's late bytes carry its FIN."""
+    hold: float = 0.0
+    """Seconds each client keeps its socket open after EOF before closing it."""
+    # the router (middlebox) between client and server
+    via_router: bool = False
+    """Three namespaces: client -- router -- server (implied by ``firewall`` and ``inject``)."""
+    firewall: str = "none"
+    """The router's nftables rules: one of :data:`FIREWALLS`."""
+    drop_after: float = 1.0
+    """``firewall=drop-client``: seconds after the clients start before the router drops their packets."""
+    inject: str = "none"
+    """``exact`` or ``ignored``: forged RSTs from the router (``rstscope.lab.inject``); ``none``."""
+    inject_after_bytes: int = 10_000
+    """Forge only once the server sent this much on a connection (then at the first pause)."""
+    conntrack_timeout: int | None = None
+    """Router's ``net.netfilter.nf_conntrack_tcp_timeout_established`` in seconds."""
+    conntrack_loose: int | None = None
+    """Router's ``net.netfilter.nf_conntrack_tcp_loose`` (0: mid-stream packets do not re-create an entry)."""
     # per-namespace sysctls of the server namespace (None: the namespace's default)
     somaxconn: int | None = None
     abort_on_overflow: int | None = None
@@ -80,7 +129,7 @@ class LabOptions:
     snaplen: int = 0
     """Bytes kept per packet; 0 keeps whole packets."""
     capture_tool: str = "auto"
-    """``auto`` (dumpcap, then tcpdump, then scapy), or one of them."""
+    """``auto`` (dumpcap, then tcpdump), or one of them; scapy only when asked for (it drops packets)."""
     trace: bool = True
     """Record the kernel's tracepoints when tracefs is available."""
     settle: float = 1.0
@@ -96,9 +145,25 @@ class LabOptions:
         }
         return {name: value for name, value in wanted.items() if value is not None}
 
+    def router_sysctls(self) -> dict[str, int]:
+        """The sysctls to set in the router namespace (conntrack: the module must be loaded first)."""
+        wanted = {
+            "net.netfilter.nf_conntrack_tcp_timeout_established": self.conntrack_timeout,
+            "net.netfilter.nf_conntrack_tcp_loose": self.conntrack_loose,
+        }
+        return {name: value for name, value in wanted.items() if value is not None}
+
+    @property
+    def needs_router(self) -> bool:
+        return self.firewall != "none" or self.inject != "none" or bool(self.router_sysctls())
+
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
 
+
+FIREWALLS = ("none", "reject-request", "reject-syn", "ct-invalid", "drop-client")
+"""The router's rule sets (see :func:`firewall_rules`)."""
+INJECT_MODES = ("none", "exact", "ignored")
 
 OPTION_NAMES = frozenset(f.name for f in dataclasses.fields(LabOptions))
 
@@ -112,6 +177,21 @@ class Preset:
     overrides: dict
     """LabOptions fields this preset sets."""
 
+
+_WHOLE_REQUEST = {"read_bytes": 16, "request_bytes": 16, "trailing_bytes": 0}
+"""The server reads every request byte: whatever resets these connections, it is not a close race."""
+
+_PAUSED_RESPONSE = {
+    "via_router": True,
+    "inject_after_bytes": 10_000,
+    "close": "lingering",
+    **_WHOLE_REQUEST,
+    "response_bytes": 60_000,
+    "pause_after": 20_000,
+    "pause": 0.6,  # the gap a forged RST is timed into
+    "loops": 3,
+}
+"""The forger's presets: a response that pauses after 20 kB for 0.6 s."""
 
 PRESETS: dict[str, Preset] = {
     "close-race": Preset(
@@ -189,6 +269,110 @@ PRESETS: dict[str, Preset] = {
         expect="every client reads the whole response; no RST",
         overrides={"close": "close", "read_bytes": 16, "request_bytes": 16, "trailing_bytes": 0},
     ),
+    "firewall-reject": Preset(
+        summary="router: nft `reject with tcp reset` of each connection's second request, mid-connection",
+        expect="clients get ECONNRESET on the second request; the RST is the router's (no endpoint record); "
+        "the server's later FIN draws the client's NO_SOCKET echo",
+        overrides={
+            "via_router": True,
+            "firewall": "reject-request",
+            "close": "close",
+            **_WHOLE_REQUEST,
+            "response_bytes": 4_000,
+            "requests": 2,
+            "next_request_bytes": 600,
+            "request_timeout": 0.5,
+            "loops": 4,
+        },
+    ),
+    "firewall-syn": Preset(
+        summary="router: nft rejects SYNs to one port (8081) with a RST while the server's port 8080 works",
+        expect="even loops read the whole response on 8080; odd loops get ECONNREFUSED on 8081 from the router "
+        "(the server listens there: no endpoint record)",
+        overrides={
+            "via_router": True,
+            "firewall": "reject-syn",
+            "second_port": 8081,
+            "close": "close",
+            **_WHOLE_REQUEST,
+            "response_bytes": 4_000,
+            "loops": 4,
+        },
+    ),
+    "conntrack-idle": Preset(
+        summary="router: conntrack established timeout 2 s, loose 0, `ct state invalid` rejected; clients idle 4 s",
+        expect="the request after the idle is rejected by the router with a RST: clients get ECONNRESET",
+        overrides={
+            "via_router": True,
+            "firewall": "ct-invalid",
+            "conntrack_timeout": 2,
+            "conntrack_loose": 0,
+            "close": "close",
+            **_WHOLE_REQUEST,
+            "response_bytes": 4_000,
+            "requests": 2,
+            "idle": 4.0,
+            "request_timeout": 6.0,
+            "loops": 3,
+        },
+    ),
+    "inject": Preset(
+        summary="router: a forged RST at exactly the client's rcv_nxt, during a pause mid-response",
+        expect="clients get ECONNRESET after the pause's bytes; the server keeps sending and the client's "
+        "kernel answers with NO_SOCKET RSTs; the injector's log names each forged RST",
+        overrides={**_PAUSED_RESPONSE, "inject": "exact"},
+    ),
+    "ignored": Preset(
+        summary="router: forged RSTs out of the window and in the window but not at rcv_nxt: both ignored",
+        expect="every client reads the whole response (connections end with FINs); a challenge ACK answers "
+        "each inexact RST; no endpoint sends a RST",
+        overrides={**_PAUSED_RESPONSE, "inject": "ignored"},
+    ),
+    "keepalive": Preset(
+        summary="server keepalive 1/1/2 while the router drops the client's direction: the server gives up",
+        expect="the server sends RST with kernel reason TCP_KEEPALIVE_TIMEOUT (ETIMEDOUT in the server); "
+        "the client's next request fails",
+        overrides={
+            "via_router": True,
+            "firewall": "drop-client",
+            "drop_after": 1.0,
+            "keepalive": "1/1/2",
+            "close": "close",
+            **_WHOLE_REQUEST,
+            "response_bytes": 2_000,
+            "requests": 2,
+            "idle": 6.0,
+            "request_timeout": 30.0,
+            "loops": 2,
+        },
+    ),
+    "shutdown-close": Preset(
+        summary="shutdown(SHUT_WR) then close() with unread request bytes while the response is in flight",
+        expect="the FIN, then a RST (kernel TCP_ABORT_ON_CLOSE from FIN_WAIT1); clients read part of the response",
+        overrides={
+            "close": "shutdown-close",
+            "read_bytes": 16,
+            "request_bytes": 16,
+            "trailing_bytes": 8,
+            "hold": 0.5,  # a client FIN before the server's close() would end it without a RST
+            "loops": 4,
+            # A slower link keeps the response in flight for ~0.3 s after the FIN left: longer than a busy
+            # machine's scheduling delay between "FIN sent" and close(), so the RST finds data unacknowledged.
+            "rate": "5mbit",
+        },
+    ),
+    "late-fin": Preset(
+        summary="after the server's FIN the client sends late bytes and its FIN in one segment",
+        expect="the server's kernel answers with RST (TCP_ABORT_ON_DATA); clients read the whole response",
+        overrides={
+            "close": "close",
+            **_WHOLE_REQUEST,
+            "response_bytes": 2_000,
+            "late_bytes": 100,
+            "late_fin": True,
+            "loops": 4,
+        },
+    ),
 }
 """Scenario presets for ``rstscope lab --scenario``; each fills :class:`LabOptions` fields."""
 
@@ -208,7 +392,14 @@ def options_for(scenario: str | None, **overrides) -> LabOptions:
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("duration") is not None:
         values["count"] = None
-    return LabOptions(**values)
+    options = LabOptions(**values)
+    if options.firewall not in FIREWALLS:
+        raise ValueError(f"unknown firewall {options.firewall!r}: use one of {', '.join(FIREWALLS)}")
+    if options.inject not in INJECT_MODES:
+        raise ValueError(f"unknown inject mode {options.inject!r}: use one of {', '.join(INJECT_MODES)}")
+    if options.needs_router and not options.via_router:
+        options = dataclasses.replace(options, via_router=True)  # the middlebox lives in the router
+    return options
 
 
 # --------------------------------------------------------------------------- names, capabilities
@@ -228,9 +419,19 @@ class Names:
     server_ip: str
     client_ip: str
     trace_instance: str
+    prefix_len: int = 24
+    """Length of the network prefix on each link (25 with a router: one half of the /24 per side)."""
+    router_ns: str = ""
+    """Router namespace (``--via-router``), else ''."""
+    router_server_dev: str = ""
+    """Router's end of the server's veth."""
+    router_client_dev: str = ""
+    """Router's end of the client's veth."""
+    router_server_ip: str = ""
+    router_client_ip: str = ""
 
     @classmethod
-    def make(cls, pid: int, token: int, *, loopback: bool = False) -> Names:
+    def make(cls, pid: int, token: int, *, loopback: bool = False, via_router: bool = False) -> Names:
         """Names for process ``pid`` and a random ``token`` (0..65535).
 
         The /24 is chosen from the token too, so that two concurrent runs also have
@@ -251,7 +452,7 @@ class Names:
                 trace_instance=prefix,
             )
         subnet = f"10.{200 + token % 50}.{(token // 50) % 256}"
-        return cls(
+        two = cls(
             prefix=prefix,
             server_ns=f"{prefix}-srv",
             client_ns=f"{prefix}-cli",
@@ -260,6 +461,19 @@ class Names:
             server_ip=f"{subnet}.1",
             client_ip=f"{subnet}.2",
             trace_instance=prefix,
+        )
+        if not via_router:
+            return two
+        # one /25 per side of the router: server .1 and router .126, router .129 and client .130
+        return dataclasses.replace(
+            two,
+            client_ip=f"{subnet}.130",
+            prefix_len=25,
+            router_ns=f"{prefix}-rtr",
+            router_server_dev=f"{short}rs",
+            router_client_dev=f"{short}rc",
+            router_server_ip=f"{subnet}.126",
+            router_client_ip=f"{subnet}.129",
         )
 
 
@@ -323,6 +537,8 @@ class Step:
     """RUN: keep the command's stdout in the run record under this key (nstat, sysctl, tc -s)."""
     optional: bool = False
     """A failure is recorded as a warning and the run goes on."""
+    ok_exit: tuple[int, ...] = (0,)
+    """WAIT: exit statuses of the process that mean it did its job (others fail the step)."""
     fix: str = ""
     """What to do when this step fails (shown in the error)."""
     requires_root: bool = True
@@ -446,7 +662,37 @@ def server_argv(options: LabOptions, names: Names, caps: Capabilities) -> tuple[
         str(options.read_bytes),
         "--response-bytes",
         str(options.response_bytes),
+        *_server_extras(options),
     )
+
+
+def _server_extras(options: LabOptions) -> tuple[str, ...]:
+    """Server options of the middlebox presets, only when set (older plans stay as they were)."""
+    extra: list[str] = []
+    if options.requests > 1:
+        extra += ["--requests", str(options.requests), "--request-timeout", str(options.request_timeout)]
+    if options.pause_after and options.pause:
+        extra += ["--pause-after", str(options.pause_after), "--pause", str(options.pause)]
+    if options.keepalive:
+        extra += ["--keepalive", options.keepalive]
+    if options.second_port is not None:
+        extra += ["--second-port", str(options.second_port)]
+    return tuple(extra)
+
+
+def _client_extras(options: LabOptions) -> tuple[str, ...]:
+    extra: list[str] = []
+    if options.requests > 1:
+        extra += ["--requests", str(options.requests), "--idle", str(options.idle)]
+        if options.next_request_bytes is not None:
+            extra += ["--next-request-bytes", str(options.next_request_bytes)]
+    if options.late_fin:
+        extra.append("--late-fin")
+    if options.second_port is not None:
+        extra += ["--second-port", str(options.second_port)]
+    if options.hold:
+        extra += ["--hold", str(options.hold)]
+    return tuple(extra)
 
 
 def client_argv(options: LabOptions, names: Names, caps: Capabilities) -> tuple[str, ...]:
@@ -475,13 +721,14 @@ def client_argv(options: LabOptions, names: Names, caps: Capabilities) -> tuple[
         str(options.response_bytes),
         "--timeout",
         str(options.timeout),
+        *_client_extras(options),
     )
 
 
 def capture_argv(options: LabOptions, names: Names, caps: Capabilities, out: str) -> tuple[str, ...]:
     """The capture command for the client side (``out`` is the file name in the run directory)."""
     dev = names.client_dev
-    bpf = f"tcp port {options.port}"
+    bpf = capture_filter(options)
     if caps.capture_tool == "dumpcap":
         argv = ["dumpcap", "-q", "-i", dev, "-f", bpf, "-w", out, "-n"]
         if options.snaplen:
@@ -506,6 +753,12 @@ def capture_argv(options: LabOptions, names: Names, caps: Capabilities, out: str
     return _in_ns(names.client_ns, *argv)
 
 
+def capture_filter(options: LabOptions) -> str:
+    if options.second_port is not None:
+        return f"tcp port {options.port} or tcp port {options.second_port}"
+    return f"tcp port {options.port}"
+
+
 CAPTURE_FILES = {"dumpcap": "capture.pcapng", "tcpdump": "capture.pcap", "scapy": "capture.pcapng"}
 """File each capture tool writes: tcpdump 4.x cannot write pcapng."""
 CAPTURE_READY = {"dumpcap": "Capturing on", "tcpdump": "listening on", "scapy": "sniffing on"}
@@ -516,16 +769,225 @@ def client_wait_timeout(options: LabOptions) -> float:
     """How long the clients may take before they are stopped (generous: timeouts, slow links)."""
     if options.duration:
         return options.duration + 2 * options.timeout + 10
-    per_attempt = 2 * options.timeout + options.late_delay + 5
+    per_attempt = 2 * options.timeout + options.late_delay + options.idle * (options.requests - 1) + 5
     return (options.count or 1) * per_attempt + 10
+
+
+# --------------------------------------------------------------------------- the router (middlebox)
+
+NFT_TABLE = "rstscope"
+"""The router's own nftables table (``inet`` family), removed at teardown with its namespace."""
+NFT_FIX = "nftables must work in a namespace (nft, nf_tables, nf_reject_ipv4, nf_conntrack)"
+DROP_CLIENT = "drop-client"
+
+
+def _link_steps(ns: str, dev: str, ip: str, prefix_len: int, side: str) -> list[Step]:
+    return [
+        Step(
+            action=Action.RUN,
+            title=f"address {ip}/{prefix_len} on the {side} end",
+            argv=("ip", "-n", ns, "addr", "add", f"{ip}/{prefix_len}", "dev", dev),
+        ),
+        Step(action=Action.RUN, title=f"{side} link up", argv=("ip", "-n", ns, "link", "set", dev, "up")),
+        Step(
+            action=Action.RUN,
+            title=f"{side} offloads off (wire-sized segments)",
+            argv=_in_ns(ns, "ethtool", "-K", dev, "tso", "off", "gso", "off", "gro", "off"),
+            optional=True,
+            fix="install ethtool; without it the capture shows super-segments above the MTU",
+        ),
+    ]
+
+
+def router_link_steps(names: Names) -> list[Step]:
+    """Three namespaces, two veth pairs, addresses, routes via the router, forwarding on."""
+    srv, cli, rtr = names.server_ns, names.client_ns, names.router_ns
+    steps = [
+        Step(
+            action=Action.RUN,
+            title=f"create {role} namespace",
+            argv=("ip", "netns", "add", ns),
+            undo=("ip", "netns", "del", ns),
+            fix=ROOT_FIX,
+        )
+        for role, ns in (("server", srv), ("router", rtr), ("client", cli))
+    ]
+    for ns, dev, peer, side in (
+        (srv, names.server_dev, names.router_server_dev, "server"),
+        (cli, names.client_dev, names.router_client_dev, "client"),
+    ):
+        steps.append(
+            Step(
+                action=Action.RUN,
+                title=f"veth pair {side} -- router",
+                argv=("ip", "-n", ns, "link", "add", dev, "type", "veth", "peer", "name", peer, "netns", rtr),
+                fix="the kernel needs veth support (CONFIG_VETH)",
+            )
+        )
+    bits = names.prefix_len
+    for ns, dev, ip, side in (
+        (srv, names.server_dev, names.server_ip, "server"),
+        (rtr, names.router_server_dev, names.router_server_ip, "router (server side)"),
+        (rtr, names.router_client_dev, names.router_client_ip, "router (client side)"),
+        (cli, names.client_dev, names.client_ip, "client"),
+    ):
+        steps += _link_steps(ns, dev, ip, bits, side)
+    for ns, side in ((srv, "server"), (rtr, "router"), (cli, "client")):
+        steps.append(
+            Step(action=Action.RUN, title=f"{side} loopback up", argv=("ip", "-n", ns, "link", "set", "lo", "up"))
+        )
+    steps += [
+        Step(
+            action=Action.RUN,
+            title="server route via the router",
+            argv=("ip", "-n", srv, "route", "add", "default", "via", names.router_server_ip),
+        ),
+        Step(
+            action=Action.RUN,
+            title="client route via the router",
+            argv=("ip", "-n", cli, "route", "add", "default", "via", names.router_client_ip),
+        ),
+        Step(
+            action=Action.RUN,
+            title="router forwards (net.ipv4.ip_forward=1)",
+            argv=_in_ns(rtr, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1"),
+        ),
+    ]
+    return steps
+
+
+def firewall_rules(names: Names, options: LabOptions) -> list[tuple[str, str]]:
+    """(comment, rule) of the router's forward chain for ``options.firewall`` (set at the start).
+
+    Every rule counts what it matched; the comment names the rule in the counters.
+    ``drop-client`` is added later in the run (:data:`DROP_CLIENT`), not here.
+    """
+    cli, srv, port = names.client_ip, names.server_ip, options.port
+    first_request = options.request_bytes + options.trailing_bytes
+    if options.firewall == "reject-request":
+        # IPv4 + TCP with timestamps = 52 bytes of headers: anything longer than the first request
+        # from the client is a later request.
+        return [
+            (
+                "reject-request",
+                f"ip saddr {cli} ip daddr {srv} tcp dport {port} ip length > {52 + first_request} "
+                "counter reject with tcp reset",
+            )
+        ]
+    if options.firewall == "reject-syn":
+        second = options.second_port
+        return [
+            ("reject-syn", f"ip daddr {srv} tcp dport {second} tcp flags & (syn | ack) == syn "
+             "counter reject with tcp reset"),
+        ]  # fmt: skip
+    if options.firewall == "ct-invalid":
+        return [
+            ("ct-new", "ct state new counter"),
+            ("ct-invalid", "ct state invalid counter reject with tcp reset"),
+        ]
+    return []
+
+
+def _nft_rule(names: Names, options: LabOptions, comment: str) -> str:
+    if comment == DROP_CLIENT:
+        rule = f"ip saddr {names.client_ip} ip daddr {names.server_ip} counter drop"
+    else:
+        rule = dict(firewall_rules(names, options))[comment]
+    return f'add rule inet {NFT_TABLE} forward {rule} comment "{comment}"'
+
+
+def _nft_counters_step(names: Names, when: str) -> Step:
+    return Step(
+        action=Action.RUN,
+        title=f"router rule counters {when}",
+        argv=_in_ns(names.router_ns, "nft", "-j", "list", "table", "inet", NFT_TABLE),
+        output_key=f"nft.{when}",
+        optional=True,
+    )
+
+
+def router_rule_steps(names: Names, options: LabOptions) -> list[Step]:
+    """The router's nftables table and chain, the preset's rules, its sysctls, counters before."""
+    rtr = names.router_ns
+    script = [
+        f"add table inet {NFT_TABLE}",
+        f"add chain inet {NFT_TABLE} forward {{ type filter hook forward priority 0; policy accept; }}",
+    ]
+    script += [_nft_rule(names, options, comment) for comment, _ in firewall_rules(names, options)]
+    steps = [
+        Step(
+            action=Action.RUN,
+            title=f"router nftables table inet {NFT_TABLE} ({options.firewall})",
+            argv=_in_ns(rtr, "nft", "; ".join(script)),
+            undo=_in_ns(rtr, "nft", "delete", "table", "inet", NFT_TABLE),
+            fix=NFT_FIX,
+        )
+    ]
+    for name, value in options.router_sysctls().items():
+        steps.append(
+            Step(
+                action=Action.RUN,
+                title=f"router namespace {name}={value}",
+                argv=_in_ns(rtr, "sysctl", "-q", "-w", f"{name}={value}"),
+                fix="conntrack sysctls exist once nf_conntrack is loaded (the `ct` rule loads it)",
+            )
+        )
+    steps.append(
+        Step(
+            action=Action.RUN,
+            title="read back router sysctls",
+            argv=_in_ns(rtr, "sysctl", "net.ipv4.ip_forward", *options.router_sysctls()),
+            output_key="sysctl.router",
+            optional=True,
+        )
+    )
+    steps.append(_nft_counters_step(names, "before"))
+    return steps
+
+
+def injector_step(options: LabOptions, names: Names, caps: Capabilities) -> Step:
+    """The forger in the router namespace; its stdout (injector.jsonl) is the ground truth of its RSTs."""
+    argv = _in_ns(
+        names.router_ns,
+        "env",
+        f"PYTHONPATH={caps.project_root}",
+        caps.python,
+        "-m",
+        "rstscope.lab.inject",
+        "--iface",
+        names.router_client_dev,
+        "--server",
+        f"{names.server_ip}:{options.port}",
+        "--client",
+        names.client_ip,
+        "--mode",
+        options.inject,
+        "--after-bytes",
+        str(options.inject_after_bytes),
+    )
+    return Step(
+        action=Action.SPAWN,
+        title=f"forged RSTs ({options.inject}) from the router",
+        argv=argv,
+        process="injector",
+        stdout="injector.jsonl",
+        ready='"event": "ready"',
+        timeout=20.0,
+        signal="SIGINT",
+        fix="the injector needs scapy (pip install scapy); see logs/injector.stderr",
+    )
 
 
 def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
     """The steps of one run, in order.  Teardown is each step's ``undo``, in reverse."""
     steps: list[Step] = []
     loopback = options.loopback
+    if options.via_router and not loopback and not names.router_ns:
+        raise ValueError("a plan through the router needs Names.make(..., via_router=True)")
     srv, cli = names.server_ns, names.client_ns
-    if not loopback:
+    if not loopback and options.via_router:
+        steps += router_link_steps(names)
+    if not loopback and not options.via_router:
         steps += [
             Step(
                 action=Action.RUN,
@@ -580,7 +1042,10 @@ def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
                     fix="install ethtool; without it the capture shows super-segments above the MTU",
                 ),
             ]
+    if not loopback:
         steps += _tc_rate_steps(names, options, caps)
+        if options.via_router:
+            steps += router_rule_steps(names, options)
         if options.loss is not None and not caps.netem:
             steps += _nft_loss_steps(names, options)
         for name, value in options.sysctls().items():
@@ -643,6 +1108,8 @@ def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
             fix="install dumpcap (wireshark-common) or tcpdump, or use --capture-tool scapy",
         )
     )
+    if options.inject != "none":
+        steps.append(injector_step(options, names, caps))
     if options.server:
         steps.append(
             Step(
@@ -666,15 +1133,32 @@ def plan(options: LabOptions, names: Names, caps: Capabilities) -> list[Step]:
             timeout=10.0,
             fix="see logs/clients.stderr in the run directory",
         ),
+    ]
+    if options.firewall == "drop-client":
+        steps += [
+            Step(action=Action.SLEEP, title="let the clients get their first response", timeout=options.drop_after),
+            Step(
+                action=Action.RUN,
+                title="router drops the client's direction",
+                argv=_in_ns(names.router_ns, "nft", _nft_rule(names, options, DROP_CLIENT)),
+                fix=NFT_FIX,
+            ),
+        ]
+    steps += [
         Step(
             action=Action.WAIT,
             title="clients run",
             process="clients",
             timeout=client_wait_timeout(options),
+            ok_exit=(0, 1),  # `pair client` exits 1 when attempts failed: what a scenario is for; 2 is a usage error
         ),
         Step(action=Action.SLEEP, title="let late resets arrive", timeout=options.settle),
         Step(action=Action.STOP, title="stop the capture", process="capture", signal="SIGINT", timeout=5.0),
     ]
+    if options.inject != "none":
+        steps.append(Step(action=Action.STOP, title="stop the injector", process="injector", signal="SIGINT"))
+    if options.via_router:
+        steps.append(_nft_counters_step(names, "after"))
     if options.trace and caps.tracefs:
         steps.append(Step(action=Action.TRACE_STOP, title="collect the kernel trace", optional=True))
     for side, ns in sides:
@@ -811,7 +1295,8 @@ def capture_plan(options: CaptureOptions, names: Names, caps: Capabilities) -> l
                 stdout="command.stdout",
                 requires_root=False,
             ),
-            Step(action=Action.WAIT, title="command runs", process="command", timeout=24 * 3600.0),
+            # optional: the command's own failure is reported (and is the exit status), the capture stands
+            Step(action=Action.WAIT, title="command runs", process="command", timeout=24 * 3600.0, optional=True),
             Step(action=Action.SLEEP, title="let late resets arrive", timeout=options.settle),
         ]
     else:

@@ -3,10 +3,15 @@
 Run as ``python -m rstscope.lab.sniff --iface DEV [--filter BPF] [--snaplen N] OUT``
 (the lab runs it inside the client namespace).  Writes pcapng, prints
 ``sniffing on DEV`` on stderr once started and ``captured N dropped N`` when
-stopped by SIGINT or SIGTERM.  Scapy cannot report the kernel's drop count;
-``dropped`` is what the socket's PACKET_STATISTICS says when available, else 0.
-Slower than dumpcap: at 20 Mbit/s it keeps up, at line rate on a fast NIC it
-will not.
+stopped by SIGINT or SIGTERM.  ``dropped`` is the kernel's count of packets
+the sniffer's socket had no room for (``PACKET_STATISTICS``' ``tp_drops``),
+read from the socket the sniffer uses; when the kernel does not give it the
+line says ``dropped unknown``, never a made-up 0.  A sniffer that cannot start
+(no way to compile the filter without libpcap or tcpdump, no such interface)
+or that dies while sniffing exits 1 with the reason on stderr.
+
+Much slower than dumpcap: the lab uses it only when asked (``--capture-tool
+scapy``), and cross-checks what it kept against the kernel's reset count.
 """
 
 from __future__ import annotations
@@ -25,9 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out")
     args = parser.parse_args(argv)
 
-    from scapy.all import AsyncSniffer  # imported here: scapy is slow to import and noisy
+    from scapy.all import AsyncSniffer, conf  # imported here: scapy is slow to import and noisy
     from scapy.utils import PcapNgWriter
 
+    try:
+        sock = conf.L2listen(iface=args.iface, filter=args.filter)
+    except Exception as exc:  # scapy raises many kinds: no libpcap/tcpdump for the filter, no such device
+        sys.stderr.write(f"sniff: cannot listen on {args.iface}: {type(exc).__name__}: {exc}\n")
+        return 1
     writer = PcapNgWriter(args.out)
     lock = threading.Lock()
     count = 0
@@ -47,15 +57,40 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    sniffer = AsyncSniffer(iface=args.iface, filter=args.filter, prn=keep, store=False)
+    sniffer = AsyncSniffer(opened_socket=sock, prn=keep, store=False)
     sniffer.start()
     sys.stderr.write(f"sniffing on {args.iface}\n")
     sys.stderr.flush()
-    stop.wait()
-    sniffer.stop()
+    while not stop.wait(0.2):
+        if sniffer.thread is not None and not sniffer.thread.is_alive():
+            break  # the sniffing thread died (its traceback is on stderr)
+    died = not stop.is_set()
+    if not died:
+        sniffer.stop()
+    dropped = _drops(sock, written=count)
     writer.close()
-    sys.stderr.write(f"captured {count} dropped 0\n")
+    sys.stderr.write(f"captured {count} dropped {'unknown' if dropped is None else dropped}\n")
+    if died:
+        sys.stderr.write("sniff: the sniffer stopped on its own: the capture is incomplete\n")
+        return 1
     return 0
+
+
+PACKET_STATISTICS = 6  # linux/if_packet.h
+SOL_PACKET = 263
+
+
+def _drops(sock, *, written: int) -> int | None:
+    """Packets the socket got but the file did not, or None when unknown: those the kernel
+    dropped for want of room (``tp_drops``) plus those still queued when the sniffer stopped
+    (``tp_packets`` counts every packet, drops included, since the socket opened)."""
+    import struct
+
+    try:
+        packets, drops = struct.unpack("II", sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+    except (AttributeError, OSError, struct.error):
+        return None
+    return drops + max(0, packets - drops - written)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,14 @@ headers 0.04 µs, decode 0.15-0.2 µs, file reads 0.04 µs. TCP options other th
 a slower vectorised loop (one pass per option). SPB and obsolete PB records, and every non-
 packet block, are handled in Python (a few µs each). Records of other link types are counted in
 ``stats.unsupported_link`` and skipped; other protocols are counted (``non_ip``, ``non_tcp``,
-``ip_fragments``).
+``ip_fragments``). Tunnels and shims (GRE, ERSPAN, VXLAN, Geneve, IP-in-IP, MPLS, PPPoE; see
+:mod:`.decode`) are vectorised layers run only on the rows that carry them: plain Ethernet/IPv4/TCP
+pays one comparison per packet (whole reader, best CPU time of 7 reads, alternating with the code
+before tunnels on a loaded machine: 0.58-0.64 s against 0.65 s for the 1 M-packet file above; the
+decoder alone within ±4 %, the noise); the same 1 M packets inside VXLAN (50 more bytes each)
+take 0.90-1.18 s of CPU (about 1.1 M packets/s).
+What may carry TCP but could not be decoded is counted by cause in ``stats.undecoded`` and
+summed up in one warning.
 
 Errors: :func:`open_capture` raises :class:`rstscope.status.InputError` (one line)
 when the file cannot be read as a capture at all.  Damage met while reading (a
@@ -39,11 +46,11 @@ import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
-from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats
+from rstscope.packets import PACKET_DTYPE, PacketTable, ReadStats, describe_undecoded
 from rstscope.reader.decode import decode_batch
 from rstscope.reader.interface import Interface
 from rstscope.reader.linktypes import DECODED_SUMMARY
@@ -99,6 +106,8 @@ class Capture:
                 table = decode_batch(batch, self.stats)
                 if len(table):
                     yield table
+            if self.stats.undecoded:
+                self.stats.warnings.append(describe_undecoded(self.stats.undecoded))
         finally:
             self.close()
 
@@ -116,18 +125,23 @@ class Capture:
         return f"<Capture {str(self.path)!r} {self.format}{gz}, {len(self.interfaces)} interface(s)>"
 
 
-def open_capture(path: str | os.PathLike, *, chunk_packets: int = DEFAULT_CHUNK_PACKETS) -> Capture:
+def open_capture(
+    path: str | os.PathLike, *, chunk_packets: int = DEFAULT_CHUNK_PACKETS, stream: BinaryIO | None = None
+) -> Capture:
     """Open a pcap or pcapng file (plain or gzip) for reading.
 
     Raises :class:`InputError` (one-line message) for a missing, unreadable, empty
     or non-capture file, and for a capture none of whose interfaces has a link type
     rstscope decodes.  For pcapng, the blocks before the first packet are read here,
     so the check covers the interfaces declared before the first packet.
+
+    ``stream``: an open binary stream to read instead of opening ``path`` (standard input, a
+    FIFO already waited on: see :mod:`rstscope.inputs`); ``path`` then only names it.
     """
     if chunk_packets < 1:
         raise ValueError(f"chunk_packets must be at least 1, not {chunk_packets}")
     path = Path(path)
-    raw = _open(path)
+    raw = stream if stream is not None else _open(path)
     source = Source(raw)
     try:
         stats = ReadStats()

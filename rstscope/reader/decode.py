@@ -8,14 +8,29 @@ extension headers, TCP option slots) and shrinks to the rows that still need it.
 
 What is decoded, and what happens to everything else:
 
-* link layer: see :mod:`.linktypes` (Ethernet with up to 4 802.1Q/802.1ad/QinQ tags or Cisco FabricPath,
-  Linux cooked v1/v2, raw IP, IPv4, IPv6, BSD null and OpenBSD loop).  Other
-  link types -> ``stats.unsupported_link``; other EtherTypes/families -> ``stats.non_ip``.
+* link layer: see :mod:`.linktypes` (Ethernet with up to 4 802.1Q/802.1ad/QinQ tags (TPID 0x8100,
+  0x88a8, 0x9100) or Cisco FabricPath, Linux cooked v1/v2, raw IP, IPv4, IPv6, BSD null and
+  OpenBSD loop).  Other link types -> ``stats.unsupported_link``; other EtherTypes/families ->
+  ``stats.non_ip``.
 * IPv4 with options; IPv6 with hop-by-hop, routing, fragment, destination-options
   and AH headers (up to 8 of them).  Fragments -> ``stats.ip_fragments``; other
   protocols (including ESP and IPv6 "no next header") -> ``stats.non_tcp``.
+* encapsulations (:mod:`.tunnels`), up to ``MAX_ENCAPSULATIONS`` (4) tunnels inside one another:
+  GRE (checksum, key, sequence number; carrying IPv4, IPv6, Ethernet, MPLS, ERSPAN), ERSPAN
+  types I/II/III, VXLAN (UDP 4789), Geneve (UDP 6081, any options), IPv4/IPv6 in IPv4/IPv6
+  (protocols 4 and 41); and before an IP header, MPLS label stacks (up to 8 labels; IPv4/IPv6
+  by the version nibble, or a pseudowire control word then Ethernet) and PPPoE sessions.  A
+  tunnelled packet's row is the innermost IP packet's (addresses, TTL, IP ID); the tenant
+  identifier (VXLAN/Geneve VNI, GRE key, ERSPAN session id) goes to ``tunnel_id``.  Only rows
+  whose IP protocol may be a tunnel (4, 41, 47, or UDP to 4789/6081) or whose EtherType is a shim
+  (MPLS, PPPoE, Ethernet-in-tunnel) enter these layers: a capture without them pays one
+  comparison per packet.
 * TCP: fixed header plus options (MSS, window scale, SACK-permitted, SACK block
   count, timestamps; malformed options end option parsing, nothing more).
+
+Whatever may carry TCP but gives no usable row is counted by cause in ``stats.undecoded``
+(the cause strings are :data:`.tunnels.UNDECODED_CAUSES`: unsupported link types, fragments of
+TCP or of a tunnel, tunnels we do not follow or that are cut short, rows with a decode error).
 
 Lengths come from the IP header, never from caplen: ``payload_len`` is what was on
 the wire.  The frame's wire length bounds them (an IP length beyond it is cut to
@@ -37,7 +52,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from rstscope.packets import PACKET_DTYPE, DecodeError, PacketTable, ReadStats
+from rstscope.reader import tunnels
 from rstscope.reader.linktypes import DECODED, LINKTYPE_CLASS_MASK, LinkLayer
+from rstscope.reader.tunnels import count_undecoded
 
 ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
@@ -56,6 +73,20 @@ IPV6_AH = 51
 IPV6_HOP_BY_HOP = 0
 MAX_IPV6_EXTENSIONS = 8
 IPV6_JUMBO_OPTION = 0xC2  # RFC 2675
+MAX_ENCAPSULATIONS = 4
+"""Tunnels followed inside one another (GRE, VXLAN, Geneve, IP-in-IP); deeper ones are undecoded."""
+MAX_SHIMS = 4
+"""Shim layers (inner Ethernet, MPLS stack, PPPoE) unwrapped in a row before an IP header."""
+FRAGMENT_HIDES = (IPPROTO_TCP, tunnels.IPPROTO_IPIP, tunnels.IPPROTO_IPV6, tunnels.IPPROTO_GRE)
+"""Protocols whose fragments count as undecoded (they may carry TCP we cannot read)."""
+DECODE_ERROR_CAUSES = {
+    DecodeError.IP_HEADER_TRUNCATED: "ip: header cut short",
+    DecodeError.IP_BAD_HEADER: "ip: bad header",
+    DecodeError.TCP_HEADER_TRUNCATED: "tcp: header cut short",
+    DecodeError.TCP_BAD_OFFSET: "tcp: bad data offset",
+    DecodeError.TCP_OPTIONS_TRUNCATED: "tcp: options cut short",
+}
+"""The ``undecoded`` cause of rows with a decode error (later stages skip those rows)."""
 
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WSCALE = 0, 1, 2, 3  # RFC 9293, RFC 7323
 TCPOPT_SACK_PERMITTED, TCPOPT_SACK, TCPOPT_TIMESTAMP = 4, 5, 8  # RFC 2018, RFC 7323
@@ -64,8 +95,8 @@ LINUX_TS_LAYOUT = 0x0101_080A  # NOP, NOP, TS kind 8 len 10: Linux's 12-byte opt
 
 IPV4_MAPPED_LO = np.uint64(0x0000_FFFF_0000_0000)
 
-# Row fates for bookkeeping (not API).
-_ROW, _NON_IP, _NON_TCP, _FRAGMENT, _UNSUPPORTED = 0, 1, 2, 3, 4
+# Row fates for bookkeeping (not API).  _UNDECODED rows have their cause counted where it was found.
+_ROW, _NON_IP, _NON_TCP, _FRAGMENT, _UNSUPPORTED, _UNDECODED = 0, 1, 2, 3, 4, 5
 
 _BE = {2: np.dtype(">u2"), 4: np.dtype(">u4"), 8: np.dtype(">u8")}
 
@@ -236,7 +267,13 @@ class _Rows:
         self.ttl = np.zeros(n, dtype=np.uint8)
         self.ip_id = np.zeros(n, dtype=np.uint16)
         self.tcp_off = np.zeros(n, dtype=np.int64)
+        """Offset of the transport header (TCP, or the tunnel header behind the IP header)."""
         self.ip_payload = np.zeros(n, dtype=np.int64)
+        self.protocol = np.zeros(n, dtype=np.uint8)
+        """IP protocol (IPv6: the last next-header value)."""
+        self.more_fragments = np.zeros(n, dtype=bool)
+        self.tunnel_id: np.ndarray | None = None
+        """uint64 per row once a tunnel with an identifier was opened in the batch (see tunnels.py)."""
 
 
 def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
@@ -262,6 +299,7 @@ def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
         layer = DECODED.get(link_type & LINKTYPE_CLASS_MASK)
         if layer is None:
             stats.unsupported_link[link_type] += count
+            count_undecoded(stats.undecoded, f"unsupported link type {link_type}", count)
             rows.fate[slice(None) if where is None else where] = _UNSUPPORTED
         elif where is None:
             l3, ethertype = _LINK_DECODERS[layer](buf, off, end)
@@ -269,17 +307,31 @@ def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
             l3[where], ethertype[where] = _LINK_DECODERS[layer](buf, off[where], end[where])
 
     wirelen = np.maximum(batch.wirelen, batch.caplen)  # some files have wire length < caplen
-    is_ipv4 = ethertype == ETHERTYPE_IPV4
-    if is_ipv4.all():
+    layers = _Layers(buf, off, end, wirelen, rows, stats.undecoded)
+    if (ethertype == ETHERTYPE_IPV4).all():  # the fast path: no shim layer, no IPv6
         _decode_ipv4(buf, slice(None), l3, off, end, wirelen, rows)
     else:
-        _decode_ipv4(buf, np.flatnonzero(is_ipv4), l3, off, end, wirelen, rows)
-        _decode_ipv6(buf, np.flatnonzero(ethertype == ETHERTYPE_IPV6), l3, off, end, wirelen, rows)
+        layers.network(np.arange(n), l3, ethertype)
+    scope = np.flatnonzero(rows.fate == _NON_TCP)  # outside tunnels, this is all it costs
+    for depth in range(MAX_ENCAPSULATIONS + 1 if len(scope) else 0):
+        scope = layers.tunnel_candidates(scope)
+        if len(scope) == 0:
+            break
+        if depth == MAX_ENCAPSULATIONS:
+            rows.fate[scope] = _UNDECODED
+            count_undecoded(stats.undecoded, "encapsulation: too deep", len(scope))
+            break
+        scope = layers.open_tunnels(scope, l3, ethertype)
+        layers.network(scope, l3, ethertype)
+        scope = scope[rows.fate[scope] == _NON_TCP]
 
-    fates = np.bincount(rows.fate, minlength=5)
+    fates = np.bincount(rows.fate, minlength=6)
     stats.non_ip += int(fates[_NON_IP])
     stats.non_tcp += int(fates[_NON_TCP])
     stats.ip_fragments += int(fates[_FRAGMENT])
+    if fates[_FRAGMENT]:
+        fragments = rows.protocol[rows.fate == _FRAGMENT]
+        count_undecoded(stats.undecoded, "ip fragment", int(np.isin(fragments, FRAGMENT_HIDES).sum()))
     index = np.flatnonzero(rows.fate == _ROW)
     if len(index) == n:
         index = slice(None)  # every record is a row: views instead of gathers
@@ -292,7 +344,103 @@ def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
         errors = np.bincount(table["decode_error"], minlength=len(DecodeError))
         for code in np.flatnonzero(errors[1:]).tolist():
             stats.decode_errors[DecodeError(code + 1).name] += int(errors[code + 1])
+            stats.undecoded[DECODE_ERROR_CAUSES[DecodeError(code + 1)]] += int(errors[code + 1])
     return table
+
+
+class _Layers:
+    """The encapsulation layers of one batch: shims before an IP header, tunnels after one.
+
+    Works on index arrays of the rows that need a layer, so a batch without tunnels pays only
+    for finding that no row does.  Inner headers overwrite a row's IP columns: a tunnelled
+    packet's row describes the innermost IP packet.
+    """
+
+    def __init__(self, buf: Bytes, off, end, wirelen, rows: _Rows, undecoded):
+        self.buf, self.off, self.end, self.wirelen, self.rows, self.undecoded = buf, off, end, wirelen, rows, undecoded
+
+    def network(self, idx: np.ndarray, l3, ethertype) -> None:
+        """Unwrap shims (Ethernet, MPLS, PPPoE) at ``l3`` of rows ``idx``, then decode their IP header."""
+        buf, end, rows = self.buf, self.end, self.rows
+        for _ in range(MAX_SHIMS):
+            shim = idx[np.isin(ethertype[idx], tunnels.SHIM_TYPES)]
+            if len(shim) == 0:
+                break
+            kind = ethertype[shim]
+            for layer, types in (
+                (_link_ethernet, (tunnels.ETHERTYPE_TEB,)),
+                (tunnels.mpls, (tunnels.ETHERTYPE_MPLS, tunnels.ETHERTYPE_MPLS_MULTICAST)),
+                (tunnels.pppoe, (tunnels.ETHERTYPE_PPPOE_SESSION,)),
+            ):
+                these = shim[np.isin(kind, types)]
+                if len(these) == 0:
+                    continue
+                if layer is _link_ethernet:
+                    cut = these[l3[these] + 14 > end[these]]
+                    count_undecoded(self.undecoded, "ethernet: header cut short", len(cut))
+                    rows.fate[cut] = _UNDECODED
+                    l3[these], ethertype[these] = layer(buf, l3[these], end[these])  # 0 where cut
+                    continue
+                pos, inner_type, ok = layer(buf, l3[these], end[these], self.undecoded)
+                l3[these], ethertype[these] = pos, np.where(ok, inner_type, 0)
+                rows.fate[these[~ok]] = _UNDECODED
+        else:
+            deep = idx[np.isin(ethertype[idx], tunnels.SHIM_TYPES)]
+            count_undecoded(self.undecoded, "encapsulation: too deep", len(deep))
+            rows.fate[deep] = _UNDECODED
+            ethertype[deep] = 0
+        kind = ethertype[idx]
+        _decode_ipv4(buf, idx[kind == ETHERTYPE_IPV4], l3, self.off, end, self.wirelen, rows)
+        _decode_ipv6(buf, idx[kind == ETHERTYPE_IPV6], l3, self.off, end, self.wirelen, rows)
+
+    def tunnel_candidates(self, scope: np.ndarray) -> np.ndarray:
+        """The rows of ``scope`` (non-TCP IP packets) whose payload is a tunnel we follow."""
+        rows = self.rows
+        scope = scope[(rows.err[scope] == 0) & np.isin(rows.protocol[scope], tunnels.TUNNEL_PROTOCOLS)]
+        udp = rows.protocol[scope] == tunnels.IPPROTO_UDP
+        if udp.any():
+            pos = rows.tcp_off[scope]
+            seen = udp & (pos + 4 <= self.end[scope])
+            port = np.where(seen, self.buf.be(_safe(seen, pos + 2), 2), 0)
+            scope = scope[~udp | (port == tunnels.UDP_VXLAN) | (port == tunnels.UDP_GENEVE)]
+        split = rows.more_fragments[scope]  # a first fragment: the inner packet is not all there
+        if split.any():
+            rows.fate[scope[split]] = _FRAGMENT
+            udp_split = rows.protocol[scope[split]] == tunnels.IPPROTO_UDP  # not in FRAGMENT_HIDES
+            count_undecoded(self.undecoded, "ip fragment", int(udp_split.sum()))
+            scope = scope[~split]
+        return scope
+
+    def open_tunnels(self, scope: np.ndarray, l3, ethertype) -> np.ndarray:
+        """Decode the tunnel header of rows ``scope``; return the rows whose inner header is next."""
+        buf, rows = self.buf, self.rows
+        protocol = rows.protocol[scope]
+        pos = rows.tcp_off[scope]
+        inner = pos.copy()
+        inner_type = np.select(
+            [protocol == tunnels.IPPROTO_IPIP, protocol == tunnels.IPPROTO_IPV6], [ETHERTYPE_IPV4, ETHERTYPE_IPV6], 0
+        )
+        ok = np.ones(len(scope), dtype=bool)
+        ident = np.zeros(len(scope), dtype=np.uint64)
+        for number, layer in ((tunnels.IPPROTO_GRE, tunnels.gre), (tunnels.IPPROTO_UDP, tunnels.udp_tunnel)):
+            sel = protocol == number
+            if not sel.any():
+                continue
+            args = (buf, pos[sel], self.end[scope[sel]])
+            if number == tunnels.IPPROTO_UDP:
+                args += (buf.be(pos[sel] + 2, 2),)
+            inner[sel], inner_type[sel], ok[sel], ident[sel] = layer(*args, self.undecoded)
+        rows.fate[scope[~ok]] = _UNDECODED
+        opened = scope[ok]
+        if ident.any():
+            if rows.tunnel_id is None:
+                rows.tunnel_id = np.zeros(len(rows.fate), dtype=np.uint64)
+            rows.tunnel_id[opened] = tunnels.combine_tunnel_id(ident[ok], rows.tunnel_id[opened])
+        l3[opened], ethertype[opened] = inner[ok], inner_type[ok]
+        rows.fate[opened] = _NON_IP  # until the inner IP header says otherwise
+        rows.err[opened] = 0
+        rows.src_hi[opened] = rows.dst_hi[opened] = rows.ip_id[opened] = 0  # not every IP decoder sets them
+        return opened
 
 
 def _decode_ipv4(buf: Bytes, idx, l3, off, end, wirelen, rows: _Rows) -> None:
@@ -334,6 +482,8 @@ def _decode_ipv4(buf: Bytes, idx, l3, off, end, wirelen, rows: _Rows) -> None:
         _ROW,
     )
     rows.ip_version[idx] = 4
+    rows.protocol[idx] = protocol
+    rows.more_fragments[idx] = more_fragments
     rows.src_lo[idx] = np.where(full, IPV4_MAPPED_LO | quads[:, 3], 0)
     rows.dst_lo[idx] = np.where(full, IPV4_MAPPED_LO | quads[:, 4], 0)
     rows.ttl[idx] = np.where(full, hdr[:, 8], 0)
@@ -419,6 +569,8 @@ def _decode_ipv6(buf: Bytes, idx, l3, off, end, wirelen, rows: _Rows) -> None:
     )
     rows.err[idx] = err
     rows.ip_version[idx] = 6
+    rows.protocol[idx] = next_header
+    rows.more_fragments[idx] = more_fragments
     addr = hdr.view(_BE[8])  # 8-byte words 1..4 are the addresses
     rows.src_hi[idx] = addr[:, 1]
     rows.src_lo[idx] = addr[:, 2]
@@ -459,6 +611,8 @@ def _decode_tcp(buf: Bytes, index, end, rows: _Rows) -> PacketTable:
         return table
     for name in ("ip_version", "src_hi", "src_lo", "dst_hi", "dst_lo", "ttl", "ip_id"):
         table[name] = getattr(rows, name)[index]
+    if rows.tunnel_id is not None:
+        table["tunnel_id"] = rows.tunnel_id[index]
     err = rows.err[index]
     start = rows.tcp_off[index]
     ip_payload = rows.ip_payload[index]

@@ -4,6 +4,12 @@ Numbers are LINKTYPE_* values from https://www.tcpdump.org/linktypes.html (the
 numbers written in pcap file headers and pcapng IDBs).  A few DLT_* values that
 some operating systems write instead of the LINKTYPE value are listed too, as
 libpcap's ``dlt_to_linktype`` maps them (12 and 14 mean raw IP on OpenBSD/BSD/OS).
+
+Scope: the 10 link type numbers in :data:`DECODED` (8 header layouts).  Above the link layer
+the decoder also follows VLAN tags (4 deep), MPLS, PPPoE and tunnels (see
+:mod:`rstscope.reader.decode`); the records of any other link type are counted in
+``ReadStats.unsupported_link`` and ``ReadStats.undecoded`` ("unsupported link type N"), never
+decoded, and a capture none of whose interfaces is decoded is refused when opened.
 """
 
 from __future__ import annotations

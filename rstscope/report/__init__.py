@@ -1,2 +1,2 @@
 """Presentation: text, CSV, HTML/Markdown reports and plots.  Everything here only reads the analysis
-document (``Analysis.to_json()``) and never re-derives facts from packets."""
+document (``api.document()``) and never re-derives facts from packets."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from rstscope.output import atomic_path, make_dir
 from rstscope.report import sections as S
 
 FIGURE_DPI = 110
@@ -59,9 +60,10 @@ def render(blocks: Sequence[S.Block], figures_dir: Path, *, relative_to: Path) -
             while name in used:
                 name += "-2"
             used.add(name)
-            figures_dir.mkdir(parents=True, exist_ok=True)
+            make_dir(figures_dir, what="figures directory")
             path = figures_dir / f"{name}.png"
-            block.draw().savefig(path, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+            with atomic_path(path) as tmp:
+                block.draw().savefig(tmp, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
             link = path.relative_to(relative_to) if path.is_relative_to(relative_to) else path
             lines += [f"![{block.caption}]({link.as_posix()})", "", f"_{block.caption}_", ""]
         else:

@@ -35,7 +35,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from rstscope import packets as P
-from rstscope.report import sections as S
+from rstscope.report import records as R
 from rstscope.seqnum import seq_diff_array
 from rstscope.verdicts import Verdict
 
@@ -62,10 +62,14 @@ OUTCOME_COLOURS: dict[str, str] = {
     "abort": "#8c564b",
     "refused": "#e377c2",
     "stale": "#bcbd22",
+    "middlebox": "#1f77b4",
+    "ignored": "#c7c7c7",
+    "keepalive": "#9467bd",
+    "lone": "#dbdb8d",
     "unknown": "#17becf",
     "echo": "#999999",
-    S.OUTCOME_CLEAN: "#2ca02c",
-    S.OUTCOME_INCOMPLETE: "#b0b0b0",
+    R.OUTCOME_CLEAN: "#2ca02c",
+    R.OUTCOME_INCOMPLETE: "#b0b0b0",
 }
 """Connection outcome (verdict or way of ending) -> colour; the same in every figure."""
 
@@ -77,12 +81,14 @@ MAX_FIGURE_HEIGHT = 16.0
 
 def save(fig: Figure, out_dir: str | os.PathLike, stem: str, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Write ``fig`` as ``out_dir/stem.<format>`` for each format; returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from rstscope.output import atomic_path, make_dir
+
+    out = make_dir(out_dir)
     paths = []
     for fmt in formats:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
+        with atomic_path(path) as tmp:  # a full disk or Ctrl-C leaves no half-drawn figure
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI, bbox_inches="tight", metadata=_metadata(fmt))
         paths.append(path)
     return paths
 
@@ -108,7 +114,7 @@ def overview_title(doc: dict, label: str | None = None) -> str:
     conns = doc["connections"]
     lost = [c for c in conns if c["lost_data"]]
     prefix = f"{label}: " if label else ""
-    resets = sum(1 for c in conns if S.client_reset(c))
+    resets = sum(1 for c in conns if R.client_reset(c))
     tail = f"; {resets} clients got ECONNRESET" if any("client_outcome" in c for c in conns) else ""
     if lost:
         kinds = Counter(c["verdict"] for c in lost)
@@ -119,7 +125,7 @@ def overview_title(doc: dict, label: str | None = None) -> str:
         kinds = Counter(c["verdict"] for c in conns if c.get("verdict"))
         what = ", ".join(f"{n} {v}" for v, n in kinds.most_common())
         return f"{prefix}{reset} of {len(conns)} connections reset ({what}), none with data at risk{tail}"
-    clean = sum(1 for c in conns if S.connection_outcome(c) == S.OUTCOME_CLEAN)
+    clean = sum(1 for c in conns if R.connection_outcome(c) == R.OUTCOME_CLEAN)
     return f"{prefix}no reset: {clean} of {len(conns)} connections closed cleanly{tail}"
 
 
@@ -143,12 +149,12 @@ def _draw_overview(ax, doc: dict, *, plot_height_in: float, legend: bool, t0: fl
     if not n:
         ax.text(0.5, 0.5, "no TCP connection in the capture", ha="center", va="center", transform=ax.transAxes)
         return
-    t0 = S.first_syn_time(doc) if t0 is None else t0
+    t0 = R.first_syn_time(doc) if t0 is None else t0
     rows = {(c.get("capture", 0), c["id"]): i for i, c in enumerate(conns)}
     y = np.arange(n)
     starts = np.array([c["start"] - t0 for c in conns])
     ends = np.array([c["end"] - t0 for c in conns])
-    outcomes = [S.connection_outcome(c) for c in conns]
+    outcomes = [R.connection_outcome(c) for c in conns]
     colours = [_colour(o) for o in outcomes]
     row_pt = max(0.2, plot_height_in) * 72 / n
     width = float(np.clip(row_pt * 0.6, 0.8, 9.0))
@@ -156,7 +162,7 @@ def _draw_overview(ax, doc: dict, *, plot_height_in: float, legend: bool, t0: fl
     ax.hlines(y, starts, ends, colors=colours, linewidth=width, zorder=2)
     ax.scatter(starts, y, marker="|", s=(mark * 1.2) ** 2, c=colours, linewidths=1.2, zorder=3)
 
-    by_conn = S.resets_by_connection(doc)
+    by_conn = R.resets_by_connection(doc)
     prim_x, prim_y, prim_c, echo_x, echo_y, econn_x, econn_y = [], [], [], [], [], [], []
     for key, resets in by_conn.items():
         row = rows.get(key)
@@ -171,10 +177,10 @@ def _draw_overview(ax, doc: dict, *, plot_height_in: float, legend: bool, t0: fl
                 prim_y.append(row)
                 prim_c.append(_colour(r["verdict"]))
     for i, c in enumerate(conns):
-        if S.client_reset(c):
+        if R.client_reset(c):
             resets = by_conn.get((c.get("capture", 0), c["id"]), [])
             # clients.jsonl times are not in the document: mark where the client received its reset
-            primary = S.primary_reset(c, [r for r in resets if r["sender"] != "client"] or resets)
+            primary = R.primary_reset(c, [r for r in resets if r["sender"] != "client"] or resets)
             econn_x.append((primary["time"] if primary else c["end"]) - t0)
             econn_y.append(i)
     ax.scatter(echo_x, echo_y, marker=".", s=max(2.0, mark * 0.8), c=ECHO_GREY, zorder=4, linewidths=0)
@@ -197,8 +203,8 @@ def _draw_overview(ax, doc: dict, *, plot_height_in: float, legend: bool, t0: fl
         ax.set_ylabel(f"{n} connections, by first SYN")
     if legend:
         counts = Counter(outcomes)
-        handles = [Patch(color=_colour(o), label=f"{o} ({counts[o]})") for o in S.OUTCOME_ORDER if counts[o]]
-        handles += [Patch(color=_colour(o), label=f"{o} ({counts[o]})") for o in counts if o not in S.OUTCOME_ORDER]
+        handles = [Patch(color=_colour(o), label=f"{o} ({counts[o]})") for o in R.OUTCOME_ORDER if counts[o]]
+        handles += [Patch(color=_colour(o), label=f"{o} ({counts[o]})") for o in counts if o not in R.OUTCOME_ORDER]
         if prim_x:
             handles.append(Line2D([], [], marker="X", ls="", color="#666", mec="black", ms=9, label="RST (primary)"))
         if echo_x:
@@ -304,20 +310,20 @@ def connection_packets(doc: dict, conn: dict, *, capture: str | os.PathLike | No
 
 
 def time_sequence_title(doc: dict, conn: dict) -> str:
-    resets = S.resets_by_connection(doc).get((conn.get("capture", 0), conn["id"]), [])
-    primary = S.primary_reset(conn, resets)
-    stream = S.stream_indices(doc)[(conn.get("capture", 0), conn["id"])]
+    resets = R.resets_by_connection(doc).get((conn.get("capture", 0), conn["id"]), [])
+    primary = R.primary_reset(conn, resets)
+    stream = R.stream_indices(doc)[(conn.get("capture", 0), conn["id"])]
     head = f"Connection {conn['id']} (tcp.stream {stream})"
     if primary is None:
-        sent = S.format_bytes(conn["stream_bytes"]["server"])
-        if S.connection_outcome(conn) == S.OUTCOME_CLEAN:
+        sent = R.format_bytes(conn["stream_bytes"]["server"])
+        if R.connection_outcome(conn) == R.OUTCOME_CLEAN:
             what = f"closed cleanly with FINs, server sent {sent}"
         else:
             what = f"no FIN and no RST ({conn['history'] or 'no history'})"
     else:
         who, verdict = primary["sender"], primary["verdict"]
         if verdict == "close-race":
-            what = f"{who} reset with {S.format_bytes(primary['in_flight'])} in flight (close race)"
+            what = f"{who} reset with {R.format_bytes(primary['in_flight'])} in flight (close race)"
         elif verdict == "backlog":
             what = "server reset a handshake it never accepted (listen backlog)"
         elif verdict == "late-data":
@@ -326,6 +332,12 @@ def time_sequence_title(doc: dict, conn: dict) -> str:
             what = "connection refused (nothing listened)"
         elif verdict == "abort":
             what = f"{who} aborted with nothing in flight"
+        elif verdict == "middlebox":
+            what = f"a middlebox reset it, as the {who}"
+        elif verdict == "ignored":
+            what = "a RST that changed nothing (ignored)"
+        elif verdict == "keepalive":
+            what = f"{who} reset after unanswered keepalive probes"
         else:
             what = f"{who} reset ({verdict})"
     client = ""
@@ -333,7 +345,7 @@ def time_sequence_title(doc: dict, conn: dict) -> str:
         client = f"\nclient saw {conn['client_outcome']}"
         if conn.get("client_bytes_expected") and conn.get("client_bytes_read") is not None:
             read, expected = conn["client_bytes_read"], conn["client_bytes_expected"]
-            client += f", read {S.format_bytes(read)} of {S.format_bytes(expected)}"
+            client += f", read {R.format_bytes(read)} of {R.format_bytes(expected)}"
     return f"{head}: {what}{client}"
 
 
@@ -341,8 +353,8 @@ def time_sequence_figure(doc: dict, conn: dict, packets: ConnectionPackets | Non
     """tcptrace/Stevens-style time-sequence graph of one connection: one panel per direction."""
     pk = packets if packets is not None else connection_packets(doc, conn)
     key = (conn.get("capture", 0), conn["id"])
-    resets = S.resets_by_connection(doc).get(key, [])
-    primary = S.primary_reset(conn, resets)
+    resets = R.resets_by_connection(doc).get(key, [])
+    primary = R.primary_reset(conn, resets)
     role = {"client": 0, "server": 1}
     if primary is not None and primary["sender"] in role:
         main = role[primary["sender"]]
@@ -467,7 +479,7 @@ def _shade_in_flight(ax, pk: ConnectionPackets, side: int, r: dict, x: float, y_
     basis = {"echoes": "lower bound, from echo RSTs", "capture": "at the capture point"}.get(
         r.get("in_flight_basis") or "", r.get("in_flight_basis") or ""
     )
-    text = f"{S.format_bytes(n)} in flight at the RST"
+    text = f"{R.format_bytes(n)} in flight at the RST"
     if basis:
         text += f"\n({basis})"
     ax.text(
@@ -482,7 +494,7 @@ def _shade_in_flight(ax, pk: ConnectionPackets, side: int, r: dict, x: float, y_
         zorder=7,
         bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": colour, "alpha": 0.9},
     )
-    handles.append(Patch(facecolor=colour, alpha=0.3, label=f"in flight at the RST: {S.format_bytes(n)}"))
+    handles.append(Patch(facecolor=colour, alpha=0.3, label=f"in flight at the RST: {R.format_bytes(n)}"))
 
 
 # ----------------------------------------------------------------------------------- listen queue
@@ -529,7 +541,7 @@ def listen_queue_title(doc: dict, label: str | None = None) -> str:
     backlog = (doc["summary"].get("by_verdict") or {}).get("backlog")
     if backlog:
         parts.append(f"{backlog} backlog resets")
-    counters = S.kernel_counters(doc, names=("TcpExtListenOverflows",))
+    counters = R.kernel_counters(doc, names=("TcpExtListenOverflows",))
     if counters:
         parts.append(f"ListenOverflows +{counters['TcpExtListenOverflows']}")
     prefix = f"{label}: " if label else ""
@@ -543,7 +555,7 @@ def listen_queue_figure(doc: dict, *, label: str | None = None,
     """SYNs and their retransmissions along time, the SYN→SYN-ACK delay per connection, and the
     server's listen-queue counters when the document has them (lab runs)."""
     hs = handshakes if handshakes is not None else handshake_times(doc)
-    t0 = S.first_syn_time(doc)
+    t0 = R.first_syn_time(doc)
     conns = [c for c in doc["connections"] if hs.get((c.get("capture", 0), c["id"]), {}).get("syn")]
     with rc_context(STYLE):
         fig = Figure(figsize=(11.5, 7.5), layout="constrained")
@@ -594,14 +606,14 @@ def _draw_handshake_rows(ax, doc: dict, conns: list[dict], hs: dict, t0: float) 
     width = float(np.clip(row_pt * 0.35, 0.8, 5.0))
     mark = float(np.clip(row_pt * 0.8, 2.5, 8.0)) ** 2
     points: dict[str, tuple[list, list]] = {k: ([], []) for k in ("syn", "syn_retx", "synack", "synack_retx", "rst")}
-    by_conn = S.resets_by_connection(doc)
+    by_conn = R.resets_by_connection(doc)
     for y, c in enumerate(conns):
         key = (c.get("capture", 0), c["id"])
         syns = sorted(hs[key]["syn"])
         synacks = sorted(hs[key]["synack"])
         start = syns[0] - t0
         if synacks:
-            ax.hlines(y, start, synacks[0] - t0, colors=_colour(S.connection_outcome(c)), linewidth=width, zorder=2)
+            ax.hlines(y, start, synacks[0] - t0, colors=_colour(R.connection_outcome(c)), linewidth=width, zorder=2)
         else:
             ax.hlines(y, start, syns[-1] - t0, colors="#444444", linewidth=width * 0.6, linestyles=":", zorder=2)
         for name, values in (("syn", syns[:1]), ("syn_retx", syns[1:]), ("synack", synacks[:1]),
@@ -627,8 +639,8 @@ def _draw_handshake_rows(ax, doc: dict, conns: list[dict], hs: dict, t0: float) 
             ax.scatter(xs, ys, s=mark, linewidths=0.5, zorder=4, **style)
             handles.append(Line2D([], [], ls="", ms=8, mec="black", marker=style["marker"],
                                   mfc=style.get("c", "white"), label=f"{label} ({len(xs)})"))  # fmt: skip
-    outcomes = Counter(S.connection_outcome(c) for c in conns)
-    handles += [Patch(color=_colour(o), label=f"waiting for SYN-ACK: {o}") for o in S.OUTCOME_ORDER if outcomes[o]]
+    outcomes = Counter(R.connection_outcome(c) for c in conns)
+    handles += [Patch(color=_colour(o), label=f"waiting for SYN-ACK: {o}") for o in R.OUTCOME_ORDER if outcomes[o]]
     unanswered = sum(1 for c in conns if not hs[(c.get("capture", 0), c["id"])]["synack"])
     if unanswered:
         handles.append(Line2D([], [], color="#444444", ls=":", lw=2, label=f"never answered ({unanswered})"))
@@ -655,14 +667,14 @@ def _counter_text(doc: dict, conns: list[dict], hs: dict) -> str:
     by_verdict = doc["summary"].get("by_verdict") or {}
     lines.append(f"{'backlog RSTs':<22}{by_verdict.get('backlog', 0):>5}")
     lines.append(f"{'refused RSTs':<22}{by_verdict.get('refused', 0):>5}")
-    counters = S.kernel_counters(doc, names=S.LISTEN_COUNTERS)
+    counters = R.kernel_counters(doc, names=R.LISTEN_COUNTERS)
     lines += ["", "Server kernel counters", "(nstat delta, lab run)", ""]
     if counters is None:
         lines.append("not known: a capture only")
     elif not counters:
         lines.append("all listen-queue counters 0")
     else:
-        for name in S.LISTEN_COUNTERS:
+        for name in R.LISTEN_COUNTERS:
             if name in counters:
                 lines.append(f"{name.removeprefix('TcpExt'):<22}{counters[name]:>5}")
     return "\n".join(lines)
@@ -679,8 +691,8 @@ def _duration(seconds: float) -> str:
 
 def _short_title(doc: dict, label: str) -> str:
     s = doc["summary"]
-    return (f"{label}: {S.plural(s['connections'], 'connection')}, {s['connections_lost_data']} lost data, "
-            f"{S.plural(s['resets'], 'RST')}")  # fmt: skip
+    return (f"{label}: {R.plural(s['connections'], 'connection')}, {s['connections_lost_data']} lost data, "
+            f"{R.plural(s['resets'], 'RST')}")  # fmt: skip
 
 
 def comparison_title(a: dict, b: dict, label_a: str, label_b: str) -> str:
@@ -705,7 +717,7 @@ def comparison_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") 
     with rc_context(STYLE):
         fig = Figure(figsize=(13, top_h + 4.2), layout="constrained")
         grid = fig.add_gridspec(2, 2, height_ratios=(top_h, 3.6))
-        spans = [max((c["end"] - S.first_syn_time(d) for c in d["connections"]), default=0.0) for d in docs]
+        spans = [max((c["end"] - R.first_syn_time(d) for c in d["connections"]), default=0.0) for d in docs]
         for col, (doc, label) in enumerate(zip(docs, labels, strict=True)):
             ax = fig.add_subplot(grid[0, col])
             _draw_overview(ax, doc, plot_height_in=top_h - 1.2, legend=False, compact=True)
@@ -721,11 +733,11 @@ def comparison_figure(a: dict, b: dict, label_a: str = "A", label_b: str = "B") 
             _grouped_bars(ax_o, counts, labels, order=None, xlabel="client attempts",
                           title="What the clients saw (clients.jsonl)")  # fmt: skip
         else:
-            counts = [Counter(S.connection_outcome(c) for c in d["connections"]) for d in docs]
-            _grouped_bars(ax_o, counts, labels, order=list(S.OUTCOME_ORDER), xlabel="connections",
+            counts = [Counter(R.connection_outcome(c) for c in d["connections"]) for d in docs]
+            _grouped_bars(ax_o, counts, labels, order=list(R.OUTCOME_ORDER), xlabel="connections",
                           title="Connections by outcome")  # fmt: skip
-        handles = [Patch(color=_colour(o), label=o) for o in S.OUTCOME_ORDER
-                   if any(S.connection_outcome(c) == o for d in docs for c in d["connections"])]  # fmt: skip
+        handles = [Patch(color=_colour(o), label=o) for o in R.OUTCOME_ORDER
+                   if any(R.connection_outcome(c) == o for d in docs for c in d["connections"])]  # fmt: skip
         handles += [
             Line2D([], [], marker="X", ls="", color="#666", mec="black", ms=8, label="RST (primary)"),
             Line2D([], [], marker=".", ls="", color=ECHO_GREY, ms=7, label="echo RST"),
@@ -766,12 +778,12 @@ def _grouped_bars(ax, counts: list[dict], labels: tuple[str, str], *, order: lis
 def draw_all(doc: dict, out_dir: str | os.PathLike, *, label: str | None = None, connections: list[dict] | None = None,
              examples: int = 3, formats: tuple[str, ...] = ("png", "svg"), prefix: str = "") -> list[Path]:  # fmt: skip
     """Overview, listen queue (when there is anything to see or the run has counters) and one
-    time-sequence graph per chosen connection (default: :func:`sections.example_connections`)."""
+    time-sequence graph per chosen connection (default: :func:`records.example_connections`)."""
     written: list[Path] = []
-    chosen = connections if connections else S.example_connections(doc, examples)
+    chosen = connections if connections else R.example_connections(doc, examples)
     if not connections:
         written += save(overview_figure(doc, label=label), out_dir, f"{prefix}overview", formats)
-        if S.listen_queue_trouble(doc) or S.kernel_counters(doc) is not None:
+        if R.listen_queue_trouble(doc) or R.kernel_counters(doc) is not None:
             written += save(listen_queue_figure(doc, label=label), out_dir, f"{prefix}listen-queue", formats)
     for conn in chosen:
         fig = time_sequence_figure(doc, conn)

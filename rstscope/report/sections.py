@@ -1,10 +1,8 @@
 """What the report says, as plain blocks that :mod:`.html` and :mod:`.markdown` render alike.
 
-This is the one module that reads the analysis document for the report and the
-plots: a connection's outcome, its Wireshark ``tcp.stream`` index, the example
-connections worth a graph, ``--connection`` lookup, and the report's sections
-(:func:`single_report`, :func:`compare_report`).  It never looks at packets; the
-figures that need packets say so in :mod:`.plots`.
+The report's sections (:func:`single_report`, :func:`compare_report`) and its inputs (:func:`load`).
+What they read from the analysis document (outcomes, stream indices, example connections) is in
+:mod:`.records`, which :mod:`.plots` reads too; this module never looks at packets.
 
 Blocks are small frozen dataclasses (:class:`Heading`, :class:`Paragraph`,
 :class:`Bullets`, :class:`Table`, :class:`FigureBlock`).  Inline text is a
@@ -15,11 +13,22 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rstscope.document import distinct_fixes
+from rstscope.packets import describe_undecoded
+from rstscope.report.records import (
+    LISTEN_COUNTERS,
+    example_connections,
+    first_syn_time,
+    format_bytes,
+    kernel_counters,
+    listen_queue_trouble,
+    plural,
+    stream_indices,
+)
 from rstscope.status import InputError
 from rstscope.verdicts import Verdict
 
@@ -35,7 +44,7 @@ class Loaded:
     source: Path
     """The capture file or run directory as given."""
     doc: dict
-    """The analysis document (``Analysis.to_json()``; a run directory adds ``ground_truth``)."""
+    """The analysis document (``api.document()``; a run directory adds ``ground_truth``)."""
 
 
 def expand_inputs(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -64,197 +73,16 @@ def load(paths: Sequence[str | os.PathLike], *, progress: Callable[[str], None] 
     for path in expand_inputs(paths):
         if progress:
             progress(f"analysing {path}")
-        doc = api.analyze(path).to_json()
+        doc = api.document(api.analyze(path))
         loaded.append(Loaded(label=input_label(doc, path), source=path, doc=doc))
     return loaded
 
 
 def input_label(doc: dict, path: Path) -> str:
     gt = doc.get("ground_truth") or {}
-    return str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
-
-
-# ------------------------------------------------------------------------------ reading the document
-
-OUTCOME_CLEAN = "clean"
-"""No RST, both sides closed with FIN."""
-OUTCOME_INCOMPLETE = "no FIN, no RST"
-"""No RST and no complete FIN exchange: a handshake that never finished, a timeout, or a connection
-still open when the capture ended."""
-
-OUTCOME_ORDER: tuple[str, ...] = (
-    Verdict.CLOSE_RACE.value,
-    Verdict.BACKLOG.value,
-    Verdict.LATE_DATA.value,
-    Verdict.ABORT.value,
-    Verdict.REFUSED.value,
-    Verdict.STALE.value,
-    Verdict.UNKNOWN.value,
-    Verdict.ECHO.value,
-    OUTCOME_CLEAN,
-    OUTCOME_INCOMPLETE,
-)
-"""Connection outcomes in legend order: a connection's verdict, else how it ended without a RST."""
-
-
-def connection_outcome(conn: dict) -> str:
-    """A connection's verdict (of its first non-echo RST), else ``clean`` or ``no FIN, no RST``."""
-    if conn.get("verdict"):
-        return conn["verdict"]
-    return OUTCOME_CLEAN if conn.get("phase") == "closed" else OUTCOME_INCOMPLETE
-
-
-def client_reset(conn: dict) -> bool:
-    """True when the lab's client read ECONNRESET on this connection (lab runs only)."""
-    return str(conn.get("client_outcome") or "").startswith("ECONNRESET")
-
-
-def stream_indices(doc: dict) -> dict[tuple[int, int], int]:
-    """(capture, connection id) -> Wireshark's ``tcp.stream`` index: the rank of the connection's
-    first frame within its capture (Wireshark numbers streams in order of their first packet)."""
-    ranks: dict[tuple[int, int], int] = {}
-    per_capture: dict[int, list[dict]] = {}
-    for conn in doc["connections"]:
-        per_capture.setdefault(conn.get("capture", 0), []).append(conn)
-    for capture, conns in per_capture.items():
-        for rank, conn in enumerate(sorted(conns, key=lambda c: c["first_frame"])):
-            ranks[(capture, conn["id"])] = rank
-    return ranks
-
-
-def resets_by_connection(doc: dict) -> dict[tuple[int, int], list[dict]]:
-    """(capture, connection id) -> its RST records in frame order."""
-    out: dict[tuple[int, int], list[dict]] = {}
-    for reset in doc["resets"]:
-        if reset.get("connection") is not None:
-            out.setdefault((reset.get("capture", 0), reset["connection"]), []).append(reset)
-    for rows in out.values():
-        rows.sort(key=lambda r: r["frame"])
-    return out
-
-
-def primary_reset(conn: dict, resets: list[dict]) -> dict | None:
-    """The connection's first non-echo RST (what happened to it), else its first RST."""
-    return next((r for r in resets if r["verdict"] != Verdict.ECHO.value), resets[0] if resets else None)
-
-
-def format_bytes(n: int | float | None) -> str:
-    """``93.0 kB``-style (decimal units, as network people count)."""
-    if n is None:
-        return "?"
-    for unit, size in (("MB", 1_000_000), ("kB", 1_000)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} B"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    return f"{n:,} {word if n == 1 else (words or word + 's')}"
-
-
-def first_syn_time(doc: dict) -> float:
-    """Time zero of the figures and the report: the first connection's start (its SYN)."""
-    return min((c["start"] for c in doc["connections"]), default=0.0)
-
-
-def find_connection(doc: dict, spec: str) -> dict:
-    """The connection named by ``spec``.
-
-    ``N``               the connection id (as ``rstscope analyze`` and this report print it);
-    ``tcp.stream=N``    Wireshark's stream index;
-    ``A:P-B:P``         a 4-tuple, either order (``,`` or a space also separate the ends);
-    ``A:P`` or ``:P``   one endpoint or a port, when it names a single connection.
-    Raises InputError when nothing or more than one connection matches.
-    """
-    spec = spec.strip()
-    conns = doc["connections"]
-    if spec.isdigit():
-        found = [c for c in conns if c["id"] == int(spec)]
-    elif spec.replace(" ", "").startswith(("tcp.stream=", "tcp.stream==")):
-        number = spec.replace(" ", "").split("=")[-1]
-        if not number.isdigit():
-            raise InputError(f"--connection {spec!r}: tcp.stream wants a number")
-        ranks = stream_indices(doc)
-        found = [c for c in conns if ranks[(c.get("capture", 0), c["id"])] == int(number)]
-    else:
-        ends = _split_tuple(spec)
-        found = [c for c in conns if _matches(c, ends)]
-    if not found:
-        raise InputError(f"--connection {spec!r}: no such connection ({len(conns)} in the capture)")
-    if len(found) > 1:
-        names = ", ".join(f"{c['id']} ({c['client']} -> {c['server']})" for c in found[:5])
-        raise InputError(f"--connection {spec!r} matches {len(found)} connections: {names}; give the id")
-    return found[0]
-
-
-def _split_tuple(spec: str) -> list[str]:
-    for sep in (" - ", "->", ",", " ", "-"):
-        if sep in spec and not (sep == "-" and spec.count("-") != 1):
-            parts = [p.strip() for p in spec.split(sep) if p.strip()]
-            if len(parts) == 2:
-                return parts
-    return [spec]
-
-
-def _matches(conn: dict, ends: list[str]) -> bool:
-    def same(endpoint: str, pattern: str) -> bool:
-        if pattern.startswith(":"):
-            return endpoint.rpartition(":")[2] == pattern[1:]
-        return endpoint == pattern
-
-    a, b = conn["client"], conn["server"]
-    if len(ends) == 2:
-        return (same(a, ends[0]) and same(b, ends[1])) or (same(a, ends[1]) and same(b, ends[0]))
-    return same(a, ends[0]) or same(b, ends[0])
-
-
-def example_connections(doc: dict, limit: int = 3) -> list[dict]:
-    """Connections worth a time-sequence graph: for each loss verdict, then each other verdict, the
-    connection with the most bytes in flight at its reset; at most ``limit``."""
-    best: dict[str, dict] = {}
-    for conn in doc["connections"]:
-        verdict = conn.get("verdict")
-        if not verdict or verdict == Verdict.ECHO.value:
-            continue
-        key = (conn.get("in_flight_at_reset") or 0, -conn["id"])
-        if verdict not in best or key > (best[verdict].get("in_flight_at_reset") or 0, -best[verdict]["id"]):
-            best[verdict] = conn
-    order = [v.value for v in Verdict]
-    picked = sorted(best.values(), key=lambda c: (not c["lost_data"], order.index(c["verdict"])))
-    if not picked and doc["connections"]:  # no RST at all: the biggest connection shows what "fine" looks like
-        picked = [max(doc["connections"], key=lambda c: (sum(c["stream_bytes"].values()), -c["id"]))]
-    return picked[:limit]
-
-
-def listen_queue_trouble(doc: dict) -> bool:
-    """True when the listen-queue figure has something to show (retransmitted or unanswered handshakes,
-    backlog or refused resets)."""
-    lq = doc.get("listen_queue") or {}
-    if any(lq.get(k) for k in ("syn_retransmitted", "synack_retransmitted", "synack_after_ack", "unanswered")):
-        return True
-    return any(v in (doc["summary"].get("by_verdict") or {}) for v in ("backlog", "refused"))
-
-
-LISTEN_COUNTERS: tuple[str, ...] = (
-    "TcpExtListenOverflows",
-    "TcpExtListenDrops",
-    "TcpExtTCPReqQFullDrop",
-    "TcpExtTCPReqQFullDoCookies",
-    "TcpExtSyncookiesSent",
-    "TcpExtSyncookiesRecv",
-    "TcpExtEmbryonicRsts",
-    "TcpExtTCPSynRetrans",
-)
-"""Kernel counters about the listen queues (RESETS.md, "Backlog reset")."""
-
-
-def kernel_counters(doc: dict, side: str = "server", names: Iterable[str] | None = None) -> dict[str, int] | None:
-    """Non-zero counter deltas of one namespace in a lab run, None without a run."""
-    nstat = ((doc.get("ground_truth") or {}).get("nstat") or {}).get(side)
-    if nstat is None:
-        return None
-    keep = set(names) if names is not None else None
-    return {k: v for k, v in nstat.items() if v and (keep is None or k in keep)}
+    label = str(gt.get("scenario") or (path.name if path.is_dir() else path.stem))
+    # A file name that is not UTF-8 holds surrogates, which no font or file encoding takes: show its bytes.
+    return label.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 # --------------------------------------------------------------------------------------------- blocks
@@ -405,6 +233,8 @@ def summary_sentences(doc: dict) -> list[Text]:
                    f"(mostly {top}: {Verdict(top).definition[0].lower()}{Verdict(top).definition[1:]})")  # fmt: skip
     elif s["resets"]:
         out.append(f"{plural(s['resets'], 'RST')}, all echoes of resets outside the capture.")
+    elif doc.get("undecoded"):  # never "nothing was reset" about packets that were not read
+        out.append(f"No RST in {plural(len(conns), 'decoded connection')}; {describe_undecoded(doc['undecoded'])}.")
     else:
         out.append(f"No RST in {plural(len(conns), 'connection')}: nothing was reset.")
 
@@ -507,7 +337,9 @@ def evidence_section(doc: dict, *, level: int, max_rows: int = MAX_ROWS) -> list
     resets = doc["resets"]
     blocks: list[Block] = [Heading(level=level, text="Evidence per RST")]
     if not resets:
-        blocks.append(Paragraph(text="No RST in the capture."))
+        undecoded = describe_undecoded(doc.get("undecoded") or {})
+        text = f"No RST in the decoded packets; {undecoded}." if undecoded else "No RST in the capture."
+        blocks.append(Paragraph(text=text))
         return blocks
     primaries = [r for r in resets if r["verdict"] != Verdict.ECHO.value]
     echoes = len(resets) - len(primaries)
@@ -564,31 +396,33 @@ def kernel_section(doc: dict, *, level: int) -> list[Block]:
     elif not sends:
         blocks.append(Paragraph(text="No kernel reset records in this run (no tracefs): only the capture speaks."))
     else:
-        agreement = gt.get("kernel_agreement")
+        primary, echo, origin = (gt.get(k) for k in ("kernel_agreement", "echo_agreement", "origin_agreement"))
+        figures = [f"{label} {value:.0%}" for label, value in
+                   (("primary RSTs", primary), ("echoes", echo), ("origin", origin)) if value is not None]
         blocks.append(Paragraph(text=(
             f"The kernel logged {plural(sends, 'reset')} (tracepoint ", Code("tcp:tcp_send_reset"), "); "
             f"{gt.get('resets_matched', 0)} of {plural(gt.get('resets', 0), 'RST')} in the capture were matched to "
-            f"one by sender and order, and "
-            + (f"{agreement:.0%} of those agree with their verdict." if agreement is not None else "none agree.")
+            "one by sender and order. Each RST's ground truth (the kernel's reason, or the router's record for a "
+            "RST no endpoint sent, with the wire facts that tell the cases apart) means one verdict; agreement: "
+            + ("; ".join(figures) if figures else "nothing to score") + "."
             + (f" {gt.get('kernel_unmatched')} kernel records found no packet." if gt.get("kernel_unmatched") else "")
         )))  # fmt: skip
         pairs: Counter = Counter()
         agree: Counter = Counter()
         for r in doc["resets"]:
-            k = r.get("kernel")
-            if not k:
+            t = r.get("truth")
+            if not t:
                 continue
-            key = (f"{k.get('reason')}{'/LISTEN' if k.get('listener') else ''}", r["verdict"])
+            key = (t.get("reason") or "?", t.get("verdict") or "?", r["verdict"])
             pairs[key] += 1
             agree[key] += bool(r.get("kernel_agrees"))
         rows = tuple(
-            (Code(reason), Code(verdict), f"{n:,}", "yes" if agree[(reason, verdict)] == n else
-             f"{agree[(reason, verdict)]} of {n}")
-            for (reason, verdict), n in pairs.most_common()
+            (Code(reason), Code(truth), Code(verdict), f"{n:,}", "yes" if agree[key] == n else f"{agree[key]} of {n}")
+            for key, n in pairs.most_common() for reason, truth, verdict in (key,)
         )  # fmt: skip
         if rows:
-            blocks.append(Table(columns=("kernel reason", "rstscope verdict", "RSTs", "agree"), rows=rows,
-                                numeric=frozenset({2})))  # fmt: skip
+            blocks.append(Table(columns=("ground truth", "means", "rstscope verdict", "RSTs", "agree"), rows=rows,
+                                numeric=frozenset({3})))  # fmt: skip
     outcomes = gt.get("client_outcomes") or {}
     if outcomes:
         blocks.append(Paragraph(text="What the clients saw (clients.jsonl):"))

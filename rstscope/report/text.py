@@ -5,7 +5,8 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from rstscope.document import distinct_fixes
+from rstscope.document import LOST_LISTED, distinct_fixes
+from rstscope.packets import describe_undecoded
 from rstscope.verdicts import Verdict
 
 TABLE_COLUMNS = (
@@ -29,7 +30,6 @@ CSV_COLUMNS = (
     "answers_frame", "answers", "echoes", "syn_retransmissions", "synack_retransmissions",
     "synack_after_ack", "client_unacked", "kernel_reason", "explanation",
 )  # fmt: skip
-MAX_LOST_LISTED = 10
 
 _BOLD, _RED, _YELLOW, _DIM, _RESET = "\x1b[1m", "\x1b[31m", "\x1b[33m", "\x1b[2m", "\x1b[0m"
 _VERDICT_COLOUR = {"close-race": _RED, "backlog": _RED, "late-data": _YELLOW, "refused": _YELLOW,
@@ -65,7 +65,13 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
     for cap in doc["captures"]:
         for w in cap["warnings"]:
             out.write(st(f"  warning: {cap['path']}: {w}", _YELLOW) + "\n")
-    if not s["resets"]:
+    undecoded = describe_undecoded(doc.get("undecoded") or {})
+    decoded_tcp = s["tcp_packets"] - sum(sum(c["decode_errors"].values()) for c in doc["captures"])
+    if not s["resets"] and undecoded and decoded_tcp <= 0:
+        out.write(st(f"\n  No TCP decoded: {undecoded}.\n", _YELLOW))
+    elif not s["resets"] and undecoded:
+        out.write(f"\n  No RST in the {decoded_tcp:,} TCP packets decoded; " + st(f"{undecoded}.", _YELLOW) + "\n")
+    elif not s["resets"]:
         out.write("\n  No RST in this capture.\n")
     else:
         out.write("\n" + st("  RSTs by verdict", _BOLD) + "\n")
@@ -73,18 +79,20 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
             n = s["by_verdict"].get(v.value, 0)
             if n:
                 out.write(f"    {st(f'{v.value:<11}', _VERDICT_COLOUR.get(v.value, ''))} {n:>6}  {v.definition}\n")
+    # A summary document lists only the connections printed here; the summary counts them all.
     lost = [c for c in doc["connections"] if c["lost_data"]]
-    if lost:
-        out.write("\n" + st(f"  Connections that lost data: {len(lost)}", _BOLD))
+    lost_count = s["connections_lost_data"]
+    if lost_count:
+        out.write("\n" + st(f"  Connections that lost data: {lost_count}", _BOLD))
         in_flight = s["bytes_in_flight_at_loss"]
         out.write(f" ({_bytes(in_flight)} in flight at the resets)\n" if in_flight else "\n")
         lost.sort(key=lambda c: -(c["in_flight_at_reset"] or 0))
-        for c in lost[:MAX_LOST_LISTED]:
+        for c in lost[:LOST_LISTED]:
             outcome = f"  client: {c['client_outcome']}" if c.get("client_outcome") else ""
             what = "never accepted" if c["verdict"] == "backlog" else f"{_bytes(c['in_flight_at_reset'])} in flight"
             out.write(f"    #{c['id']:<5} {c['client']} -> {c['server']}  {c['verdict']:<10} {what:>18}{outcome}\n")
-        if len(lost) > MAX_LOST_LISTED:
-            out.write(st(f"    ... {len(lost) - MAX_LOST_LISTED} more: see --json or --csv\n", _DIM))
+        if lost_count > LOST_LISTED:
+            out.write(st(f"    ... {lost_count - LOST_LISTED} more: see --json or --csv\n", _DIM))
     strongest = _strongest(doc)
     if strongest:
         out.write("\n" + st("  Strongest evidence", _BOLD) + "\n")

@@ -85,3 +85,27 @@ def test_client_attempt_chosen_by_port_and_time_when_ports_repeat():
 def test_window_follows_the_queue():
     assert groundtruth._window_for(make_run([], queue="200ms")) == groundtruth.WINDOW
     assert groundtruth._window_for(make_run([], queue="5s")) == 6.0
+
+
+def nft_listing(packets: int, *, with_drop: bool) -> str:
+    """``nft -j list table inet rstscope`` as nftables 1.0 prints it (abridged)."""
+    import json
+
+    rules = [{"rule": {"family": "inet", "table": "rstscope", "chain": "forward", "handle": 2,
+                       "comment": "reject-syn",
+                       "expr": [{"match": {}}, {"counter": {"packets": packets, "bytes": 60 * packets}},
+                                {"reject": {"type": "tcp reset"}}]}}]  # fmt: skip
+    if with_drop:
+        rules.append({"rule": {"family": "inet", "table": "rstscope", "chain": "forward", "handle": 3,
+                               "expr": [{"counter": {"packets": 4, "bytes": 208}}, {"drop": None}]}})  # fmt: skip
+    return json.dumps({"nftables": [{"metainfo": {"version": "1.0.6"}}, {"table": {"name": "rstscope"}}, *rules]})
+
+
+def test_nft_counters_per_rule_before_and_after():
+    counters = groundtruth.nft_counters(nft_listing(0, with_drop=False), nft_listing(3, with_drop=True))
+    rules = counters["rules"]
+    assert rules["reject-syn"]["packets"] == 3 and rules["reject-syn"]["bytes"] == 180
+    assert rules["reject-syn"]["before"] == {"packets": 0, "bytes": 0}
+    # a rule added during the run (no comment): named by its handle, counted from zero
+    assert rules["handle 3"]["packets"] == 4 and rules["handle 3"]["chain"] == "forward"
+    assert groundtruth.nft_counters("not json", None) == {"error": "nft output (before) is not JSON"}

@@ -109,3 +109,33 @@ def test_leftovers_finds_processes_by_name(tmp_path):
 def test_kernel_has_qdisc_reads_the_config():
     assert netns.kernel_has_qdisc("tbf") is True
     assert isinstance(netns.kernel_has_qdisc("netem"), bool)
+
+
+def test_background_death_fails_at_once(tmp_path):
+    """A capture tool that dies with an error while the run goes on fails the run then, not after
+    the clients or the capture's duration."""
+    steps = [
+        Step(
+            action=Action.SPAWN,
+            title="capture",
+            argv=("sh", "-c", "echo up >&2; sleep 0.3; echo bad >&2; exit 2"),
+            process="capture",
+            ready="up",
+        ),
+        Step(action=Action.SLEEP, title="capture for 30 s", timeout=30),
+    ]
+    started = time.monotonic()
+    with pytest.raises(StepFailed, match=r"step 2 \(capture for 30 s\) failed: capture exited with 2 while the run"):
+        run_steps(tmp_path, steps)
+    assert time.monotonic() - started < 5
+
+
+def test_a_waited_for_failure_is_not_a_background_death(tmp_path):
+    """`capture -- CMD`: the command's own failure is judged by its WAIT (optional), not again later."""
+    steps = [
+        Step(action=Action.SPAWN, title="command", argv=("sh", "-c", "exit 3"), process="command"),
+        Step(action=Action.WAIT, title="command runs", process="command", timeout=10, optional=True),
+        Step(action=Action.SLEEP, title="settle", timeout=0.5),
+    ]
+    executor, _ = run_steps(tmp_path, steps)
+    assert executor.warnings == ["step 2 (command runs) failed: command exited with 3"]

@@ -38,7 +38,8 @@ COMPARABLE = (
     "tcp and not icmp and not icmpv6"
     # rstscope counts first fragments with MF set as fragments; tshark dissects their TCP header.
     " and not ip.flags.mf == 1 and not ip.frag_offset > 0 and not ipv6.fragment"
-    # rstscope does not follow tunnels (GRE, VXLAN, Geneve, IP-in-IP, sFlow samples, ...).
+    # Tunnelled frames: the fields below are the outermost occurrences, rstscope's rows the innermost
+    # (tests/reader/test_tunnels.py compares those with occurrence=l); sFlow samples are not followed.
     " and not count(ip) > 1 and not count(ipv6) > 1 and not (ip and ipv6)"
 )
 """Display filter for the frames where rstscope and tshark should agree."""

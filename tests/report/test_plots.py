@@ -10,6 +10,7 @@ from matplotlib.image import imread
 from matplotlib.patches import Rectangle
 
 from rstscope.report import plots
+from rstscope.report import records as R
 from rstscope.report import sections as S
 from tests import scenarios
 from tests.report.conftest import SAMPLES
@@ -174,6 +175,6 @@ def test_every_sample_draws(name):
     if not (path / "run.json").is_file():
         pytest.skip(f"sample {path} missing")
     doc = S.load([path])[0].doc
-    for conn in S.example_connections(doc, 1):
+    for conn in R.example_connections(doc, 1):
         assert _not_blank(_png_pixels(plots.time_sequence_figure(doc, conn)))
     assert plots.overview_figure(doc).axes[0].get_title(loc="left")

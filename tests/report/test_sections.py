@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rstscope.report import records as R
 from rstscope.report import sections as S
 from rstscope.status import InputError
 
@@ -18,7 +19,7 @@ def _conn(id_: int, first: int, client: str = "10.0.0.2:4000", server: str = "10
 
 def test_stream_index_is_the_rank_of_the_first_frame():
     doc = _doc(_conn(0, 325), _conn(1, 11), _conn(2, 1))
-    assert S.stream_indices(doc) == {(0, 0): 2, (0, 1): 1, (0, 2): 0}
+    assert R.stream_indices(doc) == {(0, 0): 2, (0, 1): 1, (0, 2): 0}
 
 
 # -- --connection ---------------------------------------------------------------------------------
@@ -44,24 +45,24 @@ DOC = _doc(
     ],
 )
 def test_find_connection(spec, expected):
-    assert S.find_connection(DOC, spec)["id"] == expected
+    assert R.find_connection(DOC, spec)["id"] == expected
 
 
 @pytest.mark.parametrize(("spec", "message"), [("7", "no such connection"), (":80", "matches 2 connections"),
                                                ("tcp.stream=x", "wants a number")])  # fmt: skip
 def test_find_connection_errors_are_one_line(spec, message):
     with pytest.raises(InputError, match=message):
-        S.find_connection(_doc(*DOC["connections"][:2]), spec)
+        R.find_connection(_doc(*DOC["connections"][:2]), spec)
 
 
 def test_outcome_of_connections_without_reset():
-    assert S.connection_outcome({"verdict": None, "phase": "closed"}) == S.OUTCOME_CLEAN
-    assert S.connection_outcome({"verdict": None, "phase": "handshake"}) == S.OUTCOME_INCOMPLETE
-    assert S.connection_outcome({"verdict": "backlog", "phase": "reset"}) == "backlog"
+    assert R.connection_outcome({"verdict": None, "phase": "closed"}) == R.OUTCOME_CLEAN
+    assert R.connection_outcome({"verdict": None, "phase": "handshake"}) == R.OUTCOME_INCOMPLETE
+    assert R.connection_outcome({"verdict": "backlog", "phase": "reset"}) == "backlog"
 
 
 def test_format_bytes():
-    assert [S.format_bytes(n) for n in (None, 0, 999, 4344, 1_250_000)] == ["?", "0 B", "999 B", "4.3 kB", "1.2 MB"]
+    assert [R.format_bytes(n) for n in (None, 0, 999, 4344, 1_250_000)] == ["?", "0 B", "999 B", "4.3 kB", "1.2 MB"]
 
 
 # -- the report's words ----------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def test_summary_headline_of_a_close_race(close_race_doc):
 
 def test_example_connections_pick_the_most_in_flight(close_race_run):
     doc = close_race_run.doc
-    [best] = S.example_connections(doc, 1)
+    [best] = R.example_connections(doc, 1)
     assert best["in_flight_at_reset"] == max(c["in_flight_at_reset"] or 0 for c in doc["connections"])
 
 

@@ -1,0 +1,140 @@
+"""Output files written whole or not at all: a temporary file beside the target, renamed at the end.
+
+Every file rstscope writes (JSON, CSV, text, HTML, Markdown, figures, run.json and the other
+run-directory files) goes through :func:`atomic_file` or :func:`atomic_path`.  The data is
+written to ``.<name>.<random>.tmp`` in the target's directory and renamed over the target only
+when writing succeeded, so a full disk, a read-only directory or Ctrl-C leaves either the old
+file or no file, never half of one; the temporary file is removed on every failure.
+
+A target that is not a regular file (``/dev/full``, ``/dev/stdout``, a FIFO) cannot be renamed
+over: it is written directly, and a failure still becomes one error line.
+
+An ``OSError`` while writing becomes :class:`rstscope.status.InputError` naming the target
+("cannot write out.json: No space left on device"): the user chose where output goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from rstscope.status import InputError
+
+
+def _is_special(path: Path) -> bool:
+    """True when ``path`` exists and is not a regular file (a device, a FIFO, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
+
+
+def _describe(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path to write ``target`` through (for writers that take a file name, e.g.
+    matplotlib's ``savefig``); renamed over ``target`` when the block ends without an error."""
+    target = Path(target)
+    if _is_special(target):
+        try:
+            yield target
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {_describe(exc)}") from None
+        return
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {target}: {_describe(exc)}") from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        raise InputError(f"cannot write {target}: {_describe(exc)}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, mode: str = "w", *, encoding: str | None = "utf-8",
+                errors: str | None = None) -> Iterator[IO]:  # fmt: skip
+    """An open file whose contents replace ``target`` when the block ends without an error.
+
+    ``mode`` is ``"w"`` (text, ``encoding``/``errors`` apply) or ``"wb"``.  The data is flushed
+    and fsynced before the rename, so a crash after it leaves the whole file."""
+    binary = "b" in mode
+    kwargs = {} if binary else {"encoding": encoding, "errors": errors}
+    with atomic_path(target) as path:
+        try:
+            with open(path, mode, **kwargs) as stream:
+                yield stream
+                stream.flush()
+                if path != Path(target):
+                    os.fsync(stream.fileno())
+        except OSError as exc:
+            raise InputError(f"cannot write {target}: {_describe(exc)}") from None
+
+
+def write_text(target: str | os.PathLike, text: str, *, errors: str | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    with atomic_file(target, errors=errors) as stream:
+        stream.write(text)
+
+
+def make_dir(path: str | os.PathLike, *, what: str = "output directory") -> Path:
+    """Create ``path`` (and its parents) for output; one error line when it cannot be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot create {what} {path}: {_describe(exc)}") from None
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, *, what: str, create: bool = True) -> Path:
+    """Prove a file can be written in ``path`` (root ignores permission bits, not read-only mounts
+    or full disks: a real write is the only honest test).  ``create``: make ``path`` first; else
+    a missing ``path`` is tested in its nearest existing parent and nothing is created."""
+    path = Path(path)
+    if create:
+        make_dir(path, what=what)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{what} {path} exists and is not a directory")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"cannot create {what} {path}: {existing} is not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing) as probe:
+            probe.write(b"rstscope")
+            probe.flush()
+    except OSError as exc:
+        raise InputError(f"{what} {path} is not writable: {_describe(exc)}") from None
+    return path
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

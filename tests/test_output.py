@@ -1,0 +1,106 @@
+"""Outputs are written whole or not at all (issue 10, item 4)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rstscope import output
+from rstscope.status import InputError
+
+
+def leftovers(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir() if p.name.endswith(".tmp"))
+
+
+def test_atomic_file_replaces_only_when_done(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), output.atomic_file(target) as stream:
+        stream.write("new, half")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "old" and leftovers(tmp_path) == []
+    with output.atomic_file(target) as stream:
+        stream.write("new")
+    assert target.read_text() == "new" and leftovers(tmp_path) == []
+
+
+def test_ctrl_c_while_writing_leaves_the_old_file(tmp_path):
+    target = tmp_path / "report.html"
+    with pytest.raises(KeyboardInterrupt), output.atomic_file(target) as stream:
+        stream.write("<html>")
+        raise KeyboardInterrupt
+    assert not target.exists() and leftovers(tmp_path) == []
+
+
+def test_atomic_path_for_writers_taking_a_name(tmp_path):
+    target = tmp_path / "fig.png"
+    with output.atomic_path(target) as tmp:
+        assert tmp != target and tmp.parent == tmp_path
+        tmp.write_bytes(b"png")
+    assert target.read_bytes() == b"png" and leftovers(tmp_path) == []
+
+
+def test_new_file_gets_ordinary_permissions(tmp_path):
+    target = tmp_path / "out.csv"
+    output.write_text(target, "a,b\n")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o644 & ~mask  # not mkstemp's 0600
+
+
+def test_special_files_are_written_directly():
+    with pytest.raises(InputError, match="cannot write /dev/full: No space left on device"):
+        output.write_text("/dev/full", "x" * 100_000)
+    output.write_text("/dev/null", "fine")
+
+
+def test_missing_directory_and_non_directory(tmp_path):
+    with pytest.raises(InputError, match=r"cannot write .*nodir/x\.json: No such file or directory"):
+        output.write_text(tmp_path / "nodir" / "x.json", "{}")
+    (tmp_path / "f").write_text("")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        output.make_dir(tmp_path / "f")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        output.check_writable_dir(tmp_path / "f", what="run root")
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs, mounted for the test and unmounted after it (root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mount_point = tmp_path / f"full-{uuid.uuid4().hex[:6]}"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+        mount_point.rmdir()
+
+
+@pytest.mark.root
+def test_full_disk_leaves_no_partial_file(small_tmpfs):
+    target = small_tmpfs / "analysis.json"
+    target.write_text('{"old": true}')
+    with pytest.raises(InputError, match="No space left on device"):
+        output.write_text(target, "x" * (4 << 20))
+    assert target.read_text() == '{"old": true}'
+    assert leftovers(small_tmpfs) == []
+    with pytest.raises(InputError, match="No space left on device"):
+        output.write_text(small_tmpfs / "new.json", "y" * (4 << 20))
+    assert sorted(p.name for p in small_tmpfs.iterdir()) == ["analysis.json"]
+
+
+@pytest.mark.root
+def test_read_only_directory(small_tmpfs):
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    with pytest.raises(InputError, match="Read-only file system"):
+        output.write_text(small_tmpfs / "x.json", "{}")
+    with pytest.raises(InputError, match=r"run root .* is not writable: Read-only file system"):
+        output.check_writable_dir(small_tmpfs, what="run root")
