@@ -8,8 +8,6 @@ gives all connections back in id order, reading the retired ones from the spill 
 
 from __future__ import annotations
 
-import io
-import operator
 import os
 import pickle
 import tempfile
@@ -17,7 +15,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from rstscope.connections.records import Connection, Finding, Frames, RstObservation, SegmentAfterReset, TtlRange
+from rstscope.connections.records import Connection, TtlRange
 
 SPILL_BATCH = 2_000
 """Retired connections are written to the spill file in batches of this many (a few MB in memory)."""
@@ -66,27 +64,6 @@ class IdleSweep:
         return np.flatnonzero(closed & (last_frame < now_frame - PRESSURE_IDLE_FRAMES))
 
 
-def _by_slots(record) -> tuple:
-    """Pickle a slotted dataclass as its class and its slot values: dataclasses' own ``__getstate__``
-    looks the fields up on every call, which made pickling most of the cost of retiring a connection."""
-    cls = type(record)
-    return _rebuild, (cls, _SLOT_VALUES[cls](record))
-
-
-def _rebuild(cls, values: tuple):
-    record = object.__new__(cls)
-    for name, value in zip(cls.__slots__, values, strict=True):
-        object.__setattr__(record, name, value)  # frozen records too
-    return record
-
-
-_RECORDS = (Connection, Frames, Finding, RstObservation, SegmentAfterReset, TtlRange)
-_SLOT_VALUES = {cls: operator.attrgetter(*cls.__slots__) for cls in _RECORDS}
-"""Per record class, its slot values as one tuple (in C: a Python loop of getattr was half the cost)."""
-_BY_SLOTS = {cls: _by_slots for cls in _RECORDS}
-"""The spill file's reducers, by class (the records the tracker makes: nothing global is registered)."""
-
-
 class Spill:
     """Retired connections: kept in memory up to SPILL_BATCH, then pickled to an anonymous temporary
     file together (offsets indexed by connection id).  Small captures never touch the disk."""
@@ -111,15 +88,13 @@ class Spill:
         self._length = fit(self._length, top, 0)
         self._file.seek(0, os.SEEK_END)
         position = self._file.tell()
-        buffer = io.BytesIO()
-        pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-        pickler.dispatch_table = _BY_SLOTS
+        blobs = []
         for cid, c in self._pending.items():
-            start = buffer.tell()
-            pickler.dump(c)  # each dump is a whole pickle, loadable alone once the memo is cleared
-            pickler.clear_memo()
-            self._offset[cid], self._length[cid] = position + start, buffer.tell() - start
-        self._file.write(buffer.getbuffer())
+            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+            self._offset[cid], self._length[cid] = position, len(data)
+            position += len(data)
+            blobs.append(data)
+        self._file.write(b"".join(blobs))
         self._pending.clear()
 
     def get(self, cid: int) -> Connection:
