@@ -173,6 +173,7 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     path = tmp_path / "short.pcap"
     shortconns.generate(str(path), 600)
     kept = _doc(path, 4096)
+    zeek_kept = api.document(analysis.analyze_capture(path, zeek_timers=True))
     monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 30)
     monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 1_000)  # a connection here spans about 400 frames
     tracker = Tracker()
@@ -185,7 +186,10 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     # would stay (they are far from STALE_AFTER_FRAMES idle).
     assert most_live < 300
     assert sum(c is None for c in tracker.connections) > 300
+    assert tracker._tuples.next_tid < 600  # the ids of forgotten 4-tuples were handed out again
     assert _comparable(_doc(path, 500)) == _comparable(kept)
+    zeek = api.document(analysis.analyze_capture(path, zeek_timers=True))  # timers of recycled tuple ids reset
+    assert _comparable(zeek) == _comparable(zeek_kept)
 
 
 def test_repeated_syns_are_counted_not_kept(tmp_path):

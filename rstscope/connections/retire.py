@@ -17,12 +17,12 @@ import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
 
-SPILL_BATCH = 10_000
-"""Retired connections are written to the spill file in batches of this many (about 25 MB in memory)."""
+SPILL_BATCH = 2_000
+"""Retired connections are written to the spill file in batches of this many (a few MB in memory)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
-LIVE_CLOSED_LIMIT = 20_000
+LIVE_CLOSED_LIMIT = 10_000
 """Closed connections kept in memory at most before they have been idle STALE_AFTER_FRAMES frames: past
 this many (a reset storm: one short connection, or one bare RST, per few frames), closed connections
 idle for PRESSURE_IDLE_FRAMES retire at once.  Memory then stays bounded whatever the share of

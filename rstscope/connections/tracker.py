@@ -75,6 +75,7 @@ class Tracker:
 
         new_inst, cur = self._tuples.instances(tgroups, tids, flags, seq, ack_raw)
         if self.zeek_timers:
+            self._timers.reset(self._tuples.recycled)
             new_inst = self._timers.splits(
                 new_inst, tgroups, tids, tid, ts.astype(np.int64), flags, a_side, len(self._tuples)
             )
