@@ -162,6 +162,10 @@ FINDINGS: dict[str, FindingKind] = _kinds(
     FindingKind(id="origin.ip_id_reused", severity=_W,
                 summary="The RST carries the IP ID of the supposed sender's previous or a later packet: a copy "
                         "(suspected forgery; supporting evidence only, some stacks repeat IDs)."),
+    FindingKind(id="origin.window_differs", severity=_W,
+                summary="This active RST|ACK advertises a zero window, which the sender never did; Linux's own "
+                        "active resets advertise its receive window (supporting evidence only: other stacks, "
+                        "and most middleboxes, send 0)."),
     FindingKind(id="origin.options_differ", severity=_W,
                 summary="Every segment of the sender carried TCP timestamps, this active RST|ACK none: Linux's "
                         "own active resets carry them (supporting evidence only: other stacks differ)."),
@@ -545,8 +549,11 @@ def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: 
     if obs.ip_id and (obs.ip_id == obs.prev_ip_id or any(seg.ip_id == obs.ip_id for seg in own_later)):
         ev.findings.append("origin.ip_id_reused")
     sent = conn.ttl[obs.side].packets if conn.ttl[obs.side] is not None else 0
-    if ev.has("rst.at_snd_nxt") and not obs.has_ts and sent and conn.timestamped[obs.side] == sent:
+    linux_like = sent and conn.timestamped[obs.side] == sent  # every segment timestamped, as Linux sends them
+    if ev.has("rst.at_snd_nxt") and linux_like and not obs.has_ts:
         ev.findings.append("origin.options_differ")
+    if ev.has("rst.at_snd_nxt") and linux_like and obs.window == 0 and not conn.zero_windows[obs.side]:
+        ev.findings.append("origin.window_differs")
     ev.sender_ttl = comparison.detail
     ev.origin, ev.origin_findings = judge(ev.findings)
 

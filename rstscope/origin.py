@@ -14,10 +14,11 @@ load balancer or NAT whose state expired, an injector.  What the wire can still 
   reply RSTs.  A supposed sender that went on sending never reset (forged or middlebox RST); the
   receiver's kernel then answers those segments with RSTs of its own, or, if it too went on, the RST
   changed nothing (see ``ignored`` in :mod:`rstscope.verdicts`).
-* **IP ID and options.**  A forger that copies the sender's IP ID may reuse the ID of the sender's last
-  or next genuine packet; Linux's own active RST|ACK carries the timestamps its segments carry, most
-  middleboxes and forgers send none.  Supporting evidence only: stacks differ too much for these to
-  decide alone; they tip a TTL that is one hop outside a varying range.
+* **IP ID, options and window.**  A forger that copies the sender's IP ID may reuse the ID of the
+  sender's last or next genuine packet; Linux's own active RST|ACK carries the timestamps its segments
+  carry and advertises its receive window, most middleboxes and forgers send no options and a zero
+  window.  Supporting evidence only: stacks differ too much for these to decide alone; they tip a TTL
+  that is one hop outside a varying range.
 
 Limits: a forged RST that copies the TTL and comes alone, with nothing after it, looks exactly like
 the endpoint's own (``undetermined`` or ``endpoint``); a firewall on the endpoint's own host sends
@@ -82,7 +83,7 @@ STRONG_MIDDLEBOX = ("origin.sender_kept_sending", "origin.ttl_differs")
 """Each alone shows that the endpoint did not send the RST."""
 SUSPECTED_MIDDLEBOX = ("origin.ttl_one_hop_off",)
 """Points at another sender unless something says the endpoint sent it."""
-SUPPORTING_MIDDLEBOX = ("origin.ip_id_reused", "origin.options_differ")
+SUPPORTING_MIDDLEBOX = ("origin.ip_id_reused", "origin.options_differ", "origin.window_differs")
 """Never decides alone; with a TTL just outside the sender's (varying) range it does."""
 
 

@@ -366,10 +366,11 @@ def options_and_ttl_point_elsewhere() -> Scenario:
     _request_response(c)
     c.ttl = (64, 62)
     _request_response(c)
-    rst = c.send(SERVER, "RA", advance=False, ttl=64, ip_id=0, options=[])
+    rst = c.send(SERVER, "RA", advance=False, ttl=64, ip_id=0, options=[], window=0)
     return Scenario("options-and-ttl", c.packets, {rst: "middlebox"},
                     {rst: {"origin": "middlebox", "confidence": "medium",
-                           "origin_findings": ["origin.ttl_near_sender", "origin.options_differ"]}})  # fmt: skip
+                           "origin_findings": ["origin.ttl_near_sender", "origin.options_differ",
+                                               "origin.window_differs"]}})  # fmt: skip
 
 
 def linux_active_reset_with_timestamps() -> Scenario:

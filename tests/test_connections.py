@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scapy.layers.inet import TCP
 from scapy.utils import wrpcap
@@ -173,8 +174,10 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     path = tmp_path / "short.pcap"
     shortconns.generate(str(path), 600)
     kept = _doc(path, 4096)
+    zeek_kept = api.document(analysis.analyze_capture(path, zeek_timers=True))
     monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 30)
     monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 1_000)  # a connection here spans about 400 frames
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 0)  # the generator packs connections closer than a second
     tracker = Tracker()
     most_live = 0
     with open_capture(path, chunk_packets=500) as cap:
@@ -185,7 +188,10 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     # would stay (they are far from STALE_AFTER_FRAMES idle).
     assert most_live < 300
     assert sum(c is None for c in tracker.connections) > 300
+    assert tracker._tuples.next_tid < 600  # the ids of forgotten 4-tuples were handed out again
     assert _comparable(_doc(path, 500)) == _comparable(kept)
+    zeek = api.document(analysis.analyze_capture(path, zeek_timers=True))  # timers of recycled tuple ids reset
+    assert _comparable(zeek) == _comparable(zeek_kept)
 
 
 def test_repeated_syns_are_counted_not_kept(tmp_path):
@@ -206,3 +212,47 @@ def test_repeated_syns_are_counted_not_kept(tmp_path):
     assert len(conn.syn_frames) == 5_000 and (conn.syn_frames.first, conn.syn_frames.last) == (1, 5_000)
     assert not hasattr(conn.syn_frames, "__iter__")  # the frames in between are not kept
     assert _doc(path, 1 << 20)["connections"][0]["syn_retransmissions"] == 4_999
+
+
+def _handshake_then_reset(n: int, gap_ns: int):
+    """``n`` connections (SYN, SYN-ACK, ACK, server RST|ACK), one after the other ``gap_ns`` apart, then one
+    more RST from the first connection's server: a late echo of its reset."""
+    from rstscope import packets as P
+
+    rows = P.empty(4 * n + 1)
+    client = np.arange(n) % 60_000 + 1024
+    client_lo = P.IPV4_MAPPED_LO_PREFIX | (0x0A00_0000 + np.arange(n) // 60_000)
+    server_lo = P.IPV4_MAPPED_LO_PREFIX | 0x0A64_0001
+    flags = (P.SYN, P.SYN | P.ACK, P.ACK, P.RST | P.ACK)
+    for k, f in enumerate(flags):
+        part = rows[k : 4 * n : 4]
+        from_client = k in (0, 2)
+        part["flags"] = f
+        part["src_lo"], part["dst_lo"] = (client_lo, server_lo) if from_client else (server_lo, client_lo)
+        part["src_port"], part["dst_port"] = (client, 80) if from_client else (80, client)
+        part["seq"] = (1000 if from_client else 5000) + (k > 1)
+        part["ack"] = (5001 if from_client else 1001) if f & P.ACK else 0
+    late = rows[-1]
+    late["flags"], late["src_lo"], late["dst_lo"] = P.RST, server_lo, client_lo[0]
+    late["src_port"], late["dst_port"], late["seq"] = 80, client[0], 5001
+    rows["ip_version"], rows["ttl"] = 4, 64
+    rows["frame"] = np.arange(1, len(rows) + 1)
+    rows["ts_ns"] = 1_700_000_000_000_000_000 + np.arange(len(rows)) * gap_ns
+    return rows
+
+
+@pytest.mark.parametrize(("gap_ns", "connections"), [
+    # 12,000 closed connections in 48 ms: over the closed-connection limit, but a round trip has not
+    # passed: the late echo still belongs to the first connection
+    (1_000, 12_000),
+    # the same in 48 s: closed connections idle for a second retire, so the late RST starts a new one
+    (1_000_000, 12_001),
+])  # fmt: skip
+def test_pressure_retirement_waits_a_round_trip(gap_ns, connections):
+    from rstscope.connections import Tracker
+
+    tracker = Tracker()
+    rows = _handshake_then_reset(12_000, gap_ns)
+    tracker.feed(rows[:-1])
+    tracker.feed(rows[-1:])  # the late RST comes after the tracker looked at its closed connections
+    assert len(tracker.finish()) == connections

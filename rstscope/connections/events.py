@@ -27,6 +27,8 @@ from rstscope.connections.state import (
 )
 from rstscope.grouped import NONE
 
+_PEER_EFFECT_PAIRS = frozenset((old, event) for old, event, _peer, _prev in PEER_EFFECTS)
+"""The (sender state, event) pairs that can change the peer's state: the others skip two lookups."""
 RECENT_SEGMENTS = 16
 AFTER_RESET_KEPT = 16
 """Segments kept after a connection's first RST: whether the supposed sender went on sending and the
@@ -109,8 +111,8 @@ class EventPass:
          after_gap, ttl, ip_id, is_probe) = row  # fmt: skip
         side = SIDES[s]
         recent = c._recent
-        if after_gap or retire.is_stale(recent, frame):  # the recent segments no longer are the last ones
-            recent[0].clear()
+        if after_gap or ((recent[0] or recent[1]) and retire.is_stale(recent, frame)):
+            recent[0].clear()  # the recent segments no longer are the last ones
             recent[1].clear()
         syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
         old, peer = c.state[s], c.state[1 - s]
@@ -186,7 +188,8 @@ class EventPass:
             del recent[0]
 
         event = event_of(side, flags, plen)
-        new = PEER_RULES.get((old, event, peer)) or TRANSITIONS.get((old, event))
+        pair = (old, event)
+        new = PEER_RULES.get((old, event, peer)) or TRANSITIONS.get(pair)
         if new is None:
             c.findings.append(
                 Finding(
@@ -197,12 +200,14 @@ class EventPass:
                 )
             )
             return
-        set_state(c, s, new)
-        peer_new = PEER_EFFECTS.get((old, event, peer, c.prev_state[1 - s])) or PEER_EFFECTS.get(
-            (old, event, peer, None)
-        )
-        if peer_new is not None:
-            set_state(c, 1 - s, peer_new)
+        if new is not old:
+            set_state(c, s, new)
+        if pair in _PEER_EFFECT_PAIRS:
+            peer_new = PEER_EFFECTS.get((old, event, peer, c.prev_state[1 - s])) or PEER_EFFECTS.get(
+                (old, event, peer, None)
+            )
+            if peer_new is not None:
+                set_state(c, 1 - s, peer_new)
 
     def _record_reset(self, c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
                       peer_nxt, answered, wire: dict) -> None:  # fmt: skip

@@ -13,6 +13,8 @@ Originator.  See :func:`originator`.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from rstscope import packets as P
@@ -27,10 +29,14 @@ class TupleTable:
 
     def __init__(self) -> None:
         self.ids: dict[bytes, int] = {}
-        """Canonical key (A address, B address, ports; 40 bytes) -> tuple id."""
+        """Canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
         self.keys: list[bytes | None] = []
         """Tuple id -> its key, None once forgotten."""
         self.next_tid = 0
+        self.free: list[int] = []
+        """Ids of forgotten 4-tuples, handed out again (per-tuple memory follows the tuples alive)."""
+        self.recycled = np.zeros(0, dtype=np.int64)
+        """The ids the last :meth:`index` handed out again (their per-tuple values are reset)."""
         self.conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
         self.syn = np.full(1024, -1, dtype=np.int64)  # last pure-SYN seq per tuple, -1 none
         self.closed = np.zeros(1024, dtype=np.int64)  # a FIN or RST since the tuple's last SYN
@@ -83,14 +89,24 @@ class TupleTable:
         groups = Groups(start)
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
         tids = np.empty(groups.count, dtype=np.int64)
-        ids = self.ids
+        ids, free, recycled = self.ids, self.free, []
         for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 48-byte keys
             tid = ids.get(key)
             if tid is None:
-                tid = ids[key] = self.next_tid
-                self.next_tid += 1
-                self.keys.append(key)
+                if free:  # the id of a forgotten 4-tuple
+                    tid = ids[key] = free.pop()
+                    self.keys[tid] = key
+                    recycled.append(tid)
+                else:
+                    tid = ids[key] = self.next_tid
+                    self.next_tid += 1
+                    self.keys.append(key)
             tids[g] = tid
+        self.recycled = np.array(recycled, dtype=np.int64)
+        self.conn[self.recycled] = -1
+        self.syn[self.recycled] = -1
+        self.closed[self.recycled] = 0
+        self.synack_ack[self.recycled] = -1
         if self.next_tid > len(self.conn):
             grow = max(self.next_tid, 2 * len(self.conn)) - len(self.conn)
             self.conn = np.concatenate([self.conn, np.full(grow, -1, dtype=np.int64)])
@@ -174,13 +190,23 @@ class TupleTable:
             del self.ids[self.keys[tid]]
             self.keys[tid] = None
             self.conn[tid] = -1
+            self.free.append(tid)
 
 
 class ZeekTimers:
     """Per tuple, what Zeek's connection timers need from earlier chunks."""
 
+    DEFAULTS: ClassVar[dict[str, int]] = {
+        "last_ts": NONE, "syn_ts": NONE, "syn_a": 0, "closed_ts": NONE, "fin_a": 0, "fin_b": 0, "rst": 0,
+    }  # fmt: skip
+
     def __init__(self) -> None:
         self.state: dict[str, np.ndarray] = {}
+
+    def reset(self, tids: np.ndarray) -> None:
+        """These tuple ids name new 4-tuples: forget the timers of the tuples that had them."""
+        for name, values in self.state.items():
+            values[tids[tids < len(values)]] = self.DEFAULTS[name]
 
     ATTEMPT_NS = 5_000_000_000  # Zeek's tcp_attempt_delay
     CLOSE_NS = 5_000_000_000  # Zeek's tcp_close_delay and tcp_reset_delay
@@ -196,8 +222,7 @@ class ZeekTimers:
         at 7 s stays with its first SYN.  Splits depend on each other, so they are found in rounds.
         """
         st = self.state
-        defaults = {"last_ts": NONE, "syn_ts": NONE, "syn_a": 0, "closed_ts": NONE, "fin_a": 0, "fin_b": 0, "rst": 0}
-        for name, default in defaults.items():
+        for name, default in self.DEFAULTS.items():
             if name not in st or len(st[name]) < size:
                 old = st.get(name, np.empty(0, dtype=np.int64))
                 st[name] = np.concatenate([old, np.full(size - len(old), default, dtype=np.int64)])

@@ -17,19 +17,23 @@ import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
 
-SPILL_BATCH = 10_000
-"""Retired connections are written to the spill file in batches of this many (about 25 MB in memory)."""
+SPILL_BATCH = 2_000
+"""Retired connections are written to the spill file in batches of this many (a few MB in memory)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
-LIVE_CLOSED_LIMIT = 20_000
+LIVE_CLOSED_LIMIT = 10_000
 """Closed connections kept in memory at most before they have been idle STALE_AFTER_FRAMES frames: past
 this many (a reset storm: one short connection, or one bare RST, per few frames), closed connections
 idle for PRESSURE_IDLE_FRAMES retire at once.  Memory then stays bounded whatever the share of
 connections that end in a RST."""
 PRESSURE_IDLE_FRAMES = 5_000
 """Under pressure, a closed connection silent for this many frames retires (a later segment of its
-4-tuple then starts a new connection, as after any retirement)."""
+4-tuple then starts a new connection, as after any retirement)..."""
+PRESSURE_IDLE_NS = 1_000_000_000
+"""... and for this long in capture time too: on a busy link 5,000 frames pass in milliseconds, while the
+segments that still belong to a closed connection (the peer's ACKs that draw echo RSTs, a retransmitted
+FIN) come up to a round trip later; a second covers the round trips of real paths."""
 
 
 def is_stale(recent: list[list[tuple]], frame: int) -> bool:
@@ -57,11 +61,13 @@ class IdleSweep:
         return idle
 
     @staticmethod
-    def pressured(now_frame: int, last_frame: np.ndarray, closed: np.ndarray) -> np.ndarray:
+    def pressured(now_frame: int, now_ns: int, last_frame: np.ndarray, last_ns: np.ndarray,
+                  closed: np.ndarray) -> np.ndarray:  # fmt: skip
         """Slots of closed connections (``closed`` per slot) to retire now because too many are kept."""
         if np.count_nonzero(closed) <= LIVE_CLOSED_LIMIT:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(closed & (last_frame < now_frame - PRESSURE_IDLE_FRAMES))
+        quiet = (last_frame < now_frame - PRESSURE_IDLE_FRAMES) & (last_ns < now_ns - PRESSURE_IDLE_NS)
+        return np.flatnonzero(closed & quiet)
 
 
 class Spill:

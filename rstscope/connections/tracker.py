@@ -75,6 +75,7 @@ class Tracker:
 
         new_inst, cur = self._tuples.instances(tgroups, tids, flags, seq, ack_raw)
         if self.zeek_timers:
+            self._timers.reset(self._tuples.recycled)
             new_inst = self._timers.splits(
                 new_inst, tgroups, tids, tid, ts.astype(np.int64), flags, a_side, len(self._tuples)
             )
@@ -97,7 +98,7 @@ class Tracker:
         )  # fmt: skip
         carry(self._arrays, v, seq, ack_raw, flags, plen, ts, frame, ttl, ip_ids, has_ts)
         self._ack_ring.update(v.conns, frame, v.ack_val, v.mask, v.has_ack, v.cg)
-        self._retire_idle(int(frame.max()))  # last: the chunk's rows are all counted by now
+        self._retire_idle(int(frame.max()), int(ts.max()))  # last: the chunk's rows are all counted by now
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
         """Slots and records for the connections that start in this chunk; every row's slot."""
@@ -124,13 +125,13 @@ class Tracker:
                 self.connections.append(c)
         return self._slot_of[conn_id]  # from here on, connections are addressed by their slot
 
-    def _retire_idle(self, now_frame: int) -> None:
+    def _retire_idle(self, now_frame: int, now_ns: int) -> None:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their summary goes to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
         a new connection, as it would in Zeek once its timers removed the old one.  Past
-        LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES retire too.  This is what
-        keeps memory bounded by the connections alive at once."""
+        LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
+        too.  This is what keeps memory bounded by the connections alive at once."""
         arr = self._arrays
         last_frame, live = arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0
         closing = arr["closing"][: arr.size] > 0
@@ -142,7 +143,8 @@ class Tracker:
                 recent[1].clear()
             self._retire(idle[closing[idle]].tolist())
             live = self._conn_of_slot[: arr.size] >= 0
-        self._retire(self._sweep.pressured(now_frame, last_frame, live & closing).tolist())
+        last_ns = arr["last_ns"][: arr.size]
+        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing).tolist())
 
     def _retire(self, slots: list[int]) -> None:
         """Retire the connections in these slots: finalised, to the spill file, slot and 4-tuple freed."""

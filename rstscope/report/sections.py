@@ -473,7 +473,13 @@ def compare_rows(a: dict, b: dict) -> list[tuple[str, str, str]]:
             out["clients with ECONNRESET"] = f"{reset} of {attempts}"
             out["client outcomes"] = ", ".join(f"{o} {n}" for o, n in outcomes.items())
         if gt.get("kernel_agreement") is not None:
-            out["kernel agreement"] = f"{gt['kernel_agreement']:.0%} of {gt.get('resets_matched', 0)}"
+            truths = [r.get("truth") for r in doc["resets"] if r.get("truth")]
+            primaries = sum(1 for t in truths if not t.get("echo"))
+            out["agreement with the ground truth"] = (
+                f"primary {gt['kernel_agreement']:.0%} of {primaries}; echoes "
+                + (f"{gt['echo_agreement']:.0%} of {len(truths) - primaries}" if gt.get("echo_agreement") is not None
+                   else "none")
+            )  # fmt: skip
         for verdict in Verdict:
             n = (s.get("by_verdict") or {}).get(verdict.value)
             if n:
