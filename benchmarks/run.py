@@ -18,7 +18,8 @@ analyze FILE --json -o OUT`` (median of ``--repeat`` runs each), ``tshark -T fie
 per-packet TCP fields rstscope reads (reads at most ``--tshark-packets`` packets), and ``tcptrace
 -n`` (Debian package tcptrace; the whole file), once each.  Peak RSS is the largest sum of RSS over
 the process and all its descendants, sampled every 10 ms (rstscope reads large files in a forked
-child); CPU is the user + system time of the process and the children it waited for.  Files are
+child; a process that ends within one sampling period shows little more than its start-up); CPU is
+the user + system time of the process and the children it waited for.  Files are
 generated once, seeded, into ``benchmarks/data/`` (git-ignored) and reused.
 """
 

@@ -116,5 +116,7 @@ def test_run_py_measures_each_shape_with_each_tool(tmp_path, capsys):
             packets, seconds, rss = (table[shape, tool][i].strip() for i in (2, 3, 6))
             assert int(packets.replace(",", "")) > 2500
             assert float(seconds) > 0
-            assert float(rss.removesuffix(" MB")) > 1
+            # RSS is sampled every 10 ms: tcptrace and tshark can finish a file this small before the
+            # first sample sees more than their start-up; a Python process is always caught.
+            assert float(rss.removesuffix(" MB")) > (20 if tool.startswith("rstscope") else 0)
     assert not list(tmp_path.glob("out-*.json"))  # the --json output is removed
