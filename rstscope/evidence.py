@@ -512,13 +512,6 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     receiver = [seg for seg in later if seg.side is obs.side.peer]
     receiver_own = [seg for seg in receiver if not seg.flags & P.RST]
     ev.sender_segments_after, ev.receiver_segments_after = len(sender), len(receiver_own)
-    snd_nxt = obs.snd_nxt if obs.snd_nxt is not None else obs.seq
-    own_ack = obs.ack if obs.ack is not None else obs.sender_acked
-    went_on = any(
-        seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt
-        or (own_ack is not None and seg.ack is not None and seg.ack > own_ack)
-        for seg in sender
-    )
     if ev.answers == "SYN-ACK" and obs.side is Side.ORIG and obs.answered_frame is not None:
         # The client's kernel had no socket for the SYN (sent from a raw socket): it answered the SYN-ACK
         # itself; what the program sends later does not make the RST someone else's.
@@ -528,6 +521,13 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     challenge = next((seg for seg in receiver_own if not seg.payload), None)
     if challenge is not None and challenge.ack is not None and challenge.ack == obs.peer_acked < obs.seq:
         ev.findings.append("rst.challenge_acked")
+    snd_nxt = obs.snd_nxt if obs.snd_nxt is not None else obs.seq
+    own_ack = obs.ack if obs.ack is not None else obs.sender_acked
+    went_on = any(
+        seg.seq + seg.payload + bool(seg.flags & P.FIN) > snd_nxt
+        or (own_ack is not None and seg.ack is not None and seg.ack > own_ack)
+        for seg in sender
+    )
     if not went_on:
         return
     ev.findings.append("origin.sender_kept_sending")
