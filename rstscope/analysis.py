@@ -29,6 +29,10 @@ PREFETCH_BYTES = 16 << 20
 """Files at least this large are read in a child process, in parallel with tracking (rstscope.prefetch)."""
 
 
+NOT_PRIMARY = (Verdict.ECHO, Verdict.IGNORED)
+"""RSTs that did not end their connection: the primary RST is its first RST of another verdict."""
+
+
 @dataclass(kw_only=True)
 class ResetRecord:
     """One RST: its evidence and its verdict."""
@@ -73,15 +77,19 @@ class Analysis:
             counts[r.verdict.value] += 1
         return {k: v for k, v in counts.items() if v}
 
+    def primary_reset(self, conn_id: int) -> ResetRecord | None:
+        """The connection's primary RST: its first RST that ended it (not an echo, not ignored), None if
+        it had none."""
+        return next((r for r in self.resets_of(conn_id) if r.verdict not in NOT_PRIMARY), None)
+
     def connection_verdict(self, conn: Connection) -> Verdict | None:
-        """The verdict of the connection's first RST that ended it (not an echo, not ignored): what happened
-        to it; else its first RST's verdict; None without RSTs."""
-        first = None
-        for r in self._resets_by_conn().get(conn.id, []):
-            if r.verdict not in (Verdict.ECHO, Verdict.IGNORED):
-                return r.verdict
-            first = first or r.verdict
-        return first
+        """The verdict of the connection's primary RST (what happened to it); else its first RST's
+        verdict; None without RSTs."""
+        primary = self.primary_reset(conn.id)
+        if primary is not None:
+            return primary.verdict
+        resets = self.resets_of(conn.id)
+        return resets[0].verdict if resets else None
 
     def _resets_by_conn(self) -> dict[int, list[ResetRecord]]:
         cache = getattr(self, "_by_conn", None)

@@ -87,7 +87,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
     resets = analysis.resets_of(conn.id)
     verdict = analysis.connection_verdict(conn)
-    primary = next((r for r in resets if r.verdict not in NOT_PRIMARY), None)
+    primary = analysis.primary_reset(conn.id)
     return {
         "capture": capture_index,
         "id": conn.id,
@@ -196,18 +196,9 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     return doc
 
 
-NOT_PRIMARY = (Verdict.ECHO, Verdict.IGNORED)
-"""RSTs that did not end their connection: the primary RST is its first RST of another verdict."""
-
-
 def _primaries(a: Analysis) -> dict[int, ResetRecord | None]:
     """Per connection that saw a RST: its primary RST (what happened to it), None if it had none."""
-    primary: dict[int, ResetRecord | None] = {}
-    for r in a.resets:
-        cid = r.evidence.connection
-        if primary.get(cid) is None:
-            primary[cid] = r if r.verdict not in NOT_PRIMARY else None
-    return primary
+    return {cid: a.primary_reset(cid) for cid in dict.fromkeys(r.evidence.connection for r in a.resets)}
 
 
 def _losses(primaries: dict[int, ResetRecord | None]) -> dict[int, int | None]:
