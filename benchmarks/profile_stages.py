@@ -22,7 +22,7 @@ import time
 from collections import defaultdict
 
 from rstscope import analysis, document, evidence
-from rstscope.connections import events, tracker
+from rstscope.connections import events, retire, tracker
 from rstscope.reader import open_capture
 
 TIMES: dict[str, float] = defaultdict(float)
@@ -48,14 +48,14 @@ def instrument() -> None:
     """Timers around the stages and the hot calls of the tracker package (rstscope/connections/)."""
     T, E = tracker.Tracker, events.EventPass
     _timed(T, "_feed", "tracker: _feed (vectorised pass + all below)")
-    _timed(E, "run", "tracker: EventPass.run (per-event Python)")
-    _timed(E, "event", "  EventPass.event (per event row)")
-    _timed(events, "write_history", "  state.write_history (per event row)")
-    _timed(E, "_record_reset", "  EventPass._record_reset (per RST)")
+    _timed(E, "run", "tracker: EventPass.run (compiled loop + rows)")
+    _timed(E, "_resets", "  EventPass._resets (RST rows, per chunk)")
     _timed(T, "_new_connections", "tracker: _new_connections (per chunk)")
-    _timed(T, "_retire_idle", "tracker: _retire_idle (finalize + spill)")
-    _timed(T, "_finalize", "  Tracker._finalize (per batch)")
+    _timed(T, "_retire_idle", "tracker: _retire_idle (rows + spill)")
+    _timed(T, "_rows", "  Tracker._rows (per batch)")
+    _timed(retire.Spill, "put", "  Spill.put (per batch)")
     _timed(T, "finish", "tracker: finish")
+    _timed(retire.Spill, "get", "Spill.get (connections from rows, per batch)")
     _timed(evidence, "collect", "evidence.collect")
     _timed(analysis, "classify", "verdicts.classify (per RST)")
     _timed(analysis, "listen_queue_evidence", "analysis.listen_queue_evidence")

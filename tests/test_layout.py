@@ -36,11 +36,13 @@ TESTED_ELSEWHERE = {
     "reader/source.py": "tests/reader/test_formats.py (gzip, truncation)",
     "connections/keys.py": "tests/test_connections.py (instances, port reuse, Zeek timers), tests/test_differential.py",
     "connections/sequence.py": "tests/test_connections.py (chunking, wraparound), tests/test_differential.py",
-    "connections/events.py": "tests/test_verdicts.py (RST observations), tests/test_differential.py",
+    "connections/events.py": "tests/test_tracker_reference.py (the compiled loop against the Python event pass), "
+    "tests/test_verdicts.py (RST observations), tests/test_differential.py",
     "connections/state.py": "tests/test_connections.py (the state table), tests/test_zeek.py (history, conn_state)",
     "connections/retire.py": "tests/test_connections.py (retiring idle connections, the spill file)",
     "connections/tracker.py": "tests/test_connections.py, tests/test_differential.py",
     "connections/records.py": "tests/test_connections.py (the public surface), tests/test_evidence.py",
+    "connections/_kernel_build.py": "tests/test_tracker_reference.py (the compiled loop it builds)",
 }
 
 

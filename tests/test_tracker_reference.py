@@ -22,3 +22,28 @@ def test_tracker_records_match_the_reference(group, tmp_path):
     assert current.keys() == baseline.keys()
     changed = sorted(name for name in current if current[name] != baseline[name])
     assert not changed, f"{len(changed)} of {len(current)} inputs changed: {changed[:20]}"
+
+
+@pytest.fixture(scope="module")
+def short_shape(tmp_path_factory):
+    """A generated short-connection capture over more than one 64k-packet chunk (port reuse and RSTs
+    cross the chunk boundaries)."""
+    import sys
+
+    sys.path.insert(0, str(differential.REPO / "benchmarks"))
+    import shapes
+
+    path = tmp_path_factory.mktemp("shape") / "short.pcap"
+    manifest = shapes.generate(path, shapes.SHAPES["short"], 9_000)
+    assert manifest.packets > 65_536 and manifest.ending_in_rst > 300
+    return path
+
+
+def test_short_connections_do_not_depend_on_chunk_or_feed_size(short_shape, monkeypatch):
+    from rstscope.connections import tracker
+
+    whole = tracker_reference.tracker_digest(short_shape, chunk_packets=1 << 24)  # one chunk
+    assert tracker_reference.tracker_digest(short_shape, chunk_packets=65_536) == whole
+    monkeypatch.setattr(tracker, "FEED_ROWS", 1_000)
+    assert tracker_reference.tracker_digest(short_shape, chunk_packets=65_536) == whole
+    assert tracker_reference.tracker_digest(short_shape, chunk_packets=1 << 24) == whole

@@ -32,8 +32,8 @@ def connection_text(c) -> str:
 def tracker_digest(path: Path, *, zeek_timers: bool = False, chunk_packets: int | None = None) -> str:
     from rstscope import analysis
     from rstscope.connections import Tracker
-    from rstscope.status import RstscopeError
     from rstscope.reader import open_capture
+    from rstscope.status import RstscopeError
 
     h = hashlib.sha256()
     tracker = Tracker(zeek_timers=zeek_timers)

@@ -8,11 +8,13 @@ keys          4-tuple keys (symmetric: A->B and B->A are one key), connection in
 sequence      the vectorised pass: unwrapped sequence and ack positions, snd_nxt, what the peer acked,
               retransmissions, keepalive probes, in flight; carried per connection between chunks;
               which rows are *events*
-events        the event rows one at a time in capture order: history, RST observations, the state table
+events        the event rows in capture order, one compiled loop per chunk (``event_loop.c``, built at
+              install by cffi): history, the state table, findings, what each RST saw
 state         the endpoint state table (every state change lives there) and the history alphabet
-retire        closed, idle connections retire to a spill file: memory follows the connections alive at
-              once, not the size of the capture
+retire        closed, idle connections retire to a spill file of rows: memory follows the connections
+              alive at once, not the size of the capture
 tracker       :class:`Tracker`, which drives them; ``finish()`` gives a :class:`ConnectionStore`
+rows          a connection as compact rows (while retired) and as the records again (when read)
 records       the records all this produces (:class:`Connection`, :class:`RstObservation`, ...)
 ============  ========================================================================================
 

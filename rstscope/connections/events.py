@@ -1,10 +1,15 @@
-"""The event pass: the rows that change something a person cares about, one at a time, in capture order.
+"""The event pass: the rows that change something a person cares about, in capture order, in one
+compiled loop per chunk.
 
-:mod:`rstscope.connections.sequence` picks the event rows and computes their running values; here each
-one writes the connection's history (:func:`~rstscope.connections.state.write_history`), records what
-the evidence needs (SYN and SYN-ACK frames, the handshake ACK, FINs, segments after a RST, keepalive
-probes) and every RST as an :class:`~rstscope.connections.records.RstObservation`, and runs the state
-table.
+:mod:`rstscope.connections.sequence` picks the event rows and computes their running values; the loop
+(``event_loop.c``, built at install by cffi) writes each connection's history, the frames evidence needs
+(SYN and SYN-ACK counts, the handshake ACK, FINs, first payload, keepalive probes), runs the state table
+of :mod:`.state` (passed in as int tables) and writes out findings, segments after a RST, and at each RST
+what the connection knew then.  Here those outputs become rows (:mod:`.rows`) kept per live connection
+in :class:`PendingRows` until it retires; no Python object is made per row or per connection.
+
+Per connection, the loop's state is one slot of :class:`EventColumns` (``EV_*`` columns of
+``event_loop.c``), beside the sequence pass's :class:`~rstscope.connections.sequence.ConnArrays`.
 """
 
 from __future__ import annotations
@@ -13,242 +18,274 @@ import numpy as np
 
 from rstscope import packets as P
 from rstscope.connections import retire
-from rstscope.connections.records import Connection, EndpointState, Finding, RstObservation, SegmentAfterReset, Side
-from rstscope.connections.sequence import ConnArrays, answered_segment, answers
-from rstscope.connections.state import (
-    PEER_EFFECTS,
-    PEER_RULES,
-    SIDES,
-    TRANSITIONS,
-    event_of,
-    scaled_letter,
-    set_state,
-    write_history,
-)
+from rstscope.connections.records import EndpointState, Phase, phase_of
+from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
+from rstscope.connections.sequence import ConnArrays, answers
+from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE
 
-_PEER_EFFECT_PAIRS = frozenset((old, event) for old, event, _peer, _prev in PEER_EFFECTS)
-"""The (sender state, event) pairs that can change the peer's state: the others skip two lookups."""
-RECENT_SEGMENTS = 16
-AFTER_RESET_KEPT = 16
+try:
+    from rstscope.connections._kernel import ffi, lib
+except ImportError as e:  # pragma: no cover - an install without a C compiler
+    raise ImportError(
+        "rstscope: the compiled event loop is missing (rstscope/connections/_kernel*.so): reinstall with "
+        "gcc and python3-dev present (scripts/setup.sh installs them)"
+    ) from e
+
+AFTER_RESET_KEPT = RING
 """Segments kept after a connection's first RST: whether the supposed sender went on sending and the
 receiver went on with the connection tells a forged or ignored RST from a real one."""
-PROBES_KEPT = 16
+PROBES_KEPT = RING
 """Keepalive probes kept per side (the last ones)."""
+RECENT_SEGMENTS = RING
+"""Per side, the last event rows kept: a reply-RST is matched to the segment it answers through them."""
+assert (lib.RING, lib.HISTORY_MAX) == (RING, 24) and LETTERS.index("^") == lib.L_CARET
+
+_EV_DEFAULTS = np.zeros(lib.EV_WIDTH, dtype=np.int64)
+_EV_DEFAULTS[[lib.EV_STATE, lib.EV_STATE + 1, lib.EV_PREV, lib.EV_PREV + 1]] = STATES.index(EndpointState.INACTIVE)
+_EV_DEFAULTS[lib.EV_FLAGSEQ : lib.EV_FLAGSEQ + 6] = -1
+for _col in ("SYN_FIRST", "SYN_LAST", "SA_FIRST", "SA_LAST", "SAA_FIRST", "SAA_LAST", "HS_ACK"):
+    _EV_DEFAULTS[getattr(lib, f"EV_{_col}")] = -1
+for _col in ("ISN", "FIN", "PAYLOAD", "RST_FIRST"):
+    _EV_DEFAULTS[getattr(lib, f"EV_{_col}") + np.arange(2)] = -1
+
+
+class EventColumns:
+    """The event loop's per-slot state: the ``EV_*`` columns, history letter codes, recent segments and
+    keepalive probes per side (rings)."""
+
+    def __init__(self) -> None:
+        self.ev = np.empty((0, lib.EV_WIDTH), dtype=np.int64)
+        self.history = np.empty((0, lib.HISTORY_MAX), dtype=np.int8)
+        self.recent = np.empty((0, 2, RING, lib.SEG), dtype=np.int64)
+        self.probes = np.empty((0, 2, RING, 2), dtype=np.int64)
+
+    def fit(self, capacity: int, new_slots: np.ndarray, flipped: np.ndarray) -> None:
+        """Room for ``capacity`` slots; the ``new_slots`` start afresh, with ``^`` first where ``flipped``."""
+        if len(self.ev) < capacity:
+            grow = max(capacity, 2 * len(self.ev)) - len(self.ev)
+            self.ev = np.concatenate([self.ev, np.tile(_EV_DEFAULTS, (grow, 1))])
+            self.history = np.concatenate([self.history, np.zeros((grow, lib.HISTORY_MAX), np.int8)])
+            self.recent = np.concatenate([self.recent, np.zeros((grow, 2, RING, lib.SEG), np.int64)])
+            self.probes = np.concatenate([self.probes, np.zeros((grow, 2, RING, 2), np.int64)])
+        self.ev[new_slots] = _EV_DEFAULTS
+        self.ev[new_slots, lib.EV_HLEN] = flipped
+        self.history[new_slots[flipped], 0] = lib.L_CARET
+
+    def forget_recent(self, slots: np.ndarray) -> None:
+        """These connections' recent segments are no longer the last ones (what the loop does at their next
+        row anyway)."""
+        self.ev[slots, lib.EV_RECENT_N] = 0
+        self.ev[slots, lib.EV_RECENT_N + 1] = 0
+
+
+class PendingRows:
+    """Rows of one table (findings, RST observations, segments after a reset) of the live connections."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self._parts: list[np.ndarray] = []
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self._parts.append(rows)
+
+    def rows(self) -> np.ndarray:
+        if len(self._parts) != 1:
+            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)]
+        return self._parts[0]
+
+    def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
+        """The rows of these connections, in capture order; forgotten here unless ``keep``."""
+        if not self._parts:
+            return np.zeros(0, self.dtype)
+        rows = self.rows()
+        mine = np.isin(rows["conn"], conn_ids)
+        if not keep:
+            self._parts = [rows[~mine]]
+        return rows[mine]
 
 
 class EventPass:
-    """Runs event rows against the live connections (by id) and the carried per-slot arrays."""
+    """Runs a chunk's event rows through the compiled loop."""
 
-    def __init__(self, connections: list[Connection | None], arrays: ConnArrays) -> None:
-        self.connections = connections
+    def __init__(self, arrays: ConnArrays) -> None:
         self._arrays = arrays
+        self.columns = EventColumns()
+        self.resets = PendingRows(RST_ROW)
+        self.findings = PendingRows(FINDING_ROW)
+        self.after = PendingRows(AFTER_ROW)
+        self.overflow: dict[int, list[int]] = {}
+        """Connection id -> its history letter codes past the 24 of its slot."""
         self.saw_reset = np.zeros(1024, dtype=bool)
         """By connection id: it saw a RST (one byte per connection, not a set entry of about 60)."""
-        self._rst_state: dict[int, tuple] = {}  # RST frame -> what the event pass needs about that RST
         self.rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
         """RST frame -> the peer's last ACK segments before it (set by the tracker for each chunk)."""
+        self._tables = tables()  # kept alive: the struct below points into them
+        self._struct = ffi.new("struct tables *")
+        t = self._struct
+        t.transitions, t.peer_rules, t.peer_effects = (ffi.from_buffer("int8_t[]", a) for a in self._tables)
+        t.n_states, t.n_events = len(STATES), len(Event)
+        t.reset, t.closed = STATES.index(EndpointState.RESET), STATES.index(EndpointState.CLOSED)
+        t.none, t.stale_frames, t.after_kept = NONE, retire.STALE_AFTER_FRAMES, AFTER_RESET_KEPT
 
     def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
             ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
             peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
-        """Run the event rows ``idx`` (positions in the grouped chunk) through :meth:`event` in capture
-        order; the other arguments are the chunk's columns and running values, grouped by connection."""
+        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order;
+        the other arguments are the chunk's columns and running values, grouped by connection."""
         if not len(idx):
             return
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
-        # What only a RST needs, for the RST rows: sequence state and the peer segment it follows
-        # (from this chunk, else the carried last segment of the peer).
-        rst = idx[(flags[idx] & P.RST) != 0]
-        if len(rst):
-            arr = self._arrays
-            pp = peer_prev[rst]
-            have_pp = pp >= 0
-            ppi = np.maximum(pp, 0)
-            c_rst = conn[rst]
-            peer_side = 1 - side[rst]
-
-            def carried(name):
-                return np.where(peer_side == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
-
-            def carried_own(name):
-                return np.where(peer_side == 1, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
-
-            rst_rows = rows[order[rst]]
-            own_plain = np.where(side[rst] == 0, last_plain_of[0][rst], last_plain_of[1][rst])
-            extra = zip(
-                snd_nxt_before[rst].tolist(), peer_acked[rst].tolist(), own_ack_before[rst].tolist(),
-                peer_snd_nxt[rst].tolist(),
-                np.where(have_pp, frame_col[ppi], carried("last_frame")).tolist(),
-                np.where(have_pp, flags[ppi], carried("last_flags")).tolist(),
-                np.where(have_pp, plen[ppi], carried("last_len")).tolist(),
-                np.where(have_pp, ack_val[ppi], carried("last_ackrel")).tolist(),
-                np.where(have_pp, seq_val[ppi], carried("last_seqrel")).tolist(),
-                np.where(have_pp, ts[ppi], carried("last_ns")).tolist(),
-                np.where(have_pp, gap[ppi], carried("last_gap")).tolist(),
-                rst_rows["tcp_auth"].tolist(), rst_rows["window"].tolist(),
-                np.where(own_plain >= 0, frame_col[np.maximum(own_plain, 0)], carried_own("last_plain_frame")).tolist(),
-                rst_rows["has_ts"].tolist(),
-                np.where(own_plain >= 0, ip_ids[np.maximum(own_plain, 0)], carried_own("last_plain_ip_id")).tolist(),
-                strict=True,
-            )  # fmt: skip
-            self._rst_state = dict(zip(frame_col[rst].tolist(), extra, strict=True))
-        columns = zip(
-            frame_col[idx].tolist(), ts[idx].tolist(), conn_id[idx].tolist(), side[idx].tolist(),
-            flags[idx].tolist(), plen[idx].tolist(), seq_val[idx].tolist(), ack_val[idx].tolist(),
-            seq_raw[idx].tolist(), ack_raw[idx].tolist(), retx_count[idx].tolist(), zw_count[idx].tolist(),
-            pure_ack[idx].tolist(), after_gap[idx].tolist(), ttl[idx].tolist(), ip_ids[idx].tolist(),
-            probe[idx].tolist(),
-            strict=True,
+        n = len(idx)
+        ev_rows = np.empty((n, lib.R_WIDTH), dtype=np.int64)
+        for col, values in (
+            (lib.R_SLOT, conn), (lib.R_SIDE, side), (lib.R_FLAGS, flags), (lib.R_PLEN, plen), (lib.R_FRAME, frame_col),
+            (lib.R_TS, ts), (lib.R_SEQ, seq_val), (lib.R_ACK, ack_val), (lib.R_SEQ_RAW, seq_raw),
+            (lib.R_ACK_RAW, ack_raw), (lib.R_RETX, retx_count), (lib.R_ZW, zw_count), (lib.R_PURE_ACK, pure_ack),
+            (lib.R_AFTER_GAP, after_gap), (lib.R_PROBE, probe),
+        ):  # fmt: skip
+            ev_rows[:, col] = values[idx]
+        ev_rows[:, lib.R_EVENT] = events_of(ev_rows[:, lib.R_SIDE], ev_rows[:, lib.R_FLAGS], ev_rows[:, lib.R_PLEN])
+        n_rst = int(np.count_nonzero(ev_rows[:, lib.R_FLAGS] & P.RST))
+        findings = np.empty((n, 3), dtype=np.int64)
+        after = np.empty(n, dtype=np.int64)
+        rsts = np.empty((max(n_rst, 1), lib.X_WIDTH), dtype=np.int64)
+        overflow = np.empty((3 * n, 2), dtype=np.int64)
+        counts = np.zeros(4, dtype=np.int64)
+        c = self.columns
+        lib.event_loop(
+            self._struct, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history), _ptr(c.recent),
+            _ptr(c.probes), _ptr(findings), _ptr(after), _ptr(rsts), _ptr(overflow), _ptr(counts),
         )  # fmt: skip
-        connections = self.connections
-        for row in columns:
-            self.event(connections[row[2]], row)
-
-    def event(self, c: Connection, row) -> None:
-        """One event row: history letters, what the connection records, the state table."""
-        (frame, ts, _cid, s, flags, plen, seq, ack, seq_raw, ack_raw, retx_count, zw_count, is_pure_ack,
-         after_gap, ttl, ip_id, is_probe) = row  # fmt: skip
-        side = SIDES[s]
-        recent = c._recent
-        if after_gap or ((recent[0] or recent[1]) and retire.is_stale(recent, frame)):
-            recent[0].clear()  # the recent segments no longer are the last ones
-            recent[1].clear()
-        syn, fin, rst, ackf = flags & P.SYN, flags & P.FIN, flags & P.RST, flags & P.ACK
-        old, peer = c.state[s], c.state[1 - s]
-        write_history(c, side, flags, plen, seq_raw, is_pure_ack)
-        # Log-scale letters, in Zeek's order (window before retransmission).  ``*_count`` is the side's
-        # running count at this row (0: not one); the occurrences Zeek ignores are taken off first.
-        if zw_count:
-            zw_ignored = rst or old is EndpointState.RESET or peer is EndpointState.CLOSED
-            scaled_letter(c, side, "w", zw_count, ignored=zw_ignored)
-        if retx_count:
-            scaled_letter(c, side, "t", retx_count, ignored=old is EndpointState.RESET)
-
-        if syn and not ackf:
-            if side is Side.ORIG:
-                c.syn_frames.append(frame)
-                if c.isn[0] is None:
-                    c.isn[0] = seq_raw
-        elif syn and side is Side.RESP:
-            if c.synack_frames and c.handshake_ack_frame is not None:
-                c.synack_after_ack_frames.append(frame)
-            c.synack_frames.append(frame)
-            if c.isn[1] is None:
-                c.isn[1] = seq_raw
-        if plen and c.first_payload_frame[s] is None:
-            c.first_payload_frame[s] = frame
-        if (
-            side is Side.ORIG
-            and ackf
-            and c.handshake_ack_frame is None
-            and c.synack_frames
-            and not syn
-            and ack != NONE
-            and ack >= 1
-        ):
-            c.handshake_ack_frame = frame
-        if fin and c.fin_frame[s] is None:
-            c.fin_frame[s] = frame
-        if (c.rst_frames[0] or c.rst_frames[1]) and len(c.after_reset) < AFTER_RESET_KEPT:
-            segment_ack = _none(ack) if ackf else None
-            c.after_reset.append(SegmentAfterReset(frame, ts, side, flags, seq, segment_ack, plen, ttl, ip_id))
-        if is_probe:
-            probes = c.keepalive_probes[s]
-            probes.append((frame, ts))
-            del probes[:-PROBES_KEPT]
-        if rst:
-            (snd_nxt, peer_acked, own_acked, peer_nxt, ans_frame, ans_flags, ans_len, ans_ack,
-             ans_seq, peer_last_ns, answered_idle, tcp_auth, window,
-             last_plain_frame, has_ts, prev_ip_id) = self._rst_state.pop(frame)  # fmt: skip
-            # A bare RST is a reply (its seq is the answered segment's ack).  A RST|ACK is a reply when its
-            # numbers say so: to a SYN (Linux, no socket), or seq = the segment's ack and ack = its end, as
-            # BSD, Windows and middleboxes answer; an active RST|ACK whose peer had nothing unacknowledged
-            # looks the same, and the evidence keeps both readings (see evidence.py).
-            answered = answered_segment(c._recent[1 - s], flags, seq_raw, ack_raw)
-            if (
-                answered is None
-                and ans_frame >= 0
-                and answers(flags, seq, ack, ans_flags, ans_seq, ans_ack, ans_len)  # relative numbers
-            ):
-                answered = (ans_frame, ans_flags, None, None, ans_len, ans_seq, ans_ack)
-            wire = {
-                "ttl": ttl, "ip_id": ip_id, "tcp_auth": tcp_auth, "window": window, "payload": plen,
-                "has_ts": has_ts, "prev_ip_id": None if prev_ip_id < 0 else prev_ip_id,
-                "peer_last_ns": None if ans_frame < 0 else peer_last_ns,
-                "answered_idle_ns": None if ans_frame < 0 else answered_idle,
-                "keepalive_probes": tuple(p for p in c.keepalive_probes[s] if p[0] > last_plain_frame),
-            }  # fmt: skip
-            self._record_reset(c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
-                               peer_nxt, answered, wire)  # fmt: skip
-            c.rst_frames[s].append(frame)
-        recent = c._recent[s]
-        recent.append((frame, flags, seq_raw, ack_raw, plen, seq, ack))
-        if len(recent) > RECENT_SEGMENTS:
-            del recent[0]
-
-        event = event_of(side, flags, plen)
-        pair = (old, event)
-        new = PEER_RULES.get((old, event, peer)) or TRANSITIONS.get(pair)
-        if new is None:
-            c.findings.append(
-                Finding(
-                    kind=f"state.{event.value}_after_{old.value}",
-                    frame=frame,
-                    side=side,
-                    detail=f"{side.role} sent {event.value} while {old.value}",
-                )
+        cid = conn_id[idx]
+        n_find, n_after, n_rst_out, n_over = counts.tolist()
+        if n_find:
+            f = findings[:n_find]
+            out = np.empty(n_find, FINDING_ROW)
+            out["conn"], out["frame"], out["side"] = (
+                cid[f[:, 0]],
+                ev_rows[f[:, 0], lib.R_FRAME],
+                ev_rows[f[:, 0], lib.R_SIDE],
             )
-            return
-        if new is not old:
-            set_state(c, s, new)
-        if pair in _PEER_EFFECT_PAIRS:
-            peer_new = PEER_EFFECTS.get((old, event, peer, c.prev_state[1 - s])) or PEER_EFFECTS.get(
-                (old, event, peer, None)
-            )
-            if peer_new is not None:
-                set_state(c, 1 - s, peer_new)
+            out["event"], out["old"] = f[:, 1], f[:, 2]
+            self.findings.add(out)
+        if n_after:
+            a = idx[after[:n_after]]
+            out = np.empty(n_after, AFTER_ROW)
+            out["conn"] = cid[after[:n_after]]
+            for name, values in (("frame", frame_col), ("ts_ns", ts), ("side", side), ("flags", flags),
+                                 ("seq", seq_val), ("payload", plen), ("ttl", ttl), ("ip_id", ip_ids)):  # fmt: skip
+                out[name] = values[a]
+            out["ack"] = np.where(flags[a] & P.ACK, ack_val[a], NONE)
+            self.after.add(out)
+        for row, code in overflow[:n_over].tolist():
+            self.overflow.setdefault(int(cid[row]), []).append(code)
+        if n_rst_out:
+            self._resets(rsts[:n_rst_out], idx, cid, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags,
+                         plen, seq_val, ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt,
+                         peer_prev, rows, ttl, gap, last_plain_of, ip_ids)  # fmt: skip
 
-    def _record_reset(self, c, side, frame, ts, flags, seq, ack, seq_raw, snd_nxt, peer_acked, own_acked,
-                      peer_nxt, answered, wire: dict) -> None:  # fmt: skip
-        s = int(side)
-        ans_frame, ans_flags, _, _, ans_len, ans_seq, ans_ack = answered or (None,) * 7
-        obs = RstObservation(
-            frame=frame,
-            ts_ns=ts,
-            side=side,
-            flags=flags,
-            seq=seq,
-            ack=_none(ack) if flags & P.ACK else None,
-            seq_raw=seq_raw,
-            snd_nxt=_none(snd_nxt),
-            peer_acked=_none(peer_acked),
-            sender_acked=_none(own_acked),
-            peer_snd_nxt=_none(peer_nxt),
-            phase=c.phase(),
-            sender_state=c.state[s],
-            peer_state=c.state[1 - s],
-            sender_fin_frame=c.fin_frame[s],
-            peer_fin_frame=c.fin_frame[1 - s],
-            sender_prior_rst_frame=c.rst_frames[s][0] if c.rst_frames[s] else None,
-            sender_first_payload_frame=c.first_payload_frame[s],
-            answered_frame=ans_frame,
-            answered_flags=ans_flags,
-            answered_payload=ans_len,
-            answered_ack=_none(ans_ack) if answered and ans_flags & P.ACK else None,
-            answered_seq=_none(ans_seq) if answered else None,
-            peer_recent_acks=self.rst_peer_acks.pop(frame, ()),
-            synacks_before=c.synack_frames.before(frame),
-            synacks_after_ack_before=c.synack_after_ack_frames.before(frame),
-            **wire,
+    def _resets(self, x, idx, cid, frame_col, ts, seq_raw, ack_raw, order, conn, side, flags, plen, seq_val,
+                ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, peer_prev, rows, ttl, gap,
+                last_plain_of, ip_ids) -> None:  # fmt: skip
+        """The RST observations of this chunk, from what the loop wrote at each RST (``x``)."""
+        r = idx[x[:, lib.X_ROW]]  # the RST rows' positions in the grouped chunk
+        out = np.zeros(len(r), RST_ROW)
+        out["conn"] = cid[x[:, lib.X_ROW]]
+        s = side[r]
+        for name, values in (("frame", frame_col), ("ts_ns", ts), ("side", side), ("flags", flags), ("seq", seq_val),
+                             ("seq_raw", seq_raw), ("snd_nxt", snd_nxt_before), ("peer_acked", peer_acked),
+                             ("sender_acked", own_ack_before), ("peer_snd_nxt", peer_snd_nxt), ("ttl", ttl),
+                             ("ip_id", ip_ids), ("payload", plen)):  # fmt: skip
+            out[name] = values[r]
+        has_ack = (flags[r] & P.ACK) != 0
+        out["ack"] = np.where(has_ack, ack_val[r], NONE)
+        wire = rows[order[r]]
+        out["tcp_auth"], out["window"], out["has_ts"] = wire["tcp_auth"], wire["window"], wire["has_ts"]
+        for name, col in (("sender_state", lib.X_SENDER_STATE), ("peer_state", lib.X_PEER_STATE),
+                          ("sender_fin_frame", lib.X_SENDER_FIN), ("peer_fin_frame", lib.X_PEER_FIN),
+                          ("sender_prior_rst_frame", lib.X_PRIOR_RST), ("sender_first_payload_frame",
+                          lib.X_FIRST_PAYLOAD), ("synacks_before", lib.X_SYNACKS_BEFORE),
+                          ("synacks_after_ack_before", lib.X_SAA_BEFORE)):  # fmt: skip
+            out[name] = x[:, col]
+        orig = np.where(s == 0, x[:, lib.X_SENDER_STATE], x[:, lib.X_PEER_STATE])
+        resp = np.where(s == 0, x[:, lib.X_PEER_STATE], x[:, lib.X_SENDER_STATE])
+        out["phase"] = [
+            _PHASES.index(phase_of(STATES[o], STATES[p], saw_syn > 0, saw_synack > 0))
+            for o, p, saw_syn, saw_synack in zip(orig.tolist(), resp.tolist(), x[:, lib.X_SYN_N].tolist(),
+                                                 x[:, lib.X_SA_N].tolist(), strict=True)
+        ]  # fmt: skip
+
+        # The peer segment the RST follows (this chunk, else the carried last segment of the peer).
+        arr = self._arrays
+        pp = peer_prev[r]
+        have_pp = pp >= 0
+        ppi = np.maximum(pp, 0)
+        c_rst, peer_side = conn[r], 1 - s
+
+        def carried(name, of_peer=True):
+            side_of = peer_side if of_peer else s
+            return np.where(side_of == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
+
+        pp_frame = np.where(have_pp, frame_col[ppi], carried("last_frame"))
+        pp_flags = np.where(have_pp, flags[ppi], carried("last_flags"))
+        pp_len = np.where(have_pp, plen[ppi], carried("last_len"))
+        pp_ack = np.where(have_pp, ack_val[ppi], carried("last_ackrel"))
+        pp_seq = np.where(have_pp, seq_val[ppi], carried("last_seqrel"))
+        out["peer_seen"] = pp_frame >= 0
+        out["peer_last_ns"] = np.where(have_pp, ts[ppi], carried("last_ns"))
+        out["answered_idle_ns"] = np.where(have_pp, gap[ppi], carried("last_gap"))
+        own_plain = np.where(s == 0, last_plain_of[0][r], last_plain_of[1][r])
+        plain_ok = own_plain >= 0
+        last_plain_frame = np.where(plain_ok, frame_col[np.maximum(own_plain, 0)], carried("last_plain_frame", False))
+        out["prev_ip_id"] = np.where(plain_ok, ip_ids[np.maximum(own_plain, 0)], carried("last_plain_ip_id", False))
+
+        # What a reply-RST answers (RFC 9293 §3.10.7.1): the latest of the peer's recent segments whose
+        # numbers it answers (raw numbers); else the peer segment it follows, if it answers that one
+        # (relative numbers).  A bare RST is a reply; a RST|ACK when its numbers say so (see evidence.py).
+        seg = x[:, lib.X_RECENT :].reshape(len(r), RING, lib.SEG)
+        valid = np.arange(RING) < x[:, lib.X_RECENT_N, None]
+        match = valid & answers(flags[r, None], seq_raw[r, None], ack_raw[r, None], seg[:, :, 1], seg[:, :, 2],
+                                seg[:, :, 3], seg[:, :, 4])  # fmt: skip
+        in_ring = match.any(axis=1)
+        k = match.argmax(axis=1)
+        hit = seg[np.arange(len(r)), k]
+        fallback = (
+            ~in_ring & (pp_frame >= 0) & answers(flags[r], seq_val[r], ack_val[r], pp_flags, pp_seq, pp_ack, pp_len)
         )
-        c.resets.append(obs)
-        if c.id >= len(self.saw_reset):
-            self.saw_reset = retire.fit(self.saw_reset, c.id + 1, False)
-        self.saw_reset[c.id] = True
+        answered = in_ring | fallback
+        ans_flags = np.where(in_ring, hit[:, 1], pp_flags)
+        ans_ack = np.where(in_ring, hit[:, 6], pp_ack)
+        out["answered"] = answered
+        out["answered_frame"] = np.where(in_ring, hit[:, 0], pp_frame)
+        out["answered_flags"] = ans_flags
+        out["answered_payload"] = np.where(in_ring, hit[:, 4], pp_len)
+        out["answered_ack"] = np.where(answered & ((ans_flags & P.ACK) != 0), ans_ack, NONE)
+        out["answered_seq"] = np.where(answered, np.where(in_ring, hit[:, 5], pp_seq), NONE)
 
-    # ----------------------------------------------------------------- the end
+        # The sender's keepalive probes since its last other segment, oldest first.
+        probes = x[:, lib.X_PROBES : lib.X_PROBES + 2 * RING].reshape(len(r), RING, 2)[:, ::-1]
+        n_probes = x[:, lib.X_PROBES_N]
+        kept = (np.arange(RING)[::-1] < n_probes[:, None]) & (probes[:, :, 0] > last_plain_frame[:, None])
+        n_kept = kept.sum(axis=1)
+        order_kept = np.argsort(~kept, axis=1, kind="stable")
+        out["probes"] = np.take_along_axis(probes, order_kept[:, :, None], axis=1)
+        out["probes_n"] = n_kept
+        for i, frame in enumerate(out["frame"].tolist()):
+            acks = self.rst_peer_acks.pop(frame, ())
+            out["peer_acks_n"][i] = len(acks)
+            if acks:
+                out["peer_acks"][i, : len(acks)] = acks
+        self.resets.add(out)
+        self.saw_reset = retire.fit(self.saw_reset, int(out["conn"].max()) + 1, False)
+        self.saw_reset[out["conn"]] = True
 
 
-def _none(value: int) -> int | None:
-    return None if value == NONE else int(value)
+_PHASES = list(Phase)
+assert len(_PHASES) < 128 and PEER_ACKS_KEPT == 8
+
+
+def _ptr(a: np.ndarray):
+    assert a.flags.c_contiguous and a.dtype == np.int64
+    return ffi.cast("int64_t *", a.ctypes.data)

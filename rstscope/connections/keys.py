@@ -18,7 +18,6 @@ from typing import ClassVar
 import numpy as np
 
 from rstscope import packets as P
-from rstscope.connections.records import Connection
 from rstscope.grouped import NONE, Groups
 from rstscope.seqnum import SEQ_MOD
 
@@ -270,9 +269,8 @@ class ZeekTimers:
         return new_inst | idle
 
 
-
-def originator(flags: int, src_port: int, dst_port: int) -> tuple[bool, bool]:
-    """(the first packet's sender is the originator, that was inferred) for a new connection.
+def originators(flags: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per new connection, from its first packet: (that packet's sender is the originator, that was inferred).
 
     The originator is the sender of the instance's first SYN.  When the capture starts with the
     SYN-ACK, its receiver.  When no handshake was captured, a heuristic (``originator_inferred``): the
@@ -280,43 +278,11 @@ def originator(flags: int, src_port: int, dst_port: int) -> tuple[bool, bool]:
     (or both are and the source port is the lower), in which case the first packet is taken to come
     from the server (Zeek's rule).  When the originator is not the first packet's sender, the history
     starts with ``^``."""
-    inferred = False
-    if flags & P.SYN and not flags & P.ACK:
-        src_is_orig = True
-    elif flags & P.SYN:
-        # A SYN-ACK's sender answered a SYN.  (Zeek keeps it as originator unless its port is one of
-        # ``likely_server_ports``, which depends on the scripts loaded: see docs/zeek-agreement.md.)
-        src_is_orig = False
-    else:
-        # Zeek's WantConnection heuristic, with the well-known ports (below 1024) as likely server
-        # ports: the first packet comes from the server if its source port is one and its destination
-        # port is not, or if both are and the source port is the lower.
-        inferred = True
-        src_server, dst_server = src_port < 1024, dst_port < 1024
-        src_is_orig = not (src_server and (not dst_server or src_port < dst_port))
-    return src_is_orig, inferred
-
-
-def new_connection(cid: int, src_hi, src_lo, src_port, dst_hi, dst_lo, dst_port, flags, ip_version, frame,
-                   ts_ns, tunnel_id) -> tuple[Connection, bool]:  # fmt: skip
-    """The connection whose first packet has these fields (Python ints), and whether that packet's
-    sender is its originator."""
-    src_is_orig, inferred = originator(flags, src_port, dst_port)
-    src = (P.format_addr(src_hi, src_lo), src_port)
-    dst = (P.format_addr(dst_hi, dst_lo), dst_port)
-    orig, resp = (src, dst) if src_is_orig else (dst, src)
-    conn = Connection(
-        id=cid,
-        orig_addr=orig[0],
-        orig_port=orig[1],
-        resp_addr=resp[0],
-        resp_port=resp[1],
-        ip_version=ip_version,
-        originator_inferred=inferred,
-        first_frame=frame,
-        start_ns=ts_ns,
-        tunnel_id=tunnel_id,
-    )
-    if not src_is_orig:
-        conn.history.append("^")  # Zeek's flip: the first packet came from the responder
-    return conn, src_is_orig
+    syn, ack = (flags & P.SYN) != 0, (flags & P.ACK) != 0
+    src_port, dst_port = src_port.astype(np.int64), dst_port.astype(np.int64)
+    # Zeek's WantConnection heuristic, with the well-known ports (below 1024) as likely server ports.
+    # (For a SYN-ACK, Zeek keeps its sender as originator unless its port is one of
+    # ``likely_server_ports``, which depends on the scripts loaded: see docs/zeek-agreement.md.)
+    src_server, dst_server = src_port < 1024, dst_port < 1024
+    heuristic = ~(src_server & (~dst_server | (src_port < dst_port)))
+    return np.where(syn, ~ack, heuristic), ~syn

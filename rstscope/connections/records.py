@@ -25,7 +25,6 @@ class Side(enum.IntEnum):
         return "client" if self is Side.ORIG else "server"
 
 
-
 class EndpointState(enum.Enum):
     """One endpoint's TCP state as seen from the wire: Zeek's endpoint states, with Zeek's transitions.
 
@@ -53,7 +52,6 @@ class EndpointState(enum.Enum):
     """Sent a RST."""
 
 
-
 class Phase(enum.Enum):
     """Where a connection stood when a RST was sent (from both endpoints' states)."""
 
@@ -69,7 +67,6 @@ class Phase(enum.Enum):
     """A RST had already been sent by either side."""
     MIDSTREAM = "midstream"
     """The capture started after the handshake; nobody closed yet."""
-
 
 
 @dataclass(slots=True, kw_only=True)
@@ -273,15 +270,6 @@ class Connection:
     """Per side, the TTL range of its non-RST packets (None: it sent none)."""
     timestamped: tuple[int, int] = (0, 0)
     """Per side, how many of its non-RST packets carried a timestamps option."""
-    # History bookkeeping (letters that repeat only on a new sequence number; log-scale letters).
-    _last_flag_seq: list = field(default_factory=lambda: [None] * 6)
-    """Per (S/H, F, R) x side: the sequence number of the last segment with that flag."""
-    _uncounted: dict = field(default_factory=dict)
-    """Per (letter, side), the occurrences Zeek does not count (see HISTORY_LETTERS): subtracted from the
-    running count before the log scale is applied."""
-    _recent: list[list[tuple]] = field(default_factory=lambda: [[], []])
-    """Per side, the last RECENT_SEGMENTS event rows (frame, flags, seq_raw, ack_raw, payload, seq, ack):
-    a reply-RST is matched to the segment it answers through them."""
 
     @property
     def orig(self) -> str:
@@ -307,22 +295,24 @@ class Connection:
         return bool(self.synack_frames)
 
     def phase(self) -> Phase:
-        o, r = self.state
-        if EndpointState.RESET in (o, r):
-            return Phase.RESET
-        closed = (o is EndpointState.CLOSED) + (r is EndpointState.CLOSED)
-        if closed == 2:
-            return Phase.CLOSED
-        if closed == 1:
-            return Phase.CLOSING
-        if EndpointState.PARTIAL in (o, r) or (not self.syn_frames and not self.synack_frames):
-            return Phase.MIDSTREAM
-        if o is EndpointState.ESTABLISHED:
-            return Phase.ESTABLISHED
-        return Phase.HANDSHAKE
+        return phase_of(self.state[0], self.state[1], bool(self.syn_frames), bool(self.synack_frames))
 
+
+def phase_of(o: EndpointState, r: EndpointState, saw_syn: bool, saw_synack: bool) -> Phase:
+    """Where a connection stands, from the originator's and the responder's states and its handshake."""
+    if EndpointState.RESET in (o, r):
+        return Phase.RESET
+    closed = (o is EndpointState.CLOSED) + (r is EndpointState.CLOSED)
+    if closed == 2:
+        return Phase.CLOSED
+    if closed == 1:
+        return Phase.CLOSING
+    if EndpointState.PARTIAL in (o, r) or (not saw_syn and not saw_synack):
+        return Phase.MIDSTREAM
+    if o is EndpointState.ESTABLISHED:
+        return Phase.ESTABLISHED
+    return Phase.HANDSHAKE
 
 
 def _endpoint(addr: str, port: int) -> str:
     return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-

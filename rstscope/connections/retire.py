@@ -1,24 +1,26 @@
 """Retirement and spill: how memory follows the connections alive at once, not the capture's size.
 
 A connection that closed (FIN or RST) and then saw no packet for :data:`STALE_AFTER_FRAMES` frames
-retires: the tracker finalises it, its summary goes to the spill file (:class:`Spill`), its slot is
-reused and its 4-tuple forgotten.  :class:`IdleSweep` finds those connections; :class:`ConnectionStore`
-gives all connections back in id order, reading the retired ones from the spill file one at a time.
+retires: its rows (:mod:`.rows`) go to the spill (:class:`Spill`: tables of rows, in memory, then in a
+temporary file read back through a memory map, no pickling), its slot is reused and its 4-tuple
+forgotten.  :class:`IdleSweep` finds those connections; :class:`ConnectionStore` gives all connections
+back in id order, made from their rows a batch at a time.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import tempfile
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
+from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW
+from rstscope.connections.rows import connections as rows_to_connections
 
-SPILL_BATCH = 2_000
-"""Retired connections are written to the spill file in batches of this many (a few MB in memory)."""
+SPILL_BATCH = 16_384
+"""Retired connections' rows (and their tables' rows) are written to the spill file in batches of this
+many (about 15 MB of connection rows)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
@@ -34,12 +36,6 @@ PRESSURE_IDLE_NS = 1_000_000_000
 """... and for this long in capture time too: on a busy link 5,000 frames pass in milliseconds, while the
 segments that still belong to a closed connection (the peer's ACKs that draw echo RSTs, a retransmitted
 FIN) come up to a round trip later; a second covers the round trips of real paths."""
-
-
-def is_stale(recent: list[list[tuple]], frame: int) -> bool:
-    """Whether a connection's recent segments (see ``Connection._recent``) are too old for ``frame``."""
-    last = max(recent[0][-1][0] if recent[0] else 0, recent[1][-1][0] if recent[1] else 0)
-    return 0 < last < frame - STALE_AFTER_FRAMES
 
 
 class IdleSweep:
@@ -70,77 +66,127 @@ class IdleSweep:
         return np.flatnonzero(closed & quiet)
 
 
-class Spill:
-    """Retired connections: kept in memory up to SPILL_BATCH, then pickled to an anonymous temporary
-    file together (offsets indexed by connection id).  Small captures never touch the disk."""
+class RecordFile:
+    """An append-only table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then written to an
+    anonymous temporary file (``ndarray.tofile``) and read back through a memory map.  Small captures
+    never touch the disk."""
 
-    def __init__(self) -> None:
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = dtype
         self._file = None
-        self._pending: dict[int, Connection] = {}
-        self._offset = np.zeros(0, dtype=np.int64)
-        self._length = np.zeros(0, dtype=np.int64)
+        self._written = 0
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self._map: np.ndarray | None = None
 
-    def put(self, c: Connection) -> None:
-        self._pending[c.id] = c
-        if len(self._pending) >= SPILL_BATCH:
-            self._write()
+    def __len__(self) -> int:
+        return self._written + self._buffered
 
-    def _write(self) -> None:
+    def append(self, rows: np.ndarray) -> int:
+        """Append ``rows``; the position of the first."""
+        start = len(self)
+        if len(rows):
+            self._buffer.append(rows)
+            self._buffered += len(rows)
+            if self._buffered >= SPILL_BATCH:
+                self._flush()
+        return start
+
+    def _flush(self) -> None:
         if self._file is None:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
-        top = max(self._pending) + 1
-        self._offset = fit(self._offset, top, 0)
-        self._length = fit(self._length, top, 0)
-        self._file.seek(0, os.SEEK_END)
-        position = self._file.tell()
-        blobs = []
-        for cid, c in self._pending.items():
-            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
-            self._offset[cid], self._length[cid] = position, len(data)
-            position += len(data)
-            blobs.append(data)
-        self._file.write(b"".join(blobs))
-        self._pending.clear()
+        np.concatenate(self._buffer).tofile(self._file)
+        self._file.flush()
+        self._written += self._buffered
+        self._buffer, self._buffered, self._map = [], 0, None
 
-    def get(self, cid: int) -> Connection:
-        c = self._pending.get(cid)
-        if c is not None:
-            return c
-        self._file.seek(int(self._offset[cid]))
-        return pickle.loads(self._file.read(int(self._length[cid])))
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these positions."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if len(self._buffer) > 1:
+            self._buffer = [np.concatenate(self._buffer)]
+        if not self._written:
+            return self._buffer[0][positions] if self._buffer else np.zeros(0, self.dtype)
+        if self._map is None:
+            self._map = np.memmap(self._file, dtype=self.dtype, mode="r", shape=(self._written,))
+        on_disk = positions < self._written
+        if on_disk.all():
+            return self._map[positions]
+        out = np.empty(len(positions), self.dtype)
+        out[on_disk] = self._map[positions[on_disk]]
+        out[~on_disk] = self._buffer[0][positions[~on_disk] - self._written]
+        return out
+
+
+class Spill:
+    """Retired connections as rows (see :mod:`.rows`): a connection row per connection, by id, and its RST
+    observations, findings and segments after a reset in tables of their own."""
+
+    def __init__(self) -> None:
+        self.conns = RecordFile(CONN_ROW)
+        self.tables = {"resets": RecordFile(RST_ROW), "findings": RecordFile(FINDING_ROW),
+                       "after": RecordFile(AFTER_ROW)}  # fmt: skip
+        self.overflow: dict[int, list[int]] = {}
+        """Connection id -> history letter codes past its row's 24."""
+        self._at = np.zeros(0, dtype=np.int64)  # connection id -> position of its row, -1 live
+
+    def put(self, conn_rows: np.ndarray, tables: dict[str, np.ndarray], overflow: dict[int, list[int]]) -> None:
+        """Store retired connections: their rows, their rows of each table (any order), their long histories."""
+        ids = conn_rows["id"]
+        for name, rows in tables.items():
+            rows = rows[np.argsort(rows["conn"], kind="stable")]  # by connection, capture order in each
+            start = self.tables[name].append(rows)
+            first = np.searchsorted(rows["conn"], ids)
+            count = np.searchsorted(rows["conn"], ids, side="right") - first
+            conn_rows[name][:, 0] = start + first
+            conn_rows[name][:, 1] = count
+        self._at = fit(self._at, int(ids.max()) + 1 if len(ids) else 0, -1)
+        self._at[ids] = self.conns.append(conn_rows) + np.arange(len(ids))
+        self.overflow.update(overflow)
+
+    def get(self, ids: np.ndarray) -> list[Connection]:
+        """The connections with these ids (all retired)."""
+        rows = self.conns.take(self._at[ids])
+        return rows_to_connections(rows, lambda name, pos: self.tables[name].take(pos), self.overflow)
 
 
 class ConnectionStore(Sequence):
-    """All connections of a capture in id order: the live ones in memory, the retired ones read back
-    from the spill file one at a time (so iterating does not hold them all)."""
+    """All connections of a capture in id order, made from their rows when read (so iterating does not
+    hold them all)."""
 
-    def __init__(self, live: list[Connection | None], spill: Spill, reset_ids: np.ndarray,
-                 host_ttl: dict[str, TtlRange] | None = None):  # fmt: skip
+    BATCH = 2048
+
+    def __init__(self, spill: Spill, count: int, reset_ids: np.ndarray, host_ttl: dict[str, TtlRange] | None = None):
         """``reset_ids``: the ids of the connections that saw a RST, sorted."""
-        self._live = live
         self._spill = spill
+        self._count = count
         self._reset_ids = reset_ids
         self.host_ttl = host_ttl or {}
         """Per responder address, its TTL range over all connections (see ``Tracker.host_ttl``)."""
 
     def with_resets(self) -> Iterator[Connection]:
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
-        for cid in self._reset_ids.tolist():
-            yield self[cid]
+        yield from self._batches(self._reset_ids)
 
     def __len__(self) -> int:
-        return len(self._live)
+        return self._count
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        c = self._live[index]
-        return c if c is not None else self._spill.get(index if index >= 0 else len(self) + index)
+            return list(self._batches(np.arange(len(self))[index]))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._spill.get(np.array([index]))[0]
 
     def __iter__(self) -> Iterator[Connection]:
-        for cid, c in enumerate(self._live):
-            yield c if c is not None else self._spill.get(cid)
+        yield from self._batches(np.arange(len(self)))
+
+    def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
+        for start in range(0, len(ids), self.BATCH):
+            yield from self._spill.get(ids[start : start + self.BATCH])
 
 
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
@@ -150,4 +196,3 @@ def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
     grown = np.full(max(size, 2 * len(array), 1024), fill, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
-

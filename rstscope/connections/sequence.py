@@ -105,7 +105,6 @@ class ConnArrays:
         return self.cols[name]
 
 
-
 @dataclass(slots=True)
 class ChunkValues:
     """Per row of a chunk (grouped by connection), the running values the event pass and the carry need."""
@@ -183,9 +182,7 @@ def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, w
     ack_val = np.full(n, NONE, dtype=np.int64)
     for s in (0, 1):
         p = 1 - s
-        seq_val = np.where(
-            mask[s], _unwrap(seq, mask[s], prev_of[s], cg, arr, conn, f"last_seq_{{}}{s}", s), seq_val
-        )
+        seq_val = np.where(mask[s], _unwrap(seq, mask[s], prev_of[s], cg, arr, conn, f"last_seq_{{}}{s}", s), seq_val)
         am = mask[s] & has_ack
         prev_a = cg.exclusive(last_ack_of[s], -1)
         ack_val = np.where(am, _unwrap(ack_raw, am, prev_a, cg, arr, conn, f"last_ack_{{}}{s}", p), ack_val)
@@ -223,8 +220,8 @@ def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, w
             firsts = m & col & (cg.cumsum(m & col) == 1) & (arr[f"{name}{s}"][conn] == 0)
             letters |= firsts
     # Keepalive probes (as Wireshark tells them): at most one byte, one below the sender's snd_nxt.
-    probe = (plen <= 1) & has_ack & ~(is_syn | is_fin | is_rst) & (snd_nxt_before != NONE) & (
-        seq_val == snd_nxt_before - 1
+    probe = (
+        (plen <= 1) & has_ack & ~(is_syn | is_fin | is_rst) & (snd_nxt_before != NONE) & (seq_val == snd_nxt_before - 1)
     )
     closing = (cg.cumsum(is_fin | is_rst) > 0) | (arr["closing"][conn] > 0)
     closing_before = cg.exclusive(closing, False) | (arr["closing"][conn] > 0)
@@ -247,9 +244,9 @@ def running_values(arr: ConnArrays, conn, side, flags, seq, ack_raw, plen, ts, w
     prev_row = np.arange(n) - 1
     carried_ns = arr["last_ns"][conn]
     seen_before = (arr["pkts0"][conn] + arr["pkts1"][conn]) > 0
-    gap = np.where(
-        cg.start, np.where(seen_before, ts - carried_ns, 0), ts - ts[np.maximum(prev_row, 0)]
-    ).astype(np.int64)
+    gap = np.where(cg.start, np.where(seen_before, ts - carried_ns, 0), ts - ts[np.maximum(prev_row, 0)]).astype(
+        np.int64
+    )
 
     return ChunkValues(
         cg=cg, conns=conns, mask=mask, has_ack=has_ack, is_rst=is_rst, last_of=last_of, last_ack_of=last_ack_of,
@@ -379,31 +376,21 @@ class AckRing:
             self.ack[conns, s] = new_a
 
 
-
-def answers(rst_flags: int, rst_seq: int, rst_ack: int, flags: int, seq: int, ack: int, payload: int) -> bool:
-    """Whether a RST is a reply to a segment (RFC 9293 §3.10.7.1 reset generation).
+def answers(rst_flags, rst_seq, rst_ack, flags, seq, ack, payload):
+    """Whether a RST is a reply to a segment (RFC 9293 §3.10.7.1 reset generation), element-wise.
 
     A segment with ACK draws a bare RST whose seq is the segment's ack (Linux), or a RST|ACK whose seq
     is the segment's ack and whose ack is the segment's end (BSD, Windows, most middleboxes); a segment
     without ACK (a SYN) draws RST|ACK whose ack covers it.  All four numbers in one numbering: raw,
     or relative to each side's first sequence number (``NONE`` for an unknown number).
     """
-    if not rst_flags & P.ACK:
-        return bool(flags & P.ACK) and ack == rst_seq
-    if not flags & P.ACK:
-        return flags & P.SYN != 0 and (seq + 1) % SEQ_MOD == rst_ack % SEQ_MOD
-    end = seq + payload + bool(flags & P.SYN) + bool(flags & P.FIN)  # SYN and FIN each take a number
-    return ack == rst_seq and end % SEQ_MOD == rst_ack % SEQ_MOD
-
-
-def answered_segment(recent: list[tuple], rst_flags: int, rst_seq_raw: int, rst_ack_raw: int) -> tuple | None:
-    """The latest of the peer's recent segments that the RST answers, or None."""
-    for segment in reversed(recent):
-        _frame, flags, seq_raw, ack_raw, plen, _seq, _ack = segment
-        if answers(rst_flags, rst_seq_raw, rst_ack_raw, flags, seq_raw, ack_raw, plen):
-            return segment
-    return None
-
+    rst_has_ack, has_ack = (rst_flags & P.ACK) != 0, (flags & P.ACK) != 0
+    syn, fin = (flags & P.SYN) != 0, (flags & P.FIN) != 0
+    bare_reply = has_ack & (ack == rst_seq)
+    syn_reply = syn & ((seq + 1) % SEQ_MOD == rst_ack % SEQ_MOD)
+    end = seq + payload + syn + fin  # SYN and FIN each take a number
+    ack_reply = (ack == rst_seq) & (end % SEQ_MOD == rst_ack % SEQ_MOD)
+    return np.where(rst_has_ack, np.where(has_ack, ack_reply, syn_reply), bare_reply)
 
 
 def _unwrap(raw, mask, prev, groups: Groups, arr, conn, carried: str, space: int) -> np.ndarray:

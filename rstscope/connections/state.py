@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import enum
 
+import numpy as np
+
 from rstscope import packets as P
-from rstscope.connections.records import Connection, EndpointState, Side
-from rstscope.seqnum import SEQ_MOD
+from rstscope.connections.records import EndpointState
 
 
 class Event(enum.Enum):
@@ -38,7 +39,6 @@ class Event(enum.Enum):
     """No payload, no SYN, FIN or RST."""
     FIN = "fin"
     RST = "rst"
-
 
 
 S, E = EndpointState, Event
@@ -134,76 +134,38 @@ the responder.  Zeek's rules, one per letter kind:
   does not count with a RST, from a side that reset, or after the peer's FIN; a retransmission does
   not count from a side that reset.
 * Zeek's ``C`` (bad checksum) and ``G`` (content gap) are never written: checksums are not verified
-  and segments are not reassembled."""
+  and segments are not reassembled.
+
+The compiled event loop (``event_loop.c``) writes the letters by these rules."""
 
 
-
-def event_of(side: Side, flags: int, payload: int) -> Event:
-    if flags & P.RST:
-        return Event.RST
-    if flags & P.FIN:
-        return Event.FIN
-    if flags & P.SYN:
-        if side is Side.RESP:
-            return Event.SYN_ACK
-        return Event.ORIG_SYN_ACK if flags & P.ACK else Event.SYN
-    return Event.DATA if payload else Event.ACK
-
-
-def set_state(c: Connection, s: int, new: EndpointState) -> None:
-    if c.state[s] is not new:
-        c.prev_state[s] = c.state[s]
-        c.state[s] = new
+def events_of(side: np.ndarray, flags: np.ndarray, payload: np.ndarray) -> np.ndarray:
+    """Per segment, its :class:`Event`'s index in ``list(Event)``: by precedence RST > FIN > SYN > data > ack."""
+    code = {e: i for i, e in enumerate(Event)}
+    syn_event = np.where(
+        side == 1, code[Event.SYN_ACK], np.where(flags & P.ACK, code[Event.ORIG_SYN_ACK], code[Event.SYN])
+    )
+    return np.select(
+        [(flags & P.RST) != 0, (flags & P.FIN) != 0, (flags & P.SYN) != 0, payload > 0],
+        [code[Event.RST], code[Event.FIN], syn_event, code[Event.DATA]],
+        code[Event.ACK],
+    ).astype(np.int64)
 
 
-SIDES = (Side.ORIG, Side.RESP)
-
-
-def write_history(c: Connection, side: Side, flags: int, payload: int, seq_raw: int, is_pure_ack: bool) -> None:
-    """Append the letter(s) one segment earns, by Zeek's rules (see :data:`HISTORY_LETTERS`)."""
-    hist = c.history
-    upper = side is Side.ORIG
-    control = flags & (P.SYN | P.FIN | P.RST)
-    if control & (control - 1):  # two or more of SYN, FIN, RST: only I or Q, once
-        ch = "i" if flags & P.FIN and flags & P.RST else "q"
-        _letter_once(hist, ch.upper() if upper else ch)
-    elif control:
-        # S/H, F and R repeat only with a new sequence number; S and H share one key, as in Zeek.
-        if control == P.SYN:
-            kind, ch, number = "s", ("h" if flags & P.ACK else "s"), seq_raw
-        elif control == P.FIN:
-            kind, ch, number = "f", "f", (seq_raw + payload) % SEQ_MOD  # a FIN's number follows its payload
-        else:
-            kind, ch, number = "r", "r", seq_raw
-        key = "sfr".index(kind) * 2 + side
-        if c._last_flag_seq[key] != number:
-            hist.append(ch.upper() if upper else ch)
-        c._last_flag_seq[key] = number
-    elif payload:
-        _letter_once(hist, "D" if upper else "d")
-    elif is_pure_ack:
-        _letter_once(hist, "A" if upper else "a")
-
-
-def _letter_once(hist: list[str], letter: str) -> None:
-    if letter not in hist:
-        hist.append(letter)
-
-
-def scaled_letter(c: Connection, side: Side, ch: str, count: int, *, ignored: bool) -> None:
-    """A T or W letter at the 1st, 10th, 100th ... occurrence that Zeek counts.
-
-    ``count`` is the side's running count of such rows, this one included (0: this row is not one).
-    Rows Zeek ignores (``ignored``) are counted in ``Connection._uncounted`` and taken off."""
-    if not count:
-        return
-    key = (ch, side)
-    if ignored:
-        c._uncounted[key] = c._uncounted.get(key, 0) + 1
-        return
-    n = count - c._uncounted.get(key, 0)
-    while n >= 10 and n % 10 == 0:
-        n //= 10
-    if n == 1:  # the 1st, 10th, 100th ... counted occurrence
-        c.history.append(ch.upper() if side is Side.ORIG else ch)
-
+def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three state tables as int8 arrays indexed by ``list(EndpointState)`` and ``list(Event)``
+    positions (-1: no entry), for the compiled event loop: transitions [state, event], peer rules
+    [state, event, peer], peer effects [state, event, peer, peer's previous state or len(states) for any]."""
+    si = {st: i for i, st in enumerate(EndpointState)}
+    ei = {e: i for i, e in enumerate(Event)}
+    ns, ne = len(si), len(ei)
+    transitions = np.full((ns, ne), -1, np.int8)
+    for (st, e), new in TRANSITIONS.items():
+        transitions[si[st], ei[e]] = si[new]
+    peer_rules = np.full((ns, ne, ns), -1, np.int8)
+    for (st, e, peer), new in PEER_RULES.items():
+        peer_rules[si[st], ei[e], si[peer]] = si[new]
+    effects = np.full((ns, ne, ns, ns + 1), -1, np.int8)
+    for (st, e, peer, prev), new in PEER_EFFECTS.items():
+        effects[si[st], ei[e], si[peer], ns if prev is None else si[prev]] = si[new]
+    return transitions, peer_rules, effects

@@ -3,8 +3,8 @@
 Per chunk (at most ``FEED_ROWS`` rows): the 4-tuple index and the connection instances
 (:mod:`.keys`), new connections and their slots, the vectorised running values (:mod:`.sequence`),
 the event pass (:mod:`.events`), the carry to the next chunk, and retirement of the connections that
-closed and went idle (:mod:`.retire`).  ``finish()`` copies the vectorised aggregates into the live
-connections and returns every connection in id order.
+closed and went idle (:mod:`.retire`).  ``finish()`` retires the rest and returns every connection in id
+order, made from its rows when read.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ import gc
 
 import numpy as np
 
-from rstscope.connections.events import EventPass
-from rstscope.connections.keys import TupleTable, ZeekTimers, new_connection
+from rstscope.connections.events import EventPass, lib
+from rstscope.connections.keys import TupleTable, ZeekTimers, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
+from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
+from rstscope.packets import format_addr
 
 FEED_ROWS = 32_768
 """Rows tracked at once: the temporaries of a 32K-row slice stay in the CPU caches (measured: 16 %
@@ -36,17 +38,16 @@ class Tracker:
         self._tuples = TupleTable()
         self._arrays = ConnArrays()
         self._ack_ring = AckRing()
-        self.host_ttl: dict[str, TtlRange] = {}
-        """Per responder address, the TTL range of its non-RST packets over all its connections (a host
-        baseline for a RST on a connection where that host sent nothing else, e.g. at the SYN)."""
         self._sweep = IdleSweep()
         self._slot_of = np.full(1024, -1, dtype=np.int64)  # connection id -> slot, -1 once retired
         self._tuple_of = np.full(1024, -1, dtype=np.int64)  # connection id -> tuple id
         self._conn_of_slot = np.full(1024, -1, dtype=np.int64)  # slot -> connection id, -1 free
         self._spill = Spill()
-        self.connections: list[Connection | None] = []
-        """By id: the live connections, None for retired ones (they are in the spill file)."""
-        self._events = EventPass(self.connections, self._arrays)
+        self.count = 0
+        """Connections so far (ids 0 .. count - 1)."""
+        self._ident = np.zeros(0, _IDENT)  # per slot: who the connection is
+        self._host_ttl: dict[tuple[int, int], tuple[int, int, int]] = {}
+        self._events = EventPass(self._arrays)
         self.skipped_decode_errors = 0
 
     def feed(self, chunk: np.ndarray) -> None:
@@ -79,7 +80,7 @@ class Tracker:
             new_inst = self._timers.splits(
                 new_inst, tgroups, tids, tid, ts.astype(np.int64), flags, a_side, len(self._tuples)
             )
-        first_id = len(self.connections)
+        first_id = self.count
         new_pos, conn_id = self._tuples.connection_ids(new_inst, order, tgroups, tids, cur, first_id)
         conn = self._new_connections(rows, order, new_pos, conn_id, first_id, tid, a_side)
         orig_is_a = self._arrays["orig_is_a"][conn].astype(bool)
@@ -101,33 +102,40 @@ class Tracker:
         self._retire_idle(int(frame.max()), int(ts.max()))  # last: the chunk's rows are all counted by now
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
-        """Slots and records for the connections that start in this chunk; every row's slot."""
+        """Slots for the connections that start in this chunk, and who they are; every row's slot."""
         arr = self._arrays
-        new_ids = first_id + np.arange(len(new_pos))
-        new_slots = arr.allocate(len(new_pos))
-        self._slot_of = fit(self._slot_of, first_id + len(new_pos), -1)
-        self._tuple_of = fit(self._tuple_of, first_id + len(new_pos), -1)
+        k = len(new_pos)
+        new_ids = first_id + np.arange(k)
+        new_slots = arr.allocate(k)
+        self.count = first_id + k
+        self._slot_of = fit(self._slot_of, self.count, -1)
+        self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._conn_of_slot = fit(self._conn_of_slot, arr.capacity, -1)
         self._slot_of[new_ids] = new_slots
         self._tuple_of[new_ids] = tid[new_pos]
         self._conn_of_slot[new_slots] = new_ids
         self._ack_ring.fit(arr.capacity, new_slots)
-        if len(new_pos):
-            first_rows = rows[order[new_pos]]
-            columns = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "flags", "ip_version",
-                       "frame", "ts_ns", "tunnel_id")  # fmt: skip
-            orig_is_a = arr["orig_is_a"]
-            for values in zip(*(first_rows[c].tolist() for c in columns), a_side[new_pos].tolist(),
-                              new_slots.tolist(), strict=True):  # fmt: skip
-                *fields, src_is_a, slot = values
-                c, src_is_orig = new_connection(len(self.connections), *fields)
-                orig_is_a[slot] = int(src_is_a == src_is_orig)
-                self.connections.append(c)
+        if len(self._ident) < arr.capacity:
+            grown = np.zeros(max(arr.capacity, 2 * len(self._ident)), _IDENT)
+            grown[: len(self._ident)] = self._ident
+            self._ident = grown
+        first = rows[order[new_pos]]
+        src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
+        ident = np.zeros(k, _IDENT)
+        ident["id"] = new_ids
+        for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
+            ident[f"orig_{end}"] = np.where(src_is_orig, first[src], first[dst])
+            ident[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
+        ident["ip_version"], ident["inferred"] = first["ip_version"], inferred
+        ident["first_frame"], ident["start_ns"], ident["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
+        self._ident[new_slots] = ident
+        arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
+        self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
         return self._slot_of[conn_id]  # from here on, connections are addressed by their slot
 
     def _retire_idle(self, now_frame: int, now_ns: int) -> None:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
-        do at their next row anyway); if they were closed (FIN or RST), retire them: their summary goes to
+        do at their next row anyway); if they were closed (FIN or RST), retire them: their rows go to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
         a new connection, as it would in Zeek once its timers removed the old one.  Past
         LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
@@ -137,62 +145,119 @@ class Tracker:
         closing = arr["closing"][: arr.size] > 0
         idle = self._sweep.idle(now_frame, last_frame, live)
         if idle is not None:
-            for cid in self._conn_of_slot[idle].tolist():
-                recent = self.connections[cid]._recent
-                recent[0].clear()
-                recent[1].clear()
-            self._retire(idle[closing[idle]].tolist())
+            self._events.columns.forget_recent(idle)
+            self._retire(idle[closing[idle]])
             live = self._conn_of_slot[: arr.size] >= 0
         last_ns = arr["last_ns"][: arr.size]
-        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing).tolist())
+        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
 
-    def _retire(self, slots: list[int]) -> None:
-        """Retire the connections in these slots: finalised, to the spill file, slot and 4-tuple freed."""
-        conns = [self.connections[cid] for cid in self._conn_of_slot[slots].tolist()]
-        self._finalize(conns, np.asarray(slots, dtype=np.int64))
-        for c, slot in zip(conns, slots, strict=True):
-            self._spill.put(c)
-            self.connections[c.id] = None
-            self._tuples.forget(int(self._tuple_of[c.id]), c.id)
-            self._slot_of[c.id] = -1
-            self._conn_of_slot[slot] = -1
-            self._arrays.free.append(slot)
+    def _retire(self, slots: np.ndarray) -> None:
+        """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""
+        if not len(slots):
+            return
+        ids = self._conn_of_slot[slots]
+        self._spill.put(*self._rows(slots, ids, keep=False))
+        for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
+            self._tuples.forget(tid, cid)
+        self._slot_of[ids] = -1
+        self._conn_of_slot[slots] = -1
+        self._arrays.free.extend(slots.tolist())
 
     def finish(self) -> ConnectionStore:
-        """Copy the vectorised aggregates into the live connections; all connections, in id order."""
-        live = [c for c in self.connections if c is not None]
+        """Retire the live connections too; all connections, in id order."""
         with _without_cycle_collection():
-            self._finalize(live, self._slot_of[[c.id for c in live]])
-        return ConnectionStore(self.connections, self._spill, np.flatnonzero(self._events.saw_reset), self.host_ttl)
+            live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
+            self._retire(live[np.argsort(self._conn_of_slot[live])])
+        host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
+        return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
 
-    def _finalize(self, conns: list[Connection], slots: np.ndarray) -> None:
-        """Copy the per-slot aggregates into these connections (read from the arrays in one go)."""
-        arr = self._arrays
-        col = {name: arr[name][slots].tolist() for name in _FINAL_COLUMNS}
-        for i, c in enumerate(conns):
-            c.end_ns = col["last_ns"][i]
-            c.last_frame = col["last_frame"][i]
-            c.packets = (col["pkts0"][i], col["pkts1"][i])
-            c.payload_bytes = (col["bytes0"][i], col["bytes1"][i])
-            c.retransmissions = (col["retx0"][i], col["retx1"][i])
-            c.zero_windows = (col["zw0"][i], col["zw1"][i])
-            stream, unacked = [0, 0], [None, None]
-            for s in (0, 1):
-                first, end = col[f"first_seq_val{s}"][i], col[f"max_end{s}"][i]
-                if first != NONE and end != NONE:
-                    syn_fin = (c.isn[s] is not None) + (c.fin_frame[s] is not None)
-                    stream[s] = max(0, end - first - syn_fin)
-                    peer_ack = col[f"max_ack{1 - s}"][i]
-                    if peer_ack != NONE:
-                        unacked[s] = max(0, end - peer_ack)
-            c.stream_bytes, c.unacked_bytes = tuple(stream), tuple(unacked)
-            c.ttl = (
-                TtlRange.of(col["ttl_min0"][i], col["ttl_max0"][i], col["ttl_n0"][i]),
-                TtlRange.of(col["ttl_min1"][i], col["ttl_max1"][i], col["ttl_n1"][i]),
-            )
-            c.timestamped = (col["ts_n0"][i], col["ts_n1"][i])
-            if c.ttl[1] is not None:
-                self.host_ttl[c.resp_addr] = c.ttl[1].merge(self.host_ttl.get(c.resp_addr))
+    @property
+    def connections(self) -> list[Connection | None]:
+        """By id: finalised copies of the live connections, None for retired ones (they are in the spill
+        file).  Made when asked for, all at once: for tests and inspection, not for the pipeline."""
+        ids = np.arange(self.count)
+        out: list[Connection | None] = [None] * self.count
+        live = ids[self._slot_of[: self.count] >= 0]
+        for c in self.peek(live) if len(live) else []:
+            out[c.id] = c
+        return out
+
+    def peek(self, conn_ids) -> list[Connection]:
+        """Finalised copies of these connections (live or retired), without disturbing tracking."""
+        ids = np.asarray(conn_ids, dtype=np.int64)
+        slots = self._slot_of[ids]
+        out: dict[int, Connection] = {}
+        live = slots >= 0
+        if live.any():
+            conn_rows, tables, overflow = self._rows(slots[live], ids[live], keep=True)
+            spill = Spill()
+            spill.put(conn_rows, tables, overflow)
+            out.update(zip(ids[live].tolist(), spill.get(ids[live]), strict=True))
+        if (~live).any():
+            out.update(zip(ids[~live].tolist(), self._spill.get(ids[~live]), strict=True))
+        return [out[cid] for cid in ids.tolist()]
+
+    def _rows(self, slots: np.ndarray, ids: np.ndarray, *, keep: bool):
+        """The rows of the connections in these slots (see :mod:`.rows`): connection rows, their table
+        rows (taken from the pending ones unless ``keep``), their long histories."""
+        arr, ev = self._arrays, self._events
+        cols = ev.columns
+        e = cols.ev[slots]
+        out = np.zeros(len(slots), CONN_ROW)
+        ident = self._ident[slots]
+        for name in _IDENT.names:
+            out[name] = ident[name]
+        col = {name: arr[name][slots] for name in _FINAL_COLUMNS}
+        out["end_ns"], out["last_frame"] = col["last_ns"], col["last_frame"]
+        out["history"] = cols.history[slots]
+        out["history_len"] = e[:, lib.EV_HLEN]
+        for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
+                                ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
+                                ("synack_after_ack", lib.EV_SAA_N, 3), ("fin_frame", lib.EV_FIN, 2),
+                                ("first_payload_frame", lib.EV_PAYLOAD, 2),
+                                ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
+            out[name] = e[:, at : at + width]
+        out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
+        out["probes"] = cols.probes[slots]
+        for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
+                           ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
+                           ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
+                           ("ttl_n", "ttl_n0", "ttl_n1"), ("timestamped", "ts_n0", "ts_n1")):  # fmt: skip
+            out[name] = np.stack([col[a], col[b]], axis=1)
+        for s in (0, 1):
+            first, end, peer_ack = col[f"first_seq_val{s}"], col[f"max_end{s}"], col[f"max_ack{1 - s}"]
+            known = (first != NONE) & (end != NONE)
+            syn_fin = (e[:, lib.EV_ISN + s] >= 0).astype(np.int64) + (e[:, lib.EV_FIN + s] >= 0)
+            out["stream_bytes"][:, s] = np.where(known, np.maximum(0, end - first - syn_fin), 0)
+            out["unacked_bytes"][:, s] = np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE)
+        if not keep:
+            self._merge_host_ttl(out)
+        tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
+                  "after": ev.after.take(ids, keep=keep)}  # fmt: skip
+        overflow = {}
+        for cid in ids[out["history_len"] > lib.HISTORY_MAX].tolist():
+            overflow[cid] = ev.overflow[cid] if keep else ev.overflow.pop(cid)
+        return out, tables, overflow
+
+    def _merge_host_ttl(self, conn_rows: np.ndarray) -> None:
+        """Per responder address, the TTL range of its packets over the connections retired so far."""
+        seen = conn_rows[conn_rows["ttl_n"][:, 1] > 0]
+        if not len(seen):
+            return
+        hosts, inverse = np.unique(np.stack([seen["resp_hi"], seen["resp_lo"]], axis=1), axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+        low = np.full(len(hosts), 256, dtype=np.int64)
+        high = np.full(len(hosts), -1, dtype=np.int64)
+        np.minimum.at(low, inverse, seen["ttl_low"][:, 1])
+        np.maximum.at(high, inverse, seen["ttl_high"][:, 1])
+        n = np.bincount(inverse, weights=seen["ttl_n"][:, 1], minlength=len(hosts)).astype(np.int64)
+        for (hi, lo), lo_ttl, hi_ttl, count in zip(hosts.tolist(), low.tolist(), high.tolist(), n.tolist(),
+                                                   strict=True):  # fmt: skip
+            old = self._host_ttl.get((hi, lo))
+            if old is None:
+                self._host_ttl[(hi, lo)] = (lo_ttl, hi_ttl, count)
+            else:
+                self._host_ttl[(hi, lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
 
 
 @contextlib.contextmanager
@@ -215,3 +280,8 @@ _FINAL_COLUMNS = (
     "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1", "ts_n0", "ts_n1",
 )  # fmt: skip
 """The per-slot columns a connection's summary is made of."""
+_IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
+    "id", "orig_hi", "orig_lo", "orig_port", "resp_hi", "resp_lo", "resp_port", "ip_version", "inferred",
+    "first_frame", "start_ns", "tunnel_id",
+)])  # fmt: skip
+"""Per slot, who the connection is (set when it starts)."""

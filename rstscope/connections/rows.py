@@ -1,0 +1,216 @@
+"""Connections as rows: the compact records the tracker keeps instead of objects, and the objects again.
+
+While a capture is tracked, a connection is a slot of columns (:mod:`.events`, :mod:`.sequence`); when
+it retires it becomes one :data:`CONN_ROW`, with its RST observations, findings and segments after a
+reset as rows of their own tables (:data:`RST_ROW`, :data:`FINDING_ROW`, :data:`AFTER_ROW`), in
+:mod:`.retire`'s store.  :func:`connections` turns rows back into the :mod:`.records` objects,
+value for value, when someone reads them.  "None" is a sentinel in a row: -1 for frames, counts and
+ids, ``NONE`` for sequence numbers and times.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from rstscope import packets as P
+from rstscope.connections.records import (
+    Connection,
+    EndpointState,
+    Finding,
+    Frames,
+    Phase,
+    RstObservation,
+    SegmentAfterReset,
+    Side,
+    TtlRange,
+)
+from rstscope.connections.state import Event
+from rstscope.grouped import NONE
+
+RING = 16
+"""Recent segments, keepalive probes and segments after a reset kept per connection (see events.py)."""
+PEER_ACKS_KEPT = 8
+STATES = list(EndpointState)
+EVENTS = list(Event)
+PHASES = list(Phase)
+LETTERS = "SHADFRTWIQ^"
+"""History letter codes of the event loop (its L_* enum): upper case for the originator; + 16: lower case."""
+_DECODE = bytes(range(256)).maketrans(
+    bytes(range(32)), (LETTERS + "?" * (16 - len(LETTERS)) + LETTERS.lower() + "?" * (16 - len(LETTERS))).encode()
+)
+
+I8, I64, U64 = np.int8, np.int64, np.uint64
+CONN_ROW = np.dtype([
+    ("id", I64), ("orig_hi", U64), ("orig_lo", U64), ("orig_port", I64), ("resp_hi", U64), ("resp_lo", U64),
+    ("resp_port", I64), ("ip_version", I64), ("inferred", I8), ("first_frame", I64), ("start_ns", I64),
+    ("tunnel_id", I64), ("end_ns", I64), ("last_frame", I64),
+    ("history", I8, 24), ("history_len", I64), ("state", I8, 2), ("prev_state", I8, 2), ("isn", I64, 2),
+    ("syn", I64, 3), ("synack", I64, 3), ("synack_after_ack", I64, 3),  # count, first, last (-1 none)
+    ("handshake_ack_frame", I64), ("fin_frame", I64, 2), ("first_payload_frame", I64, 2),
+    ("probes_n", I64, 2), ("probes", I64, (2, RING, 2)),  # per side a ring of (frame, ts); n = all ever
+    ("packets", I64, 2), ("payload_bytes", I64, 2), ("stream_bytes", I64, 2), ("unacked_bytes", I64, 2),
+    ("retransmissions", I64, 2), ("zero_windows", I64, 2), ("ttl_low", I64, 2), ("ttl_high", I64, 2),
+    ("ttl_n", I64, 2), ("timestamped", I64, 2),
+    ("resets", I64, 2), ("findings", I64, 2), ("after", I64, 2),  # (start, count) in the row tables
+])  # fmt: skip
+RST_ROW = np.dtype([
+    ("conn", I64), ("frame", I64), ("ts_ns", I64), ("side", I8), ("flags", I64), ("seq", I64), ("ack", I64),
+    ("seq_raw", I64), ("snd_nxt", I64), ("peer_acked", I64), ("sender_acked", I64), ("peer_snd_nxt", I64),
+    ("phase", I8), ("sender_state", I8), ("peer_state", I8), ("sender_fin_frame", I64), ("peer_fin_frame", I64),
+    ("sender_prior_rst_frame", I64), ("sender_first_payload_frame", I64), ("answered", I8),
+    ("answered_frame", I64), ("answered_flags", I64), ("answered_payload", I64), ("answered_ack", I64),
+    ("answered_seq", I64), ("peer_acks_n", I64), ("peer_acks", I64, (PEER_ACKS_KEPT, 2)), ("ttl", I64),
+    ("ip_id", I64), ("tcp_auth", I64), ("has_ts", I8), ("prev_ip_id", I64), ("window", I64), ("payload", I64),
+    ("peer_seen", I8), ("peer_last_ns", I64), ("answered_idle_ns", I64), ("probes_n", I64),
+    ("probes", I64, (RING, 2)), ("synacks_before", I64), ("synacks_after_ack_before", I64),
+])  # fmt: skip
+FINDING_ROW = np.dtype([("conn", I64), ("frame", I64), ("side", I8), ("event", I8), ("old", I8)])
+AFTER_ROW = np.dtype([
+    ("conn", I64), ("frame", I64), ("ts_ns", I64), ("side", I8), ("flags", I64), ("seq", I64), ("ack", I64),
+    ("payload", I64), ("ttl", I64), ("ip_id", I64),
+])  # fmt: skip
+
+
+def history_text(codes: bytes) -> str:
+    """Letter codes (bytes of the event loop's history) as history letters."""
+    return codes.translate(_DECODE).decode()
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _addr(hi: int, lo: int) -> str:
+    return P.format_addr(hi, lo)
+
+
+def _opt(v: int, none: int = -1):
+    return None if v == none else v
+
+
+def rst_observations(rows: np.ndarray) -> list[RstObservation]:
+    """:data:`RST_ROW` rows as observations."""
+    cols = {name: rows[name].tolist() for name in RST_ROW.names if name not in ("peer_acks", "probes")}
+    peer_acks, probes = rows["peer_acks"].tolist(), rows["probes"].tolist()
+    out = []
+    for i in range(len(rows)):
+        c = {k: v[i] for k, v in cols.items()}
+        answered = c["answered"]
+        seen = c["peer_seen"]
+        out.append(RstObservation(
+            frame=c["frame"], ts_ns=c["ts_ns"], side=Side(c["side"]), flags=c["flags"], seq=c["seq"],
+            ack=_opt(c["ack"], NONE), seq_raw=c["seq_raw"], snd_nxt=_opt(c["snd_nxt"], NONE),
+            peer_acked=_opt(c["peer_acked"], NONE), sender_acked=_opt(c["sender_acked"], NONE),
+            peer_snd_nxt=_opt(c["peer_snd_nxt"], NONE), phase=PHASES[c["phase"]],
+            sender_state=STATES[c["sender_state"]], peer_state=STATES[c["peer_state"]],
+            sender_fin_frame=_opt(c["sender_fin_frame"]), peer_fin_frame=_opt(c["peer_fin_frame"]),
+            sender_prior_rst_frame=_opt(c["sender_prior_rst_frame"]),
+            sender_first_payload_frame=_opt(c["sender_first_payload_frame"]),
+            answered_frame=c["answered_frame"] if answered else None,
+            answered_flags=c["answered_flags"] if answered else None,
+            answered_payload=c["answered_payload"] if answered else None,
+            answered_ack=_opt(c["answered_ack"], NONE), answered_seq=_opt(c["answered_seq"], NONE),
+            peer_recent_acks=tuple(tuple(a) for a in peer_acks[i][: c["peer_acks_n"]]),
+            ttl=c["ttl"], ip_id=c["ip_id"], tcp_auth=c["tcp_auth"], has_ts=bool(c["has_ts"]),
+            prev_ip_id=_opt(c["prev_ip_id"]), window=c["window"], payload=c["payload"],
+            peer_last_ns=c["peer_last_ns"] if seen else None, answered_idle_ns=c["answered_idle_ns"] if seen else None,
+            keepalive_probes=tuple(tuple(p) for p in probes[i][: c["probes_n"]]),
+            synacks_before=c["synacks_before"], synacks_after_ack_before=c["synacks_after_ack_before"],
+        ))  # fmt: skip
+    return out
+
+
+def _spans(spans: np.ndarray) -> np.ndarray:
+    """Row positions of (start, count) spans, concatenated."""
+    counts = spans[:, 1]
+    if not counts.sum():
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(spans[:, 0] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+    return starts + np.arange(counts.sum())
+
+
+def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> list[Connection]:
+    """:data:`CONN_ROW` rows as connections; ``take(table, positions)`` reads rows of the tables
+    ``"resets"``, ``"findings"`` and ``"after"``; ``overflow``: history letter codes past the row's 24."""
+    per: dict[str, list] = {}
+    for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after)):
+        spans = conn_rows[table]
+        objs = make(take(table, _spans(spans))) if spans[:, 1].any() else []
+        ends = np.cumsum(spans[:, 1]).tolist()
+        per[table] = [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
+    hist = conn_rows["history"].tobytes()
+    has_probes = conn_rows["probes_n"].any(axis=1)
+    probes = dict(zip(np.flatnonzero(has_probes).tolist(), conn_rows["probes"][has_probes].tolist(), strict=True))
+    # One list per connection of all its numbers (one tolist: a structured array's fields are slow to
+    # convert one by one); addresses apart, unsigned.
+    n = len(conn_rows)
+    numbers = np.concatenate([conn_rows[name].reshape(n, -1).astype(np.int64) for name in _NUMBERS], axis=1)
+    addrs = np.stack([conn_rows[k] for k in ("orig_hi", "orig_lo", "resp_hi", "resp_lo")], axis=1).tolist()
+    out = []
+    for i, row in enumerate(numbers.tolist()):
+        (cid, oport, rport, version, inferred, first_frame, start_ns, tunnel, end_ns, last_frame, n_hist, hs_ack,
+         s0, s1, p0, p1, isn0, isn1, syn_n, syn_f, syn_l, sa_n, sa_f, sa_l, saa_n, saa_f, saa_l, fin0, fin1,
+         pay0, pay1, pn0, pn1, k0, k1, b0, b1, st0, st1, u0, u1, r0, r1, z0, z1, lo0, lo1, hi0, hi1, tn0, tn1,
+         ts0, ts1) = row  # fmt: skip
+        history = history_text(hist[24 * i : 24 * i + min(n_hist, 24)])
+        if n_hist > 24:
+            history += history_text(bytes(overflow[cid]))
+        resets = per["resets"][i]
+        ohi, olo, rhi, rlo = addrs[i]
+        ring = probes.get(i)
+        out.append(Connection(
+            id=cid, orig_addr=_addr(ohi, olo), orig_port=oport, resp_addr=_addr(rhi, rlo), resp_port=rport,
+            ip_version=version, originator_inferred=bool(inferred), first_frame=first_frame, start_ns=start_ns,
+            tunnel_id=tunnel, end_ns=end_ns, last_frame=last_frame, history=list(history),
+            state=[STATES[s0], STATES[s1]], prev_state=[STATES[p0], STATES[p1]], findings=per["findings"][i],
+            isn=[None if isn0 < 0 else isn0, None if isn1 < 0 else isn1],
+            syn_frames=Frames(syn_n, syn_f, syn_l) if syn_n else Frames(),
+            synack_frames=Frames(sa_n, sa_f, sa_l) if sa_n else Frames(),
+            synack_after_ack_frames=Frames(saa_n, saa_f, saa_l) if saa_n else Frames(),
+            handshake_ack_frame=None if hs_ack < 0 else hs_ack,
+            fin_frame=[None if fin0 < 0 else fin0, None if fin1 < 0 else fin1],
+            rst_frames=[[r.frame for r in resets if r.side == 0], [r.frame for r in resets if r.side == 1]]
+            if resets else [[], []],
+            first_payload_frame=[None if pay0 < 0 else pay0, None if pay1 < 0 else pay1], resets=resets,
+            after_reset=per["after"][i],
+            keepalive_probes=[_ring(ring[0], pn0), _ring(ring[1], pn1)] if ring else [[], []],
+            packets=(k0, k1), payload_bytes=(b0, b1), stream_bytes=(st0, st1),
+            unacked_bytes=(None if u0 == NONE else u0, None if u1 == NONE else u1), retransmissions=(r0, r1),
+            zero_windows=(z0, z1),
+            ttl=(TtlRange(lo0, hi0, tn0) if tn0 else None, TtlRange(lo1, hi1, tn1) if tn1 else None),
+            timestamped=(ts0, ts1),
+        ))  # fmt: skip
+    return out
+
+
+_NUMBERS = (
+    "id", "orig_port", "resp_port", "ip_version", "inferred", "first_frame", "start_ns", "tunnel_id", "end_ns",
+    "last_frame", "history_len", "handshake_ack_frame", "state", "prev_state", "isn", "syn", "synack",
+    "synack_after_ack", "fin_frame", "first_payload_frame", "probes_n", "packets", "payload_bytes", "stream_bytes",
+    "unacked_bytes", "retransmissions", "zero_windows", "ttl_low", "ttl_high", "ttl_n", "timestamped",
+)  # fmt: skip
+"""The numbers of a connection row, in the order :func:`connections` unpacks them."""
+
+
+def _ring(ring: list, n: int) -> list[tuple[int, int]]:
+    """A ring of RING entries written n times, oldest first."""
+    if n <= RING:
+        return [tuple(x) for x in ring[:n]]
+    at = n % RING
+    return [tuple(x) for x in ring[at:] + ring[:at]]
+
+
+def _findings(rows: np.ndarray) -> list[Finding]:
+    out = []
+    for frame, s, e, o in zip(*(rows[k].tolist() for k in ("frame", "side", "event", "old")), strict=True):
+        side, event, old = Side(s), EVENTS[e], STATES[o]
+        out.append(Finding(kind=f"state.{event.value}_after_{old.value}", frame=frame, side=side,
+                           detail=f"{side.role} sent {event.value} while {old.value}"))  # fmt: skip
+    return out
+
+
+def _after(rows: np.ndarray) -> list[SegmentAfterReset]:
+    names = ("frame", "ts_ns", "side", "flags", "seq", "ack", "payload", "ttl", "ip_id")
+    return [
+        SegmentAfterReset(frame, ts, Side(s), flags, seq, _opt(ack, NONE), plen, ttl, ip_id)
+        for frame, ts, s, flags, seq, ack, plen, ttl, ip_id in zip(*(rows[k].tolist() for k in names), strict=True)
+    ]

@@ -1,0 +1,5 @@
+"""Only the compiled part of the build: everything else is in pyproject.toml."""
+
+from setuptools import setup
+
+setup(cffi_modules=["rstscope/connections/_kernel_build.py:ffibuilder"])
