@@ -25,7 +25,8 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import rstscope, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+if ! .venv/bin/python -c "import rstscope.connections, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
+        || [ rstscope/connections/event_loop.c -nt .venv/.installed ]; then
     echo "setup: installing rstscope and its Python dependencies into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
     touch .venv/.installed

@@ -14,6 +14,8 @@ Per connection, the loop's state is one slot of :class:`EventColumns` (``EV_*`` 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from rstscope import packets as P
@@ -26,11 +28,10 @@ from rstscope.grouped import NONE
 
 try:
     from rstscope.connections._kernel import ffi, lib
-except ImportError as e:  # pragma: no cover - an install without a C compiler
-    raise ImportError(
-        "rstscope: the compiled event loop is missing (rstscope/connections/_kernel*.so): reinstall with "
-        "gcc and python3-dev present (scripts/setup.sh installs them)"
-    ) from e
+except ImportError:  # pragma: no cover - an install without a C compiler: one line, not a traceback
+    print("rstscope: error: the compiled event loop (rstscope/connections/_kernel*.so) is missing: reinstall "
+          "with gcc and python3-dev present (scripts/setup.sh installs them)", file=sys.stderr)  # fmt: skip
+    raise SystemExit(2) from None
 
 AFTER_RESET_KEPT = RING
 """Segments kept after a connection's first RST: whether the supposed sender went on sending and the
