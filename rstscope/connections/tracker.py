@@ -14,6 +14,7 @@ import gc
 
 import numpy as np
 
+from rstscope.connections.dormant import Dormant
 from rstscope.connections.events import EventPass, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, originators
 from rstscope.connections.records import Connection, TtlRange
@@ -48,6 +49,7 @@ class Tracker:
         self._ident = np.zeros(0, _IDENT)  # per slot: who the connection is
         self._host_ttl: dict[tuple[int, int], tuple[int, int, int]] = {}
         self._events = EventPass(self._arrays)
+        self._dormant = Dormant(_IDENT)
         self.skipped_decode_errors = 0
 
     def feed(self, chunk: np.ndarray) -> None:
@@ -106,19 +108,11 @@ class Tracker:
         arr = self._arrays
         k = len(new_pos)
         new_ids = first_id + np.arange(k)
-        new_slots = arr.allocate(k)
         self.count = first_id + k
         self._slot_of = fit(self._slot_of, self.count, -1)
         self._tuple_of = fit(self._tuple_of, self.count, -1)
-        self._conn_of_slot = fit(self._conn_of_slot, arr.capacity, -1)
-        self._slot_of[new_ids] = new_slots
         self._tuple_of[new_ids] = tid[new_pos]
-        self._conn_of_slot[new_slots] = new_ids
-        self._ack_ring.fit(arr.capacity, new_slots)
-        if len(self._ident) < arr.capacity:
-            grown = np.zeros(max(arr.capacity, 2 * len(self._ident)), _IDENT)
-            grown[: len(self._ident)] = self._ident
-            self._ident = grown
+        new_slots = self._allocate(new_ids)
         first = rows[order[new_pos]]
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
         ident = np.zeros(k, _IDENT)
@@ -131,13 +125,47 @@ class Tracker:
         self._ident[new_slots] = ident
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
+        self._wake(self._dormant.waking(conn_id))
         return self._slot_of[conn_id]  # from here on, connections are addressed by their slot
+
+    def _allocate(self, ids: np.ndarray) -> np.ndarray:
+        """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
+        arr = self._arrays
+        slots = arr.allocate(len(ids))
+        self._conn_of_slot = fit(self._conn_of_slot, arr.capacity, -1)
+        self._slot_of[ids] = slots
+        self._conn_of_slot[slots] = ids
+        self._ack_ring.fit(arr.capacity, slots)
+        if len(self._ident) < arr.capacity:
+            grown = np.zeros(max(arr.capacity, 2 * len(self._ident)), _IDENT)
+            grown[: len(self._ident)] = self._ident
+            self._ident = grown
+        return slots
+
+    def _sleep(self, slots: np.ndarray) -> None:
+        """The open connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
+        if not len(slots):
+            return
+        ids = self._conn_of_slot[slots]
+        self._dormant.put(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
+        self._slot_of[ids] = -1
+        self._conn_of_slot[slots] = -1
+        self._arrays.free.extend(slots.tolist())
+
+    def _wake(self, ids: np.ndarray) -> None:
+        """These dormant connections back in slots, as they were."""
+        if not len(ids):
+            return
+        slots = self._allocate(ids)
+        self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(ids), dtype=bool))
+        self._dormant.take(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
 
     def _retire_idle(self, now_frame: int, now_ns: int) -> None:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their rows go to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
-        a new connection, as it would in Zeek once its timers removed the old one.  Past
+        a new connection, as it would in Zeek once its timers removed the old one.  The open ones go
+        dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends again.  Past
         LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
         too.  This is what keeps memory bounded by the connections alive at once."""
         arr = self._arrays
@@ -147,6 +175,7 @@ class Tracker:
         if idle is not None:
             self._events.columns.forget_recent(idle)
             self._retire(idle[closing[idle]])
+            self._sleep(idle[~closing[idle]])
             live = self._conn_of_slot[: arr.size] >= 0
         last_ns = arr["last_ns"][: arr.size]
         self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
@@ -168,13 +197,18 @@ class Tracker:
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
             self._retire(live[np.argsort(self._conn_of_slot[live])])
+            dormant = self._dormant.ids()
+            for start in range(0, len(dormant), _WAKE_BATCH):
+                ids = dormant[start : start + _WAKE_BATCH]
+                self._wake(ids)
+                self._retire(self._slot_of[ids])
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
 
     @property
     def connections(self) -> list[Connection | None]:
-        """By id: finalised copies of the live connections, None for retired ones (they are in the spill
-        file).  Made when asked for, all at once: for tests and inspection, not for the pipeline."""
+        """By id: finalised copies of the live connections, None for retired and dormant ones (they are in
+        spill files).  Made when asked for, all at once: for tests and inspection, not for the pipeline."""
         ids = np.arange(self.count)
         out: list[Connection | None] = [None] * self.count
         live = ids[self._slot_of[: self.count] >= 0]
@@ -185,6 +219,7 @@ class Tracker:
     def peek(self, conn_ids) -> list[Connection]:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
         ids = np.asarray(conn_ids, dtype=np.int64)
+        self._wake(self._dormant.waking(ids))  # back in a slot until the end (results do not change)
         slots = self._slot_of[ids]
         out: dict[int, Connection] = {}
         live = slots >= 0
@@ -285,3 +320,5 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "first_frame", "start_ns", "tunnel_id",
 )])  # fmt: skip
 """Per slot, who the connection is (set when it starts)."""
+_WAKE_BATCH = 16_384
+"""Dormant connections put back in slots at once at the end, to retire them."""

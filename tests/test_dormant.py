@@ -1,0 +1,46 @@
+"""Dormant connections (rstscope/connections/dormant.py): open connections that went idle leave memory
+and come back, unchanged, when their 4-tuple sends again."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from rstscope.connections import retire, tracker
+from tests import differential, tracker_reference
+
+
+def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
+    sys.path.insert(0, str(differential.REPO / "benchmarks"))
+    import shapes
+
+    path = tmp_path / "flood.pcap"
+    shapes.generate(path, shapes.SHAPES["flood"], 3_000)  # half-open handshakes, SYN-ACKs retransmitted later
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 1_000)
+    woken, slept = [], []
+    sleep, wake = tracker.Tracker._sleep, tracker.Tracker._wake
+
+    def spy_sleep(self, slots):
+        slept.append(len(slots))
+        sleep(self, slots)
+
+    def spy_wake(self, ids):
+        woken.append(len(ids))
+        wake(self, ids)
+
+    monkeypatch.setattr(tracker.Tracker, "_sleep", spy_sleep)
+    monkeypatch.setattr(tracker.Tracker, "_wake", spy_wake)
+    with_dormancy = tracker_reference.tracker_digest(path, chunk_packets=4096)
+    assert sum(slept) > 500 and sum(woken) > 500  # many went dormant, and many came back (besides the end)
+    monkeypatch.setattr(tracker.Tracker, "_sleep", lambda self, slots: None)  # open connections stay in memory
+    assert tracker_reference.tracker_digest(path, chunk_packets=4096) == with_dormancy
+
+
+def test_dormant_rows_keep_the_whole_slot():
+    """Every per-slot column of the sequence pass is kept (a column added there is kept too)."""
+    from rstscope.connections.dormant import Dormant
+    from rstscope.connections.sequence import ConnArrays
+
+    names = set(Dormant(np.dtype([("id", np.int64)])).dtype.names)
+    assert set(ConnArrays.INT_COLUMNS) <= names
