@@ -22,14 +22,16 @@ enum {
     EV_SA_LAST, EV_SAA_N, EV_SAA_FIRST, EV_SAA_LAST, EV_ISN = 25, EV_HS_ACK = 27, EV_FIN = 28,
     EV_PAYLOAD = 30, EV_RST_N = 32, EV_RST_FIRST = 34, EV_AFTER_N = 36, EV_PROBE_N = 37, EV_RECENT_N = 39,
     EV_WIDTH = 41,
-    HISTORY_MAX = 24, RING = 16, SEG = 7 /* frame, flags, seq_raw, ack_raw, payload, seq, ack */,
+    HISTORY_MAX = 24, RING = 16,
+    SEG = 5 /* a recent segment, kept: frame, seq, ack, seq_raw << 32 | ack_raw, payload << 16 | flags */,
+    X_SEG = 7 /* a recent segment, written out: frame, flags, seq_raw, ack_raw, payload, seq, ack */,
     /* per event row */
     R_SLOT = 0, R_SIDE, R_FLAGS, R_PLEN, R_FRAME, R_TS, R_SEQ, R_ACK, R_SEQ_RAW, R_ACK_RAW, R_RETX, R_ZW,
     R_PURE_ACK, R_AFTER_GAP, R_PROBE, R_EVENT, R_WIDTH,
     /* per RST row written out */
     X_ROW = 0, X_SENDER_STATE, X_PEER_STATE, X_SYN_N, X_SA_N, X_SENDER_FIN, X_PEER_FIN, X_PRIOR_RST,
     X_FIRST_PAYLOAD, X_SYNACKS_BEFORE, X_SAA_BEFORE, X_PROBES_N, X_PROBES /* RING x (frame, ts), newest first */,
-    X_RECENT_N = X_PROBES + 2 * RING, X_RECENT /* RING x SEG, newest first */, X_WIDTH = X_RECENT + RING * SEG,
+    X_RECENT_N = X_PROBES + 2 * RING, X_RECENT /* RING x X_SEG, newest first */, X_WIDTH = X_RECENT + RING * X_SEG,
     /* letters: index into events.LETTERS; + 16 for the responder (lower case) */
     L_S = 0, L_H, L_A, L_D, L_F, L_R, L_T, L_W, L_I, L_Q, L_CARET,
     /* counts returned */
@@ -183,15 +185,19 @@ void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t 
             }
             int64_t nr = e[EV_RECENT_N + p] < RING ? e[EV_RECENT_N + p] : RING;
             x[X_RECENT_N] = nr;
-            for (int64_t k = 0; k < nr; k++)
-                memcpy(x + X_RECENT + k * SEG, rec + p * RING * SEG + ((e[EV_RECENT_N + p] - 1 - k) % RING) * SEG,
-                       SEG * sizeof(int64_t));
+            for (int64_t k = 0; k < nr; k++) {
+                const int64_t *seg = rec + p * RING * SEG + ((e[EV_RECENT_N + p] - 1 - k) % RING) * SEG;
+                int64_t *out = x + X_RECENT + k * X_SEG;
+                out[0] = seg[0]; out[1] = seg[4] & 0xFFFF; out[2] = (int64_t)((uint64_t)seg[3] >> 32);
+                out[3] = seg[3] & 0xFFFFFFFFLL; out[4] = seg[4] >> 16; out[5] = seg[1]; out[6] = seg[2];
+            }
             e[EV_RST_N + s]++;
             if (e[EV_RST_FIRST + s] < 0) e[EV_RST_FIRST + s] = frame;
         }
         int64_t *seg = rec + s * RING * SEG + (e[EV_RECENT_N + s] % RING) * SEG;
-        seg[0] = frame; seg[1] = f; seg[2] = r[R_SEQ_RAW]; seg[3] = r[R_ACK_RAW]; seg[4] = pl;
-        seg[5] = r[R_SEQ]; seg[6] = r[R_ACK];
+        seg[0] = frame; seg[1] = r[R_SEQ]; seg[2] = r[R_ACK];
+        seg[3] = (int64_t)(((uint64_t)r[R_SEQ_RAW] << 32) | ((uint64_t)r[R_ACK_RAW] & 0xFFFFFFFFu));
+        seg[4] = (pl << 16) | (f & 0xFFFF);
         e[EV_RECENT_N + s]++;
 
         /* The state table (state.py): PEER_RULES before TRANSITIONS; no entry: a finding. */

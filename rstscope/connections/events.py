@@ -64,7 +64,7 @@ class EventColumns:
     def fit(self, capacity: int, new_slots: np.ndarray, flipped: np.ndarray) -> None:
         """Room for ``capacity`` slots; the ``new_slots`` start afresh, with ``^`` first where ``flipped``."""
         if len(self.ev) < capacity:
-            grow = max(capacity, 2 * len(self.ev)) - len(self.ev)
+            grow = capacity - len(self.ev)  # ConnArrays decides how much room
             self.ev = np.concatenate([self.ev, np.tile(_EV_DEFAULTS, (grow, 1))])
             self.history = np.concatenate([self.history, np.zeros((grow, lib.HISTORY_MAX), np.int8)])
             self.recent = np.concatenate([self.recent, np.zeros((grow, 2, RING, lib.SEG), np.int64)])
@@ -245,7 +245,7 @@ class EventPass:
         # What a reply-RST answers (RFC 9293 §3.10.7.1): the latest of the peer's recent segments whose
         # numbers it answers (raw numbers); else the peer segment it follows, if it answers that one
         # (relative numbers).  A bare RST is a reply; a RST|ACK when its numbers say so (see evidence.py).
-        seg = x[:, lib.X_RECENT :].reshape(len(r), RING, lib.SEG)
+        seg = x[:, lib.X_RECENT :].reshape(len(r), RING, lib.X_SEG)
         valid = np.arange(RING) < x[:, lib.X_RECENT_N, None]
         match = valid & answers(flags[r, None], seq_raw[r, None], ack_raw[r, None], seg[:, :, 1], seg[:, :, 2],
                                 seg[:, :, 3], seg[:, :, 4])  # fmt: skip

@@ -18,9 +18,9 @@ from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW
 from rstscope.connections.rows import connections as rows_to_connections
 
-SPILL_BATCH = 16_384
+SPILL_BATCH = 4_096
 """Retired connections' rows (and their tables' rows) are written to the spill file in batches of this
-many (about 15 MB of connection rows)."""
+many (about 4 MB of connection rows)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""

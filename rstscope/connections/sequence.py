@@ -93,7 +93,7 @@ class ConnArrays:
     def grow(self, n_new: int) -> None:
         need = self.size + n_new
         if need > self.capacity:
-            cap = max(need, self.capacity * 2)
+            cap = max(need, self.capacity * 3 // 2)  # slots are ~3 KB: grow by half, not double
             for name, old in self.cols.items():
                 new = self._new(name, cap)
                 new[: self.size] = old[: self.size]

@@ -137,7 +137,7 @@ class Tracker:
         self._conn_of_slot[slots] = ids
         self._ack_ring.fit(arr.capacity, slots)
         if len(self._ident) < arr.capacity:
-            grown = np.zeros(max(arr.capacity, 2 * len(self._ident)), _IDENT)
+            grown = np.zeros(arr.capacity, _IDENT)
             grown[: len(self._ident)] = self._ident
             self._ident = grown
         return slots
