@@ -9,6 +9,7 @@ back in id order, made from their rows a batch at a time.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator, Sequence
 
@@ -39,19 +40,21 @@ FIN) come up to a round trip later; a second covers the round trips of real path
 
 
 class IdleSweep:
-    """Every STALE_AFTER_FRAMES / 4 frames, the slots of the connections that went idle since the last
-    sweep (no packet for STALE_AFTER_FRAMES frames)."""
+    """Every ``frames`` / 4 frames, the slots of the connections that went idle since the last sweep (no
+    packet for ``frames`` frames; by default STALE_AFTER_FRAMES)."""
 
-    def __init__(self) -> None:
-        self._next_sweep = STALE_AFTER_FRAMES
+    def __init__(self, frames: int | None = None) -> None:
+        self._frames = frames
+        self._next_sweep = frames or STALE_AFTER_FRAMES
         self._swept_cutoff = 0
 
     def idle(self, now_frame: int, last_frame: np.ndarray, live: np.ndarray) -> np.ndarray | None:
         """Slots idle now (``last_frame``/``live`` per slot), None when no sweep is due."""
         if now_frame < self._next_sweep:
             return None
-        self._next_sweep = now_frame + STALE_AFTER_FRAMES // 4
-        cutoff = now_frame - STALE_AFTER_FRAMES
+        frames = self._frames or STALE_AFTER_FRAMES
+        self._next_sweep = now_frame + frames // 4
+        cutoff = now_frame - frames
         idle = np.flatnonzero(live & (last_frame >= self._swept_cutoff) & (last_frame < cutoff))
         self._swept_cutoff = cutoff
         return idle
@@ -67,9 +70,13 @@ class IdleSweep:
 
 
 class RecordFile:
-    """An append-only table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then written to an
-    anonymous temporary file (``ndarray.tofile``) and read back through a memory map.  Small captures
-    never touch the disk."""
+    """A table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then appended to an anonymous
+    temporary file (``ndarray.tofile``) and read back with ``pread`` (not a memory map: mapped pages would
+    count in the process's resident memory).  Small captures never touch the disk.  ``put`` rewrites rows
+    in place (dormant connections reuse the rows of the ones that woke)."""
+
+    GAP = 64
+    """Rows read back are read in runs: positions closer than this share one read."""
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -77,7 +84,6 @@ class RecordFile:
         self._written = 0
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
-        self._map: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self._written + self._buffered
@@ -92,30 +98,52 @@ class RecordFile:
                 self._flush()
         return start
 
+    def put(self, positions: np.ndarray, rows: np.ndarray) -> None:
+        """Overwrite the rows at these positions (all already appended)."""
+        self._flush()
+        if self._file is None:
+            self._one()[positions] = rows
+            return
+        fd, size = self._file.fileno(), self.dtype.itemsize
+        for pos, row in zip(positions.tolist(), rows, strict=True):
+            os.pwrite(fd, row.tobytes(), pos * size)
+
+    def _one(self) -> np.ndarray:
+        if len(self._buffer) != 1:
+            self._buffer = [np.concatenate(self._buffer) if self._buffer else np.zeros(0, self.dtype)]
+        return self._buffer[0]
+
     def _flush(self) -> None:
+        if not self._buffered or (self._file is None and self._buffered < SPILL_BATCH):
+            return
         if self._file is None:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
-        np.concatenate(self._buffer).tofile(self._file)
+        self._file.seek(0, os.SEEK_END)
+        self._one().tofile(self._file)
         self._file.flush()
         self._written += self._buffered
-        self._buffer, self._buffered, self._map = [], 0, None
+        self._buffer, self._buffered = [], 0
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The rows at these positions."""
         positions = np.asarray(positions, dtype=np.int64)
-        if len(self._buffer) > 1:
-            self._buffer = [np.concatenate(self._buffer)]
         if not self._written:
-            return self._buffer[0][positions] if self._buffer else np.zeros(0, self.dtype)
-        if self._map is None:
-            self._map = np.memmap(self._file, dtype=self.dtype, mode="r", shape=(self._written,))
-        on_disk = positions < self._written
-        if on_disk.all():
-            return self._map[positions]
+            return self._one()[positions] if len(positions) else np.zeros(0, self.dtype)
         out = np.empty(len(positions), self.dtype)
-        out[on_disk] = self._map[positions[on_disk]]
-        out[~on_disk] = self._buffer[0][positions[~on_disk] - self._written]
+        in_memory = positions >= self._written
+        if in_memory.any():
+            out[in_memory] = self._one()[positions[in_memory] - self._written]
+        on_disk = np.flatnonzero(~in_memory)
+        if len(on_disk):
+            order = on_disk[np.argsort(positions[on_disk], kind="stable")]
+            wanted = positions[order]
+            breaks = np.flatnonzero(np.diff(wanted) > self.GAP) + 1
+            fd, size = self._file.fileno(), self.dtype.itemsize
+            for run in np.split(np.arange(len(wanted)), breaks):
+                first, last = int(wanted[run[0]]), int(wanted[run[-1]])
+                data = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), self.dtype)
+                out[order[run]] = data[wanted[run] - first]
         return out
 
 

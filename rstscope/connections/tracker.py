@@ -14,7 +14,7 @@ import gc
 
 import numpy as np
 
-from rstscope.connections.dormant import Dormant
+from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, originators
 from rstscope.connections.records import Connection, TtlRange
@@ -40,6 +40,7 @@ class Tracker:
         self._arrays = ConnArrays()
         self._ack_ring = AckRing()
         self._sweep = IdleSweep()
+        self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # open connections to put out of memory
         self._slot_of = np.full(1024, -1, dtype=np.int64)  # connection id -> slot, -1 once retired
         self._tuple_of = np.full(1024, -1, dtype=np.int64)  # connection id -> tuple id
         self._conn_of_slot = np.full(1024, -1, dtype=np.int64)  # slot -> connection id, -1 free
@@ -164,8 +165,9 @@ class Tracker:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their rows go to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
-        a new connection, as it would in Zeek once its timers removed the old one.  The open ones go
-        dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends again.  Past
+        a new connection, as it would in Zeek once its timers removed the old one.  Open connections idle
+        DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends
+        again.  Past
         LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
         too.  This is what keeps memory bounded by the connections alive at once."""
         arr = self._arrays
@@ -175,7 +177,10 @@ class Tracker:
         if idle is not None:
             self._events.columns.forget_recent(idle)
             self._retire(idle[closing[idle]])
-            self._sleep(idle[~closing[idle]])
+            live = self._conn_of_slot[: arr.size] >= 0
+        quiet = self._quiet.idle(now_frame, last_frame, live)
+        if quiet is not None:
+            self._sleep(quiet[~closing[quiet]])
             live = self._conn_of_slot[: arr.size] >= 0
         last_ns = arr["last_ns"][: arr.size]
         self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
@@ -320,5 +325,5 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "first_frame", "start_ns", "tunnel_id",
 )])  # fmt: skip
 """Per slot, who the connection is (set when it starts)."""
-_WAKE_BATCH = 16_384
+_WAKE_BATCH = 4_096
 """Dormant connections put back in slots at once at the end, to retire them."""
