@@ -21,7 +21,7 @@ import sys
 import time
 from collections import defaultdict
 
-from rstscope import analysis, document, evidence
+from rstscope import analysis, document, evidence, reset_table
 from rstscope.connections import events, tracker
 from rstscope.reader import open_capture
 
@@ -56,8 +56,9 @@ def instrument() -> None:
     _timed(T, "_retire_idle", "tracker: _retire_idle (finalize + spill)")
     _timed(T, "_finalize", "  Tracker._finalize (per batch)")
     _timed(T, "finish", "tracker: finish")
-    _timed(evidence, "collect", "evidence.collect")
-    _timed(analysis, "classify", "verdicts.classify (per RST)")
+    _timed(analysis.reset_table, "build", "reset_table.build (evidence + verdicts + rows)")
+    _timed(evidence, "of_connection", "  evidence.of_connection (per connection)")
+    _timed(reset_table, "classify", "  verdicts.classify (per RST)")
     _timed(analysis, "listen_queue_evidence", "analysis.listen_queue_evidence")
     _timed(document, "connection_row", "  document.connection_row (per row)")
     _timed(document, "write_json", "document.write_json")
