@@ -292,16 +292,16 @@ def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
     known yet gets them from the same pass."""
     for i, a in enumerate(analyses):
         tally = None if a.listen_queue_known else ListenQueueTally()
-        ids, _starts, _counts, _primary = a.resets.per_connection()
-        reset_ids, outcome = ids.tolist(), a.resets.connection_outcome
-        cursor, next_id = 0, reset_ids[0] if reset_ids else -1
+        table = a.resets
+        reset_ids = table.connection  # sorted: walked alongside the connections
+        hi, next_id = 0, int(reset_ids[0]) if len(reset_ids) else -1
         for conn in a.connections:
             if tally is not None:
                 tally.add(conn)
             if conn.id == next_id:
-                yield _connection_row(conn, i, outcome(cursor))
-                cursor += 1
-                next_id = reset_ids[cursor] if cursor < len(reset_ids) else -1
+                lo, hi = table.span(next_id, hi)
+                yield _connection_row(conn, i, table.outcome(lo, hi))
+                next_id = int(reset_ids[hi]) if hi < len(reset_ids) else -1
             else:
                 yield _connection_row(conn, i, None)
         if tally is not None:

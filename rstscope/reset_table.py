@@ -47,6 +47,8 @@ _WRITE_BYTES = 1 << 20
 """Rows written to the file in blocks of about this size..."""
 _READ_BYTES = 1 << 20
 """... and read back in windows of this size (rows are read nearly in the order they were written)."""
+_BLOCK = 65_536
+"""Rows whose positions become Python ints at once while they are read back."""
 
 
 def seconds(ns: int) -> float:
@@ -178,7 +180,6 @@ class ResetTable(Sequence):
         self.first_ns = first_ns
         """Capture time of the earliest RST, None without RSTs."""
         self._order: np.ndarray | None = None
-        self._per_connection: tuple[np.ndarray, ...] | None = None
 
     # ------------------------------------------------------------------ rows, in frame order
 
@@ -198,11 +199,13 @@ class ResetTable(Sequence):
         """The encoded row at a column position."""
         return self._spill.read(int(self._offset[position]), int(self._length[position]))
 
-    def raw_rows(self, positions: Iterable[int] | None = None) -> Iterator[bytes]:
+    def raw_rows(self, positions: np.ndarray | None = None) -> Iterator[bytes]:
         """Encoded rows (orjson, without ``capture``) in frame order, or at these column positions."""
-        offsets, lengths, read = self._offset, self._length, self._spill.read
-        for p in (self.order() if positions is None else positions).tolist():
-            yield read(int(offsets[p]), int(lengths[p]))
+        positions = self.order() if positions is None else positions
+        read, offsets, lengths = self._spill.read, self._offset, self._length
+        for lo in range(0, len(positions), _BLOCK):  # blocks: no Python int per RST held at once
+            block = positions[lo : lo + _BLOCK]
+            yield from map(read, offsets[block].tolist(), lengths[block].tolist())
 
     def __iter__(self) -> Iterator[dict]:
         return map(orjson.loads, self.raw_rows())
@@ -221,41 +224,31 @@ class ResetTable(Sequence):
     def count(self, verdict: Verdict) -> int:
         return int(np.count_nonzero(self.verdict == _CODE[verdict]))
 
-    def per_connection(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(connection ids, position of each one's first row, its row count, the position of its primary
-        RST or -1), one entry per connection that saw a RST, in id order."""
-        if self._per_connection is None:
-            ids, starts, counts = np.unique(self.connection, return_index=True, return_counts=True)
-            primary = np.full(len(ids), -1, dtype=np.int64)
-            marked = np.flatnonzero(self.connection_primary)
-            primary[np.searchsorted(ids, self.connection[marked])] = marked
-            self._per_connection = (ids, starts, counts, primary)
-        return self._per_connection
+    def span(self, conn_id: int, start: int = 0) -> tuple[int, int]:
+        """Column positions [lo, hi) of a connection's RSTs (in frame order; lo == hi without RSTs),
+        searching from ``start``."""
+        lo = start + int(np.searchsorted(self.connection[start:], conn_id))
+        return lo, lo + int(np.searchsorted(self.connection[lo:], conn_id, side="right"))
 
-    def connection_outcome(self, index: int) -> ConnectionOutcome:
-        """What the RSTs say of the ``index``-th connection of :meth:`per_connection`."""
-        _ids, starts, counts, primary = self.per_connection()
-        start, p = int(starts[index]), int(primary[index])
-        frames = self.frame[start : start + int(counts[index])].tolist()
-        if p < 0:
-            return ConnectionOutcome(frames, VERDICTS[self.verdict[start]], None, False)
-        code = self.verdict[p]
-        in_flight = int(self.in_flight[p])
+    def positions_of(self, conn_id: int) -> np.ndarray:
+        """Column positions of a connection's RSTs, in frame order."""
+        return np.arange(*self.span(conn_id))
+
+    def outcome(self, lo: int, hi: int) -> ConnectionOutcome:
+        """What the RSTs at column positions [lo, hi), one connection's, say of it."""
+        frames = self.frame[lo:hi].tolist()
+        marked = np.flatnonzero(self.connection_primary[lo:hi])
+        if not len(marked):
+            return ConnectionOutcome(frames, VERDICTS[self.verdict[lo]], None, False)
+        p = lo + int(marked[0])
+        code, in_flight = self.verdict[p], int(self.in_flight[p])
         return ConnectionOutcome(frames, VERDICTS[code], None if in_flight == NO_VALUE else in_flight,
                                  bool(np.isin(code, _LOST_CODES)))  # fmt: skip
 
     def outcome_of(self, conn_id: int) -> ConnectionOutcome | None:
-        """:meth:`connection_outcome` by connection id, None for a connection without RSTs."""
-        ids = self.per_connection()[0]
-        index = int(np.searchsorted(ids, conn_id))
-        if index == len(ids) or ids[index] != conn_id:
-            return None
-        return self.connection_outcome(index)
-
-    def positions_of(self, conn_id: int) -> np.ndarray:
-        """Column positions of a connection's RSTs, in frame order."""
-        lo, hi = np.searchsorted(self.connection, [conn_id, conn_id + 1])
-        return np.arange(lo, hi)
+        """:meth:`outcome` by connection id, None for a connection without RSTs."""
+        lo, hi = self.span(conn_id)
+        return self.outcome(lo, hi) if hi > lo else None
 
     def losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(connection ids, bytes in flight or NO_VALUE) of the connections that lost data: their primary RST
@@ -264,7 +257,9 @@ class ResetTable(Sequence):
         return self.connection[lost], self.in_flight[lost]
 
     def connections_reset(self) -> int:
-        return len(self.per_connection()[0])
+        """How many connections saw a RST."""
+        ids = self.connection
+        return int(np.count_nonzero(ids[1:] != ids[:-1])) + 1 if len(ids) else 0
 
 
 class ConnectionOutcome:
