@@ -186,14 +186,16 @@ class ListenQueueTally:
         self._per_server: dict[str, dict[str, int]] = {}
 
     def add(self, c: Connection) -> None:
-        if not c.syn_frames:
+        syns = len(c.syn_frames)
+        if not syns:
             return
-        server = self._per_server.get(c.resp)
+        resp = c.resp
+        server = self._per_server.get(resp)
         if server is None:
-            server = self._per_server[c.resp] = {"attempts": 0, "syn_retransmitted": 0, "synack_retransmitted": 0,
+            server = self._per_server[resp] = {"attempts": 0, "syn_retransmitted": 0, "synack_retransmitted": 0,
                                                  "synack_after_ack": 0, "unanswered": 0}  # fmt: skip
         server["attempts"] += 1
-        if len(c.syn_frames) > 1:
+        if syns > 1:
             self._syn_retx.append(c.id)
             server["syn_retransmitted"] += 1
         if len(c.synack_frames) > 1:

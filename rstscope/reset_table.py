@@ -38,6 +38,7 @@ _NOT_PRIMARY_CODES = np.array([_CODE[v] for v in NOT_PRIMARY], dtype=np.int8)
 LOST_DATA_VERDICTS = (Verdict.CLOSE_RACE, Verdict.BACKLOG)
 """A connection lost data when its primary RST has one of these verdicts (``lost_data``)."""
 _LOST_CODES = np.array([_CODE[v] for v in LOST_DATA_VERDICTS], dtype=np.int8)
+_LOST_CODE_SET = frozenset(_LOST_CODES.tolist())
 NO_VALUE = -1
 """``in_flight`` column: the RST's in-flight figure is unknown (None in the document)."""
 
@@ -241,9 +242,9 @@ class ResetTable(Sequence):
         if not len(marked):
             return ConnectionOutcome(frames, VERDICTS[self.verdict[lo]], None, False)
         p = lo + int(marked[0])
-        code, in_flight = self.verdict[p], int(self.in_flight[p])
+        code, in_flight = int(self.verdict[p]), int(self.in_flight[p])
         return ConnectionOutcome(frames, VERDICTS[code], None if in_flight == NO_VALUE else in_flight,
-                                 bool(np.isin(code, _LOST_CODES)))  # fmt: skip
+                                 code in _LOST_CODE_SET)  # fmt: skip
 
     def outcome_of(self, conn_id: int) -> ConnectionOutcome | None:
         """:meth:`outcome` by connection id, None for a connection without RSTs."""

@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import random
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,20 +17,9 @@ from rstscope.cli import Environment, run
 from rstscope.document import combine, for_json, summary_document, write_json
 from rstscope.report import text
 from rstscope.verdicts import Verdict, classify
+from tests.test_document import ROOT, shapes, typed
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "captures" / "close-race" / "capture.pcapng"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import shapes  # noqa: E402
-
-
-def typed(value):
-    """``value`` with every scalar paired with its type: 1, 1.0 and True compare equal in Python."""
-    if isinstance(value, dict):
-        return {k: typed(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [typed(v) for v in value]
-    return (type(value).__name__, value)
 
 
 @pytest.fixture(scope="module")

@@ -146,12 +146,13 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
     resets = doc["resets"]
     if not len(resets):
         return
-    if isinstance(resets, ResetRows):
-        t0, echoes = resets.first_time(), resets.count(Verdict.ECHO)
+    skipped = () if show_echoes else (Verdict.ECHO,)
+    if isinstance(resets, ResetRows):  # streamed: the echoes are not even read back
+        t0, rows = resets.first_time(), resets.without(skipped)
+        hidden = sum(resets.count(v) for v in skipped)
     else:
-        t0, echoes = min(r["time"] for r in resets), sum(r["verdict"] == "echo" for r in resets)
-    hidden = 0 if show_echoes else echoes
-    rows = (r for r in resets if show_echoes or r["verdict"] != "echo")
+        t0, rows = min(r["time"] for r in resets), [r for r in resets if show_echoes or r["verdict"] != "echo"]
+        hidden = len(resets) - len(rows)
     st = _Style(colour)
     out.write("\n")
     if colour:
