@@ -22,13 +22,16 @@ import sys
 import time
 from collections import defaultdict
 
-from rstscope import analysis, document, evidence
+from rstscope import analysis, document, evidence, reset_table
 from rstscope.connections import events, retire, tracker
 from rstscope.reader import open_capture
+from rstscope.report import text
 
 CLOCK = time.perf_counter
 """Wall time, or with ``--cpu`` this process's CPU time (steadier on a machine others are using)."""
 TIMES: dict[str, float] = defaultdict(float)
+CPU: dict[str, float] = defaultdict(float)
+"""Process CPU seconds (time.process_time) of the same calls: the figure to trust on a loaded machine."""
 CALLS: dict[str, int] = defaultdict(int)
 
 
@@ -37,11 +40,12 @@ def _timed(owner, name: str, label: str) -> None:
     inner = getattr(owner, name)
 
     def wrapper(*args, **kwargs):
-        start = _clock()
+        start, cpu = time.perf_counter(), time.process_time()
         try:
             return inner(*args, **kwargs)
         finally:
-            TIMES[label] += _clock() - start
+            TIMES[label] += time.perf_counter() - start
+            CPU[label] += time.process_time() - cpu
             CALLS[label] += 1
 
     setattr(owner, name, wrapper)
@@ -59,11 +63,15 @@ def instrument() -> None:
     _timed(retire.Spill, "put", "  Spill.put (per batch)")
     _timed(T, "finish", "tracker: finish")
     _timed(retire.Spill, "get", "Spill.get (connections from rows, per batch)")
-    _timed(evidence, "collect", "evidence.collect")
-    _timed(analysis, "classify", "verdicts.classify (per RST)")
-    _timed(analysis, "listen_queue_evidence", "analysis.listen_queue_evidence")
+    _timed(reset_table, "build", "reset_table.build (evidence + verdicts + rows)")
+    _timed(evidence, "of_connection", "  evidence.of_connection (per connection)")
+    _timed(reset_table, "classify", "  verdicts.classify (per RST)")
+    _timed(analysis, "listen_queue_evidence", "analysis.listen_queue_evidence (own pass)")
     _timed(document, "connection_row", "  document.connection_row (per row)")
     _timed(document, "write_json", "document.write_json")
+    _timed(text, "write_summary", "text.write_summary")
+    _timed(text, "write_table", "text.write_table")
+    _timed(text, "write_csv", "text.write_csv")
 
 
 def run(path: str) -> dict[str, float]:
@@ -93,6 +101,11 @@ def run(path: str) -> dict[str, float]:
     start = _clock()
     result = analysis.analyze_capture(path)
     stages["analyze_capture (track + finish + evidence + verdicts)"] = _clock() - start
+    for name, output in (("terminal (summary + table)", _terminal), ("--csv", _csv)):
+        start = _clock()
+        output(result)
+        stages[f"{name}, from the analysis"] = _clock() - start
+    result.listen_queue = None  # --json runs alone: its pass over the connections tallies the listen queue
     start = _clock()
     sink = io.StringIO()
     document.write_json([result], sink)
@@ -108,16 +121,27 @@ def _clock() -> float:
     return CLOCK()
 
 
+def _terminal(result) -> None:
+    doc = document.summary_document([result])
+    text.write_summary(doc, io.StringIO())
+    text.write_table(doc, io.StringIO())
+
+
+def _csv(result) -> None:
+    text.write_csv(document.summary_document([result]), io.StringIO())
+
+
 def report(stages: dict[str, float]) -> str:
     lines = [f"packets {stages.pop('packets'):,}, connections {stages.pop('connections'):,}, "
              f"resets {stages.pop('resets'):,}, JSON {stages.pop('json_bytes') / 1e6:.1f} MB"]  # fmt: skip
     lines.append("stage                                                   seconds")
     for name, seconds in stages.items():
         lines.append(f"{name:<55} {seconds:8.2f}")
-    lines.append("\ntimed function                                        calls   seconds   us/call")
+    lines.append("\ntimed function                                        calls   seconds   CPU s   us/call")
     for name in TIMES:
         calls = CALLS[name]
-        lines.append(f"{name:<50} {calls:>10,} {TIMES[name]:9.2f} {1e6 * TIMES[name] / max(calls, 1):9.1f}")
+        lines.append(f"{name:<50} {calls:>10,} {TIMES[name]:9.2f} {CPU[name]:7.2f} "
+                     f"{1e6 * TIMES[name] / max(calls, 1):9.1f}")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -10,8 +10,11 @@ Shapes, generated into a scratch directory (``tests/shortconns.py``'s writer):
     python benchmarks/reset_storm.py --connections 200000 [--full] [--keep DIR]
 
 Each figure is measured in a fresh process: ``tracker`` feeds the capture to the Tracker and finishes
-(no evidence, no document); ``--full`` also runs ``rstscope analyze FILE --json -o OUT`` (whose
-evidence and document still hold every RST: see the issue).  CPU is user + system seconds.
+(no evidence, no document); ``--full`` also runs ``rstscope analyze FILE`` (the terminal summary and
+table, to /dev/null), ``analyze FILE --json -o OUT`` and ``analyze FILE --csv -o OUT``: evidence and
+verdicts are computed connection by connection and only ~40 bytes of columns stay per RST
+(``rstscope.reset_table``), so these too must stay within 200 MB (issue 10 item 7).  CPU is user +
+system seconds; peak MB is the RSS of the process and its children (the prefetch reader) summed.
 """
 
 from __future__ import annotations
@@ -42,6 +45,42 @@ store = tracker.finish()
 print(len(store), sum(1 for _ in store.with_resets()))
 """
 
+STAGES = """
+import io, os, resource, sys, time
+import psutil
+from rstscope import document, reset_table
+from rstscope.analysis import Analysis, CaptureInfo
+from rstscope.connections import Tracker
+from rstscope.reader import open_capture
+from rstscope.report import text
+me = psutil.Process()
+def say(stage):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(f"  {stage:<44} RSS {me.memory_info().rss >> 20:5,} MB, peak so far {peak:5,} MB, "
+          f"CPU {time.process_time():7.1f} s", flush=True)
+tracker = Tracker()
+with open_capture(sys.argv[1], chunk_packets=65536) as cap:
+    for chunk in cap.chunks():
+        tracker.feed(chunk)
+    info = CaptureInfo(path=sys.argv[1], format=cap.format, compressed=False, link_types=[], stats=cap.stats)
+store = tracker.finish()
+say("tracked (Tracker.finish)")
+table = reset_table.build(store.with_resets(), store.host_ttl)
+say(f"evidence + verdicts ({len(table):,} RSTs, rows on disk: {table._spill.on_disk})")
+a = Analysis(capture=info, connections=store, resets=table)
+with open(os.devnull, "w") as sink:
+    doc = document.summary_document([a])
+    text.write_summary(doc, sink)
+    text.write_table(doc, sink)
+    say("terminal summary + table")
+    text.write_csv(document.summary_document([a]), sink)
+    say("--csv")
+    a.listen_queue = None
+    document.write_json([a], sink)
+    say("--json")
+"""
+"""``--stages``: one process, the RSS after each stage (what the tracker holds, what the outputs add)."""
+
 
 def make(shape: str, path: Path, n: int) -> int:
     rng = shortconns.np.random.default_rng(1)
@@ -57,6 +96,14 @@ def make(shape: str, path: Path, n: int) -> int:
         cols["ts"] += first * 20_000
         written += shortconns.write_pcap(str(path), cols, mode="wb" if first == 0 else "ab")
     return written
+
+
+def _packets(path: Path) -> int:
+    """Records in a capture kept from an earlier run (--keep)."""
+    from rstscope.reader import open_capture
+
+    with open_capture(path) as cap:
+        return sum(len(chunk) for chunk in cap.chunks())
 
 
 def measure(argv: list[str]) -> tuple[float, float, int]:
@@ -87,22 +134,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="+", default=["reset-ending", "bare-rsts", "repeated-syns"])
     parser.add_argument("--full", action="store_true", help="also measure rstscope analyze --json")
     parser.add_argument("--keep", type=Path, help="write the captures here and keep them")
+    parser.add_argument("--stages", action="store_true",
+                        help="also one process printing its RSS after tracking and after each output")  # fmt: skip
     args = parser.parse_args(argv)
-    print("shape          packets    run       CPU s   wall s  peak MB")
+    print("shape          packets    run       CPU s   wall s  peak MB", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         where = args.keep or Path(tmp)
         where.mkdir(parents=True, exist_ok=True)
         for shape in args.shapes:
             path = where / f"{shape}-{args.connections}.pcap"
-            packets = make(shape, path, args.connections)
+            packets = make(shape, path, args.connections) if not path.exists() else _packets(path)
             runs = [("tracker", [sys.executable, "-c", TRACKER_ONLY, str(path)])]
             if args.full:
-                out = where / f"{shape}.json"
-                analyze = [sys.executable, "-m", "rstscope", "analyze", str(path), "--json", "-o", str(out)]
-                runs.append(("analyze", analyze))
+                analyze = [sys.executable, "-m", "rstscope", "analyze", str(path)]
+                runs.append(("text", analyze))
+                runs.append(("--json", [*analyze, "--json", "-o", str(where / f"{shape}.json")]))
+                runs.append(("--csv", [*analyze, "--csv", "-o", str(where / f"{shape}.csv")]))
             for name, command in runs:
                 cpu, wall, peak = measure(command)
                 print(f"{shape:14} {packets:>9,}  {name:8} {cpu:7.2f} {wall:8.2f} {peak:8,}", flush=True)
+            if args.stages:
+                print(f"{shape}, stage by stage in one process:", flush=True)
+                subprocess.run([sys.executable, "-c", STAGES, str(path)], cwd=REPO, env={"PYTHONPATH": str(REPO)},
+                               check=True)  # fmt: skip
     return 0
 
 

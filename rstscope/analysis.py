@@ -10,18 +10,20 @@ and the report and plots read.  Nothing here formats text for people: that is
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from rstscope import evidence as evidence_mod
-from rstscope import prefetch
+import orjson
+
+from rstscope import prefetch, reset_table
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.evidence import ResetEvidence
 from rstscope.packets import ReadStats
 from rstscope.reader import open_capture
-from rstscope.verdicts import Decision, Verdict, classify
+from rstscope.reset_table import VERDICTS, ResetTable
+from rstscope.verdicts import Decision, Verdict
 
 CHUNK_PACKETS = 65_536
 """Rows per chunk: small enough that the tracker's temporaries stay in cache and memory stays flat."""
@@ -29,13 +31,10 @@ PREFETCH_BYTES = 16 << 20
 """Files at least this large are read in a child process, in parallel with tracking (rstscope.prefetch)."""
 
 
-NOT_PRIMARY = (Verdict.ECHO, Verdict.IGNORED)
-"""RSTs that did not end their connection: the primary RST is its first RST of another verdict."""
-
-
 @dataclass(kw_only=True)
 class ResetRecord:
-    """One RST: its evidence and its verdict."""
+    """One RST: its evidence and its verdict (what :func:`rstscope.reset_table.build` computes for a RST and
+    does not keep)."""
 
     evidence: ResetEvidence
     decision: Decision
@@ -63,45 +62,54 @@ class Analysis:
     """Everything ``analyze`` found in one capture."""
 
     capture: CaptureInfo
-    connections: list[Connection]
-    resets: list[ResetRecord]
-    listen_queue: dict = field(default_factory=dict)
-    """SYN and SYN-ACK trouble, with or without RSTs (see :func:`listen_queue_evidence`)."""
+    connections: Sequence[Connection]
+    """In id order (the tracker's ``ConnectionStore``: retired connections are read back from its spill)."""
+    resets: ResetTable
+    """Every RST in frame order, as document rows; its columns answer counts and per-connection outcomes."""
     run: object | None = None
     """The lab run directory (``rstscope.lab.rundir.RunDir``) the capture came from, if any: its kernel
     records and client logs are joined into the document."""
+    _listen_queue: dict | None = field(default=None, repr=False)
+
+    @property
+    def listen_queue(self) -> dict:
+        """SYN and SYN-ACK trouble, with or without RSTs (see :func:`listen_queue_evidence`): one pass over
+        the connections, made the first time it is asked for unless a writer that reads every connection
+        anyway tallied it on the way (:class:`ListenQueueTally`)."""
+        if self._listen_queue is None:
+            self._listen_queue = listen_queue_evidence(self.connections)
+        return self._listen_queue
+
+    @listen_queue.setter
+    def listen_queue(self, value: dict) -> None:
+        self._listen_queue = value
+
+    @property
+    def listen_queue_known(self) -> bool:
+        return self._listen_queue is not None
 
     def verdict_counts(self) -> dict[str, int]:
-        counts = {v.value: 0 for v in Verdict}
-        for r in self.resets:
-            counts[r.verdict.value] += 1
-        return {k: v for k, v in counts.items() if v}
+        return self.resets.verdict_counts()
 
-    def primary_reset(self, conn_id: int) -> ResetRecord | None:
-        """The connection's primary RST: its first RST that ended it (not an echo, not ignored), None if
-        it had none."""
-        return next((r for r in self.resets_of(conn_id) if r.verdict not in NOT_PRIMARY), None)
+    def primary_reset(self, conn_id: int) -> dict | None:
+        """The connection's primary RST (its document row): its first RST that ended it (not an echo, not
+        ignored), None if it had none."""
+        marked = [p for p in self.resets.positions_of(conn_id).tolist() if self.resets.connection_primary[p]]
+        return orjson.loads(self.resets.raw(marked[0])) if marked else None
 
     def connection_verdict(self, conn: Connection) -> Verdict | None:
         """The verdict of the connection's primary RST (what happened to it); else its first RST's
         verdict; None without RSTs."""
-        primary = self.primary_reset(conn.id)
-        if primary is not None:
-            return primary.verdict
-        resets = self.resets_of(conn.id)
-        return resets[0].verdict if resets else None
+        outcome = self.resets.outcome_of(conn.id)
+        return outcome.verdict if outcome is not None else None
 
-    def _resets_by_conn(self) -> dict[int, list[ResetRecord]]:
-        cache = getattr(self, "_by_conn", None)
-        if cache is None:
-            cache = {}
-            for r in self.resets:
-                cache.setdefault(r.evidence.connection, []).append(r)
-            self._by_conn = cache
-        return cache
+    def resets_of(self, conn_id: int) -> list[dict]:
+        """The connection's RSTs (document rows), in frame order."""
+        return [orjson.loads(b) for b in self.resets.raw_rows(self.resets.positions_of(conn_id))]
 
-    def resets_of(self, conn_id: int) -> list[ResetRecord]:
-        return self._resets_by_conn().get(conn_id, [])
+    def verdicts_of(self, conn_id: int) -> list[Verdict]:
+        """The verdicts of the connection's RSTs, in frame order (no row read)."""
+        return [VERDICTS[c] for c in self.resets.verdict[self.resets.positions_of(conn_id)].tolist()]
 
 
 def analyze_capture(
@@ -132,14 +140,9 @@ def analyze_capture(
             stats=cap.stats,
         )
     connections = tracker.finish()
-    evidence = evidence_mod.collect(connections.with_resets(), connections.host_ttl)
-    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence]
-    return Analysis(
-        capture=info,
-        connections=connections,
-        resets=resets,
-        listen_queue=listen_queue_evidence(connections),
-    )
+    # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
+    resets = reset_table.build(connections.with_resets(), connections.host_ttl)
+    return Analysis(capture=info, connections=connections, resets=resets)
 
 
 def _open(path, stream=None):
@@ -158,40 +161,58 @@ def _size(path) -> int:
         return 0  # open_capture says what is wrong
 
 
-def listen_queue_evidence(connections: list[Connection]) -> dict:
+def listen_queue_evidence(connections: Iterable[Connection]) -> dict:
     """Listen-queue trouble that needs no RST to be seen.
 
     With the default ``tcp_abort_on_overflow=0`` a full accept queue resets
     nothing: the server drops the handshake's last ACK and retransmits its
     SYN-ACK; a full SYN queue drops SYNs, which the client retransmits.
     """
-    syn_retx, synack_retx, synack_after_ack, unanswered = [], [], [], []
-    per_server: dict[str, dict[str, int]] = {}
+    tally = ListenQueueTally()
     for c in connections:
-        if not c.syn_frames:
-            continue
-        server = per_server.setdefault(
-            c.resp,
-            {"attempts": 0, "syn_retransmitted": 0, "synack_retransmitted": 0, "synack_after_ack": 0,
-             "unanswered": 0},
-        )  # fmt: skip
+        tally.add(c)
+    return tally.result()
+
+
+class ListenQueueTally:
+    """:func:`listen_queue_evidence` one connection at a time, so that a pass that reads every connection
+    anyway (the JSON writer's) counts it on the way instead of reading them all back a second time."""
+
+    def __init__(self) -> None:
+        self._syn_retx: list[int] = []
+        self._synack_retx: list[int] = []
+        self._synack_after_ack: list[int] = []
+        self._unanswered: list[int] = []
+        self._per_server: dict[str, dict[str, int]] = {}
+
+    def add(self, c: Connection) -> None:
+        syns = len(c.syn_frames)
+        if not syns:
+            return
+        resp = c.resp
+        server = self._per_server.get(resp)
+        if server is None:
+            server = self._per_server[resp] = {"attempts": 0, "syn_retransmitted": 0, "synack_retransmitted": 0,
+                                                 "synack_after_ack": 0, "unanswered": 0}  # fmt: skip
         server["attempts"] += 1
-        if len(c.syn_frames) > 1:
-            syn_retx.append(c.id)
+        if syns > 1:
+            self._syn_retx.append(c.id)
             server["syn_retransmitted"] += 1
         if len(c.synack_frames) > 1:
-            synack_retx.append(c.id)
+            self._synack_retx.append(c.id)
             server["synack_retransmitted"] += 1
         if c.synack_after_ack_frames:
-            synack_after_ack.append(c.id)
+            self._synack_after_ack.append(c.id)
             server["synack_after_ack"] += 1
         if not c.synack_frames and not c.rst_frames[Side.RESP]:
-            unanswered.append(c.id)
+            self._unanswered.append(c.id)
             server["unanswered"] += 1
-    return {
-        "syn_retransmitted": {"count": len(syn_retx), "connections": syn_retx},
-        "synack_retransmitted": {"count": len(synack_retx), "connections": synack_retx},
-        "synack_after_ack": {"count": len(synack_after_ack), "connections": synack_after_ack},
-        "unanswered": {"count": len(unanswered), "connections": unanswered},
-        "servers": per_server,
-    }
+
+    def result(self) -> dict:
+        return {
+            "syn_retransmitted": {"count": len(self._syn_retx), "connections": self._syn_retx},
+            "synack_retransmitted": {"count": len(self._synack_retx), "connections": self._synack_retx},
+            "synack_after_ack": {"count": len(self._synack_after_ack), "connections": self._synack_after_ack},
+            "unanswered": {"count": len(self._unanswered), "connections": self._unanswered},
+            "servers": self._per_server,
+        }

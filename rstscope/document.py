@@ -22,115 +22,70 @@ import itertools
 from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
 import orjson
 
-from rstscope import __version__, zeek
-from rstscope.analysis import Analysis, ResetRecord
-from rstscope.connections import Connection, Side
+from rstscope import __version__, reset_table, zeek
+from rstscope.analysis import Analysis, ListenQueueTally, ResetRecord
+from rstscope.connections import Connection
+from rstscope.reset_table import ConnectionOutcome, reset_fields, seconds
 from rstscope.verdicts import Verdict
 
 SCHEMA_VERSION = 1
 
 
-def _time(ns: int) -> float:
-    return round(ns / 1e9, 9)
-
-
-def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
-    ev, d = record.evidence, record.decision
-    return {
-        "capture": capture_index,
-        "frame": ev.frame,
-        "time": _time(ev.time_ns),
-        "connection": ev.connection,
-        "src": ev.src,
-        "dst": ev.dst,
-        "sender": ev.sender_role,
-        "flags": ev.flags,
-        "phase": ev.phase.value,
-        "verdict": d.verdict.value,
-        "rule": d.rule,
-        "confidence": d.confidence.value,
-        "confidence_reason": d.confidence_reason,
-        "origin": ev.origin.value,
-        "origin_findings": list(ev.origin_findings),
-        "ttl": ev.ttl,
-        "sender_ttl": ev.sender_ttl,
-        "primary": ev.primary,
-        "in_flight": ev.in_flight,
-        "in_flight_basis": ev.in_flight_basis,
-        "in_flight_capture": ev.in_flight_capture,
-        "in_flight_echoes": ev.in_flight_echoes,
-        "seq": ev.seq,
-        "seq_vs_snd_nxt": ev.seq_vs_snd_nxt,
-        "peer_unacked": ev.peer_unacked,
-        "peer_in_flight": ev.peer_in_flight,
-        "sender_segments_after": ev.sender_segments_after,
-        "receiver_segments_after": ev.receiver_segments_after,
-        "idle_before": ev.idle_before_s,
-        "keepalive_probes": ev.keepalive_probes,
-        "sender_fin_frame": ev.sender_fin_frame,
-        "answers_frame": ev.answers_frame,
-        "answers": ev.answers,
-        "echoes": ev.echoes,
-        "syn_retransmissions": ev.syn_retransmissions,
-        "synack_retransmissions": ev.synack_retransmissions,
-        "synack_after_ack": ev.synack_after_ack,
-        "client_unacked": ev.client_unacked,
-        "findings": list(ev.findings),
-        "explanation": d.explanation,
-        "fix": d.fix or d.verdict.fix,
-        "wireshark_filter": f"frame.number == {ev.frame}",
-    }
+def reset_row(record: ResetRecord, capture_index: int = 0) -> dict:
+    """A RST's row from its evidence and verdict (the rows of an analysis come from its ``resets``)."""
+    return {"capture": capture_index, **reset_fields(record.evidence, record.decision)}
 
 
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
-    resets = analysis.resets_of(conn.id)
-    verdict = analysis.connection_verdict(conn)
-    primary = analysis.primary_reset(conn.id)
+    return _connection_row(conn, capture_index, analysis.resets.outcome_of(conn.id))
+
+
+def _connection_row(conn: Connection, capture_index: int, outcome: ConnectionOutcome | None) -> dict:
+    """``connection_row`` with the connection's RST outcome given: written for speed (one call per
+    connection of the capture in ``--json``), the same values as the record's own properties give."""
+    packets, payload, stream, unacked, retx = (conn.packets, conn.payload_bytes, conn.stream_bytes,
+                                               conn.unacked_bytes, conn.retransmissions)  # fmt: skip
+    start, end, first, last = conn.start_ns, conn.end_ns, conn.first_frame, conn.last_frame
+    orig_addr, orig_port, resp_addr, resp_port = conn.orig_addr, conn.orig_port, conn.resp_addr, conn.resp_port
+    ip = "ipv6" if conn.ip_version == 6 else "ip"
+    syns, synacks = len(conn.syn_frames), len(conn.synack_frames)
     return {
         "capture": capture_index,
         "id": conn.id,
-        "client": conn.orig,
-        "server": conn.resp,
+        "client": f"[{orig_addr}]:{orig_port}" if ":" in orig_addr else f"{orig_addr}:{orig_port}",
+        "server": f"[{resp_addr}]:{resp_port}" if ":" in resp_addr else f"{resp_addr}:{resp_port}",
         "originator_inferred": conn.originator_inferred,
         "ip_version": conn.ip_version,
         "tunnel_id": conn.tunnel_id,
-        "start": _time(conn.start_ns),
-        "end": _time(conn.end_ns),
-        "duration": round((conn.end_ns - conn.start_ns) / 1e9, 9),
-        "first_frame": conn.first_frame,
-        "last_frame": conn.last_frame,
-        "packets": {"client": conn.packets[Side.ORIG], "server": conn.packets[Side.RESP]},
-        "payload_bytes": {"client": conn.payload_bytes[Side.ORIG], "server": conn.payload_bytes[Side.RESP]},
-        "stream_bytes": {"client": conn.stream_bytes[Side.ORIG], "server": conn.stream_bytes[Side.RESP]},
-        "unacked_bytes": {"client": conn.unacked_bytes[Side.ORIG], "server": conn.unacked_bytes[Side.RESP]},
-        "retransmissions": {
-            "client": conn.retransmissions[Side.ORIG],
-            "server": conn.retransmissions[Side.RESP],
-        },
-        "history": conn.history_text,
+        "start": start / 1e9,  # seconds(start), inlined: see reset_table.seconds
+        "end": end / 1e9,
+        "duration": (end - start) / 1e9,
+        "first_frame": first,
+        "last_frame": last,
+        "packets": {"client": packets[0], "server": packets[1]},
+        "payload_bytes": {"client": payload[0], "server": payload[1]},
+        "stream_bytes": {"client": stream[0], "server": stream[1]},
+        "unacked_bytes": {"client": unacked[0], "server": unacked[1]},
+        "retransmissions": {"client": retx[0], "server": retx[1]},
+        "history": "".join(conn.history),
         "conn_state": zeek.conn_state(conn).value,
         "phase": conn.phase().value,
-        "syn_retransmissions": max(0, len(conn.syn_frames) - 1),
-        "synack_retransmissions": max(0, len(conn.synack_frames) - 1),
+        "syn_retransmissions": syns - 1 if syns > 1 else 0,
+        "synack_retransmissions": synacks - 1 if synacks > 1 else 0,
         "synack_after_ack": len(conn.synack_after_ack_frames),
-        "resets": [r.frame for r in resets],
-        "verdict": verdict.value if verdict else None,
-        "in_flight_at_reset": primary.evidence.in_flight if primary else None,
-        "lost_data": bool(primary and primary.verdict in LOST_DATA_VERDICTS),
-        "findings": [f.kind for f in conn.findings],
-        "wireshark_filter": _conn_filter(conn),
+        "resets": outcome.frames if outcome else [],
+        "verdict": outcome.verdict.value if outcome else None,
+        "in_flight_at_reset": outcome.in_flight if outcome else None,
+        "lost_data": outcome.lost_data if outcome else False,
+        "findings": [f.kind for f in conn.findings] if conn.findings else [],
+        "wireshark_filter": (
+            f"{ip}.addr == {orig_addr} && tcp.port == {orig_port} && {ip}.addr == {resp_addr} && "
+            f"tcp.port == {resp_port} && frame.number >= {first} && frame.number <= {last}"
+        ),
     }
-
-
-def _conn_filter(conn: Connection) -> str:
-    ip = "ipv6" if conn.ip_version == 6 else "ip"
-    return (
-        f"{ip}.addr == {conn.orig_addr} && tcp.port == {conn.orig_port} && "
-        f"{ip}.addr == {conn.resp_addr} && tcp.port == {conn.resp_port} && "
-        f"frame.number >= {conn.first_frame} && frame.number <= {conn.last_frame}"
-    )
 
 
 def capture_row(analysis: Analysis, index: int = 0) -> dict:
@@ -153,8 +108,6 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
     }
 
 
-LOST_DATA_VERDICTS = (Verdict.CLOSE_RACE, Verdict.BACKLOG)
-"""A connection lost data when its primary RST has one of these verdicts (``lost_data``)."""
 LOST_LISTED = 10
 """Connections that lost data listed in a summary document (``all_connections=False``): the terminal
 summary prints these, largest in flight first, and only counts the rest."""
@@ -179,15 +132,8 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     ``all_connections=False`` lists only the :data:`LOST_LISTED` connections that lost the most data
     in flight (the summary still counts them all): what the terminal summary prints, without a row
     per connection of a huge capture."""
-    if all_connections:
-        connections = [connection_row(a, c, i) for i, a in enumerate(analyses) for c in a.connections]
-    else:
-        connections = [connection_row(analyses[i], analyses[i].connections[cid], i) for i, cid in _most_lost(analyses)]
-    resets = [reset_row(a, r, i) for i, a in enumerate(analyses) for r in a.resets]
-    doc = _head(analyses, "all" if all_connections else f"lost data, at most {LOST_LISTED}, largest first")
-    doc["connections"] = connections
-    doc["resets"] = resets
-    doc["listen_queue"] = _listen_queue(analyses)
+    doc = summary_document(analyses, all_connections=all_connections)
+    doc["resets"] = list(doc["resets"])
     runs = [a.run for a in analyses if a.run is not None]
     if len(runs) == 1 and len(analyses) == 1:
         from rstscope.lab import groundtruth
@@ -196,26 +142,89 @@ def combine(analyses: list[Analysis], *, all_connections: bool = True) -> dict:
     return doc
 
 
-def _primaries(a: Analysis) -> dict[int, ResetRecord | None]:
-    """Per connection that saw a RST: its primary RST (what happened to it), None if it had none."""
-    return {cid: a.primary_reset(cid) for cid in dict.fromkeys(r.evidence.connection for r in a.resets)}
+def summary_document(analyses: list[Analysis], *, all_connections: bool = False) -> dict:
+    """:func:`combine`'s document (without a lab run's ground truth) whose ``resets`` is a
+    :class:`ResetRows`: read back from the analyses' spills as it is iterated, never all in memory."""
+    if all_connections:
+        connections = [connection_row(a, c, i) for i, a in enumerate(analyses) for c in a.connections]
+    else:
+        connections = [connection_row(analyses[i], analyses[i].connections[cid], i) for i, cid in _most_lost(analyses)]
+    doc = _head(analyses, "all" if all_connections else f"lost data, at most {LOST_LISTED}, largest first")
+    doc["connections"] = connections
+    doc["resets"] = ResetRows(analyses)
+    doc["listen_queue"] = _listen_queue(analyses)
+    return doc
 
 
-def _losses(primaries: dict[int, ResetRecord | None]) -> dict[int, int | None]:
-    """Connection id -> bytes in flight at its primary RST, for the connections that lost data."""
-    return {
-        cid: r.evidence.in_flight for cid, r in primaries.items() if r is not None and r.verdict in LOST_DATA_VERDICTS
-    }
+class ResetRows:
+    """The RST rows of several analyses (capture by capture, each in frame order), decoded as they are
+    iterated; the questions the terminal summary asks of all of them are answered from the columns."""
+
+    def __init__(self, analyses: list[Analysis]) -> None:
+        self._tables = [a.resets for a in analyses]
+
+    def __len__(self) -> int:
+        return sum(len(t) for t in self._tables)
+
+    def __iter__(self) -> Iterator[dict]:
+        return self.without(())
+
+    def without(self, verdicts: tuple[Verdict, ...]) -> Iterator[dict]:
+        """The rows but those of these verdicts, which are not even read back."""
+        loads = orjson.loads
+        for i, table in enumerate(self._tables):
+            head, order = b'{"capture":%d,' % i, table.order()
+            if verdicts:
+                order = order[~np.isin(table.verdict[order], [reset_table.VERDICTS.index(v) for v in verdicts])]
+            for raw in table.raw_rows(order):
+                yield loads(head + raw[1:])
+
+    def first_time(self) -> float:
+        """The earliest RST's ``time`` (0.0 without RSTs)."""
+        return min((seconds(t.first_ns) for t in self._tables if t.first_ns is not None), default=0.0)
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(t.count(verdict) for t in self._tables)
+
+    def fixes(self) -> set[tuple[str, str]]:
+        """Each (verdict, fix) of the rows once."""
+        return set().union(*(t.fixes for t in self._tables))
+
+    def strongest(self, skip: tuple[Verdict, ...]) -> list[dict]:
+        """Per verdict not in ``skip``, its RST with the most evidence (bytes in flight, then findings;
+        the first of equals), verdicts in the order of their first RST: ``text._strongest``'s rule on
+        the columns, reading only the rows it picks."""
+        best: dict[int, tuple[tuple[int, int], int, int]] = {}
+        skipped = [reset_table.VERDICTS.index(v) for v in skip]
+        for i, table in enumerate(self._tables):
+            order = table.order()
+            verdicts = table.verdict[order]
+            in_flight = np.maximum(table.in_flight[order], 0)
+            findings = table.findings[order]
+            codes, firsts = np.unique(verdicts, return_index=True)
+            for code, _first in sorted(zip(codes.tolist(), firsts.tolist(), strict=True), key=lambda cf: cf[1]):
+                if code in skipped:
+                    continue
+                rows = np.flatnonzero(verdicts == code)
+                rows = rows[in_flight[rows] == in_flight[rows].max()]
+                top = int(rows[np.argmax(findings[rows])])  # argmax: the first of equals
+                key = (int(in_flight[top]), int(findings[top]))
+                if code not in best or key > best[code][0]:
+                    best[code] = (key, i, int(order[top]))
+        picked = []
+        for _key, i, position in best.values():
+            picked.append(orjson.loads(b'{"capture":%d,' % i + self._tables[i].raw(position)[1:]))
+        return picked
 
 
 def _most_lost(analyses: list[Analysis]) -> list[tuple[int, int]]:
     """(capture index, connection id) of the LOST_LISTED connections with the most data in flight, in
     that order (ties: capture, then connection order)."""
-    lost = [
-        (-(in_flight or 0), i, cid)
-        for i, a in enumerate(analyses)
-        for cid, in_flight in _losses(_primaries(a)).items()
-    ]
+    lost = []
+    for i, a in enumerate(analyses):
+        ids, in_flight = a.resets.losses()
+        top = np.lexsort((ids, -np.maximum(in_flight, 0)))[:LOST_LISTED]  # the same key, within one capture
+        lost.extend((-max(int(in_flight[p]), 0), i, int(ids[p])) for p in top.tolist())
     return [(i, cid) for _, i, cid in heapq.nsmallest(LOST_LISTED, lost)]
 
 
@@ -229,11 +238,10 @@ def _head(analyses: list[Analysis], listed: str) -> dict:
         undecoded.update(a.capture.stats.undecoded)
         for k, v in a.verdict_counts().items():
             by_verdict[k] = by_verdict.get(k, 0) + v
-        primaries = _primaries(a)
-        connections_reset += len(primaries)
-        losses = _losses(primaries)
-        connections_lost += len(losses)
-        in_flight_lost += sum(v or 0 for v in losses.values())
+        connections_reset += a.resets.connections_reset()
+        _ids, in_flight = a.resets.losses()
+        connections_lost += len(in_flight)
+        in_flight_lost += int(np.maximum(in_flight, 0).sum())
     summary = {
         "packets": sum(c["records"] for c in captures),
         "tcp_packets": sum(c["tcp_packets"] for c in captures),
@@ -269,8 +277,9 @@ _ROWS_PER_WRITE = 512
 def write_json(analyses: list[Analysis], stream) -> None:
     """The document of ``combine(analyses)``, written as it is produced: one connection row and one
     RST row at a time (encoded by orjson), so that a capture with millions of connections or RSTs
-    never has their rows in memory at once (retired connections are read back from the tracker's
-    spill file one by one).  The same values as ``json.dump(combine(analyses), ...)``
+    never has their rows in memory at once.  Each connection is read once (retired ones from the
+    tracker's spill file), and the listen-queue counts are tallied on the way; RST rows are copied as
+    encoded by :mod:`rstscope.reset_table`.  The same values as ``json.dump(combine(analyses), ...)``
     (tests/test_document.py); the layout differs: one row per line.  Lab runs are not streamed:
     :func:`combine` joins their ground truth per connection."""
     doc = for_json(_head(analyses, "all"))
@@ -278,17 +287,44 @@ def write_json(analyses: list[Analysis], stream) -> None:
     for key, value in doc.items():
         indent = orjson.OPT_INDENT_2 if isinstance(value, (dict, list)) else 0
         stream.write(f' "{key}": {_encode(value, indent).replace(chr(10), chr(10) + " ")},\n')
-    rows = (connection_row(a, c, i) for i, a in enumerate(analyses) for c in a.connections)
-    _write_rows(stream, "connections", rows)
+    _write_rows(stream, "connections", map(orjson.dumps, _connection_rows(analyses)))
     stream.write(",\n")
-    _write_rows(stream, "resets", (reset_row(a, r, i) for i, a in enumerate(analyses) for r in a.resets))
+    _write_rows(stream, "resets", _encoded_reset_rows(analyses))
     stream.write(f',\n "listen_queue": {_encode(_listen_queue(analyses))}\n}}\n')
 
 
-def _write_rows(stream, key: str, rows: Iterator[dict]) -> None:
+def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
+    """Every connection's row, reading each connection once; an analysis whose listen-queue counts are not
+    known yet gets them from the same pass."""
+    for i, a in enumerate(analyses):
+        tally = None if a.listen_queue_known else ListenQueueTally()
+        table = a.resets
+        reset_ids = table.connection  # sorted: walked alongside the connections
+        hi, next_id = 0, int(reset_ids[0]) if len(reset_ids) else -1
+        for conn in a.connections:
+            if tally is not None:
+                tally.add(conn)
+            if conn.id == next_id:
+                lo, hi = table.span(next_id, hi)
+                yield _connection_row(conn, i, table.outcome(lo, hi))
+                next_id = int(reset_ids[hi]) if hi < len(reset_ids) else -1
+            else:
+                yield _connection_row(conn, i, None)
+        if tally is not None:
+            a.listen_queue = tally.result()
+
+
+def _encoded_reset_rows(analyses: list[Analysis]) -> Iterator[bytes]:
+    for i, a in enumerate(analyses):
+        head = b'{"capture":%d,' % i
+        for raw in a.resets.raw_rows():
+            yield head + raw[1:]
+
+
+def _write_rows(stream, key: str, rows: Iterator[bytes]) -> None:
     stream.write(f' "{key}": [')
     separator = "\n  "
-    while batch := [orjson.dumps(row) for row in itertools.islice(rows, _ROWS_PER_WRITE)]:
+    while batch := list(itertools.islice(rows, _ROWS_PER_WRITE)):
         stream.write(separator + b",\n  ".join(batch).decode())
         separator = ",\n  "
     stream.write("]" if separator == "\n  " else "\n ]")
@@ -302,5 +338,9 @@ def distinct_fixes(doc: dict) -> list[tuple[str, str]]:
     """Each (verdict, fix) of the document's RSTs once, in verdict order; echoes and unknown have none of
     their own.  A middlebox's fix depends on its kind, so one verdict can carry several."""
     order = [v.value for v in Verdict]
-    seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in doc["resets"]}
+    resets = doc["resets"]
+    if isinstance(resets, ResetRows):
+        seen = resets.fixes()
+    else:
+        seen = {(r["verdict"], r.get("fix") or Verdict(r["verdict"]).fix) for r in resets}
     return sorted(((v, f) for v, f in seen if v not in ("echo", "unknown")), key=lambda vf: (order.index(vf[0]), vf[1]))

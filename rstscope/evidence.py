@@ -286,12 +286,14 @@ def collect(connections: Iterable[Connection], host_ttl: dict[str, TtlRange] | N
     on a connection where that host sent nothing else)."""
     out: list[ResetEvidence] = []
     for conn in connections:
-        out.extend(_connection_evidence(conn, host_ttl or {}))
+        out.extend(of_connection(conn, host_ttl or {}))
     out.sort(key=lambda e: e.frame)
     return out
 
 
-def _connection_evidence(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[ResetEvidence]:
+def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[ResetEvidence]:
+    """Evidence for the RSTs of one connection, in the order it saw them (``collect`` for one connection:
+    what a RST's evidence needs never lies in another connection, ``host_ttl`` apart)."""
     items = [_evidence(conn, obs) for obs in conn.resets]
     for obs, ev in zip(conn.resets, items, strict=True):
         _after_reset(conn, obs, ev)

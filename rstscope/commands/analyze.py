@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from rstscope import api, inputs
-from rstscope.document import combine, for_json, write_json
+from rstscope.document import combine, for_json, summary_document, write_json
 from rstscope.output import atomic_file
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
@@ -67,9 +67,9 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             write_json(analyses, env.stdout)
         _warn(analyses, env)
         return ExitStatus.BAD_INPUT if failed else ExitStatus.OK
-    # The terminal summary and the CSV need only the connections that saw a RST; a lab run's ground
-    # truth is joined per connection, and --json lists them all.
-    doc = combine(analyses, all_connections=args.json or runs)
+    # The terminal summary and the CSV need only the connections that saw a RST, and read the RST rows
+    # back one at a time; a lab run's ground truth is joined per connection, and --json lists them all.
+    doc = combine(analyses) if runs else summary_document(analyses)
     _warn(analyses, env)
     if args.output:
         with _output(args.output) as stream:

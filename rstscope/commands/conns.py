@@ -85,7 +85,7 @@ def _write(analysis: Analysis, stream, args, env, *, table: bool) -> None:
 
 
 def _row(analysis: Analysis, conn: Connection) -> dict[str, str]:
-    verdicts = sorted({r.verdict.value for r in analysis.resets_of(conn.id)})
+    verdicts = sorted({v.value for v in analysis.verdicts_of(conn.id)})
     return {
         "id": str(conn.id),
         "orig": conn.orig,

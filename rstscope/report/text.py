@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from typing import TextIO
 
-from rstscope.document import LOST_LISTED, distinct_fixes
+from rstscope.document import LOST_LISTED, ResetRows, distinct_fixes
 from rstscope.packets import describe_undecoded
 from rstscope.verdicts import Verdict
 
@@ -121,9 +121,12 @@ def write_summary(doc: dict, out: TextIO, *, colour: bool = False) -> None:
 
 def _strongest(doc: dict) -> list[str]:
     """One line per verdict: the RST with the most evidence behind it."""
+    resets = doc["resets"]
+    if isinstance(resets, ResetRows):  # streamed: picked from the columns, the same rule
+        return [f"frame {r['frame']}: {r['explanation']}" for r in resets.strongest((Verdict.ECHO, Verdict.UNKNOWN))]
     lines = []
     by_verdict: dict[str, dict] = {}
-    for r in doc["resets"]:
+    for r in resets:
         if r["verdict"] in ("echo", "unknown"):
             continue
         best = by_verdict.get(r["verdict"])
@@ -138,13 +141,19 @@ def _strongest(doc: dict) -> list[str]:
 
 
 def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bool = False) -> None:
-    """The per-RST table; echoes are folded into their primary's ``echoes`` count unless asked for."""
-    rows = [r for r in doc["resets"] if show_echoes or r["verdict"] != "echo"]
-    hidden = len(doc["resets"]) - len(rows)
-    if not doc["resets"]:
+    """The per-RST table; echoes are folded into their primary's ``echoes`` count unless asked for.  The
+    rows are written as they are read (``doc["resets"]`` may be a :class:`ResetRows`)."""
+    resets = doc["resets"]
+    if not len(resets):
         return
+    skipped = () if show_echoes else (Verdict.ECHO,)
+    if isinstance(resets, ResetRows):  # streamed: the echoes are not even read back
+        t0, rows = resets.first_time(), resets.without(skipped)
+        hidden = sum(resets.count(v) for v in skipped)
+    else:
+        t0, rows = min(r["time"] for r in resets), [r for r in resets if show_echoes or r["verdict"] != "echo"]
+        hidden = len(resets) - len(rows)
     st = _Style(colour)
-    t0 = min((r["time"] for r in doc["resets"]), default=0.0)
     out.write("\n")
     if colour:
         header = [
@@ -182,6 +191,7 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
 
 
 def write_csv(doc: dict, out: TextIO) -> None:
+    """The RST table as CSV, a row at a time (``doc["resets"]`` may be a :class:`ResetRows`)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for r in doc["resets"]:
