@@ -131,7 +131,12 @@ def analyze_capture(
             link_types=sorted({i.link_name for i in cap.interfaces}),
             stats=cap.stats,
         )
-    connections = tracker.finish()
+    return analysis_of(info, tracker.finish())
+
+
+def analysis_of(info: CaptureInfo, connections) -> Analysis:
+    """The stages after tracking: evidence, verdicts and the listen queue of tracked ``connections``
+    (a ``ConnectionStore``; :mod:`rstscope.fleet` builds one from several files or processes)."""
     evidence = evidence_mod.collect(connections.with_resets(), connections.host_ttl)
     resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence]
     return Analysis(

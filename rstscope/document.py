@@ -27,6 +27,7 @@ import orjson
 from rstscope import __version__, zeek
 from rstscope.analysis import Analysis, ResetRecord
 from rstscope.connections import Connection, Side
+from rstscope.fleet import frames as fleet_frames
 from rstscope.verdicts import Verdict
 
 SCHEMA_VERSION = 1
@@ -81,7 +82,7 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "explanation": d.explanation,
         "fix": d.fix or d.verdict.fix,
         "wireshark_filter": f"frame.number == {ev.frame}",
-    }
+    } | fleet_frames.reset_fields(analysis.capture, ev.frame)
 
 
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
@@ -121,7 +122,7 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "lost_data": bool(primary and primary.verdict in LOST_DATA_VERDICTS),
         "findings": [f.kind for f in conn.findings],
         "wireshark_filter": _conn_filter(conn),
-    }
+    } | fleet_frames.connection_fields(analysis.capture, conn.first_frame, conn.last_frame)
 
 
 def _conn_filter(conn: Connection) -> str:
@@ -150,7 +151,7 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
         "undecoded": dict(st.undecoded),
         "unsupported_link": {str(k): v for k, v in st.unsupported_link.items()},
         "warnings": [_text(w) for w in st.warnings],
-    }
+    } | fleet_frames.capture_fields(cap)
 
 
 LOST_DATA_VERDICTS = (Verdict.CLOSE_RACE, Verdict.BACKLOG)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rstscope import api, inputs
 from rstscope.document import combine, for_json, write_json
+from rstscope.fleet import options as fleet_options
 from rstscope.output import atomic_file
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
@@ -28,6 +29,9 @@ examples:
   rstscope analyze trace.pcap --csv -o rsts.csv  the RST table as CSV
   rstscope analyze captures/runs/2026-11-27T10-00-00-close-race/
                                                  a lab run: adds kernel reasons and client outcomes
+  rstscope analyze /var/cap/ 'trace-*.pcap'     rotated pieces stitched into one capture
+  rstscope analyze 'hosts/*/*.pcap' --by-host 'hosts/([^/]+)/' --jobs 8 --parquet out/
+                                                 a fleet: one capture per host, 8 processes, Parquet
 """
 
 
@@ -41,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     out.add_argument("--all", action="store_true", help="list echo RSTs in the table too")
     out.add_argument("--summary-only", action="store_true", help="print the summary without the RST table")
+    fleet_options.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
@@ -48,7 +53,9 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         raise InputError("standard input (-) given twice: it can be read only once")
     analyses = []
     failed = []
-    for name in args.inputs:
+    if fleet_options.wanted(args):  # pieces of rotated captures, several hosts, several processes
+        analyses, failed = fleet_options.analyze(args, env)
+    for name in [] if analyses or failed else args.inputs:
         try:
             analyses.append(_analyze_one(name, env))
         except InputError as exc:
@@ -58,6 +65,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
             failed.append(name)
     if not analyses:
         return ExitStatus.BAD_INPUT
+    if args.parquet:
+        fleet_options.write_parquet(analyses, args.parquet)
     runs = any(a.run is not None for a in analyses)
     if args.json and not runs:  # streamed, one connection at a time
         if args.output:
