@@ -26,6 +26,6 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c "import rstscope, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
     echo "setup: installing rstscope and its Python dependencies into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,fleet]"
     touch .venv/.installed
 fi
