@@ -55,7 +55,6 @@ def _schemas():
 
 def _import_pyarrow():
     try:
-        import pyarrow  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
         raise InputError("--parquet needs pyarrow: pip install 'rstscope[fleet]'") from None

@@ -285,8 +285,9 @@ def _write_store(store, path: Path) -> ShardResult:
             out.write(data)
             first[i], offset[i], length[i] = c.first_frame, position, len(data)
             position += len(data)
-    return ShardResult(path=str(path), first_frame=first, offset=offset, length=length,
-                       reset_ids=np.asarray(store._reset_ids, dtype=np.int64), host_ttl=dict(store.host_ttl))  # fmt: skip
+    resets = np.asarray(store._reset_ids, dtype=np.int64)
+    return ShardResult(path=str(path), first_frame=first, offset=offset, length=length, reset_ids=resets,
+                       host_ttl=dict(store.host_ttl))  # fmt: skip
 
 
 # -- the merge ---------------------------------------------------------------------------------------
@@ -355,16 +356,42 @@ class MergedStore(Sequence):
 
 def analyze_group(group: list[Piece], options, *, jobs: int, progress=None, warn=lambda m: None) -> list[Analysis]:
     """Analyse a group of pieces with ``jobs`` processes: the same Analyses as :func:`stitch.analyze_group`."""
-    ctx = multiprocessing.get_context("forkserver")
-    workdir = tempfile.mkdtemp(prefix="rstscope-fleet-")
+    return run_engine(group, options, LocalEngine(jobs), progress=progress, warn=warn)
+
+
+class LocalEngine:
+    """Phase 1 in a process pool, phase 2 in ``jobs`` processes of this machine (forkserver: a clean
+    process each, without the parent's memory)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.shards = jobs
+        self.ctx = multiprocessing.get_context("forkserver")
+
+    def workdir(self, group: list[Piece]) -> str:
+        return tempfile.mkdtemp(prefix="rstscope-fleet-")
+
+    def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
+        return _phase1(group, self.shards, workdir, self.ctx, progress)
+
+    def track(self, pieces, sched: Schedule, workdir: str, zeek_timers: bool) -> list[ShardResult]:
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, zeek_timers)
+
+    def close(self) -> None:
+        pass
+
+
+def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambda m: None) -> list[Analysis]:
+    """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask)."""
+    workdir = engine.workdir(group)
     try:
-        decoded = _phase1(group, jobs, workdir, ctx, progress)
+        decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
-            results.append(_phase2(group, members, decoded, jobs, workdir, ctx, options.zeek_timers))
+            results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers))
         return results
     finally:
         _remove_later(workdir)
+        engine.close()
 
 
 def _phase1(group, jobs, workdir, ctx, progress) -> list[Decoded]:
@@ -400,7 +427,7 @@ def _captures(group: list[Piece], decoded: list[Decoded], max_gap_s: float, warn
     return captures
 
 
-def _phase2(group, members: list[int], decoded: list[Decoded], jobs: int, workdir: str, ctx, zeek_timers) -> Analysis:
+def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, zeek_timers) -> Analysis:
     spans, offset = [], 0
     for i in members:
         d = decoded[i]
@@ -409,7 +436,7 @@ def _phase2(group, members: list[int], decoded: list[Decoded], jobs: int, workdi
         offset += d.stats.records
     sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
-    results = run_shards(pieces, sched, jobs, workdir, ctx, zeek_timers)
+    results = engine.track(pieces, sched, workdir, zeek_timers)
     info = stitch.capture_info(
         [group[i] for i in members], spans, [(decoded[i].format, decoded[i].compressed) for i in members],
         stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
