@@ -10,7 +10,8 @@ are files of one interface that overlap in time or leave a gap longer than ``max
 The host is not in a capture file: ``--by-host PATTERN`` takes it from the path (a regular
 expression searched in the path; its first group, or the whole match, names the host).
 
-Names: a directory stands for the capture files in it (other files are skipped, with a warning),
+Names: a directory stands for the capture files under it, in subdirectories too, hidden ones
+excepted (other files are skipped, with a warning),
 a name with ``*``, ``?`` or ``[`` that is not a file is a glob pattern, anything else is a file.
 """
 
@@ -69,7 +70,11 @@ def expand(names: Iterable[str]) -> tuple[list[Path], list[str]]:
     for name in names:
         path = Path(name)
         if path.is_dir():
-            members = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            members = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             captures = [p for p in members if _is_capture(p)]
             if not captures:
                 plural = "s" if len(members) != 1 else ""
