@@ -51,18 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, env) -> ExitStatus:
     if args.inputs.count(inputs.STDIN) > 1:
         raise InputError("standard input (-) given twice: it can be read only once")
-    analyses = []
-    failed = []
-    if fleet_options.wanted(args):  # pieces of rotated captures, several hosts, several processes
+    if fleet_options.wanted(args):  # several files, a DIR or GLOB of pieces, a fleet option: rstscope.fleet
         analyses, failed = fleet_options.analyze(args, env)
-    for name in [] if analyses or failed else args.inputs:
-        try:
-            analyses.append(_analyze_one(name, env))
-        except InputError as exc:
-            if len(args.inputs) == 1:
-                raise
-            env.stderr.write(f"rstscope: error: {exc}\n")
-            failed.append(name)
+    else:  # one capture file, standard input or one run directory
+        analyses, failed = [_analyze_one(args.inputs[0], env)], []
     if not analyses:
         return ExitStatus.BAD_INPUT
     if args.parquet:

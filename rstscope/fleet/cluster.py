@@ -99,7 +99,7 @@ class DaskEngine:
                 progress(done, packets, nbytes)
         return decoded
 
-    def track(self, pieces, sched, workdir: str, zeek_timers: bool):
+    def track(self, pieces, sched, workdir: str, zeek_timers: bool, progress=None):
         token = f"rstscope-{uuid.uuid4().hex}"
         futures = [
             self.client.submit(

@@ -22,7 +22,7 @@ def reset_fields(capture, frame: int) -> dict:
     if frames is None:
         return _NONE
     path, in_file = frames.locate(frame)
-    return {"file": path, "file_frame": in_file}
+    return {"file": _text(path), "file_frame": in_file}
 
 
 def connection_fields(capture, first_frame: int, last_frame: int) -> dict:
@@ -31,10 +31,17 @@ def connection_fields(capture, first_frame: int, last_frame: int) -> dict:
         return _NONE
     first, first_in = frames.locate(first_frame)
     last, last_in = frames.locate(last_frame)
-    return {"file": first, "file_frame": first_in, "last_file": last, "last_file_frame": last_in}
+    return {"file": _text(first), "file_frame": first_in, "last_file": _text(last), "last_file_frame": last_in}
 
 
 def capture_fields(capture) -> dict:
     if not getattr(capture, "pieces", None):
         return _NONE
-    return {"host": capture.host, "pieces": [span.row() for span in capture.pieces]}
+    pieces = [span.row() | {"path": _text(span.path)} for span in capture.pieces]
+    return {"host": _text(capture.host), "pieces": pieces}
+
+
+def _text(name: str) -> str:
+    """A file name as valid Unicode (undecodable bytes as ``\\xNN``), as ``document._text`` writes
+    capture paths: these fields go straight to JSON and Parquet."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -185,6 +185,8 @@ class BarrierExchange:
         self._round += 1
         self.counts[row + self.shard] = count
         self.barrier.wait(BARRIER_TIMEOUT_S)
+        if self.shard == 0:
+            self.counts[2 * self.shards] = self._round  # slices done, for the progress line
         return sum(self.counts[row : row + self.shards])
 
 
@@ -366,6 +368,7 @@ class LocalEngine:
     def __init__(self, jobs: int) -> None:
         self.shards = jobs
         self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["rstscope.fleet.shards"])  # workers fork with numpy and rstscope loaded
 
     def workdir(self, group: list[Piece]) -> str:
         return tempfile.mkdtemp(prefix="rstscope-fleet-")
@@ -373,8 +376,8 @@ class LocalEngine:
     def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
         return _phase1(group, self.shards, workdir, self.ctx, progress)
 
-    def track(self, pieces, sched: Schedule, workdir: str, zeek_timers: bool) -> list[ShardResult]:
-        return run_shards(pieces, sched, self.shards, workdir, self.ctx, zeek_timers)
+    def track(self, pieces, sched: Schedule, workdir: str, zeek_timers: bool, progress=None) -> list[ShardResult]:
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, zeek_timers, progress)
 
     def close(self) -> None:
         pass
@@ -387,7 +390,7 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
         decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
-            results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers))
+            results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers, progress))
         return results
     finally:
         _remove_later(workdir)
@@ -396,13 +399,17 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
 
 def _phase1(group, jobs, workdir, ctx, progress) -> list[Decoded]:
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     decoded: list[Decoded | None] = [None] * len(group)
     packets = nbytes = 0
     with ProcessPoolExecutor(max_workers=min(jobs, len(group)), mp_context=ctx) as pool:
         futures = {pool.submit(decode_piece, str(p.path), i, jobs, workdir): i for i, p in enumerate(group)}
         for done, future in enumerate(as_completed(futures), 1):
-            d = future.result()
+            try:
+                d = future.result()
+            except BrokenProcessPool as exc:
+                raise RstscopeError(f"a decoding process ended abruptly (killed, or out of memory?): {exc}") from None
             decoded[d.index] = d
             packets += d.packets
             nbytes += group[d.index].size
@@ -427,7 +434,7 @@ def _captures(group: list[Piece], decoded: list[Decoded], max_gap_s: float, warn
     return captures
 
 
-def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, zeek_timers) -> Analysis:
+def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, zeek_timers, progress) -> Analysis:
     spans, offset = [], 0
     for i in members:
         d = decoded[i]
@@ -436,7 +443,7 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         offset += d.stats.records
     sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
-    results = engine.track(pieces, sched, workdir, zeek_timers)
+    results = engine.track(pieces, sched, workdir, zeek_timers, progress)
     info = stitch.capture_info(
         [group[i] for i in members], spans, [(decoded[i].format, decoded[i].compressed) for i in members],
         stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
@@ -449,10 +456,11 @@ def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarra
         return z["frame"].astype(np.int64) + offset, z["ts"]
 
 
-def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timers: bool) -> list[ShardResult]:
+def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timers: bool,
+               progress=None) -> list[ShardResult]:  # fmt: skip
     """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier."""
     barrier = ctx.Barrier(jobs)
-    counts = ctx.Array("q", 2 * jobs, lock=False)
+    counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
     procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, zeek_timers))
              for j in range(jobs)]  # fmt: skip
     for p in procs:
@@ -462,6 +470,8 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timer
         while pending:
             for j in list(pending):
                 procs[j].join(0.05)
+                if progress is not None and hasattr(progress, "tracking"):
+                    progress.tracking(int(counts[2 * jobs]), len(sched))
                 if procs[j].exitcode is None:
                     continue
                 pending.discard(j)
