@@ -5,10 +5,14 @@ piece's record *n* is global frame ``n + offset``, the offset being the records 
 before it.  Everything the analysis reports uses the global frame; :class:`FrameMap` gives back the
 file and the frame within it (the document's ``file`` and ``file_frame`` fields).
 
-Chunks.  The tracker sees exactly the chunks it would see reading the merged file:
-:class:`Rebatcher` regroups the rows by global record batch (``CHUNK_PACKETS`` records), whatever
-the piece boundaries.  The tracker's idle sweeps run at chunk boundaries, so this keeps the result
-identical to the merged file's, not only equivalent.
+Chunks.  The tracker's idle sweeps run at chunk boundaries, so where chunks end can matter (a
+connection closed and idle for ``STALE_AFTER_FRAMES`` retires at the next sweep; a later packet of its
+4-tuple then starts a new connection).  :class:`Rebatcher` makes the boundaries a function of the
+global frame numbers alone: one chunk per ``CHUNK_PACKETS`` records, whatever the piece boundaries and
+however the reader buffered each file.  That is what lets ``--jobs`` (:mod:`.shards`) reproduce this
+run exactly.  Reading the merged file with ``analyze FILE`` chunks by the reader's buffer instead, so
+the two agree on every connection except one whose 4-tuple comes back, without a new SYN, right
+around its retirement (tests/fleet compares them on captures split by ``editcap``).
 """
 
 from __future__ import annotations

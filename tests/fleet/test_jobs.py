@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rstscope.connections import retire
+from rstscope.connections import Tracker, retire
+from rstscope.fleet import shards
 from tests import shortconns
 from tests.fleet.conftest import document, split, without_added
 
@@ -49,3 +50,34 @@ def test_jobs_equal_whole_file_under_pressure(busy_pieces, monkeypatch):
     assert without_added(parallel["resets"]) == whole["resets"]
     assert without_added(parallel["connections"]) == whole["connections"]
     assert parallel["summary"] == whole["summary"]
+
+
+def test_stitched_single_process_equals_whole_file(busy_pieces):
+    whole_path, pieces = busy_pieces
+    whole = document(str(whole_path))
+    stitched = document(str(pieces[0].parent), "--jobs", "1")
+    assert without_added(stitched["resets"]) == whole["resets"]
+    assert without_added(stitched["connections"]) == whole["connections"]
+
+
+def test_schedule_is_the_single_process_clock(busy_pieces, tmp_path, monkeypatch):
+    """The slices computed from the pieces are the ones the tracker sweeps at in the stitched single-process
+    run (chunks of CHUNK_PACKETS records: stitch.Rebatcher)."""
+    _, pieces = busy_pieces
+    sweeps = []
+    original = Tracker._retire_idle
+
+    def spy(self, now_frame, now_ns):
+        sweeps.append((now_frame, now_ns))
+        return original(self, now_frame, now_ns)
+
+    monkeypatch.setattr(Tracker, "_retire_idle", spy)
+    document(str(pieces[0].parent), "--jobs", "1")
+    offset, clocks = 0, []
+    for i, p in enumerate(pieces):
+        decoded = shards.decode_piece(str(p), i, 1, str(tmp_path))
+        clocks.append(shards._clock(str(tmp_path), i, offset))
+        offset += decoded.stats.records
+    sched = shards.schedule(iter(clocks))
+    assert len(sched) > 5
+    assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
