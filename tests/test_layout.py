@@ -41,6 +41,9 @@ TESTED_ELSEWHERE = {
     "connections/retire.py": "tests/test_connections.py (retiring idle connections, the spill file)",
     "connections/tracker.py": "tests/test_connections.py, tests/test_differential.py",
     "connections/records.py": "tests/test_connections.py (the public surface), tests/test_evidence.py",
+    "fleet/frames.py": "tests/fleet/test_stitch.py (file and file_frame of resets and connections)",
+    "fleet/options.py": "tests/fleet/test_pieces.py, tests/fleet/test_shards.py (through the CLI)",
+    "fleet/run.py": "tests/fleet/test_stitch.py, tests/fleet/test_shards.py, tests/fleet/test_cluster.py",
 }
 
 

@@ -79,7 +79,9 @@ def expand(names: Iterable[str]) -> tuple[list[Path], list[str]]:
             if not captures:
                 plural = "s" if len(members) != 1 else ""
                 what = f"{len(members)} file{plural}, none a pcap or pcapng" if members else "empty"
-                raise InputError(f"{path}: no capture files in this directory ({what})")
+                raise InputError(
+                    f"{path}: no capture files in this directory ({what}), and not a run directory (no run.json)"
+                )
             skipped = [p.name for p in members if p not in captures]
             if skipped:
                 shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
