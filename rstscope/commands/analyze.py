@@ -29,7 +29,7 @@ examples:
   rstscope analyze trace.pcap --csv -o rsts.csv  the RST table as CSV
   rstscope analyze captures/runs/2026-11-27T10-00-00-close-race/
                                                  a lab run: adds kernel reasons and client outcomes
-  rstscope analyze /var/cap/ 'trace-*.pcap'     rotated pieces stitched into one capture
+  rstscope analyze /var/cap/                     rotated pieces (also 'trace-*.pcap' or A B C) as one capture
   rstscope analyze 'hosts/*/*.pcap' --by-host 'hosts/([^/]+)/' --jobs 8 --parquet out/
                                                  a fleet: one capture per host, 8 processes, Parquet
 """
@@ -37,7 +37,7 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp = parser.add_argument_group("input")
-    inp.add_argument("inputs", nargs="+", metavar="CAPTURE|RUN_DIR", help="pcap/pcapng file(s) or run directories")
+    inp.add_argument("inputs", nargs="+", metavar="CAPTURE|RUN_DIR", help="pcap/pcapng files, directories or glob patterns of them, or run directories")
     out = parser.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="write the full JSON document")
