@@ -37,7 +37,12 @@ examples:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp = parser.add_argument_group("input")
-    inp.add_argument("inputs", nargs="+", metavar="CAPTURE|RUN_DIR", help="pcap/pcapng files, directories or glob patterns of them, or run directories")
+    inp.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CAPTURE|RUN_DIR",
+        help="pcap/pcapng files, directories or glob patterns of them, or run directories",
+    )
     out = parser.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="write the full JSON document")
