@@ -12,7 +12,8 @@ the docstrings of :class:`rstscope.evidence.ResetEvidence`.  ``undecoded`` count
 the packets that may have carried TCP but were not analysed, summed over the captures (each
 capture row has its own); the causes are ``rstscope.reader.tunnels.UNDECODED_CAUSES``.  Several captures
 analysed together keep their own connection ids; ``capture`` (an index into
-``captures``) tells them apart.
+``captures``) tells them apart.  A capture stitched from several files adds fields that say which
+file holds each frame (:mod:`rstscope.fleet.frames`).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _time(ns: int) -> float:
 
 def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
     ev, d = record.evidence, record.decision
-    return {
+    row = {
         "capture": capture_index,
         "frame": ev.frame,
         "time": _time(ev.time_ns),
@@ -82,14 +83,16 @@ def reset_row(analysis: Analysis, record, capture_index: int = 0) -> dict:
         "explanation": d.explanation,
         "fix": d.fix or d.verdict.fix,
         "wireshark_filter": f"frame.number == {ev.frame}",
-    } | fleet_frames.reset_fields(analysis.capture, ev.frame)
+    }
+    fleet_frames.add_reset_fields(row, analysis.capture, ev.frame)  # a stitched capture: file, file_frame
+    return row
 
 
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
     resets = analysis.resets_of(conn.id)
     verdict = analysis.connection_verdict(conn)
     primary = analysis.primary_reset(conn.id)
-    return {
+    row = {
         "capture": capture_index,
         "id": conn.id,
         "client": conn.orig,
@@ -122,7 +125,9 @@ def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0)
         "lost_data": bool(primary and primary.verdict in LOST_DATA_VERDICTS),
         "findings": [f.kind for f in conn.findings],
         "wireshark_filter": _conn_filter(conn),
-    } | fleet_frames.connection_fields(analysis.capture, conn.first_frame, conn.last_frame)
+    }
+    fleet_frames.add_connection_fields(row, analysis.capture, conn.first_frame, conn.last_frame)
+    return row
 
 
 def _conn_filter(conn: Connection) -> str:
@@ -136,7 +141,7 @@ def _conn_filter(conn: Connection) -> str:
 
 def capture_row(analysis: Analysis, index: int = 0) -> dict:
     cap, st = analysis.capture, analysis.capture.stats
-    return {
+    row = {
         "index": index,
         "path": cap.path,  # the real name (plots reopen it); written to JSON through _text
         "format": cap.format,
@@ -151,7 +156,9 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
         "undecoded": dict(st.undecoded),
         "unsupported_link": {str(k): v for k, v in st.unsupported_link.items()},
         "warnings": [_text(w) for w in st.warnings],
-    } | fleet_frames.capture_fields(cap)
+    }
+    fleet_frames.add_capture_fields(row, cap)
+    return row
 
 
 LOST_DATA_VERDICTS = (Verdict.CLOSE_RACE, Verdict.BACKLOG)
