@@ -20,6 +20,7 @@ import orjson
 from rstscope import prefetch, reset_table
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.evidence import ResetEvidence
+from rstscope.fleet import frames as fleet_frames
 from rstscope.packets import ReadStats
 from rstscope.reader import open_capture
 from rstscope.reset_table import VERDICTS, ResetTable
@@ -139,9 +140,20 @@ def analyze_capture(
             link_types=sorted({i.link_name for i in cap.interfaces}),
             stats=cap.stats,
         )
-    connections = tracker.finish()
+    return analysis_of(info, tracker.finish())
+
+
+def analysis_of(info: CaptureInfo, connections) -> Analysis:
+    """The stages after tracking: evidence and verdicts of tracked ``connections`` (a ``ConnectionStore``;
+    :mod:`rstscope.fleet` builds one from several files or processes)."""
     # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
-    resets = reset_table.build(connections.with_resets(), connections.host_ttl)
+    extend = None
+    if getattr(info, "pieces", None):  # a stitched capture: each RST also says in which file it is
+
+        def extend(row: dict, frame: int) -> None:
+            fleet_frames.add_reset_fields(row, info, frame)
+
+    resets = reset_table.build(connections.with_resets(), connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
 
 

@@ -12,7 +12,8 @@ the docstrings of :class:`rstscope.evidence.ResetEvidence`.  ``undecoded`` count
 the packets that may have carried TCP but were not analysed, summed over the captures (each
 capture row has its own); the causes are ``rstscope.reader.tunnels.UNDECODED_CAUSES``.  Several captures
 analysed together keep their own connection ids; ``capture`` (an index into
-``captures``) tells them apart.
+``captures``) tells them apart.  A capture stitched from several files adds fields that say which
+file holds each frame (:mod:`rstscope.fleet.frames`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import orjson
 from rstscope import __version__, reset_table, zeek
 from rstscope.analysis import Analysis, ListenQueueTally, ResetRecord
 from rstscope.connections import Connection
+from rstscope.fleet import frames as fleet_frames
 from rstscope.reset_table import ConnectionOutcome, reset_fields, seconds
 from rstscope.verdicts import Verdict
 
@@ -40,7 +42,9 @@ def reset_row(record: ResetRecord, capture_index: int = 0) -> dict:
 
 
 def connection_row(analysis: Analysis, conn: Connection, capture_index: int = 0) -> dict:
-    return _connection_row(conn, capture_index, analysis.resets.outcome_of(conn.id))
+    row = _connection_row(conn, capture_index, analysis.resets.outcome_of(conn.id))
+    fleet_frames.add_connection_fields(row, analysis.capture, conn.first_frame, conn.last_frame)
+    return row
 
 
 def _connection_row(conn: Connection, capture_index: int, outcome: ConnectionOutcome | None) -> dict:
@@ -90,7 +94,7 @@ def _connection_row(conn: Connection, capture_index: int, outcome: ConnectionOut
 
 def capture_row(analysis: Analysis, index: int = 0) -> dict:
     cap, st = analysis.capture, analysis.capture.stats
-    return {
+    row = {
         "index": index,
         "path": cap.path,  # the real name (plots reopen it); written to JSON through _text
         "format": cap.format,
@@ -106,6 +110,8 @@ def capture_row(analysis: Analysis, index: int = 0) -> dict:
         "unsupported_link": {str(k): v for k, v in st.unsupported_link.items()},
         "warnings": [_text(w) for w in st.warnings],
     }
+    fleet_frames.add_capture_fields(row, cap)
+    return row
 
 
 LOST_LISTED = 10
@@ -301,15 +307,19 @@ def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
         table = a.resets
         reset_ids = table.connection  # sorted: walked alongside the connections
         hi, next_id = 0, int(reset_ids[0]) if len(reset_ids) else -1
+        stitched = getattr(a.capture, "pieces", None)  # then each row also says in which files it is
         for conn in a.connections:
             if tally is not None:
                 tally.add(conn)
             if conn.id == next_id:
                 lo, hi = table.span(next_id, hi)
-                yield _connection_row(conn, i, table.outcome(lo, hi))
+                row = _connection_row(conn, i, table.outcome(lo, hi))
                 next_id = int(reset_ids[hi]) if hi < len(reset_ids) else -1
             else:
-                yield _connection_row(conn, i, None)
+                row = _connection_row(conn, i, None)
+            if stitched:
+                fleet_frames.add_connection_fields(row, a.capture, conn.first_frame, conn.last_frame)
+            yield row
         if tally is not None:
             a.listen_queue = tally.result()
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import orjson
@@ -278,10 +278,16 @@ class ConnectionOutcome:
         self.lost_data = lost_data
 
 
-def build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange] | None = None,
-          *, memory_bytes: int | None = None) -> ResetTable:  # fmt: skip
+def build(
+    connections: Iterable[Connection],
+    host_ttl: dict[str, TtlRange] | None = None,
+    *,
+    memory_bytes: int | None = None,
+    extend: Callable[[dict, int], None] | None = None,
+) -> ResetTable:
     """Evidence and a verdict for every RST of ``connections`` (those that saw one, in id order), one
-    connection at a time: only the table's columns and the encoded rows outlive a connection."""
+    connection at a time: only the table's columns and the encoded rows outlive a connection.
+    ``extend(row, frame)`` adds fields to each row (a stitched capture's file and frame in it)."""
     host_ttl = host_ttl or {}
     spill = RowSpill(memory_bytes)
     cols = {name: array(code) for name, code in _COLUMNS.items()}
@@ -295,7 +301,10 @@ def build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange] | Non
         primary_seen = False
         for ev in items:
             d = classify(ev)
-            row = dumps(reset_fields(ev, d))
+            fields = reset_fields(ev, d)
+            if extend is not None:
+                extend(fields, ev.frame)
+            row = dumps(fields)
             is_primary = not primary_seen and d.verdict not in NOT_PRIMARY
             primary_seen = primary_seen or is_primary
             frame_c.append(ev.frame)

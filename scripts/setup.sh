@@ -28,6 +28,6 @@ fi
 if ! .venv/bin/python -c "import rstscope.connections, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
         || [ rstscope/connections/event_loop.c -nt .venv/.installed ]; then
     echo "setup: installing rstscope and its Python dependencies into .venv" >&2
-    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev]"
+    .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,fleet]"
     touch .venv/.installed
 fi

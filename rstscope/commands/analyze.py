@@ -9,6 +9,7 @@ from pathlib import Path
 
 from rstscope import api, inputs
 from rstscope.document import combine, for_json, summary_document, write_json
+from rstscope.fleet import options as fleet_options
 from rstscope.output import atomic_file
 from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
@@ -28,12 +29,20 @@ examples:
   rstscope analyze trace.pcap --csv -o rsts.csv  the RST table as CSV
   rstscope analyze captures/runs/2026-11-27T10-00-00-close-race/
                                                  a lab run: adds kernel reasons and client outcomes
+  rstscope analyze /var/cap/                     rotated pieces (also 'trace-*.pcap' or A B C) as one capture
+  rstscope analyze 'hosts/*/*.pcap' --by-host 'hosts/([^/]+)/' --jobs 8 --parquet out/
+                                                 a fleet: one capture per host, 8 processes, Parquet
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     inp = parser.add_argument_group("input")
-    inp.add_argument("inputs", nargs="+", metavar="CAPTURE|RUN_DIR", help="pcap/pcapng file(s) or run directories")
+    inp.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CAPTURE|RUN_DIR",
+        help="pcap/pcapng files, directories or glob patterns of them, or run directories",
+    )
     out = parser.add_argument_group("output")
     fmt = out.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="write the full JSON document")
@@ -41,23 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
     out.add_argument("--all", action="store_true", help="list echo RSTs in the table too")
     out.add_argument("--summary-only", action="store_true", help="print the summary without the RST table")
+    fleet_options.add_arguments(parser)
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
     if args.inputs.count(inputs.STDIN) > 1:
         raise InputError("standard input (-) given twice: it can be read only once")
-    analyses = []
-    failed = []
-    for name in args.inputs:
-        try:
-            analyses.append(_analyze_one(name, env))
-        except InputError as exc:
-            if len(args.inputs) == 1:
-                raise
-            env.stderr.write(f"rstscope: error: {exc}\n")
-            failed.append(name)
+    if fleet_options.wanted(args):  # several files, a DIR or GLOB of pieces, a fleet option: rstscope.fleet
+        analyses, failed = fleet_options.analyze(args, env)
+    else:  # one capture file, standard input or one run directory
+        analyses, failed = [_analyze_one(args.inputs[0], env)], []
     if not analyses:
         return ExitStatus.BAD_INPUT
+    if args.parquet:
+        fleet_options.write_parquet(analyses, args.parquet)
     runs = any(a.run is not None for a in analyses)
     if args.json and not runs:  # streamed, one connection at a time
         if args.output:

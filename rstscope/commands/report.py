@@ -30,6 +30,7 @@ examples:
   rstscope report captures/close-race/ -o close-race.html
   rstscope report captures/runs/A captures/runs/B -o compare.html
   rstscope report trace.pcap -o report.html --no-markdown --connection 12
+  rstscope report out/ -o fleet.html                   the fleet view of `analyze ... --parquet out/`
 """
 
 
@@ -64,10 +65,14 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
 
 
 def _report(args: argparse.Namespace, env, names: list[str], output: Path) -> ExitStatus:
-    from rstscope.report import html, markdown
+    from rstscope.fleet import view as fleet_view
     from rstscope.report import records as R
     from rstscope.report import sections as S
 
+    if len(names) == 1 and fleet_view.is_fleet_dir(names[0]):  # the Parquet files of `analyze --parquet`
+        return _write(
+            args, env, fleet_view.blocks(Path(names[0]), max_rows=args.max_rows), "rstscope fleet report", output
+        )
     loaded = S.load(names, progress=env.progress)
     env.progress_done()
     if len(loaded) > 2:
@@ -89,6 +94,12 @@ def _report(args: argparse.Namespace, env, names: list[str], output: Path) -> Ex
         examples = 1 if args.examples == 3 else args.examples
         blocks = S.compare_report(a, b, examples=examples, max_rows=args.max_rows)
         title = f"rstscope comparison: {a.label} vs {b.label}"
+    return _write(args, env, blocks, title, output)
+
+
+def _write(args: argparse.Namespace, env, blocks, title: str, output: Path) -> ExitStatus:
+    from rstscope.report import html, markdown
+
     # Each file is written whole or not at all; a name that is not UTF-8 shows escaped inside them.
     written = []
     write_text(output, html.render(blocks, title=title), errors="backslashreplace")

@@ -1,0 +1,520 @@
+"""``--jobs N``: the pieces of a capture decoded and tracked in N processes, with the single-process result.
+
+Phase 1 (:func:`decode_piece`, one task per piece, N at a time): read a piece, drop the rows with a
+decode error (the tracker skips them too), and append every other row to one of N shard files by a
+symmetric hash of its connection key (4-tuple and tunnel id): both directions of a connection, and
+every lifetime of a 4-tuple, land in the same shard.  The piece's frames and timestamps are kept for
+the clock (below).
+
+The clock (:func:`schedule`).  The tracker is not only per connection: its idle sweeps run after each
+slice it tracks (``FEED_ROWS`` rows of a ``CHUNK_PACKETS``-record chunk) at that slice's last frame
+and latest timestamp, and under pressure it retires closed connections when the capture *as a whole*
+keeps more than ``LIVE_CLOSED_LIMIT`` of them.  The parent computes the slices the single process
+would track (from the pieces' frames), and each shard tracks its rows slice by slice, sweeping at
+the same frames and times (:class:`ShardTracker`).  The pressure count is summed over the shards at
+every slice (:class:`BarrierExchange`: the shards run in lockstep, one barrier per slice), so a
+connection retires in its shard exactly when it would retire in the single process.
+
+Phase 2 (:func:`track_shard`, one process per shard): track the shard over all pieces in frame
+order and write its connections (pickled, in its id order) to a file.  The parent merges them
+(:class:`MergedStore`): global ids are the single-process ids (connections are numbered in the
+order of their first packet, and a frame holds one packet), ``host_ttl`` ranges are merged, and
+evidence, verdicts and the document follow as for one file.
+
+Known limit: within a slice, a 64-bit hash collision between two 4-tuples makes the single process
+group rows exactly instead (``TupleTable.index``); grouping differs, the result does not.
+Memory per process: phase 1 is the reader's (about 80 MB) and the piece's frames and timestamps (16
+bytes a row); phase 2 reads its shard files in blocks and holds the connections alive in its shard.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import multiprocessing
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rstscope import analysis
+from rstscope.analysis import CHUNK_PACKETS, Analysis
+from rstscope.connections import Connection, Tracker, TtlRange
+from rstscope.connections import retire as retire_mod
+from rstscope.connections.tracker import FEED_ROWS
+from rstscope.fleet import stitch
+from rstscope.fleet.pieces import Piece, discontinuity
+from rstscope.packets import PACKET_DTYPE, ReadStats
+from rstscope.reader import open_capture
+from rstscope.status import RstscopeError
+
+READ_ROWS = 65_536
+"""Rows of a shard file read at once in phase 2 (6.5 MB)."""
+BROKEN = "a worker stopped waiting for the others"
+BARRIER_TIMEOUT_S = 3600.0
+"""A shard waits this long for the others at a slice before giving up (a dead worker aborts sooner)."""
+
+
+# -- phase 1: decode and partition -------------------------------------------------------------------
+
+
+def shard_of(rows: np.ndarray, shards: int) -> np.ndarray:
+    """The shard of each row: a hash of its connection key, equal for both directions."""
+    u = np.uint64
+    a = rows["src_lo"] ^ (rows["src_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["src_port"].astype(u) << u(48))
+    b = rows["dst_lo"] ^ (rows["dst_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["dst_port"].astype(u) << u(48))
+    with np.errstate(over="ignore"):
+        h = (a + b) ^ (a * b) ^ (rows["tunnel_id"] * u(0xFF51AFD7ED558CCD))
+        h ^= h >> u(33)
+        h *= u(0xC4CEB9FE1A85EC53)
+        h ^= h >> u(29)
+    return (h % u(shards)).astype(np.int64)
+
+
+@dataclass(kw_only=True)
+class Decoded:
+    """What phase 1 learned about one piece."""
+
+    index: int
+    stats: ReadStats
+    format: str
+    compressed: bool
+    packets: int
+    first_ns: int | None
+    last_ns: int | None
+
+
+def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
+    """Phase 1 for one piece: rows to ``{workdir}/rows-{index}-{shard}``, good rows' frames and
+    timestamps to ``clock-{index}.npz``."""
+    outs = [open(Path(workdir) / f"rows-{index}-{j}", "wb") for j in range(shards)]  # noqa: SIM115
+    frames, times = [], []
+    packets, first_ns, last_ns = 0, None, None
+    try:
+        with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:  # no reader child: the pool is the parallelism
+            for chunk in cap.chunks():
+                packets += len(chunk)
+                ts = chunk["ts_ns"]
+                first_ns = int(ts[0]) if first_ns is None else first_ns
+                last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
+                good = chunk[chunk["decode_error"] == 0]
+                frames.append(good["frame"].copy())
+                times.append(good["ts_ns"].copy())
+                which = shard_of(good, shards)
+                for j, out in enumerate(outs):
+                    out.write(np.ascontiguousarray(good[which == j]).tobytes())
+            np.savez(Path(workdir) / f"clock-{index}.npz", frame=_cat(frames, np.uint64), ts=_cat(times, np.int64))
+            return Decoded(index=index, stats=cap.stats, format=cap.format, compressed=cap.compressed,
+                           packets=packets, first_ns=first_ns, last_ns=last_ns)  # fmt: skip
+    finally:
+        for out in outs:
+            out.close()
+
+
+def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
+# -- the clock ---------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class Schedule:
+    """The slices the single process tracks: per slice its last frame (slices are frame ranges), and
+    the frame and time its idle sweep runs at."""
+
+    last_frame: np.ndarray
+    now_frame: np.ndarray
+    now_ns: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.last_frame)
+
+
+def schedule(clocks: Iterator[tuple[np.ndarray, np.ndarray]]) -> Schedule:
+    """The schedule of a capture from its pieces' good rows (global frames, timestamps), in order."""
+    bounds, now_frame, now_ns = [], [], []
+    carry_f, carry_t = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    for item in itertools.chain(clocks, [None]):
+        if item is None:
+            f, t, last = carry_f, carry_t, True
+        else:
+            f = np.concatenate([carry_f, item[0].astype(np.int64)])
+            t = np.concatenate([carry_t, item[1]])
+            last = False
+        if not len(f):
+            continue
+        batch = (f - 1) // CHUNK_PACKETS
+        done = len(f) if last else int(np.searchsorted(batch, batch[-1]))  # the last batch may go on
+        fb, tb, bb = f[:done], t[:done], batch[:done]
+        if done:
+            starts_b = np.flatnonzero(np.concatenate([[True], bb[1:] != bb[:-1]]))
+            rank = np.arange(done) - np.repeat(starts_b, np.diff(np.append(starts_b, done)))
+            key_change = np.concatenate(
+                [[True], (bb[1:] != bb[:-1]) | (rank[1:] // FEED_ROWS != rank[:-1] // FEED_ROWS)]
+            )
+            starts = np.flatnonzero(key_change)
+            ends = np.append(starts[1:], done) - 1
+            bounds.append(fb[ends])
+            now_frame.append(fb[ends])
+            now_ns.append(np.maximum.reduceat(tb, starts))
+        carry_f, carry_t = f[done:], t[done:]
+    return Schedule(
+        last_frame=_cat(bounds, np.int64), now_frame=_cat(now_frame, np.int64), now_ns=_cat(now_ns, np.int64)
+    )
+
+
+# -- phase 2: track a shard ---------------------------------------------------------------------------
+
+
+class BarrierExchange:
+    """Pressure counts summed over the shards of one machine: a shared array and a barrier per slice
+    (two rows of counts, used alternately, so that a fast shard never overwrites a count that a slow
+    one has still to read)."""
+
+    def __init__(self, barrier, counts, shard: int, shards: int) -> None:
+        self.barrier, self.counts, self.shard, self.shards = barrier, counts, shard, shards
+        self._round = 0
+
+    def total(self, count: int) -> int:
+        row = (self._round % 2) * self.shards
+        self._round += 1
+        self.counts[row + self.shard] = count
+        self.barrier.wait(BARRIER_TIMEOUT_S)
+        if self.shard == 0:
+            self.counts[2 * self.shards] = self._round  # slices done, for the progress line
+        return sum(self.counts[row : row + self.shards])
+
+
+class _SharedPressure(retire_mod.IdleSweep):
+    """The idle sweep, with the pressure rule counting closed connections over all shards."""
+
+    def __init__(self, exchange) -> None:
+        super().__init__()
+        self.exchange = exchange
+
+    def pressured(self, now_frame, now_ns, last_frame, last_ns, closed):  # type: ignore[override]
+        if self.exchange.total(int(np.count_nonzero(closed))) <= retire_mod.LIVE_CLOSED_LIMIT:
+            return np.zeros(0, dtype=np.int64)
+        quiet = (last_frame < now_frame - retire_mod.PRESSURE_IDLE_FRAMES) & (
+            last_ns < now_ns - retire_mod.PRESSURE_IDLE_NS
+        )
+        return np.flatnonzero(closed & quiet)
+
+
+class ShardTracker(Tracker):
+    """A tracker of one shard that sweeps on the whole capture's clock (see the module docstring)."""
+
+    def __init__(self, exchange, *, zeek_timers: bool = False) -> None:
+        super().__init__(zeek_timers=zeek_timers)
+        self._sweep = _SharedPressure(exchange)
+        self._now = (0, 0)
+
+    def track_slice(self, rows: np.ndarray, now_frame: int, now_ns: int) -> None:
+        self._now = (now_frame, now_ns)
+        if len(rows):
+            self._feed(rows)  # ends with the sweep, on self._now
+        else:
+            self._retire_idle(now_frame, now_ns)
+
+    def _retire_idle(self, now_frame: int, now_ns: int) -> None:
+        super()._retire_idle(*self._now)
+
+
+@dataclass(kw_only=True)
+class ShardResult:
+    """Phase 2's output: the shard's connections in a file, in its id order."""
+
+    path: str
+    first_frame: np.ndarray
+    offset: np.ndarray
+    length: np.ndarray
+    reset_ids: np.ndarray
+    host_ttl: dict[str, TtlRange]
+
+
+def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange,
+                zeek_timers: bool = False) -> ShardResult:  # fmt: skip
+    """Phase 2: track shard ``shard`` over ``pieces`` ((piece index, frame offset), in order), one
+    slice of the schedule at a time."""
+    tracker = ShardTracker(exchange, zeek_timers=zeek_timers)
+    source = _shard_rows(shard, pieces, workdir)
+    buf = np.zeros(0, dtype=PACKET_DTYPE)
+    more = True
+    enabled = gc.isenabled()
+    gc.disable()  # as in Tracker.feed: the tracker makes no reference cycles
+    try:
+        for k in range(len(sched)):
+            bound = int(sched.last_frame[k])
+            while more and (not len(buf) or int(buf["frame"][-1]) <= bound):
+                rows = next(source, None)
+                more = rows is not None
+                if more:
+                    buf = np.concatenate([buf, rows]) if len(buf) else rows
+            n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
+            tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
+            buf = buf[n:]
+        store = tracker.finish()
+    finally:
+        if enabled:
+            gc.enable()
+    return _write_store(store, Path(workdir) / f"connections-{shard}")
+
+
+def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iterator[np.ndarray]:
+    """The shard's rows, piece after piece, in blocks of READ_ROWS (memory stays at a few blocks)."""
+    for index, offset in pieces:
+        with open(Path(workdir) / f"rows-{index}-{shard}", "rb") as f:
+            while len(rows := np.fromfile(f, dtype=PACKET_DTYPE, count=READ_ROWS)):
+                if offset:
+                    rows["frame"] += np.uint64(offset)
+                yield rows
+
+
+def _write_store(store, path: Path) -> ShardResult:
+    """The shard's connections pickled one after the other, with their offsets and first frames."""
+    n = len(store)
+    first = np.zeros(n, dtype=np.int64)
+    offset = np.zeros(n, dtype=np.int64)
+    length = np.zeros(n, dtype=np.int64)
+    position = 0
+    with open(path, "wb") as out:
+        for i, c in enumerate(store):
+            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
+            out.write(data)
+            first[i], offset[i], length[i] = c.first_frame, position, len(data)
+            position += len(data)
+    resets = np.asarray(store._reset_ids, dtype=np.int64)
+    return ShardResult(path=str(path), first_frame=first, offset=offset, length=length, reset_ids=resets,
+                       host_ttl=dict(store.host_ttl))  # fmt: skip
+
+
+# -- the merge ---------------------------------------------------------------------------------------
+
+
+class MergedStore(Sequence):
+    """The shards' connections as one ConnectionStore: global ids in order of the first packet (the
+    single process's numbering), read from the shard files one at a time."""
+
+    def __init__(self, results: list[ShardResult]) -> None:
+        firsts = np.concatenate([r.first_frame for r in results]) if results else np.zeros(0, np.int64)
+        shard = (
+            np.concatenate([np.full(len(r.first_frame), j) for j, r in enumerate(results)]).astype(np.int64)
+            if results
+            else firsts
+        )
+        local = np.concatenate([np.arange(len(r.first_frame)) for r in results]).astype(np.int64) if results else firsts
+        order = np.argsort(firsts, kind="stable")
+        self._shard, self._local = shard[order], local[order]
+        self._results = results
+        self._files = [open(r.path, "rb") for r in results]  # noqa: SIM115 (closed with the store)
+        base = np.cumsum([0] + [len(r.first_frame) for r in results])
+        global_of = np.empty(len(order), dtype=np.int64)
+        global_of[order] = np.arange(len(order))
+        self._reset_ids = (
+            np.sort(np.concatenate([global_of[base[j] + r.reset_ids] for j, r in enumerate(results)]))
+            if results
+            else firsts
+        )
+        self.host_ttl: dict[str, TtlRange] = {}
+        for r in results:
+            for host, ttl in r.host_ttl.items():
+                self.host_ttl[host] = ttl.merge(self.host_ttl.get(host))
+
+    def __len__(self) -> int:
+        return len(self._shard)
+
+    def _load(self, gid: int) -> Connection:
+        j, i = int(self._shard[gid]), int(self._local[gid])
+        r, f = self._results[j], self._files[j]
+        f.seek(int(r.offset[i]))
+        c = pickle.loads(f.read(int(r.length[i])))
+        c.id = gid
+        return c
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self._load(index if index >= 0 else len(self) + index)
+
+    def __iter__(self) -> Iterator[Connection]:
+        for gid in range(len(self)):
+            yield self._load(gid)
+
+    def with_resets(self) -> Iterator[Connection]:
+        for gid in self._reset_ids.tolist():
+            yield self._load(gid)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+
+# -- the run -----------------------------------------------------------------------------------------
+
+
+def analyze_group(group: list[Piece], options, *, jobs: int, progress=None, warn=lambda m: None) -> list[Analysis]:
+    """Analyse a group of pieces with ``jobs`` processes: the same Analyses as :func:`stitch.analyze_group`."""
+    return run_engine(group, options, LocalEngine(jobs), progress=progress, warn=warn)
+
+
+class LocalEngine:
+    """Phase 1 in a process pool, phase 2 in ``jobs`` processes of this machine (forkserver: a clean
+    process each, without the parent's memory)."""
+
+    def __init__(self, jobs: int) -> None:
+        self.shards = jobs
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["rstscope.fleet.shards"])  # workers fork with numpy and rstscope loaded
+
+    def workdir(self, group: list[Piece]) -> str:
+        return tempfile.mkdtemp(prefix="rstscope-fleet-")
+
+    def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
+        return _phase1(group, self.shards, workdir, self.ctx, progress)
+
+    def track(self, pieces, sched: Schedule, workdir: str, zeek_timers: bool, progress=None) -> list[ShardResult]:
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, zeek_timers, progress)
+
+    def close(self) -> None:
+        pass
+
+
+def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambda m: None) -> list[Analysis]:
+    """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask)."""
+    workdir = engine.workdir(group)
+    try:
+        decoded = engine.decode(group, workdir, progress)
+        results = []
+        for members in _captures(group, decoded, options.max_gap_s, warn):
+            results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers, progress))
+        return results
+    finally:
+        _remove_later(workdir)
+        engine.close()
+
+
+def _phase1(group, jobs, workdir, ctx, progress) -> list[Decoded]:
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    decoded: list[Decoded | None] = [None] * len(group)
+    packets = nbytes = 0
+    with ProcessPoolExecutor(max_workers=min(jobs, len(group)), mp_context=ctx) as pool:
+        futures = {pool.submit(decode_piece, str(p.path), i, jobs, workdir): i for i, p in enumerate(group)}
+        for done, future in enumerate(as_completed(futures), 1):
+            try:
+                d = future.result()
+            except BrokenProcessPool as exc:
+                raise RstscopeError(f"a decoding process ended abruptly (killed, or out of memory?): {exc}") from None
+            decoded[d.index] = d
+            packets += d.packets
+            nbytes += group[d.index].size
+            if progress is not None:
+                progress(done, packets, nbytes)
+    return decoded  # type: ignore[return-value]
+
+
+def _captures(group: list[Piece], decoded: list[Decoded], max_gap_s: float, warn) -> list[list[int]]:
+    """The group's pieces (indices) split into captures where they overlap or leave a gap."""
+    captures: list[list[int]] = []
+    for i, piece in enumerate(group):
+        if captures:
+            prev = captures[-1][-1]
+            why = discontinuity(group[prev], decoded[prev].last_ns, piece, max_gap_s)
+            if why:
+                warn(f"{why}: analysed as a separate capture")
+                captures.append([])
+        else:
+            captures.append([])
+        captures[-1].append(i)
+    return captures
+
+
+def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, zeek_timers, progress) -> Analysis:
+    spans, offset = [], 0
+    for i in members:
+        d = decoded[i]
+        spans.append(stitch.Span(path=str(group[i].path), offset=offset, records=d.stats.records,
+                                 first_ns=d.first_ns, last_ns=d.last_ns, packets=d.packets))  # fmt: skip
+        offset += d.stats.records
+    sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
+    pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
+    results = engine.track(pieces, sched, workdir, zeek_timers, progress)
+    info = stitch.capture_info(
+        [group[i] for i in members], spans, [(decoded[i].format, decoded[i].compressed) for i in members],
+        stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
+    )  # fmt: skip
+    return analysis.analysis_of(info, MergedStore(results))
+
+
+def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(Path(workdir) / f"clock-{index}.npz") as z:
+        return z["frame"].astype(np.int64) + offset, z["ts"]
+
+
+def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timers: bool,
+               progress=None) -> list[ShardResult]:  # fmt: skip
+    """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier."""
+    barrier = ctx.Barrier(jobs)
+    counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
+    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, zeek_timers))
+             for j in range(jobs)]  # fmt: skip
+    for p in procs:
+        p.start()
+    try:
+        pending = set(range(jobs))
+        while pending:
+            for j in list(pending):
+                procs[j].join(0.05)
+                if progress is not None and hasattr(progress, "tracking"):
+                    progress.tracking(int(counts[2 * jobs]), len(sched))
+                if procs[j].exitcode is None:
+                    continue
+                pending.discard(j)
+                if procs[j].exitcode != 0:
+                    barrier.abort()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
+    outcomes = []
+    for j in range(jobs):
+        try:
+            with open(Path(workdir) / f"result-{j}", "rb") as f:
+                outcomes.append(pickle.load(f))
+        except OSError:
+            outcomes.append(("error", f"worker {j} ended without a result (killed, or out of memory?)"))
+    errors = sorted((value != BROKEN, value) for kind, value in outcomes if kind == "error")
+    if errors:
+        raise RstscopeError(errors[-1][1])
+    return [value for _, value in outcomes]
+
+
+def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, zeek_timers) -> None:
+    try:
+        result = ("ok", track_shard(j, pieces, sched, workdir, BarrierExchange(barrier, counts, j, jobs), zeek_timers))
+    except threading.BrokenBarrierError:
+        result = ("error", BROKEN)
+    except BaseException as exc:  # the parent raises it as one line
+        result = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
+    with open(Path(workdir) / f"result-{j}", "wb") as f:
+        pickle.dump(result, f)
+    if result[0] != "ok":
+        with contextlib.suppress(Exception):
+            barrier.abort()
+        os._exit(1)
+
+
+def _remove_later(workdir: str) -> None:
+    """The work directory goes once the analysis is done with it: the merged store reads the
+    connection files until the document is written, and an open file survives its unlinking."""
+    shutil.rmtree(workdir, ignore_errors=True)

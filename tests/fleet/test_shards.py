@@ -1,0 +1,83 @@
+"""``--jobs N``: the same document as one process, including the tracker's capture-wide rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rstscope.connections import Tracker, retire
+from rstscope.fleet import shards
+from tests import shortconns
+from tests.fleet.conftest import document, split, without_added
+
+
+@pytest.mark.parametrize("jobs", ["2", "3"])
+def test_jobs_equal_single_process(jobs, short_pieces, sample_pieces):
+    for pieces in (short_pieces, sample_pieces):
+        single = document(str(pieces[0].parent), "--jobs", "1")
+        parallel = document(str(pieces[0].parent), "--jobs", jobs)
+        assert parallel == single
+
+
+@pytest.fixture(scope="module")
+def busy_pieces(tmp_path_factory):
+    """Enough short connections that the tracker retires idle ones and works under pressure
+    (more than LIVE_CLOSED_LIMIT closed connections alive at once)."""
+    path = tmp_path_factory.mktemp("busy") / "busy.pcap"
+    rng = np.random.default_rng(5)
+    cols = shortconns.connections_table(
+        shortconns.short_mix(rng, 40_000), shortconns.TEMPLATES, rng, spacing_ns=200_000
+    )
+    shortconns.write_pcap(str(path), cols)  # 8 s: connections closed over a second ago are quiet enough to retire
+    return path, split(path, tmp_path_factory.mktemp("busy-pieces"), 5)
+
+
+def test_jobs_equal_whole_file_under_pressure(busy_pieces, monkeypatch):
+    whole_path, pieces = busy_pieces
+    pressured = []
+    original = retire.IdleSweep.pressured
+
+    def spy(*args):
+        slots = original(*args)
+        pressured.append(len(slots))
+        return slots
+
+    monkeypatch.setattr(retire.IdleSweep, "pressured", staticmethod(spy))
+    whole = document(str(whole_path))
+    assert sum(pressured) > 0, "the capture must make the tracker retire under pressure"
+    monkeypatch.undo()
+    parallel = document(str(pieces[0].parent), "--jobs", "2")
+    assert without_added(parallel["resets"]) == whole["resets"]
+    assert without_added(parallel["connections"]) == whole["connections"]
+    assert parallel["summary"] == whole["summary"]
+
+
+def test_stitched_single_process_equals_whole_file(busy_pieces):
+    whole_path, pieces = busy_pieces
+    whole = document(str(whole_path))
+    stitched = document(str(pieces[0].parent), "--jobs", "1")
+    assert without_added(stitched["resets"]) == whole["resets"]
+    assert without_added(stitched["connections"]) == whole["connections"]
+
+
+def test_schedule_is_the_single_process_clock(busy_pieces, tmp_path, monkeypatch):
+    """The slices computed from the pieces are the ones the tracker sweeps at in the stitched single-process
+    run (chunks of CHUNK_PACKETS records: stitch.Rebatcher)."""
+    _, pieces = busy_pieces
+    sweeps = []
+    original = Tracker._retire_idle
+
+    def spy(self, now_frame, now_ns):
+        sweeps.append((now_frame, now_ns))
+        return original(self, now_frame, now_ns)
+
+    monkeypatch.setattr(Tracker, "_retire_idle", spy)
+    document(str(pieces[0].parent), "--jobs", "1")
+    offset, clocks = 0, []
+    for i, p in enumerate(pieces):
+        decoded = shards.decode_piece(str(p), i, 1, str(tmp_path))
+        clocks.append(shards._clock(str(tmp_path), i, offset))
+        offset += decoded.stats.records
+    sched = shards.schedule(iter(clocks))
+    assert len(sched) > 5
+    assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
