@@ -10,6 +10,8 @@ connections and returns every connection in id order.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import gc
 
 import numpy as np
@@ -165,8 +167,33 @@ class Tracker:
             self._finalize(live, self._slot_of[[c.id for c in live]])
         return ConnectionStore(self.connections, self._spill, np.flatnonzero(self._events.saw_reset), self.host_ttl)
 
-    def _finalize(self, conns: list[Connection], slots: np.ndarray) -> None:
-        """Copy the per-slot aggregates into these connections (read from the arrays in one go)."""
+    def peek(self, conn_ids) -> list[Connection]:
+        """Finalised copies of these connections (live or retired), in the order given, as ``finish()``
+        would give them if the capture ended now; tracking goes on undisturbed (the live connections,
+        their slots and ``host_ttl`` are left as they were).  For ``rstscope watch``, which judges a
+        RST while its connection is still tracked."""
+        ids = [int(i) for i in conn_ids]
+        out: list[Connection] = []
+        live, live_at = [], []
+        for cid in ids:
+            c = self.connections[cid]
+            if c is None:
+                out.append(_copy_connection(self._spill.get(cid)))
+            else:
+                live_at.append(len(out))
+                out.append(_copy_connection(c))
+                live.append(out[-1])
+        if live:
+            self._finalize(live, self._slot_of[[c.id for c in live]], merge_host_ttl=False)
+        return out
+
+    def reset_ids(self) -> np.ndarray:
+        """The ids of the connections that saw a RST so far, ascending (live or retired)."""
+        return np.flatnonzero(self._events.saw_reset[: len(self.connections)])
+
+    def _finalize(self, conns: list[Connection], slots: np.ndarray, *, merge_host_ttl: bool = True) -> None:
+        """Copy the per-slot aggregates into these connections (read from the arrays in one go);
+        ``merge_host_ttl``: also add their TTLs to ``host_ttl`` (not for :meth:`peek`'s copies)."""
         arr = self._arrays
         col = {name: arr[name][slots].tolist() for name in _FINAL_COLUMNS}
         for i, c in enumerate(conns):
@@ -191,8 +218,22 @@ class Tracker:
                 TtlRange.of(col["ttl_min1"][i], col["ttl_max1"][i], col["ttl_n1"][i]),
             )
             c.timestamped = (col["ts_n0"][i], col["ts_n1"][i])
-            if c.ttl[1] is not None:
+            if merge_host_ttl and c.ttl[1] is not None:
                 self.host_ttl[c.resp_addr] = c.ttl[1].merge(self.host_ttl.get(c.resp_addr))
+
+
+def _copy_connection(c: Connection) -> Connection:
+    """A copy whose lists are its own (the tracker goes on appending to the original's)."""
+    twin = copy.copy(c)
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if isinstance(value, list):
+            setattr(twin, f.name, [list(v) if isinstance(v, list) else v for v in value])
+        elif isinstance(value, dict):
+            setattr(twin, f.name, dict(value))
+        elif dataclasses.is_dataclass(value):  # Frames counters grow in place
+            setattr(twin, f.name, copy.copy(value))
+    return twin
 
 
 @contextlib.contextmanager

@@ -1,0 +1,298 @@
+"""The incremental engine: packet chunks in, reset verdicts and listen-queue trouble out, as they happen.
+
+The tracker is fed chunk by chunk.  A connection that saw a RST is judged on a finalised copy
+(:meth:`Tracker.peek`) once ``grace`` has passed after the RST on the capture's clock, so that the
+segments answering it (echoes, the receiver's challenge ACK, data sent on regardless) are in: with
+the same functions ``analyze`` runs (:func:`rstscope.evidence.collect`, :func:`rstscope.verdicts.classify`),
+its primary RST gets the verdict ``analyze`` gives it when the same packets are read from a file.  The
+connection stays watched until it was quiet for ``linger``; then its echoes and other RSTs are reported
+with their final verdicts (:class:`ConnectionEnded`).
+
+Listen-queue trouble needs no RST: a retransmitted SYN (a SYN queue that dropped it, or nothing
+listening that answers) and a retransmitted SYN-ACK (an accept queue that dropped the handshake's last
+ACK) are seen in the SYN rows themselves, reported once per connection attempt as they happen.
+
+Limits: a verdict printed live can differ from the offline one when what decides it comes after the
+grace (a connection that goes on long after a RST, making it ``ignored``); the host TTL baseline of a RST
+is what was seen so far, not the whole capture's.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rstscope import evidence as evidence_mod
+from rstscope import packets as P
+from rstscope.analysis import NOT_PRIMARY, ResetRecord
+from rstscope.connections import Connection, Tracker, TtlRange
+from rstscope.verdicts import classify
+
+GRACE_NS = 500_000_000
+"""How long after a RST (capture clock) it is judged: the echoes and segments after it come within a
+round trip; 0.5 s covers the round trips of real paths (and a peer that answers a forged RST
+by going on within it) and leaves 0.5 s of the 1 s budget for the 0.2 s clock step and the work."""
+LINGER_NS = 5_000_000_000
+"""A watched connection quiet for this long has ended: its echoes and other RSTs are reported."""
+SYN_MEMORY_NS = 120_000_000_000
+"""SYN and SYN-ACK rows are remembered this long (a handshake retransmits within about a minute)."""
+SYN_MEMORY_MAX = 200_000
+"""At most this many handshakes remembered (oldest forgotten first): bounded under a SYN flood."""
+
+
+@dataclass(kw_only=True)
+class ResetSeen:
+    """A connection's primary RST, judged."""
+
+    record: ResetRecord
+    connection: Connection
+
+
+@dataclass(kw_only=True)
+class ConnectionEnded:
+    """A watched connection went quiet: its primary (if any) and the RSTs folded into it."""
+
+    connection: Connection
+    primary: ResetRecord | None
+    others: list[ResetRecord]
+    """Its other RSTs (echoes, ignored ones, ...), final verdicts."""
+    revised: bool = False
+    """The primary's final verdict differs from the one reported live (what decided it came after the
+    grace), or another RST turned out to be the primary."""
+
+    @property
+    def echoes(self) -> int:
+        return sum(1 for r in self.others if r.verdict.value == "echo")
+
+
+@dataclass(kw_only=True)
+class ListenQueueSeen:
+    """A handshake segment sent again: ``syn_retransmitted`` or ``synack_retransmitted``."""
+
+    kind: str
+    time_ns: int
+    frame: int
+    client: str
+    server: str
+    count: int
+    """How many times that segment was seen so far (2 at the first retransmission)."""
+
+
+@dataclass
+class _Watched:
+    """A connection that saw a RST, until it ends."""
+
+    primary_frame: int | None = None
+    primary_verdict: str | None = None
+    due_ns: int = 0
+    """Capture time at which it must be looked at again (its next RST's grace ends)."""
+
+
+@dataclass(kw_only=True)
+class SessionCounts:
+    """What the session saw, for the summary at the end."""
+
+    packets: int = 0
+    connections: int = 0
+    resets: int = 0
+    primaries: dict[str, int] = field(default_factory=dict)
+    echoes: int = 0
+    listen_queue: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """Feed chunks with :meth:`feed`, call :meth:`due` with the capture clock's "now" (at least every
+    200 ms), :meth:`finish` at the end; each returns the events ready, in capture order."""
+
+    def __init__(self, *, grace_ns: int = GRACE_NS, linger_ns: int = LINGER_NS) -> None:
+        self.tracker = Tracker()
+        self.grace_ns = grace_ns
+        self.linger_ns = linger_ns
+        self.counts = SessionCounts()
+        self._known = np.zeros(1024, dtype=bool)  # by connection id: already watched (or done)
+        self._watched: dict[int, _Watched] = {}
+        self._dirty_ns: int | None = None  # earliest unjudged RST row's time
+        self._last_ts = 0
+        self._next_sweep_ns = 0
+        self._handshakes = _Handshakes()
+        self._host_ttl = _HostTtl()
+
+    @property
+    def last_ts(self) -> int:
+        """Capture time of the last packet fed (ns)."""
+        return self._last_ts
+
+    def feed(self, chunk: np.ndarray) -> list[ListenQueueSeen]:
+        """Track one chunk of packet rows; the listen-queue trouble in it."""
+        if not len(chunk):
+            return []
+        self.tracker.feed(chunk)
+        self.counts.packets += len(chunk)
+        self._last_ts = max(self._last_ts, int(chunk["ts_ns"].max()))
+        rst = (chunk["flags"] & P.RST) != 0
+        if rst.any():
+            first = int(chunk["ts_ns"][rst].min())
+            self._dirty_ns = first if self._dirty_ns is None else min(self._dirty_ns, first)
+        self._host_ttl.feed(chunk)
+        seen = self._handshakes.feed(chunk)
+        for event in seen:
+            self.counts.listen_queue[event.kind] = self.counts.listen_queue.get(event.kind, 0) + 1
+        return seen
+
+    def due(self, now_ns: int) -> list[ResetSeen | ConnectionEnded]:
+        """The events ready at ``now_ns`` (capture clock): primaries whose grace is over, connections
+        that ended."""
+        events: list = []
+        judge = self._dirty_ns is not None and now_ns >= self._dirty_ns + self.grace_ns
+        judge |= any(w.due_ns and now_ns >= w.due_ns for w in self._watched.values())
+        sweep = now_ns >= self._next_sweep_ns and self._watched
+        if judge:
+            self._dirty_ns = None
+            for cid in self._new_reset_ids():
+                self._watched[cid] = _Watched()
+        if judge or sweep:
+            self._next_sweep_ns = now_ns + 1_000_000_000
+            events = self._look(now_ns, list(self._watched))
+        self._handshakes.forget_before(now_ns - SYN_MEMORY_NS)
+        return events
+
+    def finish(self) -> list[ResetSeen | ConnectionEnded]:
+        """The end of the stream: everything still pending judged, every watched connection ended."""
+        self.tracker.finish()
+        for cid in self._new_reset_ids():
+            self._watched[cid] = _Watched()
+        end = np.iinfo(np.int64).max
+        return self._look(end, list(self._watched), ended=True)
+
+    def _new_reset_ids(self) -> list[int]:
+        ids = self.tracker.reset_ids()
+        if len(ids) and ids[-1] >= len(self._known):
+            grown = np.zeros(max(2 * len(self._known), int(ids[-1]) + 1), dtype=bool)
+            grown[: len(self._known)] = self._known
+            self._known = grown
+        new = ids[~self._known[ids]]
+        self._known[new] = True
+        return new.tolist()
+
+    def _look(self, now_ns: int, ids: list[int], *, ended: bool = False) -> list:
+        """Judge these watched connections on copies; report primaries past their grace and the ends."""
+        if not ids:
+            return []
+        conns = self.tracker.peek(ids)
+        host_ttl = self._host_ttl.table
+        self.counts.connections = len(self.tracker.connections)
+        events: list = []
+        cutoff = now_ns - self.grace_ns
+        for c in conns:
+            watched = self._watched[c.id]
+            records = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence_mod.collect([c], host_ttl)]
+            primary = next((r for r in records if r.verdict not in NOT_PRIMARY), None)
+            if watched.primary_frame is None and primary is not None and primary.evidence.time_ns <= cutoff:
+                watched.primary_frame, watched.primary_verdict = primary.frame, primary.verdict.value
+                self.counts.primaries[primary.verdict.value] = self.counts.primaries.get(primary.verdict.value, 0) + 1
+                events.append(ResetSeen(record=primary, connection=c))
+            later = [r.evidence.time_ns for r in records if r.evidence.time_ns > cutoff]
+            watched.due_ns = min(later) + self.grace_ns if later else 0
+            if ended or (now_ns - c.end_ns >= self.linger_ns and not later):
+                del self._watched[c.id]
+                mine = next((r for r in records if r.frame == watched.primary_frame), None)
+                others = [r for r in records if r is not mine]
+                self.counts.resets += len(records)
+                revised = watched.primary_frame is not None and (
+                    primary is not mine or mine.verdict.value != watched.primary_verdict
+                )
+                event = ConnectionEnded(connection=c, primary=mine, others=others, revised=revised)
+                self.counts.echoes += event.echoes
+                events.append(event)
+        events.sort(key=_event_order)
+        return events
+
+
+def _event_order(event) -> tuple[int, int]:
+    if isinstance(event, ResetSeen):
+        return (0, event.record.frame)
+    return (1, event.connection.last_frame)
+
+
+class _HostTtl:
+    """Per server address (one that answered or was sent a SYN), the TTL range of its non-RST packets
+    so far: the host baseline that ``analyze`` takes from all connections at the end
+    (``Tracker.host_ttl``), kept from the rows as they come, live connections included."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, TtlRange] = {}
+        self._servers: set[tuple[int, int]] = set()
+
+    def feed(self, chunk: np.ndarray) -> None:
+        flags = chunk["flags"]
+        syn = (flags & (P.SYN | P.RST)) == P.SYN
+        if syn.any():
+            synack = syn & ((flags & P.ACK) != 0)
+            hi = np.where(synack, chunk["src_hi"], chunk["dst_hi"])[syn]
+            lo = np.where(synack, chunk["src_lo"], chunk["dst_lo"])[syn]
+            self._servers.update(zip(hi.tolist(), lo.tolist(), strict=True))
+            if len(self._servers) > SYN_MEMORY_MAX:  # a SYN scan of many addresses: start over
+                self._servers = set(zip(hi.tolist(), lo.tolist(), strict=True))
+        rows = chunk[(flags & P.RST) == 0]
+        if not len(rows):
+            return
+        addr = rows[["src_hi", "src_lo"]]
+        keys, inverse = np.unique(addr, return_inverse=True)
+        ttl = rows["ttl"].astype(np.int64)
+        low = np.full(len(keys), 1 << 16, dtype=np.int64)
+        high = np.full(len(keys), -1, dtype=np.int64)
+        np.minimum.at(low, inverse, ttl)
+        np.maximum.at(high, inverse, ttl)
+        count = np.bincount(inverse, minlength=len(keys))
+        for (hi, lo), lo_ttl, hi_ttl, n in zip(keys.tolist(), low.tolist(), high.tolist(), count.tolist(), strict=True):
+            if (hi, lo) in self._servers:
+                name = P.format_addr(hi, lo)
+                self.table[name] = TtlRange(lo_ttl, hi_ttl, n).merge(self.table.get(name))
+
+
+class _Handshakes:
+    """SYN and SYN-ACK rows by (4-tuple, sequence number): the second one of a kind is a retransmission."""
+
+    def __init__(self) -> None:
+        self._seen: OrderedDict[tuple, list[int]] = OrderedDict()  # key -> [count, first ts]
+
+    def feed(self, chunk: np.ndarray) -> list[ListenQueueSeen]:
+        syn = np.flatnonzero((chunk["flags"] & (P.SYN | P.RST)) == P.SYN)
+        if not len(syn):
+            return []
+        rows = chunk[syn]
+        out = []
+        cols = ("src_hi", "src_lo", "src_port", "dst_hi", "dst_lo", "dst_port", "tunnel_id", "flags", "seq",
+                "ts_ns", "frame")  # fmt: skip
+        for sh, sl, sp, dh, dl, dp, tun, flags, seq, ts, frame in zip(*(rows[c].tolist() for c in cols), strict=True):
+            synack = bool(flags & P.ACK)
+            client, server = ((dh, dl, dp), (sh, sl, sp)) if synack else ((sh, sl, sp), (dh, dl, dp))
+            key = (client, server, tun, synack, seq)
+            entry = self._seen.get(key)
+            if entry is None:
+                self._seen[key] = [1, ts]
+                if len(self._seen) > SYN_MEMORY_MAX:
+                    self._seen.popitem(last=False)
+                continue
+            entry[0] += 1
+            if entry[0] == 2:  # once per attempt: the first retransmission
+                out.append(
+                    ListenQueueSeen(
+                        kind="synack_retransmitted" if synack else "syn_retransmitted",
+                        time_ns=ts,
+                        frame=frame,
+                        client=P.format_endpoint(*client),
+                        server=P.format_endpoint(*server),
+                        count=entry[0],
+                    )
+                )
+        return out
+
+    def forget_before(self, ts_ns: int) -> None:
+        while self._seen:
+            key, (_count, first) = next(iter(self._seen.items()))
+            if first >= ts_ns:
+                return
+            del self._seen[key]
