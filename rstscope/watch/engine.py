@@ -160,7 +160,7 @@ class Engine:
 
     def finish(self) -> list[ResetSeen | ConnectionEnded]:
         """The end of the stream: everything still pending judged, every watched connection ended."""
-        self.tracker.finish()
+        self.counts.connections = len(self.tracker.finish())
         for cid in self._new_reset_ids():
             self._watched[cid] = _Watched()
         end = np.iinfo(np.int64).max
@@ -182,7 +182,6 @@ class Engine:
             return []
         conns = self.tracker.peek(ids)
         host_ttl = self._host_ttl.table
-        self.counts.connections = len(self.tracker.connections)
         events: list = []
         cutoff = now_ns - self.grace_ns
         for c in conns:
