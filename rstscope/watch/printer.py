@@ -56,7 +56,9 @@ class Printer:
             f"{in_flight_text(ev.in_flight)}  {r.decision.explanation}"
         )
         if kernel is not None:
-            line += f"  [kernel: {kernel.get('reason') or 'no record'}{'; DISAGREES' if kernel.get('disagrees') else ''}]"
+            line += (
+                f"  [kernel: {kernel.get('reason') or 'no record'}{'; DISAGREES' if kernel.get('disagrees') else ''}]"
+            )
         self._write(line)
 
     def ended(self, event: ConnectionEnded) -> None:

@@ -61,6 +61,13 @@ class Session:
             root = self.args.snapshot_dir or self.args.ring / "snapshots"
             self.snapshots = Snapshots(root, self.ring, seconds=self.args.snapshot_seconds, iface=self.args.iface)
         self.live.start()
+        extras = [name for name, on in (("kernel", self.kernel), ("metrics", self.metrics), ("ring", self.ring)) if on]
+        self.env.stderr.write(
+            f"rstscope: watching {self.args.iface} with {self.live.tool}"
+            + (f" ({', '.join(extras)})" if extras else "")
+            + "; Ctrl-C ends the session\n"
+        )
+        self.env.stderr.flush()
 
     def loop(self, deadline: float | None) -> None:
         """Until the stream ends (the tool stopped) or ``deadline`` (monotonic); Ctrl-C raises through."""

@@ -1,0 +1,125 @@
+"""``--kernel``: the kernel's ``tcp:tcp_send_reset`` reason of each RST, joined live.
+
+A private tracefs instance (:class:`rstscope.lab.trace.TraceSession`, named ``rs-<pid>-<hex>-watch`` so
+that ``rstscope lab --cleanup`` removes it if this process is killed) is read through its
+``trace_pipe`` by a thread; records go to the capture's clock and wait in a window of the last
+:data:`KEEP_S` seconds.  A primary RST is joined, when it is printed (after the grace), to the first
+unused record from the same sender to the same peer (a listener's reset: from the same sender, to
+``0.0.0.0:0``) logged between :data:`EARLY_S` after and :data:`WINDOW_S` before its packet, as the lab's
+ground truth does (:func:`rstscope.lab.groundtruth.match_resets`).  The join *disagrees* when the
+verdict names kernel reasons (``Verdict.kernel_reasons``) and the record's reason is not one of them.
+
+Only resets this host sends are traced: watching a link that carries other hosts' traffic, most RSTs
+have no record (``reason`` null), which is not a disagreement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import select
+import threading
+import time
+from collections import deque
+
+from rstscope.analysis import ResetRecord
+from rstscope.lab import trace
+from rstscope.status import InputError
+
+KEEP_S = 30.0
+"""Records older than this (capture clock) are forgotten."""
+EARLY_S = 0.05
+"""A record may be logged this long after its packet was captured (clocks agree to about 1 ms)."""
+WINDOW_S = 2.0
+"""... and up to this long before it (a queue between the sender and the capture point)."""
+
+
+class KernelJoin:
+    def __init__(self) -> None:
+        self.session = trace.TraceSession(name=f"rs-{os.getpid()}-{random.randrange(65536):04x}-watch")
+        self.warnings: list[str] = []
+        self._records: deque[dict] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fd: int | None = None
+
+    def start(self) -> None:
+        """Create the instance and start reading; InputError (exit 2) when tracefs cannot be used."""
+        try:
+            self.session.start()
+            self._fd = os.open(self.session.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
+        except (trace.TraceUnavailable, OSError) as exc:
+            self.close()
+            raise InputError(f"--kernel: {exc}") from None
+        self.warnings += self.session.warnings
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        pending = ""
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self._fd], [], [], 0.1)
+            if not ready:
+                continue
+            try:
+                data = os.read(self._fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return
+            if not data:
+                time.sleep(0.05)
+                continue
+            pending += data.decode("utf-8", "replace")
+            *lines, pending = pending.split("\n")
+            fresh = []
+            for line in lines:
+                record = trace.parse_line(line)
+                if record is not None and record["event"] == "tcp_send_reset":
+                    record["time"] = record["boot_time"] + self.session.offset
+                    fresh.append(record)
+            if fresh:
+                with self._lock:
+                    self._records.extend(fresh)
+                    while self._records and self._records[0]["time"] < fresh[-1]["time"] - KEEP_S:
+                        self._records.popleft()
+
+    def join(self, record: ResetRecord) -> dict:
+        """The kernel's account of this RST: ``reason``, ``state``, ``listener``, ``disagrees`` (None
+        reason when no record matched)."""
+        ev = record.evidence
+        t = ev.time_ns / 1e9
+        with self._lock:
+            match = None
+            for candidate in self._records:
+                if candidate.get("used") or not (-EARLY_S <= t - candidate["time"] <= WINDOW_S):
+                    continue
+                if candidate.get("src") == ev.src and (candidate.get("dst") == ev.dst or candidate.get("listener")):
+                    match = candidate
+                    break
+            if match is not None:
+                match["used"] = True
+        if match is None:
+            return {"reason": None, "state": None, "listener": None, "disagrees": False}
+        reasons = record.verdict.kernel_reasons
+        reason = match.get("reason")
+        return {
+            "reason": reason,
+            "state": match.get("state"),
+            "listener": bool(match.get("listener")),
+            "disagrees": bool(reasons) and reason not in reasons,
+        }
+
+    def close(self) -> None:
+        """Stop reading, remove the instance (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+            self._thread = None
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+        self.session.remove()
