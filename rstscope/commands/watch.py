@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ring-files", type=int, default=10, metavar="N", help="files in the ring (default: 10)")
     parser.add_argument("--ring-size", type=float, default=100.0, metavar="MB", help="size of each ring file (100)")
     parser.add_argument("--snapshot", metavar="VERDICTS",
-                        help=f"write a run directory for each primary RST of these verdicts ({','.join(SNAPSHOT_KINDS)})")  # fmt: skip
+                        help=f"run directory per primary RST of verdict ({','.join(SNAPSHOT_KINDS)})")  # fmt: skip
     parser.add_argument("--snapshot-seconds", type=float, default=30.0, metavar="K",
                         help="seconds of packets before the RST in a snapshot (default: 30)")  # fmt: skip
     parser.add_argument("--snapshot-dir", type=Path, metavar="DIR",
@@ -97,10 +97,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         cleanup.callback(session.close)
         session.start()
         deadline = None if args.duration is None else time.monotonic() + args.duration
-        try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C or SIGTERM: end the session normally
             session.loop(deadline)
-        except KeyboardInterrupt:
-            pass
         session.finish()
     return ExitStatus.OK
 

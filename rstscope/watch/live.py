@@ -173,7 +173,7 @@ class LiveCapture:
             # The tool died before writing a header, or wrote something that is not a capture.
             self.chunks.put(StreamEnd(warnings, exc))
             return
-        except BaseException as exc:  # noqa: BLE001  (handed to the main thread, which reports it)
+        except BaseException as exc:  # (handed to the main thread, which reports it)
             self.chunks.put(StreamEnd(warnings, exc))
             return
         self.chunks.put(StreamEnd(warnings))
