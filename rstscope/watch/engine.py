@@ -48,6 +48,8 @@ class ResetSeen:
 
     record: ResetRecord
     connection: Connection
+    resets: list[ResetRecord] = field(default_factory=list)
+    """All the connection's RSTs so far, in capture order (the primary among them)."""
 
 
 @dataclass(kw_only=True)
@@ -191,7 +193,7 @@ class Engine:
             if watched.primary_frame is None and primary is not None and primary.evidence.time_ns <= cutoff:
                 watched.primary_frame, watched.primary_verdict = primary.frame, primary.verdict.value
                 self.counts.primaries[primary.verdict.value] = self.counts.primaries.get(primary.verdict.value, 0) + 1
-                events.append(ResetSeen(record=primary, connection=c))
+                events.append(ResetSeen(record=primary, connection=c, resets=records))
             later = [r.evidence.time_ns for r in records if r.evidence.time_ns > cutoff]
             watched.due_ns = min(later) + self.grace_ns if later else 0
             if ended or (now_ns - c.end_ns >= self.linger_ns and not later):

@@ -3,10 +3,9 @@
 A private tracefs instance (:class:`rstscope.lab.trace.TraceSession`, named ``rs-<pid>-<hex>-watch`` so
 that ``rstscope lab --cleanup`` removes it if this process is killed) is read through its
 ``trace_pipe`` by a thread; records go to the capture's clock and wait in a window of the last
-:data:`KEEP_S` seconds.  A primary RST is joined, when it is printed (after the grace), to the first
-unused record from the same sender to the same peer (a listener's reset: from the same sender, to
-``0.0.0.0:0``) logged between :data:`EARLY_S` after and :data:`WINDOW_S` before its packet, as the lab's
-ground truth does (:func:`rstscope.lab.groundtruth.match_resets`).  The join *disagrees* when the
+:data:`KEEP_S` seconds.  A connection's RSTs are joined when its primary is printed (after the grace),
+the later ones when it ends, as the lab's ground truth does (:func:`rstscope.lab.groundtruth.match_resets`):
+see :meth:`KernelJoin.join`.  The join *disagrees* when the
 verdict names kernel reasons (``Verdict.kernel_reasons``) and the record's reason is not one of them.
 
 Only resets this host sends are traced: watching a link that carries other hosts' traffic, most RSTs
@@ -86,23 +85,38 @@ class KernelJoin:
                     while self._records and self._records[0]["time"] < fresh[-1]["time"] - KEEP_S:
                         self._records.popleft()
 
-    def join(self, record: ResetRecord) -> dict:
-        """The kernel's account of this RST: ``reason``, ``state``, ``listener``, ``disagrees`` (None
-        reason when no record matched)."""
-        ev = record.evidence
-        t = ev.time_ns / 1e9
+    def join(self, records: list[ResetRecord]) -> list[dict]:
+        """The kernel's account of each of these RSTs (one connection's, in capture order): ``reason``,
+        ``state``, ``listener``, ``disagrees`` (``reason`` None when no record matched).
+
+        As the lab's ground truth joins them: each record, in time order, goes to the first RST not yet
+        matched from the same sender to the same peer (a listener's: from the same sender) captured
+        between EARLY_S before and WINDOW_S after it.  A primary and its first echo are often microseconds
+        apart, closer than the two clocks agree: order, not time, tells them apart."""
+        out: list[dict | None] = [None] * len(records)
         with self._lock:
-            match = None
-            for candidate in self._records:
-                if candidate.get("used") or not (-EARLY_S <= t - candidate["time"] <= WINDOW_S):
-                    continue
-                if candidate.get("src") == ev.src and (candidate.get("dst") == ev.dst or candidate.get("listener")):
-                    match = candidate
-                    break
-            if match is not None:
-                match["used"] = True
-        if match is None:
-            return {"reason": None, "state": None, "listener": None, "disagrees": False}
+            for listener in (False, True):
+                for candidate in sorted(self._records, key=lambda r: r["time"]):
+                    if candidate.get("used") or bool(candidate.get("listener")) is not listener:
+                        continue
+                    for i, record in enumerate(records):
+                        ev = record.evidence
+                        if out[i] is not None or ev.src != candidate.get("src"):
+                            continue
+                        if not listener and ev.dst != candidate.get("dst"):
+                            continue
+                        lag = ev.time_ns / 1e9 - candidate["time"]
+                        if lag < -EARLY_S:
+                            continue
+                        if lag <= WINDOW_S:
+                            out[i] = self._account(record, candidate)
+                            candidate["used"] = True
+                        break
+        none = {"reason": None, "state": None, "listener": None, "disagrees": False}
+        return [o if o is not None else dict(none) for o in out]
+
+    @staticmethod
+    def _account(record: ResetRecord, match: dict) -> dict:
         reasons = record.verdict.kernel_reasons
         reason = match.get("reason")
         return {

@@ -61,10 +61,14 @@ class Printer:
             )
         self._write(line)
 
-    def ended(self, event: ConnectionEnded) -> None:
+    def ended(self, event: ConnectionEnded, kernel: list[dict] | None = None) -> None:
+        """``kernel``: the joined record of each of ``event.others`` (``--kernel``)."""
         if self._json:
-            for r in event.others:
-                self._write_json(reset_row(None, r))
+            for i, r in enumerate(event.others):
+                row = reset_row(None, r)
+                if kernel is not None:
+                    row["kernel"] = kernel[i]
+                self._write_json(row)
             return
         if not event.others and not event.revised:
             return

@@ -32,6 +32,7 @@ class Session:
         self._snapshot_kinds = snapshot_kinds
         self._end: StreamEnd | None = None
         self._seen_records = 0
+        self._joined: dict[int, dict[int, dict]] = {}  # --kernel: connection -> RST frame -> its record
         tee = None
         if args.ring is not None or snapshot_kinds:
             from rstscope.watch.ring import Ring
@@ -132,13 +133,23 @@ class Session:
             if isinstance(event, ResetSeen):
                 self._reset(event)
             elif isinstance(event, ConnectionEnded):
-                self.printer.ended(event)
+                kernel = None
+                if self.kernel is not None:
+                    joined = self._joined.pop(event.connection.id, {})
+                    fresh = [r for r in event.others if r.frame not in joined]
+                    joined.update(zip((r.frame for r in fresh), self.kernel.join(fresh), strict=True))
+                    kernel = [joined[r.frame] for r in event.others]
+                self.printer.ended(event, kernel)
                 if self.metrics is not None and event.echoes:
                     self.metrics.echoes.inc(event.echoes)
 
     def _reset(self, event: ResetSeen) -> None:
         record = event.record
-        kernel = self.kernel.join(record) if self.kernel is not None else None
+        kernel = None
+        if self.kernel is not None:
+            joined = dict(zip((r.frame for r in event.resets), self.kernel.join(event.resets), strict=True))
+            self._joined[record.evidence.connection] = joined
+            kernel = joined[record.frame]
         self.printer.reset(event, kernel)
         if self.metrics is not None:
             self.metrics.resets.labels(verdict=record.verdict.value, origin=record.evidence.origin.value).inc()
