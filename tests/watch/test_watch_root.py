@@ -11,7 +11,6 @@ scraped equal the lines printed.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import sys
@@ -43,9 +42,9 @@ def _with_watch(plan, out: Path):
             f"--metrics 127.0.0.1:{METRICS_PORT} --ring {out / 'ring'} | {py} {STAMP} > {out / 'watch.out'}"
         )
         scrape = (
-            "import urllib.request, pathlib; pathlib.Path(%r).write_bytes("
-            "urllib.request.urlopen('http://127.0.0.1:%d/metrics', timeout=5).read())"
-        ) % (str(out / "metrics.txt"), METRICS_PORT)
+            f"import urllib.request, pathlib; pathlib.Path({str(out / 'metrics.txt')!r}).write_bytes("
+            f"urllib.request.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics', timeout=5).read())"
+        )
         at = next(i for i, s in enumerate(steps) if s.process == "capture" and s.action is Action.SPAWN) + 1
         steps.insert(at, Step(action=Action.SPAWN, title="rstscope watch", argv=_in_ns(cli, "sh", "-c", watch),
                               process="watch", ready="rstscope: watching", timeout=15.0, signal="SIGINT"))  # fmt: skip
