@@ -117,3 +117,38 @@ def test_sigterm_ends_the_session_with_its_summary(fake_path):
     summary = lines[-1]
     assert summary.startswith("session: ") and "(3 dropped by the capture)" in summary, summary
     assert f"{len(primaries)} primary RSTs" in summary
+
+
+def test_ring_and_snapshots(fake_path, monkeypatch, tmp_path):
+    """The ring keeps the stream in rotating files that are captures on their own (together, every
+    packet); a snapshot is a run directory that `rstscope report` reads."""
+    monkeypatch.setenv("FAKE_DUMPCAP", f"die:{CAPTURE}")  # the stream ends by itself: the test ends
+    ring = tmp_path / "ring"
+    status, out, err = watch("-i", "lo", "--ring", str(ring), "--ring-size", "0.02", "--ring-files", "1000",
+                             "--snapshot", "close-race", "--snapshot-seconds", "5")  # fmt: skip
+    assert status == 2  # the fake tool "died"; everything before was written
+    files = sorted(ring.glob("ring-*.pcapng"))
+    assert len(files) > 1
+    whole = analyze_capture(CAPTURE)
+    assert sum(analyze_capture(f).capture.stats.records for f in files) == whole.capture.stats.records
+    snapshots = sorted((ring / "snapshots").iterdir())
+    close_races = [r for r in whole.resets if r.verdict.value == "close-race"]
+    assert len(snapshots) == len({r.evidence.connection for r in close_races}) > 0
+    first = snapshots[0]
+    run_json = json.loads((first / "run.json").read_text())
+    assert run_json["watch"]["verdict"] == "close-race"
+    report = io.StringIO()
+    assert run(["report", str(first), "-o", str(tmp_path / "report.html")],
+               Environment(stdout=report, stderr=io.StringIO())) == 0  # fmt: skip
+    assert (tmp_path / "report.html").stat().st_size > 0
+    assert "snapshot of #" in err
+
+
+def test_ring_files_are_bounded(fake_path, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_DUMPCAP", f"die:{CAPTURE}")
+    ring = tmp_path / "ring"
+    watch("-i", "lo", "--ring", str(ring), "--ring-size", "0.02", "--ring-files", "2")
+    files = sorted(ring.glob("ring-*.pcapng"))
+    assert len(files) == 2 and files[-1].name != "ring-000002.pcapng"  # older ones deleted
+    for f in files:
+        analyze_capture(f)  # each file is a capture on its own
