@@ -124,7 +124,7 @@ def test_ring_and_snapshots(fake_path, monkeypatch, tmp_path):
     packet); a snapshot is a run directory that `rstscope report` reads."""
     monkeypatch.setenv("FAKE_DUMPCAP", f"die:{CAPTURE}")  # the stream ends by itself: the test ends
     ring = tmp_path / "ring"
-    status, out, err = watch("-i", "lo", "--ring", str(ring), "--ring-size", "0.02", "--ring-files", "1000",
+    status, _, err = watch("-i", "lo", "--ring", str(ring), "--ring-size", "0.02", "--ring-files", "1000",
                              "--snapshot", "close-race", "--snapshot-seconds", "5")  # fmt: skip
     assert status == 2  # the fake tool "died"; everything before was written
     files = sorted(ring.glob("ring-*.pcapng"))
