@@ -36,6 +36,17 @@ round trip; 0.5 s covers the round trips of real paths (and a peer that answers 
 by going on within it) and leaves 0.5 s of the 1 s budget for the 0.2 s clock step and the work."""
 LINGER_NS = 5_000_000_000
 """A watched connection quiet for this long has ended: its echoes and other RSTs are reported."""
+EPOCH_SYNS = 250_000
+"""A new tracker (epoch) after this many new connections (SYNs: about 10 MB of the tracker's per-id
+arrays and 300 MB of its spill file) ..."""
+EPOCH_NS = 6 * 3600 * 1_000_000_000
+"""... or this long (capture clock), whichever comes first."""
+HANDOVER_QUIET_NS = 120 * 1_000_000_000
+"""The old tracker is dropped once it got no row for this long ..."""
+HANDOVER_MAX_NS = 1800 * 1_000_000_000
+"""... or this long after the switch (its connections still open then are seen mid-stream)."""
+EPOCH_ID_STRIDE = 1_000_000_000
+"""Connection ids of epoch k start at k times this."""
 SYN_MEMORY_NS = 120_000_000_000
 """SYN and SYN-ACK rows are remembered this long (a handshake retransmits within about a minute)."""
 SYN_MEMORY_MAX = 200_000
@@ -104,17 +115,56 @@ class SessionCounts:
     listen_queue: dict[str, int] = field(default_factory=dict)
 
 
+class _Epoch:
+    """One tracker and what the engine keeps about its connections (ids local to the tracker)."""
+
+    def __init__(self, base: int, started_ns: int) -> None:
+        self.tracker = Tracker()
+        self.base = base
+        """Added to the tracker's connection ids in what the engine reports."""
+        self.started_ns = started_ns
+        self.last_row_ns = started_ns
+        self.syns = 0
+        """SYNs (without ACK) fed: about the connections the tracker started."""
+        self.known = np.zeros(1024, dtype=bool)  # by local id: already watched (or done)
+        self.watched: dict[int, _Watched] = {}
+
+    def new_reset_ids(self) -> list[int]:
+        ids = self.tracker.reset_ids()
+        if len(ids) and ids[-1] >= len(self.known):
+            grown = np.zeros(max(2 * len(self.known), int(ids[-1]) + 1), dtype=bool)
+            grown[: len(self.known)] = self.known
+            self.known = grown
+        new = ids[~self.known[ids]]
+        self.known[new] = True
+        return new.tolist()
+
+
 class Engine:
     """Feed chunks with :meth:`feed`, call :meth:`due` with the capture clock's "now" (at least every
-    200 ms), :meth:`finish` at the end; each returns the events ready, in capture order."""
+    200 ms), :meth:`finish` at the end; each returns the events ready, in capture order.
 
-    def __init__(self, *, grace_ns: int = GRACE_NS, linger_ns: int = LINGER_NS) -> None:
-        self.tracker = Tracker()
+    Memory for days: a tracker keeps a few dozen bytes per connection it ever saw (and a spill file of
+    the retired ones), and keeps open connections that went idle for good.  So the engine starts a new
+    tracker (an *epoch*) every :data:`EPOCH_SYNS` new connections or :data:`EPOCH_NS`; during a handover
+    the 4-tuples whose SYN came after the switch go to the new tracker and every other row to the old
+    one, until the old one got no row for :data:`HANDOVER_QUIET_NS` (or :data:`HANDOVER_MAX_NS` passed);
+    then its watched connections end and it is dropped, with whatever idle connections it held.  A
+    connection older than that is seen mid-stream by the new tracker: a RST on a connection that
+    was idle across a whole handover is judged without its start (``stale``, ``unknown``).  Connection ids of epoch ``k``
+    start at ``k * EPOCH_ID_STRIDE``: within the first epoch they are ``analyze``'s."""
+
+    def __init__(self, *, grace_ns: int = GRACE_NS, linger_ns: int = LINGER_NS, epoch_syns: int = EPOCH_SYNS,
+                 epoch_ns: int = EPOCH_NS, handover_quiet_ns: int = HANDOVER_QUIET_NS) -> None:  # fmt: skip
         self.grace_ns = grace_ns
         self.linger_ns = linger_ns
+        self.epoch_syns = epoch_syns
+        self.epoch_ns = epoch_ns
+        self.handover_quiet_ns = handover_quiet_ns
         self.counts = SessionCounts()
-        self._known = np.zeros(1024, dtype=bool)  # by connection id: already watched (or done)
-        self._watched: dict[int, _Watched] = {}
+        self._epochs: list[_Epoch] = []  # the current one last; two during a handover
+        self._epoch_count = 0
+        self._new_keys = np.zeros(0, dtype=np.uint64)  # during a handover: 4-tuples of the new epoch
         self._dirty_ns: int | None = None  # earliest unjudged RST row's time
         self._last_ts = 0
         self._next_sweep_ns = 0
@@ -126,13 +176,36 @@ class Engine:
         """Capture time of the last packet fed (ns)."""
         return self._last_ts
 
+    @property
+    def epochs(self) -> int:
+        """Trackers started so far."""
+        return self._epoch_count
+
     def feed(self, chunk: np.ndarray) -> list[ListenQueueSeen]:
         """Track one chunk of packet rows; the listen-queue trouble in it."""
         if not len(chunk):
             return []
-        self.tracker.feed(chunk)
+        last = int(chunk["ts_ns"].max())
+        if not self._epochs:
+            self._start_epoch(int(chunk["ts_ns"][0]))
+        syn = (chunk["flags"] & (P.SYN | P.ACK | P.RST)) == P.SYN
+        current = self._epochs[-1]
+        if len(self._epochs) == 2:
+            keys = _tuple_keys(chunk)
+            self._new_keys = np.union1d(self._new_keys, keys[syn])
+            new = syn | np.isin(keys, self._new_keys)
+            old = self._epochs[0]
+            if not new.all():
+                old.tracker.feed(chunk[~new])
+                old.last_row_ns = last
+            if new.any():
+                current.tracker.feed(chunk[new])
+        else:
+            current.tracker.feed(chunk)
+        current.syns += int(np.count_nonzero(syn))
+        current.last_row_ns = last
         self.counts.packets += len(chunk)
-        self._last_ts = max(self._last_ts, int(chunk["ts_ns"].max()))
+        self._last_ts = max(self._last_ts, last)
         rst = (chunk["flags"] & P.RST) != 0
         if rst.any():
             first = int(chunk["ts_ns"][rst].min())
@@ -141,53 +214,69 @@ class Engine:
         seen = self._handshakes.feed(chunk)
         for event in seen:
             self.counts.listen_queue[event.kind] = self.counts.listen_queue.get(event.kind, 0) + 1
+        if len(self._epochs) == 1 and (current.syns >= self.epoch_syns or last - current.started_ns >= self.epoch_ns):
+            self._start_epoch(last)
         return seen
+
+    def _start_epoch(self, now_ns: int) -> None:
+        self._epochs.append(_Epoch(self._epoch_count * EPOCH_ID_STRIDE, now_ns))
+        self._epoch_count += 1
+        self._new_keys = np.zeros(0, dtype=np.uint64)
 
     def due(self, now_ns: int) -> list[ResetSeen | ConnectionEnded]:
         """The events ready at ``now_ns`` (capture clock): primaries whose grace is over, connections
         that ended."""
         events: list = []
         judge = self._dirty_ns is not None and now_ns >= self._dirty_ns + self.grace_ns
-        judge |= any(w.due_ns and now_ns >= w.due_ns for w in self._watched.values())
-        sweep = now_ns >= self._next_sweep_ns and self._watched
+        judge |= any(w.due_ns and now_ns >= w.due_ns for e in self._epochs for w in e.watched.values())
+        sweep = now_ns >= self._next_sweep_ns and any(e.watched for e in self._epochs)
         if judge:
             self._dirty_ns = None
-            for cid in self._new_reset_ids():
-                self._watched[cid] = _Watched()
+            for epoch in self._epochs:
+                for cid in epoch.new_reset_ids():
+                    epoch.watched[cid] = _Watched()
         if judge or sweep:
             self._next_sweep_ns = now_ns + 1_000_000_000
-            events = self._look(now_ns, list(self._watched))
+            for epoch in self._epochs:
+                events += self._look(epoch, now_ns, list(epoch.watched))
+        if len(self._epochs) == 2:
+            old, new = self._epochs
+            if now_ns - old.last_row_ns >= self.handover_quiet_ns or now_ns - new.started_ns >= HANDOVER_MAX_NS:
+                events += self._end_epoch(old)
+                self._epochs.pop(0)
+                self._new_keys = np.zeros(0, dtype=np.uint64)
         self._handshakes.forget_before(now_ns - SYN_MEMORY_NS)
+        events.sort(key=_event_order)
         return events
 
     def finish(self) -> list[ResetSeen | ConnectionEnded]:
         """The end of the stream: everything still pending judged, every watched connection ended."""
-        self.counts.connections = len(self.tracker.finish())
-        for cid in self._new_reset_ids():
-            self._watched[cid] = _Watched()
-        end = np.iinfo(np.int64).max
-        return self._look(end, list(self._watched), ended=True)
+        events = []
+        for epoch in self._epochs:
+            events += self._end_epoch(epoch)
+        self._epochs = []
+        events.sort(key=_event_order)
+        return events
 
-    def _new_reset_ids(self) -> list[int]:
-        ids = self.tracker.reset_ids()
-        if len(ids) and ids[-1] >= len(self._known):
-            grown = np.zeros(max(2 * len(self._known), int(ids[-1]) + 1), dtype=bool)
-            grown[: len(self._known)] = self._known
-            self._known = grown
-        new = ids[~self._known[ids]]
-        self._known[new] = True
-        return new.tolist()
+    def _end_epoch(self, epoch: _Epoch) -> list:
+        for cid in epoch.new_reset_ids():
+            epoch.watched[cid] = _Watched()
+        events = self._look(epoch, np.iinfo(np.int64).max, list(epoch.watched), ended=True)
+        self.counts.connections += len(epoch.tracker.finish())
+        return events
 
-    def _look(self, now_ns: int, ids: list[int], *, ended: bool = False) -> list:
+    def _look(self, epoch: _Epoch, now_ns: int, ids: list[int], *, ended: bool = False) -> list:
         """Judge these watched connections on copies; report primaries past their grace and the ends."""
         if not ids:
             return []
-        conns = self.tracker.peek(ids)
+        conns = epoch.tracker.peek(ids)
         host_ttl = self._host_ttl.table
         events: list = []
         cutoff = now_ns - self.grace_ns
         for c in conns:
-            watched = self._watched[c.id]
+            watched = epoch.watched[c.id]
+            local = c.id
+            c.id += epoch.base  # a copy: the session's id
             records = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in evidence_mod.collect([c], host_ttl)]
             primary = next((r for r in records if r.verdict not in NOT_PRIMARY), None)
             if watched.primary_frame is None and primary is not None and primary.evidence.time_ns <= cutoff:
@@ -197,7 +286,7 @@ class Engine:
             later = [r.evidence.time_ns for r in records if r.evidence.time_ns > cutoff]
             watched.due_ns = min(later) + self.grace_ns if later else 0
             if ended or (now_ns - c.end_ns >= self.linger_ns and not later):
-                del self._watched[c.id]
+                del epoch.watched[local]
                 mine = next((r for r in records if r.frame == watched.primary_frame), None)
                 others = [r for r in records if r is not mine]
                 self.counts.resets += len(records)
@@ -207,8 +296,22 @@ class Engine:
                 event = ConnectionEnded(connection=c, primary=mine, others=others, revised=revised)
                 self.counts.echoes += event.echoes
                 events.append(event)
-        events.sort(key=_event_order)
         return events
+
+
+def _tuple_keys(chunk: np.ndarray) -> np.ndarray:
+    """A 64-bit key per row, the same for both directions of a 4-tuple (collisions: about 2**-64)."""
+
+    def endpoint(hi, lo, port):
+        h = hi.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        h ^= lo.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
+        h ^= port.astype(np.uint64) * np.uint64(0x165667B19E3779F9)
+        return h ^ (h >> np.uint64(29))
+
+    a = endpoint(chunk["src_hi"], chunk["src_lo"], chunk["src_port"])
+    b = endpoint(chunk["dst_hi"], chunk["dst_lo"], chunk["dst_port"])
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    return (low * np.uint64(0xFF51AFD7ED558CCD)) ^ high ^ (chunk["tunnel_id"].astype(np.uint64) << np.uint64(48))
 
 
 def _event_order(event) -> tuple[int, int]:

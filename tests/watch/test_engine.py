@@ -18,11 +18,11 @@ RUNS = sorted(p.name for p in CAPTURES.iterdir() if (p / "capture.pcapng").exist
 STEP_NS = 50_000_000
 
 
-def replay(path: Path, step_ns: int = STEP_NS):
+def replay(path: Path, step_ns: int = STEP_NS, **engine_options):
     """Feed the capture in slices of ``step_ns`` of capture time, asking for due events after each slice
     with "now" at the slice's end; (events with the "now" they came at, listen-queue events)."""
     table, _ = read_all(path)
-    engine = Engine()
+    engine = Engine(**engine_options)
     out, listen = [], []
     if not len(table):
         return engine, out, listen
@@ -44,7 +44,8 @@ def replay(path: Path, step_ns: int = STEP_NS):
 def test_live_primaries_equal_analyze(run):
     path = CAPTURES / run / "capture.pcapng"
     analysis = analyze_capture(path)
-    _engine, events, listen = replay(path)
+    engine, events, listen = replay(path)
+    assert engine.epochs == 1 and engine.counts.connections == len(analysis.connections)
     seen = [(e, now) for e, now in events if isinstance(e, ResetSeen)]
     expected = {}
     for cid in dict.fromkeys(r.evidence.connection for r in analysis.resets):
@@ -91,3 +92,20 @@ def test_peek_leaves_tracking_undisturbed():
     assert [(c.id, c.end_ns, c.packets, c.ttl, len(c.resets)) for c in a] == [
         (c.id, c.end_ns, c.packets, c.ttl, len(c.resets)) for c in b
     ]
+
+
+@pytest.mark.parametrize("run", ["close-race", "backlog", "clean", "late-data", "keepalive"])
+def test_epochs_hand_over_without_changing_verdicts(run):
+    """New trackers every 2 connections, the old one dropped after 1 s without rows (longer than any
+    connection of these captures is idle): the same RSTs with the same verdicts (connection ids then
+    count per epoch)."""
+    path = CAPTURES / run / "capture.pcapng"
+    analysis = analyze_capture(path)
+    engine, events, _ = replay(path, epoch_syns=2, handover_quiet_ns=1_000_000_000)
+    assert engine.epochs >= (3 if run == "backlog" else 2)  # backlog: an old tracker dropped on the way
+    ended = [e for e, _ in events if isinstance(e, ConnectionEnded)]
+    got = {r.frame: r.verdict.value for e in ended for r in ([e.primary] if e.primary else []) + e.others}
+    assert got == {r.frame: r.verdict.value for r in analysis.resets}
+    seen = {e.record.frame: e.record.verdict.value for e, _ in events if isinstance(e, ResetSeen)}
+    primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r.evidence.connection for r in analysis.resets)]
+    assert seen == {p.frame: p.verdict.value for p in primaries if p is not None}
