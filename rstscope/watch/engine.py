@@ -151,8 +151,8 @@ class Engine:
     one, until the old one got no row for :data:`HANDOVER_QUIET_NS` (or :data:`HANDOVER_MAX_NS` passed);
     then its watched connections end and it is dropped, with whatever idle connections it held.  A
     connection older than that is seen mid-stream by the new tracker: a RST on a connection that
-    was idle across a whole handover is judged without its start (``stale``, ``unknown``).  Connection ids of epoch ``k``
-    start at ``k * EPOCH_ID_STRIDE``: within the first epoch they are ``analyze``'s."""
+    was idle across a whole handover is judged without its start (``stale``, ``unknown``).  Connection
+    ids of epoch ``k`` start at ``k * EPOCH_ID_STRIDE``: within the first epoch they are ``analyze``'s."""
 
     def __init__(self, *, grace_ns: int = GRACE_NS, linger_ns: int = LINGER_NS, epoch_syns: int = EPOCH_SYNS,
                  epoch_ns: int = EPOCH_NS, handover_quiet_ns: int = HANDOVER_QUIET_NS) -> None:  # fmt: skip
