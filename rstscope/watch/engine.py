@@ -100,7 +100,9 @@ class _Watched:
     primary_frame: int | None = None
     primary_verdict: str | None = None
     due_ns: int = 0
-    """Capture time at which it must be looked at again (its next RST's grace ends)."""
+    """Capture time at which it must be judged again (its next RST's grace ends), 0: none pending."""
+    end_check_ns: int = 0
+    """Capture time from which it may have ended (its last packet + linger), 0: not looked at yet."""
 
 
 @dataclass(kw_only=True)
@@ -228,17 +230,26 @@ class Engine:
         that ended."""
         events: list = []
         judge = self._dirty_ns is not None and now_ns >= self._dirty_ns + self.grace_ns
-        judge |= any(w.due_ns and now_ns >= w.due_ns for e in self._epochs for w in e.watched.values())
-        sweep = now_ns >= self._next_sweep_ns and any(e.watched for e in self._epochs)
         if judge:
             self._dirty_ns = None
             for epoch in self._epochs:
                 for cid in epoch.new_reset_ids():
                     epoch.watched[cid] = _Watched()
-        if judge or sweep:
+        sweep = now_ns >= self._next_sweep_ns
+        if sweep:
             self._next_sweep_ns = now_ns + 1_000_000_000
-            for epoch in self._epochs:
-                events += self._look(epoch, now_ns, list(epoch.watched))
+        for epoch in self._epochs:
+            # Only what may have changed: a RST without its verdict yet, a RST whose grace just ended, a
+            # connection that may have ended (looked at again only once it could have): under a reset
+            # storm, each connection is copied a few times, not at every step.
+            ids = [
+                cid
+                for cid, w in epoch.watched.items()
+                if (judge and w.primary_frame is None)
+                or (w.due_ns and now_ns >= w.due_ns)
+                or (sweep and w.end_check_ns and now_ns >= w.end_check_ns)
+            ]
+            events += self._look(epoch, now_ns, ids)
         if len(self._epochs) == 2:
             old, new = self._epochs
             if now_ns - old.last_row_ns >= self.handover_quiet_ns or now_ns - new.started_ns >= HANDOVER_MAX_NS:
@@ -285,6 +296,7 @@ class Engine:
                 events.append(ResetSeen(record=primary, connection=c, resets=records))
             later = [r.evidence.time_ns for r in records if r.evidence.time_ns > cutoff]
             watched.due_ns = min(later) + self.grace_ns if later else 0
+            watched.end_check_ns = c.end_ns + self.linger_ns
             if ended or (now_ns - c.end_ns >= self.linger_ns and not later):
                 del epoch.watched[local]
                 mine = next((r for r in records if r.frame == watched.primary_frame), None)
