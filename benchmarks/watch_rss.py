@@ -83,9 +83,12 @@ def main() -> int:
     procs: list[subprocess.Popen] = []
     out = open(os.devnull, "w")  # noqa: SIM115  (closed in finally)
     try:
+
+        def spawn(*argv: str) -> None:
+            procs.append(subprocess.Popen([PY, "-m", "rstscope", *argv], stdout=out, stderr=out, cwd=REPO))
+
         for name, (server_opts, _) in SERVERS.items():
-            procs.append(subprocess.Popen([PY, "-m", "rstscope", "pair", "server", "--host", "127.0.0.1", "--port",
-                                           str(ports[name]), *server_opts], stdout=out, stderr=out, cwd=REPO))  # fmt: skip
+            spawn("pair", "server", "--host", "127.0.0.1", "--port", str(ports[name]), *server_opts)
         watch = subprocess.Popen([PY, "-m", "rstscope", "watch", "-i", "lo", "-f", f"tcp and ({port_filter})", "--json",
                                   "--metrics", f"127.0.0.1:{metrics_port}"], stdout=out, stderr=subprocess.PIPE,
                                  cwd=REPO, text=True)  # fmt: skip
@@ -96,12 +99,9 @@ def main() -> int:
             return 1
         time.sleep(1.0)
         for name, (_, client_opts) in SERVERS.items():
-            procs.append(subprocess.Popen([PY, "-m", "rstscope", "pair", "client", "127.0.0.1", "--port", str(ports[name]),
-                                           "--duration", str(duration), "--timeout", "2", *client_opts],
-                                          stdout=out, stderr=out, cwd=REPO))  # fmt: skip
-        procs.append(subprocess.Popen([PY, "-m", "rstscope", "pair", "client", "127.0.0.1", "--port", str(refused),
-                                       "--duration", str(duration), "--timeout", "2"], stdout=out, stderr=out,
-                                      cwd=REPO))  # fmt: skip
+            spawn("pair", "client", "127.0.0.1", "--port", str(ports[name]), "--duration", str(duration), "--timeout",
+                  "2", *client_opts)  # fmt: skip
+        spawn("pair", "client", "127.0.0.1", "--port", str(refused), "--duration", str(duration), "--timeout", "2")
         process = psutil.Process(watch.pid)
         started = time.monotonic()
         samples: list[tuple[float, float]] = []
@@ -129,8 +129,9 @@ def main() -> int:
         mr = sum(r for _, r in after) / n
         slope = sum((t - mt) * (r - mr) for t, r in after) / max(1e-9, sum((t - mt) ** 2 for t, _ in after))
         flat = peak <= base * 1.10
+        verdict = "FLAT within 10 %" if flat else "NOT flat"
         print(f"RSS after warm-up {base:.1f} MB, largest after it {peak:.1f} MB (+{100 * (peak / base - 1):.1f} %), "
-              f"slope {slope * 3600:+.1f} MB/h over {n} samples: {'FLAT within 10 %' if flat else 'NOT flat'}")  # fmt: skip
+              f"slope {slope * 3600:+.1f} MB/h over {n} samples: {verdict}")  # fmt: skip
         return 0 if flat else 3
     finally:
         for p in reversed(procs):
