@@ -110,3 +110,19 @@ def test_epochs_hand_over_without_changing_verdicts(run):
     seen = {e.record.frame: e.record.verdict.value for e, _ in events if isinstance(e, ResetSeen)}
     primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r.evidence.connection for r in analysis.resets)]
     assert seen == {p.frame: p.verdict.value for p in primaries if p is not None}
+
+
+@pytest.mark.parametrize("run", ["close-race", "late-data"])
+def test_retired_connections_are_judged_the_same(run, monkeypatch):
+    """With retirement after 150 idle frames, the engine peeks connections that the tracker already
+    retired (spilled): the verdicts are still ``analyze``'s under the same retirement."""
+    from rstscope.connections import retire
+
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 150)
+    path = CAPTURES / run / "capture.pcapng"
+    analysis = analyze_capture(path)
+    _, events, _ = replay(path, step_ns=20_000_000)
+    ended = [e for e, _ in events if isinstance(e, ConnectionEnded)]
+    got = {r.frame: (r.verdict.value, r.evidence.in_flight) for e in ended
+           for r in ([e.primary] if e.primary else []) + e.others}  # fmt: skip
+    assert got == {r.frame: (r.verdict.value, r.evidence.in_flight) for r in analysis.resets}
