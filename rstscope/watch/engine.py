@@ -47,10 +47,13 @@ HANDOVER_MAX_NS = 1800 * 1_000_000_000
 """... or this long after the switch (its connections still open then are seen mid-stream)."""
 EPOCH_ID_STRIDE = 1_000_000_000
 """Connection ids of epoch k start at k times this."""
-SYN_MEMORY_NS = 120_000_000_000
-"""SYN and SYN-ACK rows are remembered this long (a handshake retransmits within about a minute)."""
-SYN_MEMORY_MAX = 200_000
-"""At most this many handshakes remembered (oldest forgotten first): bounded under a SYN flood."""
+SYN_MEMORY_NS = 75_000_000_000
+"""SYN and SYN-ACK rows are remembered this long: Linux retransmits a SYN 6 times (1 + 2 + ... + 32 s =
+63 s), a SYN-ACK 5 times (31 s)."""
+SYN_MEMORY_MAX = 50_000
+"""At most this many SYNs and SYN-ACKs remembered (the oldest forgotten first), about 10 MB: memory stays
+bounded at any connection rate, and at more than 50,000 handshakes in 75 s the retransmissions of the
+oldest ones are missed."""
 
 
 @dataclass(kw_only=True)
@@ -372,7 +375,7 @@ class _Handshakes:
     """SYN and SYN-ACK rows by (4-tuple, sequence number): the second one of a kind is a retransmission."""
 
     def __init__(self) -> None:
-        self._seen: OrderedDict[tuple, list[int]] = OrderedDict()  # key -> [count, first ts]
+        self._seen: OrderedDict[int, list[int]] = OrderedDict()  # hash of the key -> [count, first ts]
 
     def feed(self, chunk: np.ndarray) -> list[ListenQueueSeen]:
         syn = np.flatnonzero((chunk["flags"] & (P.SYN | P.RST)) == P.SYN)
@@ -385,7 +388,7 @@ class _Handshakes:
         for sh, sl, sp, dh, dl, dp, tun, flags, seq, ts, frame in zip(*(rows[c].tolist() for c in cols), strict=True):
             synack = bool(flags & P.ACK)
             client, server = ((dh, dl, dp), (sh, sl, sp)) if synack else ((sh, sl, sp), (dh, dl, dp))
-            key = (client, server, tun, synack, seq)
+            key = hash((client, server, tun, synack, seq))  # an int: a fifth of the tuple's memory
             entry = self._seen.get(key)
             if entry is None:
                 self._seen[key] = [1, ts]
