@@ -121,7 +121,7 @@ class Printer:
         self._write(
             f"session: {doc['packets']:,} packets ({dropped} dropped by the capture), {doc['connections']:,} "
             f"connections, {sum(doc['by_verdict'].values()):,} primary RSTs ({verdicts}), {doc['echoes']:,} "
-            f"echoes; listen queue: {listen}"
+            f"echo{'es' if doc['echoes'] != 1 else ''}; listen queue: {listen}"
         )
 
     def _write_json(self, obj: dict) -> None:
