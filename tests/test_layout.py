@@ -41,6 +41,12 @@ TESTED_ELSEWHERE = {
     "connections/retire.py": "tests/test_connections.py (retiring idle connections, the spill file)",
     "connections/tracker.py": "tests/test_connections.py, tests/test_differential.py",
     "connections/records.py": "tests/test_connections.py (the public surface), tests/test_evidence.py",
+    "commands/watch.py": "tests/watch/test_watch_cli.py",
+    "watch/session.py": "tests/watch/test_watch_cli.py, tests/watch/test_watch_root.py",
+    "watch/printer.py": "tests/watch/test_watch_cli.py (text), tests/watch/test_watch_root.py (NDJSON)",
+    "watch/ring.py": "tests/watch/test_watch_cli.py (ring files, snapshots)",
+    "watch/metrics.py": "tests/watch/test_watch_root.py (scraped over HTTP), tests/watch/test_watch_cli.py (addresses)",
+    "watch/kernel.py": "tests/watch/test_watch_root.py (the live join in namespaces)",
 }
 
 
