@@ -30,6 +30,8 @@ KEEP_S = 30.0
 """Records older than this (capture clock) are forgotten."""
 EARLY_S = 0.05
 """A record may be logged this long after its packet was captured (clocks agree to about 1 ms)."""
+CATCH_UP_S = 0.25
+"""How long a join waits for the trace reader to reach the RSTs' time (within the 1 s budget)."""
 WINDOW_S = 2.0
 """... and up to this long before it (a queue between the sender and the capture point)."""
 
@@ -43,11 +45,21 @@ class KernelJoin:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._fd: int | None = None
+        self._caught_up = 0.0
+        """Wall-clock time up to which the trace has been read (the capture's clock, this host)."""
 
     def start(self) -> None:
         """Create the instance and start reading; InputError (exit 2) when tracefs cannot be used."""
         try:
             self.session.start()
+            # Only the resets: the lab's other events (socket states, SYN-ACKs) are many per connection,
+            # and a reader that parses them falls behind on a busy host.
+            for event in list(self.session.enabled):
+                if event != "tcp/tcp_send_reset":
+                    (self.session.instance / "events" / event / "enable").write_text("0\n")
+                    self.session.enabled.remove(event)
+            if "tcp/tcp_send_reset" not in self.session.enabled:
+                raise trace.TraceUnavailable("this kernel has no tcp:tcp_send_reset tracepoint")
             self._fd = os.open(self.session.instance / "trace_pipe", os.O_RDONLY | os.O_NONBLOCK)
         except (trace.TraceUnavailable, OSError) as exc:
             self.close()
@@ -59,8 +71,9 @@ class KernelJoin:
     def _read(self) -> None:
         pending = ""
         while not self._stop.is_set():
-            ready, _, _ = select.select([self._fd], [], [], 0.1)
+            ready, _, _ = select.select([self._fd], [], [], 0.05)
             if not ready:
+                self._caught_up = time.time()  # nothing pending: every reset until now has been read
                 continue
             try:
                 data = os.read(self._fd, 1 << 16)
@@ -75,6 +88,8 @@ class KernelJoin:
             *lines, pending = pending.split("\n")
             fresh = []
             for line in lines:
+                if "tcp_send_reset:" not in line:
+                    continue
                 record = trace.parse_line(line)
                 if record is not None and record["event"] == "tcp_send_reset":
                     record["time"] = record["boot_time"] + self.session.offset
@@ -94,6 +109,10 @@ class KernelJoin:
         between EARLY_S before and WINDOW_S after it.  A primary and its first echo are often microseconds
         apart, closer than the two clocks agree: order, not time, tells them apart."""
         out: list[dict | None] = [None] * len(records)
+        latest = max((r.evidence.time_ns for r in records), default=0) / 1e9
+        deadline = time.monotonic() + CATCH_UP_S
+        while self._caught_up < latest and time.monotonic() < deadline:
+            time.sleep(0.01)  # the reader is behind these RSTs: give it a moment
         with self._lock:
             for listener in (False, True):
                 for candidate in sorted(self._records, key=lambda r: r["time"]):

@@ -18,6 +18,7 @@ def test_records_join_in_order():
     primary, echo = resets[0], resets[1]
     assert primary.verdict.value == "close-race" and echo.verdict.value == "echo"
     join = KernelJoin()
+    join._caught_up = float("inf")  # no reader thread here: nothing to wait for
     t = primary.evidence.time_ns / 1e9
     # The echo's record seems logged *before* the primary's packet (clock disagreement of 1 ms): order wins.
     join._records.extend([
@@ -34,6 +35,7 @@ def test_records_join_in_order():
     third = join.join([resets[2]])[0]
     assert third["reason"] is None  # each record is used once; the other sender's is not this one's
     disagreeing = KernelJoin()
+    disagreeing._caught_up = float("inf")
     disagreeing._records.append({"event": "tcp_send_reset", "time": t, "src": primary.evidence.src,
                                  "dst": primary.evidence.dst, "reason": "NO_SOCKET", "listener": False})  # fmt: skip
     assert disagreeing.join([primary])[0]["disagrees"] is True
