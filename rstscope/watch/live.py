@@ -30,6 +30,9 @@ from rstscope.status import ExitStatus, InputError, RstscopeError
 
 TOOLS = ("dumpcap", "tcpdump")
 READY = {"dumpcap": "Capturing on", "tcpdump": "listening on"}
+LIVE_CHUNK = 8192
+"""Records decoded at once: a reader that fell behind catches up in batches whose temporaries stay
+near 3 MB (the file reader's 65,536-record batches take about 20 MB, which would show in RSS)."""
 START_TIMEOUT_S = 10.0
 """How long the capture tool may take to say it is capturing."""
 
@@ -162,7 +165,7 @@ class LiveCapture:
         stream = PipeStream(self._proc.stdout.fileno(), self._tee)
         warnings: list[str] = []
         try:
-            capture = open_capture(f"<{self.tool} on {self.iface}>", chunk_packets=65_536, stream=stream)
+            capture = open_capture(f"<{self.tool} on {self.iface}>", chunk_packets=LIVE_CHUNK, stream=stream)
             with capture:
                 for chunk in capture.chunks():
                     self.records = capture.stats.records
