@@ -33,6 +33,9 @@ READY = {"dumpcap": "Capturing on", "tcpdump": "listening on"}
 LIVE_CHUNK = 8192
 """Records decoded at once: a reader that fell behind catches up in batches whose temporaries stay
 near 3 MB (the file reader's 65,536-record batches take about 20 MB, which would show in RSS)."""
+CHUNKS_QUEUED = 16
+"""Chunks decoded ahead of the engine at most (about 16 MB): when the engine falls behind, the pipe
+fills and the capture tool drops packets (and counts them) rather than this process growing."""
 START_TIMEOUT_S = 10.0
 """How long the capture tool may take to say it is capturing."""
 
@@ -121,7 +124,7 @@ class LiveCapture:
         self.tool = choose_tool(tool)
         self.argv = tool_argv(self.tool, iface, bpf, snaplen)
         self.iface = iface
-        self.chunks: queue.Queue = queue.Queue(maxsize=256)
+        self.chunks: queue.Queue = queue.Queue(maxsize=CHUNKS_QUEUED)
         self.records = 0
         """Packet records read so far (the capture's packets seen)."""
         self._tee = tee
