@@ -10,7 +10,6 @@ connections and returns every connection in id order.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import gc
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from rstscope.connections.events import EventPass
 from rstscope.connections.keys import TupleTable, ZeekTimers, new_connection
-from rstscope.connections.records import Connection, TtlRange
+from rstscope.connections.records import Connection, Frames, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
@@ -223,17 +222,26 @@ class Tracker:
 
 
 def _copy_connection(c: Connection) -> Connection:
-    """A copy whose lists are its own (the tracker goes on appending to the original's)."""
-    twin = copy.copy(c)
-    for f in dataclasses.fields(c):
-        value = getattr(c, f.name)
+    """A copy whose containers are its own (the tracker goes on appending to the original's)."""
+    twin = object.__new__(Connection)  # slots: copy field by field (copy.copy takes 10 times longer)
+    for name in _ALL_FIELDS:
+        setattr(twin, name, getattr(c, name))
+    for name in _CONTAINER_FIELDS:
+        value = getattr(c, name)
         if isinstance(value, list):
-            setattr(twin, f.name, [list(v) if isinstance(v, list) else v for v in value])
+            setattr(twin, name, [list(v) if isinstance(v, list) else v for v in value])
         elif isinstance(value, dict):
-            setattr(twin, f.name, dict(value))
-        elif dataclasses.is_dataclass(value):  # Frames counters grow in place
-            setattr(twin, f.name, copy.copy(value))
+            setattr(twin, name, dict(value))
+        elif isinstance(value, Frames):  # counters that grow in place
+            setattr(twin, name, Frames(value.count, value.first, value.last))
     return twin
+
+
+_ALL_FIELDS = tuple(f.name for f in dataclasses.fields(Connection))
+_CONTAINER_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Connection) if f.default_factory is not dataclasses.MISSING
+)
+"""The fields whose values are containers (their defaults are made by a factory)."""
 
 
 @contextlib.contextmanager
