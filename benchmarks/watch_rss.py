@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -82,6 +83,7 @@ def main() -> int:
     port_filter = " or ".join(f"port {p}" for p in [*ports.values(), refused])
     procs: list[subprocess.Popen] = []
     out = open(os.devnull, "w")  # noqa: SIM115  (closed in finally)
+    lines = tempfile.TemporaryFile("w+")  # noqa: SIM115  (watch's NDJSON: the summary at the end)
     try:
 
         def spawn(*argv: str) -> None:
@@ -90,7 +92,7 @@ def main() -> int:
         for name, (server_opts, _) in SERVERS.items():
             spawn("pair", "server", "--host", "127.0.0.1", "--port", str(ports[name]), *server_opts)
         watch = subprocess.Popen([PY, "-m", "rstscope", "watch", "-i", "lo", "-f", f"tcp and ({port_filter})", "--json",
-                                  "--metrics", f"127.0.0.1:{metrics_port}"], stdout=out, stderr=subprocess.PIPE,
+                                  "--metrics", f"127.0.0.1:{metrics_port}"], stdout=lines, stderr=subprocess.PIPE,
                                  cwd=REPO, text=True)  # fmt: skip
         procs.append(watch)
         ready = watch.stderr.readline()
@@ -129,6 +131,12 @@ def main() -> int:
         mr = sum(r for _, r in after) / n
         slope = sum((t - mt) * (r - mr) for t, r in after) / max(1e-9, sum((t - mt) ** 2 for t, _ in after))
         flat = peak <= base * 1.10
+        watch.send_signal(signal.SIGINT)
+        watch.wait(30)
+        lines.seek(0)
+        summary = [line for line in lines if line.startswith('{"summary"')]
+        if summary:
+            print(f"watch's summary: {summary[-1].strip()}")
         verdict = "FLAT within 10 %" if flat else "NOT flat"
         print(f"RSS after warm-up {base:.1f} MB, largest after it {peak:.1f} MB (+{100 * (peak / base - 1):.1f} %), "
               f"slope {slope * 3600:+.1f} MB/h over {n} samples: {verdict}")  # fmt: skip
@@ -145,6 +153,7 @@ def main() -> int:
                 p.kill()
                 p.wait()
         out.close()
+        lines.close()
 
 
 if __name__ == "__main__":
