@@ -6,7 +6,9 @@ that ``rstscope lab --cleanup`` removes it if this process is killed) is read th
 :data:`KEEP_S` seconds.  A connection's RSTs are joined when its primary is printed (after the grace),
 the later ones when it ends, as the lab's ground truth does (:func:`rstscope.lab.groundtruth.match_resets`):
 see :meth:`KernelJoin.join`.  The join *disagrees* when the
-verdict names kernel reasons (``Verdict.kernel_reasons``) and the record's reason is not one of them.
+verdict names kernel reasons (``Verdict.kernel_reasons``) and the record's reason is not one of them, or
+when the verdict says the endpoint did not send the RST (``middlebox``, ``ignored``) and this host's
+kernel logged it.
 
 Only resets this host sends are traced: watching a link that carries other hosts' traffic, most RSTs
 have no record (``reason`` null), which is not a disagreement.
@@ -25,7 +27,10 @@ from collections import deque
 from rstscope.analysis import ResetRecord
 from rstscope.lab import trace
 from rstscope.status import InputError
+from rstscope.verdicts import Verdict
 
+NOT_SENT_BY_ENDPOINT = (Verdict.MIDDLEBOX, Verdict.IGNORED)
+"""Verdicts that say the endpoint whose address the RST bears did not send it: a record disagrees."""
 KEEP_S = 30.0
 """Records older than this (capture clock) are forgotten."""
 EARLY_S = 0.05
@@ -138,12 +143,12 @@ class KernelJoin:
     def _account(record: ResetRecord, match: dict) -> dict:
         reasons = record.verdict.kernel_reasons
         reason = match.get("reason")
-        return {
-            "reason": reason,
-            "state": match.get("state"),
-            "listener": bool(match.get("listener")),
-            "disagrees": bool(reasons) and reason not in reasons,
-        }
+        if record.verdict in NOT_SENT_BY_ENDPOINT:  # this host's kernel did send it: not a middlebox's
+            disagrees = True
+        else:
+            disagrees = bool(reasons) and reason not in reasons
+        return {"reason": reason, "state": match.get("state"), "listener": bool(match.get("listener")),
+                "disagrees": disagrees}  # fmt: skip
 
     def close(self) -> None:
         """Stop reading, remove the instance (idempotent)."""
