@@ -143,10 +143,8 @@ class KernelJoin:
     def _account(record: ResetRecord, match: dict) -> dict:
         reasons = record.verdict.kernel_reasons
         reason = match.get("reason")
-        if record.verdict in NOT_SENT_BY_ENDPOINT:  # this host's kernel did send it: not a middlebox's
-            disagrees = True
-        else:
-            disagrees = bool(reasons) and reason not in reasons
+        # For a middlebox or ignored verdict, any record disagrees: this host's kernel did send the RST.
+        disagrees = record.verdict in NOT_SENT_BY_ENDPOINT or (bool(reasons) and reason not in reasons)
         return {"reason": reason, "state": match.get("state"), "listener": bool(match.get("listener")),
                 "disagrees": disagrees}  # fmt: skip
 
