@@ -63,6 +63,11 @@ def watched(tmp_path_factory):
     reason = root_skip_reason()
     if reason:
         pytest.skip(reason)
+    from rstscope.lab import trace
+
+    tracefs, why = trace.tracefs_available()
+    if not tracefs:
+        pytest.skip(f"watch --kernel needs tracefs: {why}")
     done = {}
 
     def get(name: str):
