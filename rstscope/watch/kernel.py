@@ -35,8 +35,9 @@ KEEP_S = 30.0
 """Records older than this (capture clock) are forgotten."""
 EARLY_S = 0.05
 """A record may be logged this long after its packet was captured (clocks agree to about 1 ms)."""
-CATCH_UP_S = 0.25
-"""How long a join waits for the trace reader to reach the RSTs' time (within the 1 s budget)."""
+CATCH_UP_S = 0.2
+"""How long a join waits for the trace reader to reach the RSTs' time: 0.5 s grace + 0.2 s step + this
+stays within the 1 s budget."""
 WINDOW_S = 2.0
 """... and up to this long before it (a queue between the sender and the capture point)."""
 
