@@ -46,7 +46,6 @@ TESTED_ELSEWHERE = {
     "watch/printer.py": "tests/watch/test_watch_cli.py (text), tests/watch/test_watch_root.py (NDJSON)",
     "watch/ring.py": "tests/watch/test_watch_cli.py (ring files, snapshots)",
     "watch/metrics.py": "tests/watch/test_watch_root.py (scraped over HTTP), tests/watch/test_watch_cli.py (addresses)",
-    "watch/kernel.py": "tests/watch/test_watch_root.py (the live join in namespaces)",
 }
 
 

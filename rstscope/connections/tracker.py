@@ -173,13 +173,12 @@ class Tracker:
         RST while its connection is still tracked."""
         ids = [int(i) for i in conn_ids]
         out: list[Connection] = []
-        live, live_at = [], []
+        live = []
         for cid in ids:
             c = self.connections[cid]
-            if c is None:
+            if c is None:  # retired: already final (the spill's pending ones are shared, hence the copy)
                 out.append(_copy_connection(self._spill.get(cid)))
             else:
-                live_at.append(len(out))
                 out.append(_copy_connection(c))
                 live.append(out[-1])
         if live:
