@@ -3,8 +3,10 @@
 Runs the lab's reproducer pair (``rstscope pair``) on loopback for ``--minutes`` (default 10): a
 close-race server (naive close with unread request bytes: RST and echoes), a lingering server (clean
 closes), an SO_LINGER-0 server (aborts), a late-data server (RST after FIN) and a port nobody listens
-on (refused), each hammered by one client loop, while ``rstscope watch -i lo --json --metrics`` watches
-their ports.  Every ``--sample-seconds`` it prints the watch process's RSS (psutil), its CPU seconds and
+on (refused), each with ``--rate`` connections per second (a client started each second; ``--rate 0``:
+one client looping as fast as it can, which on loopback is far more than watch reads), while
+``rstscope watch -i lo --json --metrics`` watches their ports.  Every ``--sample-seconds`` it prints the
+watch process's RSS (psutil), its CPU seconds and
 the counters it serves (packets seen, primary RSTs reported).  At the end: RSS at the end of the warm-up
 (the first sample at or after ``--warmup`` seconds; by default half the run: the tracker keeps up to 10,000
 closed connections in memory before it retires them under pressure (``connections/retire.py``), so RSS
@@ -30,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -68,11 +71,24 @@ def scrape(port: int) -> dict[str, float]:
     return values
 
 
+def paced(argv: tuple[str, ...], rate: int, duration: float, stop: threading.Event, out) -> None:
+    """Start ``rstscope pair client ... --count RATE`` once a second (or as soon as the last one ended)."""
+    end = time.monotonic() + duration
+    while not stop.is_set() and time.monotonic() < end:
+        started = time.monotonic()
+        subprocess.run([PY, "-m", "rstscope", *argv, "--count", str(rate)], stdout=out, stderr=out, cwd=REPO,
+                       timeout=60, check=False)  # fmt: skip
+        stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--sample-seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, metavar="S", help="seconds before the baseline (default: half)")
+    parser.add_argument("--rate", type=int, default=20, metavar="N",
+                        help="connections per second per kind (a client started each second with --count N; "
+                             "0: one client looping as fast as it can)")  # fmt: skip
     args = parser.parse_args()
     duration = args.minutes * 60
     if args.warmup is None:
@@ -82,6 +98,7 @@ def main() -> int:
     metrics_port = free_port()
     port_filter = " or ".join(f"port {p}" for p in [*ports.values(), refused])
     procs: list[subprocess.Popen] = []
+    stop = threading.Event()
     out = open(os.devnull, "w")  # noqa: SIM115  (closed in finally)
     lines = tempfile.TemporaryFile("w+")  # noqa: SIM115  (watch's NDJSON: the summary at the end)
     try:
@@ -100,10 +117,15 @@ def main() -> int:
             print(f"watch did not start: {ready.strip()} {watch.stderr.read().strip()}")
             return 1
         time.sleep(1.0)
-        for name, (_, client_opts) in SERVERS.items():
-            spawn("pair", "client", "127.0.0.1", "--port", str(ports[name]), "--duration", str(duration), "--timeout",
-                  "2", *client_opts)  # fmt: skip
-        spawn("pair", "client", "127.0.0.1", "--port", str(refused), "--duration", str(duration), "--timeout", "2")
+        clients = [("pair", "client", "127.0.0.1", "--port", str(ports[name]), "--timeout", "2", *opts)
+                   for name, (_, opts) in SERVERS.items()]  # fmt: skip
+        clients.append(("pair", "client", "127.0.0.1", "--port", str(refused), "--timeout", "2"))
+        if args.rate:
+            for argv in clients:
+                threading.Thread(target=paced, args=(argv, args.rate, duration, stop, out), daemon=True).start()
+        else:
+            for argv in clients:
+                spawn(*argv, "--duration", str(duration))
         process = psutil.Process(watch.pid)
         started = time.monotonic()
         samples: list[tuple[float, float]] = []
@@ -142,6 +164,7 @@ def main() -> int:
               f"slope {slope * 3600:+.1f} MB/h over {n} samples: {verdict}")  # fmt: skip
         return 0 if flat else 3
     finally:
+        stop.set()
         for p in reversed(procs):
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
