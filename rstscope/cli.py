@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "validate": "rstscope.commands.validate",
     "plot": "rstscope.commands.plot",
     "report": "rstscope.commands.report",
+    "watch": "rstscope.commands.watch",
 }
 """Command name -> module.  A module that does not exist yet is left out of the parser."""
 

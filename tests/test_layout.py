@@ -46,6 +46,11 @@ TESTED_ELSEWHERE = {
     "fleet/frames.py": "tests/fleet/test_stitch.py (file and file_frame of resets and connections)",
     "fleet/options.py": "tests/fleet/test_pieces.py, tests/fleet/test_shards.py (through the CLI)",
     "fleet/run.py": "tests/fleet/test_stitch.py, tests/fleet/test_shards.py, tests/fleet/test_cluster.py",
+    "commands/watch.py": "tests/watch/test_watch_cli.py",
+    "watch/session.py": "tests/watch/test_watch_cli.py, tests/watch/test_watch_root.py",
+    "watch/printer.py": "tests/watch/test_watch_cli.py (text), tests/watch/test_watch_root.py (NDJSON)",
+    "watch/ring.py": "tests/watch/test_watch_cli.py (ring files, snapshots)",
+    "watch/metrics.py": "tests/watch/test_watch_root.py (scraped over HTTP), tests/watch/test_watch_cli.py (addresses)",
 }
 
 

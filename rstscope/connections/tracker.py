@@ -221,6 +221,10 @@ class Tracker:
             out[c.id] = c
         return out
 
+    def reset_ids(self) -> np.ndarray:
+        """The ids of the connections that saw a RST so far, ascending (live, dormant or retired)."""
+        return np.flatnonzero(self._events.saw_reset[: self.count])
+
     def peek(self, conn_ids) -> list[Connection]:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
         ids = np.asarray(conn_ids, dtype=np.int64)
