@@ -26,8 +26,9 @@ import numpy as np
 
 from rstscope import evidence as evidence_mod
 from rstscope import packets as P
-from rstscope.analysis import NOT_PRIMARY, ResetRecord
+from rstscope.analysis import ResetRecord
 from rstscope.connections import Connection, Tracker, TtlRange
+from rstscope.reset_table import NOT_PRIMARY
 from rstscope.verdicts import classify
 
 GRACE_NS = 500_000_000

@@ -48,11 +48,11 @@ def test_live_primaries_equal_analyze(run):
     assert engine.epochs == 1 and engine.counts.connections == len(analysis.connections)
     seen = [(e, now) for e, now in events if isinstance(e, ResetSeen)]
     expected = {}
-    for cid in dict.fromkeys(r.evidence.connection for r in analysis.resets):
+    rows = list(analysis.resets)  # the document's rows, in frame order
+    for cid in dict.fromkeys(r["connection"] for r in rows):
         primary = analysis.primary_reset(cid)
         if primary is not None:
-            expected[cid] = (primary.frame, primary.verdict.value, primary.evidence.origin.value,
-                             primary.evidence.in_flight)  # fmt: skip
+            expected[cid] = (primary["frame"], primary["verdict"], primary["origin"], primary["in_flight"])
     got = {e.connection.id: (e.record.frame, e.record.verdict.value, e.record.evidence.origin.value,
                              e.record.evidence.in_flight) for e, _ in seen}  # fmt: skip
     assert got == expected
@@ -60,12 +60,10 @@ def test_live_primaries_equal_analyze(run):
         assert now is not None and now - e.record.evidence.time_ns <= GRACE_NS + STEP_NS
     ended = [e for e, _ in events if isinstance(e, ConnectionEnded)]
     assert sorted(r.frame for e in ended for r in ([e.primary] if e.primary else []) + e.others) == sorted(
-        r.frame for r in analysis.resets
+        r["frame"] for r in rows
     )
     final = {r.frame: r.verdict.value for e in ended for r in e.others}
-    assert final == {
-        r.frame: r.verdict.value for r in analysis.resets if r.frame not in {v[0] for v in expected.values()}
-    }
+    assert final == {r["frame"]: r["verdict"] for r in rows if r["frame"] not in {v[0] for v in expected.values()}}
     lq = analysis.listen_queue
     kinds = [e.kind for e in listen]
     assert kinds.count("syn_retransmitted") == lq["syn_retransmitted"]["count"]
@@ -106,10 +104,10 @@ def test_epochs_hand_over_without_changing_verdicts(run):
     assert engine.epochs >= (3 if run == "backlog" else 2)  # backlog: an old tracker dropped on the way
     ended = [e for e, _ in events if isinstance(e, ConnectionEnded)]
     got = {r.frame: r.verdict.value for e in ended for r in ([e.primary] if e.primary else []) + e.others}
-    assert got == {r.frame: r.verdict.value for r in analysis.resets}
+    assert got == {r["frame"]: r["verdict"] for r in analysis.resets}
     seen = {e.record.frame: e.record.verdict.value for e, _ in events if isinstance(e, ResetSeen)}
-    primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r.evidence.connection for r in analysis.resets)]
-    assert seen == {p.frame: p.verdict.value for p in primaries if p is not None}
+    primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r["connection"] for r in analysis.resets)]
+    assert seen == {p["frame"]: p["verdict"] for p in primaries if p is not None}
 
 
 @pytest.mark.parametrize("run", ["close-race", "late-data"])
@@ -125,4 +123,4 @@ def test_retired_connections_are_judged_the_same(run, monkeypatch):
     ended = [e for e, _ in events if isinstance(e, ConnectionEnded)]
     got = {r.frame: (r.verdict.value, r.evidence.in_flight) for e in ended
            for r in ([e.primary] if e.primary else []) + e.others}  # fmt: skip
-    assert got == {r.frame: (r.verdict.value, r.evidence.in_flight) for r in analysis.resets}
+    assert got == {r["frame"]: (r["verdict"], r["in_flight"]) for r in analysis.resets}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rstscope.analysis import analyze_capture
+from rstscope import evidence as evidence_mod
+from rstscope.analysis import ResetRecord, analyze_capture
+from rstscope.verdicts import classify
 from rstscope.watch.kernel import KernelJoin
 
 CAPTURE = Path(__file__).resolve().parents[2] / "captures" / "close-race" / "capture.pcapng"
@@ -13,8 +15,10 @@ CAPTURE = Path(__file__).resolve().parents[2] / "captures" / "close-race" / "cap
 
 def test_records_join_in_order():
     analysis = analyze_capture(CAPTURE)
-    cid = analysis.resets[0].evidence.connection
-    resets = analysis.resets_of(cid)
+    cid = analysis.resets[0]["connection"]
+    conn = analysis.connections[cid]
+    evidence = evidence_mod.collect([conn], analysis.connections.host_ttl)
+    resets = [ResetRecord(evidence=ev, decision=classify(ev)) for ev in sorted(evidence, key=lambda ev: ev.frame)]
     primary, echo = resets[0], resets[1]
     assert primary.verdict.value == "close-race" and echo.verdict.value == "echo"
     join = KernelJoin()

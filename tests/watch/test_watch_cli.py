@@ -102,7 +102,7 @@ def test_sigterm_ends_the_session_with_its_summary(fake_path):
     proc = subprocess.Popen([sys.executable, "-m", "rstscope", "watch", "-i", "lo"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)  # fmt: skip
     analysis = analyze_capture(CAPTURE)
-    primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r.evidence.connection for r in analysis.resets)]
+    primaries = [analysis.primary_reset(c) for c in dict.fromkeys(r["connection"] for r in analysis.resets)]
     primaries = [p for p in primaries if p is not None]
     lines = []
     deadline = time.monotonic() + 20
@@ -113,7 +113,7 @@ def test_sigterm_ends_the_session_with_its_summary(fake_path):
     lines += out.splitlines(keepends=True)
     assert proc.returncode == 0, err
     resets = [line.split() for line in lines if " -> " in line and "listen queue" not in line]
-    assert [(int(f[1][1:]), f[5]) for f in resets] == [(p.evidence.connection, p.verdict.value) for p in primaries]
+    assert [(int(f[1][1:]), f[5]) for f in resets] == [(p["connection"], p["verdict"]) for p in primaries]
     summary = lines[-1]
     assert summary.startswith("session: ") and "(3 dropped by the capture)" in summary, summary
     assert f"{len(primaries)} primary RSTs" in summary
@@ -132,8 +132,8 @@ def test_ring_and_snapshots(fake_path, monkeypatch, tmp_path):
     whole = analyze_capture(CAPTURE)
     assert sum(analyze_capture(f).capture.stats.records for f in files) == whole.capture.stats.records
     snapshots = sorted((ring / "snapshots").iterdir())
-    close_races = [r for r in whole.resets if r.verdict.value == "close-race"]
-    assert len(snapshots) == len({r.evidence.connection for r in close_races}) > 0
+    close_races = [r for r in whole.resets if r["verdict"] == "close-race"]
+    assert len(snapshots) == len({r["connection"] for r in close_races}) > 0
     first = snapshots[0]
     run_json = json.loads((first / "run.json").read_text())
     assert run_json["watch"]["verdict"] == "close-race"

@@ -19,9 +19,10 @@ from unittest import mock
 
 import pytest
 
-from rstscope.analysis import NOT_PRIMARY, analyze_capture
+from rstscope.analysis import analyze_capture
 from rstscope.lab import rundir, runner, scenarios
 from rstscope.lab.scenarios import Action, Step, _in_ns
+from rstscope.reset_table import NOT_PRIMARY
 from tests.lab.conftest import root_skip_reason
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -116,14 +117,14 @@ def test_watch_live(watched, preset):
     for t, r in resets:
         first_row.setdefault(r["connection"], (t, r))
     expected = {}
-    for cid in dict.fromkeys(r.evidence.connection for r in analysis.resets):
+    for cid in dict.fromkeys(r["connection"] for r in analysis.resets):
         primary = analysis.primary_reset(cid)
         if primary is not None:
-            expected[cid] = (primary.frame, primary.verdict.value, primary.evidence.origin.value)
+            expected[cid] = (primary["frame"], primary["verdict"], primary["origin"])
     primaries = {cid: (r["frame"], r["verdict"], r["origin"]) for cid, (t, r) in first_row.items()
                  if r["verdict"] not in {v.value for v in NOT_PRIMARY}}  # fmt: skip
     assert primaries == expected
-    assert sorted(r["frame"] for _, r in resets) == sorted(r.frame for r in analysis.resets)
+    assert sorted(r["frame"] for _, r in resets) == sorted(r["frame"] for r in analysis.resets)
 
     # Every primary within 1 s of its capture timestamp.
     late = {cid: round(first_row[cid][0] - first_row[cid][1]["time"], 3) for cid in primaries}
