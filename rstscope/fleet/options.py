@@ -42,6 +42,10 @@ def analyze(args: argparse.Namespace, env):
 
     if args.max_gap < 0:
         raise InputError(f"--max-gap {args.max_gap:g}: give 0 or more seconds")
+    if args.parquet:
+        from rstscope.fleet import parquet
+
+        parquet.prepare(Path(args.parquet))  # a bad --parquet fails before the analysis
     options = run.Options(jobs=args.jobs, dask=args.dask, by_host=args.by_host, max_gap_s=args.max_gap)
     return run.analyze(args.inputs, options, env)
 

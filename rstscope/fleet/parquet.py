@@ -109,13 +109,21 @@ def _piece_name(host: str, path: str, used: dict[str, str]) -> str:
     return f"{candidate}.parquet"
 
 
+def prepare(directory: Path) -> None:
+    """Check, before any analysis, that pyarrow is there and the directories can be written."""
+    _import_pyarrow()
+    for sub in ("resets", "connections"):
+        try:
+            (directory / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--parquet {directory}: cannot make {directory / sub} ({exc.strerror})") from None
+        check_writable_dir(directory / sub, what="--parquet directory")
+
+
 def write(analyses, directory: Path) -> list[Path]:
     """Write the Parquet files of ``analyses`` under ``directory``; the files written."""
-    _import_pyarrow()
+    prepare(directory)
     reset_schema, conn_schema = _schemas()
-    for sub in ("resets", "connections"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
-        check_writable_dir(directory / sub, what="--parquet directory")
     resets, conns = _Files(directory / "resets", reset_schema), _Files(directory / "connections", conn_schema)
     used: dict[str, str] = {}
     ok = False

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from rstscope.cli import Environment, run
@@ -64,3 +65,16 @@ def short_pieces(short_capture, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="session")
 def sample_pieces(tmp_path_factory) -> list[Path]:
     return split(SAMPLE, tmp_path_factory.mktemp("sample-pieces"), 5)
+
+
+@pytest.fixture(scope="session")
+def busy_pieces(tmp_path_factory):
+    """Enough short connections that the tracker retires idle ones and works under pressure
+    (more than LIVE_CLOSED_LIMIT closed connections alive at once)."""
+    path = tmp_path_factory.mktemp("busy") / "busy.pcap"
+    rng = np.random.default_rng(5)
+    cols = shortconns.connections_table(
+        shortconns.short_mix(rng, 40_000), shortconns.TEMPLATES, rng, spacing_ns=200_000
+    )
+    shortconns.write_pcap(str(path), cols)  # 8 s: connections closed over a second ago are quiet enough to retire
+    return path, split(path, tmp_path_factory.mktemp("busy-pieces"), 5)

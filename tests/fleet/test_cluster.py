@@ -26,3 +26,9 @@ def test_dask_equals_single_process(cluster, short_pieces, sample_pieces):
 def test_unreachable_scheduler():
     status, _, err = rstscope("analyze", "captures/close-race/capture.pcapng", "--dask", "tcp://127.0.0.1:1")
     assert status == 2 and "cannot reach the scheduler" in err
+
+
+def test_dask_equals_single_process_under_pressure(cluster, busy_pieces):
+    _, pieces = busy_pieces
+    single = document(str(pieces[0].parent), "--jobs", "1")
+    assert document(str(pieces[0].parent), "--dask", cluster.scheduler_address) == single

@@ -42,3 +42,11 @@ def test_parquet_round_trip(short_pieces, tmp_path):
             want["file"],
         )
         assert c["stored_in"] == Path(c["file"]).name.split(".")[0]  # the piece of its first frame
+
+
+def test_unwritable_parquet_directory_fails_first(short_pieces, tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a directory")
+    status, out, err = rstscope("analyze", str(short_pieces[0].parent), "--parquet", str(blocked / "pq"))
+    assert status == 2 and out == ""
+    assert err.startswith("rstscope: error: --parquet ") and err.count("\n") == 1

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from rstscope.connections import Tracker, retire
 from rstscope.fleet import shards
-from tests import shortconns
-from tests.fleet.conftest import document, split, without_added
+from tests.fleet.conftest import document, without_added
 
 
 @pytest.mark.parametrize("jobs", ["2", "3"])
@@ -17,19 +15,6 @@ def test_jobs_equal_single_process(jobs, short_pieces, sample_pieces):
         single = document(str(pieces[0].parent), "--jobs", "1")
         parallel = document(str(pieces[0].parent), "--jobs", jobs)
         assert parallel == single
-
-
-@pytest.fixture(scope="module")
-def busy_pieces(tmp_path_factory):
-    """Enough short connections that the tracker retires idle ones and works under pressure
-    (more than LIVE_CLOSED_LIMIT closed connections alive at once)."""
-    path = tmp_path_factory.mktemp("busy") / "busy.pcap"
-    rng = np.random.default_rng(5)
-    cols = shortconns.connections_table(
-        shortconns.short_mix(rng, 40_000), shortconns.TEMPLATES, rng, spacing_ns=200_000
-    )
-    shortconns.write_pcap(str(path), cols)  # 8 s: connections closed over a second ago are quiet enough to retire
-    return path, split(path, tmp_path_factory.mktemp("busy-pieces"), 5)
 
 
 def test_jobs_equal_whole_file_under_pressure(busy_pieces, monkeypatch):
