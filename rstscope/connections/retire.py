@@ -72,11 +72,11 @@ class IdleSweep:
 class RecordFile:
     """A table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then appended to an anonymous
     temporary file (``ndarray.tofile``) and read back with ``pread`` (not a memory map: mapped pages would
-    count in the process's resident memory).  Small captures never touch the disk.  ``put`` rewrites rows
-    in place (dormant connections reuse the rows of the ones that woke)."""
+    count in the process's resident memory).  Small captures never touch the disk."""
 
-    GAP = 64
-    """Rows read back are read in runs: positions closer than this share one read."""
+    GAP = 4
+    """Rows read back are read in runs: positions this close share one read (which reads the rows between
+    too: at most GAP times what was asked)."""
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -98,24 +98,12 @@ class RecordFile:
                 self._flush()
         return start
 
-    def put(self, positions: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows at these positions (all already appended)."""
-        self._flush()
-        if self._file is None:
-            self._one()[positions] = rows
-            return
-        fd, size = self._file.fileno(), self.dtype.itemsize
-        for pos, row in zip(positions.tolist(), rows, strict=True):
-            os.pwrite(fd, row.tobytes(), pos * size)
-
     def _one(self) -> np.ndarray:
         if len(self._buffer) != 1:
             self._buffer = [np.concatenate(self._buffer) if self._buffer else np.zeros(0, self.dtype)]
         return self._buffer[0]
 
     def _flush(self) -> None:
-        if not self._buffered or (self._file is None and self._buffered < SPILL_BATCH):
-            return
         if self._file is None:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
