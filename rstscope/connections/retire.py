@@ -74,9 +74,10 @@ class RecordFile:
     temporary file (``ndarray.tofile``) and read back with ``pread`` (not a memory map: mapped pages would
     count in the process's resident memory).  Small captures never touch the disk."""
 
-    GAP = 4
-    """Rows read back are read in runs: positions this close share one read (which reads the rows between
-    too: at most GAP times what was asked)."""
+    PAGE = 256
+    PAGES_KEPT = 16
+    """Rows are read back a page of PAGE rows at a time, and the last PAGES_KEPT pages are kept: reading
+    in id order comes back to the same few places of the file (connections retire in runs of ids)."""
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -84,6 +85,7 @@ class RecordFile:
         self._written = 0
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
+        self._pages: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self._written + self._buffered
@@ -110,6 +112,7 @@ class RecordFile:
         self._file.seek(0, os.SEEK_END)
         self._one().tofile(self._file)
         self._file.flush()
+        self._pages.pop(self._written // self.PAGE, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
 
@@ -123,16 +126,23 @@ class RecordFile:
         if in_memory.any():
             out[in_memory] = self._one()[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
-        if len(on_disk):
-            order = on_disk[np.argsort(positions[on_disk], kind="stable")]
-            wanted = positions[order]
-            breaks = np.flatnonzero(np.diff(wanted) > self.GAP) + 1
-            fd, size = self._file.fileno(), self.dtype.itemsize
-            for run in np.split(np.arange(len(wanted)), breaks):
-                first, last = int(wanted[run[0]]), int(wanted[run[-1]])
-                data = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), self.dtype)
-                out[order[run]] = data[wanted[run] - first]
+        pages = positions[on_disk] // self.PAGE
+        for page in np.unique(pages).tolist():
+            mine = on_disk[pages == page]
+            out[mine] = self._page(page)[positions[mine] - page * self.PAGE]
         return out
+
+    def _page(self, page: int) -> np.ndarray:
+        """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
+        rows = self._pages.pop(page, None)
+        if rows is None:
+            first, size = page * self.PAGE, self.dtype.itemsize
+            count = min(self.PAGE, self._written - first)
+            rows = np.frombuffer(os.pread(self._file.fileno(), count * size, first * size), self.dtype)
+            if len(self._pages) >= self.PAGES_KEPT:
+                del self._pages[next(iter(self._pages))]  # the least recently used
+        self._pages[page] = rows  # (re)inserted last: most recently used
+        return rows
 
 
 class Spill:
