@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from rstscope.connections import retire, tracker
+from rstscope.connections import dormant, retire, tracker
 from tests import differential, tracker_reference
 
 
@@ -21,7 +21,8 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
         m.setattr(tracker.Tracker, "_sleep", lambda self, slots: None)  # open connections stay in memory
         with_nothing_dormant = tracker_reference.tracker_digest(path, chunk_packets=4096)
     monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 300)  # the threshold changes no result: try a small one
-    monkeypatch.setattr(retire, "SPILL_BATCH", 50)  # dormant rows go to the file, and are written over
+    monkeypatch.setattr(retire, "SPILL_BATCH", 50)  # dormant rows go to the file...
+    monkeypatch.setattr(dormant, "COMPACT_AFTER", 100)  # ... which is compacted
     woken, slept = [], []
     sleep, wake = tracker.Tracker._sleep, tracker.Tracker._wake
 
@@ -33,10 +34,14 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
         woken.append(len(ids))
         wake(self, ids)
 
+    compactions = []
+    compact = dormant.Dormant._compact
+    monkeypatch.setattr(dormant.Dormant, "_compact", lambda self: compactions.append(1) or compact(self))
     monkeypatch.setattr(tracker.Tracker, "_sleep", spy_sleep)
     monkeypatch.setattr(tracker.Tracker, "_wake", spy_wake)
     with_dormancy = tracker_reference.tracker_digest(path, chunk_packets=4096)
     assert sum(slept) > 500 and sum(woken) > 500  # many went dormant, and many came back (besides the end)
+    assert compactions
     assert with_dormancy == with_nothing_dormant
 
 
@@ -45,5 +50,4 @@ def test_dormant_rows_keep_the_whole_slot():
     from rstscope.connections.dormant import Dormant
     from rstscope.connections.sequence import ConnArrays
 
-    names = set(Dormant(np.dtype([("id", np.int64)])).dtype.names)
-    assert set(ConnArrays.INT_COLUMNS) <= names
+    assert set(ConnArrays.INT_COLUMNS) <= set(Dormant(np.dtype([("id", np.int64)])).layout)

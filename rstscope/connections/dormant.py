@@ -6,8 +6,7 @@ idle for :data:`DORMANT_AFTER_FRAMES` it goes *dormant*: its whole slot (the seq
 columns, the event loop's columns and rings, its ACK ring and who it is) becomes one row of a
 :class:`~.retire.RecordFile` and the slot is freed; its 4-tuple stays known.  When the 4-tuple sends
 again the row is put back in a slot as it was, so tracking goes on exactly as if it had stayed: the
-threshold trades memory for reads and writes, never results.  A row freed by a connection that woke
-is written over by the next one to go dormant.
+threshold trades memory for reads and writes, never results.
 """
 
 from __future__ import annotations
@@ -25,25 +24,27 @@ alive for seconds (SYN-ACK retransmissions at 1, 3, 7 ... s): short enough to ke
 in progress in memory, long enough that a request and its reply do not go dormant in between."""
 
 
+COMPACT_AFTER = 1 << 16
+"""Dead rows (of connections that woke) the file holds at least before it is compacted."""
+
+
 class Dormant:
-    """The dormant connections' slot rows, by connection id."""
+    """The dormant connections' slot rows, by connection id: one row of int64 numbers per connection
+    (the blocks of :attr:`layout`), appended to a :class:`~.retire.RecordFile`; when as many rows are
+    dead (their connection woke) as alive, the live ones are copied to a fresh file."""
 
     def __init__(self, ident: np.dtype) -> None:
-        self.dtype = np.dtype(
-            [(name, np.int64) for name in ConnArrays.INT_COLUMNS]
-            + [
-                ("ev", np.int64, lib.EV_WIDTH),
-                ("history", np.int8, lib.HISTORY_MAX),
-                ("probes", np.int64, (2, RING, 2)),
-                ("recent", np.int64, (2, RING, lib.SEG)),
-                ("ack_frame", np.int64, (2, PEER_ACKS_KEPT)),
-                ("ack_value", np.int64, (2, PEER_ACKS_KEPT)),
-                ("ident", ident),
-            ]
-        )
+        self._ident = ident
+        blocks = [(name, 1) for name in ConnArrays.INT_COLUMNS] + [
+            ("ev", lib.EV_WIDTH), ("history", lib.HISTORY_MAX // 8), ("probes", 2 * RING * 2),
+            ("recent", 2 * RING * lib.SEG), ("ack_frame", 2 * PEER_ACKS_KEPT), ("ack_value", 2 * PEER_ACKS_KEPT),
+        ] + [(f"ident.{name}", 1) for name in ident.names]  # fmt: skip
+        ends = np.cumsum([width for _, width in blocks]).tolist()
+        self.layout = {name: (end - width, end) for (name, width), end in zip(blocks, ends, strict=True)}
+        self.dtype = np.dtype([("v", np.int64, ends[-1])])
         self._rows = RecordFile(self.dtype)
         self._at = np.zeros(0, dtype=np.int64)  # connection id -> its row, -1: not dormant
-        self._free = np.zeros(0, dtype=np.int64)  # rows of connections that woke, written over next
+        self._dead = 0
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._at >= 0))
@@ -54,17 +55,19 @@ class Dormant:
     def put(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
             ident: np.ndarray) -> None:  # fmt: skip
         """These connections (in these slots) go dormant; the caller frees the slots."""
-        rows = np.zeros(len(ids), self.dtype)
-        for name in ConnArrays.INT_COLUMNS:
-            rows[name] = arrays[name][slots]
-        rows["ev"], rows["history"], rows["probes"] = columns.ev[slots], columns.history[slots], columns.probes[slots]
-        rows["recent"] = columns.recent[slots]
-        rows["ack_frame"], rows["ack_value"], rows["ident"] = acks.frame[slots], acks.ack[slots], ident[slots]
+        n = len(ids)
+        blocks = {name: arrays[name][slots] for name in ConnArrays.INT_COLUMNS}
+        blocks.update(ev=columns.ev[slots], history=columns.history[slots].view(np.int64),
+                      probes=columns.probes[slots], recent=columns.recent[slots], ack_frame=acks.frame[slots],
+                      ack_value=acks.ack[slots])  # fmt: skip
+        who = ident[slots]
+        blocks.update({f"ident.{name}": who[name].astype(np.int64) for name in self._ident.names})
+        rows = np.empty(n, self.dtype)
+        v = rows["v"]
+        for name, (start, end) in self.layout.items():
+            v[:, start:end] = blocks[name].reshape(n, end - start)
         self._at = fit(self._at, int(ids.max()) + 1, -1)
-        reuse = min(len(ids), len(self._free))
-        at, self._free = self._free[:reuse], self._free[reuse:]
-        self._rows.put(at, rows[:reuse])
-        self._at[ids] = np.concatenate([at, self._rows.append(rows[reuse:]) + np.arange(len(ids) - reuse)])
+        self._at[ids] = self._rows.append(rows) + np.arange(n)
 
     def waking(self, ids: np.ndarray) -> np.ndarray:
         """Of these connection ids (any), the dormant ones, each once."""
@@ -74,11 +77,35 @@ class Dormant:
     def take(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
-        rows = self._rows.take(self._at[ids])
-        self._free = np.concatenate([self._free, self._at[ids]])
+        v = self._rows.take(self._at[ids])["v"]
         self._at[ids] = -1
+        self._dead += len(ids)
+
+        def block(name):
+            start, end = self.layout[name]
+            return v[:, start:end]
+
         for name in ConnArrays.INT_COLUMNS:
-            arrays[name][slots] = rows[name]
-        columns.ev[slots], columns.history[slots], columns.probes[slots] = rows["ev"], rows["history"], rows["probes"]
-        columns.recent[slots] = rows["recent"]
-        acks.frame[slots], acks.ack[slots], ident[slots] = rows["ack_frame"], rows["ack_value"], rows["ident"]
+            arrays[name][slots] = block(name)[:, 0]
+        n = len(ids)
+        columns.ev[slots] = block("ev")
+        columns.history[slots] = np.ascontiguousarray(block("history")).view(np.int8)
+        columns.probes[slots] = block("probes").reshape(n, 2, RING, 2)
+        columns.recent[slots] = block("recent").reshape(n, 2, RING, lib.SEG)
+        acks.frame[slots] = block("ack_frame").reshape(n, 2, PEER_ACKS_KEPT)
+        acks.ack[slots] = block("ack_value").reshape(n, 2, PEER_ACKS_KEPT)
+        who = np.zeros(n, self._ident)
+        for name in self._ident.names:
+            who[name] = block(f"ident.{name}")[:, 0].astype(self._ident[name])
+        ident[slots] = who
+        if self._dead > max(len(self), COMPACT_AFTER):
+            self._compact()
+
+    def _compact(self) -> None:
+        """Copy the live rows to a fresh file (the old one, mostly dead rows, is closed and gone)."""
+        old, self._rows = self._rows, RecordFile(self.dtype)
+        ids = self.ids()
+        for start in range(0, len(ids), 1 << 14):
+            batch = ids[start : start + (1 << 14)]
+            self._at[batch] = self._rows.append(old.take(self._at[batch])) + np.arange(len(batch))
+        self._dead = 0

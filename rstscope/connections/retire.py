@@ -72,11 +72,12 @@ class IdleSweep:
 class RecordFile:
     """A table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then appended to an anonymous
     temporary file (``ndarray.tofile``) and read back with ``pread`` (not a memory map: mapped pages would
-    count in the process's resident memory).  Small captures never touch the disk.  ``put`` rewrites rows
-    in place (dormant connections reuse the rows of the ones that woke)."""
+    count in the process's resident memory).  Small captures never touch the disk."""
 
-    GAP = 64
-    """Rows read back are read in runs: positions closer than this share one read."""
+    PAGE = 256
+    PAGES_KEPT = 16
+    """Rows are read back a page of PAGE rows at a time, and the last PAGES_KEPT pages are kept: reading
+    in id order comes back to the same few places of the file (connections retire in runs of ids)."""
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -84,6 +85,7 @@ class RecordFile:
         self._written = 0
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
+        self._pages: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return self._written + self._buffered
@@ -98,30 +100,19 @@ class RecordFile:
                 self._flush()
         return start
 
-    def put(self, positions: np.ndarray, rows: np.ndarray) -> None:
-        """Overwrite the rows at these positions (all already appended)."""
-        self._flush()
-        if self._file is None:
-            self._one()[positions] = rows
-            return
-        fd, size = self._file.fileno(), self.dtype.itemsize
-        for pos, row in zip(positions.tolist(), rows, strict=True):
-            os.pwrite(fd, row.tobytes(), pos * size)
-
     def _one(self) -> np.ndarray:
         if len(self._buffer) != 1:
             self._buffer = [np.concatenate(self._buffer) if self._buffer else np.zeros(0, self.dtype)]
         return self._buffer[0]
 
     def _flush(self) -> None:
-        if not self._buffered or (self._file is None and self._buffered < SPILL_BATCH):
-            return
         if self._file is None:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
         self._file.seek(0, os.SEEK_END)
         self._one().tofile(self._file)
         self._file.flush()
+        self._pages.pop(self._written // self.PAGE, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
 
@@ -135,16 +126,23 @@ class RecordFile:
         if in_memory.any():
             out[in_memory] = self._one()[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
-        if len(on_disk):
-            order = on_disk[np.argsort(positions[on_disk], kind="stable")]
-            wanted = positions[order]
-            breaks = np.flatnonzero(np.diff(wanted) > self.GAP) + 1
-            fd, size = self._file.fileno(), self.dtype.itemsize
-            for run in np.split(np.arange(len(wanted)), breaks):
-                first, last = int(wanted[run[0]]), int(wanted[run[-1]])
-                data = np.frombuffer(os.pread(fd, (last - first + 1) * size, first * size), self.dtype)
-                out[order[run]] = data[wanted[run] - first]
+        pages = positions[on_disk] // self.PAGE
+        for page in np.unique(pages).tolist():
+            mine = on_disk[pages == page]
+            out[mine] = self._page(page)[positions[mine] - page * self.PAGE]
         return out
+
+    def _page(self, page: int) -> np.ndarray:
+        """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
+        rows = self._pages.pop(page, None)
+        if rows is None:
+            first, size = page * self.PAGE, self.dtype.itemsize
+            count = min(self.PAGE, self._written - first)
+            rows = np.frombuffer(os.pread(self._file.fileno(), count * size, first * size), self.dtype)
+            if len(self._pages) >= self.PAGES_KEPT:
+                del self._pages[next(iter(self._pages))]  # the least recently used
+        self._pages[page] = rows  # (re)inserted last: most recently used
+        return rows
 
 
 class Spill:

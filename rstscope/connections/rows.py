@@ -89,11 +89,16 @@ def _opt(v: int, none: int = -1):
 
 def rst_observations(rows: np.ndarray) -> list[RstObservation]:
     """:data:`RST_ROW` rows as observations."""
-    cols = {name: rows[name].tolist() for name in RST_ROW.names if name not in ("peer_acks", "probes")}
-    peer_acks, probes = rows["peer_acks"].tolist(), rows["probes"].tolist()
+    names = [name for name in RST_ROW.names if name not in ("peer_acks", "probes")]
+    # Subarray fields are slow to convert: only the rows that have any, from a contiguous copy.
+    listed = {}
+    for field, count in (("peer_acks", "peer_acks_n"), ("probes", "probes_n")):
+        some = np.flatnonzero(rows[count] > 0)
+        values = np.ascontiguousarray(rows[field][some]).tolist()
+        listed[field] = dict(zip(some.tolist(), values, strict=True))
     out = []
-    for i in range(len(rows)):
-        c = {k: v[i] for k, v in cols.items()}
+    for i, c in enumerate(zip(*(rows[name].tolist() for name in names), strict=True)):
+        c = dict(zip(names, c, strict=True))
         answered = c["answered"]
         seen = c["peer_seen"]
         out.append(RstObservation(
@@ -109,11 +114,12 @@ def rst_observations(rows: np.ndarray) -> list[RstObservation]:
             answered_flags=c["answered_flags"] if answered else None,
             answered_payload=c["answered_payload"] if answered else None,
             answered_ack=_opt(c["answered_ack"], NONE), answered_seq=_opt(c["answered_seq"], NONE),
-            peer_recent_acks=tuple(tuple(a) for a in peer_acks[i][: c["peer_acks_n"]]),
+            peer_recent_acks=tuple(tuple(a) for a in listed["peer_acks"][i][: c["peer_acks_n"]])
+            if c["peer_acks_n"] else (),
             ttl=c["ttl"], ip_id=c["ip_id"], tcp_auth=c["tcp_auth"], has_ts=bool(c["has_ts"]),
             prev_ip_id=_opt(c["prev_ip_id"]), window=c["window"], payload=c["payload"],
             peer_last_ns=c["peer_last_ns"] if seen else None, answered_idle_ns=c["answered_idle_ns"] if seen else None,
-            keepalive_probes=tuple(tuple(p) for p in probes[i][: c["probes_n"]]),
+            keepalive_probes=tuple(tuple(p) for p in listed["probes"][i][: c["probes_n"]]) if c["probes_n"] else (),
             synacks_before=c["synacks_before"], synacks_after_ack_before=c["synacks_after_ack_before"],
         ))  # fmt: skip
     return out

@@ -189,6 +189,7 @@ class Tracker:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""
         if not len(slots):
             return
+        slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]  # in id order: read back in id order
         ids = self._conn_of_slot[slots]
         self._spill.put(*self._rows(slots, ids, keep=False))
         for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
