@@ -152,15 +152,22 @@ def main(argv: list[str] | None = None) -> int:
     if not CORPUS.is_dir():
         print(f"corpus not found at {CORPUS}: cannot freeze it", file=sys.stderr)
         return 2
+    return freeze_or_compare(GROUPS, digests, BASELINE, update=args.update)
+
+
+def freeze_or_compare(groups: dict, digests_of: Callable[[str, Path], dict[str, str]], baseline: Path, *,
+                      update: bool) -> int:  # fmt: skip
+    """Digest every group; write them to ``baseline`` (``update``) or print the names whose digest
+    changed against it.  Exit status: 1 when something changed."""
     current = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for group in GROUPS:
-            current.update(digests(group, Path(tmp)))
-    if args.update:
-        BASELINE.write_text(json.dumps(current, indent=0, sort_keys=True) + "\n")
-        print(f"{len(current)} digests written to {BASELINE}")
+        for group in groups:
+            current.update(digests_of(group, Path(tmp)))
+    if update:
+        baseline.write_text(json.dumps(current, indent=0, sort_keys=True) + "\n")
+        print(f"{len(current)} digests written to {baseline}")
         return 0
-    old = load_baseline()
+    old = json.loads(baseline.read_text())
     changed = sorted(k for k in current.keys() | old.keys() if current.get(k) != old.get(k))
     for name in changed:
         print(f"changed: {name}")

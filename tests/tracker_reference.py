@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 from tests import differential
@@ -82,19 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="freeze the tracker's per-connection digests")
     parser.add_argument("--update", action="store_true")
     args = parser.parse_args(argv)
-    current = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for group in GROUPS:
-            current.update(digests(group, Path(tmp)))
-    if args.update:
-        BASELINE.write_text(json.dumps(current, indent=0, sort_keys=True) + "\n")
-        print(f"{len(current)} digests written to {BASELINE}")
-        return 0
-    old = json.loads(BASELINE.read_text())
-    changed = sorted(k for k in current.keys() | old.keys() if current.get(k) != old.get(k))
-    for name in changed:
-        print(f"changed: {name}")
-    return 1 if changed else 0
+    return differential.freeze_or_compare(GROUPS, digests, BASELINE, update=args.update)
 
 
 if __name__ == "__main__":
