@@ -48,7 +48,8 @@ SERVERS = {
     "lingering": (["--close", "lingering", "--read-bytes", "16"], ["--request-bytes", "16", "--trailing-bytes", "8"]),
     "linger0": (["--close", "linger0", "--read-bytes", "16"], ["--request-bytes", "16"]),
     "late-data": (["--close", "close", "--read-bytes", "16", "--response-bytes", "2000"],
-                  ["--request-bytes", "16", "--late-bytes", "100", "--late-delay", "0.05"]),
+                  # no trailing bytes: unread bytes at the close would make it an abort before the late data
+                  ["--request-bytes", "16", "--trailing-bytes", "0", "--late-bytes", "100", "--late-delay", "0.05"]),
 }  # fmt: skip
 
 
