@@ -87,21 +87,20 @@ class Tracker:
         new_pos, conn_id = self._tuples.connection_ids(new_inst, order, tgroups, tids, cur, first_id)
         conn = self._new_connections(rows, order, new_pos, conn_id, first_id, tid, a_side)
         orig_is_a = self._arrays["orig_is_a"][conn].astype(bool)
-        side = np.where(a_side == orig_is_a, 0, 1)
+        side = (a_side != orig_is_a).astype(np.int64)
 
-        v = running_values(self._arrays, conn, side, flags, seq, ack_raw, plen, ts, window)
-        self._events.rst_peer_acks.update(
-            self._ack_ring.at_resets(np.flatnonzero(v.is_rst), conn, side, frame, v.ack_val, v.last_ack_of, v.cg)
+        v = running_values(
+            self._arrays, self._ack_ring, conn, side, flags, seq, ack_raw, plen, ts, window, frame, ttl, ip_ids, has_ts
         )
+        self._events.rst_peer_acks.update(v.peer_acks(frame))
         self._events.run(
             np.flatnonzero(v.events),
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, v.seq_val, v.ack_val,
             v.snd_nxt_before, v.peer_acked, v.own_ack_before, v.peer_snd_nxt, v.old_count, v.zw_count, v.pure_ack,
-            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe, last_plain_of=v.last_plain_of,
-            ip_ids=ip_ids,
+            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe,
+            last_plain_of=[v.last_plain, v.last_plain], ip_ids=ip_ids,
         )  # fmt: skip
-        carry(self._arrays, v, seq, ack_raw, flags, plen, ts, frame, ttl, ip_ids, has_ts)
-        self._ack_ring.update(v.conns, frame, v.ack_val, v.mask, v.has_ack, v.cg)
+        carry(self._arrays, v)  # after the event pass, which reads the values carried into the chunk
         self._retire_idle(int(frame.max()), int(ts.max()))  # last: the chunk's rows are all counted by now
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
