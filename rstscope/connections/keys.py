@@ -13,6 +13,7 @@ Originator.  See :func:`originator`.
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 import numpy as np
@@ -262,6 +263,22 @@ def _grouped(columns) -> tuple[np.ndarray, np.ndarray]:
     if lib.tuple_groups(n, keys, ffi.from_buffer("int64_t[]", order), ffi.from_buffer("uint8_t[]", start)) < 0:
         raise MemoryError("grouping a chunk by 4-tuple")
     return order, start.view(bool)
+
+
+def grouped_columns(rows: np.ndarray, order: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Fields ``names`` of ``rows[order]`` as int64 arrays, in one compiled pass over the rows."""
+    rows = np.ascontiguousarray(rows)
+    fields = [rows.dtype.fields[name] for name in names]
+    assert sys.byteorder == "little" and all(f[0].byteorder in "<|=" and f[0].itemsize in (1, 2, 4, 8) for f in fields)
+    n = len(order)
+    out = np.empty((len(names), n), dtype=np.int64)
+    offsets = np.array([f[1] for f in fields], dtype=np.int64)
+    widths = np.array([f[0].itemsize for f in fields], dtype=np.int64)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    lib.grouped_columns(ffi.from_buffer(rows), rows.dtype.itemsize, n, ffi.from_buffer("int64_t[]", order),
+                        len(names), ffi.from_buffer("int64_t[]", offsets), ffi.from_buffer("int64_t[]", widths),
+                        ffi.from_buffer("int64_t[]", out))  # fmt: skip
+    return list(out)
 
 
 def originators(flags: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -5,10 +5,13 @@
  * The block between the cdef markers is also what cffi declares (_kernel_build.py). */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* cdef begin */
 struct tuple_keys { const uint64_t *a_hi, *a_lo, *b_hi, *b_lo, *ports, *tunnel; };
 int64_t tuple_groups(int64_t n, const struct tuple_keys *k, int64_t *order, uint8_t *start);
+void grouped_columns(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *order, int64_t k,
+                     const int64_t *offsets, const int64_t *widths, int64_t *out);
 /* cdef end */
 
 static uint64_t tk_mix(const struct tuple_keys *k, int64_t i) {
@@ -61,4 +64,25 @@ int64_t tuple_groups(int64_t n, const struct tuple_keys *k, int64_t *order, uint
     for (int64_t i = 0; i < n; i++) order[at[group[i]]++] = i;
     free(table); free(first); free(at); free(group);
     return groups;
+}
+
+/* Columns of the grouped rows as int64: ``out[c * n + i]`` is field ``c`` (at ``offsets[c]``, an unsigned
+ * little-endian integer of ``widths[c]`` bytes, or an int64) of row ``order[i]``.  One pass over the
+ * rows instead of one strided gather per column. */
+void grouped_columns(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *order, int64_t k,
+                     const int64_t *offsets, const int64_t *widths, int64_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *row = rows + order[i] * itemsize;
+        for (int64_t c = 0; c < k; c++) {
+            const uint8_t *p = row + offsets[c];
+            int64_t v;
+            switch (widths[c]) {
+            case 1: v = p[0]; break;
+            case 2: { uint16_t x; memcpy(&x, p, 2); v = x; break; }
+            case 4: { uint32_t x; memcpy(&x, p, 4); v = x; break; }
+            default: memcpy(&v, p, 8); break;
+            }
+            out[c * n + i] = v;
+        }
+    }
 }

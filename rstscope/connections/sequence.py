@@ -180,15 +180,12 @@ def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_r
     i64 = [np.empty(n, dtype=np.int64) for _ in range(11)]
     u8 = [np.empty(n, dtype=np.uint8) for _ in range(4)]
     rst_acks = np.empty((len(rst_rows), 2 * PEER_ACKS_KEPT), dtype=np.int64)
-    inputs = [conn, side, flags, seq, ack_raw, plen, ts, frame, ttl, ip_ids]
+    inputs = [conn, side, flags, seq, ack_raw, plen, ts, frame, ttl, ip_ids, window, has_ts]
     assert all(a.dtype == np.int64 and a.flags.c_contiguous for a in inputs)
-    window = np.ascontiguousarray(window, dtype=np.uint16)
-    has_ts = np.ascontiguousarray(has_ts, dtype=np.uint8)
     rows_in = ffi.new(
         "struct sq_rows *",
-        dict(zip(("slot", "side", "flags", "seq", "ack", "plen", "ts", "frame", "ttl", "ip_id"),
-                 (ffi.from_buffer("int64_t[]", a) for a in inputs), strict=True))
-        | {"window": ffi.from_buffer("uint16_t[]", window), "has_ts": ffi.from_buffer("uint8_t[]", has_ts)},
+        dict(zip(("slot", "side", "flags", "seq", "ack", "plen", "ts", "frame", "ttl", "ip_id", "window", "has_ts"),
+                 (ffi.from_buffer("int64_t[]", a) for a in inputs), strict=True)),
     )  # fmt: skip
     out = ffi.new(
         "struct sq_out *",

@@ -24,9 +24,7 @@ enum {
     SQ_ACKS = 8 /* PEER_ACKS_KEPT */, SQ_EARLY = 4 /* EARLY_PACKETS */
 };
 struct sq_rows {  /* per row, grouped by slot */
-    const int64_t *slot, *side, *flags, *seq, *ack, *plen, *ts, *frame, *ttl, *ip_id;
-    const uint16_t *window;
-    const uint8_t *has_ts;
+    const int64_t *slot, *side, *flags, *seq, *ack, *plen, *ts, *frame, *ttl, *ip_id, *window, *has_ts;
 };
 struct sq_out {  /* per row, but rst_acks */
     int64_t *seq_val, *ack_val, *snd_nxt_before, *own_ack_before, *peer_acked, *peer_snd_nxt, *old_count,

@@ -16,7 +16,7 @@ import numpy as np
 
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, lib
-from rstscope.connections.keys import TupleTable, ZeekTimers, originators
+from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
 from rstscope.connections.rows import CONN_ROW
@@ -63,17 +63,8 @@ class Tracker:
 
     def _feed(self, rows: np.ndarray) -> None:
         src_is_a, order, tgroups, tids = self._tuples.index(rows)
-        # Columns grouped by tuple, capture order inside each group (gathering whole rows is far slower).
-        flags = rows["flags"][order].astype(np.int64)
-        seq = rows["seq"][order].astype(np.int64)
-        ack_raw = rows["ack"][order].astype(np.int64)
-        plen = rows["payload_len"][order].astype(np.int64)
-        ts = rows["ts_ns"][order]
-        frame = rows["frame"][order].astype(np.int64)
-        window = rows["window"][order]
-        ttl = rows["ttl"][order].astype(np.int64)
-        ip_ids = rows["ip_id"][order].astype(np.int64)
-        has_ts = rows["has_ts"][order]
+        # Columns grouped by tuple, capture order inside each group, as int64 (one pass over the rows).
+        flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = grouped_columns(rows, order, _FEED_COLUMNS)
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -318,6 +309,8 @@ def _without_cycle_collection():
             gc.enable()
 
 
+_FEED_COLUMNS = ("flags", "seq", "ack", "payload_len", "ts_ns", "frame", "window", "ttl", "ip_id", "has_ts")
+"""The packet fields the tracker reads per row."""
 _FINAL_COLUMNS = (
     "last_ns", "last_frame", "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
     "first_seq_val0", "first_seq_val1", "max_end0", "max_end1", "max_ack0", "max_ack1",
