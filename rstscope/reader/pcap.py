@@ -27,9 +27,9 @@ from rstscope.reader.source import Window
 from rstscope.status import InputError
 
 try:
-    from rstscope.reader._walk import ffi, lib
+    from rstscope.reader._compiled import ffi, lib
 except ImportError:  # pragma: no cover - an install without a C compiler: one line, not a traceback
-    print("rstscope: error: the compiled record walk (rstscope/reader/_walk*.so) is missing: reinstall "
+    print("rstscope: error: the compiled reader loops (rstscope/reader/_compiled*.so) is missing: reinstall "
           "with gcc and python3-dev present (scripts/setup.sh installs them)", file=sys.stderr)  # fmt: skip
     raise SystemExit(2) from None
 

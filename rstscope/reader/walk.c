@@ -2,7 +2,7 @@
  * the caplen, and collect the record offsets.  This was the only per-record Python of the reader.
  * A bogus caplen is not checked here (pcap.py checks the batch and cuts it at the first bad record):
  * the bounds check alone keeps the walk inside the buffer.
- * The block between the cdef markers is also what cffi declares (_walk_build.py). */
+ * The block between the cdef markers is also what cffi declares (_compiled_build.py). */
 #include <stdint.h>
 
 /* cdef begin */
