@@ -218,9 +218,9 @@ class PcapReader:
 def _walk(buf: bytearray, pos: int, end: int, limit: int, header_len: int, big_endian: bool) -> tuple[np.ndarray, int]:
     """Offsets of up to ``limit`` complete records from ``pos``; and where the walk stopped.
 
-    The per-record hot loop, compiled (``walk.c``, about 3 ns a record): it reads each caplen and checks
-    bounds.  A bogus caplen is not checked here (it is checked per batch, and the batch is cut at the
-    first bad record); the bounds check alone keeps the walk inside ``buf``.
+    The per-record hot loop, compiled (``walk.c``; 0.01-0.02 s of CPU per million records, measured): it
+    reads each caplen and checks bounds.  A bogus caplen is not checked here (it is checked per batch, and
+    the batch is cut at the first bad record); the bounds check alone keeps the walk inside ``buf``.
     """
     offsets = np.empty(limit, dtype=np.int64)
     stopped_at = ffi.new("int64_t *")
