@@ -2,4 +2,6 @@
 
 from setuptools import setup
 
-setup(cffi_modules=["rstscope/connections/_kernel_build.py:ffibuilder"])
+setup(
+    cffi_modules=["rstscope/connections/_kernel_build.py:ffibuilder", "rstscope/reader/_compiled_build.py:ffibuilder"]
+)

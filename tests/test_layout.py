@@ -43,6 +43,7 @@ TESTED_ELSEWHERE = {
     "connections/tracker.py": "tests/test_connections.py, tests/test_differential.py",
     "connections/records.py": "tests/test_connections.py (the public surface), tests/test_evidence.py",
     "connections/_kernel_build.py": "tests/test_tracker_reference.py (the compiled loop it builds)",
+    "reader/_compiled_build.py": "tests/reader/test_formats.py (the compiled loops it builds: record walk, rows)",
     "fleet/frames.py": "tests/fleet/test_stitch.py (file and file_frame of resets and connections)",
     "fleet/options.py": "tests/fleet/test_pieces.py, tests/fleet/test_shards.py (through the CLI)",
     "fleet/run.py": "tests/fleet/test_stitch.py, tests/fleet/test_shards.py, tests/fleet/test_cluster.py",

@@ -13,11 +13,13 @@ Originator.  See :func:`originator`.
 
 from __future__ import annotations
 
+import sys
 from typing import ClassVar
 
 import numpy as np
 
 from rstscope import packets as P
+from rstscope.connections.sequence import ffi, lib
 from rstscope.grouped import NONE, Groups
 from rstscope.seqnum import SEQ_MOD
 
@@ -46,7 +48,8 @@ class TupleTable:
         return len(self.conn)
 
     def index(self, rows: np.ndarray):
-        """Canonical endpoint order, tuple ids, and the order that groups rows by tuple."""
+        """Canonical endpoint order, tuple ids, and the order that groups rows by tuple (groups in order of
+        their first row, capture order inside each: ``keys_loop.c``)."""
         s_hi, s_lo, s_p = rows["src_hi"], rows["src_lo"], rows["src_port"].astype(np.uint64)
         d_hi, d_lo, d_p = rows["dst_hi"], rows["dst_lo"], rows["dst_port"].astype(np.uint64)
         ipv4_only = not (s_hi.any() or d_hi.any())  # IPv4-mapped: the high halves are all zero
@@ -56,35 +59,15 @@ class TupleTable:
             src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
         a_lo, b_lo = np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, d_lo, s_lo)
         ports = np.where(src_is_a, (s_p << np.uint64(16)) | d_p, (d_p << np.uint64(16)) | s_p)
-        # A 64-bit hash groups the rows in one sort; equal keys are verified below.
-        h = a_lo * np.uint64(0xC2B2AE3D27D4EB4F)
-        h ^= b_lo * np.uint64(0xD6E8FEB86659FD93) + (h >> np.uint64(27))
-        h ^= ports * np.uint64(0xFF51AFD7ED558CCD) + (h >> np.uint64(33))
         # The tunnel identifier (VNI, GRE key, ERSPAN session) is part of the key: tenants may reuse addresses.
-        tunnel = rows["tunnel_id"]
-        tunnelled = tunnel.any()
-        if tunnelled:
-            h ^= tunnel * np.uint64(0x94D049BB133111EB) + (h >> np.uint64(30))
+        tunnel = np.ascontiguousarray(rows["tunnel_id"], dtype=np.uint64)
         if ipv4_only:
-            columns = (s_hi, a_lo, s_hi, b_lo, ports, tunnel)  # s_hi: zeros, only for the key's shape
-            checked = (a_lo, b_lo, ports, tunnel) if tunnelled else (a_lo, b_lo, ports)
+            zeros = np.zeros(len(rows), dtype=np.uint64)
+            columns = (zeros, a_lo, zeros, b_lo, ports, tunnel)  # zeros: the high halves, for the key's shape
         else:
             a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
-            h ^= a_hi * np.uint64(0x9E3779B97F4A7C15) + (h >> np.uint64(29))
-            h ^= b_hi * np.uint64(0x165667B19E3779F9) + (h >> np.uint64(31))
             columns = (a_hi, a_lo, b_hi, b_lo, ports, tunnel)
-            checked = columns if tunnelled else columns[:-1]
-        order = np.argsort(h, kind="stable")
-        hs = h[order]
-        start = np.ones(len(order), dtype=bool)
-        start[1:] = hs[1:] != hs[:-1]
-        same_hash = ~start[1:]
-        if any((sc[1:] != sc[:-1])[same_hash].any() for sc in (c[order] for c in checked)):
-            # A hash collision inside this chunk: group exactly instead.
-            order = np.lexsort(columns[::-1])
-            sorted_columns = [c[order] for c in columns]
-            start = np.ones(len(order), dtype=bool)
-            start[1:] = np.logical_or.reduce([sc[1:] != sc[:-1] for sc in sorted_columns])
+        order, start = _grouped(columns)
         groups = Groups(start)
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
         tids = np.empty(groups.count, dtype=np.int64)
@@ -267,6 +250,35 @@ class ZeekTimers:
         st["fin_b"][tids] = fin_b[last]
         st["rst"][tids] = was_reset[last]
         return new_inst | idle
+
+
+def _grouped(columns) -> tuple[np.ndarray, np.ndarray]:
+    """The order that groups rows of equal key (``columns``: six uint64 columns), and where groups start."""
+    n = len(columns[0])
+    columns = [np.ascontiguousarray(c, dtype=np.uint64) for c in columns]
+    keys = ffi.new("struct tuple_keys *", dict(zip(("a_hi", "a_lo", "b_hi", "b_lo", "ports", "tunnel"),
+                   (ffi.from_buffer("uint64_t[]", c) for c in columns), strict=True)))  # fmt: skip
+    order = np.empty(n, dtype=np.int64)
+    start = np.empty(n, dtype=np.uint8)
+    if lib.tuple_groups(n, keys, ffi.from_buffer("int64_t[]", order), ffi.from_buffer("uint8_t[]", start)) < 0:
+        raise MemoryError("grouping a chunk by 4-tuple")
+    return order, start.view(bool)
+
+
+def grouped_columns(rows: np.ndarray, order: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
+    """Fields ``names`` of ``rows[order]`` as int64 arrays, in one compiled pass over the rows."""
+    rows = np.ascontiguousarray(rows)
+    fields = [rows.dtype.fields[name] for name in names]
+    assert sys.byteorder == "little" and all(f[0].byteorder in "<|=" and f[0].itemsize in (1, 2, 4, 8) for f in fields)
+    n = len(order)
+    out = np.empty((len(names), n), dtype=np.int64)
+    offsets = np.array([f[1] for f in fields], dtype=np.int64)
+    widths = np.array([f[0].itemsize for f in fields], dtype=np.int64)
+    order = np.ascontiguousarray(order, dtype=np.int64)
+    lib.grouped_columns(ffi.from_buffer(rows), rows.dtype.itemsize, n, ffi.from_buffer("int64_t[]", order),
+                        len(names), ffi.from_buffer("int64_t[]", offsets), ffi.from_buffer("int64_t[]", widths),
+                        ffi.from_buffer("int64_t[]", out))  # fmt: skip
+    return list(out)
 
 
 def originators(flags: np.ndarray, src_port: np.ndarray, dst_port: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, lib
-from rstscope.connections.keys import TupleTable, ZeekTimers, originators
+from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
 from rstscope.connections.rows import CONN_ROW
@@ -63,17 +63,8 @@ class Tracker:
 
     def _feed(self, rows: np.ndarray) -> None:
         src_is_a, order, tgroups, tids = self._tuples.index(rows)
-        # Columns grouped by tuple, capture order inside each group (gathering whole rows is far slower).
-        flags = rows["flags"][order].astype(np.int64)
-        seq = rows["seq"][order].astype(np.int64)
-        ack_raw = rows["ack"][order].astype(np.int64)
-        plen = rows["payload_len"][order].astype(np.int64)
-        ts = rows["ts_ns"][order]
-        frame = rows["frame"][order].astype(np.int64)
-        window = rows["window"][order]
-        ttl = rows["ttl"][order].astype(np.int64)
-        ip_ids = rows["ip_id"][order].astype(np.int64)
-        has_ts = rows["has_ts"][order]
+        # Columns grouped by tuple, capture order inside each group, as int64 (one pass over the rows).
+        flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = grouped_columns(rows, order, _FEED_COLUMNS)
         a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
@@ -87,21 +78,20 @@ class Tracker:
         new_pos, conn_id = self._tuples.connection_ids(new_inst, order, tgroups, tids, cur, first_id)
         conn = self._new_connections(rows, order, new_pos, conn_id, first_id, tid, a_side)
         orig_is_a = self._arrays["orig_is_a"][conn].astype(bool)
-        side = np.where(a_side == orig_is_a, 0, 1)
+        side = (a_side != orig_is_a).astype(np.int64)
 
-        v = running_values(self._arrays, conn, side, flags, seq, ack_raw, plen, ts, window)
-        self._events.rst_peer_acks.update(
-            self._ack_ring.at_resets(np.flatnonzero(v.is_rst), conn, side, frame, v.ack_val, v.last_ack_of, v.cg)
+        v = running_values(
+            self._arrays, self._ack_ring, conn, side, flags, seq, ack_raw, plen, ts, window, frame, ttl, ip_ids, has_ts
         )
+        self._events.rst_peer_acks.update(v.peer_acks(frame))
         self._events.run(
             np.flatnonzero(v.events),
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, v.seq_val, v.ack_val,
             v.snd_nxt_before, v.peer_acked, v.own_ack_before, v.peer_snd_nxt, v.old_count, v.zw_count, v.pure_ack,
-            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe, last_plain_of=v.last_plain_of,
-            ip_ids=ip_ids,
+            v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe,
+            last_plain_of=[v.last_plain, v.last_plain], ip_ids=ip_ids,
         )  # fmt: skip
-        carry(self._arrays, v, seq, ack_raw, flags, plen, ts, frame, ttl, ip_ids, has_ts)
-        self._ack_ring.update(v.conns, frame, v.ack_val, v.mask, v.has_ack, v.cg)
+        carry(self._arrays, v)  # after the event pass, which reads the values carried into the chunk
         self._retire_idle(int(frame.max()), int(ts.max()))  # last: the chunk's rows are all counted by now
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
@@ -319,6 +309,8 @@ def _without_cycle_collection():
             gc.enable()
 
 
+_FEED_COLUMNS = ("flags", "seq", "ack", "payload_len", "ts_ns", "frame", "window", "ttl", "ip_id", "has_ts")
+"""The packet fields the tracker reads per row."""
 _FINAL_COLUMNS = (
     "last_ns", "last_frame", "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
     "first_seq_val0", "first_seq_val1", "max_end0", "max_end1", "max_ack0", "max_ack1",

@@ -13,24 +13,27 @@ Layout: :mod:`.source` (bytes, gzip, sliding window) -> :mod:`.pcap` / :mod:`.pc
 
 Fast path and its scope: classic pcap records and pcapng EPBs, of the link types in
 :mod:`.linktypes`, carrying IPv4/IPv6 (any options or extension headers) and TCP with any
-options, are decoded by numpy in batches of 65 536 records; the only per-record Python is the
-record walk (one ``unpack_from`` per record, about 0.14 µs). Measured on the project's 2-core
-box with ``tests/reader/bench_reader.py`` (1 M Ethernet/IPv4/TCP packets, Linux NOP,NOP,TS
-options, a SYN with full options every 1000, frames cut at a 128-byte snaplen; 113 MB): classic
-pcap 2.3-2.4 M packets/s, pcapng 1.9 M packets/s, gzip-compressed pcap 1.8 M packets/s; peak RSS
-of the reading process 72 MB (pcapng 82 MB, gzip 99 MB). The first batches pay for fresh memory:
-the same records repeated into an 8 M-packet, 904 MB file read at 2.9 M packets/s, still at 72
-MB peak RSS (memory does not grow with the file). Roughly, per packet: walk 0.14 µs, record
-headers 0.04 µs, decode 0.15-0.2 µs, file reads 0.04 µs. TCP options other than NOP,NOP,TS take
-a slower vectorised loop (one pass per option). SPB and obsolete PB records, and every non-
-packet block, are handled in Python (a few µs each). Records of other link types are counted in
-``stats.unsupported_link`` and skipped; other protocols are counted (``non_ip``, ``non_tcp``,
-``ip_fragments``). Tunnels and shims (GRE, ERSPAN, VXLAN, Geneve, IP-in-IP, MPLS, PPPoE; see
-:mod:`.decode`) are vectorised layers run only on the rows that carry them: plain Ethernet/IPv4/TCP
-pays one comparison per packet (whole reader, best CPU time of 7 reads, alternating with the code
-before tunnels on a loaded machine: 0.58-0.64 s against 0.65 s for the 1 M-packet file above; the
-decoder alone within ±4 %, the noise); the same 1 M packets inside VXLAN (50 more bytes each)
-take 0.90-1.18 s of CPU (about 1.1 M packets/s).
+options, are decoded by numpy in batches of 65 536 records; the per-record loops are compiled
+(``walk.c``: the pcap record walk, once one ``unpack_from`` per record, about 0.14 µs;
+``records.c``: the table's rows written in one pass instead of one pass per field; together they
+took the long benchmark capture's 1 M packets from 0.48-0.50 to 0.31 s of CPU:
+benchmarks/PLAN.md §14; the figures below are from before them). Measured on the project's
+2-core box with ``tests/reader/bench_reader.py`` (1 M Ethernet/IPv4/TCP packets, Linux
+NOP,NOP,TS options, a SYN with full options every 1000, frames cut at a 128-byte snaplen;
+113 MB): classic pcap 2.3-2.4 M packets/s, pcapng 1.9 M packets/s, gzip-compressed pcap 1.8 M
+packets/s; peak RSS of the reading process 72 MB (pcapng 82 MB, gzip 99 MB). The first batches
+pay for fresh memory: the same records repeated into an 8 M-packet, 904 MB file read at 2.9 M
+packets/s, still at 72 MB peak RSS (memory does not grow with the file). Roughly, per packet:
+walk 0.14 µs, record headers 0.04 µs, decode 0.15-0.2 µs, file reads 0.04 µs. TCP options other
+than NOP,NOP,TS take a slower vectorised loop (one pass per option). SPB and obsolete PB
+records, and every non-packet block, are handled in Python (a few µs each). Records of other
+link types are counted in ``stats.unsupported_link`` and skipped; other protocols are counted
+(``non_ip``, ``non_tcp``, ``ip_fragments``). Tunnels and shims (GRE, ERSPAN, VXLAN, Geneve,
+IP-in-IP, MPLS, PPPoE; see :mod:`.decode`) are vectorised layers run only on the rows that carry
+them: plain Ethernet/IPv4/TCP pays one comparison per packet (whole reader, best CPU time of 7
+reads, alternating with the code before tunnels on a loaded machine: 0.58-0.64 s against 0.65 s
+for the 1 M-packet file above; the decoder alone within ±4 %, the noise); the same 1 M packets
+inside VXLAN (50 more bytes each) take 0.90-1.18 s of CPU (about 1.1 M packets/s).
 What may carry TCP but could not be decoded is counted by cause in ``stats.undecoded`` and
 summed up in one warning.
 

@@ -4,16 +4,16 @@ Format: https://datatracker.ietf.org/doc/draft-ietf-opsawg-pcap/ .  The magic
 number decides byte order, timestamp unit and record-header layout once, by
 lookup in :data:`MAGIC`; nothing is branched on per record.
 
-The record walk is the only per-record Python in the reader: it hops from record
-to record reading just the caplen (about 0.14 µs per record) and collects the
-record offsets.  Everything else (record-header fields, checks, timestamps,
-decoding) is done per batch with numpy.
+The record walk hops from record to record reading just the caplen and collects
+the record offsets, in C (``walk.c``: it was the only per-record Python of the
+reader, 0.14 µs a record).  Everything else (record-header fields, checks,
+timestamps, decoding) is done per batch with numpy.
 """
 
 from __future__ import annotations
 
 import struct
-from array import array
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -25,6 +25,13 @@ from rstscope.reader.interface import MAX_CAPLEN, Interface, make_interface
 from rstscope.reader.linktypes import LINKTYPE_CLASS_MASK
 from rstscope.reader.source import Window
 from rstscope.status import InputError
+
+try:
+    from rstscope.reader._compiled import ffi, lib
+except ImportError:  # pragma: no cover - an install without a C compiler: one line, not a traceback
+    print("rstscope: error: the compiled reader loops (rstscope/reader/_compiled*.so) is missing: reinstall "
+          "with gcc and python3-dev present (scripts/setup.sh installs them)", file=sys.stderr)  # fmt: skip
+    raise SystemExit(2) from None
 
 FILE_HEADER = np.dtype(
     [
@@ -107,6 +114,7 @@ class PcapReader:
         self._record_header = flavour.record_header.newbyteorder(order)
         self._header_len = self._record_header.itemsize
         self._caplen = struct.Struct(order + "I").unpack_from
+        self._big_endian = order == ">"
         self._ts_unit_ns = flavour.ts_unit_ns
         self.snaplen = int(header["snaplen"])
         self.link_type = int(header["linktype"]) & LINKTYPE_CLASS_MASK
@@ -121,10 +129,10 @@ class PcapReader:
         window = self._window
         header_len = self._header_len
         while True:
-            offsets, pos = _walk(window.buf, window.pos, window.end, limit, header_len, self._caplen)
+            offsets, pos = _walk(window.buf, window.pos, window.end, limit, header_len, self._big_endian)
             stop = False
-            if offsets:
-                batch, stop = self._batch(window, np.frombuffer(offsets, dtype=np.int64))
+            if len(offsets):
+                batch, stop = self._batch(window, offsets)
                 window.pos = pos if not stop else window.pos
                 if batch is not None:
                     yield batch
@@ -207,23 +215,15 @@ class PcapReader:
         return batch, stop
 
 
-def _walk(buf: bytes, pos: int, end: int, limit: int, header_len: int, caplen_at) -> tuple[array, int]:
+def _walk(buf: bytearray, pos: int, end: int, limit: int, header_len: int, big_endian: bool) -> tuple[np.ndarray, int]:
     """Offsets of up to ``limit`` complete records from ``pos``; and where the walk stopped.
 
-    This is the per-record hot loop: one ``unpack_from`` and a bounds check per record.
-    A bogus caplen is not checked here (it is checked per batch, and the batch is cut
-    at the first bad record); the bounds check alone keeps the walk inside ``buf``.
+    The per-record hot loop, compiled (``walk.c``; 0.01-0.02 s of CPU per million records, measured): it
+    reads each caplen and checks bounds.  A bogus caplen is not checked here (it is checked per batch, and
+    the batch is cut at the first bad record); the bounds check alone keeps the walk inside ``buf``.
     """
-    offsets = array("q")
-    append = offsets.append
-    last_header = end - header_len
-    caplens = memoryview(buf)[CAPLEN_OFFSET:]
-    for _ in range(limit):
-        if pos > last_header:
-            break
-        after = pos + header_len + caplen_at(caplens, pos)[0]
-        if after > end:
-            break
-        append(pos)
-        pos = after
-    return offsets, pos
+    offsets = np.empty(limit, dtype=np.int64)
+    stopped_at = ffi.new("int64_t *")
+    n = lib.pcap_walk(ffi.from_buffer(buf), pos, end, limit, header_len, CAPLEN_OFFSET, big_endian,
+                      ffi.from_buffer("int64_t[]", offsets), stopped_at)  # fmt: skip
+    return offsets[:n], stopped_at[0]
