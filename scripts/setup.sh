@@ -25,8 +25,10 @@ fi
 if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import rstscope.connections, pytest" 2>/dev/null || [ pyproject.toml -nt .venv/.installed ] \
-        || [ rstscope/connections/event_loop.c -nt .venv/.installed ]; then
+# Reinstall when the dependencies or any compiled loop (rstscope/**/*.c, its cffi build script) changed.
+if ! .venv/bin/python -c "import rstscope.connections, rstscope.reader, pytest" 2>/dev/null \
+        || [ ! -e .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] || [ setup.py -nt .venv/.installed ] \
+        || [ -n "$(find rstscope -name '*.c' -newer .venv/.installed -o -name '_*_build.py' -newer .venv/.installed)" ]; then
     echo "setup: installing rstscope and its Python dependencies into .venv" >&2
     .venv/bin/pip install -q --disable-pip-version-check -e ".[dev,fleet]"
     touch .venv/.installed
