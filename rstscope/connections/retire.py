@@ -18,10 +18,13 @@ import numpy as np
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW
 from rstscope.connections.rows import connections as rows_to_connections
+from rstscope.connections.rows import histories, span_positions
 
 SPILL_BATCH = 4_096
 """Retired connections' rows (and their tables' rows) are written to the spill file in batches of this
 many (about 4 MB of connection rows)."""
+ROW_BATCH = 8_192
+"""Connections per batch of :meth:`ConnectionStore.row_batches` (about 8 MB of rows)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
@@ -173,8 +176,34 @@ class Spill:
 
     def get(self, ids: np.ndarray) -> list[Connection]:
         """The connections with these ids (all retired)."""
-        rows = self.conns.take(self._at[ids])
-        return rows_to_connections(rows, lambda name, pos: self.tables[name].take(pos), self.overflow)
+        return rows_to_connections(self.rows(ids), lambda name, pos: self.tables[name].take(pos), self.overflow)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """The connection rows of these ids (all retired)."""
+        return self.conns.take(self._at[ids])
+
+
+class RowBatch:
+    """Connections of consecutive ids as rows, no objects: what a consumer of every connection reads
+    (``ConnectionStore.row_batches``)."""
+
+    __slots__ = ("_spill", "rows")
+
+    def __init__(self, rows: np.ndarray, spill: Spill) -> None:
+        self.rows = rows
+        """:data:`CONN_ROW` rows, in id order."""
+        self._spill = spill
+
+    def table(self, name: str, which: np.ndarray | None = None) -> np.ndarray:
+        """The rows of table ``name`` (``"resets"``, ``"findings"``, ``"after"``) of these connections, or
+        of those at indices ``which`` of :attr:`rows`: connection by connection, each in capture order,
+        ``rows[name][:, 1]`` rows each."""
+        spans = self.rows[name] if which is None else self.rows[name][which]
+        return self._spill.tables[name].take(span_positions(spans))
+
+    def histories(self) -> list[str]:
+        """Each connection's history letters (``Connection.history_text``)."""
+        return histories(self.rows, self._spill.overflow)
 
 
 class ConnectionStore(Sequence):
@@ -194,6 +223,11 @@ class ConnectionStore(Sequence):
     def with_resets(self) -> Iterator[Connection]:
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
         yield from self._batches(self._reset_ids)
+
+    def row_batches(self, size: int = ROW_BATCH) -> Iterator[RowBatch]:
+        """All connections as rows, ``size`` consecutive ids a batch, in id order (no Connection made)."""
+        for start in range(0, self._count, size):
+            yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
 
     def __len__(self) -> int:
         return self._count

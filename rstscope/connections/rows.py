@@ -125,7 +125,7 @@ def rst_observations(rows: np.ndarray) -> list[RstObservation]:
     return out
 
 
-def _spans(spans: np.ndarray) -> np.ndarray:
+def span_positions(spans: np.ndarray) -> np.ndarray:
     """Row positions of (start, count) spans, concatenated."""
     counts = spans[:, 1]
     if not counts.sum():
@@ -140,7 +140,7 @@ def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> 
     per: dict[str, list] = {}
     for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after)):
         spans = conn_rows[table]
-        objs = make(take(table, _spans(spans))) if spans[:, 1].any() else []
+        objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
         ends = np.cumsum(spans[:, 1]).tolist()
         per[table] = [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
     hist = conn_rows["history"].tobytes()
@@ -209,8 +209,25 @@ def _findings(rows: np.ndarray) -> list[Finding]:
     out = []
     for frame, s, e, o in zip(*(rows[k].tolist() for k in ("frame", "side", "event", "old")), strict=True):
         side, event, old = Side(s), EVENTS[e], STATES[o]
-        out.append(Finding(kind=f"state.{event.value}_after_{old.value}", frame=frame, side=side,
+        out.append(Finding(kind=finding_kind(e, o), frame=frame, side=side,
                            detail=f"{side.role} sent {event.value} while {old.value}"))  # fmt: skip
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def finding_kind(event: int, old: int) -> str:
+    """The kind of a :data:`FINDING_ROW`'s finding, from its ``event`` and ``old`` codes."""
+    return f"state.{EVENTS[event].value}_after_{STATES[old].value}"
+
+
+def histories(conn_rows: np.ndarray, overflow: dict[int, list[int]]) -> list[str]:
+    """The history text of each :data:`CONN_ROW` row (``overflow``: letter codes past the row's 24, by id),
+    decoded in one pass."""
+    lengths = conn_rows["history_len"].tolist()
+    text = history_text(np.ascontiguousarray(conn_rows["history"]).tobytes())
+    out = [text[24 * i : 24 * i + min(n, 24)] for i, n in enumerate(lengths)]
+    for i in np.flatnonzero(conn_rows["history_len"] > 24).tolist():
+        out[i] += history_text(bytes(overflow[int(conn_rows["id"][i])]))
     return out
 
 
