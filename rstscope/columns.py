@@ -102,7 +102,8 @@ class ListenQueueColumns:
             self._ids[kind].extend(ids[flag].tolist())
         # Per server, in order of its first attempt (Python dicts keep insertion order).
         key = np.empty(len(attempts), dtype=[("hi", np.uint64), ("lo", np.uint64), ("port", np.int64)])
-        key["hi"], key["lo"], key["port"] = rows["resp_hi"][attempts], rows["resp_lo"][attempts], rows["resp_port"][attempts]
+        for field in key.dtype.names:
+            key[field] = rows[f"resp_{field}"][attempts]
         servers, first, inverse = np.unique(key, return_index=True, return_inverse=True)
         inverse = inverse.reshape(-1)
         n = len(servers)
@@ -254,4 +255,3 @@ def _findings(batch: RowBatch) -> dict[int, list[str]]:
     kinds = [finding_kind(e, o) for e, o in zip(found["event"].tolist(), found["old"].tolist(), strict=True)]
     ends = np.cumsum(counts[which]).tolist()
     return {i: kinds[e - c : e] for i, e, c in zip(which.tolist(), ends, counts[which].tolist(), strict=True)}
-

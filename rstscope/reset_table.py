@@ -268,12 +268,12 @@ class ResetTable(Sequence):
         known = (has_primary & (in_flight != NO_VALUE)).tolist()
         lost = (has_primary & np.isin(codes, _LOST_CODES)).tolist()
         frames, bounds = self.frame[lo:hi].tolist(), np.append(starts, len(ids)).tolist()
-        return {
-            cid: ConnectionOutcome(frames[bounds[k] : bounds[k + 1]], VERDICTS[code], flight if known[k] else None,
-                                   lost[k])  # fmt: skip
-            for k, (cid, code, flight) in enumerate(zip(ids[starts].tolist(), codes.tolist(), in_flight.tolist(),
-                                                        strict=True))  # fmt: skip
-        }
+        outcomes = {}
+        for k, (cid, code, flight) in enumerate(zip(ids[starts].tolist(), codes.tolist(), in_flight.tolist(),
+                                                    strict=True)):  # fmt: skip
+            frames_k = frames[bounds[k] : bounds[k + 1]]
+            outcomes[cid] = ConnectionOutcome(frames_k, VERDICTS[code], flight if known[k] else None, lost[k])
+        return outcomes
 
     def losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(connection ids, bytes in flight or NO_VALUE) of the connections that lost data: their primary RST

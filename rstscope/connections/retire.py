@@ -16,9 +16,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW
+from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, histories, span_positions
 from rstscope.connections.rows import connections as rows_to_connections
-from rstscope.connections.rows import histories, span_positions
 
 SPILL_BATCH = 4_096
 """Retired connections' rows (and their tables' rows) are written to the spill file in batches of this

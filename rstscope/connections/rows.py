@@ -214,7 +214,7 @@ def _findings(rows: np.ndarray) -> list[Finding]:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def finding_kind(event: int, old: int) -> str:
     """The kind of a :data:`FINDING_ROW`'s finding, from its ``event`` and ``old`` codes."""
     return f"state.{EVENTS[event].value}_after_{STATES[old].value}"
