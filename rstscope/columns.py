@@ -142,11 +142,6 @@ def listen_queue(store) -> dict:
 # --------------------------------------------------------------------------- connection rows
 
 
-_NUMBERS = ("id", "orig_port", "resp_port", "ip_version", "tunnel_id", "first_frame", "last_frame")
-"""Integer columns copied as they are (one tolist of a stacked array)."""
-_PAIRS = ("packets", "payload_bytes", "stream_bytes", "retransmissions")
-
-
 def connection_rows(
     store, resets: ResetTable, capture_index: int = 0, capture=None, tally: ListenQueueColumns | None = None
 ) -> Iterator[bytes]:
@@ -155,42 +150,47 @@ def connection_rows(
     ``CaptureInfo``) the file fields of a stitched capture; ``tally`` also counts the listen queue."""
     stitched = capture is not None and getattr(capture, "pieces", None)
     dumps = orjson.dumps
+    names = _AddressNames()
     for batch in store.row_batches():
         if tally is not None:
             tally.add(batch)
         rows = batch.rows
-        n = len(rows)
-        if not n:
+        if not len(rows):
             continue
-        numbers = np.stack([rows[name] for name in _NUMBERS], axis=1).tolist()
-        pairs = np.concatenate([rows[name] for name in _PAIRS], axis=1).tolist()
-        unacked = [[None if u == NONE else u for u in pair] for pair in rows["unacked_bytes"].tolist()]
+        columns = [rows[name].tolist() for name in _NUMBERS]
+        for name in _PAIRS:
+            pair = rows[name]
+            columns += [pair[:, 0].tolist(), pair[:, 1].tolist()]
+        for side in (0, 1):
+            unacked = rows["unacked_bytes"][:, side]
+            values = unacked.tolist()
+            for i in np.flatnonzero(unacked == NONE).tolist():
+                values[i] = None
+            columns.append(values)
         start, end = rows["start_ns"], rows["end_ns"]
-        times = np.stack([start / 1e9, end / 1e9, (end - start) / 1e9], axis=1).tolist()
-        inferred = (rows["inferred"] != 0).tolist()
-        syn_retx = np.maximum(rows["syn"][:, 0] - 1, 0).tolist()
-        synack_retx = np.maximum(rows["synack"][:, 0] - 1, 0).tolist()
-        after_ack = rows["synack_after_ack"][:, 0].tolist()
-        orig_addr = _addresses(rows["orig_hi"], rows["orig_lo"])
-        resp_addr = _addresses(rows["resp_hi"], rows["resp_lo"])
+        columns += [(start / 1e9).tolist(), (end / 1e9).tolist(), ((end - start) / 1e9).tolist()]
+        columns.append((rows["inferred"] != 0).tolist())
+        syns, synacks = rows["syn"][:, 0], rows["synack"][:, 0]
+        columns += [np.maximum(syns - 1, 0).tolist(), np.maximum(synacks - 1, 0).tolist()]
+        columns.append(rows["synack_after_ack"][:, 0].tolist())
+        columns += [names.of(rows["orig_hi"], rows["orig_lo"]), names.of(rows["resp_hi"], rows["resp_lo"])]
         histories = batch.histories()
-        states = _conn_states(batch, histories)
-        saw_syn, saw_synack = (rows["syn"][:, 0] > 0).astype(np.int64), (rows["synack"][:, 0] > 0).astype(np.int64)
-        phases = _PHASES[rows["state"][:, 0], rows["state"][:, 1], saw_syn, saw_synack].tolist()
-        findings = _findings(batch)
-        outcomes = resets.outcomes(int(rows["id"][0]), int(rows["id"][-1]) + 1)
-        for i, ((cid, oport, rport, version, tunnel, first, last), pair, (start_s, end_s, duration)) in enumerate(
-            zip(numbers, pairs, times, strict=True)
-        ):
-            oaddr, raddr = orig_addr[i], resp_addr[i]
-            outcome = outcomes.get(cid)
+        columns += [histories, _conn_states(batch, histories)]
+        state = rows["state"]
+        columns.append(_PHASES[state[:, 0], state[:, 1], (syns > 0).astype(np.int64), (synacks > 0).astype(np.int64)]
+                       .tolist())  # fmt: skip
+        columns.append(_findings(batch))
+        columns.append(_outcomes(resets, rows["id"]))
+        for (cid, oport, rport, version, tunnel, first, last, k0, k1, b0, b1, s0, s1, r0, r1, u0, u1, start_s, end_s,
+             duration, inferred, syn_retx, synack_retx, after_ack, oaddr, raddr, history, conn_state, phase,
+             findings, outcome) in zip(*columns, strict=True):  # fmt: skip
             ip = "ipv6" if version == 6 else "ip"
             row = {
                 "capture": capture_index,
                 "id": cid,
                 "client": f"[{oaddr}]:{oport}" if ":" in oaddr else f"{oaddr}:{oport}",
                 "server": f"[{raddr}]:{rport}" if ":" in raddr else f"{raddr}:{rport}",
-                "originator_inferred": inferred[i],
+                "originator_inferred": inferred,
                 "ip_version": version,
                 "tunnel_id": tunnel,
                 "start": start_s,
@@ -198,22 +198,22 @@ def connection_rows(
                 "duration": duration,
                 "first_frame": first,
                 "last_frame": last,
-                "packets": {"client": pair[0], "server": pair[1]},
-                "payload_bytes": {"client": pair[2], "server": pair[3]},
-                "stream_bytes": {"client": pair[4], "server": pair[5]},
-                "unacked_bytes": {"client": unacked[i][0], "server": unacked[i][1]},
-                "retransmissions": {"client": pair[6], "server": pair[7]},
-                "history": histories[i],
-                "conn_state": states[i],
-                "phase": phases[i],
-                "syn_retransmissions": syn_retx[i],
-                "synack_retransmissions": synack_retx[i],
-                "synack_after_ack": after_ack[i],
+                "packets": {"client": k0, "server": k1},
+                "payload_bytes": {"client": b0, "server": b1},
+                "stream_bytes": {"client": s0, "server": s1},
+                "unacked_bytes": {"client": u0, "server": u1},
+                "retransmissions": {"client": r0, "server": r1},
+                "history": history,
+                "conn_state": conn_state,
+                "phase": phase,
+                "syn_retransmissions": syn_retx,
+                "synack_retransmissions": synack_retx,
+                "synack_after_ack": after_ack,
                 "resets": outcome.frames if outcome else [],
                 "verdict": outcome.verdict.value if outcome else None,
                 "in_flight_at_reset": outcome.in_flight if outcome else None,
                 "lost_data": outcome.lost_data if outcome else False,
-                "findings": findings.get(i, []),
+                "findings": findings,
                 "wireshark_filter": (
                     f"{ip}.addr == {oaddr} && tcp.port == {oport} && {ip}.addr == {raddr} && "
                     f"tcp.port == {rport} && frame.number >= {first} && frame.number <= {last}"
@@ -224,12 +224,41 @@ def connection_rows(
             yield dumps(row)
 
 
-def _addresses(hi: np.ndarray, lo: np.ndarray) -> list[str]:
-    """Text form of each address, formatting each distinct one once."""
-    pairs = np.stack([hi, lo], axis=1)
-    distinct, inverse = np.unique(pairs, axis=0, return_inverse=True)
-    names = np.array([format_addr(h, low) for h, low in distinct.tolist()] or [""], dtype=object)
-    return names[inverse.reshape(-1)].tolist()
+_NUMBERS = ("id", "orig_port", "resp_port", "ip_version", "tunnel_id", "first_frame", "last_frame")
+"""Integer columns copied as they are."""
+_PAIRS = ("packets", "payload_bytes", "stream_bytes", "retransmissions")
+"""Per-side integer columns copied as they are."""
+
+
+class _AddressNames:
+    """Text form of addresses, each distinct one formatted once (a capture has few distinct servers and
+    clients per batch; the memory is bounded for one with millions)."""
+
+    KEPT = 1 << 16
+
+    def __init__(self) -> None:
+        self._names: dict[tuple[int, int], str] = {}
+
+    def of(self, hi: np.ndarray, lo: np.ndarray) -> list[str]:
+        names = self._names
+        if len(names) > self.KEPT:
+            names.clear()
+        out = []
+        for key in zip(hi.tolist(), lo.tolist(), strict=True):
+            name = names.get(key)
+            if name is None:
+                name = names[key] = format_addr(*key)
+            out.append(name)
+        return out
+
+
+def _outcomes(resets: ResetTable, ids: np.ndarray) -> list:
+    """Per connection of ``ids`` (consecutive), its ``ConnectionOutcome``, None without RSTs."""
+    first = int(ids[0])
+    out = [None] * len(ids)
+    for cid, outcome in resets.outcomes(first, first + len(ids)).items():
+        out[cid - first] = outcome
+    return out
 
 
 def _conn_states(batch: RowBatch, histories: list[str]) -> list[str]:
@@ -245,13 +274,16 @@ def _conn_states(batch: RowBatch, histories: list[str]) -> list[str]:
     return _CONN_STATE_NAMES[codes].tolist()
 
 
-def _findings(batch: RowBatch) -> dict[int, list[str]]:
-    """Finding kinds of the connections of the batch that have any (by index in the batch)."""
+def _findings(batch: RowBatch) -> list[list[str]]:
+    """Each connection's finding kinds (``Connection.findings``)."""
     counts = batch.rows["findings"][:, 1]
+    none: list[str] = []  # shared: rows are only encoded
+    out = [none] * len(counts)
     which = np.flatnonzero(counts)
-    if not len(which):
-        return {}
-    found = batch.table("findings", which)
-    kinds = [finding_kind(e, o) for e, o in zip(found["event"].tolist(), found["old"].tolist(), strict=True)]
-    ends = np.cumsum(counts[which]).tolist()
-    return {i: kinds[e - c : e] for i, e, c in zip(which.tolist(), ends, counts[which].tolist(), strict=True)}
+    if len(which):
+        found = batch.table("findings", which)
+        kinds = [finding_kind(e, o) for e, o in zip(found["event"].tolist(), found["old"].tolist(), strict=True)]
+        ends = np.cumsum(counts[which]).tolist()
+        for i, e, c in zip(which.tolist(), ends, counts[which].tolist(), strict=True):
+            out[i] = kinds[e - c : e]
+    return out

@@ -223,8 +223,10 @@ class ConnectionStore(Sequence):
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
         yield from self._batches(self._reset_ids)
 
-    def row_batches(self, size: int = ROW_BATCH) -> Iterator[RowBatch]:
-        """All connections as rows, ``size`` consecutive ids a batch, in id order (no Connection made)."""
+    def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
+        """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection
+        made)."""
+        size = size or ROW_BATCH
         for start in range(0, self._count, size):
             yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
 

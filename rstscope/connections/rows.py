@@ -41,6 +41,9 @@ _DECODE = bytes(range(256)).maketrans(
     bytes(range(32)), (LETTERS + "?" * (16 - len(LETTERS)) + LETTERS.lower() + "?" * (16 - len(LETTERS))).encode()
 )
 
+_CODE_POINTS = np.frombuffer(bytes(range(256)).translate(_DECODE).decode("latin-1").encode("utf-32-le"), np.uint32)
+"""History letter codes (as bytes) -> code points of their letters."""
+
 I8, I64, U64 = np.int8, np.int64, np.uint64
 CONN_ROW = np.dtype([
     ("id", I64), ("orig_hi", U64), ("orig_lo", U64), ("orig_port", I64), ("resp_hi", U64), ("resp_lo", U64),
@@ -223,9 +226,10 @@ def finding_kind(event: int, old: int) -> str:
 def histories(conn_rows: np.ndarray, overflow: dict[int, list[int]]) -> list[str]:
     """The history text of each :data:`CONN_ROW` row (``overflow``: letter codes past the row's 24, by id),
     decoded in one pass."""
-    lengths = conn_rows["history_len"].tolist()
-    text = history_text(np.ascontiguousarray(conn_rows["history"]).tobytes())
-    out = [text[24 * i : 24 * i + min(n, 24)] for i, n in enumerate(lengths)]
+    # Letters as code points, NUL past each history's length: numpy's fixed-width strings drop trailing NULs.
+    letters = _CODE_POINTS[conn_rows["history"].view(np.uint8)]
+    letters[np.arange(24) >= conn_rows["history_len"][:, None]] = 0
+    out = letters.view("<U24").reshape(-1).tolist()
     for i in np.flatnonzero(conn_rows["history_len"] > 24).tolist():
         out[i] += history_text(bytes(overflow[int(conn_rows["id"][i])]))
     return out
