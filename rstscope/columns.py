@@ -101,20 +101,16 @@ class ListenQueueColumns:
         for kind, flag in flags.items():
             self._ids[kind].extend(ids[flag].tolist())
         # Per server, in order of its first attempt (Python dicts keep insertion order).
-        key = np.empty(len(attempts), dtype=[("hi", np.uint64), ("lo", np.uint64), ("port", np.int64)])
-        for field in key.dtype.names:
-            key[field] = rows[f"resp_{field}"][attempts]
-        servers, first, inverse = np.unique(key, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        n = len(servers)
+        hi, lo, port = (rows[f"resp_{field}"][attempts] for field in ("hi", "lo", "port"))
+        first, inverse = _groups(hi, lo, port)
+        n = len(first)
         counts = {"attempts": np.bincount(inverse, minlength=n).tolist()}
         for kind, flag in flags.items():
             counts[kind] = np.bincount(inverse[flag], minlength=n).tolist()
         per_server = self._per_server
-        for s in np.argsort(first, kind="stable").tolist():
-            hi, lo, port = servers[s].tolist()
-            addr = format_addr(hi, lo)
-            name = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        for s, (h, low, p) in enumerate(zip(hi[first].tolist(), lo[first].tolist(), port[first].tolist(), strict=True)):
+            addr = format_addr(h, low)
+            name = f"[{addr}]:{p}" if ":" in addr else f"{addr}:{p}"
             server = per_server.get(name)
             if server is None:
                 server = per_server[name] = dict.fromkeys(("attempts", *_KINDS), 0)
@@ -231,8 +227,8 @@ _PAIRS = ("packets", "payload_bytes", "stream_bytes", "retransmissions")
 
 
 class _AddressNames:
-    """Text form of addresses, each distinct one formatted once (a capture has few distinct servers and
-    clients per batch; the memory is bounded for one with millions)."""
+    """Text form of addresses, each distinct one of a batch formatted once (and kept while there are not
+    too many: a capture has few servers, and clients come back)."""
 
     KEPT = 1 << 16
 
@@ -240,16 +236,34 @@ class _AddressNames:
         self._names: dict[tuple[int, int], str] = {}
 
     def of(self, hi: np.ndarray, lo: np.ndarray) -> list[str]:
-        names = self._names
-        if len(names) > self.KEPT:
-            names.clear()
-        out = []
-        for key in zip(hi.tolist(), lo.tolist(), strict=True):
-            name = names.get(key)
-            if name is None:
-                name = names[key] = format_addr(*key)
-            out.append(name)
-        return out
+        if len(self._names) > self.KEPT:
+            self._names.clear()
+        first, inverse = _groups(hi, lo)
+        names = np.empty(len(first), dtype=object)
+        for i, key in enumerate(zip(hi[first].tolist(), lo[first].tolist(), strict=True)):
+            name = self._names.get(key)
+            names[i] = name if name is not None else self._names.setdefault(key, format_addr(*key))
+        return names[inverse].tolist()
+
+
+def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows grouped by equal values of ``keys``: each group's first row (groups in the order of their
+    first rows) and each row's group."""
+    if not len(keys[0]):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.lexsort(keys[::-1])  # stable: a group's rows stay in row order
+    new = np.zeros(len(order), dtype=bool)
+    new[0] = True
+    for key in keys:
+        ordered = key[order]
+        new[1:] |= ordered[1:] != ordered[:-1]
+    group = np.cumsum(new) - 1
+    firsts = order[new]
+    rank = np.empty(len(firsts), dtype=np.int64)  # groups renumbered by their first row
+    rank[np.argsort(firsts, kind="stable")] = np.arange(len(firsts))
+    inverse = np.empty(len(order), dtype=np.int64)
+    inverse[order] = rank[group]
+    return np.sort(firsts), inverse
 
 
 def _outcomes(resets: ResetTable, ids: np.ndarray) -> list:

@@ -121,18 +121,20 @@ class RecordFile:
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The rows at these positions."""
         positions = np.asarray(positions, dtype=np.int64)
+        # Rows are copied as opaque bytes: numpy copies a structured row field by field, 6x slower.
+        raw = np.dtype((np.void, self.dtype.itemsize))
         if not self._written:
-            return self._one()[positions] if len(positions) else np.zeros(0, self.dtype)
-        out = np.empty(len(positions), self.dtype)
+            return self._one().view(raw)[positions].view(self.dtype) if len(positions) else np.zeros(0, self.dtype)
+        out = np.empty(len(positions), raw)
         in_memory = positions >= self._written
         if in_memory.any():
-            out[in_memory] = self._one()[positions[in_memory] - self._written]
+            out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
         pages = positions[on_disk] // self.PAGE
         for page in np.unique(pages).tolist():
             mine = on_disk[pages == page]
-            out[mine] = self._page(page)[positions[mine] - page * self.PAGE]
-        return out
+            out[mine] = self._page(page).view(raw)[positions[mine] - page * self.PAGE]
+        return out.view(self.dtype)
 
     def _page(self, page: int) -> np.ndarray:
         """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
