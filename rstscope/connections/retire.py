@@ -4,7 +4,8 @@ A connection that closed (FIN or RST) and then saw no packet for :data:`STALE_AF
 retires: its rows (:mod:`.rows`) go to the spill (:class:`Spill`: tables of rows, in memory, then in a
 temporary file read back through a memory map, no pickling), its slot is reused and its 4-tuple
 forgotten.  :class:`IdleSweep` finds those connections; :class:`ConnectionStore` gives all connections
-back in id order, made from their rows a batch at a time.
+back in id order, made from their rows a batch at a time, or as the rows themselves (:class:`RowBatch`:
+for the consumers of every connection, :mod:`rstscope.columns`).
 """
 
 from __future__ import annotations
@@ -225,13 +226,6 @@ class ConnectionStore(Sequence):
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
         yield from self._batches(self._reset_ids)
 
-    def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
-        """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection
-        made)."""
-        size = size or ROW_BATCH
-        for start in range(0, self._count, size):
-            yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
-
     def __len__(self) -> int:
         return self._count
 
@@ -250,6 +244,13 @@ class ConnectionStore(Sequence):
     def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
         for start in range(0, len(ids), self.BATCH):
             yield from self._spill.get(ids[start : start + self.BATCH])
+
+    def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
+        """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection
+        made)."""
+        size = size or ROW_BATCH
+        for start in range(0, self._count, size):
+            yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
 
 
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
