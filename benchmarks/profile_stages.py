@@ -22,7 +22,7 @@ import sys
 import time
 from collections import defaultdict
 
-from rstscope import analysis, document, evidence, reset_table
+from rstscope import analysis, columns, document, evidence, reset_table
 from rstscope.connections import events, retire, tracker
 from rstscope.reader import open_capture
 from rstscope.report import text
@@ -68,6 +68,9 @@ def instrument() -> None:
     _timed(reset_table, "classify", "  verdicts.classify (per RST)")
     _timed(analysis, "listen_queue_evidence", "analysis.listen_queue_evidence (own pass)")
     _timed(document, "connection_row", "  document.connection_row (per row)")
+    _timed(retire.ConnectionStore, "row_batches", "ConnectionStore.row_batches (generator made)")
+    _timed(retire.Spill, "rows", "  Spill.rows (connection rows, per batch)")
+    _timed(columns, "listen_queue", "  columns.listen_queue (rows in batches)")
     _timed(document, "write_json", "document.write_json")
     _timed(text, "write_summary", "text.write_summary")
     _timed(text, "write_table", "text.write_table")

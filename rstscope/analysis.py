@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import orjson
 
-from rstscope import prefetch, reset_table
+from rstscope import columns, prefetch, reset_table
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.evidence import ResetEvidence
 from rstscope.fleet import frames as fleet_frames
@@ -76,7 +76,7 @@ class Analysis:
     def listen_queue(self) -> dict:
         """SYN and SYN-ACK trouble, with or without RSTs (see :func:`listen_queue_evidence`): one pass over
         the connections, made the first time it is asked for unless a writer that reads every connection
-        anyway tallied it on the way (:class:`ListenQueueTally`)."""
+        anyway tallied it on the way (``document.write_json``)."""
         if self._listen_queue is None:
             self._listen_queue = listen_queue_evidence(self.connections)
         return self._listen_queue
@@ -180,6 +180,8 @@ def listen_queue_evidence(connections: Iterable[Connection]) -> dict:
     nothing: the server drops the handshake's last ACK and retransmits its
     SYN-ACK; a full SYN queue drops SYNs, which the client retransmits.
     """
+    if hasattr(connections, "row_batches"):  # the tracker's store: its rows, no Connection objects
+        return columns.listen_queue(connections)
     tally = ListenQueueTally()
     for c in connections:
         tally.add(c)
@@ -187,8 +189,8 @@ def listen_queue_evidence(connections: Iterable[Connection]) -> dict:
 
 
 class ListenQueueTally:
-    """:func:`listen_queue_evidence` one connection at a time, so that a pass that reads every connection
-    anyway (the JSON writer's) counts it on the way instead of reading them all back a second time."""
+    """:func:`listen_queue_evidence` one connection object at a time (stores without rows: a fleet's
+    merged shards; :class:`rstscope.columns.ListenQueueColumns` counts the tracker's rows)."""
 
     def __init__(self) -> None:
         self._syn_retx: list[int] = []

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from rstscope import __version__, reset_table, zeek
+from rstscope import __version__, columns, reset_table, zeek
 from rstscope.analysis import Analysis, ListenQueueTally, ResetRecord
 from rstscope.connections import Connection
 from rstscope.fleet import frames as fleet_frames
@@ -293,35 +293,48 @@ def write_json(analyses: list[Analysis], stream) -> None:
     for key, value in doc.items():
         indent = orjson.OPT_INDENT_2 if isinstance(value, (dict, list)) else 0
         stream.write(f' "{key}": {_encode(value, indent).replace(chr(10), chr(10) + " ")},\n')
-    _write_rows(stream, "connections", map(orjson.dumps, _connection_rows(analyses)))
+    _write_rows(stream, "connections", _encoded_connection_rows(analyses))
     stream.write(",\n")
     _write_rows(stream, "resets", _encoded_reset_rows(analyses))
     stream.write(f',\n "listen_queue": {_encode(_listen_queue(analyses))}\n}}\n')
 
 
-def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
-    """Every connection's row, reading each connection once; an analysis whose listen-queue counts are not
-    known yet gets them from the same pass."""
+def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes]:
+    """Every connection's row, encoded, reading each connection once; an analysis whose listen-queue counts
+    are not known yet gets them from the same pass.  From the tracker's rows in batches
+    (:mod:`rstscope.columns`), or from the connection objects of stores without rows."""
     for i, a in enumerate(analyses):
-        tally = None if a.listen_queue_known else ListenQueueTally()
-        table = a.resets
-        reset_ids = table.connection  # sorted: walked alongside the connections
-        hi, next_id = 0, int(reset_ids[0]) if len(reset_ids) else -1
-        stitched = getattr(a.capture, "pieces", None)  # then each row also says in which files it is
-        for conn in a.connections:
-            if tally is not None:
-                tally.add(conn)
-            if conn.id == next_id:
-                lo, hi = table.span(next_id, hi)
-                row = _connection_row(conn, i, table.outcome(lo, hi))
-                next_id = int(reset_ids[hi]) if hi < len(reset_ids) else -1
-            else:
-                row = _connection_row(conn, i, None)
-            if stitched:
-                fleet_frames.add_connection_fields(row, a.capture, conn.first_frame, conn.last_frame)
-            yield row
+        store = a.connections
+        if not hasattr(store, "row_batches"):
+            yield from map(orjson.dumps, _object_rows(a, i))
+            continue
+        tally = None if a.listen_queue_known else columns.ListenQueueColumns()
+        yield from columns.connection_rows(store, a.resets, i, a.capture, tally)
         if tally is not None:
             a.listen_queue = tally.result()
+
+
+def _object_rows(a: Analysis, i: int) -> Iterator[dict]:
+    """The connection rows of analysis ``a`` (capture index ``i``) from its connection objects."""
+    tally = None if a.listen_queue_known else ListenQueueTally()
+    table = a.resets
+    reset_ids = table.connection  # sorted: walked alongside the connections
+    hi, next_id = 0, int(reset_ids[0]) if len(reset_ids) else -1
+    stitched = getattr(a.capture, "pieces", None)  # then each row also says in which files it is
+    for conn in a.connections:
+        if tally is not None:
+            tally.add(conn)
+        if conn.id == next_id:
+            lo, hi = table.span(next_id, hi)
+            row = _connection_row(conn, i, table.outcome(lo, hi))
+            next_id = int(reset_ids[hi]) if hi < len(reset_ids) else -1
+        else:
+            row = _connection_row(conn, i, None)
+        if stitched:
+            fleet_frames.add_connection_fields(row, a.capture, conn.first_frame, conn.last_frame)
+        yield row
+    if tally is not None:
+        a.listen_queue = tally.result()
 
 
 def _encoded_reset_rows(analyses: list[Analysis]) -> Iterator[bytes]:

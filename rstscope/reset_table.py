@@ -251,6 +251,30 @@ class ResetTable(Sequence):
         lo, hi = self.span(conn_id)
         return self.outcome(lo, hi) if hi > lo else None
 
+    def outcomes(self, first_id: int, end_id: int) -> dict[int, ConnectionOutcome]:
+        """:meth:`outcome_of` every connection with ids in [first_id, end_id) that saw a RST, by id: from
+        the columns at once (the JSON writer asks it of every connection)."""
+        lo, hi = np.searchsorted(self.connection, [first_id, end_id]).tolist()
+        if lo == hi:
+            return {}
+        ids = self.connection[lo:hi]
+        starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
+        group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(ids))))
+        # Its primary RST (at most one) decides, else its first RST's verdict without in flight or loss.
+        primary = np.flatnonzero(self.connection_primary[lo:hi])
+        pick, has_primary = starts.copy(), np.zeros(len(starts), dtype=bool)
+        pick[group[primary]], has_primary[group[primary]] = primary, True
+        codes, in_flight = self.verdict[lo:hi][pick], self.in_flight[lo:hi][pick]
+        known = (has_primary & (in_flight != NO_VALUE)).tolist()
+        lost = (has_primary & np.isin(codes, _LOST_CODES)).tolist()
+        frames, bounds = self.frame[lo:hi].tolist(), np.append(starts, len(ids)).tolist()
+        outcomes = {}
+        for k, (cid, code, flight) in enumerate(zip(ids[starts].tolist(), codes.tolist(), in_flight.tolist(),
+                                                    strict=True)):  # fmt: skip
+            frames_k = frames[bounds[k] : bounds[k + 1]]
+            outcomes[cid] = ConnectionOutcome(frames_k, VERDICTS[code], flight if known[k] else None, lost[k])
+        return outcomes
+
     def losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(connection ids, bytes in flight or NO_VALUE) of the connections that lost data: their primary RST
         has a loss verdict.  In id order."""

@@ -4,7 +4,8 @@ A connection that closed (FIN or RST) and then saw no packet for :data:`STALE_AF
 retires: its rows (:mod:`.rows`) go to the spill (:class:`Spill`: tables of rows, in memory, then in a
 temporary file read back through a memory map, no pickling), its slot is reused and its 4-tuple
 forgotten.  :class:`IdleSweep` finds those connections; :class:`ConnectionStore` gives all connections
-back in id order, made from their rows a batch at a time.
+back in id order, made from their rows a batch at a time, or as the rows themselves (:class:`RowBatch`:
+for the consumers of every connection, :mod:`rstscope.columns`).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW
+from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, histories, span_positions
 from rstscope.connections.rows import connections as rows_to_connections
 
 SPILL_BATCH = 4_096
 """Retired connections' rows (and their tables' rows) are written to the spill file in batches of this
 many (about 4 MB of connection rows)."""
+ROW_BATCH = 8_192
+"""Connections per batch of :meth:`ConnectionStore.row_batches` (about 8 MB of rows)."""
 STALE_AFTER_FRAMES = 100_000
 """A connection's recent segments are forgotten once this many frames went by without one of its event
 rows: a later RST cannot be answering them.  This also keeps closed connections small."""
@@ -119,18 +122,20 @@ class RecordFile:
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The rows at these positions."""
         positions = np.asarray(positions, dtype=np.int64)
+        # Rows are copied as opaque bytes: numpy copies a structured row field by field, 6x slower.
+        raw = np.dtype((np.void, self.dtype.itemsize))
         if not self._written:
-            return self._one()[positions] if len(positions) else np.zeros(0, self.dtype)
-        out = np.empty(len(positions), self.dtype)
+            return self._one().view(raw)[positions].view(self.dtype) if len(positions) else np.zeros(0, self.dtype)
+        out = np.empty(len(positions), raw)
         in_memory = positions >= self._written
         if in_memory.any():
-            out[in_memory] = self._one()[positions[in_memory] - self._written]
+            out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
         pages = positions[on_disk] // self.PAGE
         for page in np.unique(pages).tolist():
             mine = on_disk[pages == page]
-            out[mine] = self._page(page)[positions[mine] - page * self.PAGE]
-        return out
+            out[mine] = self._page(page).view(raw)[positions[mine] - page * self.PAGE]
+        return out.view(self.dtype)
 
     def _page(self, page: int) -> np.ndarray:
         """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
@@ -173,8 +178,34 @@ class Spill:
 
     def get(self, ids: np.ndarray) -> list[Connection]:
         """The connections with these ids (all retired)."""
-        rows = self.conns.take(self._at[ids])
-        return rows_to_connections(rows, lambda name, pos: self.tables[name].take(pos), self.overflow)
+        return rows_to_connections(self.rows(ids), lambda name, pos: self.tables[name].take(pos), self.overflow)
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """The connection rows of these ids (all retired)."""
+        return self.conns.take(self._at[ids])
+
+
+class RowBatch:
+    """Connections of consecutive ids as rows, no objects: what a consumer of every connection reads
+    (``ConnectionStore.row_batches``)."""
+
+    __slots__ = ("_spill", "rows")
+
+    def __init__(self, rows: np.ndarray, spill: Spill) -> None:
+        self.rows = rows
+        """:data:`CONN_ROW` rows, in id order."""
+        self._spill = spill
+
+    def table(self, name: str, which: np.ndarray | None = None) -> np.ndarray:
+        """The rows of table ``name`` (``"resets"``, ``"findings"``, ``"after"``) of these connections, or
+        of those at indices ``which`` of :attr:`rows`: connection by connection, each in capture order,
+        ``rows[name][:, 1]`` rows each."""
+        spans = self.rows[name] if which is None else self.rows[name][which]
+        return self._spill.tables[name].take(span_positions(spans))
+
+    def histories(self) -> list[str]:
+        """Each connection's history letters (``Connection.history_text``)."""
+        return histories(self.rows, self._spill.overflow)
 
 
 class ConnectionStore(Sequence):
@@ -213,6 +244,13 @@ class ConnectionStore(Sequence):
     def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
         for start in range(0, len(ids), self.BATCH):
             yield from self._spill.get(ids[start : start + self.BATCH])
+
+    def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
+        """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection
+        made)."""
+        size = size or ROW_BATCH
+        for start in range(0, self._count, size):
+            yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
 
 
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:

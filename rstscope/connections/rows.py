@@ -41,6 +41,9 @@ _DECODE = bytes(range(256)).maketrans(
     bytes(range(32)), (LETTERS + "?" * (16 - len(LETTERS)) + LETTERS.lower() + "?" * (16 - len(LETTERS))).encode()
 )
 
+_CODE_POINTS = np.frombuffer(bytes(range(256)).translate(_DECODE).decode("latin-1").encode("utf-32-le"), np.uint32)
+"""History letter codes (as bytes) -> code points of their letters."""
+
 I8, I64, U64 = np.int8, np.int64, np.uint64
 CONN_ROW = np.dtype([
     ("id", I64), ("orig_hi", U64), ("orig_lo", U64), ("orig_port", I64), ("resp_hi", U64), ("resp_lo", U64),
@@ -125,7 +128,7 @@ def rst_observations(rows: np.ndarray) -> list[RstObservation]:
     return out
 
 
-def _spans(spans: np.ndarray) -> np.ndarray:
+def span_positions(spans: np.ndarray) -> np.ndarray:
     """Row positions of (start, count) spans, concatenated."""
     counts = spans[:, 1]
     if not counts.sum():
@@ -140,7 +143,7 @@ def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> 
     per: dict[str, list] = {}
     for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after)):
         spans = conn_rows[table]
-        objs = make(take(table, _spans(spans))) if spans[:, 1].any() else []
+        objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
         ends = np.cumsum(spans[:, 1]).tolist()
         per[table] = [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
     hist = conn_rows["history"].tobytes()
@@ -209,8 +212,26 @@ def _findings(rows: np.ndarray) -> list[Finding]:
     out = []
     for frame, s, e, o in zip(*(rows[k].tolist() for k in ("frame", "side", "event", "old")), strict=True):
         side, event, old = Side(s), EVENTS[e], STATES[o]
-        out.append(Finding(kind=f"state.{event.value}_after_{old.value}", frame=frame, side=side,
+        out.append(Finding(kind=finding_kind(e, o), frame=frame, side=side,
                            detail=f"{side.role} sent {event.value} while {old.value}"))  # fmt: skip
+    return out
+
+
+@functools.cache
+def finding_kind(event: int, old: int) -> str:
+    """The kind of a :data:`FINDING_ROW`'s finding, from its ``event`` and ``old`` codes."""
+    return f"state.{EVENTS[event].value}_after_{STATES[old].value}"
+
+
+def histories(conn_rows: np.ndarray, overflow: dict[int, list[int]]) -> list[str]:
+    """The history text of each :data:`CONN_ROW` row (``overflow``: letter codes past the row's 24, by id),
+    decoded in one pass."""
+    # Letters as code points, NUL past each history's length: numpy's fixed-width strings drop trailing NULs.
+    letters = _CODE_POINTS[conn_rows["history"].view(np.uint8)]
+    letters[np.arange(24) >= conn_rows["history_len"][:, None]] = 0
+    out = letters.view("<U24").reshape(-1).tolist()
+    for i in np.flatnonzero(conn_rows["history_len"] > 24).tolist():
+        out[i] += history_text(bytes(overflow[int(conn_rows["id"][i])]))
     return out
 
 

@@ -1,0 +1,136 @@
+"""Connection rows and the listen queue from row batches (rstscope/columns.py) are the ones built from
+Connection objects (``document.connection_row``, ``analysis.ListenQueueTally``), byte for byte."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import orjson
+import pytest
+
+from rstscope import analysis, columns, document, reset_table
+from rstscope.connections import retire
+from rstscope.connections.records import EndpointState
+from rstscope.connections.rows import CONN_ROW, STATES
+from rstscope.grouped import NONE
+from rstscope.packets import IPV4_MAPPED_HI
+from tests import shortconns as S
+
+C, V = S.CLIENT, S.SERVER
+_RESETS_AGAIN = [(C, S.SYN, 0, 0, 0), (V, S.SYN | S.ACK, 0, 1, 0), (C, S.ACK, 1, 1, 0), (C, S.PSH | S.ACK, 1, 1, 100)]
+for _k in range(25):  # RSTs at new sequence numbers: a history longer than a row's 24 letters
+    _RESETS_AGAIN += [(V, S.PSH | S.ACK, 1 + 10 * _k, 101, 10), (C, S.RST, 101 + 1000 * _k, 0, 0)]
+_RESETS_AGAIN += [(C, S.PSH | S.ACK, 200, 1, 50), (C, S.SYN, 0, 0, 0)]  # data and a SYN after its RST: findings
+TEMPLATES = {
+    **S.TEMPLATES,
+    "resets_again": S.template(*_RESETS_AGAIN),
+    "unanswered": S.template((C, S.SYN, 0, 0, 0), (C, S.SYN, 0, 0, 0), (C, S.SYN, 0, 0, 0)),
+    "accept_drop": S.template(
+        (C, S.SYN, 0, 0, 0), (V, S.SYN | S.ACK, 0, 1, 0), (C, S.ACK, 1, 1, 0), (V, S.SYN | S.ACK, 0, 1, 0),
+        (V, S.SYN | S.ACK, 0, 1, 0), (C, S.ACK, 1, 1, 0),
+    ),
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Short connections (some refused, some reset, every 10th IPv6), long histories with findings,
+    unanswered SYNs and dropped handshakes; the capture cut while the last connections are open.  Enough
+    connections that retired rows go to the spill file."""
+    rng = np.random.default_rng(5)
+    kinds = S.short_mix(rng, 6000)
+    kinds[rng.choice(len(kinds), 300, replace=False)] = "resets_again"
+    kinds[rng.choice(len(kinds), 200, replace=False)] = "unanswered"
+    kinds[rng.choice(len(kinds), 200, replace=False)] = "accept_drop"
+    cols = S.connections_table(kinds, TEMPLATES, rng)
+    cols = {k: v[:-200] for k, v in cols.items()}  # the last connections are still open at the end
+    path = tmp_path_factory.mktemp("columns") / "mixed.pcap"
+    S.write_pcap(str(path), cols)
+    return analysis.analyze_capture(path)
+
+
+def _object_rows(a) -> list[bytes]:
+    return [orjson.dumps(document.connection_row(a, c)) for c in a.connections]
+
+
+def test_the_capture_has_every_case(mixed):
+    conns = list(mixed.connections)
+    assert mixed.connections._spill.conns._written  # rows came back from the spill file too
+    assert any(c.ip_version == 6 for c in conns) and any(c.ip_version == 4 for c in conns)
+    assert any(len(c.history) > 24 for c in conns)
+    assert any(c.findings for c in conns)
+    assert any(c.rst_frames[1] and not c.synack_frames for c in conns)  # refused
+    assert any(c.resets for c in conns) and len(mixed.resets)
+    assert any(EndpointState.ESTABLISHED in c.state for c in conns[-50:])  # open at the end
+    queue = analysis.listen_queue_evidence(conns)
+    assert all(queue[k]["count"] for k in ("syn_retransmitted", "synack_retransmitted", "synack_after_ack",
+                                           "unanswered"))  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", [None, 1, 777])
+def test_rows_from_columns_are_the_rows_from_objects(mixed, batch, monkeypatch):
+    if batch:
+        monkeypatch.setattr(retire, "ROW_BATCH", batch)
+    assert list(columns.connection_rows(mixed.connections, mixed.resets)) == _object_rows(mixed)
+
+
+def test_listen_queue_from_columns_is_the_one_from_objects(mixed):
+    from_objects = analysis.listen_queue_evidence(list(mixed.connections))  # a list: the object path
+    from_columns = analysis.listen_queue_evidence(mixed.connections)
+    assert orjson.dumps(from_columns) == orjson.dumps(from_objects)
+
+
+def test_write_json_from_columns_is_the_document_from_objects(mixed):
+    out = io.StringIO()
+    mixed.listen_queue = None
+    document.write_json([mixed], out)
+    expected = document.for_json(document.combine([mixed]))
+    assert orjson.loads(out.getvalue()) == orjson.loads(orjson.dumps(expected))
+    assert orjson.loads(out.getvalue())["connections"] == [orjson.loads(r) for r in _object_rows(mixed)]
+
+
+def _random_store(n: int, seed: int) -> retire.ConnectionStore:
+    """Connection rows with random values in every field the document reads (all endpoint-state pairs,
+    histories of any length, unknown values): what the tracker could write, not what it does."""
+    rng = np.random.default_rng(seed)
+    rows = np.zeros(n, CONN_ROW)
+    rows["id"] = np.arange(n)
+    v6 = rng.random(n) < 0.3
+    for side in ("orig", "resp"):
+        rows[f"{side}_hi"] = np.where(v6, 0xFD00 << 48, IPV4_MAPPED_HI).astype(np.uint64)
+        rows[f"{side}_lo"] = np.where(v6, rng.integers(0, 5, n), 0xFFFF_0A00_0000 + rng.integers(0, 5, n))
+        rows[f"{side}_port"] = rng.integers(0, 65536, n)
+    rows["ip_version"] = np.where(v6, 6, 4)
+    rows["inferred"] = rng.integers(0, 2, n)
+    rows["tunnel_id"] = rng.integers(0, 3, n)
+    rows["first_frame"] = rng.integers(1, 10**6, n)
+    rows["last_frame"] = rows["first_frame"] + rng.integers(0, 100, n)
+    rows["start_ns"] = rng.integers(0, 2**62, n)
+    rows["end_ns"] = rows["start_ns"] + rng.integers(0, 10**12, n)
+    rows["state"] = rng.integers(0, len(STATES), (n, 2))
+    for name in ("syn", "synack", "synack_after_ack"):
+        rows[name][:, 0] = rng.integers(0, 4, n)
+    for name in ("packets", "payload_bytes", "retransmissions"):
+        rows[name] = rng.integers(0, 1000, (n, 2))
+    rows["stream_bytes"] = rng.integers(0, 3, (n, 2)) * rng.integers(0, 2, (n, 2))
+    rows["unacked_bytes"] = np.where(rng.random((n, 2)) < 0.3, NONE, rng.integers(0, 5000, (n, 2)))
+    rows["isn"] = -1
+    letters = np.array([0, 1, 2, 3, 4, 5, 9, 10, 16, 17, 18, 19, 20, 21])  # S H A D F R Q ^, lower case
+    rows["history"] = rng.choice(letters, (n, 24))
+    rows["history"][::5, :2] = (0, 5)  # "SR...": Zeek's RSTOS0 when the originator reset and the responder was silent
+    rows["history_len"] = rng.integers(0, 30, n)
+    overflow = {i: rng.choice(letters, int(length) - 24).tolist()
+                for i, length in enumerate(rows["history_len"].tolist()) if length > 24}  # fmt: skip
+    spill = retire.Spill()
+    spill.put(rows, {}, overflow)
+    return retire.ConnectionStore(spill, n, np.zeros(0, np.int64))
+
+
+def test_every_state_pair_and_history(monkeypatch):
+    """Random rows: every conn_state and phase rule, histories past 24 letters, unknown unacked bytes."""
+    store = _random_store(3000, seed=2)
+    a = analysis.Analysis(capture=None, connections=store, resets=reset_table.empty())
+    monkeypatch.setattr(retire, "ROW_BATCH", 500)
+    assert list(columns.connection_rows(store, a.resets)) == _object_rows(a)
+    assert orjson.dumps(columns.listen_queue(store)) == orjson.dumps(analysis.listen_queue_evidence(list(store)))
