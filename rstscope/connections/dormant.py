@@ -54,11 +54,11 @@ class Dormant:
 
     def put(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
             ident: np.ndarray) -> None:  # fmt: skip
-        """These connections (in these slots) go dormant; the caller frees the slots."""
+        """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
         blocks = {name: arrays[name][slots] for name in ConnArrays.INT_COLUMNS}
         blocks.update(ev=columns.ev[slots], history=columns.history[slots].view(np.int64),
-                      probes=columns.probes[slots], recent=columns.recent[slots], ack_frame=acks.frame[slots],
+                      probes=columns.probes_of(slots), recent=columns.recent_of(slots), ack_frame=acks.frame[slots],
                       ack_value=acks.ack[slots])  # fmt: skip
         who = ident[slots]
         blocks.update({f"ident.{name}": who[name].astype(np.int64) for name in self._ident.names})
@@ -90,8 +90,7 @@ class Dormant:
         n = len(ids)
         columns.ev[slots] = block("ev")
         columns.history[slots] = np.ascontiguousarray(block("history")).view(np.int8)
-        columns.probes[slots] = block("probes").reshape(n, 2, RING, 2)
-        columns.recent[slots] = block("recent").reshape(n, 2, RING, lib.SEG)
+        columns.restore(slots, block("recent").reshape(n, 2, RING, lib.SEG), block("probes").reshape(n, 2, RING, 2))
         acks.frame[slots] = block("ack_frame").reshape(n, 2, PEER_ACKS_KEPT)
         acks.ack[slots] = block("ack_value").reshape(n, 2, PEER_ACKS_KEPT)
         who = np.zeros(n, self._ident)

@@ -51,33 +51,131 @@ for _col in ("ISN", "FIN", "PAYLOAD", "RST_FIRST"):
     _EV_DEFAULTS[getattr(lib, f"EV_{_col}") + np.arange(2)] = -1
 
 
+class BlockPool:
+    """Blocks of int64 numbers (each of ``shape``) shared by the slots: a slot holds the numbers of the
+    blocks it took (-1: none) and gives them back when it is done; the free blocks are a stack (the C
+    loop takes and gives back through :attr:`struct`)."""
+
+    def __init__(self, shape: tuple[int, ...], least: int) -> None:
+        self.shape = shape
+        self._least = least  # blocks added at least when the pool grows
+        self.data = np.zeros((0, *shape), dtype=np.int64)
+        self.free = np.zeros(0, dtype=np.int32)
+        self.struct = ffi.new("struct pool *")
+
+    @property
+    def n_free(self) -> int:
+        return int(self.struct.n_free)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def reserve(self, k: int) -> None:
+        """At least ``k`` free blocks (the pool grows by half, as the slots do)."""
+        n_free, size = self.n_free, len(self.data)
+        if n_free >= k:
+            return
+        grown = size + max(k - n_free, size // 2, self._least)
+        data = np.zeros((grown, *self.shape), dtype=np.int64)
+        data[:size] = self.data
+        free = np.empty(grown, dtype=np.int32)
+        free[:n_free] = self.free[:n_free]
+        free[n_free : n_free + grown - size] = np.arange(grown - 1, size - 1, -1, dtype=np.int32)
+        self.data, self.free = data, free
+        self.struct.n_free = n_free + grown - size
+
+    def take(self, k: int) -> np.ndarray:
+        """``k`` free blocks' numbers, taken."""
+        self.reserve(k)
+        n_free = self.n_free
+        taken = self.free[n_free - k : n_free].copy()
+        self.struct.n_free = n_free - k
+        return taken
+
+    def give(self, blocks: np.ndarray) -> None:
+        """Give these blocks back (numbers < 0 are no block)."""
+        blocks = blocks[blocks >= 0]
+        n_free = self.n_free
+        self.free[n_free : n_free + len(blocks)] = blocks
+        self.struct.n_free = n_free + len(blocks)
+
+    def bind(self) -> None:
+        """Point the C view at the current arrays (they move when the pool grows)."""
+        self.struct.data = ffi.cast("int64_t *", self.data.ctypes.data)
+        self.struct.free = ffi.cast("int32_t *", self.free.ctypes.data)
+
+
 class EventColumns:
-    """The event loop's per-slot state: the ``EV_*`` columns, history letter codes, recent segments and
-    keepalive probes per side (rings)."""
+    """The event loop's per-slot state: the ``EV_*`` columns and history letter codes per slot; the recent
+    segments and keepalive probes per side in shared pools (:class:`BlockPool`): a slot holds the numbers
+    of its blocks.  A slot's blocks are given back when its connection retires or goes dormant, and its
+    recent-segment blocks when the loop forgets those segments."""
 
     def __init__(self) -> None:
         self.ev = np.empty((0, lib.EV_WIDTH), dtype=np.int64)
         self.history = np.empty((0, lib.HISTORY_MAX), dtype=np.int8)
-        self.recent = np.empty((0, 2, RING, lib.SEG), dtype=np.int64)
-        self.probes = np.empty((0, 2, RING, 2), dtype=np.int64)
+        self.blocks = np.empty((0, 2, lib.BLOCKS), dtype=np.int32)  # per side, its recent-segment blocks
+        self.probe_block = np.empty(0, dtype=np.int32)
+        self.recent = BlockPool((lib.BLOCK, lib.SEG), least=4096)
+        self.probes = BlockPool((2, RING, 2), least=64)
 
     def fit(self, capacity: int, new_slots: np.ndarray, flipped: np.ndarray) -> None:
-        """Room for ``capacity`` slots; the ``new_slots`` start afresh, with ``^`` first where ``flipped``."""
+        """Room for ``capacity`` slots; the ``new_slots`` (holding no blocks) start afresh, with ``^`` first
+        where ``flipped``."""
         if len(self.ev) < capacity:
             grow = capacity - len(self.ev)  # ConnArrays decides how much room
             self.ev = np.concatenate([self.ev, np.tile(_EV_DEFAULTS, (grow, 1))])
             self.history = np.concatenate([self.history, np.zeros((grow, lib.HISTORY_MAX), np.int8)])
-            self.recent = np.concatenate([self.recent, np.zeros((grow, 2, RING, lib.SEG), np.int64)])
-            self.probes = np.concatenate([self.probes, np.zeros((grow, 2, RING, 2), np.int64)])
+            self.blocks = np.concatenate([self.blocks, np.full((grow, 2, lib.BLOCKS), -1, np.int32)])
+            self.probe_block = np.concatenate([self.probe_block, np.full(grow, -1, np.int32)])
         self.ev[new_slots] = _EV_DEFAULTS
         self.ev[new_slots, lib.EV_HLEN] = flipped
         self.history[new_slots[flipped], 0] = lib.L_CARET
 
     def forget_recent(self, slots: np.ndarray) -> None:
         """These connections' recent segments are no longer the last ones (what the loop does at their next
-        row anyway)."""
+        row anyway): their blocks go back to the pool."""
         self.ev[slots, lib.EV_RECENT_N] = 0
         self.ev[slots, lib.EV_RECENT_N + 1] = 0
+        self.recent.give(self.blocks[slots].ravel())
+        self.blocks[slots] = -1
+
+    def release(self, slots: np.ndarray) -> None:
+        """These slots are done (their connection retired or went dormant): all their blocks go back."""
+        self.recent.give(self.blocks[slots].ravel())
+        self.blocks[slots] = -1
+        self.probes.give(self.probe_block[slots])
+        self.probe_block[slots] = -1
+
+    def recent_of(self, slots: np.ndarray) -> np.ndarray:
+        """The recent-segment rings of these slots, (slot, side, RING, SEG); zeros where no block."""
+        blocks = self.blocks[slots]
+        out = np.zeros((len(slots), 2, lib.BLOCKS, lib.BLOCK, lib.SEG), dtype=np.int64)
+        held = blocks >= 0
+        out[held] = self.recent.data[blocks[held]]
+        return out.reshape(len(slots), 2, RING, lib.SEG)
+
+    def probes_of(self, slots: np.ndarray) -> np.ndarray:
+        """The keepalive-probe rings of these slots, (slot, side, RING, 2); zeros where no block."""
+        blocks = self.probe_block[slots]
+        out = np.zeros((len(slots), 2, RING, 2), dtype=np.int64)
+        held = blocks >= 0
+        out[held] = self.probes.data[blocks[held]]
+        return out
+
+    def restore(self, slots: np.ndarray, recent: np.ndarray, probes: np.ndarray) -> None:
+        """Rings back into these slots (holding no blocks): blocks for the segments and probes they count."""
+        n = len(slots)
+        counts = np.minimum(self.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
+        held = np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)  # (slot, side, block)
+        blocks = np.full((n, 2, lib.BLOCKS), -1, dtype=np.int32)
+        blocks[held] = self.recent.take(int(held.sum()))
+        self.blocks[slots] = blocks
+        self.recent.data[blocks[held]] = recent.reshape(n, 2, lib.BLOCKS, lib.BLOCK, lib.SEG)[held]
+        probed = self.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
+        taken = self.probes.take(int(probed.sum()))
+        self.probe_block[slots[probed]] = taken
+        self.probes.data[taken] = probes[probed]
 
 
 class PendingRows:
@@ -155,10 +253,21 @@ class EventPass:
         overflow = np.empty((3 * n, 2), dtype=np.int64)
         counts = np.zeros(4, dtype=np.int64)
         c = self.columns
-        lib.event_loop(
-            self._struct, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history), _ptr(c.recent),
-            _ptr(c.probes), _ptr(findings), _ptr(after), _ptr(rsts), _ptr(overflow), _ptr(counts),
-        )  # fmt: skip
+        done = 0
+        while done < n:  # the loop stops where a pool ran out of free blocks: grown here, resumed there
+            c.recent.reserve(1)
+            c.probes.reserve(1)
+            c.recent.bind()
+            c.probes.bind()
+            done = lib.event_loop(
+                self._struct, done, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history),
+                ffi.cast("int32_t *", c.blocks.ctypes.data), c.recent.struct,
+                ffi.cast("int32_t *", c.probe_block.ctypes.data), c.probes.struct, _ptr(findings), _ptr(after),
+                _ptr(rsts), _ptr(overflow), _ptr(counts),
+            )  # fmt: skip
+            if done < n:
+                c.recent.reserve(c.recent.n_free + 1)
+                c.probes.reserve(c.probes.n_free + 1)
         cid = conn_id[idx]
         n_find, n_after, n_rst_out, n_over = counts.tolist()
         if n_find:

@@ -149,6 +149,7 @@ class Tracker:
             return
         ids = self._conn_of_slot[slots]
         self._dormant.put(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
+        self._events.columns.release(slots)
         self._slot_of[ids] = -1
         self._conn_of_slot[slots] = -1
         self._arrays.free.extend(slots.tolist())
@@ -192,6 +193,7 @@ class Tracker:
         slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]  # in id order: read back in id order
         ids = self._conn_of_slot[slots]
         self._spill.put(*self._rows(slots, ids, keep=False))
+        self._events.columns.release(slots)
         for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
             self._tuples.forget(tid, cid)
         self._slot_of[ids] = -1
@@ -263,7 +265,7 @@ class Tracker:
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
             out[name] = e[:, at : at + width]
         out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        out["probes"] = cols.probes[slots]
+        out["probes"] = cols.probes_of(slots)
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
