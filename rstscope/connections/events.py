@@ -194,6 +194,9 @@ class PendingRows:
             self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)]
         return self._parts[0]
 
+    def __len__(self) -> int:
+        return sum(map(len, self._parts))
+
     def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
         """The rows of these connections, in capture order; forgotten here unless ``keep``."""
         if not self._parts:
@@ -205,13 +208,65 @@ class PendingRows:
         return rows[mine]
 
 
+class FiledRows(PendingRows):
+    """:class:`PendingRows` of a wide table (RST observations, 647 bytes a row) kept in a
+    :class:`~.retire.RecordFile` (memory up to a batch, then a temporary file), with only each row's
+    connection and position in memory: a reset storm keeps tens of thousands of connections with a RST
+    live at once.  When the file holds more taken rows than pending ones, the pending ones move to a
+    fresh file."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        super().__init__(dtype)
+        self._file = retire.RecordFile(dtype)
+        self._index: list[np.ndarray] = []  # (conn, position) per pending row, in capture order
+        self._taken = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            start = self._file.append(rows)
+            self._index.append(np.stack([rows["conn"], start + np.arange(len(rows))], axis=1))
+
+    def _one_index(self) -> np.ndarray:
+        if len(self._index) != 1:
+            self._index = [np.concatenate(self._index) if self._index else np.zeros((0, 2), dtype=np.int64)]
+        return self._index[0]
+
+    def rows(self) -> np.ndarray:
+        return self._file.take(self._one_index()[:, 1])
+
+    def __len__(self) -> int:
+        return sum(map(len, self._index))
+
+    def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
+        index = self._one_index()
+        mine = np.isin(index[:, 0], conn_ids)
+        out = self._file.take(index[mine, 1])
+        if not keep:
+            self._index = [index[~mine]]
+            self._taken += len(out)
+            if self._taken > max(len(self._index[0]), COMPACT_ROWS):
+                self._compact()
+        return out
+
+    def _compact(self) -> None:
+        """Copy the pending rows to a fresh file (the old one, mostly taken rows, is closed and gone)."""
+        index, old = self._one_index(), self._file
+        self._file, self._index, self._taken = retire.RecordFile(self.dtype), [], 0
+        for start in range(0, len(index), COMPACT_ROWS):
+            self.add(old.take(index[start : start + COMPACT_ROWS, 1]))
+
+
+COMPACT_ROWS = 1 << 16
+"""Taken rows a :class:`FiledRows` file holds at least before it is compacted."""
+
+
 class EventPass:
     """Runs a chunk's event rows through the compiled loop."""
 
     def __init__(self, arrays: ConnArrays) -> None:
         self._arrays = arrays
         self.columns = EventColumns()
-        self.resets = PendingRows(RST_ROW)
+        self.resets = FiledRows(RST_ROW)
         self.findings = PendingRows(FINDING_ROW)
         self.after = PendingRows(AFTER_ROW)
         self.overflow: dict[int, list[int]] = {}
@@ -227,6 +282,11 @@ class EventPass:
         t.n_states, t.n_events = len(STATES), len(Event)
         t.reset, t.closed = STATES.index(EndpointState.RESET), STATES.index(EndpointState.CLOSED)
         t.none, t.stale_frames, t.after_kept = NONE, retire.STALE_AFTER_FRAMES, AFTER_RESET_KEPT
+
+    def drop_slots(self, arrays: ConnArrays) -> None:
+        """The tracker dropped its slots (every connection retired): drop the event loop's too."""
+        self._arrays = arrays
+        self.columns = EventColumns()
 
     def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
             ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,

@@ -41,8 +41,9 @@ class Tracker:
         self._ack_ring = AckRing()
         self._sweep = IdleSweep()
         self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # open connections to put out of memory
-        self._slot_of = np.full(1024, -1, dtype=np.int64)  # connection id -> slot, -1 once retired
-        self._tuple_of = np.full(1024, -1, dtype=np.int64)  # connection id -> tuple id
+        # Per connection ever (4 bytes each: slots and 4-tuples are bounded by what memory holds at once).
+        self._slot_of = np.full(1024, -1, dtype=np.int32)  # connection id -> slot, -1 once retired
+        self._tuple_of = np.full(1024, -1, dtype=np.int32)  # connection id -> tuple id
         self._conn_of_slot = np.full(1024, -1, dtype=np.int64)  # slot -> connection id, -1 free
         self._spill = Spill()
         self.count = 0
@@ -127,7 +128,7 @@ class Tracker:
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
         self._wake(self._dormant.waking(conn_id))
-        return self._slot_of[conn_id]  # from here on, connections are addressed by their slot
+        return self._slot_of[conn_id].astype(np.int64)  # from here on, connections are addressed by their slot
 
     def _allocate(self, ids: np.ndarray) -> np.ndarray:
         """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
@@ -201,17 +202,32 @@ class Tracker:
         self._arrays.free.extend(slots.tolist())
 
     def finish(self) -> ConnectionStore:
-        """Retire the live connections too; all connections, in id order."""
+        """Retire the live connections too; all connections, in id order.  The tracker's slots are then
+        given back to the system: the stages after tracking run while the tracker is still referenced."""
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
-            self._retire(live[np.argsort(self._conn_of_slot[live])])
+            live = live[np.argsort(self._conn_of_slot[live])]
+            for start in range(0, len(live), _WAKE_BATCH):  # a batch at a time: their rows are made at once
+                self._retire(live[start : start + _WAKE_BATCH])
             dormant = self._dormant.ids()
             for start in range(0, len(dormant), _WAKE_BATCH):
                 ids = dormant[start : start + _WAKE_BATCH]
                 self._wake(ids)
-                self._retire(self._slot_of[ids])
+                self._retire(self._slot_of[ids].astype(np.int64))
+        self._drop_slots()
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
+
+    def _drop_slots(self) -> None:
+        """Every connection retired: the slot columns, rings and 4-tuples go (small empty ones instead)."""
+        self._arrays = ConnArrays()
+        self._events.drop_slots(self._arrays)
+        self._ack_ring = AckRing()
+        self._ident = np.zeros(0, _IDENT)
+        self._conn_of_slot = np.full(1024, -1, dtype=np.int64)
+        self._tuples = TupleTable()
+        self._tuple_of = np.zeros(0, dtype=np.int32)
+        self._dormant = Dormant(_IDENT)
 
     @property
     def connections(self) -> list[Connection | None]:
@@ -232,7 +248,7 @@ class Tracker:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
         ids = np.asarray(conn_ids, dtype=np.int64)
         self._wake(self._dormant.waking(ids))  # back in a slot until the end (results do not change)
-        slots = self._slot_of[ids]
+        slots = self._slot_of[ids].astype(np.int64)
         out: dict[int, Connection] = {}
         live = slots >= 0
         if live.any():
