@@ -26,6 +26,8 @@ in progress in memory, long enough that a request and its reply do not go dorman
 
 COMPACT_AFTER = 1 << 16
 """Dead rows (of connections that woke) the file holds at least before it is compacted."""
+COMPACT_BATCH = 4_096
+"""Rows copied at once when the file is compacted (about 12 MB)."""
 
 
 class Dormant:
@@ -45,6 +47,8 @@ class Dormant:
         self._rows = RecordFile(self.dtype)
         self._at = np.zeros(0, dtype=np.int64)  # connection id -> its row, -1: not dormant
         self._dead = 0
+        self.draining = False
+        """Set when every dormant connection is about to wake (the end of the capture): no more compaction."""
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._at >= 0))
@@ -97,14 +101,14 @@ class Dormant:
         for name in self._ident.names:
             who[name] = block(f"ident.{name}")[:, 0].astype(self._ident[name])
         ident[slots] = who
-        if self._dead > max(len(self), COMPACT_AFTER):
+        if self._dead > max(len(self), COMPACT_AFTER) and not self.draining:
             self._compact()
 
     def _compact(self) -> None:
         """Copy the live rows to a fresh file (the old one, mostly dead rows, is closed and gone)."""
         old, self._rows = self._rows, RecordFile(self.dtype)
         ids = self.ids()
-        for start in range(0, len(ids), 1 << 14):
-            batch = ids[start : start + (1 << 14)]
+        for start in range(0, len(ids), COMPACT_BATCH):  # small batches: each is in memory twice for a while
+            batch = ids[start : start + COMPACT_BATCH]
             self._at[batch] = self._rows.append(old.take(self._at[batch])) + np.arange(len(batch))
         self._dead = 0

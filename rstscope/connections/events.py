@@ -75,14 +75,10 @@ class BlockPool:
         n_free, size = self.n_free, len(self.data)
         if n_free >= k:
             return
-        grown = size + max(k - n_free, size // 2, self._least)
-        data = np.zeros((grown, *self.shape), dtype=np.int64)
-        data[:size] = self.data
-        free = np.empty(grown, dtype=np.int32)
-        free[:n_free] = self.free[:n_free]
-        free[n_free : n_free + grown - size] = np.arange(grown - 1, size - 1, -1, dtype=np.int32)
-        self.data, self.free = data, free
-        self.struct.n_free = n_free + grown - size
+        new = size + max(k - n_free, size // 2, self._least)
+        self.data, self.free = grown(self.data, new), grown(self.free, new)
+        self.free[n_free : n_free + new - size] = np.arange(new - 1, size - 1, -1, dtype=np.int32)
+        self.struct.n_free = n_free + new - size
 
     def take(self, k: int) -> np.ndarray:
         """``k`` free blocks' numbers, taken."""
@@ -122,12 +118,13 @@ class EventColumns:
     def fit(self, capacity: int, new_slots: np.ndarray, flipped: np.ndarray) -> None:
         """Room for ``capacity`` slots; the ``new_slots`` (holding no blocks) start afresh, with ``^`` first
         where ``flipped``."""
-        if len(self.ev) < capacity:
-            grow = capacity - len(self.ev)  # ConnArrays decides how much room
-            self.ev = np.concatenate([self.ev, np.tile(_EV_DEFAULTS, (grow, 1))])
-            self.history = np.concatenate([self.history, np.zeros((grow, lib.HISTORY_MAX), np.int8)])
-            self.blocks = np.concatenate([self.blocks, np.full((grow, 2, lib.BLOCKS), -1, np.int32)])
-            self.probe_block = np.concatenate([self.probe_block, np.full(grow, -1, np.int32)])
+        if len(self.ev) < capacity:  # ConnArrays decides how much room
+            size = len(self.ev)
+            for name in ("ev", "history", "blocks", "probe_block"):
+                setattr(self, name, grown(getattr(self, name), capacity))
+            self.ev[size:] = _EV_DEFAULTS
+            self.blocks[size:] = -1
+            self.probe_block[size:] = -1
         self.ev[new_slots] = _EV_DEFAULTS
         self.ev[new_slots, lib.EV_HLEN] = flipped
         self.history[new_slots[flipped], 0] = lib.L_CARET
@@ -176,6 +173,20 @@ class EventColumns:
         taken = self.probes.take(int(probed.sum()))
         self.probe_block[slots[probed]] = taken
         self.probes.data[taken] = probes[probed]
+
+
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
+    by remapping its pages, without a second copy alive while it is copied), else copied."""
+    if array.flags.owndata and array.base is None:
+        try:
+            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
+            return array
+        except ValueError:
+            pass
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 class PendingRows:
@@ -315,19 +326,15 @@ class EventPass:
         c = self.columns
         done = 0
         while done < n:  # the loop stops where a pool ran out of free blocks: grown here, resumed there
-            c.recent.reserve(1)
-            c.probes.reserve(1)
-            c.recent.bind()
-            c.probes.bind()
+            for pool in (c.recent, c.probes):
+                pool.reserve(1)
+                pool.bind()
             done = lib.event_loop(
                 self._struct, done, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history),
                 ffi.cast("int32_t *", c.blocks.ctypes.data), c.recent.struct,
                 ffi.cast("int32_t *", c.probe_block.ctypes.data), c.probes.struct, _ptr(findings), _ptr(after),
                 _ptr(rsts), _ptr(overflow), _ptr(counts),
             )  # fmt: skip
-            if done < n:
-                c.recent.reserve(c.recent.n_free + 1)
-                c.probes.reserve(c.probes.n_free + 1)
         cid = conn_id[idx]
         n_find, n_after, n_rst_out, n_over = counts.tolist()
         if n_find:

@@ -15,7 +15,7 @@ import gc
 import numpy as np
 
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
-from rstscope.connections.events import EventPass, lib
+from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
@@ -139,29 +139,27 @@ class Tracker:
         self._conn_of_slot[slots] = ids
         self._ack_ring.fit(arr.capacity, slots)
         if len(self._ident) < arr.capacity:
-            grown = np.zeros(arr.capacity, _IDENT)
-            grown[: len(self._ident)] = self._ident
-            self._ident = grown
+            self._ident = grown(self._ident, arr.capacity)
         return slots
 
     def _sleep(self, slots: np.ndarray) -> None:
         """The open connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
-        if not len(slots):
-            return
-        ids = self._conn_of_slot[slots]
-        self._dormant.put(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
-        self._events.columns.release(slots)
-        self._slot_of[ids] = -1
-        self._conn_of_slot[slots] = -1
-        self._arrays.free.extend(slots.tolist())
+        for start in range(0, len(slots), _SLOT_BATCH):
+            batch = slots[start : start + _SLOT_BATCH]
+            ids = self._conn_of_slot[batch]
+            self._dormant.put(ids, batch, self._arrays, self._events.columns, self._ack_ring, self._ident)
+            self._events.columns.release(batch)
+            self._slot_of[ids] = -1
+            self._conn_of_slot[batch] = -1
+            self._arrays.free.extend(batch.tolist())
 
     def _wake(self, ids: np.ndarray) -> None:
         """These dormant connections back in slots, as they were."""
-        if not len(ids):
-            return
-        slots = self._allocate(ids)
-        self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(ids), dtype=bool))
-        self._dormant.take(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
+        for start in range(0, len(ids), _SLOT_BATCH):  # the end of a flood wakes thousands at once
+            batch = ids[start : start + _SLOT_BATCH]
+            slots = self._allocate(batch)
+            self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(batch), dtype=bool))
+            self._dormant.take(batch, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
 
     def _retire_idle(self, now_frame: int, now_ns: int) -> None:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
@@ -189,27 +187,26 @@ class Tracker:
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""
-        if not len(slots):
-            return
         slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]  # in id order: read back in id order
-        ids = self._conn_of_slot[slots]
-        self._spill.put(*self._rows(slots, ids, keep=False))
-        self._events.columns.release(slots)
-        for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
-            self._tuples.forget(tid, cid)
-        self._slot_of[ids] = -1
-        self._conn_of_slot[slots] = -1
-        self._arrays.free.extend(slots.tolist())
+        for start in range(0, len(slots), _SLOT_BATCH):  # a storm retires tens of thousands at once
+            batch = slots[start : start + _SLOT_BATCH]
+            ids = self._conn_of_slot[batch]
+            self._spill.put(*self._rows(batch, ids, keep=False))
+            self._events.columns.release(batch)
+            for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
+                self._tuples.forget(tid, cid)
+            self._slot_of[ids] = -1
+            self._conn_of_slot[batch] = -1
+            self._arrays.free.extend(batch.tolist())
 
     def finish(self) -> ConnectionStore:
         """Retire the live connections too; all connections, in id order.  The tracker's slots are then
         given back to the system: the stages after tracking run while the tracker is still referenced."""
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
-            live = live[np.argsort(self._conn_of_slot[live])]
-            for start in range(0, len(live), _WAKE_BATCH):  # a batch at a time: their rows are made at once
-                self._retire(live[start : start + _WAKE_BATCH])
+            self._retire(live)
             dormant = self._dormant.ids()
+            self._dormant.draining = True
             for start in range(0, len(dormant), _WAKE_BATCH):
                 ids = dormant[start : start + _WAKE_BATCH]
                 self._wake(ids)
@@ -350,3 +347,5 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 """Per slot, who the connection is (set when it starts)."""
 _WAKE_BATCH = 4_096
 """Dormant connections put back in slots at once at the end, to retire them."""
+_SLOT_BATCH = 4_096
+"""Connections retired or put to sleep at once: their rows are made together (a few kilobytes each)."""
