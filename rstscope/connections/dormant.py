@@ -1,8 +1,9 @@
-"""Dormant connections: open connections that went idle leave memory, and come back if their 4-tuple does.
+"""Dormant connections: connections that went idle leave memory, and come back if their 4-tuple does.
 
 A connection that never closed (a half-open handshake of a SYN flood, an unanswered SYN, a connection
-the capture left in the middle) cannot retire: a later packet of its 4-tuple still belongs to it.  Once
-idle for :data:`DORMANT_AFTER_FRAMES` it goes *dormant*: its whole slot (the sequence pass's carried
+the capture left in the middle) cannot retire: a later packet of its 4-tuple still belongs to it.  A
+closed one can retire only after a while (see :mod:`.retire`; a reset storm keeps a second's worth of
+them).  Once idle for :data:`DORMANT_AFTER_FRAMES` it goes *dormant*: its whole slot (the sequence pass's carried
 columns, the event loop's columns and rings, its ACK ring and who it is) becomes one row of a
 :class:`~.retire.RecordFile` and the slot is freed; its 4-tuple stays known.  When the 4-tuple sends
 again the row is put back in a slot as it was, so tracking goes on exactly as if it had stayed: the
@@ -19,7 +20,7 @@ from rstscope.connections.rows import RING
 from rstscope.connections.sequence import PEER_ACKS_KEPT, AckRing, ConnArrays
 
 DORMANT_AFTER_FRAMES = 10_000
-"""Open connections silent this many frames go dormant.  A SYN flood keeps its half-open connections
+"""Connections silent this many frames go dormant.  A SYN flood keeps its half-open connections
 alive for seconds (SYN-ACK retransmissions at 1, 3, 7 ... s): short enough to keep only the handshakes
 in progress in memory, long enough that a request and its reply do not go dormant in between."""
 
@@ -45,8 +46,9 @@ class Dormant:
         self.layout = {name: (end - width, end) for (name, width), end in zip(blocks, ends, strict=True)}
         self.dtype = np.dtype([("v", np.int64, ends[-1])])
         self._rows = RecordFile(self.dtype)
-        self._at = np.zeros(0, dtype=np.int64)  # connection id -> its row, -1: not dormant
+        self._at = np.zeros(0, dtype=np.int32)  # connection id -> its row, -1: not dormant (rows: < 2 x live)
         self._dead = 0
+        self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
         self.draining = False
         """Set when every dormant connection is about to wake (the end of the capture): no more compaction."""
 
@@ -55,6 +57,11 @@ class Dormant:
 
     def ids(self) -> np.ndarray:
         return np.flatnonzero(self._at >= 0)
+
+    def closed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The dormant connections that had closed (FIN or RST): ids, last frames, last times.  They retire
+        from here when they would have retired from a slot (the tracker's sweeps look at them too)."""
+        return self._closed[:, 0], self._closed[:, 1], self._closed[:, 2]
 
     def put(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
             ident: np.ndarray) -> None:  # fmt: skip
@@ -72,6 +79,11 @@ class Dormant:
             v[:, start:end] = blocks[name].reshape(n, end - start)
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
+        closed = arrays["closing"][slots] > 0
+        if closed.any():
+            at = slots[closed]
+            mine = np.stack([ids[closed], arrays["last_frame"][at], arrays["last_ns"][at]], axis=1)
+            self._closed = np.concatenate([self._closed, mine])
 
     def waking(self, ids: np.ndarray) -> np.ndarray:
         """Of these connection ids (any), the dormant ones, each once."""
@@ -83,6 +95,8 @@ class Dormant:
         """Put these dormant connections back, into these (fresh) slots, as they were."""
         v = self._rows.take(self._at[ids])["v"]
         self._at[ids] = -1
+        if len(self._closed):
+            self._closed = self._closed[~np.isin(self._closed[:, 0], ids)]
         self._dead += len(ids)
 
         def block(name):

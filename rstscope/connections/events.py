@@ -267,6 +267,9 @@ class FiledRows(PendingRows):
             self.add(old.take(index[start : start + COMPACT_ROWS, 1]))
 
 
+EVENT_BATCH = 8_192
+"""Event rows run through the loop at once: a reset storm's chunk is all RSTs, and what the loop writes
+per RST (about 1.3 KB) and the RST rows made from it stay a few megabytes."""
 COMPACT_ROWS = 1 << 16
 """Taken rows a :class:`FiledRows` file holds at least before it is compacted."""
 
@@ -299,14 +302,17 @@ class EventPass:
         self._arrays = arrays
         self.columns = EventColumns()
 
-    def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
-            ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-            peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
-        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order;
-        the other arguments are the chunk's columns and running values, grouped by connection."""
-        if not len(idx):
-            return
+    def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, *columns, **named) -> None:
+        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order,
+        EVENT_BATCH rows at a time; the other arguments (see :meth:`_run`) are the chunk's columns and
+        running values, grouped by connection."""
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
+        for first in range(0, len(idx), EVENT_BATCH):
+            self._run(idx[first : first + EVENT_BATCH], frame_col, ts, seq_raw, ack_raw, order, *columns, **named)
+
+    def _run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
+             ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
+             peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
         n = len(idx)
         ev_rows = np.empty((n, lib.R_WIDTH), dtype=np.int64)
         for col, values in (

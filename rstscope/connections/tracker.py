@@ -40,7 +40,7 @@ class Tracker:
         self._arrays = ConnArrays()
         self._ack_ring = AckRing()
         self._sweep = IdleSweep()
-        self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # open connections to put out of memory
+        self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # connections to put out of memory
         # Per connection ever (4 bytes each: slots and 4-tuples are bounded by what memory holds at once).
         self._slot_of = np.full(1024, -1, dtype=np.int32)  # connection id -> slot, -1 once retired
         self._tuple_of = np.full(1024, -1, dtype=np.int32)  # connection id -> tuple id
@@ -143,7 +143,7 @@ class Tracker:
         return slots
 
     def _sleep(self, slots: np.ndarray) -> None:
-        """The open connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
+        """The connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
         for start in range(0, len(slots), _SLOT_BATCH):
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
@@ -165,25 +165,44 @@ class Tracker:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their rows go to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
-        a new connection, as it would in Zeek once its timers removed the old one.  Open connections idle
+        a new connection, as it would in Zeek once its timers removed the old one.  Connections idle
         DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends
-        again.  Past
-        LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
-        too.  This is what keeps memory bounded by the connections alive at once."""
+        again; closed ones still retire when these rules say, from there.  Past LIVE_CLOSED_LIMIT closed
+        connections (in slots or dormant), those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
+        too.  This is what keeps memory bounded by the connections alive at once; dormancy changes when a
+        connection leaves memory, never what becomes of it."""
         arr = self._arrays
-        last_frame, live = arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0
-        closing = arr["closing"][: arr.size] > 0
-        idle = self._sweep.idle(now_frame, last_frame, live)
+        size = arr.size
+        last_frame, live = arr["last_frame"][:size], self._conn_of_slot[:size] >= 0
+        closing = arr["closing"][:size] > 0
+        # The sweeps see the slots, then the closed dormant connections (positions from ``size`` on).
+        d_ids, d_frame, d_ns = self._dormant.closed()
+        everyone = np.ones(len(d_ids), dtype=bool)
+        idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
         if idle is not None:
-            self._events.columns.forget_recent(idle)
-            self._retire(idle[closing[idle]])
-            live = self._conn_of_slot[: arr.size] >= 0
+            in_slot = idle[idle < size]
+            self._events.columns.forget_recent(in_slot)
+            self._retire(in_slot[closing[in_slot]])
+            self._retire_dormant(d_ids[idle[idle >= size] - size])
+            live = self._conn_of_slot[:size] >= 0
         quiet = self._quiet.idle(now_frame, last_frame, live)
         if quiet is not None:
-            self._sleep(quiet[~closing[quiet]])
-            live = self._conn_of_slot[: arr.size] >= 0
-        last_ns = arr["last_ns"][: arr.size]
-        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
+            self._sleep(quiet)
+            live = self._conn_of_slot[:size] >= 0
+        d_ids, d_frame, d_ns = self._dormant.closed()
+        pressured = self._sweep.pressured(
+            now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
+            np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)]),
+        )  # fmt: skip
+        self._retire(pressured[pressured < size])
+        self._retire_dormant(d_ids[pressured[pressured >= size] - size])
+
+    def _retire_dormant(self, ids: np.ndarray) -> None:
+        """Retire these dormant connections (they closed before they went dormant): back in a slot, then out."""
+        for start in range(0, len(ids), _SLOT_BATCH):
+            batch = np.sort(ids[start : start + _SLOT_BATCH])
+            self._wake(batch)
+            self._retire(self._slot_of[batch].astype(np.int64))
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""
