@@ -14,6 +14,7 @@ import gc
 
 import numpy as np
 
+from rstscope.connections import retire
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, originators
@@ -165,12 +166,13 @@ class Tracker:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
         do at their next row anyway); if they were closed (FIN or RST), retire them: their rows go to
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
-        a new connection, as it would in Zeek once its timers removed the old one.  Connections idle
+        a new connection, as it would in Zeek once its timers removed the old one.  Open connections idle
         DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends
-        again; closed ones still retire when these rules say, from there.  Past LIVE_CLOSED_LIMIT closed
-        connections (in slots or dormant), those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
-        too.  This is what keeps memory bounded by the connections alive at once; dormancy changes when a
-        connection leaves memory, never what becomes of it."""
+        again; closed ones too past LIVE_CLOSED_LIMIT, and they still retire when these rules say, from
+        there.  Past LIVE_CLOSED_LIMIT closed connections (in slots or dormant), those idle for
+        PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire too.  This is what keeps memory bounded by the
+        connections alive at once; dormancy changes when a connection leaves memory, never what becomes
+        of it."""
         arr = self._arrays
         size = arr.size
         last_frame, live = arr["last_frame"][:size], self._conn_of_slot[:size] >= 0
@@ -187,7 +189,9 @@ class Tracker:
             live = self._conn_of_slot[:size] >= 0
         quiet = self._quiet.idle(now_frame, last_frame, live)
         if quiet is not None:
-            self._sleep(quiet)
+            # Closed connections only under pressure: they retire soon anyway, and the file costs time.
+            pressure = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > retire.LIVE_CLOSED_LIMIT
+            self._sleep(quiet if pressure else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
         pressured = self._sweep.pressured(
