@@ -14,7 +14,7 @@ import gc
 
 import numpy as np
 
-from rstscope.connections import retire
+from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, originators
@@ -168,8 +168,8 @@ class Tracker:
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
         a new connection, as it would in Zeek once its timers removed the old one.  Open connections idle
         DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends
-        again; closed ones too past LIVE_CLOSED_LIMIT, and they still retire when these rules say, from
-        there.  Past LIVE_CLOSED_LIMIT closed connections (in slots or dormant), those idle for
+        again; closed ones too past CLOSED_DORMANT_ABOVE, and they still retire when these rules say,
+        from there.  Past LIVE_CLOSED_LIMIT closed connections (in slots or dormant), those idle for
         PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire too.  This is what keeps memory bounded by the
         connections alive at once; dormancy changes when a connection leaves memory, never what becomes
         of it."""
@@ -189,9 +189,9 @@ class Tracker:
             live = self._conn_of_slot[:size] >= 0
         quiet = self._quiet.idle(now_frame, last_frame, live)
         if quiet is not None:
-            # Closed connections only under pressure: they retire soon anyway, and the file costs time.
-            pressure = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > retire.LIVE_CLOSED_LIMIT
-            self._sleep(quiet if pressure else quiet[~closing[quiet]])
+            # Closed connections only in a storm: they retire soon anyway, and the file costs time and memory.
+            storm = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > dormant.CLOSED_DORMANT_ABOVE
+            self._sleep(quiet if storm else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
         pressured = self._sweep.pressured(
@@ -228,10 +228,10 @@ class Tracker:
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
             self._retire(live)
-            dormant = self._dormant.ids()
+            sleeping = self._dormant.ids()
             self._dormant.draining = True
-            for start in range(0, len(dormant), _WAKE_BATCH):
-                ids = dormant[start : start + _WAKE_BATCH]
+            for start in range(0, len(sleeping), _WAKE_BATCH):
+                ids = sleeping[start : start + _WAKE_BATCH]
                 self._wake(ids)
                 self._retire(self._slot_of[ids].astype(np.int64))
         self._drop_slots()
