@@ -46,6 +46,23 @@ def deep_size(obj, seen: set[int] | None = None) -> int:
     return size
 
 
+def slot_memory(tracker: Tracker) -> dict[str, int]:
+    """Bytes of the tracker's per-slot storage and shared pools now (what PLAN.md §12 measures)."""
+    cols = tracker._events.columns
+    slots = tracker._arrays.capacity
+    out = {
+        f"sequence columns ({slots:,} slots)": sum(c.nbytes for c in tracker._arrays.cols.values()),
+        "event columns, history, block numbers": sum(a.nbytes for a in (cols.ev, cols.history, cols.blocks)),
+        f"recent-segment pool ({len(cols.recent):,} blocks, {cols.recent.n_free:,} free)": cols.recent.data.nbytes,
+        f"keepalive pool ({len(cols.probes):,} blocks)": cols.probes.data.nbytes,
+        "ACK rings": tracker._ack_ring.frame.nbytes + tracker._ack_ring.ack.nbytes,
+        "who each slot is": tracker._ident.nbytes,
+        f"pending RST rows ({len(tracker._events.resets):,}; in memory: their place)": 16 * len(tracker._events.resets),
+        f"dormant connections ({len(tracker._dormant):,}; rows in a file)": tracker._dormant._at.nbytes,
+    }
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("capture")
@@ -57,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         for chunk in cap.chunks():
             tracker.feed(chunk)
     live = [c for c in tracker.connections if c is not None]
-    print(f"after tracking: {(traced() - base) / 1e6:.1f} MB traced, {len(live):,} live connections, "
-          f"{len(tracker._spill._pending):,} waiting for the spill")  # fmt: skip
+    print(f"after tracking: {(traced() - base) / 1e6:.1f} MB traced, {len(live):,} live connections")
+    for part, size in slot_memory(tracker).items():
+        print(f"  {part:<48} {size / 1e6:7.1f} MB")
     sample = live[:2000]
     blobs = [pickle.dumps(c) for c in sample]
     before = traced()

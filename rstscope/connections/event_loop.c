@@ -10,7 +10,12 @@
  * again on a new sequence number, log scale) and which frames a connection remembers.
  *
  * Layout: one int64 row of EV_WIDTH columns per connection slot; per-side columns are pairs (side 0,
- * side 1).  The block between the cdef markers is also what cffi declares (_kernel_build.py). */
+ * side 1).  A slot's rings live in shared pools (struct pool): its recent segments in blocks of BLOCK
+ * segments, taken when a side writes into a block it does not have yet and given back when the ring is
+ * forgotten; its keepalive probes in one block taken at its first probe.  Most connections write a few
+ * segments and never probe: they hold one or two small blocks instead of both rings in full.  The loop
+ * stops before a row when a pool has no free block left; events.py grows the pool and resumes there.
+ * The block between the cdef markers is also what cffi declares (_kernel_build.py). */
 #include <stdint.h>
 #include <string.h>
 
@@ -22,7 +27,7 @@ enum {
     EV_SA_LAST, EV_SAA_N, EV_SAA_FIRST, EV_SAA_LAST, EV_ISN = 25, EV_HS_ACK = 27, EV_FIN = 28,
     EV_PAYLOAD = 30, EV_RST_N = 32, EV_RST_FIRST = 34, EV_AFTER_N = 36, EV_PROBE_N = 37, EV_RECENT_N = 39,
     EV_WIDTH = 41,
-    HISTORY_MAX = 24, RING = 16,
+    HISTORY_MAX = 24, RING = 16, BLOCK = 4 /* recent segments per pool block */, BLOCKS = RING / BLOCK,
     SEG = 5 /* a recent segment, kept: frame, seq, ack, seq_raw << 32 | ack_raw, payload << 16 | flags */,
     X_SEG = 7 /* a recent segment, written out: frame, flags, seq_raw, ack_raw, payload, seq, ack */,
     /* per event row */
@@ -37,13 +42,19 @@ enum {
     /* counts returned */
     N_FINDINGS = 0, N_AFTER, N_RSTS, N_OVERFLOW
 };
+struct pool {
+    int64_t *data;  /* blocks of numbers, one after the other */
+    int32_t *free;  /* a stack of the free blocks' numbers */
+    int64_t n_free;
+};
 struct tables {
     const int8_t *transitions, *peer_rules, *peer_effects;
     int64_t n_states, n_events, reset, closed, none, stale_frames, after_kept;
 };
-void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t *ev, int8_t *history,
-                int64_t *recent, int64_t *probes, int64_t *findings, int64_t *after, int64_t *rsts,
-                int64_t *overflow, int64_t *counts);
+int64_t event_loop(const struct tables *t, int64_t start, int64_t n, const int64_t *rows, int64_t *ev,
+                   int8_t *history, int32_t *blocks, struct pool *recent, int32_t *probe_block,
+                   struct pool *probes, int64_t *findings, int64_t *after, int64_t *rsts, int64_t *overflow,
+                   int64_t *counts);
 /* cdef end */
 
 #define FIN 0x01
@@ -82,28 +93,44 @@ static void scaled(int64_t *e, int8_t *hist, int64_t row, int code, int64_t coun
     if (k == 1) letter(e, hist, row, code, s, overflow, counts);
 }
 
-static int64_t ring_last_frame(const int64_t *ring, int64_t count) {
-    return count ? ring[((count - 1) % RING) * SEG] : 0;
+/* Segment k (0 .. RING - 1) of a side's recent ring, whose blocks are blk[0 .. BLOCKS - 1]. */
+static int64_t *segment(const struct pool *pool, const int32_t *blk, int64_t k) {
+    return pool->data + ((int64_t)blk[k / BLOCK] * BLOCK + k % BLOCK) * SEG;
 }
 
-void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t *ev, int8_t *history,
-                int64_t *recent, int64_t *probes, int64_t *findings, int64_t *after, int64_t *rsts,
-                int64_t *overflow, int64_t *counts) {
+static int64_t ring_last_frame(const struct pool *pool, const int32_t *blk, int64_t count) {
+    return count ? segment(pool, blk, (count - 1) % RING)[0] : 0;
+}
+
+static int32_t take_block(struct pool *pool) {
+    return pool->free[--pool->n_free];
+}
+
+int64_t event_loop(const struct tables *t, int64_t start, int64_t n, const int64_t *rows, int64_t *ev,
+                   int8_t *history, int32_t *blocks, struct pool *recent, int32_t *probe_block,
+                   struct pool *probes, int64_t *findings, int64_t *after, int64_t *rsts, int64_t *overflow,
+                   int64_t *counts) {
     const int64_t NS = t->n_states, NE = t->n_events;
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = start; i < n; i++) {
+        /* A row takes at most one block of each pool: stop before it when one has none left. */
+        if (recent->n_free < 1 || probes->n_free < 1) return i;
         const int64_t *r = rows + i * R_WIDTH;
         int64_t slot = r[R_SLOT], f = r[R_FLAGS], pl = r[R_PLEN], frame = r[R_FRAME];
         int s = (int)r[R_SIDE], p = 1 - s;
         int64_t *e = ev + slot * EV_WIDTH;
         int8_t *hist = history + slot * HISTORY_MAX;
-        int64_t *rec = recent + slot * 2 * RING * SEG, *prb = probes + slot * 2 * RING * 2;
-        /* Recent segments no longer the last ones (rows skipped, or too old): forgotten. */
-        int64_t last = ring_last_frame(rec, e[EV_RECENT_N]);
-        int64_t last1 = ring_last_frame(rec + RING * SEG, e[EV_RECENT_N + 1]);
+        int32_t *blk = blocks + slot * 2 * BLOCKS;  /* side 0's blocks, then side 1's */
+        /* Recent segments no longer the last ones (rows skipped, or too old): forgotten, blocks given back. */
+        int64_t last = ring_last_frame(recent, blk, e[EV_RECENT_N]);
+        int64_t last1 = ring_last_frame(recent, blk + BLOCKS, e[EV_RECENT_N + 1]);
         if (last1 > last) last = last1;
         if (r[R_AFTER_GAP] || ((e[EV_RECENT_N] || e[EV_RECENT_N + 1]) && 0 < last && last < frame - t->stale_frames)) {
             e[EV_RECENT_N] = 0;
             e[EV_RECENT_N + 1] = 0;
+            for (int b = 0; b < 2 * BLOCKS; b++) {
+                if (blk[b] >= 0) recent->free[recent->n_free++] = blk[b];
+                blk[b] = -1;
+            }
         }
         int old = (int)e[EV_STATE + s], peer = (int)e[EV_STATE + p];
 
@@ -157,6 +184,8 @@ void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t 
             after[counts[N_AFTER]++] = i;
             e[EV_AFTER_N]++;
         }
+        if (r[R_PROBE] && probe_block[slot] < 0) probe_block[slot] = take_block(probes);
+        int64_t *prb = probe_block[slot] >= 0 ? probes->data + (int64_t)probe_block[slot] * 2 * RING * 2 : NULL;
         if (r[R_PROBE]) {
             int64_t *pr = prb + s * RING * 2 + (e[EV_PROBE_N + s] % RING) * 2;
             pr[0] = frame;
@@ -186,7 +215,7 @@ void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t 
             int64_t nr = e[EV_RECENT_N + p] < RING ? e[EV_RECENT_N + p] : RING;
             x[X_RECENT_N] = nr;
             for (int64_t k = 0; k < nr; k++) {
-                const int64_t *seg = rec + p * RING * SEG + ((e[EV_RECENT_N + p] - 1 - k) % RING) * SEG;
+                const int64_t *seg = segment(recent, blk + p * BLOCKS, (e[EV_RECENT_N + p] - 1 - k) % RING);
                 int64_t *out = x + X_RECENT + k * X_SEG;
                 out[0] = seg[0]; out[1] = seg[4] & 0xFFFF; out[2] = (int64_t)((uint64_t)seg[3] >> 32);
                 out[3] = seg[3] & 0xFFFFFFFFLL; out[4] = seg[4] >> 16; out[5] = seg[1]; out[6] = seg[2];
@@ -194,7 +223,9 @@ void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t 
             e[EV_RST_N + s]++;
             if (e[EV_RST_FIRST + s] < 0) e[EV_RST_FIRST + s] = frame;
         }
-        int64_t *seg = rec + s * RING * SEG + (e[EV_RECENT_N + s] % RING) * SEG;
+        int64_t at = e[EV_RECENT_N + s] % RING;
+        if (blk[s * BLOCKS + at / BLOCK] < 0) blk[s * BLOCKS + at / BLOCK] = take_block(recent);
+        int64_t *seg = segment(recent, blk + s * BLOCKS, at);
         seg[0] = frame; seg[1] = r[R_SEQ]; seg[2] = r[R_ACK];
         seg[3] = (int64_t)(((uint64_t)r[R_SEQ_RAW] << 32) | ((uint64_t)r[R_ACK_RAW] & 0xFFFFFFFFu));
         seg[4] = (pl << 16) | (f & 0xFFFF);
@@ -215,4 +246,5 @@ void event_loop(const struct tables *t, int64_t n, const int64_t *rows, int64_t 
         if (pn < 0) pn = effects[NS];  /* the entry for any previous state */
         if (pn >= 0 && e[EV_STATE + p] != pn) { e[EV_PREV + p] = e[EV_STATE + p]; e[EV_STATE + p] = pn; }
     }
+    return n;
 }

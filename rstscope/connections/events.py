@@ -51,33 +51,142 @@ for _col in ("ISN", "FIN", "PAYLOAD", "RST_FIRST"):
     _EV_DEFAULTS[getattr(lib, f"EV_{_col}") + np.arange(2)] = -1
 
 
+class BlockPool:
+    """Blocks of int64 numbers (each of ``shape``) shared by the slots: a slot holds the numbers of the
+    blocks it took (-1: none) and gives them back when it is done; the free blocks are a stack (the C
+    loop takes and gives back through :attr:`struct`)."""
+
+    def __init__(self, shape: tuple[int, ...], least: int) -> None:
+        self.shape = shape
+        self._least = least  # blocks added at least when the pool grows
+        self.data = np.zeros((0, *shape), dtype=np.int64)
+        self.free = np.zeros(0, dtype=np.int32)
+        self.struct = ffi.new("struct pool *")
+
+    @property
+    def n_free(self) -> int:
+        return int(self.struct.n_free)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def reserve(self, k: int) -> None:
+        """At least ``k`` free blocks (the pool grows by half, as the slots do)."""
+        n_free, size = self.n_free, len(self.data)
+        if n_free >= k:
+            return
+        new = size + max(k - n_free, size // 2, self._least)
+        self.data, self.free = grown(self.data, new), grown(self.free, new)
+        self.free[n_free : n_free + new - size] = np.arange(new - 1, size - 1, -1, dtype=np.int32)
+        self.struct.n_free = n_free + new - size
+
+    def take(self, k: int) -> np.ndarray:
+        """``k`` free blocks' numbers, taken."""
+        self.reserve(k)
+        n_free = self.n_free
+        taken = self.free[n_free - k : n_free].copy()
+        self.struct.n_free = n_free - k
+        return taken
+
+    def give(self, blocks: np.ndarray) -> None:
+        """Give these blocks back (numbers < 0 are no block)."""
+        blocks = blocks[blocks >= 0]
+        n_free = self.n_free
+        self.free[n_free : n_free + len(blocks)] = blocks
+        self.struct.n_free = n_free + len(blocks)
+
+    def bind(self) -> None:
+        """Point the C view at the current arrays (they move when the pool grows)."""
+        self.struct.data = ffi.cast("int64_t *", self.data.ctypes.data)
+        self.struct.free = ffi.cast("int32_t *", self.free.ctypes.data)
+
+
 class EventColumns:
-    """The event loop's per-slot state: the ``EV_*`` columns, history letter codes, recent segments and
-    keepalive probes per side (rings)."""
+    """The event loop's per-slot state: the ``EV_*`` columns and history letter codes per slot; the recent
+    segments and keepalive probes per side in shared pools (:class:`BlockPool`): a slot holds the numbers
+    of its blocks.  A slot's blocks are given back when its connection retires or goes dormant, and its
+    recent-segment blocks when the loop forgets those segments."""
 
     def __init__(self) -> None:
         self.ev = np.empty((0, lib.EV_WIDTH), dtype=np.int64)
         self.history = np.empty((0, lib.HISTORY_MAX), dtype=np.int8)
-        self.recent = np.empty((0, 2, RING, lib.SEG), dtype=np.int64)
-        self.probes = np.empty((0, 2, RING, 2), dtype=np.int64)
+        self.blocks = np.empty((0, 2, lib.BLOCKS), dtype=np.int32)  # per side, its recent-segment blocks
+        self.probe_block = np.empty(0, dtype=np.int32)
+        self.recent = BlockPool((lib.BLOCK, lib.SEG), least=4096)
+        self.probes = BlockPool((2, RING, 2), least=64)
 
     def fit(self, capacity: int, new_slots: np.ndarray, flipped: np.ndarray) -> None:
-        """Room for ``capacity`` slots; the ``new_slots`` start afresh, with ``^`` first where ``flipped``."""
-        if len(self.ev) < capacity:
-            grow = capacity - len(self.ev)  # ConnArrays decides how much room
-            self.ev = np.concatenate([self.ev, np.tile(_EV_DEFAULTS, (grow, 1))])
-            self.history = np.concatenate([self.history, np.zeros((grow, lib.HISTORY_MAX), np.int8)])
-            self.recent = np.concatenate([self.recent, np.zeros((grow, 2, RING, lib.SEG), np.int64)])
-            self.probes = np.concatenate([self.probes, np.zeros((grow, 2, RING, 2), np.int64)])
+        """Room for ``capacity`` slots; the ``new_slots`` (holding no blocks) start afresh, with ``^`` first
+        where ``flipped``."""
+        if len(self.ev) < capacity:  # ConnArrays decides how much room
+            size = len(self.ev)
+            for name in ("ev", "history", "blocks", "probe_block"):
+                setattr(self, name, grown(getattr(self, name), capacity))
+            self.ev[size:] = _EV_DEFAULTS
+            self.blocks[size:] = -1
+            self.probe_block[size:] = -1
         self.ev[new_slots] = _EV_DEFAULTS
         self.ev[new_slots, lib.EV_HLEN] = flipped
         self.history[new_slots[flipped], 0] = lib.L_CARET
 
     def forget_recent(self, slots: np.ndarray) -> None:
         """These connections' recent segments are no longer the last ones (what the loop does at their next
-        row anyway)."""
+        row anyway): their blocks go back to the pool."""
         self.ev[slots, lib.EV_RECENT_N] = 0
         self.ev[slots, lib.EV_RECENT_N + 1] = 0
+        self.recent.give(self.blocks[slots].ravel())
+        self.blocks[slots] = -1
+
+    def release(self, slots: np.ndarray) -> None:
+        """These slots are done (their connection retired or went dormant): all their blocks go back."""
+        self.recent.give(self.blocks[slots].ravel())
+        self.blocks[slots] = -1
+        self.probes.give(self.probe_block[slots])
+        self.probe_block[slots] = -1
+
+    def recent_of(self, slots: np.ndarray) -> np.ndarray:
+        """The recent-segment rings of these slots, (slot, side, RING, SEG); zeros where no block."""
+        blocks = self.blocks[slots]
+        out = np.zeros((len(slots), 2, lib.BLOCKS, lib.BLOCK, lib.SEG), dtype=np.int64)
+        held = blocks >= 0
+        out[held] = self.recent.data[blocks[held]]
+        return out.reshape(len(slots), 2, RING, lib.SEG)
+
+    def probes_of(self, slots: np.ndarray) -> np.ndarray:
+        """The keepalive-probe rings of these slots, (slot, side, RING, 2); zeros where no block."""
+        blocks = self.probe_block[slots]
+        out = np.zeros((len(slots), 2, RING, 2), dtype=np.int64)
+        held = blocks >= 0
+        out[held] = self.probes.data[blocks[held]]
+        return out
+
+    def restore(self, slots: np.ndarray, recent: np.ndarray, probes: np.ndarray) -> None:
+        """Rings back into these slots (holding no blocks): blocks for the segments and probes they count."""
+        n = len(slots)
+        counts = np.minimum(self.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
+        held = np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)  # (slot, side, block)
+        blocks = np.full((n, 2, lib.BLOCKS), -1, dtype=np.int32)
+        blocks[held] = self.recent.take(int(held.sum()))
+        self.blocks[slots] = blocks
+        self.recent.data[blocks[held]] = recent.reshape(n, 2, lib.BLOCKS, lib.BLOCK, lib.SEG)[held]
+        probed = self.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
+        taken = self.probes.take(int(probed.sum()))
+        self.probe_block[slots[probed]] = taken
+        self.probes.data[taken] = probes[probed]
+
+
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
+    by remapping its pages, without a second copy alive while it is copied), else copied."""
+    if array.flags.owndata and array.base is None:
+        try:
+            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
+            return array
+        except ValueError:
+            pass
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 class PendingRows:
@@ -96,6 +205,9 @@ class PendingRows:
             self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)]
         return self._parts[0]
 
+    def __len__(self) -> int:
+        return sum(map(len, self._parts))
+
     def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
         """The rows of these connections, in capture order; forgotten here unless ``keep``."""
         if not self._parts:
@@ -107,13 +219,68 @@ class PendingRows:
         return rows[mine]
 
 
+class FiledRows(PendingRows):
+    """:class:`PendingRows` of a wide table (RST observations, 647 bytes a row) kept in a
+    :class:`~.retire.RecordFile` (memory up to a batch, then a temporary file), with only each row's
+    connection and position in memory: a reset storm keeps tens of thousands of connections with a RST
+    live at once.  When the file holds more taken rows than pending ones, the pending ones move to a
+    fresh file."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        super().__init__(dtype)
+        self._file = retire.RecordFile(dtype)
+        self._index: list[np.ndarray] = []  # (conn, position) per pending row, in capture order
+        self._taken = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            start = self._file.append(rows)
+            self._index.append(np.stack([rows["conn"], start + np.arange(len(rows))], axis=1))
+
+    def _one_index(self) -> np.ndarray:
+        if len(self._index) != 1:
+            self._index = [np.concatenate(self._index) if self._index else np.zeros((0, 2), dtype=np.int64)]
+        return self._index[0]
+
+    def rows(self) -> np.ndarray:
+        return self._file.take(self._one_index()[:, 1])
+
+    def __len__(self) -> int:
+        return sum(map(len, self._index))
+
+    def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
+        index = self._one_index()
+        mine = np.isin(index[:, 0], conn_ids)
+        out = self._file.take(index[mine, 1])
+        if not keep:
+            self._index = [index[~mine]]
+            self._taken += len(out)
+            if self._taken > max(len(self._index[0]), COMPACT_ROWS):
+                self._compact()
+        return out
+
+    def _compact(self) -> None:
+        """Copy the pending rows to a fresh file (the old one, mostly taken rows, is closed and gone)."""
+        index, old = self._one_index(), self._file
+        self._file, self._index, self._taken = retire.RecordFile(self.dtype), [], 0
+        for start in range(0, len(index), COMPACT_ROWS):
+            self.add(old.take(index[start : start + COMPACT_ROWS, 1]))
+
+
+EVENT_BATCH = 8_192
+"""Event rows run through the loop at once: a reset storm's chunk is all RSTs, and what the loop writes
+per RST (about 1.3 KB) and the RST rows made from it stay a few megabytes."""
+COMPACT_ROWS = 1 << 16
+"""Taken rows a :class:`FiledRows` file holds at least before it is compacted."""
+
+
 class EventPass:
     """Runs a chunk's event rows through the compiled loop."""
 
     def __init__(self, arrays: ConnArrays) -> None:
         self._arrays = arrays
         self.columns = EventColumns()
-        self.resets = PendingRows(RST_ROW)
+        self.resets = FiledRows(RST_ROW)
         self.findings = PendingRows(FINDING_ROW)
         self.after = PendingRows(AFTER_ROW)
         self.overflow: dict[int, list[int]] = {}
@@ -130,14 +297,22 @@ class EventPass:
         t.reset, t.closed = STATES.index(EndpointState.RESET), STATES.index(EndpointState.CLOSED)
         t.none, t.stale_frames, t.after_kept = NONE, retire.STALE_AFTER_FRAMES, AFTER_RESET_KEPT
 
-    def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
-            ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
-            peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
-        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order;
-        the other arguments are the chunk's columns and running values, grouped by connection."""
-        if not len(idx):
-            return
+    def drop_slots(self, arrays: ConnArrays) -> None:
+        """The tracker dropped its slots (every connection retired): drop the event loop's too."""
+        self._arrays = arrays
+        self.columns = EventColumns()
+
+    def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, *columns, **named) -> None:
+        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order,
+        EVENT_BATCH rows at a time; the other arguments (see :meth:`_run`) are the chunk's columns and
+        running values, grouped by connection."""
         idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
+        for first in range(0, len(idx), EVENT_BATCH):
+            self._run(idx[first : first + EVENT_BATCH], frame_col, ts, seq_raw, ack_raw, order, *columns, **named)
+
+    def _run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, plen, seq_val,
+             ack_val, snd_nxt_before, peer_acked, own_ack_before, peer_snd_nxt, retx_count, zw_count, pure_ack,
+             peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
         n = len(idx)
         ev_rows = np.empty((n, lib.R_WIDTH), dtype=np.int64)
         for col, values in (
@@ -155,10 +330,17 @@ class EventPass:
         overflow = np.empty((3 * n, 2), dtype=np.int64)
         counts = np.zeros(4, dtype=np.int64)
         c = self.columns
-        lib.event_loop(
-            self._struct, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history), _ptr(c.recent),
-            _ptr(c.probes), _ptr(findings), _ptr(after), _ptr(rsts), _ptr(overflow), _ptr(counts),
-        )  # fmt: skip
+        done = 0
+        while done < n:  # the loop stops where a pool ran out of free blocks: grown here, resumed there
+            for pool in (c.recent, c.probes):
+                pool.reserve(1)
+                pool.bind()
+            done = lib.event_loop(
+                self._struct, done, n, _ptr(ev_rows), _ptr(c.ev), ffi.from_buffer("int8_t[]", c.history),
+                ffi.cast("int32_t *", c.blocks.ctypes.data), c.recent.struct,
+                ffi.cast("int32_t *", c.probe_block.ctypes.data), c.probes.struct, _ptr(findings), _ptr(after),
+                _ptr(rsts), _ptr(overflow), _ptr(counts),
+            )  # fmt: skip
         cid = conn_id[idx]
         n_find, n_after, n_rst_out, n_over = counts.tolist()
         if n_find:

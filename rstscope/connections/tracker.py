@@ -14,8 +14,9 @@ import gc
 
 import numpy as np
 
+from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
-from rstscope.connections.events import EventPass, lib
+from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
@@ -40,9 +41,10 @@ class Tracker:
         self._arrays = ConnArrays()
         self._ack_ring = AckRing()
         self._sweep = IdleSweep()
-        self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # open connections to put out of memory
-        self._slot_of = np.full(1024, -1, dtype=np.int64)  # connection id -> slot, -1 once retired
-        self._tuple_of = np.full(1024, -1, dtype=np.int64)  # connection id -> tuple id
+        self._quiet = IdleSweep(DORMANT_AFTER_FRAMES)  # connections to put out of memory
+        # Per connection ever (4 bytes each: slots and 4-tuples are bounded by what memory holds at once).
+        self._slot_of = np.full(1024, -1, dtype=np.int32)  # connection id -> slot, -1 once retired
+        self._tuple_of = np.full(1024, -1, dtype=np.int32)  # connection id -> tuple id
         self._conn_of_slot = np.full(1024, -1, dtype=np.int64)  # slot -> connection id, -1 free
         self._spill = Spill()
         self.count = 0
@@ -117,7 +119,7 @@ class Tracker:
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
         self._wake(self._dormant.waking(conn_id))
-        return self._slot_of[conn_id]  # from here on, connections are addressed by their slot
+        return self._slot_of[conn_id].astype(np.int64)  # from here on, connections are addressed by their slot
 
     def _allocate(self, ids: np.ndarray) -> np.ndarray:
         """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
@@ -128,28 +130,27 @@ class Tracker:
         self._conn_of_slot[slots] = ids
         self._ack_ring.fit(arr.capacity, slots)
         if len(self._ident) < arr.capacity:
-            grown = np.zeros(arr.capacity, _IDENT)
-            grown[: len(self._ident)] = self._ident
-            self._ident = grown
+            self._ident = grown(self._ident, arr.capacity)
         return slots
 
     def _sleep(self, slots: np.ndarray) -> None:
-        """The open connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
-        if not len(slots):
-            return
-        ids = self._conn_of_slot[slots]
-        self._dormant.put(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
-        self._slot_of[ids] = -1
-        self._conn_of_slot[slots] = -1
-        self._arrays.free.extend(slots.tolist())
+        """The connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
+        for start in range(0, len(slots), _SLOT_BATCH):
+            batch = slots[start : start + _SLOT_BATCH]
+            ids = self._conn_of_slot[batch]
+            self._dormant.put(ids, batch, self._arrays, self._events.columns, self._ack_ring, self._ident)
+            self._events.columns.release(batch)
+            self._slot_of[ids] = -1
+            self._conn_of_slot[batch] = -1
+            self._arrays.free.extend(batch.tolist())
 
     def _wake(self, ids: np.ndarray) -> None:
         """These dormant connections back in slots, as they were."""
-        if not len(ids):
-            return
-        slots = self._allocate(ids)
-        self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(ids), dtype=bool))
-        self._dormant.take(ids, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
+        for start in range(0, len(ids), _SLOT_BATCH):  # the end of a flood wakes thousands at once
+            batch = ids[start : start + _SLOT_BATCH]
+            slots = self._allocate(batch)
+            self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(batch), dtype=bool))
+            self._dormant.take(batch, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
 
     def _retire_idle(self, now_frame: int, now_ns: int) -> None:
         """Connections idle for STALE_AFTER_FRAMES: forget their recent segments (what the event pass would
@@ -157,49 +158,86 @@ class Tracker:
         the spill file, their slot and their 4-tuple are freed.  A later packet of that 4-tuple starts
         a new connection, as it would in Zeek once its timers removed the old one.  Open connections idle
         DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`): out of memory, back if their 4-tuple sends
-        again.  Past
-        LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
-        too.  This is what keeps memory bounded by the connections alive at once."""
+        again; closed ones too past CLOSED_DORMANT_ABOVE, and they still retire when these rules say,
+        from there.  Past LIVE_CLOSED_LIMIT closed connections (in slots or dormant), those idle for
+        PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire too.  This is what keeps memory bounded by the
+        connections alive at once; dormancy changes when a connection leaves memory, never what becomes
+        of it."""
         arr = self._arrays
-        last_frame, live = arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0
-        closing = arr["closing"][: arr.size] > 0
-        idle = self._sweep.idle(now_frame, last_frame, live)
+        size = arr.size
+        last_frame, live = arr["last_frame"][:size], self._conn_of_slot[:size] >= 0
+        closing = arr["closing"][:size] > 0
+        # The sweeps see the slots, then the closed dormant connections (positions from ``size`` on).
+        d_ids, d_frame, d_ns = self._dormant.closed()
+        everyone = np.ones(len(d_ids), dtype=bool)
+        idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
         if idle is not None:
-            self._events.columns.forget_recent(idle)
-            self._retire(idle[closing[idle]])
-            live = self._conn_of_slot[: arr.size] >= 0
+            in_slot = idle[idle < size]
+            self._events.columns.forget_recent(in_slot)
+            self._retire(in_slot[closing[in_slot]])
+            self._retire_dormant(d_ids[idle[idle >= size] - size])
+            live = self._conn_of_slot[:size] >= 0
         quiet = self._quiet.idle(now_frame, last_frame, live)
         if quiet is not None:
-            self._sleep(quiet[~closing[quiet]])
-            live = self._conn_of_slot[: arr.size] >= 0
-        last_ns = arr["last_ns"][: arr.size]
-        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
+            # Closed connections only in a storm: they retire soon anyway, and the file costs time and memory.
+            storm = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > dormant.CLOSED_DORMANT_ABOVE
+            self._sleep(quiet if storm else quiet[~closing[quiet]])
+            live = self._conn_of_slot[:size] >= 0
+        d_ids, d_frame, d_ns = self._dormant.closed()
+        pressured = self._sweep.pressured(
+            now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
+            np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)]),
+        )  # fmt: skip
+        self._retire(pressured[pressured < size])
+        self._retire_dormant(d_ids[pressured[pressured >= size] - size])
+
+    def _retire_dormant(self, ids: np.ndarray) -> None:
+        """Retire these dormant connections (they closed before they went dormant): back in a slot, then out."""
+        for start in range(0, len(ids), _SLOT_BATCH):
+            batch = np.sort(ids[start : start + _SLOT_BATCH])
+            self._wake(batch)
+            self._retire(self._slot_of[batch].astype(np.int64))
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""
-        if not len(slots):
-            return
         slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]  # in id order: read back in id order
-        ids = self._conn_of_slot[slots]
-        self._spill.put(*self._rows(slots, ids, keep=False))
-        for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
-            self._tuples.forget(tid, cid)
-        self._slot_of[ids] = -1
-        self._conn_of_slot[slots] = -1
-        self._arrays.free.extend(slots.tolist())
+        for start in range(0, len(slots), _SLOT_BATCH):  # a storm retires tens of thousands at once
+            batch = slots[start : start + _SLOT_BATCH]
+            ids = self._conn_of_slot[batch]
+            self._spill.put(*self._rows(batch, ids, keep=False))
+            self._events.columns.release(batch)
+            for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
+                self._tuples.forget(tid, cid)
+            self._slot_of[ids] = -1
+            self._conn_of_slot[batch] = -1
+            self._arrays.free.extend(batch.tolist())
 
     def finish(self) -> ConnectionStore:
-        """Retire the live connections too; all connections, in id order."""
+        """Retire the live connections too; all connections, in id order.  The tracker's slots are then
+        given back to the system: the stages after tracking run while the tracker is still referenced."""
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
-            self._retire(live[np.argsort(self._conn_of_slot[live])])
-            dormant = self._dormant.ids()
-            for start in range(0, len(dormant), _WAKE_BATCH):
-                ids = dormant[start : start + _WAKE_BATCH]
+            self._retire(live)
+            sleeping = self._dormant.ids()
+            self._dormant.draining = True
+            for start in range(0, len(sleeping), _WAKE_BATCH):
+                ids = sleeping[start : start + _WAKE_BATCH]
                 self._wake(ids)
-                self._retire(self._slot_of[ids])
+                self._retire(self._slot_of[ids].astype(np.int64))
+        self._drop_slots()
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
+
+    def _drop_slots(self) -> None:
+        """Every connection retired: the slot columns, rings and 4-tuples go (small empty ones instead)."""
+        self._arrays = ConnArrays()
+        self._events.drop_slots(self._arrays)
+        self._ack_ring = AckRing()
+        self._ident = np.zeros(0, _IDENT)
+        self._conn_of_slot = np.full(1024, -1, dtype=np.int64)
+        self._tuples = TupleTable()
+        self._tuple_of = np.zeros(0, dtype=np.int32)
+        self._dormant = Dormant(_IDENT)
 
     @property
     def connections(self) -> list[Connection | None]:
@@ -220,7 +258,7 @@ class Tracker:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
         ids = np.asarray(conn_ids, dtype=np.int64)
         self._wake(self._dormant.waking(ids))  # back in a slot until the end (results do not change)
-        slots = self._slot_of[ids]
+        slots = self._slot_of[ids].astype(np.int64)
         out: dict[int, Connection] = {}
         live = slots >= 0
         if live.any():
@@ -253,7 +291,7 @@ class Tracker:
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
             out[name] = e[:, at : at + width]
         out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        out["probes"] = cols.probes[slots]
+        out["probes"] = cols.probes_of(slots)
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
@@ -324,3 +362,5 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 """Per slot, who the connection is (set when it starts)."""
 _WAKE_BATCH = 4_096
 """Dormant connections put back in slots at once at the end, to retire them."""
+_SLOT_BATCH = 4_096
+"""Connections retired or put to sleep at once: their rows are made together (a few kilobytes each)."""
