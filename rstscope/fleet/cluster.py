@@ -23,7 +23,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from rstscope.fleet import shards
+from rstscope.fleet import shards, timing
 from rstscope.fleet.pieces import Piece
 from rstscope.status import InputError, RstscopeError
 
@@ -42,14 +42,16 @@ class VariableExchange:
     def __init__(self, token: str, shard: int, shards_: int) -> None:
         self.token, self.shard, self.shards = token, shard, shards_
         self._round = 0
+        self.waits = timing.Stopwatch()
 
     def total(self, count: int) -> int:
         from distributed import Variable
 
         r = self._round
         self._round += 1
-        Variable(f"{self.token}-{r}-{self.shard}").set(count)
-        total = sum(int(Variable(f"{self.token}-{r}-{j}").get(timeout=TIMEOUT_S)) for j in range(self.shards))
+        with self.waits.timing():
+            Variable(f"{self.token}-{r}-{self.shard}").set(count)
+            total = sum(int(Variable(f"{self.token}-{r}-{j}").get(timeout=TIMEOUT_S)) for j in range(self.shards))
         if r >= 2:  # everyone has read round r - 2 before setting round r - 1, which this shard has read
             Variable(f"{self.token}-{r - 2}-{self.shard}").delete()
         return total

@@ -49,7 +49,7 @@ from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Connection, Tracker, TtlRange
 from rstscope.connections import retire as retire_mod
 from rstscope.connections.tracker import FEED_ROWS
-from rstscope.fleet import stitch
+from rstscope.fleet import stitch, timing
 from rstscope.fleet.pieces import Piece, discontinuity
 from rstscope.packets import PACKET_DTYPE, ReadStats
 from rstscope.reader import open_capture
@@ -97,25 +97,37 @@ def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
     outs = [open(Path(workdir) / f"rows-{index}-{j}", "wb") for j in range(shards)]  # noqa: SIM115
     frames, times = [], []
     packets, first_ns, last_ns = 0, None, None
+    read, part, write = timing.Stopwatch(), timing.Stopwatch(), timing.Stopwatch()
     try:
         with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:  # no reader child: the pool is the parallelism
-            for chunk in cap.chunks():
+            chunks = iter(cap.chunks())
+            while True:
+                with read.timing():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 packets += len(chunk)
-                ts = chunk["ts_ns"]
-                first_ns = int(ts[0]) if first_ns is None else first_ns
-                last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
-                good = chunk[chunk["decode_error"] == 0]
-                frames.append(good["frame"].copy())
-                times.append(good["ts_ns"].copy())
-                which = shard_of(good, shards)
-                for j, out in enumerate(outs):
-                    out.write(np.ascontiguousarray(good[which == j]).tobytes())
-            np.savez(Path(workdir) / f"clock-{index}.npz", frame=_cat(frames, np.uint64), ts=_cat(times, np.int64))
+                with part.timing():
+                    ts = chunk["ts_ns"]
+                    first_ns = int(ts[0]) if first_ns is None else first_ns
+                    last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
+                    good = chunk[chunk["decode_error"] == 0]
+                    frames.append(good["frame"].copy())
+                    times.append(good["ts_ns"].copy())
+                    which = shard_of(good, shards)
+                with write.timing():
+                    for j, out in enumerate(outs):
+                        out.write(np.ascontiguousarray(good[which == j]).tobytes())
+            with write.timing():
+                np.savez(Path(workdir) / f"clock-{index}.npz", frame=_cat(frames, np.uint64), ts=_cat(times, np.int64))
             return Decoded(index=index, stats=cap.stats, format=cap.format, compressed=cap.compressed,
                            packets=packets, first_ns=first_ns, last_ns=last_ns)  # fmt: skip
     finally:
         for out in outs:
             out.close()
+        read.record("phase 1", "read and decode")
+        part.record("phase 1", "partition")
+        write.record("phase 1", "write rows")
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -182,12 +194,14 @@ class BarrierExchange:
     def __init__(self, barrier, counts, shard: int, shards: int) -> None:
         self.barrier, self.counts, self.shard, self.shards = barrier, counts, shard, shards
         self._round = 0
+        self.waits = timing.Stopwatch()
 
     def total(self, count: int) -> int:
         row = (self._round % 2) * self.shards
         self._round += 1
         self.counts[row + self.shard] = count
-        self.barrier.wait(BARRIER_TIMEOUT_S)
+        with self.waits.timing():
+            self.barrier.wait(BARRIER_TIMEOUT_S)
         if self.shard == 0:
             self.counts[2 * self.shards] = self._round  # slices done, for the progress line
         return sum(self.counts[row : row + self.shards])
@@ -249,23 +263,34 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
     buf = np.zeros(0, dtype=PACKET_DTYPE)
     more = True
     enabled = gc.isenabled()
+    read, track = timing.Stopwatch(), timing.Stopwatch()
+    waits = getattr(exchange, "waits", None) or timing.Stopwatch()
     gc.disable()  # as in Tracker.feed: the tracker makes no reference cycles
     try:
         for k in range(len(sched)):
             bound = int(sched.last_frame[k])
-            while more and (not len(buf) or int(buf["frame"][-1]) <= bound):
-                rows = next(source, None)
-                more = rows is not None
-                if more:
-                    buf = np.concatenate([buf, rows]) if len(buf) else rows
-            n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
-            tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
+            with read.timing():
+                while more and (not len(buf) or int(buf["frame"][-1]) <= bound):
+                    rows = next(source, None)
+                    more = rows is not None
+                    if more:
+                        buf = np.concatenate([buf, rows]) if len(buf) else rows
+                n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
+            with track.timing():
+                tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
             buf = buf[n:]
-        store = tracker.finish()
+        with timing.phase("phase 2", "finish tracker"):
+            store = tracker.finish()
     finally:
         if enabled:
             gc.enable()
-    return _write_store(store, Path(workdir) / f"connections-{shard}")
+    read.record("phase 2", "read rows")
+    track.wall -= waits.wall  # the barrier waits happen inside tracking
+    track.cpu -= waits.cpu
+    track.record("phase 2", "track")
+    waits.record("phase 2", f"barrier waits ({waits.count})")
+    with timing.phase("phase 2", "write result"):
+        return _write_store(store, Path(workdir) / f"connections-{shard}")
 
 
 def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iterator[np.ndarray]:
@@ -391,7 +416,8 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
     """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask)."""
     workdir = engine.workdir(group)
     try:
-        decoded = engine.decode(group, workdir, progress)
+        with timing.phase("parent", "phase 1 (wait)"):
+            decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
             results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers, progress))
@@ -445,14 +471,18 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         spans.append(stitch.Span(path=str(group[i].path), offset=offset, records=d.stats.records,
                                  first_ns=d.first_ns, last_ns=d.last_ns, packets=d.packets))  # fmt: skip
         offset += d.stats.records
-    sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
+    with timing.phase("parent", "schedule"):
+        sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
-    results = engine.track(pieces, sched, workdir, zeek_timers, progress)
+    with timing.phase("parent", "phase 2 (wait)"):
+        results = engine.track(pieces, sched, workdir, zeek_timers, progress)
     info = stitch.capture_info(
         [group[i] for i in members], spans, [(decoded[i].format, decoded[i].compressed) for i in members],
         stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
     )  # fmt: skip
-    return analysis.analysis_of(info, MergedStore(results))
+    with timing.phase("parent", "merge"):
+        store = MergedStore(results)
+    return analysis.analysis_of(info, store)
 
 
 def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
