@@ -293,16 +293,18 @@ def write_json(analyses: list[Analysis], stream) -> None:
     for key, value in doc.items():
         indent = orjson.OPT_INDENT_2 if isinstance(value, (dict, list)) else 0
         stream.write(f' "{key}": {_encode(value, indent).replace(chr(10), chr(10) + " ")},\n')
-    _write_rows(stream, "connections", map(orjson.dumps, _connection_rows(analyses)))
+    _write_rows(stream, "connections", _encoded_connection_rows(analyses))
     stream.write(",\n")
     _write_rows(stream, "resets", _encoded_reset_rows(analyses))
     stream.write(f',\n "listen_queue": {_encode(_listen_queue(analyses))}\n}}\n')
 
 
-def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
-    """Every connection's row, reading each connection once; an analysis whose listen-queue counts are not
-    known yet gets them from the same pass."""
+def _connection_rows(analyses: list[Analysis], only: int | None = None) -> Iterator[dict]:
+    """Every connection's row (of analysis ``only``, if given), reading each connection once; an analysis
+    whose listen-queue counts are not known yet gets them from the same pass."""
     for i, a in enumerate(analyses):
+        if only is not None and i != only:
+            continue
         tally = None if a.listen_queue_known else ListenQueueTally()
         table = a.resets
         reset_ids = table.connection  # sorted: walked alongside the connections
@@ -322,6 +324,17 @@ def _connection_rows(analyses: list[Analysis]) -> Iterator[dict]:
             yield row
         if tally is not None:
             a.listen_queue = tally.result()
+
+
+def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes]:
+    """Every connection's row, encoded; a store that encoded its rows itself (``encoded_rows(capture)``:
+    rstscope.fleet's, in its worker processes, with the listen-queue counts) gives them as they are."""
+    for i, a in enumerate(analyses):
+        own = getattr(a.connections, "encoded_rows", None)
+        if own is not None and a.listen_queue_known:
+            yield from own(i)
+        else:
+            yield from map(orjson.dumps, _connection_rows(analyses, only=i))
 
 
 def _encoded_reset_rows(analyses: list[Analysis]) -> Iterator[bytes]:

@@ -170,6 +170,7 @@ class Tracker:
         again.  Past
         LIVE_CLOSED_LIMIT closed connections, those idle for PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire
         too.  This is what keeps memory bounded by the connections alive at once."""
+        now_frame, now_ns = self.sweep_clock(now_frame, now_ns)
         arr = self._arrays
         last_frame, live = arr["last_frame"][: arr.size], self._conn_of_slot[: arr.size] >= 0
         closing = arr["closing"][: arr.size] > 0
@@ -183,7 +184,24 @@ class Tracker:
             self._sleep(quiet[~closing[quiet]])
             live = self._conn_of_slot[: arr.size] >= 0
         last_ns = arr["last_ns"][: arr.size]
-        self._retire(self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
+        self._retire(self.pressured(now_frame, now_ns, last_frame, last_ns, live & closing))
+
+    # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
+    # each slice, and it must sweep and count as the tracker of the whole capture does).
+
+    def sweep(self, now_frame: int, now_ns: int) -> None:
+        """Run the idle sweep that follows each slice now (a shard with no rows in a slice still sweeps)."""
+        self._retire_idle(now_frame, now_ns)
+
+    def sweep_clock(self, now_frame: int, now_ns: int) -> tuple[int, int]:
+        """The frame and time a sweep runs at: by default the slice's last frame and latest time."""
+        return now_frame, now_ns
+
+    def pressured(self, now_frame: int, now_ns: int, last_frame: np.ndarray, last_ns: np.ndarray,
+                  closed: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The slots of closed connections (``closed`` per slot) that retire under pressure: by default
+        those :meth:`.retire.IdleSweep.pressured` names, counting this tracker's closed connections."""
+        return self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, closed)
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""

@@ -57,8 +57,8 @@ class VariableExchange:
         return total
 
 
-def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, zeek_timers: bool):
-    return shards.track_shard(shard, pieces, sched, workdir, VariableExchange(token, shard, count), zeek_timers)
+def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, info, zeek_timers: bool):
+    return shards.track_shard(shard, pieces, sched, workdir, VariableExchange(token, shard, count), info, zeek_timers)
 
 
 class DaskEngine:
@@ -101,7 +101,7 @@ class DaskEngine:
                 progress(done, packets, nbytes)
         return decoded
 
-    def track(self, pieces, sched, workdir: str, zeek_timers: bool, progress=None):
+    def track(self, pieces, sched, workdir: str, info, zeek_timers: bool, progress=None):
         token = f"rstscope-{uuid.uuid4().hex}"
         futures = [
             self.client.submit(
@@ -112,6 +112,7 @@ class DaskEngine:
                 workdir,
                 token,
                 self.shards,
+                info,
                 zeek_timers,
                 workers=[self.slots[j]],
                 allow_other_workers=False,
