@@ -20,6 +20,7 @@ encoded them.  Connection objects are made in the parent only for outputs other 
 
 from __future__ import annotations
 
+import array
 import bisect
 import os
 import pickle
@@ -185,7 +186,7 @@ def _write_connection_rows(conns: Iterator[Connection], analysis: Analysis, work
 
     tally = ListenQueueTally()
     server_first: dict[str, int] = {}
-    lengths = []
+    lengths = array.array("q")
     with open(work / f"conn-json-{shard}", "wb") as out:
         block = []
         for c in conns:
@@ -199,7 +200,7 @@ def _write_connection_rows(conns: Iterator[Connection], analysis: Analysis, work
                 out.write(b"".join(block))
                 block = []
         out.write(b"".join(block))
-    return np.asarray(lengths, dtype=np.int64), tally.result(), server_first
+    return np.frombuffer(lengths, dtype=np.int64).copy(), tally.result(), server_first
 
 
 # -- in the parent -----------------------------------------------------------------------------------

@@ -16,15 +16,16 @@ every slice (:class:`BarrierExchange`: the shards run in lockstep, one barrier p
 connection retires in its shard exactly when it would retire in the single process.
 
 Phase 2 (:func:`track_shard`, one process per shard): track the shard over all pieces in frame
-order and write its connections (pickled, in its id order) to a file.  The parent merges them
-(:class:`MergedStore`): global ids are the single-process ids (connections are numbered in the
-order of their first packet, and a frame holds one packet), ``host_ttl`` ranges are merged, and
-evidence, verdicts and the document follow as for one file.
+order, then do the stages after tracking for its own connections (:func:`.merge.finish_shard`:
+global ids, which are the single-process ids since connections are numbered in the order of their
+first packet and a frame holds one packet; the capture's ``host_ttl``; evidence, verdicts and the
+encoded document rows).  The parent interleaves what the shards wrote (:mod:`.merge`).
 
 Known limit: within a slice, a 64-bit hash collision between two 4-tuples makes the single process
 group rows exactly instead (``TupleTable.index``); grouping differs, the result does not.
 Memory per process: phase 1 is the reader's (about 80 MB) and the piece's frames and timestamps (16
 bytes a row); phase 2 reads its shard files in blocks and holds the connections alive in its shard.
+Where the time goes: ``benchmarks/fleet.py --breakdown`` (:mod:`.timing`; benchmarks/PLAN.md §13).
 """
 
 from __future__ import annotations

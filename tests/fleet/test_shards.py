@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from rstscope.connections import Tracker, retire
-from rstscope.fleet import shards
-from tests.fleet.conftest import document, without_added
+from rstscope.fleet import pieces as pieces_mod
+from rstscope.fleet import run, shards, stitch
+from tests.fleet.conftest import document, rstscope, without_added
 
 
 @pytest.mark.parametrize("jobs", ["2", "3"])
@@ -66,3 +67,38 @@ def test_schedule_is_the_single_process_clock(busy_pieces, tmp_path, monkeypatch
     sched = shards.schedule(iter(clocks))
     assert len(sched) > 5
     assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
+
+
+def test_jobs_other_outputs_equal_single_process(busy_pieces, tmp_path):
+    """The text summary, the CSV and Parquet read the connections back as objects (made in the parent from
+    the rows the shards wrote), not the rows the shards encoded for --json."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, pieces = busy_pieces
+    directory = str(pieces[0].parent)
+    for output in (["--all"], ["--csv"]):
+        single = rstscope("analyze", directory, "--jobs", "1", *output)
+        parallel = rstscope("analyze", directory, "--jobs", "2", *output)
+        assert single[0] == parallel[0] == 0, parallel[2]
+        assert parallel[1] == single[1]
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"pq-{jobs}"
+        status, _, err = rstscope("analyze", directory, "--jobs", jobs, "--parquet", str(out), "--summary-only")
+        assert status == 0, err
+        outs[jobs] = {p.relative_to(out): pq.read_table(p).to_pylist() for p in sorted(out.rglob("*.parquet"))}
+    assert outs["2"] == outs["1"] and outs["1"]
+
+
+def test_merged_store_reads_connections_in_any_order(busy_pieces):
+    """Connections by global id from the merged store: the single process's, in any order and in slices."""
+    _, pieces = busy_pieces
+    group = [pieces_mod.probe(p, "") for p in pieces]
+    single = stitch.analyze_group(group, max_gap_s=300.0)[0]
+    options = run.Options(jobs=2)
+    parallel = shards.analyze_group(group, options, jobs=2)[0]
+    n = len(single.connections)
+    assert len(parallel.connections) == n
+    picks = [n - 1, 0, n // 2, 7, n // 3]
+    assert [parallel.connections[i] for i in picks] == [single.connections[i] for i in picks]
+    assert parallel.connections[10:20] == single.connections[10:20]
+    assert list(parallel.connections.with_resets()) == list(single.connections.with_resets())
