@@ -264,6 +264,7 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
             buf = buf[n:]
         with timing.phase("phase 2", "finish tracker"):
             store = tracker.finish()
+        del tracker, buf  # its slots and rings are not needed by the stages after tracking
     finally:
         if enabled:
             gc.enable()
