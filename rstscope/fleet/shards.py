@@ -272,9 +272,17 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
     track.wall -= waits.wall  # the barrier waits so far happened inside tracking
     track.cpu -= waits.cpu
     track.record("phase 2", "track")
-    result = finish_shard(store, shard, workdir, exchange, info)
+    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info)
     waits.record("phase 2", f"barrier waits ({waits.count})")
     return result
+
+
+def output_dir(workdir: str, pieces: list[tuple[int, int]]) -> str:
+    """Where phase 2 of one capture (named by its first piece) writes: the captures of one group apart,
+    since the parent still reads one capture's files while the next one is tracked."""
+    path = Path(workdir) / f"capture-{pieces[0][0]}"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iterator[np.ndarray]:
@@ -386,9 +394,8 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
     with timing.phase("parent", "phase 2 (wait)"):
         results = engine.track(pieces, sched, workdir, info, zeek_timers, progress)
     with timing.phase("parent", "merge"):
-        found = Analysis(
-            capture=info, connections=MergedStore(results, workdir), resets=merged_resets(results, workdir)
-        )
+        out = output_dir(workdir, pieces)
+        found = Analysis(capture=info, connections=MergedStore(results, out), resets=merged_resets(results, out))
         found.listen_queue = merged_listen_queue(results)
     return found
 

@@ -102,3 +102,11 @@ def test_merged_store_reads_connections_in_any_order(busy_pieces):
     assert [parallel.connections[i] for i in picks] == [single.connections[i] for i in picks]
     assert parallel.connections[10:20] == single.connections[10:20]
     assert list(parallel.connections.with_resets()) == list(single.connections.with_resets())
+
+
+def test_jobs_with_several_captures_in_a_group(short_pieces):
+    """Pieces split into several captures by --max-gap: each capture's shard files are its own."""
+    directory = str(short_pieces[0].parent)
+    single = document(directory, "--jobs", "1", "--max-gap", "0")
+    assert len(single["captures"]) > 1
+    assert document(directory, "--jobs", "2", "--max-gap", "0") == single
