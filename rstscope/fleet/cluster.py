@@ -18,6 +18,7 @@ than rstscope installed.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import uuid
@@ -58,7 +59,14 @@ class VariableExchange:
 
 
 def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, info, zeek_timers: bool):
-    return shards.track_shard(shard, pieces, sched, workdir, VariableExchange(token, shard, count), info, zeek_timers)
+    # The worker's own objects (distributed's) out of the cyclic collector's passes while the stages after
+    # tracking allocate millions of short-lived ones; they are long-lived anyway.
+    gc.freeze()
+    try:
+        exchange = VariableExchange(token, shard, count)
+        return shards.track_shard(shard, pieces, sched, workdir, exchange, info, zeek_timers)
+    finally:
+        gc.unfreeze()
 
 
 class DaskEngine:
