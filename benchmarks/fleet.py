@@ -147,7 +147,13 @@ def print_breakdown(result: dict, path: Path) -> None:
 
 
 def same(a: Path, b: Path) -> bool:
-    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    """Identical resets and connections: byte-identical documents (compared in blocks), else parsed."""
+    if a.stat().st_size == b.stat().st_size:
+        with open(a, "rb") as x, open(b, "rb") as y:
+            while (block := x.read(1 << 24)) == y.read(1 << 24):
+                if not block:
+                    return True
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())  # a 1M-packet piece's document: GBs
     return x["resets"] == y["resets"] and x["connections"] == y["connections"]
 
 
