@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rstscope.connections import Tracker, retire
-from rstscope.fleet import pieces as pieces_mod
-from rstscope.fleet import run, shards, stitch
+from rstscope.fleet import shards
 from tests.fleet.conftest import document, rstscope, without_added
 
 
@@ -87,21 +86,6 @@ def test_jobs_other_outputs_equal_single_process(busy_pieces, tmp_path):
         assert status == 0, err
         outs[jobs] = {p.relative_to(out): pq.read_table(p).to_pylist() for p in sorted(out.rglob("*.parquet"))}
     assert outs["2"] == outs["1"] and outs["1"]
-
-
-def test_merged_store_reads_connections_in_any_order(busy_pieces):
-    """Connections by global id from the merged store: the single process's, in any order and in slices."""
-    _, pieces = busy_pieces
-    group = [pieces_mod.probe(p, "") for p in pieces]
-    single = stitch.analyze_group(group, max_gap_s=300.0)[0]
-    options = run.Options(jobs=2)
-    parallel = shards.analyze_group(group, options, jobs=2)[0]
-    n = len(single.connections)
-    assert len(parallel.connections) == n
-    picks = [n - 1, 0, n // 2, 7, n // 3]
-    assert [parallel.connections[i] for i in picks] == [single.connections[i] for i in picks]
-    assert parallel.connections[10:20] == single.connections[10:20]
-    assert list(parallel.connections.with_resets()) == list(single.connections.with_resets())
 
 
 def test_jobs_with_several_captures_in_a_group(short_pieces):
