@@ -27,6 +27,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from rstscope.fleet import timing  # noqa: E402
 from tests import shortconns  # noqa: E402
 
 
@@ -44,10 +45,10 @@ def make_pieces(workdir: Path, pieces: int, packets: int) -> Path:
 
 
 class PeakRss:
-    """Peak RSS of each process of a tree (polled), by pid."""
+    """Peak RSS and last-seen CPU seconds (user + system) of each process of a tree (polled), by pid."""
 
     def __init__(self, roots: list[int]) -> None:
-        self.roots, self.peak, self._stop = roots, {}, threading.Event()
+        self.roots, self.peak, self.cpu, self.first_cpu, self._stop = roots, {}, {}, {}, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -60,6 +61,9 @@ class PeakRss:
                 for p in procs:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         self.peak[p.pid] = max(self.peak.get(p.pid, 0), p.memory_info().rss)
+                        t = p.cpu_times()
+                        self.cpu[p.pid] = t.user + t.system
+                        self.first_cpu.setdefault(p.pid, t.user + t.system)
             time.sleep(0.1)
 
     def __enter__(self):
@@ -71,8 +75,13 @@ class PeakRss:
         self._thread.join()
 
 
-def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[int]) -> dict:
-    cmd = [sys.executable, "-m", "rstscope", "analyze", str(directory), "--json", "-o", str(out), *extra]
+def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[int], breakdown: Path | None) -> dict:
+    argv = ["analyze", str(directory), "--json", "-o", str(out), *extra]
+    cmd = [sys.executable, "-m", "rstscope", *argv]
+    if breakdown is not None:
+        breakdown.unlink(missing_ok=True)
+        os.environ[timing.ENV] = str(breakdown)  # for this command and the processes it starts
+        cmd = [sys.executable, __file__, "--as-rstscope", *argv]
     before = os.times()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO)
@@ -82,14 +91,69 @@ def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[in
     after = os.times()
     if proc.returncode:
         raise SystemExit(f"{label}: exit {proc.returncode}")
-    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    waited = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    # Forkserver children and Dask workers are not the command's waited-for children: their CPU is
+    # polled (a process's last reading; a Dask worker's less its reading when the run began).
+    by_pid = {pid: c - (rss.first_cpu[pid] if pid in watch else 0.0) for pid, c in rss.cpu.items()}
+    cpu = max(waited, sum(by_pid.values()))
     others = [v for pid, v in rss.peak.items() if pid != proc.pid]
     return {"label": label, "wall": wall, "cpu_children": cpu, "parent_mb": rss.peak.get(proc.pid, 0) / 2**20,
-            "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak)}  # fmt: skip
+            "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak), "pid": proc.pid,
+            "cpu_by_pid": by_pid, "watch": watch, "load": os.getloadavg()}  # fmt: skip
+
+
+def as_rstscope(argv: list[str]) -> int:
+    """``rstscope ARGV`` with the command's own phases timed too: the evidence and verdicts
+    (``analysis_of``) and the document's writing (``write_json``)."""
+    from rstscope import analysis, cli
+    from rstscope.commands import analyze
+
+    def timed(module, name: str, phase: str) -> None:
+        inner = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            with timing.phase("parent", phase):
+                return inner(*args, **kwargs)
+
+        setattr(module, name, wrapper)
+
+    timed(analysis, "analysis_of", "evidence and verdicts")
+    timed(analyze, "write_json", "write the document")
+    with timing.phase("parent", "whole command"):
+        status = cli.run(argv)
+    return status
+
+
+def print_breakdown(result: dict, path: Path) -> None:
+    """Per phase: wall and CPU seconds summed over the processes that ran it (and how many did)."""
+    rows: dict[tuple[str, str], list[float]] = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        row = rows.setdefault((r["role"], r["phase"]), [0.0, 0.0, set()])
+        row[0] += r["wall"]
+        row[1] += r["cpu"]
+        row[2].add(r["pid"])
+    print(f"  {result['label']}: wall {result['wall']:.1f} s, load average before/after "
+          f"{result['load'][0]:.2f}; per phase, summed over processes")  # fmt: skip
+    print(f"    {'process':10} {'phase':36} {'wall s':>8} {'CPU s':>8} {'procs':>6}")
+    for (role, phase), (wall, cpu, pids) in rows.items():
+        print(f"    {role:10} {phase:36} {wall:8.1f} {cpu:8.1f} {len(pids):6}")
+    by_pid = result["cpu_by_pid"]
+    mine = by_pid.get(result["pid"], 0.0)
+    helpers = {pid: c for pid, c in by_pid.items() if pid != result["pid"]}
+    print(f"    CPU s by process (polled): rstscope {mine:.1f}; helpers "
+          + (", ".join(f"{c:.1f}" for c in sorted(helpers.values(), reverse=True)) or "none")
+          + f"; {sum(by_pid.values()) / result['wall']:.2f} cores busy on average")  # fmt: skip
 
 
 def same(a: Path, b: Path) -> bool:
-    x, y = json.loads(a.read_text()), json.loads(b.read_text())
+    """Identical resets and connections: byte-identical documents (compared in blocks), else parsed."""
+    if a.stat().st_size == b.stat().st_size:
+        with open(a, "rb") as x, open(b, "rb") as y:
+            while (block := x.read(1 << 24)) == y.read(1 << 24):
+                if not block:
+                    return True
+    x, y = json.loads(a.read_text()), json.loads(b.read_text())  # a 1M-packet piece's document: GBs
     return x["resets"] == y["resets"] and x["connections"] == y["connections"]
 
 
@@ -99,6 +163,17 @@ def main() -> int:
     parser.add_argument("--packets", type=int, default=1_000_000, help="packets per piece")
     parser.add_argument("--workdir", default="/tmp/rstscope-fleet-bench")
     parser.add_argument("--no-dask", action="store_true")
+    parser.add_argument(
+        "--only",
+        choices=["single", "jobs", "dask"],
+        action="append",
+        help="run only these (repeatable; the documents are compared among those run)",
+    )
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each phase in each process (decode, partition, tracking, barrier waits, "
+                             "merge, evidence, output) and print it")  # fmt: skip
+    if sys.argv[1:2] == ["--as-rstscope"]:
+        return as_rstscope(sys.argv[2:])
     args = parser.parse_args()
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -106,17 +181,28 @@ def main() -> int:
     load = os.getloadavg()
     print(f"{args.pieces} pieces x ~{args.packets:,} packets in {directory}; load average {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
-    results = [run("single process (--jobs 1)", directory, workdir / "single.json", ["--jobs", "1"], [])]
-    results.append(run("--jobs 2", directory, workdir / "jobs2.json", ["--jobs", "2"], []))
-    outs = [workdir / "single.json", workdir / "jobs2.json"]
-    if not args.no_dask:
+    wanted = set(args.only or ["single", "jobs", "dask"]) - ({"dask"} if args.no_dask else set())
+    results, outs = [], []
+
+    def one(label: str, name: str, extra: list[str], watch: list[int]) -> None:
+        breakdown = workdir / f"{name}.timings" if args.breakdown else None
+        results.append(run(label, directory, workdir / f"{name}.json", extra, watch, breakdown))
+        outs.append(workdir / f"{name}.json")
+        if breakdown is not None:
+            print_breakdown(results[-1], breakdown)
+
+    if "single" in wanted:
+        one("single process (--jobs 1)", "single", ["--jobs", "1"], [])
+    if "jobs" in wanted:
+        one("--jobs 2", "jobs2", ["--jobs", "2"], [])
+    if "dask" in wanted:
         from distributed import LocalCluster
 
+        if args.breakdown:
+            os.environ[timing.ENV] = str(workdir / "dask.timings")  # the workers inherit it
         with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
             pids = [w.process.pid for w in cluster.workers.values()]
-            results.append(run("Dask LocalCluster, 2 workers", directory, workdir / "dask.json",
-                               ["--dask", cluster.scheduler_address], pids))  # fmt: skip
-        outs.append(workdir / "dask.json")
+            one("Dask LocalCluster, 2 workers", "dask", ["--dask", cluster.scheduler_address], pids)
     base = results[0]["wall"]
     print("peak RSS per process, MB: 'rstscope' is the command's own process (it computes evidence and writes the")
     print("document), 'others' the largest of its helpers (reader child, decoding and shard processes, Dask workers)")
@@ -124,7 +210,12 @@ def main() -> int:
     for r in results:
         print(f"{r['label']:32} {r['wall']:8.1f} {base / r['wall']:8.2f} {r['cpu_children']:8.1f} "
               f"{r['parent_mb']:12.0f} {r['worker_mb']:10.0f} {r['processes']:6}")  # fmt: skip
-    print("CPU s: user + system time of the rstscope command and the processes it waited for (not the Dask workers)")
+    print("CPU s: user + system time of the rstscope command and every process it started, Dask workers included "
+          "(polled every 0.1 s: a process's last reading)")  # fmt: skip
+    for r in results:
+        if r["watch"]:
+            print(f"{r['label']}: Dask workers' CPU s (polled): "
+                  + ", ".join(f"{r['cpu_by_pid'].get(pid, 0.0):.1f}" for pid in r["watch"]))  # fmt: skip
     identical = all(same(outs[0], o) for o in outs[1:])
     print(f"identical resets and connections in all runs: {identical}")
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -301,17 +301,22 @@ def write_json(analyses: list[Analysis], stream) -> None:
 
 def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes]:
     """Every connection's row, encoded, reading each connection once; an analysis whose listen-queue counts
-    are not known yet gets them from the same pass.  From the tracker's rows in batches
-    (:mod:`rstscope.columns`), or from the connection objects of stores without rows."""
+    are not known yet gets them from the same pass.  A store that encoded its rows itself
+    (``encoded_rows(capture)``: rstscope.fleet's, in its worker processes, with the listen-queue counts)
+    gives them as they are; the tracker's store gives its rows in batches (:mod:`rstscope.columns`); other
+    stores give connection objects."""
     for i, a in enumerate(analyses):
         store = a.connections
-        if not hasattr(store, "row_batches"):
+        own = getattr(store, "encoded_rows", None)
+        if own is not None and a.listen_queue_known:
+            yield from own(i)
+        elif hasattr(store, "row_batches"):
+            tally = None if a.listen_queue_known else columns.ListenQueueColumns()
+            yield from columns.connection_rows(store, a.resets, i, a.capture, tally)
+            if tally is not None:
+                a.listen_queue = tally.result()
+        else:
             yield from map(orjson.dumps, _object_rows(a, i))
-            continue
-        tally = None if a.listen_queue_known else columns.ListenQueueColumns()
-        yield from columns.connection_rows(store, a.resets, i, a.capture, tally)
-        if tally is not None:
-            a.listen_queue = tally.result()
 
 
 def _object_rows(a: Analysis, i: int) -> Iterator[dict]:

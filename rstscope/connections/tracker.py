@@ -163,6 +163,7 @@ class Tracker:
         PRESSURE_IDLE_FRAMES and PRESSURE_IDLE_NS retire too.  This is what keeps memory bounded by the
         connections alive at once; dormancy changes when a connection leaves memory, never what becomes
         of it."""
+        now_frame, now_ns = self.sweep_clock(now_frame, now_ns)
         arr = self._arrays
         size = arr.size
         last_frame, live = arr["last_frame"][:size], self._conn_of_slot[:size] >= 0
@@ -184,7 +185,7 @@ class Tracker:
             self._sleep(quiet if storm else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
-        pressured = self._sweep.pressured(
+        pressured = self.pressured(
             now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
             np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)]),
         )  # fmt: skip
@@ -197,6 +198,23 @@ class Tracker:
             batch = np.sort(ids[start : start + _SLOT_BATCH])
             self._wake(batch)
             self._retire(self._slot_of[batch].astype(np.int64))
+
+    # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
+    # each slice, and it must sweep and count as the tracker of the whole capture does).
+
+    def sweep(self, now_frame: int, now_ns: int) -> None:
+        """Run the idle sweep that follows each slice now (a shard with no rows in a slice still sweeps)."""
+        self._retire_idle(now_frame, now_ns)
+
+    def sweep_clock(self, now_frame: int, now_ns: int) -> tuple[int, int]:
+        """The frame and time a sweep runs at: by default the slice's last frame and latest time."""
+        return now_frame, now_ns
+
+    def pressured(self, now_frame: int, now_ns: int, last_frame: np.ndarray, last_ns: np.ndarray,
+                  closed: np.ndarray) -> np.ndarray:  # fmt: skip
+        """The slots of closed connections (``closed`` per slot) that retire under pressure: by default
+        those :meth:`.retire.IdleSweep.pressured` names, counting this tracker's closed connections."""
+        return self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, closed)
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""

@@ -18,12 +18,13 @@ than rstscope installed.
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import uuid
 from pathlib import Path
 
-from rstscope.fleet import shards
+from rstscope.fleet import shards, timing
 from rstscope.fleet.pieces import Piece
 from rstscope.status import InputError, RstscopeError
 
@@ -42,21 +43,30 @@ class VariableExchange:
     def __init__(self, token: str, shard: int, shards_: int) -> None:
         self.token, self.shard, self.shards = token, shard, shards_
         self._round = 0
+        self.waits = timing.Stopwatch()
 
     def total(self, count: int) -> int:
         from distributed import Variable
 
         r = self._round
         self._round += 1
-        Variable(f"{self.token}-{r}-{self.shard}").set(count)
-        total = sum(int(Variable(f"{self.token}-{r}-{j}").get(timeout=TIMEOUT_S)) for j in range(self.shards))
+        with self.waits.timing():
+            Variable(f"{self.token}-{r}-{self.shard}").set(count)
+            total = sum(int(Variable(f"{self.token}-{r}-{j}").get(timeout=TIMEOUT_S)) for j in range(self.shards))
         if r >= 2:  # everyone has read round r - 2 before setting round r - 1, which this shard has read
             Variable(f"{self.token}-{r - 2}-{self.shard}").delete()
         return total
 
 
-def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, zeek_timers: bool):
-    return shards.track_shard(shard, pieces, sched, workdir, VariableExchange(token, shard, count), zeek_timers)
+def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, info, zeek_timers: bool):
+    # The worker's own objects (distributed's) out of the cyclic collector's passes while the stages after
+    # tracking allocate millions of short-lived ones; they are long-lived anyway.
+    gc.freeze()
+    try:
+        exchange = VariableExchange(token, shard, count)
+        return shards.track_shard(shard, pieces, sched, workdir, exchange, info, zeek_timers)
+    finally:
+        gc.unfreeze()
 
 
 class DaskEngine:
@@ -99,7 +109,7 @@ class DaskEngine:
                 progress(done, packets, nbytes)
         return decoded
 
-    def track(self, pieces, sched, workdir: str, zeek_timers: bool, progress=None):
+    def track(self, pieces, sched, workdir: str, info, zeek_timers: bool, progress=None):
         token = f"rstscope-{uuid.uuid4().hex}"
         futures = [
             self.client.submit(
@@ -110,6 +120,7 @@ class DaskEngine:
                 workdir,
                 token,
                 self.shards,
+                info,
                 zeek_timers,
                 workers=[self.slots[j]],
                 allow_other_workers=False,

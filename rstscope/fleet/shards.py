@@ -16,15 +16,16 @@ every slice (:class:`BarrierExchange`: the shards run in lockstep, one barrier p
 connection retires in its shard exactly when it would retire in the single process.
 
 Phase 2 (:func:`track_shard`, one process per shard): track the shard over all pieces in frame
-order and write its connections (pickled, in its id order) to a file.  The parent merges them
-(:class:`MergedStore`): global ids are the single-process ids (connections are numbered in the
-order of their first packet, and a frame holds one packet), ``host_ttl`` ranges are merged, and
-evidence, verdicts and the document follow as for one file.
+order, then do the stages after tracking for its own connections (:func:`.merge.finish_shard`:
+global ids, which are the single-process ids since connections are numbered in the order of their
+first packet and a frame holds one packet; the capture's ``host_ttl``; evidence, verdicts and the
+encoded document rows).  The parent interleaves what the shards wrote (:mod:`.merge`).
 
 Known limit: within a slice, a 64-bit hash collision between two 4-tuples makes the single process
 group rows exactly instead (``TupleTable.index``); grouping differs, the result does not.
 Memory per process: phase 1 is the reader's (about 80 MB) and the piece's frames and timestamps (16
 bytes a row); phase 2 reads its shard files in blocks and holds the connections alive in its shard.
+Where the time goes: ``benchmarks/fleet.py --breakdown`` (:mod:`.timing`; benchmarks/PLAN.md §13).
 """
 
 from __future__ import annotations
@@ -38,18 +39,18 @@ import pickle
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rstscope import analysis
 from rstscope.analysis import CHUNK_PACKETS, Analysis
-from rstscope.connections import Connection, Tracker, TtlRange
+from rstscope.connections import Tracker
 from rstscope.connections import retire as retire_mod
 from rstscope.connections.tracker import FEED_ROWS
-from rstscope.fleet import stitch
+from rstscope.fleet import stitch, timing
+from rstscope.fleet.merge import MergedStore, ShardResult, finish_shard, merged_listen_queue, merged_resets
 from rstscope.fleet.pieces import Piece, discontinuity
 from rstscope.packets import PACKET_DTYPE, ReadStats
 from rstscope.reader import open_capture
@@ -97,25 +98,37 @@ def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
     outs = [open(Path(workdir) / f"rows-{index}-{j}", "wb") for j in range(shards)]  # noqa: SIM115
     frames, times = [], []
     packets, first_ns, last_ns = 0, None, None
+    read, part, write = timing.Stopwatch(), timing.Stopwatch(), timing.Stopwatch()
     try:
         with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:  # no reader child: the pool is the parallelism
-            for chunk in cap.chunks():
+            chunks = iter(cap.chunks())
+            while True:
+                with read.timing():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 packets += len(chunk)
-                ts = chunk["ts_ns"]
-                first_ns = int(ts[0]) if first_ns is None else first_ns
-                last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
-                good = chunk[chunk["decode_error"] == 0]
-                frames.append(good["frame"].copy())
-                times.append(good["ts_ns"].copy())
-                which = shard_of(good, shards)
-                for j, out in enumerate(outs):
-                    out.write(np.ascontiguousarray(good[which == j]).tobytes())
-            np.savez(Path(workdir) / f"clock-{index}.npz", frame=_cat(frames, np.uint64), ts=_cat(times, np.int64))
+                with part.timing():
+                    ts = chunk["ts_ns"]
+                    first_ns = int(ts[0]) if first_ns is None else first_ns
+                    last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
+                    good = chunk[chunk["decode_error"] == 0]
+                    frames.append(good["frame"].copy())
+                    times.append(good["ts_ns"].copy())
+                    which = shard_of(good, shards)
+                with write.timing():
+                    for j, out in enumerate(outs):
+                        out.write(np.ascontiguousarray(good[which == j]).tobytes())
+            with write.timing():
+                np.savez(Path(workdir) / f"clock-{index}.npz", frame=_cat(frames, np.uint64), ts=_cat(times, np.int64))
             return Decoded(index=index, stats=cap.stats, format=cap.format, compressed=cap.compressed,
                            packets=packets, first_ns=first_ns, last_ns=last_ns)  # fmt: skip
     finally:
         for out in outs:
             out.close()
+        read.record("phase 1", "read and decode")
+        part.record("phase 1", "partition")
+        write.record("phase 1", "write rows")
 
 
 def _cat(parts: list[np.ndarray], dtype) -> np.ndarray:
@@ -182,25 +195,39 @@ class BarrierExchange:
     def __init__(self, barrier, counts, shard: int, shards: int) -> None:
         self.barrier, self.counts, self.shard, self.shards = barrier, counts, shard, shards
         self._round = 0
+        self.waits = timing.Stopwatch()
 
     def total(self, count: int) -> int:
         row = (self._round % 2) * self.shards
         self._round += 1
         self.counts[row + self.shard] = count
-        self.barrier.wait(BARRIER_TIMEOUT_S)
+        with self.waits.timing():
+            self.barrier.wait(BARRIER_TIMEOUT_S)
         if self.shard == 0:
             self.counts[2 * self.shards] = self._round  # slices done, for the progress line
         return sum(self.counts[row : row + self.shards])
 
 
-class _SharedPressure(retire_mod.IdleSweep):
-    """The idle sweep, with the pressure rule counting closed connections over all shards."""
+class ShardTracker(Tracker):
+    """A tracker of one shard that sweeps on the whole capture's clock and counts the closed connections
+    of all shards under pressure (see the module docstring)."""
 
-    def __init__(self, exchange) -> None:
-        super().__init__()
+    def __init__(self, exchange, *, zeek_timers: bool = False) -> None:
+        super().__init__(zeek_timers=zeek_timers)
         self.exchange = exchange
+        self._now = (0, 0)
 
-    def pressured(self, now_frame, now_ns, last_frame, last_ns, closed):  # type: ignore[override]
+    def track_slice(self, rows: np.ndarray, now_frame: int, now_ns: int) -> None:
+        self._now = (now_frame, now_ns)
+        if len(rows):
+            self.feed(rows)  # a slice is at most FEED_ROWS rows: one step, ending with the sweep on self._now
+        else:
+            self.sweep(now_frame, now_ns)
+
+    def sweep_clock(self, now_frame: int, now_ns: int) -> tuple[int, int]:
+        return self._now
+
+    def pressured(self, now_frame, now_ns, last_frame, last_ns, closed) -> np.ndarray:
         if self.exchange.total(int(np.count_nonzero(closed))) <= retire_mod.LIVE_CLOSED_LIMIT:
             return np.zeros(0, dtype=np.int64)
         quiet = (last_frame < now_frame - retire_mod.PRESSURE_IDLE_FRAMES) & (
@@ -209,63 +236,53 @@ class _SharedPressure(retire_mod.IdleSweep):
         return np.flatnonzero(closed & quiet)
 
 
-class ShardTracker(Tracker):
-    """A tracker of one shard that sweeps on the whole capture's clock (see the module docstring)."""
-
-    def __init__(self, exchange, *, zeek_timers: bool = False) -> None:
-        super().__init__(zeek_timers=zeek_timers)
-        self._sweep = _SharedPressure(exchange)
-        self._now = (0, 0)
-
-    def track_slice(self, rows: np.ndarray, now_frame: int, now_ns: int) -> None:
-        self._now = (now_frame, now_ns)
-        if len(rows):
-            self._feed(rows)  # ends with the sweep, on self._now
-        else:
-            self._retire_idle(now_frame, now_ns)
-
-    def _retire_idle(self, now_frame: int, now_ns: int) -> None:
-        super()._retire_idle(*self._now)
-
-
-@dataclass(kw_only=True)
-class ShardResult:
-    """Phase 2's output: the shard's connections in a file, in its id order."""
-
-    path: str
-    first_frame: np.ndarray
-    offset: np.ndarray
-    length: np.ndarray
-    reset_ids: np.ndarray
-    host_ttl: dict[str, TtlRange]
-
-
-def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange,
+def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange, info,
                 zeek_timers: bool = False) -> ShardResult:  # fmt: skip
     """Phase 2: track shard ``shard`` over ``pieces`` ((piece index, frame offset), in order), one
-    slice of the schedule at a time."""
+    slice of the schedule at a time; then the stages after tracking (:func:`.merge.finish_shard`;
+    ``info``: the capture's StitchedCaptureInfo)."""
     tracker = ShardTracker(exchange, zeek_timers=zeek_timers)
     source = _shard_rows(shard, pieces, workdir)
     buf = np.zeros(0, dtype=PACKET_DTYPE)
     more = True
     enabled = gc.isenabled()
+    read, track = timing.Stopwatch(), timing.Stopwatch()
+    waits = exchange.waits
     gc.disable()  # as in Tracker.feed: the tracker makes no reference cycles
     try:
         for k in range(len(sched)):
             bound = int(sched.last_frame[k])
-            while more and (not len(buf) or int(buf["frame"][-1]) <= bound):
-                rows = next(source, None)
-                more = rows is not None
-                if more:
-                    buf = np.concatenate([buf, rows]) if len(buf) else rows
-            n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
-            tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
+            with read.timing():
+                while more and (not len(buf) or int(buf["frame"][-1]) <= bound):
+                    rows = next(source, None)
+                    more = rows is not None
+                    if more:
+                        buf = np.concatenate([buf, rows]) if len(buf) else rows
+                n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
+            with track.timing():
+                tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
             buf = buf[n:]
-        store = tracker.finish()
+        with timing.phase("phase 2", "finish tracker"):
+            store = tracker.finish()
+        del tracker, buf  # its slots and rings are not needed by the stages after tracking
     finally:
         if enabled:
             gc.enable()
-    return _write_store(store, Path(workdir) / f"connections-{shard}")
+    read.record("phase 2", "read rows")
+    track.wall -= waits.wall  # the barrier waits so far happened inside tracking
+    track.cpu -= waits.cpu
+    track.record("phase 2", "track")
+    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info)
+    waits.record("phase 2", f"barrier waits ({waits.count})")
+    return result
+
+
+def output_dir(workdir: str, pieces: list[tuple[int, int]]) -> str:
+    """Where phase 2 of one capture (named by its first piece) writes: the captures of one group apart,
+    since the parent still reads one capture's files while the next one is tracked."""
+    path = Path(workdir) / f"capture-{pieces[0][0]}"
+    path.mkdir(exist_ok=True)
+    return str(path)
 
 
 def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iterator[np.ndarray]:
@@ -276,85 +293,6 @@ def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iter
                 if offset:
                     rows["frame"] += np.uint64(offset)
                 yield rows
-
-
-def _write_store(store, path: Path) -> ShardResult:
-    """The shard's connections pickled one after the other, with their offsets and first frames."""
-    n = len(store)
-    first = np.zeros(n, dtype=np.int64)
-    offset = np.zeros(n, dtype=np.int64)
-    length = np.zeros(n, dtype=np.int64)
-    position = 0
-    with open(path, "wb") as out:
-        for i, c in enumerate(store):
-            data = pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL)
-            out.write(data)
-            first[i], offset[i], length[i] = c.first_frame, position, len(data)
-            position += len(data)
-    resets = np.asarray(store._reset_ids, dtype=np.int64)
-    return ShardResult(path=str(path), first_frame=first, offset=offset, length=length, reset_ids=resets,
-                       host_ttl=dict(store.host_ttl))  # fmt: skip
-
-
-# -- the merge ---------------------------------------------------------------------------------------
-
-
-class MergedStore(Sequence):
-    """The shards' connections as one ConnectionStore: global ids in order of the first packet (the
-    single process's numbering), read from the shard files one at a time."""
-
-    def __init__(self, results: list[ShardResult]) -> None:
-        firsts = np.concatenate([r.first_frame for r in results]) if results else np.zeros(0, np.int64)
-        shard = (
-            np.concatenate([np.full(len(r.first_frame), j) for j, r in enumerate(results)]).astype(np.int64)
-            if results
-            else firsts
-        )
-        local = np.concatenate([np.arange(len(r.first_frame)) for r in results]).astype(np.int64) if results else firsts
-        order = np.argsort(firsts, kind="stable")
-        self._shard, self._local = shard[order], local[order]
-        self._results = results
-        self._files = [open(r.path, "rb") for r in results]  # noqa: SIM115 (closed with the store)
-        base = np.cumsum([0] + [len(r.first_frame) for r in results])
-        global_of = np.empty(len(order), dtype=np.int64)
-        global_of[order] = np.arange(len(order))
-        self._reset_ids = (
-            np.sort(np.concatenate([global_of[base[j] + r.reset_ids] for j, r in enumerate(results)]))
-            if results
-            else firsts
-        )
-        self.host_ttl: dict[str, TtlRange] = {}
-        for r in results:
-            for host, ttl in r.host_ttl.items():
-                self.host_ttl[host] = ttl.merge(self.host_ttl.get(host))
-
-    def __len__(self) -> int:
-        return len(self._shard)
-
-    def _load(self, gid: int) -> Connection:
-        j, i = int(self._shard[gid]), int(self._local[gid])
-        r, f = self._results[j], self._files[j]
-        f.seek(int(r.offset[i]))
-        c = pickle.loads(f.read(int(r.length[i])))
-        c.id = gid
-        return c
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        return self._load(index if index >= 0 else len(self) + index)
-
-    def __iter__(self) -> Iterator[Connection]:
-        for gid in range(len(self)):
-            yield self._load(gid)
-
-    def with_resets(self) -> Iterator[Connection]:
-        for gid in self._reset_ids.tolist():
-            yield self._load(gid)
-
-    def close(self) -> None:
-        for f in self._files:
-            f.close()
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -380,8 +318,8 @@ class LocalEngine:
     def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
         return _phase1(group, self.shards, workdir, self.ctx, progress)
 
-    def track(self, pieces, sched: Schedule, workdir: str, zeek_timers: bool, progress=None) -> list[ShardResult]:
-        return run_shards(pieces, sched, self.shards, workdir, self.ctx, zeek_timers, progress)
+    def track(self, pieces, sched: Schedule, workdir: str, info, zeek_timers: bool, progress=None) -> list[ShardResult]:
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, info, zeek_timers, progress)
 
     def close(self) -> None:
         pass
@@ -391,7 +329,8 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
     """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask)."""
     workdir = engine.workdir(group)
     try:
-        decoded = engine.decode(group, workdir, progress)
+        with timing.phase("parent", "phase 1 (wait)"):
+            decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
             results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers, progress))
@@ -445,14 +384,20 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         spans.append(stitch.Span(path=str(group[i].path), offset=offset, records=d.stats.records,
                                  first_ns=d.first_ns, last_ns=d.last_ns, packets=d.packets))  # fmt: skip
         offset += d.stats.records
-    sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
-    pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
-    results = engine.track(pieces, sched, workdir, zeek_timers, progress)
     info = stitch.capture_info(
         [group[i] for i in members], spans, [(decoded[i].format, decoded[i].compressed) for i in members],
         stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
     )  # fmt: skip
-    return analysis.analysis_of(info, MergedStore(results))
+    with timing.phase("parent", "schedule"):
+        sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
+    pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
+    with timing.phase("parent", "phase 2 (wait)"):
+        results = engine.track(pieces, sched, workdir, info, zeek_timers, progress)
+    with timing.phase("parent", "merge"):
+        out = output_dir(workdir, pieces)
+        found = Analysis(capture=info, connections=MergedStore(results, out), resets=merged_resets(results, out))
+        found.listen_queue = merged_listen_queue(results)
+    return found
 
 
 def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
@@ -460,12 +405,12 @@ def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarra
         return z["frame"].astype(np.int64) + offset, z["ts"]
 
 
-def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timers: bool,
+def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, zeek_timers: bool,
                progress=None) -> list[ShardResult]:  # fmt: skip
     """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier."""
     barrier = ctx.Barrier(jobs)
     counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
-    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, zeek_timers))
+    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers))
              for j in range(jobs)]  # fmt: skip
     for p in procs:
         p.start()
@@ -499,9 +444,10 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, zeek_timer
     return [value for _, value in outcomes]
 
 
-def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, zeek_timers) -> None:
+def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers) -> None:
     try:
-        result = ("ok", track_shard(j, pieces, sched, workdir, BarrierExchange(barrier, counts, j, jobs), zeek_timers))
+        exchange = BarrierExchange(barrier, counts, j, jobs)
+        result = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, zeek_timers))
     except threading.BrokenBarrierError:
         result = ("error", BROKEN)
     except BaseException as exc:  # the parent raises it as one line

@@ -27,6 +27,7 @@ import numpy as np
 from rstscope import analysis
 from rstscope.analysis import CHUNK_PACKETS, Analysis, CaptureInfo
 from rstscope.connections import Tracker
+from rstscope.fleet import timing
 from rstscope.fleet.pieces import Piece, discontinuity
 from rstscope.packets import ReadStats, describe_undecoded
 
@@ -161,10 +162,12 @@ class _Capture:
         return self.spans[-1].offset + self.spans[-1].records if self.spans else 0
 
     def finish(self) -> Analysis:
-        for chunk in self.rebatch.flush():
-            self.tracker.feed(chunk)
-        info = capture_info(self.pieces, self.spans, self.formats, merge_stats(self.stats))
-        return analysis.analysis_of(info, self.tracker.finish())
+        with timing.phase("single", "finish tracker"):
+            for chunk in self.rebatch.flush():
+                self.tracker.feed(chunk)
+            info = capture_info(self.pieces, self.spans, self.formats, merge_stats(self.stats))
+            store = self.tracker.finish()
+        return analysis.analysis_of(info, store)
 
 
 def analyze_group(
@@ -180,6 +183,7 @@ def analyze_group(
     results: list[Analysis] = []
     current: _Capture | None = None
     packets = nbytes = 0
+    reading, tracking = timing.Stopwatch(), timing.Stopwatch()
     for done, piece in enumerate(pieces):
         if current is not None:
             why = discontinuity(current.pieces[-1], current.spans[-1].last_ns, piece, max_gap_s)
@@ -191,7 +195,12 @@ def analyze_group(
             current = _Capture(tracker=Tracker(zeek_timers=zeek_timers))
         span = Span(path=str(piece.path), offset=current.next_offset)
         with analysis._open(piece.path) as cap:
-            for chunk in cap.chunks():
+            chunks = iter(cap.chunks())
+            while True:
+                with reading.timing():
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    break
                 span.packets += len(chunk)
                 ts = chunk["ts_ns"]
                 span.first_ns = int(ts[0]) if span.first_ns is None else span.first_ns
@@ -200,8 +209,9 @@ def analyze_group(
                 if span.offset:
                     chunk = chunk.copy()
                     chunk["frame"] += np.uint64(span.offset)
-                for whole in current.rebatch.push(chunk):
-                    current.tracker.feed(whole)
+                with tracking.timing():
+                    for whole in current.rebatch.push(chunk):
+                        current.tracker.feed(whole)
                 if progress is not None:
                     progress(done, packets + span.packets, nbytes + cap.stats.bytes_read)
             span.records = cap.stats.records
@@ -211,6 +221,8 @@ def analyze_group(
         nbytes += piece.size
         current.pieces.append(piece)
         current.spans.append(span)
+    reading.record("single", "read (wait for the reader child)")
+    tracking.record("single", "track")
     if current is not None:
         results.append(current.finish())
     if progress is not None:

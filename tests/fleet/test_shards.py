@@ -6,7 +6,7 @@ import pytest
 
 from rstscope.connections import Tracker, retire
 from rstscope.fleet import shards
-from tests.fleet.conftest import document, without_added
+from tests.fleet.conftest import document, rstscope, without_added
 
 
 @pytest.mark.parametrize("jobs", ["2", "3"])
@@ -66,3 +66,31 @@ def test_schedule_is_the_single_process_clock(busy_pieces, tmp_path, monkeypatch
     sched = shards.schedule(iter(clocks))
     assert len(sched) > 5
     assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
+
+
+def test_jobs_other_outputs_equal_single_process(busy_pieces, tmp_path):
+    """The text summary, the CSV and Parquet read the connections back as objects (made in the parent from
+    the rows the shards wrote), not the rows the shards encoded for --json."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    _, pieces = busy_pieces
+    directory = str(pieces[0].parent)
+    for output in (["--all"], ["--csv"]):
+        single = rstscope("analyze", directory, "--jobs", "1", *output)
+        parallel = rstscope("analyze", directory, "--jobs", "2", *output)
+        assert single[0] == parallel[0] == 0, parallel[2]
+        assert parallel[1] == single[1]
+    outs = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"pq-{jobs}"
+        status, _, err = rstscope("analyze", directory, "--jobs", jobs, "--parquet", str(out), "--summary-only")
+        assert status == 0, err
+        outs[jobs] = {p.relative_to(out): pq.read_table(p).to_pylist() for p in sorted(out.rglob("*.parquet"))}
+    assert outs["2"] == outs["1"] and outs["1"]
+
+
+def test_jobs_with_several_captures_in_a_group(short_pieces):
+    """Pieces split into several captures by --max-gap: each capture's shard files are its own."""
+    directory = str(short_pieces[0].parent)
+    single = document(directory, "--jobs", "1", "--max-gap", "0")
+    assert len(single["captures"]) > 1
+    assert document(directory, "--jobs", "2", "--max-gap", "0") == single

@@ -1,0 +1,382 @@
+"""The end of a shard's work and the parent's merge: the stages after tracking, done in the shards.
+
+Measured (benchmarks/PLAN.md §13): after tracking, one process spends most of its time making
+connection objects from their rows, computing evidence and verdicts and encoding the document's rows;
+done in the parent, that serial part kept ``--jobs 2`` slower than one process.  So each shard, once
+tracked (:func:`finish_shard`):
+
+1. writes its connections' rows (:data:`.rows.CONN_ROW` and its tables, numpy files, no pickling) and
+   learns the global ids (the single process's: connections numbered by first frame, over all
+   shards) and the capture's ``host_ttl``, exchanging both through the work directory at one more
+   lockstep round;
+2. computes evidence and verdicts of its RSTs (:func:`rstscope.reset_table.build`, global ids) and
+   encodes its connections' document rows and listen-queue tally.
+
+The parent (:class:`MergedStore`, :func:`merged_resets`, :func:`merged_listen_queue`) only
+interleaves: RST rows in frame order, connection rows in id order, bytes copied as the shards
+encoded them.  Connection objects are made in the parent only for outputs other than ``--json``
+(the text summary, CSV, Parquet), from the rows the shards wrote.
+"""
+
+from __future__ import annotations
+
+import array
+import bisect
+import os
+import pickle
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rstscope import document, reset_table
+from rstscope.analysis import Analysis, ListenQueueTally
+from rstscope.connections import Connection, TtlRange
+from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections
+from rstscope.fleet import frames as fleet_frames
+from rstscope.fleet import timing
+
+TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW}
+BATCH = 4_096
+"""Connections handled at once (rows read, written or made into objects)."""
+CAPTURE_0 = b'{"capture":0,'
+"""How a connection row encoded in a shard starts (``capture`` is the row's first key)."""
+_READ_BYTES = 1 << 20
+
+
+@dataclass(kw_only=True)
+class ShardResult:
+    """What a shard sends back (its files are in the work directory, named by the shard)."""
+
+    shard: int
+    gid: np.ndarray
+    """Global id of each of its connections, in its own id order (ascending)."""
+    overflow: dict[int, list[int]]
+    """Global id -> history letter codes past the row's 24."""
+    reset_ids: np.ndarray
+    """Global ids of its connections that saw a RST, ascending."""
+    resets: dict[str, np.ndarray]
+    """Its reset table's columns (global connection ids; offsets into ``reset-rows-{shard}``)."""
+    fixes: set[tuple[str, str]]
+    first_ns: int | None
+    row_length: np.ndarray
+    """Length of each connection's encoded document row in ``conn-json-{shard}``, in its id order."""
+    listen: dict
+    server_first: dict[str, int]
+    """Per server of ``listen["servers"]``, the global id of its first connection with a SYN."""
+    host_ttl: dict[str, TtlRange]
+    """The whole capture's."""
+
+
+# -- in the shard ------------------------------------------------------------------------------------
+
+
+def finish_shard(store, shard: int, workdir: str, exchange, info) -> ShardResult:
+    """Everything after tracking for one shard's ``store`` (a ConnectionStore); ``exchange`` is the
+    lockstep exchange of the tracking (its ``total`` is a barrier), ``info`` the capture's
+    StitchedCaptureInfo (for the file fields of the rows)."""
+    work = Path(workdir)
+    with timing.phase("phase 2", "write rows"):
+        first = _dump_rows(store, shard, work)
+        np.save(work / f"first-{shard}.npy", first)
+        with open(work / f"ttl-{shard}.pickle", "wb") as f:
+            pickle.dump(dict(store.host_ttl), f)
+    with exchange.waits.timing():
+        exchange.total(0)  # a barrier: every shard's first frames and host TTLs are written
+    with timing.phase("phase 2", "global ids"):
+        firsts = [np.load(work / f"first-{j}.npy") for j in range(exchange.shards)]
+        gid = _global_ids(firsts, shard)
+        host_ttl: dict[str, TtlRange] = {}
+        for j in range(exchange.shards):
+            with open(work / f"ttl-{j}.pickle", "rb") as f:
+                for host, ttl in pickle.load(f).items():
+                    host_ttl[host] = ttl.merge(host_ttl.get(host))
+
+    def renumbered(conns: Iterator[Connection]) -> Iterator[Connection]:
+        for c in conns:
+            c.id = int(gid[c.id])
+            yield c
+
+    with timing.phase("phase 2", "evidence and verdicts"):
+        extend = None
+        if getattr(info, "pieces", None):
+
+            def extend(row: dict, frame: int) -> None:
+                fleet_frames.add_reset_fields(row, info, frame)
+
+        table = reset_table.build(renumbered(store.with_resets()), host_ttl, extend=extend)
+        resets = _write_reset_rows(table, work / f"reset-rows-{shard}")
+    with timing.phase("phase 2", "encode connection rows"):
+        row_length, listen, server_first = _write_connection_rows(
+            renumbered(iter(store)), Analysis(capture=info, connections=store, resets=table), work, shard
+        )
+    spill = store._spill  # the tracker's own store (rstscope.connections.retire): its long histories
+    return ShardResult(
+        shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
+        reset_ids=gid[np.asarray(store._reset_ids, dtype=np.int64)], resets=resets, fixes=table.fixes,
+        first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
+        host_ttl=host_ttl,
+    )  # fmt: skip
+
+
+def _dump_rows(store, shard: int, work: Path) -> np.ndarray:
+    """The store's connection rows (local ids, in id order) and their table rows to files of their
+    own, spans rebased; the first frame of each connection."""
+    spill = store._spill  # rstscope.connections.retire.Spill: rows, not objects
+    n = len(store)
+    first = np.zeros(n, dtype=np.int64)
+    written = dict.fromkeys(TABLES, 0)
+    outs = {name: open(work / f"{name}-{shard}", "wb") for name in ("conns", *TABLES)}  # noqa: SIM115
+    try:
+        for start in range(0, n, BATCH):
+            ids = np.arange(start, min(n, start + BATCH))
+            rows = spill.conns.take(spill._at[ids])
+            first[ids] = rows["first_frame"]
+            for name in TABLES:
+                spans = rows[name]
+                table = spill.tables[name].take(_positions(spans))
+                table.tofile(outs[name])
+                counts = spans[:, 1]
+                spans[:, 0] = written[name] + np.cumsum(counts) - counts
+                written[name] += len(table)
+            rows.tofile(outs["conns"])
+    finally:
+        for f in outs.values():
+            f.close()
+    return first
+
+
+def _positions(spans: np.ndarray) -> np.ndarray:
+    """Row positions of (start, count) spans, concatenated."""
+    counts = spans[:, 1]
+    total = int(counts.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64)
+    return np.repeat(spans[:, 0] - (np.cumsum(counts) - counts), counts) + np.arange(total)
+
+
+def _global_ids(firsts: list[np.ndarray], shard: int) -> np.ndarray:
+    """Global ids of shard ``shard``'s connections: all connections numbered in order of their first
+    frame (a frame holds one packet, so no two connections share one)."""
+    every = np.concatenate(firsts)
+    order = np.argsort(every, kind="stable")
+    global_of = np.empty(len(every), dtype=np.int64)
+    global_of[order] = np.arange(len(every))
+    base = sum(len(f) for f in firsts[:shard])
+    return global_of[base : base + len(firsts[shard])]
+
+
+def _write_reset_rows(table, path: Path) -> dict[str, np.ndarray]:
+    """The table's encoded rows to ``path`` in column order; its columns, offsets into that file."""
+    lengths = table._length  # the columns of rstscope.reset_table.ResetTable
+    with open(path, "wb") as out:
+        for start in range(0, len(table), BATCH):
+            out.write(b"".join(table.raw_rows(np.arange(start, min(len(table), start + BATCH)))))
+    offsets = np.cumsum(lengths) - lengths if len(lengths) else np.zeros(0, np.int64)
+    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
+            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
+            "findings": table.findings, "offset": offsets.astype(np.int64), "length": lengths}  # fmt: skip
+
+
+def _write_connection_rows(conns: Iterator[Connection], analysis: Analysis, work: Path, shard: int):
+    """Each connection's document row (capture 0), encoded, to ``conn-json-{shard}``; its listen-queue
+    tally, and each server's first connection with a SYN."""
+    import orjson
+
+    tally = ListenQueueTally()
+    server_first: dict[str, int] = {}
+    lengths = array.array("q")
+    with open(work / f"conn-json-{shard}", "wb") as out:
+        block = []
+        for c in conns:
+            tally.add(c)
+            if c.syn_frames and c.resp not in server_first:
+                server_first[c.resp] = c.id
+            data = orjson.dumps(document.connection_row(analysis, c, 0))
+            lengths.append(len(data))
+            block.append(data)
+            if len(block) >= BATCH:
+                out.write(b"".join(block))
+                block = []
+        out.write(b"".join(block))
+    return np.frombuffer(lengths, dtype=np.int64).copy(), tally.result(), server_first
+
+
+# -- in the parent -----------------------------------------------------------------------------------
+
+
+class _RowFile:
+    """Rows of one dtype in a file, read by position (runs of near positions in one read each)."""
+
+    GAP = 64
+
+    def __init__(self, path: Path, dtype: np.dtype) -> None:
+        self.dtype = dtype
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def take(self, positions: np.ndarray) -> np.ndarray:
+        out = np.empty(len(positions), self.dtype)
+        if not len(positions):
+            return out
+        size = self.dtype.itemsize
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        cuts = np.flatnonzero(np.diff(sorted_pos) > self.GAP) + 1
+        for run in np.split(np.arange(len(sorted_pos)), cuts):
+            lo, hi = int(sorted_pos[run[0]]), int(sorted_pos[run[-1]]) + 1
+            rows = np.frombuffer(os.pread(self._fd, (hi - lo) * size, lo * size), self.dtype)
+            out[order[run]] = rows[sorted_pos[run] - lo]
+        return out
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class MergedStore(Sequence):
+    """The shards' connections as one ConnectionStore: global ids in order of the first packet (the
+    single process's numbering); their document rows as the shards encoded them
+    (:meth:`encoded_rows`), or connection objects made from the shards' rows."""
+
+    def __init__(self, results: list[ShardResult], workdir: str) -> None:
+        work = Path(workdir)
+        self._results = results
+        n = sum(len(r.gid) for r in results)
+        self._shard = np.zeros(n, dtype=np.int64)
+        self._local = np.zeros(n, dtype=np.int64)
+        for r in results:
+            self._shard[r.gid] = r.shard
+            self._local[r.gid] = np.arange(len(r.gid))
+        self._conns = {r.shard: _RowFile(work / f"conns-{r.shard}", CONN_ROW) for r in results}
+        self._tables = {r.shard: {name: _RowFile(work / f"{name}-{r.shard}", dtype) for name, dtype in TABLES.items()}
+                        for r in results}  # fmt: skip
+        self._json = {r.shard: os.open(work / f"conn-json-{r.shard}", os.O_RDONLY) for r in results}
+        self._reset_ids = np.sort(np.concatenate([r.reset_ids for r in results])) if results else self._local
+        self.host_ttl: dict[str, TtlRange] = results[0].host_ttl if results else {}
+
+    def __len__(self) -> int:
+        return len(self._shard)
+
+    def _get(self, gids: np.ndarray) -> list[Connection]:
+        out: dict[int, Connection] = {}
+        shard = self._shard[gids]
+        for r in self._results:
+            mine = gids[shard == r.shard]
+            if not len(mine):
+                continue
+            rows = self._conns[r.shard].take(self._local[mine])
+            rows["id"] = mine
+            tables = self._tables[r.shard]
+            made = connections(rows, lambda name, pos, t=tables: t[name].take(pos), r.overflow)
+            out.update(zip(mine.tolist(), made, strict=True))
+        return [out[g] for g in gids.tolist()]
+
+    def _batches(self, gids: np.ndarray) -> Iterator[Connection]:
+        for start in range(0, len(gids), BATCH):
+            yield from self._get(gids[start : start + BATCH])
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self._batches(np.arange(len(self))[index]))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._get(np.array([index]))[0]
+
+    def __iter__(self) -> Iterator[Connection]:
+        yield from self._batches(np.arange(len(self)))
+
+    def with_resets(self) -> Iterator[Connection]:
+        yield from self._batches(self._reset_ids)
+
+    def encoded_rows(self, capture_index: int) -> Iterator[bytes]:
+        """The connections' document rows in id order, as the shards encoded them (for capture 0),
+        with ``capture`` set to ``capture_index``."""
+        head = b'{"capture":%d,' % capture_index
+        at = dict.fromkeys(self._json, 0)  # per shard: rows read
+        offset = dict.fromkeys(self._json, 0)  # per shard: bytes read
+        for start in range(0, len(self), BATCH):
+            shard = self._shard[start : start + BATCH]
+            rows: dict[int, Iterator[bytes]] = {}
+            for r in self._results:
+                j = r.shard
+                count = int(np.count_nonzero(shard == j))
+                lengths = r.row_length[at[j] : at[j] + count].tolist()
+                at[j] += count
+                data = os.pread(self._json[j], sum(lengths), offset[j])
+                offset[j] += len(data)
+                ends = np.cumsum(lengths).tolist()
+                rows[j] = iter([data[e - n : e] for e, n in zip(ends, lengths, strict=True)])
+            for j in shard.tolist():
+                row = next(rows[j])
+                yield row if capture_index == 0 else head + row[len(CAPTURE_0) :]
+
+    def close(self) -> None:
+        for f in self._conns.values():
+            f.close()
+        for tables in self._tables.values():
+            for f in tables.values():
+                f.close()
+        for fd in self._json.values():
+            os.close(fd)
+
+
+class _Spill:
+    """The shards' encoded RST rows as one RowSpill (offsets into their files, one after the other)."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._fds = [os.open(p, os.O_RDONLY) for p in paths]
+        sizes = [os.fstat(fd).st_size for fd in self._fds]
+        self.bases = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
+        self._windows = [(0, b"")] * len(paths)
+
+    def read(self, offset: int, length: int) -> bytes:
+        j = bisect.bisect_right(self.bases, offset) - 1
+        local = offset - self.bases[j]
+        start, window = self._windows[j]
+        if local < start or local + length > start + len(window):
+            window = os.pread(self._fds[j], max(_READ_BYTES, length), local)
+            start = local
+            self._windows[j] = (start, window)
+        return window[local - start : local - start + length]
+
+
+def merged_resets(results: list[ShardResult], workdir: str) -> reset_table.ResetTable:
+    """The shards' reset tables as one (columns sorted by connection, rows in frame order)."""
+    if not results:
+        return reset_table.empty()
+    spill = _Spill([Path(workdir) / f"reset-rows-{r.shard}" for r in results])
+    columns = {}
+    for name in results[0].resets:
+        parts = [r.resets[name] for r in results]
+        if name == "offset":
+            parts = [p + base for p, base in zip(parts, spill.bases, strict=True)]
+        columns[name] = np.concatenate(parts)
+    order = np.argsort(columns["connection"], kind="stable")
+    columns = {name: col[order] for name, col in columns.items()}
+    first = [r.first_ns for r in results if r.first_ns is not None]
+    fixes = set().union(*(r.fixes for r in results))
+    return reset_table.ResetTable(columns, spill, fixes, min(first) if first else None)
+
+
+def merged_listen_queue(results: list[ShardResult]) -> dict:
+    """The listen-queue tally of the whole capture from the shards' (the single process's values and
+    order: connection lists by id, servers in order of their first connection with a SYN)."""
+    out = {}
+    for key in ("syn_retransmitted", "synack_retransmitted", "synack_after_ack", "unanswered"):
+        ids = sorted(i for r in results for i in r.listen[key]["connections"])
+        out[key] = {"count": len(ids), "connections": ids}
+    first: dict[str, int] = {}
+    for r in results:
+        for server, gid in r.server_first.items():
+            first[server] = min(gid, first.get(server, gid))
+    servers: dict[str, dict[str, int]] = {}
+    for server in sorted(first, key=first.__getitem__):
+        total: dict[str, int] = {}
+        for r in results:
+            for k, v in r.listen["servers"].get(server, {}).items():
+                total[k] = total.get(k, 0) + v
+        servers[server] = total
+    out["servers"] = servers
+    return out
