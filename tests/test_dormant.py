@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from rstscope.connections import dormant, retire, tracker
-from tests import differential, tracker_reference
+from tests import differential, shortconns, tracker_reference
 
 
 def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
@@ -51,3 +51,49 @@ def test_dormant_rows_keep_the_whole_slot():
     from rstscope.connections.sequence import ConnArrays
 
     assert set(ConnArrays.INT_COLUMNS) <= set(Dormant(np.dtype([("id", np.int64)])).layout)
+
+
+def _short_connections_with_late_segments(path, connections: int = 4_000) -> None:
+    """Short connections; every 7th one's last segment comes again 30 ms later (a retransmission or an
+    echo after the close): whether it joins its connection or starts a new one depends on whether the
+    connection had retired by then, so the records show when each connection retired."""
+    rng = np.random.default_rng(5)
+    cols = shortconns.connections_table(shortconns.short_mix(rng, connections), shortconns.TEMPLATES, rng)
+    order = np.lexsort((cols["ts"], cols["conn"]))
+    last = order[np.r_[cols["conn"][order][1:] != cols["conn"][order][:-1], True]]
+    again = last[cols["conn"][last] % 7 == 0]
+    for key in cols:
+        cols[key] = np.concatenate([cols[key], cols[key][again] + (30_000_000 if key == "ts" else 0)])
+    in_time = np.argsort(cols["ts"], kind="stable")
+    shortconns.write_pcap(str(path), {k: v[in_time] for k, v in cols.items()})
+
+
+def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkeypatch):
+    """In a reset storm, closed connections past CLOSED_DORMANT_ABOVE go dormant too; the idle and pressure
+    sweeps still retire them when they would have retired from a slot, so no record changes."""
+    path = tmp_path / "late.pcap"
+    _short_connections_with_late_segments(path)
+    # A storm in miniature: pressure retirement past 100 closed connections idle 300 frames and 2 ms.
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
+    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
+    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 10**9)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 10**9)
+    never_pressured = tracker_reference.tracker_digest(path, chunk_packets=1024)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
+    in_slots = tracker_reference.tracker_digest(path, chunk_packets=1024)
+    assert in_slots != never_pressured  # the capture shows when connections retire
+
+    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    monkeypatch.setattr(retire, "SPILL_BATCH", 50)  # dormant rows go to the file too
+    retired_dormant = []
+    retire_dormant = tracker.Tracker._retire_dormant
+
+    def spy(self, ids):
+        retired_dormant.append(len(ids))
+        retire_dormant(self, ids)
+
+    monkeypatch.setattr(tracker.Tracker, "_retire_dormant", spy)
+    from_dormancy = tracker_reference.tracker_digest(path, chunk_packets=1024)
+    assert sum(retired_dormant) > 1_000  # many closed connections retired from dormancy, not from a slot
+    assert from_dormancy == in_slots
