@@ -74,6 +74,8 @@ class ListenQueueColumns:
     def __init__(self) -> None:
         self._ids: dict[str, list[int]] = {k: [] for k in _KINDS}
         self._per_server: dict[str, dict[str, int]] = {}
+        self.first_attempt: dict[str, int] = {}
+        """Per server, the id of its first connection with a SYN (a fleet shard orders servers by it)."""
 
     def add(self, batch: RowBatch) -> None:
         rows = batch.rows
@@ -114,6 +116,7 @@ class ListenQueueColumns:
             server = per_server.get(name)
             if server is None:
                 server = per_server[name] = dict.fromkeys(("attempts", *_KINDS), 0)
+                self.first_attempt[name] = int(ids[first[s]])
             for field, column in counts.items():
                 server[field] += column[s]
 
@@ -267,11 +270,13 @@ def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _outcomes(resets: ResetTable, ids: np.ndarray) -> list:
-    """Per connection of ``ids`` (consecutive), its ``ConnectionOutcome``, None without RSTs."""
-    first = int(ids[0])
+    """Per connection of ``ids`` (increasing; consecutive but in a fleet shard), its ``ConnectionOutcome``,
+    None without RSTs."""
     out = [None] * len(ids)
-    for cid, outcome in resets.outcomes(first, first + len(ids)).items():
-        out[cid - first] = outcome
+    found = resets.outcomes(int(ids[0]), int(ids[-1]) + 1)
+    if found:
+        for at, outcome in zip(np.searchsorted(ids, list(found)).tolist(), found.values(), strict=True):
+            out[at] = outcome
     return out
 
 

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rstscope import document, reset_table
-from rstscope.analysis import Analysis, ListenQueueTally
+from rstscope import columns, reset_table
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections
 from rstscope.fleet import frames as fleet_frames
@@ -108,9 +107,7 @@ def finish_shard(store, shard: int, workdir: str, exchange, info) -> ShardResult
         table = reset_table.build(renumbered(store.with_resets()), host_ttl, extend=extend)
         resets = _write_reset_rows(table, work / f"reset-rows-{shard}")
     with timing.phase("phase 2", "encode connection rows"):
-        row_length, listen, server_first = _write_connection_rows(
-            renumbered(iter(store)), Analysis(capture=info, connections=store, resets=table), work, shard
-        )
+        row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
     spill = store._spill  # the tracker's own store (rstscope.connections.retire): its long histories
     return ShardResult(
         shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
@@ -179,28 +176,52 @@ def _write_reset_rows(table, path: Path) -> dict[str, np.ndarray]:
             "findings": table.findings, "offset": offsets.astype(np.int64), "length": lengths}  # fmt: skip
 
 
-def _write_connection_rows(conns: Iterator[Connection], analysis: Analysis, work: Path, shard: int):
-    """Each connection's document row (capture 0), encoded, to ``conn-json-{shard}``; its listen-queue
-    tally, and each server's first connection with a SYN."""
-    import orjson
-
-    tally = ListenQueueTally()
-    server_first: dict[str, int] = {}
+def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: int):
+    """Each connection's document row (capture 0), encoded from the rows in batches (:mod:`rstscope.columns`,
+    as the single process does), to ``conn-json-{shard}``; its listen-queue tally, and each server's first
+    connection with a SYN."""
+    tally = columns.ListenQueueColumns()
     lengths = array.array("q")
     with open(work / f"conn-json-{shard}", "wb") as out:
         block = []
-        for c in conns:
-            tally.add(c)
-            if c.syn_frames and c.resp not in server_first:
-                server_first[c.resp] = c.id
-            data = orjson.dumps(document.connection_row(analysis, c, 0))
+        for data in columns.connection_rows(store, table, 0, info, tally):
             lengths.append(len(data))
             block.append(data)
             if len(block) >= BATCH:
                 out.write(b"".join(block))
                 block = []
         out.write(b"".join(block))
-    return np.frombuffer(lengths, dtype=np.int64).copy(), tally.result(), server_first
+    return np.frombuffer(lengths, dtype=np.int64).copy(), tally.result(), tally.first_attempt
+
+
+class _GlobalRows:
+    """A shard's store as row batches with the capture's global ids (``gid``: increasing with the local
+    ids, since both number connections by their first frame)."""
+
+    def __init__(self, store, gid: np.ndarray) -> None:
+        self._store, self._gid = store, gid
+
+    def row_batches(self) -> Iterator[_GlobalBatch]:
+        for batch in self._store.row_batches():
+            yield _GlobalBatch(batch, self._gid)
+
+
+class _GlobalBatch:
+    """A :class:`rstscope.connections.retire.RowBatch` whose rows carry global ids."""
+
+    __slots__ = ("_batch", "_histories", "rows")
+
+    def __init__(self, batch, gid: np.ndarray) -> None:
+        self._batch = batch
+        self._histories = batch.histories()  # with the local ids: the spill's long histories are keyed by them
+        self.rows = batch.rows.copy()
+        self.rows["id"] = gid[self.rows["id"]]
+
+    def table(self, name: str, which: np.ndarray | None = None) -> np.ndarray:
+        return self._batch.table(name, which)
+
+    def histories(self) -> list[str]:
+        return self._histories
 
 
 # -- in the parent -----------------------------------------------------------------------------------
