@@ -131,7 +131,8 @@ def measure(argv: list[str]) -> tuple[float, float, int]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=200_000, help="connections (or RSTs, or SYNs) per shape")
-    parser.add_argument("--shapes", nargs="+", default=["reset-ending", "bare-rsts", "repeated-syns"])
+    storms = ["reset-ending", "bare-rsts", "repeated-syns"]
+    parser.add_argument("--shapes", nargs="+", choices=storms, default=storms)
     parser.add_argument("--full", action="store_true", help="also measure rstscope analyze --json")
     parser.add_argument("--keep", type=Path, help="write the captures here and keep them")
     parser.add_argument("--stages", action="store_true",
