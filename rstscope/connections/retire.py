@@ -208,11 +208,40 @@ class RowBatch:
         return histories(self.rows, self._spill.overflow)
 
 
-class ConnectionStore(Sequence):
-    """All connections of a capture in id order, made from their rows when read (so iterating does not
-    hold them all)."""
+class ConnectionsById(Sequence):
+    """Connections in id order, made from rows when read (so iterating does not hold them all), ``BATCH``
+    at a time: a subclass says how many there are, which saw a RST (``_reset_ids``, sorted) and how to
+    make those of some ids (``_get``)."""
 
     BATCH = 2048
+    _reset_ids: np.ndarray
+
+    def _get(self, ids: np.ndarray) -> list[Connection]:
+        raise NotImplementedError
+
+    def with_resets(self) -> Iterator[Connection]:
+        """Only the connections that saw a RST, in id order (no pass over all the others)."""
+        yield from self._batches(self._reset_ids)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return list(self._batches(np.arange(len(self))[index]))
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return self._get(np.array([index]))[0]
+
+    def __iter__(self) -> Iterator[Connection]:
+        yield from self._batches(np.arange(len(self)))
+
+    def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
+        for start in range(0, len(ids), self.BATCH):
+            yield from self._get(ids[start : start + self.BATCH])
+
+
+class ConnectionStore(ConnectionsById):
+    """All connections of a capture (those the tracker retired to its spill)."""
 
     def __init__(self, spill: Spill, count: int, reset_ids: np.ndarray, host_ttl: dict[str, TtlRange] | None = None):
         """``reset_ids``: the ids of the connections that saw a RST, sorted."""
@@ -222,28 +251,11 @@ class ConnectionStore(Sequence):
         self.host_ttl = host_ttl or {}
         """Per responder address, its TTL range over all connections (see ``Tracker.host_ttl``)."""
 
-    def with_resets(self) -> Iterator[Connection]:
-        """Only the connections that saw a RST, in id order (no pass over all the others)."""
-        yield from self._batches(self._reset_ids)
-
     def __len__(self) -> int:
         return self._count
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return list(self._batches(np.arange(len(self))[index]))
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self._spill.get(np.array([index]))[0]
-
-    def __iter__(self) -> Iterator[Connection]:
-        yield from self._batches(np.arange(len(self)))
-
-    def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
-        for start in range(0, len(ids), self.BATCH):
-            yield from self._spill.get(ids[start : start + self.BATCH])
+    def _get(self, ids: np.ndarray) -> list[Connection]:
+        return self._spill.get(ids)
 
     def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
         """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection

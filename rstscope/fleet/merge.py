@@ -24,7 +24,7 @@ import array
 import bisect
 import os
 import pickle
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import numpy as np
 
 from rstscope import columns, reset_table
 from rstscope.connections import Connection, TtlRange
+from rstscope.connections.retire import ConnectionsById
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections
 from rstscope.fleet import frames as fleet_frames
 from rstscope.fleet import timing
@@ -254,10 +255,12 @@ class _RowFile:
         os.close(self._fd)
 
 
-class MergedStore(Sequence):
+class MergedStore(ConnectionsById):
     """The shards' connections as one ConnectionStore: global ids in order of the first packet (the
     single process's numbering); their document rows as the shards encoded them
     (:meth:`encoded_rows`), or connection objects made from the shards' rows."""
+
+    BATCH = BATCH  # the module's: connections made per read, as for the shards' files
 
     def __init__(self, results: list[ShardResult], workdir: str) -> None:
         work = Path(workdir)
@@ -291,25 +294,6 @@ class MergedStore(Sequence):
             made = connections(rows, lambda name, pos, t=tables: t[name].take(pos), r.overflow)
             out.update(zip(mine.tolist(), made, strict=True))
         return [out[g] for g in gids.tolist()]
-
-    def _batches(self, gids: np.ndarray) -> Iterator[Connection]:
-        for start in range(0, len(gids), BATCH):
-            yield from self._get(gids[start : start + BATCH])
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return list(self._batches(np.arange(len(self))[index]))
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        return self._get(np.array([index]))[0]
-
-    def __iter__(self) -> Iterator[Connection]:
-        yield from self._batches(np.arange(len(self)))
-
-    def with_resets(self) -> Iterator[Connection]:
-        yield from self._batches(self._reset_ids)
 
     def encoded_rows(self, capture_index: int) -> Iterator[bytes]:
         """The connections' document rows in id order, as the shards encoded them (for capture 0),

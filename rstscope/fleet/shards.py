@@ -101,12 +101,7 @@ def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
     read, part, write = timing.Stopwatch(), timing.Stopwatch(), timing.Stopwatch()
     try:
         with open_capture(path, chunk_packets=CHUNK_PACKETS) as cap:  # no reader child: the pool is the parallelism
-            chunks = iter(cap.chunks())
-            while True:
-                with read.timing():
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    break
+            for chunk in timing.timed(cap.chunks(), read):
                 packets += len(chunk)
                 with part.timing():
                     ts = chunk["ts_ns"]

@@ -195,12 +195,7 @@ def analyze_group(
             current = _Capture(tracker=Tracker(zeek_timers=zeek_timers))
         span = Span(path=str(piece.path), offset=current.next_offset)
         with analysis._open(piece.path) as cap:
-            chunks = iter(cap.chunks())
-            while True:
-                with reading.timing():
-                    chunk = next(chunks, None)
-                if chunk is None:
-                    break
+            for chunk in timing.timed(cap.chunks(), reading):
                 span.packets += len(chunk)
                 ts = chunk["ts_ns"]
                 span.first_ns = int(ts[0]) if span.first_ns is None else span.first_ns

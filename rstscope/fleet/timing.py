@@ -11,6 +11,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 ENV = "RSTSCOPE_FLEET_TIMINGS"
 
@@ -62,3 +66,14 @@ class Stopwatch:
 
     def record(self, role: str, name: str) -> None:
         record(role, name, self.wall, self.cpu)
+
+
+def timed(items: Iterable[T], stopwatch: Stopwatch) -> Iterator[T]:
+    """The items (never None), the time spent getting each one (reading a chunk) added to ``stopwatch``."""
+    items = iter(items)
+    while True:
+        with stopwatch.timing():
+            item = next(items, None)
+        if item is None:
+            return
+        yield item

@@ -27,3 +27,9 @@ def test_phases_and_stopwatches_append_lines(monkeypatch, tmp_path):
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["role"], r["phase"]) for r in lines] == [("parent", "merge"), ("phase 2", "barrier waits")]
     assert watch.count == 3 and all(r["wall"] >= 0 and r["cpu"] >= 0 for r in lines)
+
+
+def test_timed_yields_every_item_and_times_each_fetch():
+    watch = timing.Stopwatch()
+    assert list(timing.timed(iter([3, 1, 2]), watch)) == [3, 1, 2]
+    assert watch.count == 4  # three items and the fetch that found the end
