@@ -64,9 +64,10 @@ class IdleSweep:
 
     @staticmethod
     def pressured(now_frame: int, now_ns: int, last_frame: np.ndarray, last_ns: np.ndarray,
-                  closed: np.ndarray) -> np.ndarray:  # fmt: skip
-        """Slots of closed connections (``closed`` per slot) to retire now because too many are kept."""
-        if np.count_nonzero(closed) <= LIVE_CLOSED_LIMIT:
+                  closed: np.ndarray, kept: int | None = None) -> np.ndarray:  # fmt: skip
+        """Slots of closed connections (``closed`` per slot) to retire now because too many are kept
+        (``kept``: how many, by default those of ``closed``)."""
+        if (np.count_nonzero(closed) if kept is None else kept) <= LIVE_CLOSED_LIMIT:
             return np.zeros(0, dtype=np.int64)
         quiet = (last_frame < now_frame - PRESSURE_IDLE_FRAMES) & (last_ns < now_ns - PRESSURE_IDLE_NS)
         return np.flatnonzero(closed & quiet)

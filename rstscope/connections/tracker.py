@@ -185,9 +185,10 @@ class Tracker:
             self._sleep(quiet if storm else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
-        pressured = self.pressured(
+        closed = np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)])
+        pressured = self._sweep.pressured(
             now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
-            np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)]),
+            closed, kept=self.closed_kept(int(np.count_nonzero(closed))),
         )  # fmt: skip
         self._retire(pressured[pressured < size])
         self._retire_dormant(d_ids[pressured[pressured >= size] - size])
@@ -210,11 +211,10 @@ class Tracker:
         """The frame and time a sweep runs at: by default the slice's last frame and latest time."""
         return now_frame, now_ns
 
-    def pressured(self, now_frame: int, now_ns: int, last_frame: np.ndarray, last_ns: np.ndarray,
-                  closed: np.ndarray) -> np.ndarray:  # fmt: skip
-        """The slots of closed connections (``closed`` per slot) that retire under pressure: by default
-        those :meth:`.retire.IdleSweep.pressured` names, counting this tracker's closed connections."""
-        return self._sweep.pressured(now_frame, now_ns, last_frame, last_ns, closed)
+    def closed_kept(self, count: int) -> int:
+        """The closed connections the pressure rule (:meth:`.retire.IdleSweep.pressured`) counts, given
+        this tracker's ``count``: by default its own (a shard's tracker sums them over the shards)."""
+        return count
 
     def _retire(self, slots: np.ndarray) -> None:
         """Retire the connections in these slots: their rows to the spill file, slot and 4-tuple freed."""

@@ -47,7 +47,6 @@ import numpy as np
 
 from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
-from rstscope.connections import retire as retire_mod
 from rstscope.connections.tracker import FEED_ROWS
 from rstscope.fleet import stitch, timing
 from rstscope.fleet.merge import MergedStore, ShardResult, finish_shard, merged_listen_queue, merged_resets
@@ -222,13 +221,8 @@ class ShardTracker(Tracker):
     def sweep_clock(self, now_frame: int, now_ns: int) -> tuple[int, int]:
         return self._now
 
-    def pressured(self, now_frame, now_ns, last_frame, last_ns, closed) -> np.ndarray:
-        if self.exchange.total(int(np.count_nonzero(closed))) <= retire_mod.LIVE_CLOSED_LIMIT:
-            return np.zeros(0, dtype=np.int64)
-        quiet = (last_frame < now_frame - retire_mod.PRESSURE_IDLE_FRAMES) & (
-            last_ns < now_ns - retire_mod.PRESSURE_IDLE_NS
-        )
-        return np.flatnonzero(closed & quiet)
+    def closed_kept(self, count: int) -> int:
+        return self.exchange.total(count)  # a lockstep round: the capture's count, as one tracker has it
 
 
 def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange, info,

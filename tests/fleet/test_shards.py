@@ -22,8 +22,8 @@ def test_jobs_equal_whole_file_under_pressure(busy_pieces, monkeypatch):
     pressured = []
     original = retire.IdleSweep.pressured
 
-    def spy(*args):
-        slots = original(*args)
+    def spy(*args, **kwargs):
+        slots = original(*args, **kwargs)
         pressured.append(len(slots))
         return slots
 
