@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rstscope import __version__
-from rstscope.status import ExitStatus, RstscopeError
+from rstscope.status import ExitStatus, RstscopeError, exit_process
 
 COMMANDS: dict[str, str] = {
     "analyze": "rstscope.commands.analyze",
@@ -217,7 +217,7 @@ def main() -> None:
         sys.stdout.flush()
     except (OSError, ValueError):
         _silence_stdout()
-    sys.exit(status)
+    exit_process(status)
 
 
 def _silence_stdout() -> None:

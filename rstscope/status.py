@@ -8,6 +8,8 @@ in exactly one place.
 from __future__ import annotations
 
 import enum
+import sys
+from typing import NoReturn
 
 
 class ExitStatus(enum.IntEnum):
@@ -41,3 +43,15 @@ class PrerequisiteError(RstscopeError):
     """Something the command needs is not there (root, a tool, tracefs, a qdisc)."""
 
     exit_status = ExitStatus.PREREQUISITE
+
+
+def exit_process(status: int) -> NoReturn:
+    """``sys.exit(status)``, also right after a Ctrl-C that was handled.
+
+    CPython remembers a KeyboardInterrupt that escaped any ``exec`` of source text (dataclasses and
+    namedtuples build their methods that way, so a Ctrl-C during a lazy import often lands there),
+    and when ``python -m`` exits it then dies by SIGINT whatever the status, although the interrupt
+    was handled (``_Py_UnhandledKeyboardInterrupt``, set in ``run_eval_code_obj``).  An ``exec`` of
+    source text that succeeds clears that flag, so the status is what the process exits with."""
+    exec("pass")  # clears the flag (see above)
+    sys.exit(status)

@@ -330,3 +330,38 @@ def test_a_bug_is_one_line_with_the_way_to_the_traceback(monkeypatch, capture):
     assert err.startswith("rstscope: internal error: RuntimeError: boom") and "--traceback" in err
     with pytest.raises(RuntimeError):
         rstscope("--traceback", "analyze", str(capture))
+
+
+# A Ctrl-C that lands while a dataclass or namedtuple is being built (lazy imports do that all
+# the time) escapes an exec() of source text; CPython then remembers it as unhandled and makes
+# `python -m` die by SIGINT even though rstscope handled it (the start-up race of issue 10).
+_INTERRUPTED_IN_EXEC = {
+    "while running": """
+import sys
+from rstscope import cli
+from rstscope.commands import analyze
+analyze.run = lambda args, env: exec("raise KeyboardInterrupt")
+sys.argv = ["rstscope", "analyze", "x.pcap"]
+cli.main()
+""",
+    "while loading": """
+import runpy, sys
+class InterruptCli:
+    def find_spec(self, name, path=None, target=None):
+        if name == "rstscope.cli":
+            exec("raise KeyboardInterrupt")
+sys.meta_path.insert(0, InterruptCli())
+runpy.run_module("rstscope", run_name="__main__", alter_sys=True)
+""",
+}
+
+
+@pytest.mark.parametrize("when", list(_INTERRUPTED_IN_EXEC))
+def test_ctrl_c_inside_an_exec_still_exits_130(tmp_path, when):
+    package = tmp_path / "interrupted_in_exec"
+    package.mkdir()
+    (package / "__main__.py").write_text(_INTERRUPTED_IN_EXEC[when])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(REPO)]))
+    result = subprocess.run([sys.executable, "-m", package.name], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert (result.returncode, result.stderr) == (130, "rstscope: interrupted\n")
