@@ -35,3 +35,12 @@ def test_truncation_warning_in_every_command(tmp_path, cut_capture, command):
     warnings = [line for line in err.getvalue().splitlines() if line.startswith("rstscope: warning: ")]
     assert len(warnings) == 1, err.getvalue()
     assert warnings[0].startswith(f"rstscope: warning: {cut_capture}: ") and "record" in warnings[0]
+
+
+def test_a_warning_once_on_a_terminal(cut_capture):
+    """On a terminal the summary lists the warning: not again on stderr (it does when stdout is redirected)."""
+    out, err = io.StringIO(), io.StringIO()
+    status = run(["analyze", str(cut_capture)], Environment(stdout=out, stderr=err, stdout_isatty=True,
+                                                            stderr_isatty=True))  # fmt: skip
+    assert status == 0 and "warning" not in err.getvalue()  # (stderr has the progress line)
+    assert sum(f"warning: {cut_capture}: " in line for line in out.getvalue().splitlines()) == 1

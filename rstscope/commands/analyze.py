@@ -76,7 +76,8 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
     # The terminal summary and the CSV need only the connections that saw a RST, and read the RST rows
     # back one at a time; a lab run's ground truth is joined per connection, and --json lists them all.
     doc = combine(analyses) if runs else summary_document(analyses)
-    _warn(analyses, env)
+    if args.output or args.json or args.csv or not (env.stdout_isatty and env.stderr_isatty):
+        _warn(analyses, env)  # else the summary on the terminal lists them already
     if args.output:
         with _output(args.output) as stream:
             _write(doc, stream, args, colour=False)
