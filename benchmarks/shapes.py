@@ -254,8 +254,8 @@ def _instantiate(rng, shape, first, count, weights, lengths, tpl_first, table, t
     flags = table["flags"][row]
     seq = np.where(table["raw_seq"][row], table["seq"][row], (own_isn + table["seq"][row]) & 0xFFFFFFFF)
     ack = np.where(flags & ACK != 0, (peer_isn + table["ack"][row]) & 0xFFFFFFFF, 0)
-    t_us = start_us[c] + (table["t_rtt"][row] * rtt_us[c]).astype(np.int64) + (table["t_abs"][row] * 1e6).astype(
-        np.int64
+    t_us = (
+        start_us[c] + (table["t_rtt"][row] * rtt_us[c]).astype(np.int64) + (table["t_abs"][row] * 1e6).astype(np.int64)
     )
     return {
         "t_us": t_us, "conn": conn[c], "v6": v6[c], "side": side, "flags": flags, "seq": seq, "ack": ack,

@@ -34,8 +34,12 @@ def firewall_reject_mid_connection() -> Scenario:
     _request_response(c)
     c.data(CLIENT, 200, deliver=False)
     rst = c.send(SERVER, "R", seq=c.rcv[CLIENT], advance=False, ttl=ROUTER_TTL, ip_id=0)
-    return Scenario("firewall-reject", c.packets, {rst: "middlebox"},
-                    {rst: {"origin": "middlebox", "in_flight": None, "peer_in_flight": 200, "confidence": "medium"}})
+    return Scenario(
+        "firewall-reject",
+        c.packets,
+        {rst: "middlebox"},
+        {rst: {"origin": "middlebox", "in_flight": None, "peer_in_flight": 200, "confidence": "medium"}},
+    )
 
 
 def firewall_reject_at_syn() -> Scenario:

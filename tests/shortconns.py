@@ -45,22 +45,36 @@ REQ, RESP = 120, 900
 TEMPLATES = {
     # One request, one response, an orderly close: 9 packets.
     "fin": template(
-        (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
-        (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
-        (CLIENT, FIN | ACK, 1 + REQ, 1 + RESP, 0), (SERVER, FIN | ACK, 1 + RESP, 2 + REQ, 0),
+        (CLIENT, SYN, 0, 0, 0),
+        (SERVER, SYN | ACK, 0, 1, 0),
+        (CLIENT, ACK, 1, 1, 0),
+        (CLIENT, PSH | ACK, 1, 1, REQ),
+        (SERVER, PSH | ACK, 1, 1 + REQ, RESP),
+        (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
+        (CLIENT, FIN | ACK, 1 + REQ, 1 + RESP, 0),
+        (SERVER, FIN | ACK, 1 + RESP, 2 + REQ, 0),
         (CLIENT, ACK, 2 + REQ, 2 + RESP, 0),
     ),
     # The client aborts after the response (SO_LINGER 0): 7 packets.
     "client_abort": template(
-        (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
-        (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
+        (CLIENT, SYN, 0, 0, 0),
+        (SERVER, SYN | ACK, 0, 1, 0),
+        (CLIENT, ACK, 1, 1, 0),
+        (CLIENT, PSH | ACK, 1, 1, REQ),
+        (SERVER, PSH | ACK, 1, 1 + REQ, RESP),
+        (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
         (CLIENT, RST | ACK, 1 + REQ, 1 + RESP, 0),
     ),
     # A close race: the server closes with the request's tail unread, the client's late ACK is echoed.
     "close_race": template(
-        (CLIENT, SYN, 0, 0, 0), (SERVER, SYN | ACK, 0, 1, 0), (CLIENT, ACK, 1, 1, 0),
-        (CLIENT, PSH | ACK, 1, 1, REQ), (SERVER, PSH | ACK, 1, 1 + REQ, RESP),
-        (SERVER, RST | ACK, 1 + RESP, 1 + REQ, 0), (CLIENT, ACK, 1 + REQ, 1 + RESP, 0), (SERVER, RST, 1 + RESP, 0, 0),
+        (CLIENT, SYN, 0, 0, 0),
+        (SERVER, SYN | ACK, 0, 1, 0),
+        (CLIENT, ACK, 1, 1, 0),
+        (CLIENT, PSH | ACK, 1, 1, REQ),
+        (SERVER, PSH | ACK, 1, 1 + REQ, RESP),
+        (SERVER, RST | ACK, 1 + RESP, 1 + REQ, 0),
+        (CLIENT, ACK, 1 + REQ, 1 + RESP, 0),
+        (SERVER, RST, 1 + RESP, 0, 0),
     ),
     # A refused SYN: 2 packets.
     "refused": template((CLIENT, SYN, 0, 0, 0), (SERVER, RST | ACK, 0, 1, 0)),

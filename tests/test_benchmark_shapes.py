@@ -100,9 +100,10 @@ def test_batches_merge_in_time_order(tmp_path, monkeypatch):
     assert ts[-1] - ts[0] > 3_000_000_000  # the last batch's 3 s retransmissions were written too
     doc = api.document(api.analyze(path))
     assert doc["summary"]["connections"] == 900
-    assert doc["listen_queue"]["synack_retransmitted"] == manifest.by_template["half-open"] + manifest.by_template[
-        "accept-drop"
-    ]
+    assert (
+        doc["listen_queue"]["synack_retransmitted"]
+        == manifest.by_template["half-open"] + manifest.by_template["accept-drop"]
+    )
 
 
 def test_run_py_measures_each_shape_with_each_tool(tmp_path, capsys):

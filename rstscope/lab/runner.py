@@ -390,9 +390,7 @@ def _finish_run(record: RunRecord, failure: BaseException | None, progress) -> R
     return RunResult(path=path, status=run["status"], run=run, analysis=analysis)
 
 
-def _execute(
-    record: RunRecord, steps, names: Names, started: float, progress
-) -> tuple[Executor, BaseException | None]:
+def _execute(record: RunRecord, steps, names: Names, started: float, progress) -> tuple[Executor, BaseException | None]:
     """Run the plan and record how it went (run.json is saved as soon as the status is known); the
     failure is returned to be re-raised once the run directory is complete."""
     path, run = record.path, record.run

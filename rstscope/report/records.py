@@ -192,5 +192,3 @@ def kernel_counters(doc: dict, side: str = "server", names: Iterable[str] | None
         return None
     keep = set(names) if names is not None else None
     return {k: v for k, v in nstat.items() if v and (keep is None or k in keep)}
-
-

@@ -397,8 +397,11 @@ def kernel_section(doc: dict, *, level: int) -> list[Block]:
         blocks.append(Paragraph(text="No kernel reset records in this run (no tracefs): only the capture speaks."))
     else:
         primary, echo, origin = (gt.get(k) for k in ("kernel_agreement", "echo_agreement", "origin_agreement"))
-        figures = [f"{label} {value:.0%}" for label, value in
-                   (("primary RSTs", primary), ("echoes", echo), ("origin", origin)) if value is not None]
+        figures = [
+            f"{label} {value:.0%}"
+            for label, value in (("primary RSTs", primary), ("echoes", echo), ("origin", origin))
+            if value is not None
+        ]
         blocks.append(Paragraph(text=(
             f"The kernel logged {plural(sends, 'reset')} (tracepoint ", Code("tcp:tcp_send_reset"), "); "
             f"{gt.get('resets_matched', 0)} of {plural(gt.get('resets', 0), 'RST')} in the capture were matched to "

@@ -164,8 +164,10 @@ def test_no_tc_on_path(tmp_path):
 
 def test_capture_tool_that_fails_after_saying_it_captures(tmp_path):
     """dumpcap printing "Capturing on" and then failing (a bad interface, no permission)."""
-    fake = ("echo \"Capturing on 'x'\" >&2; sleep 0.3; "
-            "echo 'dumpcap: The capture session could not be initiated' >&2; exit 2\n")
+    fake = (
+        "echo \"Capturing on 'x'\" >&2; sleep 0.3; "
+        "echo 'dumpcap: The capture session could not be initiated' >&2; exit 2\n"
+    )
     proc = start("lab", *QUICK, run_root=tmp_path / "runs", path=fake_bin(tmp_path, {"dumpcap": fake}))
     status, _, err = finish(proc)
     assert status == 1, err
@@ -244,6 +246,7 @@ def _clients_running(proc, runs):
 def _clients_done(proc, runs):
     """After the last client attempt: the window where the capture settles, stops and the results
     are written (issue 10: run.json used to stay "running")."""
+
     def done() -> bool:
         found = list(runs.glob("*/clients.jsonl"))
         return bool(found) and found[0].read_text().count('"outcome"') >= 2

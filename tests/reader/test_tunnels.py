@@ -49,8 +49,12 @@ CLIENT, SERVER = ("10.1.0.1", 40000), ("10.1.0.2", 8080)
 CLIENT6, SERVER6 = ("2001:db8:1::1", 40000), ("2001:db8:1::2", 8080)
 INNER_TTL = 42
 # (flags text, sender is the client, seq, ack, payload bytes)
-SEGMENTS = [("S", True, 1000, 0, 0), ("SA", False, 5000, 1001, 0), ("PA", True, 1001, 5001, 10),
-            ("R", False, 5001, 0, 0)]
+SEGMENTS = [
+    ("S", True, 1000, 0, 0),
+    ("SA", False, 5000, 1001, 0),
+    ("PA", True, 1001, 5001, 10),
+    ("R", False, 5001, 0, 0),
+]
 FLAG_BITS = {"S": SYN, "SA": SYN | ACK, "PA": PSH | ACK, "R": RST}
 
 
