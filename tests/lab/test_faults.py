@@ -239,6 +239,19 @@ def _after(seconds: float):
     return lambda proc, runs: time.sleep(seconds)
 
 
+def _loading(proc, runs):
+    """Once the interpreter catches SIGINT (before that, no program can: the signal's default action kills
+    it, which a loaded machine can make the case 0.15 s after the start), while the command loads."""
+
+    def catches_sigint() -> bool:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        return bool(caught & (1 << (signal.SIGINT - 1)))
+
+    wait_for(catches_sigint, what="the interpreter's SIGINT handler")
+    time.sleep(0.05)
+
+
 def _clients_running(proc, runs):
     wait_for(lambda: any(p.stat().st_size for p in runs.glob("*/clients.jsonl")), what="the clients")
 
@@ -257,7 +270,7 @@ def _clients_done(proc, runs):
 @pytest.mark.parametrize(
     ("moment", "sig"),
     [
-        (_after(0.15), signal.SIGINT),  # while Python and the command load
+        (_loading, signal.SIGINT),  # while Python and the command load
         (_after(0.6), signal.SIGINT),  # probing, or creating the namespaces
         (_clients_running, signal.SIGINT),
         (_clients_running, signal.SIGTERM),
