@@ -25,6 +25,7 @@ from rstscope.connections.records import (
     SegmentAfterReset,
     Side,
     TtlRange,
+    _endpoint,
 )
 from rstscope.connections.state import Event
 from rstscope.grouped import NONE
@@ -92,40 +93,119 @@ def _opt(v: int, none: int = -1):
 
 def rst_observations(rows: np.ndarray) -> list[RstObservation]:
     """:data:`RST_ROW` rows as observations."""
-    names = [name for name in RST_ROW.names if name not in ("peer_acks", "probes")]
-    # Subarray fields are slow to convert: only the rows that have any, from a contiguous copy.
-    listed = {}
-    for field, count in (("peer_acks", "peer_acks_n"), ("probes", "probes_n")):
-        some = np.flatnonzero(rows[count] > 0)
-        values = np.ascontiguousarray(rows[field][some]).tolist()
-        listed[field] = dict(zip(some.tolist(), values, strict=True))
+    names, columns = _rst_columns(rows)
+    return [RstObservation(**dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)]
+
+
+class ObservedRst:
+    """An :class:`RstObservation`'s fields as plain attributes, without the frozen dataclass's per-field
+    setting (most of its cost): what :mod:`rstscope.evidence` reads of each RST (:func:`reset_subjects`)."""
+
+
+_NO_VALUE = {"ack": NONE, "snd_nxt": NONE, "peer_acked": NONE, "sender_acked": NONE, "peer_snd_nxt": NONE,
+             "answered_ack": NONE, "answered_seq": NONE, "sender_fin_frame": -1, "peer_fin_frame": -1,
+             "sender_prior_rst_frame": -1, "sender_first_payload_frame": -1, "prev_ip_id": -1}  # fmt: skip
+"""RST_ROW fields whose sentinel stands for None, and that sentinel."""
+_ONLY_IF = {"answered_frame": "answered", "answered_flags": "answered", "answered_payload": "answered",
+            "peer_last_ns": "peer_seen", "answered_idle_ns": "peer_seen"}  # fmt: skip
+"""RST_ROW fields that are None unless the flag field named holds."""
+_CODED = {"side": list(Side), "phase": PHASES, "sender_state": STATES, "peer_state": STATES}
+"""RST_ROW fields stored as codes of these members."""
+_RINGS = {"peer_recent_acks": ("peer_acks", "peer_acks_n"), "keepalive_probes": ("probes", "probes_n")}
+"""Observation fields kept as (frame, value) pairs in a subarray field of the row, and its count field."""
+
+
+def _rst_columns(rows: np.ndarray) -> tuple[tuple[str, ...], list[list]]:
+    """The fields of :class:`RstObservation` (names), each as a list of one value per row: sentinels as
+    None and codes as members column by column, not row by row."""
+    names, columns = [], []
+    for name in RstObservation.__dataclass_fields__:
+        names.append(name)
+        if name in _RINGS:
+            field, count = _RINGS[name]
+            values = [()] * len(rows)
+            some = np.flatnonzero(rows[count] > 0)  # subarrays are slow to convert: only rows with any
+            listed = np.ascontiguousarray(rows[field][some]).tolist()
+            for i, n, pairs in zip(some.tolist(), rows[count][some].tolist(), listed, strict=True):
+                values[i] = tuple(tuple(p) for p in pairs[:n])
+        elif name in _CODED:
+            members = _CODED[name]
+            values = [members[c] for c in rows[name].tolist()]
+        else:
+            values = rows[name].tolist()
+            if name in _NO_VALUE:
+                none = rows[name] == _NO_VALUE[name]
+            elif name in _ONLY_IF:
+                none = rows[_ONLY_IF[name]] == 0
+            else:
+                none = None
+            if name == "has_ts":
+                values = [bool(v) for v in values]
+            if none is not None:
+                for i in np.flatnonzero(none).tolist():
+                    values[i] = None
+        columns.append(values)
+    return tuple(names), columns
+
+
+class ResetSubject:
+    """What :mod:`rstscope.evidence` reads of a connection that saw a RST, by a :class:`Connection`'s names:
+    made from its rows without the rest (history, state findings, probes, byte counts)."""
+
+    __slots__ = ("after_reset", "id", "isn", "orig", "orig_addr", "orig_port", "originator_inferred", "packets",
+                 "resets", "resp", "resp_addr", "resp_port", "rst_frames", "saw_syn", "saw_synack", "syn_frames",
+                 "timestamped", "ttl", "zero_windows")  # fmt: skip
+
+    def endpoint(self, side: Side) -> str:
+        return self.orig if side is Side.ORIG else self.resp
+
+
+def reset_subjects(conn_rows: np.ndarray, take) -> list[ResetSubject]:
+    """:data:`CONN_ROW` rows as :class:`ResetSubject` (``take`` as for :func:`connections`)."""
+    resets = _per_connection(conn_rows, take, "resets", _observed)
+    after = _per_connection(conn_rows, take, "after", _after)
+    names = ("id", "orig_port", "resp_port", "inferred", "packets", "isn", "syn", "synack", "ttl_low", "ttl_high",
+             "ttl_n", "timestamped", "zero_windows")  # fmt: skip
+    n = len(conn_rows)
+    numbers = np.concatenate([conn_rows[name].reshape(n, -1).astype(np.int64) for name in names], axis=1)
+    addrs = np.stack([conn_rows[k] for k in ("orig_hi", "orig_lo", "resp_hi", "resp_lo")], axis=1).tolist()
     out = []
-    for i, c in enumerate(zip(*(rows[name].tolist() for name in names), strict=True)):
-        c = dict(zip(names, c, strict=True))
-        answered = c["answered"]
-        seen = c["peer_seen"]
-        out.append(RstObservation(
-            frame=c["frame"], ts_ns=c["ts_ns"], side=Side(c["side"]), flags=c["flags"], seq=c["seq"],
-            ack=_opt(c["ack"], NONE), seq_raw=c["seq_raw"], snd_nxt=_opt(c["snd_nxt"], NONE),
-            peer_acked=_opt(c["peer_acked"], NONE), sender_acked=_opt(c["sender_acked"], NONE),
-            peer_snd_nxt=_opt(c["peer_snd_nxt"], NONE), phase=PHASES[c["phase"]],
-            sender_state=STATES[c["sender_state"]], peer_state=STATES[c["peer_state"]],
-            sender_fin_frame=_opt(c["sender_fin_frame"]), peer_fin_frame=_opt(c["peer_fin_frame"]),
-            sender_prior_rst_frame=_opt(c["sender_prior_rst_frame"]),
-            sender_first_payload_frame=_opt(c["sender_first_payload_frame"]),
-            answered_frame=c["answered_frame"] if answered else None,
-            answered_flags=c["answered_flags"] if answered else None,
-            answered_payload=c["answered_payload"] if answered else None,
-            answered_ack=_opt(c["answered_ack"], NONE), answered_seq=_opt(c["answered_seq"], NONE),
-            peer_recent_acks=tuple(tuple(a) for a in listed["peer_acks"][i][: c["peer_acks_n"]])
-            if c["peer_acks_n"] else (),
-            ttl=c["ttl"], ip_id=c["ip_id"], tcp_auth=c["tcp_auth"], has_ts=bool(c["has_ts"]),
-            prev_ip_id=_opt(c["prev_ip_id"]), window=c["window"], payload=c["payload"],
-            peer_last_ns=c["peer_last_ns"] if seen else None, answered_idle_ns=c["answered_idle_ns"] if seen else None,
-            keepalive_probes=tuple(tuple(p) for p in listed["probes"][i][: c["probes_n"]]) if c["probes_n"] else (),
-            synacks_before=c["synacks_before"], synacks_after_ack_before=c["synacks_after_ack_before"],
-        ))  # fmt: skip
+    for i, row in enumerate(numbers.tolist()):
+        (cid, oport, rport, inferred, k0, k1, isn0, isn1, syn_n, syn_f, syn_l, sa_n, _sa_f, _sa_l, lo0, lo1, hi0, hi1,
+         tn0, tn1, ts0, ts1, z0, z1) = row  # fmt: skip
+        c = ResetSubject()
+        ohi, olo, rhi, rlo = addrs[i]
+        c.id, c.orig_addr, c.orig_port, c.resp_addr, c.resp_port = cid, _addr(ohi, olo), oport, _addr(rhi, rlo), rport
+        c.orig, c.resp = _endpoint(c.orig_addr, oport), _endpoint(c.resp_addr, rport)
+        c.originator_inferred = bool(inferred)
+        c.packets, c.timestamped, c.zero_windows = (k0, k1), (ts0, ts1), (z0, z1)
+        c.isn = [None if isn0 < 0 else isn0, None if isn1 < 0 else isn1]
+        c.syn_frames = Frames(syn_n, syn_f, syn_l) if syn_n else Frames()
+        c.saw_syn, c.saw_synack = syn_n > 0, sa_n > 0
+        c.ttl = (TtlRange(lo0, hi0, tn0) if tn0 else None, TtlRange(lo1, hi1, tn1) if tn1 else None)
+        c.resets = obs = resets[i]
+        c.rst_frames = [[r.frame for r in obs if r.side == 0], [r.frame for r in obs if r.side == 1]]
+        c.after_reset = after[i]
+        out.append(c)
     return out
+
+
+def _observed(rows: np.ndarray) -> list[ObservedRst]:
+    names, columns = _rst_columns(rows)
+    out, new = [], ObservedRst.__new__
+    for values in zip(*columns, strict=True):
+        o = new(ObservedRst)
+        o.__dict__ = dict(zip(names, values, strict=True))
+        out.append(o)
+    return out
+
+
+def _per_connection(conn_rows: np.ndarray, take, table: str, make) -> list[list]:
+    """Each connection's rows of ``table`` made into objects by ``make`` (a list per connection)."""
+    spans = conn_rows[table]
+    objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
+    ends = np.cumsum(spans[:, 1]).tolist()
+    return [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
 
 
 def span_positions(spans: np.ndarray) -> np.ndarray:
@@ -140,12 +220,8 @@ def span_positions(spans: np.ndarray) -> np.ndarray:
 def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> list[Connection]:
     """:data:`CONN_ROW` rows as connections; ``take(table, positions)`` reads rows of the tables
     ``"resets"``, ``"findings"`` and ``"after"``; ``overflow``: history letter codes past the row's 24."""
-    per: dict[str, list] = {}
-    for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after)):
-        spans = conn_rows[table]
-        objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
-        ends = np.cumsum(spans[:, 1]).tolist()
-        per[table] = [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
+    per = {table: _per_connection(conn_rows, take, table, make)
+           for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after))}  # fmt: skip
     hist = conn_rows["history"].tobytes()
     has_probes = conn_rows["probes_n"].any(axis=1)
     probes = dict(zip(np.flatnonzero(has_probes).tolist(), conn_rows["probes"][has_probes].tolist(), strict=True))
