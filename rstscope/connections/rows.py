@@ -118,34 +118,41 @@ _RINGS = {"peer_recent_acks": ("peer_acks", "peer_acks_n"), "keepalive_probes": 
 def _rst_columns(rows: np.ndarray) -> tuple[tuple[str, ...], list[list]]:
     """The fields of :class:`RstObservation` (names), each as a list of one value per row: sentinels as
     None and codes as members column by column, not row by row."""
-    names, columns = [], []
-    for name in RstObservation.__dataclass_fields__:
-        names.append(name)
+    names = tuple(RstObservation.__dataclass_fields__)
+    plain = [name for name in names if name not in _RINGS]
+    # One aligned int64 copy of the scalar fields, then one tolist: the packed row's fields convert slowly.
+    numbers = np.empty((len(plain), len(rows)), dtype=np.int64)
+    for j, name in enumerate(plain):
+        numbers[j] = rows[name]
+    at = {name: j for j, name in enumerate(plain)}
+    listed = numbers.tolist()
+    columns = []
+    for name in names:
         if name in _RINGS:
             field, count = _RINGS[name]
             values = [()] * len(rows)
             some = np.flatnonzero(rows[count] > 0)  # subarrays are slow to convert: only rows with any
-            listed = np.ascontiguousarray(rows[field][some]).tolist()
-            for i, n, pairs in zip(some.tolist(), rows[count][some].tolist(), listed, strict=True):
+            pairs_of = np.ascontiguousarray(rows[field][some]).tolist()
+            for i, n, pairs in zip(some.tolist(), rows[count][some].tolist(), pairs_of, strict=True):
                 values[i] = tuple(tuple(p) for p in pairs[:n])
         elif name in _CODED:
             members = _CODED[name]
-            values = [members[c] for c in rows[name].tolist()]
+            values = [members[c] for c in listed[at[name]]]
+        elif name == "has_ts":
+            values = [bool(v) for v in listed[at[name]]]
         else:
-            values = rows[name].tolist()
+            values = listed[at[name]]
             if name in _NO_VALUE:
-                none = rows[name] == _NO_VALUE[name]
+                none = numbers[at[name]] == _NO_VALUE[name]
             elif name in _ONLY_IF:
                 none = rows[_ONLY_IF[name]] == 0
             else:
                 none = None
-            if name == "has_ts":
-                values = [bool(v) for v in values]
             if none is not None:
                 for i in np.flatnonzero(none).tolist():
                     values[i] = None
         columns.append(values)
-    return tuple(names), columns
+    return names, columns
 
 
 class ResetSubject:
@@ -164,25 +171,31 @@ def reset_subjects(conn_rows: np.ndarray, take) -> list[ResetSubject]:
     """:data:`CONN_ROW` rows as :class:`ResetSubject` (``take`` as for :func:`connections`)."""
     resets = _per_connection(conn_rows, take, "resets", _observed)
     after = _per_connection(conn_rows, take, "after", _after)
-    names = ("id", "orig_port", "resp_port", "inferred", "packets", "isn", "syn", "synack", "ttl_low", "ttl_high",
-             "ttl_n", "timestamped", "zero_windows")  # fmt: skip
-    n = len(conn_rows)
-    numbers = np.concatenate([conn_rows[name].reshape(n, -1).astype(np.int64) for name in names], axis=1)
-    addrs = np.stack([conn_rows[k] for k in ("orig_hi", "orig_lo", "resp_hi", "resp_lo")], axis=1).tolist()
+    orig_addr = list(map(_addr, conn_rows["orig_hi"].tolist(), conn_rows["orig_lo"].tolist()))
+    resp_addr = list(map(_addr, conn_rows["resp_hi"].tolist(), conn_rows["resp_lo"].tolist()))
+    orig_port, resp_port = conn_rows["orig_port"].tolist(), conn_rows["resp_port"].tolist()
+    packets, timestamped, zero_windows = (list(map(tuple, conn_rows[k].tolist()))
+                                          for k in ("packets", "timestamped", "zero_windows"))  # fmt: skip
+    isn = np.where(conn_rows["isn"] < 0, None, conn_rows["isn"]).tolist()
+    ttl = [[None] * len(conn_rows), [None] * len(conn_rows)]
+    for side in (0, 1):
+        seen = np.flatnonzero(conn_rows["ttl_n"][:, side])
+        ranges = (conn_rows[k][seen, side].tolist() for k in ("ttl_low", "ttl_high", "ttl_n"))
+        for i, lo, hi, n in zip(seen.tolist(), *ranges, strict=True):
+            ttl[side][i] = TtlRange(lo, hi, n)
     out = []
-    for i, row in enumerate(numbers.tolist()):
-        (cid, oport, rport, inferred, k0, k1, isn0, isn1, syn_n, syn_f, syn_l, sa_n, _sa_f, _sa_l, lo0, lo1, hi0, hi1,
-         tn0, tn1, ts0, ts1, z0, z1) = row  # fmt: skip
+    for i, (cid, inferred, syn_n, synack_n) in enumerate(zip(
+        conn_rows["id"].tolist(), conn_rows["inferred"].tolist(), conn_rows["syn"][:, 0].tolist(),
+        conn_rows["synack"][:, 0].tolist(), strict=True,
+    )):  # fmt: skip
         c = ResetSubject()
-        ohi, olo, rhi, rlo = addrs[i]
-        c.id, c.orig_addr, c.orig_port, c.resp_addr, c.resp_port = cid, _addr(ohi, olo), oport, _addr(rhi, rlo), rport
-        c.orig, c.resp = _endpoint(c.orig_addr, oport), _endpoint(c.resp_addr, rport)
-        c.originator_inferred = bool(inferred)
-        c.packets, c.timestamped, c.zero_windows = (k0, k1), (ts0, ts1), (z0, z1)
-        c.isn = [None if isn0 < 0 else isn0, None if isn1 < 0 else isn1]
-        c.syn_frames = Frames(syn_n, syn_f, syn_l) if syn_n else Frames()
-        c.saw_syn, c.saw_synack = syn_n > 0, sa_n > 0
-        c.ttl = (TtlRange(lo0, hi0, tn0) if tn0 else None, TtlRange(lo1, hi1, tn1) if tn1 else None)
+        c.id, c.originator_inferred = cid, bool(inferred)
+        c.orig_addr, c.orig_port, c.resp_addr, c.resp_port = orig_addr[i], orig_port[i], resp_addr[i], resp_port[i]
+        c.orig, c.resp = _endpoint(orig_addr[i], orig_port[i]), _endpoint(resp_addr[i], resp_port[i])
+        c.packets, c.timestamped, c.zero_windows = packets[i], timestamped[i], zero_windows[i]
+        c.isn, c.ttl = isn[i], (ttl[0][i], ttl[1][i])
+        c.syn_frames = Frames(syn_n)  # evidence reads how many, not which
+        c.saw_syn, c.saw_synack = syn_n > 0, synack_n > 0
         c.resets = obs = resets[i]
         c.rst_frames = [[r.frame for r in obs if r.side == 0], [r.frame for r in obs if r.side == 1]]
         c.after_reset = after[i]
