@@ -174,7 +174,7 @@ FINDINGS: dict[str, FindingKind] = _kinds(
 del _W, _I, _E
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ResetEvidence:
     """Everything known about one RST.  Field docstrings are the report's legend."""
 
@@ -305,6 +305,15 @@ def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[Reset
     for obs, ev in zip(conn.resets, items, strict=True):
         _after_reset(conn, obs, ev)
         _origin(conn, obs, ev, host_ttl)
+    if len(items) > 1:  # a RST's primary is an earlier RST: a lone RST has no echoes
+        _count_echoes(conn, items)
+    for ev in items:
+        _settle_in_flight(ev)
+    return items
+
+
+def _count_echoes(conn: Connection, items: list[ResetEvidence]) -> None:
+    """Each primary RST's echoes, and the in-flight bound they give (:func:`_in_flight_from_echoes`)."""
     observations = {obs.frame: obs for obs in conn.resets}
     by_frame = {e.frame: e for e in items}
     echoed: dict[int, list[RstObservation]] = {}
@@ -317,9 +326,6 @@ def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[Reset
         bound = _in_flight_from_echoes(observations[primary_frame], echoes)
         if bound is not None and (primary.in_flight_echoes is None or bound > primary.in_flight_echoes):
             primary.in_flight_echoes = bound
-    for ev in items:
-        _settle_in_flight(ev)
-    return items
 
 
 def _data_end(obs: RstObservation) -> int | None:
@@ -402,7 +408,8 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.carries_data")
     if obs.flags & (P.SYN | P.FIN):
         findings.append("rst.with_syn_or_fin")
-    if sum(conn.packets) and sum(conn.packets) == sum(len(frames) for frames in conn.rst_frames):
+    packets = conn.packets[0] + conn.packets[1]
+    if packets and packets == len(conn.rst_frames[0]) + len(conn.rst_frames[1]):
         findings.append("rst.only_resets_captured")
     if obs.keepalive_probes and obs.flags & P.ACK:
         findings.append("rst.after_keepalive_probes")
