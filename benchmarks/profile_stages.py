@@ -63,6 +63,7 @@ def instrument() -> None:
     _timed(retire.Spill, "put", "  Spill.put (per batch)")
     _timed(T, "finish", "tracker: finish")
     _timed(retire.Spill, "get", "Spill.get (connections from rows, per batch)")
+    _timed(retire.Spill, "subjects", "Spill.subjects (what evidence reads, per batch)")
     _timed(reset_table, "build", "reset_table.build (evidence + verdicts + rows)")
     _timed(evidence, "of_connection", "  evidence.of_connection (per connection)")
     _timed(reset_table, "classify", "  verdicts.classify (per RST)")

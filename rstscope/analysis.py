@@ -153,7 +153,7 @@ def analysis_of(info: CaptureInfo, connections) -> Analysis:
         def extend(row: dict, frame: int) -> None:
             fleet_frames.add_reset_fields(row, info, frame)
 
-    resets = reset_table.build(connections.with_resets(), connections.host_ttl, extend=extend)
+    resets = reset_table.build(connections.reset_subjects(), connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
 
 

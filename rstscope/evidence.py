@@ -26,6 +26,7 @@ figure is (``in_flight_basis``):
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -173,7 +174,7 @@ FINDINGS: dict[str, FindingKind] = _kinds(
 del _W, _I, _E
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class ResetEvidence:
     """Everything known about one RST.  Field docstrings are the report's legend."""
 
@@ -271,7 +272,13 @@ def sender_role(conn: Connection, side: Side) -> str:
     """client/server; unknown when the originator was inferred without any port hint."""
     if conn.originator_inferred and not (conn.resp_port < 1024 <= conn.orig_port):
         return "unknown"
-    return side.role
+    return _ROLE[side]
+
+
+_ROLE = tuple(side.role for side in Side)
+_PEER = tuple(side.peer for side in Side)
+"""``Side.role`` and ``Side.peer`` by side (enum properties cost a call each; evidence asks per RST)."""
+_flag_names = functools.cache(P.flag_names)
 
 
 IDLE_SECONDS = 3.0
@@ -298,6 +305,15 @@ def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[Reset
     for obs, ev in zip(conn.resets, items, strict=True):
         _after_reset(conn, obs, ev)
         _origin(conn, obs, ev, host_ttl)
+    if len(items) > 1:  # a RST's primary is an earlier RST: a lone RST has no echoes
+        _count_echoes(conn, items)
+    for ev in items:
+        _settle_in_flight(ev)
+    return items
+
+
+def _count_echoes(conn: Connection, items: list[ResetEvidence]) -> None:
+    """Each primary RST's echoes, and the in-flight bound they give (:func:`_in_flight_from_echoes`)."""
     observations = {obs.frame: obs for obs in conn.resets}
     by_frame = {e.frame: e for e in items}
     echoed: dict[int, list[RstObservation]] = {}
@@ -310,9 +326,6 @@ def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[Reset
         bound = _in_flight_from_echoes(observations[primary_frame], echoes)
         if bound is not None and (primary.in_flight_echoes is None or bound > primary.in_flight_echoes):
             primary.in_flight_echoes = bound
-    for ev in items:
-        _settle_in_flight(ev)
-    return items
 
 
 def _data_end(obs: RstObservation) -> int | None:
@@ -395,7 +408,8 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings.append("rst.carries_data")
     if obs.flags & (P.SYN | P.FIN):
         findings.append("rst.with_syn_or_fin")
-    if sum(conn.packets) and sum(conn.packets) == sum(len(frames) for frames in conn.rst_frames):
+    packets = conn.packets[0] + conn.packets[1]
+    if packets and packets == len(conn.rst_frames[0]) + len(conn.rst_frames[1]):
         findings.append("rst.only_resets_captured")
     if obs.keepalive_probes and obs.flags & P.ACK:
         findings.append("rst.after_keepalive_probes")
@@ -456,8 +470,8 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         sender=side,
         sender_role=sender_role(conn, side),
         src=conn.endpoint(side),
-        dst=conn.endpoint(side.peer),
-        flags=P.flag_names(obs.flags),
+        dst=conn.endpoint(_PEER[side]),
+        flags=_flag_names(obs.flags),
         phase=obs.phase,
         seq=obs.seq,
         seq_vs_snd_nxt=seq_vs,
@@ -498,7 +512,7 @@ def _peer_in_flight(conn: Connection, obs: RstObservation) -> int | None:
         return None
     acked = obs.ack if obs.ack is not None else obs.sender_acked
     if acked is None:
-        acked = 1 if conn.isn[obs.side.peer] is not None else 0  # nothing acknowledged beyond the SYN
+        acked = 1 if conn.isn[_PEER[obs.side]] is not None else 0  # nothing acknowledged beyond the SYN
     end = obs.peer_snd_nxt - (1 if obs.peer_fin_frame is not None and acked < obs.peer_snd_nxt else 0)
     return max(0, end - acked)
 
@@ -511,7 +525,7 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
     data the peer sent after the RST may not."""
     later = [seg for seg in conn.after_reset if seg.frame > obs.frame]
     sender = [seg for seg in later if seg.side is obs.side and not seg.flags & P.RST]
-    receiver = [seg for seg in later if seg.side is obs.side.peer]
+    receiver = [seg for seg in later if seg.side is _PEER[obs.side]]
     receiver_own = [seg for seg in receiver if not seg.flags & P.RST]
     ev.sender_segments_after, ev.receiver_segments_after = len(sender), len(receiver_own)
     if ev.answers == "SYN-ACK" and obs.side is Side.ORIG and obs.answered_frame is not None:

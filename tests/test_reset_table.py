@@ -193,3 +193,14 @@ def test_no_resets():
     table = reset_table.empty()
     assert len(table) == 0 and list(table) == [] and table.verdict_counts() == {}
     assert table.connections_reset() == 0 and table.outcome_of(3) is None
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in (ROOT / "captures").glob("*/capture.pcapng")))
+def test_reset_subjects_give_the_evidence_of_connections(name):
+    """The light objects evidence reads (ConnectionStore.reset_subjects) hold what a Connection holds for
+    it: the same evidence and verdict, field for field, on every sample capture."""
+    store = analyze_capture(ROOT / "captures" / name / "capture.pcapng").connections
+    light = [evidence.of_connection(c, store.host_ttl) for c in store.reset_subjects()]
+    full = [evidence.of_connection(c, store.host_ttl) for c in store.with_resets()]
+    assert light == full
+    assert [classify(ev) for evs in light for ev in evs] == [classify(ev) for evs in full for ev in evs]

@@ -17,7 +17,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, histories, span_positions
+from rstscope.connections.rows import (
+    AFTER_ROW,
+    CONN_ROW,
+    FINDING_ROW,
+    RST_ROW,
+    ResetSubject,
+    histories,
+    reset_subjects,
+    span_positions,
+)
 from rstscope.connections.rows import connections as rows_to_connections
 
 SPILL_BATCH = 4_096
@@ -179,7 +188,14 @@ class Spill:
 
     def get(self, ids: np.ndarray) -> list[Connection]:
         """The connections with these ids (all retired)."""
-        return rows_to_connections(self.rows(ids), lambda name, pos: self.tables[name].take(pos), self.overflow)
+        return rows_to_connections(self.rows(ids), self._take, self.overflow)
+
+    def subjects(self, ids: np.ndarray) -> list[ResetSubject]:
+        """What evidence reads of the connections with these ids (all retired; see :func:`.rows.reset_subjects`)."""
+        return reset_subjects(self.rows(ids), self._take)
+
+    def _take(self, name: str, positions: np.ndarray) -> np.ndarray:
+        return self.tables[name].take(positions)
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """The connection rows of these ids (all retired)."""
@@ -224,6 +240,10 @@ class ConnectionsById(Sequence):
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
         yield from self._batches(self._reset_ids)
 
+    def reset_subjects(self) -> Iterator[Connection | ResetSubject]:
+        """:meth:`with_resets`, or lighter objects with what evidence reads of them (:mod:`rstscope.evidence`)."""
+        return self.with_resets()
+
     def __getitem__(self, index):
         if isinstance(index, slice):
             return list(self._batches(np.arange(len(self))[index]))
@@ -257,6 +277,11 @@ class ConnectionStore(ConnectionsById):
 
     def _get(self, ids: np.ndarray) -> list[Connection]:
         return self._spill.get(ids)
+
+    def reset_subjects(self) -> Iterator[ResetSubject]:
+        ids = self._reset_ids
+        for start in range(0, len(ids), self.BATCH):
+            yield from self._spill.subjects(ids[start : start + self.BATCH])
 
     def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
         """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection

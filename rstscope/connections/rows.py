@@ -25,6 +25,7 @@ from rstscope.connections.records import (
     SegmentAfterReset,
     Side,
     TtlRange,
+    _endpoint,
 )
 from rstscope.connections.state import Event
 from rstscope.grouped import NONE
@@ -92,40 +93,132 @@ def _opt(v: int, none: int = -1):
 
 def rst_observations(rows: np.ndarray) -> list[RstObservation]:
     """:data:`RST_ROW` rows as observations."""
-    names = [name for name in RST_ROW.names if name not in ("peer_acks", "probes")]
-    # Subarray fields are slow to convert: only the rows that have any, from a contiguous copy.
-    listed = {}
-    for field, count in (("peer_acks", "peer_acks_n"), ("probes", "probes_n")):
-        some = np.flatnonzero(rows[count] > 0)
-        values = np.ascontiguousarray(rows[field][some]).tolist()
-        listed[field] = dict(zip(some.tolist(), values, strict=True))
+    names, columns = _rst_columns(rows)
+    return [RstObservation(**dict(zip(names, values, strict=True))) for values in zip(*columns, strict=True)]
+
+
+class ObservedRst:
+    """An :class:`RstObservation`'s fields as plain attributes, without the frozen dataclass's per-field
+    setting (most of its cost): what :mod:`rstscope.evidence` reads of each RST (:func:`reset_subjects`)."""
+
+
+_NO_VALUE = {"ack": NONE, "snd_nxt": NONE, "peer_acked": NONE, "sender_acked": NONE, "peer_snd_nxt": NONE,
+             "answered_ack": NONE, "answered_seq": NONE, "sender_fin_frame": -1, "peer_fin_frame": -1,
+             "sender_prior_rst_frame": -1, "sender_first_payload_frame": -1, "prev_ip_id": -1}  # fmt: skip
+"""RST_ROW fields whose sentinel stands for None, and that sentinel."""
+_ONLY_IF = {"answered_frame": "answered", "answered_flags": "answered", "answered_payload": "answered",
+            "peer_last_ns": "peer_seen", "answered_idle_ns": "peer_seen"}  # fmt: skip
+"""RST_ROW fields that are None unless the flag field named holds."""
+_CODED = {"side": list(Side), "phase": PHASES, "sender_state": STATES, "peer_state": STATES}
+"""RST_ROW fields stored as codes of these members."""
+_RINGS = {"peer_recent_acks": ("peer_acks", "peer_acks_n"), "keepalive_probes": ("probes", "probes_n")}
+"""Observation fields kept as (frame, value) pairs in a subarray field of the row, and its count field."""
+
+
+def _rst_columns(rows: np.ndarray) -> tuple[tuple[str, ...], list[list]]:
+    """The fields of :class:`RstObservation` (names), each as a list of one value per row: sentinels as
+    None and codes as members column by column, not row by row."""
+    names = tuple(RstObservation.__dataclass_fields__)
+    plain = [name for name in names if name not in _RINGS]
+    # One aligned int64 copy of the scalar fields, then one tolist: the packed row's fields convert slowly.
+    numbers = np.empty((len(plain), len(rows)), dtype=np.int64)
+    for j, name in enumerate(plain):
+        numbers[j] = rows[name]
+    at = {name: j for j, name in enumerate(plain)}
+    listed = numbers.tolist()
+    columns = []
+    for name in names:
+        if name in _RINGS:
+            field, count = _RINGS[name]
+            values = [()] * len(rows)
+            some = np.flatnonzero(rows[count] > 0)  # subarrays are slow to convert: only rows with any
+            pairs_of = np.ascontiguousarray(rows[field][some]).tolist()
+            for i, n, pairs in zip(some.tolist(), rows[count][some].tolist(), pairs_of, strict=True):
+                values[i] = tuple(tuple(p) for p in pairs[:n])
+        elif name in _CODED:
+            members = _CODED[name]
+            values = [members[c] for c in listed[at[name]]]
+        elif name == "has_ts":
+            values = [bool(v) for v in listed[at[name]]]
+        else:
+            values = listed[at[name]]
+            if name in _NO_VALUE:
+                none = numbers[at[name]] == _NO_VALUE[name]
+            elif name in _ONLY_IF:
+                none = rows[_ONLY_IF[name]] == 0
+            else:
+                none = None
+            if none is not None:
+                for i in np.flatnonzero(none).tolist():
+                    values[i] = None
+        columns.append(values)
+    return names, columns
+
+
+class ResetSubject:
+    """What :mod:`rstscope.evidence` reads of a connection that saw a RST, by a :class:`Connection`'s names:
+    made from its rows without the rest (history, state findings, probes, byte counts)."""
+
+    __slots__ = ("after_reset", "id", "isn", "orig", "orig_addr", "orig_port", "originator_inferred", "packets",
+                 "resets", "resp", "resp_addr", "resp_port", "rst_frames", "saw_syn", "saw_synack", "syn_frames",
+                 "timestamped", "ttl", "zero_windows")  # fmt: skip
+
+    def endpoint(self, side: Side) -> str:
+        return self.orig if side is Side.ORIG else self.resp
+
+
+def reset_subjects(conn_rows: np.ndarray, take) -> list[ResetSubject]:
+    """:data:`CONN_ROW` rows as :class:`ResetSubject` (``take`` as for :func:`connections`)."""
+    resets = _per_connection(conn_rows, take, "resets", _observed)
+    after = _per_connection(conn_rows, take, "after", _after)
+    orig_addr = list(map(_addr, conn_rows["orig_hi"].tolist(), conn_rows["orig_lo"].tolist()))
+    resp_addr = list(map(_addr, conn_rows["resp_hi"].tolist(), conn_rows["resp_lo"].tolist()))
+    orig_port, resp_port = conn_rows["orig_port"].tolist(), conn_rows["resp_port"].tolist()
+    packets, timestamped, zero_windows = (list(map(tuple, conn_rows[k].tolist()))
+                                          for k in ("packets", "timestamped", "zero_windows"))  # fmt: skip
+    isn = np.where(conn_rows["isn"] < 0, None, conn_rows["isn"]).tolist()
+    ttl = [[None] * len(conn_rows), [None] * len(conn_rows)]
+    for side in (0, 1):
+        seen = np.flatnonzero(conn_rows["ttl_n"][:, side])
+        ranges = (conn_rows[k][seen, side].tolist() for k in ("ttl_low", "ttl_high", "ttl_n"))
+        for i, lo, hi, n in zip(seen.tolist(), *ranges, strict=True):
+            ttl[side][i] = TtlRange(lo, hi, n)
     out = []
-    for i, c in enumerate(zip(*(rows[name].tolist() for name in names), strict=True)):
-        c = dict(zip(names, c, strict=True))
-        answered = c["answered"]
-        seen = c["peer_seen"]
-        out.append(RstObservation(
-            frame=c["frame"], ts_ns=c["ts_ns"], side=Side(c["side"]), flags=c["flags"], seq=c["seq"],
-            ack=_opt(c["ack"], NONE), seq_raw=c["seq_raw"], snd_nxt=_opt(c["snd_nxt"], NONE),
-            peer_acked=_opt(c["peer_acked"], NONE), sender_acked=_opt(c["sender_acked"], NONE),
-            peer_snd_nxt=_opt(c["peer_snd_nxt"], NONE), phase=PHASES[c["phase"]],
-            sender_state=STATES[c["sender_state"]], peer_state=STATES[c["peer_state"]],
-            sender_fin_frame=_opt(c["sender_fin_frame"]), peer_fin_frame=_opt(c["peer_fin_frame"]),
-            sender_prior_rst_frame=_opt(c["sender_prior_rst_frame"]),
-            sender_first_payload_frame=_opt(c["sender_first_payload_frame"]),
-            answered_frame=c["answered_frame"] if answered else None,
-            answered_flags=c["answered_flags"] if answered else None,
-            answered_payload=c["answered_payload"] if answered else None,
-            answered_ack=_opt(c["answered_ack"], NONE), answered_seq=_opt(c["answered_seq"], NONE),
-            peer_recent_acks=tuple(tuple(a) for a in listed["peer_acks"][i][: c["peer_acks_n"]])
-            if c["peer_acks_n"] else (),
-            ttl=c["ttl"], ip_id=c["ip_id"], tcp_auth=c["tcp_auth"], has_ts=bool(c["has_ts"]),
-            prev_ip_id=_opt(c["prev_ip_id"]), window=c["window"], payload=c["payload"],
-            peer_last_ns=c["peer_last_ns"] if seen else None, answered_idle_ns=c["answered_idle_ns"] if seen else None,
-            keepalive_probes=tuple(tuple(p) for p in listed["probes"][i][: c["probes_n"]]) if c["probes_n"] else (),
-            synacks_before=c["synacks_before"], synacks_after_ack_before=c["synacks_after_ack_before"],
-        ))  # fmt: skip
+    for i, (cid, inferred, syn_n, synack_n) in enumerate(zip(
+        conn_rows["id"].tolist(), conn_rows["inferred"].tolist(), conn_rows["syn"][:, 0].tolist(),
+        conn_rows["synack"][:, 0].tolist(), strict=True,
+    )):  # fmt: skip
+        c = ResetSubject()
+        c.id, c.originator_inferred = cid, bool(inferred)
+        c.orig_addr, c.orig_port, c.resp_addr, c.resp_port = orig_addr[i], orig_port[i], resp_addr[i], resp_port[i]
+        c.orig, c.resp = _endpoint(orig_addr[i], orig_port[i]), _endpoint(resp_addr[i], resp_port[i])
+        c.packets, c.timestamped, c.zero_windows = packets[i], timestamped[i], zero_windows[i]
+        c.isn, c.ttl = isn[i], (ttl[0][i], ttl[1][i])
+        c.syn_frames = Frames(syn_n)  # evidence reads how many, not which
+        c.saw_syn, c.saw_synack = syn_n > 0, synack_n > 0
+        c.resets = obs = resets[i]
+        c.rst_frames = [[r.frame for r in obs if r.side == 0], [r.frame for r in obs if r.side == 1]]
+        c.after_reset = after[i]
+        out.append(c)
     return out
+
+
+def _observed(rows: np.ndarray) -> list[ObservedRst]:
+    names, columns = _rst_columns(rows)
+    out, new = [], ObservedRst.__new__
+    for values in zip(*columns, strict=True):
+        o = new(ObservedRst)
+        o.__dict__ = dict(zip(names, values, strict=True))
+        out.append(o)
+    return out
+
+
+def _per_connection(conn_rows: np.ndarray, take, table: str, make) -> list[list]:
+    """Each connection's rows of ``table`` made into objects by ``make`` (a list per connection)."""
+    spans = conn_rows[table]
+    objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
+    ends = np.cumsum(spans[:, 1]).tolist()
+    return [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
 
 
 def span_positions(spans: np.ndarray) -> np.ndarray:
@@ -140,12 +233,8 @@ def span_positions(spans: np.ndarray) -> np.ndarray:
 def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> list[Connection]:
     """:data:`CONN_ROW` rows as connections; ``take(table, positions)`` reads rows of the tables
     ``"resets"``, ``"findings"`` and ``"after"``; ``overflow``: history letter codes past the row's 24."""
-    per: dict[str, list] = {}
-    for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after)):
-        spans = conn_rows[table]
-        objs = make(take(table, span_positions(spans))) if spans[:, 1].any() else []
-        ends = np.cumsum(spans[:, 1]).tolist()
-        per[table] = [objs[e - n : e] for e, n in zip(ends, spans[:, 1].tolist(), strict=True)]
+    per = {table: _per_connection(conn_rows, take, table, make)
+           for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after))}  # fmt: skip
     hist = conn_rows["history"].tobytes()
     has_probes = conn_rows["probes_n"].any(axis=1)
     probes = dict(zip(np.flatnonzero(has_probes).tolist(), conn_rows["probes"][has_probes].tolist(), strict=True))

@@ -105,7 +105,7 @@ def finish_shard(store, shard: int, workdir: str, exchange, info) -> ShardResult
             def extend(row: dict, frame: int) -> None:
                 fleet_frames.add_reset_fields(row, info, frame)
 
-        table = reset_table.build(renumbered(store.with_resets()), host_ttl, extend=extend)
+        table = reset_table.build(renumbered(store.reset_subjects()), host_ttl, extend=extend)
         resets = _write_reset_rows(table, work / f"reset-rows-{shard}")
     with timing.phase("phase 2", "encode connection rows"):
         row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
