@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from rstscope import zeek
+from rstscope import reset_table, zeek
 from rstscope.connections import Connection, Side
 from rstscope.connections.records import phase_of
 from rstscope.connections.retire import RowBatch
@@ -209,6 +209,13 @@ def _numbers(matrix: np.ndarray) -> _Pieces:
     return _Pieces(data, start, length)
 
 
+def _nulls(matrix: _Pieces, j: int, rows: np.ndarray) -> None:
+    """Make these rows' values of column ``j`` of a matrix's pieces ``null``."""
+    if len(rows):
+        matrix.start[rows, j], matrix.length[rows, j] = len(matrix.data), 4
+        matrix.data += b"null"
+
+
 def _codes(codes: np.ndarray, vocabulary: list[bytes]) -> _Pieces:
     """A column whose values are ``vocabulary[code]``."""
     lengths = np.array([len(v) for v in vocabulary], dtype=np.int64)
@@ -231,23 +238,26 @@ def _joined(pieces: list[bytes]) -> _Pieces:
     return _Pieces(b"".join(pieces), np.cumsum(lengths) - lengths, lengths)
 
 
-def _overridden(default: bytes, n: int, rows: list[int], pieces: list[bytes]) -> _Pieces:
-    """A column of ``default`` but at ``rows``, whose values are ``pieces``."""
+def _overridden(default: bytes, n: int, rows: np.ndarray | list[int], pieces: _Pieces | None) -> _Pieces:
+    """A column of ``default`` but at ``rows``, whose values are ``pieces`` (a column of those rows)."""
     start, length = np.zeros(n, dtype=np.int64), np.full(n, len(default), dtype=np.int64)
-    if rows:
-        lengths = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
-        start[rows], length[rows] = len(default) + np.cumsum(lengths) - lengths, lengths
-    return _Pieces(default + b"".join(pieces), start, length)
+    if pieces is None:
+        return _Pieces(default, start, length)
+    start[rows] = len(default) + pieces.start.reshape(-1)[pieces.offset :: pieces.stride]
+    length[rows] = pieces.length.reshape(-1)[pieces.offset :: pieces.stride]
+    return _Pieces(default + pieces.data, start, length)
 
 
 _INTS = ("id", "orig_port", "resp_port", "ip_version", "tunnel_id", "first_frame", "last_frame",
          "syn_retransmissions", "synack_retransmissions", "synack_after_ack")  # fmt: skip
 """Integer values of a row, in the columns of the batch's integer matrix; then the per-side ones."""
 _SIDES = ("packets", "payload_bytes", "stream_bytes", "unacked_bytes", "retransmissions")
-_NO_OUTCOME = b'"resets":[],"verdict":null,"in_flight_at_reset":null,"lost_data":false'
+_VERDICT_TEXT = [orjson.dumps(v.value) for v in reset_table.VERDICTS]
 
 
 def _encoded_batch(batch: RowBatch, resets: ResetTable, capture_index: int, stitched, names, separator: bytes):
+    """A batch's rows, encoded and joined (:func:`_join`): the template of ``document.connection_row``'s
+    fields, in its order, with a column of encoded values in each place a value goes."""
     rows = batch.rows
     n = len(rows)
     ints = np.empty((n, len(_INTS) + 2 * len(_SIDES)), dtype=np.int64)
@@ -258,15 +268,9 @@ def _encoded_batch(batch: RowBatch, resets: ResetTable, capture_index: int, stit
     ints[:, 9] = rows["synack_after_ack"][:, 0]
     ints[:, len(_INTS) :] = np.stack([rows[name] for name in _SIDES], axis=1).reshape(n, -1)
     number = _numbers(ints)
-    nulls = {}
     for side in (0, 1):  # unknown unacked bytes are null
         j = len(_INTS) + 2 * _SIDES.index("unacked_bytes") + side
-        nulls[j] = np.flatnonzero(ints[:, j] == NONE)
-    if any(len(r) for r in nulls.values()):
-        null_at = len(number.data)
-        number.data += b"null"
-        for j, which in nulls.items():
-            number.start[which, j], number.length[which, j] = null_at, 4
+        _nulls(number, j, np.flatnonzero(ints[:, j] == NONE))
     col = {name: number.column(j) for j, name in enumerate(_INTS)}
     for k, name in enumerate(_SIDES):
         col[name] = (number.column(len(_INTS) + 2 * k), number.column(len(_INTS) + 2 * k + 1))
@@ -278,7 +282,7 @@ def _encoded_batch(batch: RowBatch, resets: ResetTable, capture_index: int, stit
     histories = batch.histories()
     state = rows["state"]
     phases = _PHASE_CODES[state[:, 0], state[:, 1], (syns > 0).astype(np.int64), (synacks > 0).astype(np.int64)]
-    outcome_rows, outcome_pieces = _outcomes(resets, rows["id"])
+    outcome = _outcomes(resets, rows["id"])
     finding_rows, finding_pieces = _findings(batch)
     parts = [
         b'{"capture":%d,"id":' % capture_index, col["id"],
@@ -299,8 +303,9 @@ def _encoded_batch(batch: RowBatch, resets: ResetTable, capture_index: int, stit
         b',"syn_retransmissions":', col["syn_retransmissions"],
         b',"synack_retransmissions":', col["synack_retransmissions"],
         b',"synack_after_ack":', col["synack_after_ack"],
-        b",", _overridden(_NO_OUTCOME, n, outcome_rows, outcome_pieces),
-        b',"findings":', _overridden(b"[]", n, finding_rows, finding_pieces),
+        b',"resets":[', outcome["frames"], b'],"verdict":', outcome["verdict"],
+        b',"in_flight_at_reset":', outcome["in_flight"], b',"lost_data":', outcome["lost"],
+        b',"findings":', _overridden(b"[]", n, finding_rows, _joined(finding_pieces) if finding_rows else None),
         b',"wireshark_filter":"', ip, b".addr == ", o_plain, b" && tcp.port == ", col["orig_port"], b" && ", ip,
         b".addr == ", r_plain, b" && tcp.port == ", col["resp_port"], b" && frame.number >= ", col["first_frame"],
         b" && frame.number <= ", col["last_frame"], b'"',
@@ -388,19 +393,29 @@ def _groups(*keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(firsts), inverse
 
 
-def _outcomes(resets: ResetTable, ids: np.ndarray) -> tuple[list[int], list[bytes]]:
-    """The rows of ``ids`` (increasing; consecutive but in a fleet shard) whose connection saw a RST, and
-    each one's ``ConnectionOutcome`` as the row's fields from ``resets`` to ``lost_data``, encoded."""
-    found = resets.outcomes(int(ids[0]), int(ids[-1]) + 1)
-    if not found:
-        return [], []
-    dumps = orjson.dumps
-    pieces = [
-        dumps({"resets": o.frames, "verdict": o.verdict.value, "in_flight_at_reset": o.in_flight,
-               "lost_data": o.lost_data})[1:-1]
-        for o in found.values()
-    ]  # fmt: skip
-    return np.searchsorted(ids, list(found)).tolist(), pieces
+def _outcomes(resets: ResetTable, ids: np.ndarray) -> dict[str, _Pieces]:
+    """The columns of a connection's RST outcome (``ConnectionOutcome``) for the rows of ``ids`` (increasing;
+    consecutive but in a fleet shard): its RST frames (without brackets), verdict, in flight and lost data."""
+    n = len(ids)
+    found = resets.outcome_columns(int(ids[0]), int(ids[-1]) + 1)
+    if found is None:
+        return {"frames": _overridden(b"", n, [], None), "verdict": _overridden(b"null", n, [], None),
+                "in_flight": _overridden(b"null", n, [], None), "lost": _overridden(b"false", n, [], None)}  # fmt: skip
+    rows = np.searchsorted(ids, found.ids)
+    frames = _numbers(np.ascontiguousarray(found.frames, dtype=np.int64).reshape(-1, 1))
+    first, last = found.bounds[:-1], found.bounds[1:] - 1  # each connection's RST frames: one run of the list
+    frame_start = frames.start[first, 0]
+    frame_runs = _Pieces(frames.data, frame_start, frames.start[last, 0] + frames.length[last, 0] - frame_start)
+    verdict_codes = np.full(n, len(_VERDICT_TEXT), dtype=np.int64)
+    verdict_codes[rows] = found.codes
+    in_flight = _numbers(np.ascontiguousarray(found.in_flight, dtype=np.int64).reshape(-1, 1))
+    _nulls(in_flight, 0, np.flatnonzero(found.in_flight == reset_table.NO_VALUE))
+    lost = np.zeros(n, dtype=np.int64)
+    lost[rows] = found.lost
+    return {"frames": _overridden(b"", n, rows, frame_runs),
+            "verdict": _codes(verdict_codes, [*_VERDICT_TEXT, b"null"]),
+            "in_flight": _overridden(b"null", n, rows, in_flight),
+            "lost": _codes(lost, [b"false", b"true"])}  # fmt: skip
 
 
 def _conn_state_codes(batch: RowBatch, histories: list[str]) -> np.ndarray:

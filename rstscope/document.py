@@ -18,6 +18,7 @@ file holds each frame (:mod:`rstscope.fleet.frames`).
 
 from __future__ import annotations
 
+import codecs
 import heapq
 import itertools
 from collections import Counter
@@ -363,12 +364,26 @@ def _blocks(rows: Iterator[bytes]) -> Iterator[bytes]:
 def _write_rows(stream, key: str, blocks: Iterator[bytes | bytearray]) -> None:
     """``"key": [rows]``, one row per line, from blocks of rows joined by :data:`_ROW_SEPARATOR`."""
     stream.write(f' "{key}": [')
-    separator = "\n  "
+    separator, raw = "\n  ", _utf8_bytes(stream)
     for block in blocks:
-        if block:
+        if not block:
+            continue
+        if raw is None:
             stream.write(separator + block.decode())
-            separator = ",\n  "
+        else:  # the encoded rows as they are: no decoding and encoding again
+            stream.write(separator)
+            stream.flush()
+            raw.write(block)
+        separator = ",\n  "
     stream.write("]" if separator == "\n  " else "\n ]")
+
+
+def _utf8_bytes(stream):
+    """The byte stream under a UTF-8 text stream (a file's, standard output's), else None."""
+    buffer, encoding = getattr(stream, "buffer", None), getattr(stream, "encoding", None)
+    if buffer is None or not isinstance(encoding, str) or codecs.lookup(encoding).name != "utf-8":
+        return None
+    return buffer
 
 
 def _encode(value, option: int = 0) -> str:
