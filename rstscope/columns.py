@@ -174,8 +174,30 @@ def connection_row_blocks(
     for batch in store.row_batches():
         if tally is not None:
             tally.add(batch)
-        if len(batch.rows):
-            yield _encoded_batch(batch, resets, capture_index, stitched, names, separator)
+        histories = batch.histories()
+        for lo in range(0, len(batch.rows), ROWS_PER_BLOCK):
+            part = _Part(batch, histories, lo, lo + ROWS_PER_BLOCK)
+            yield _encoded_batch(part, resets, capture_index, stitched, names, separator)
+
+
+ROWS_PER_BLOCK = 2048
+"""Rows encoded together: fewer, the more numpy calls per row; more, the larger the block in memory (about
+1 kB a row)."""
+
+
+class _Part:
+    """Rows [lo, hi) of a row batch, read as the batch is (``rows``, ``histories()``, ``table()``)."""
+
+    __slots__ = ("_batch", "_histories", "_lo", "rows")
+
+    def __init__(self, batch: RowBatch, histories: list[str], lo: int, hi: int) -> None:
+        self._batch, self._lo, self.rows, self._histories = batch, lo, batch.rows[lo:hi], histories[lo:hi]
+
+    def histories(self) -> list[str]:
+        return self._histories
+
+    def table(self, name: str, which: np.ndarray) -> np.ndarray:
+        return self._batch.table(name, which + self._lo)
 
 
 class _Pieces:
@@ -200,12 +222,13 @@ _NUMBER = orjson.OPT_SERIALIZE_NUMPY
 
 
 def _numbers(matrix: np.ndarray) -> _Pieces:
-    """Every number of a (rows, columns) int64 or float64 matrix as orjson writes it (a Python int or
-    float alike), from one ``orjson.dumps`` of the matrix: its values are the runs between ``,[]``."""
+    """Every number of a (rows, columns) int64 or float64 matrix, or of a flat array, as orjson writes it (a
+    Python int or float alike), from one ``orjson.dumps`` of it: its values are the runs between ``,[]``."""
     data = orjson.dumps(np.ascontiguousarray(matrix), option=_NUMBER)
     start, length = np.empty(matrix.shape, dtype=np.int64), np.empty(matrix.shape, dtype=np.int64)
-    found = lib.value_spans(data, len(data), ffi.from_buffer("int64_t[]", start), ffi.from_buffer("int64_t[]", length))
-    assert found == matrix.size
+    spans = (ffi.from_buffer("int64_t[]", a) for a in (start, length))
+    if lib.value_spans(data, len(data), matrix.size, *spans) != matrix.size:
+        raise ValueError("not a matrix of numbers")
     return _Pieces(data, start, length)
 
 
@@ -255,7 +278,7 @@ _SIDES = ("packets", "payload_bytes", "stream_bytes", "unacked_bytes", "retransm
 _VERDICT_TEXT = [orjson.dumps(v.value) for v in reset_table.VERDICTS]
 
 
-def _encoded_batch(batch: RowBatch, resets: ResetTable, capture_index: int, stitched, names, separator: bytes):
+def _encoded_batch(batch: _Part, resets: ResetTable, capture_index: int, stitched, names, separator: bytes):
     """A batch's rows, encoded and joined (:func:`_join`): the template of ``document.connection_row``'s
     fields, in its order, with a column of encoded values in each place a value goes."""
     rows = batch.rows
@@ -402,10 +425,10 @@ def _outcomes(resets: ResetTable, ids: np.ndarray) -> dict[str, _Pieces]:
         return {"frames": _overridden(b"", n, [], None), "verdict": _overridden(b"null", n, [], None),
                 "in_flight": _overridden(b"null", n, [], None), "lost": _overridden(b"false", n, [], None)}  # fmt: skip
     rows = np.searchsorted(ids, found.ids)
-    frames = _numbers(np.ascontiguousarray(found.frames, dtype=np.int64).reshape(-1, 1))
+    frames = _numbers(np.asarray(found.frames, dtype=np.int64))  # a flat list: values apart by "," only
     first, last = found.bounds[:-1], found.bounds[1:] - 1  # each connection's RST frames: one run of the list
-    frame_start = frames.start[first, 0]
-    frame_runs = _Pieces(frames.data, frame_start, frames.start[last, 0] + frames.length[last, 0] - frame_start)
+    frame_start = frames.start[first]
+    frame_runs = _Pieces(frames.data, frame_start, frames.start[last] + frames.length[last] - frame_start)
     verdict_codes = np.full(n, len(_VERDICT_TEXT), dtype=np.int64)
     verdict_codes[rows] = found.codes
     in_flight = _numbers(np.ascontiguousarray(found.in_flight, dtype=np.int64).reshape(-1, 1))
@@ -418,7 +441,7 @@ def _outcomes(resets: ResetTable, ids: np.ndarray) -> dict[str, _Pieces]:
             "lost": _codes(lost, [b"false", b"true"])}  # fmt: skip
 
 
-def _conn_state_codes(batch: RowBatch, histories: list[str]) -> np.ndarray:
+def _conn_state_codes(batch: _Part, histories: list[str]) -> np.ndarray:
     """``zeek.conn_state(conn)`` of each connection (index into CONN_STATES): a table lookup, and the
     decision list itself for the few whose history decides (an originator's RST with a silent responder)."""
     rows = batch.rows
@@ -431,7 +454,7 @@ def _conn_state_codes(batch: RowBatch, histories: list[str]) -> np.ndarray:
     return codes
 
 
-def _findings(batch: RowBatch) -> tuple[list[int], list[bytes]]:
+def _findings(batch: _Part) -> tuple[list[int], list[bytes]]:
     """The rows of connections with findings, and each one's finding kinds (``Connection.findings``),
     encoded."""
     counts = batch.rows["findings"][:, 1]

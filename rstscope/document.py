@@ -283,13 +283,13 @@ writes."""
 
 
 def write_json(analyses: list[Analysis], stream) -> None:
-    """The document of ``combine(analyses)``, written as it is produced: one connection row and one
-    RST row at a time (encoded by orjson), so that a capture with millions of connections or RSTs
-    never has their rows in memory at once.  Each connection is read once (retired ones from the
-    tracker's spill file), and the listen-queue counts are tallied on the way; RST rows are copied as
-    encoded by :mod:`rstscope.reset_table`.  The same values as ``json.dump(combine(analyses), ...)``
-    (tests/test_document.py); the layout differs: one row per line.  Lab runs are not streamed:
-    :func:`combine` joins their ground truth per connection."""
+    """The document of ``combine(analyses)``, written as it is produced: a batch of connection rows
+    (encoded a column at a time: :func:`rstscope.columns.connection_row_blocks`) or of RST rows at a time,
+    so that a capture with millions of connections or RSTs never has their rows in memory at once.  Each
+    connection is read once (retired ones from the tracker's spill file), and the listen-queue counts are
+    tallied on the way; RST rows are copied as encoded by :mod:`rstscope.reset_table`.  The same values
+    as ``json.dump(combine(analyses), ...)`` (tests/test_document.py); the layout differs: one row per
+    line.  Lab runs are not streamed: :func:`combine` joins their ground truth per connection."""
     doc = for_json(_head(analyses, "all"))
     stream.write("{\n")
     for key, value in doc.items():

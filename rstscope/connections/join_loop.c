@@ -10,7 +10,7 @@ struct piece_column { const uint8_t *data; const int64_t *start, *length; int64_
 int64_t join_pieces(int64_t n, int64_t k, const struct piece_column *columns, const uint8_t *literals,
                     const int64_t *literal_end, const uint8_t *sep, int64_t sep_length, uint8_t *out,
                     int64_t *row_end);
-int64_t value_spans(const uint8_t *json, int64_t size, int64_t *start, int64_t *length);
+int64_t value_spans(const uint8_t *json, int64_t size, int64_t room, int64_t *start, int64_t *length);
 /* cdef end */
 
 /* Writes the ``n`` rows to ``out`` (the caller sized it), each row's end offset to ``row_end``; returns
@@ -41,8 +41,9 @@ int64_t join_pieces(int64_t n, int64_t k, const struct piece_column *columns, co
 }
 
 /* The values of a JSON array of numbers (nested arrays too, as orjson writes a numpy matrix): each run of
- * bytes other than ``,[]``, its start and length in order.  Returns the number of values. */
-int64_t value_spans(const uint8_t *json, int64_t size, int64_t *start, int64_t *length) {
+ * bytes other than ``,[]``, its start and length in order, at most ``room``.  Returns the number of
+ * values, -1 if there are more than ``room``. */
+int64_t value_spans(const uint8_t *json, int64_t size, int64_t room, int64_t *start, int64_t *length) {
     int64_t k = 0, i = 0;
     while (i < size) {
         uint8_t c = json[i];
@@ -50,6 +51,7 @@ int64_t value_spans(const uint8_t *json, int64_t size, int64_t *start, int64_t *
             i++;
             continue;
         }
+        if (k == room) return -1;
         int64_t from = i;
         while (i < size && (c = json[i]) != ',' && c != ']' && c != '[') i++;
         start[k] = from;

@@ -155,7 +155,9 @@ class TupleTable:
 
     def forget(self, tid: int, cid: int) -> None:
         """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
-        self.forget_many(np.array([tid], dtype=np.int64), np.array([cid], dtype=np.int64))
+        if self.conn[tid] == cid:
+            self.ids.drop(tid)
+            self.conn[tid] = -1
 
     def forget_many(self, tids: np.ndarray, cids: np.ndarray) -> None:
         """:meth:`forget` of each (tuple id, connection id), in order, in one compiled pass."""
@@ -190,6 +192,10 @@ class TupleIndex:
             raise MemoryError("the 4-tuple index")
         return tids, recycled[:k].copy()
 
+    def drop(self, tid: int) -> None:
+        """Forget tuple ``tid`` (one held)."""
+        _check(lib.tuple_index_drop(self._index, tid))
+
     def forget(self, tids: np.ndarray, cids: np.ndarray, conn: np.ndarray) -> None:
         """Each tuple of ``tids`` whose current connection (``conn``, set to -1 then) is the one of ``cids``."""
         tids = np.ascontiguousarray(tids, dtype=np.int64)
@@ -200,8 +206,15 @@ class TupleIndex:
         if tids.min() < 0 or tids.max() >= len(conn):
             raise IndexError("tuple id out of range")
         buffers = (ffi.from_buffer("int64_t[]", a) for a in (tids, cids, conn))
-        if lib.tuple_index_forget(self._index, len(tids), *buffers) < 0:
-            raise MemoryError("the 4-tuple index")
+        _check(lib.tuple_index_forget(self._index, len(tids), *buffers))
+
+
+def _check(status: int) -> None:
+    """Raise for the index's errors (-1: memory ran out; -2: a tuple forgotten that was not held)."""
+    if status == -2:
+        raise KeyError("a 4-tuple not held")
+    if status < 0:
+        raise MemoryError("the 4-tuple index")
 
 
 class ZeekTimers:
