@@ -29,9 +29,9 @@ class TupleTable:
     carries from chunk to chunk.  A tuple is forgotten when its last connection retires."""
 
     def __init__(self) -> None:
-        self.ids = TupleIndex()
-        """Canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id, in C; the ids of
-        forgotten 4-tuples are handed out again (per-tuple memory follows the tuples alive)."""
+        self._ids = TupleIndex()  # the ids of forgotten 4-tuples are handed out again: memory follows the tuples alive
+        self._retired: list[tuple[int, int]] = []
+        """(tuple id, connection id) of the connections retired since the last lookup, not forgotten yet."""
         self.recycled = np.zeros(0, dtype=np.int64)
         """The ids the last :meth:`index` handed out again (their per-tuple values are reset)."""
         self.conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
@@ -66,7 +66,7 @@ class TupleTable:
         order, start = _grouped(columns)
         groups = Groups(start)
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
-        tids, self.recycled = self.ids.assign(ks)
+        tids, self.recycled = self.ids.assign(ks)  # ids: the retired connections' tuples forgotten first
         self.conn[self.recycled] = -1
         self.syn[self.recycled] = -1
         self.closed[self.recycled] = 0
@@ -151,17 +151,28 @@ class TupleTable:
     @property
     def next_tid(self) -> int:
         """Tuple ids handed out so far (forgotten ones are handed out again first)."""
-        return self.ids.next_tid()
+        return self._ids.next_tid()
 
     def forget(self, tid: int, cid: int) -> None:
         """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
-        if self.conn[tid] == cid:
-            self.ids.drop(tid)
-            self.conn[tid] = -1
+        self._retired.append((tid, cid))  # per connection: forgotten together, before the next lookup
 
     def forget_many(self, tids: np.ndarray, cids: np.ndarray) -> None:
         """:meth:`forget` of each (tuple id, connection id), in order, in one compiled pass."""
-        self.ids.forget(tids, cids, self.conn)
+        self._forget_retired()
+        self._ids.forget(tids, cids, self.conn)
+
+    def _forget_retired(self) -> None:
+        if self._retired:
+            pairs = np.array(self._retired, dtype=np.int64)
+            self._retired.clear()
+            self._ids.forget(pairs[:, 0], pairs[:, 1], self.conn)
+
+    @property
+    def ids(self) -> TupleIndex:
+        """The 4-tuples alive: canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
+        self._forget_retired()
+        return self._ids
 
 
 class TupleIndex:
@@ -172,14 +183,14 @@ class TupleIndex:
         index = lib.tuple_index_new()
         if index == ffi.NULL:
             raise MemoryError("the 4-tuple index")
-        self._index = ffi.gc(index, lib.tuple_index_free)
+        self.handle = ffi.gc(index, lib.tuple_index_free)
 
     def __len__(self) -> int:
         """4-tuples alive."""
-        return lib.tuple_index_count(self._index)
+        return lib.tuple_index_count(self.handle)
 
     def next_tid(self) -> int:
-        return lib.tuple_index_next(self._index)
+        return lib.tuple_index_next(self.handle)
 
     def assign(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Tuple ids of ``keys`` (rows of six uint64 words), and the ids handed out again among them."""
@@ -187,14 +198,10 @@ class TupleIndex:
         n = len(keys)
         tids, recycled = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
         out = (ffi.from_buffer("int64_t[]", a) for a in (tids, recycled))
-        k = lib.tuple_index_assign(self._index, n, ffi.from_buffer("uint64_t[]", keys), *out)
+        k = lib.tuple_index_assign(self.handle, n, ffi.from_buffer("uint64_t[]", keys), *out)
         if k < 0:
             raise MemoryError("the 4-tuple index")
         return tids, recycled[:k].copy()
-
-    def drop(self, tid: int) -> None:
-        """Forget tuple ``tid`` (one held)."""
-        _check(lib.tuple_index_drop(self._index, tid))
 
     def forget(self, tids: np.ndarray, cids: np.ndarray, conn: np.ndarray) -> None:
         """Each tuple of ``tids`` whose current connection (``conn``, set to -1 then) is the one of ``cids``."""
@@ -206,7 +213,7 @@ class TupleIndex:
         if tids.min() < 0 or tids.max() >= len(conn):
             raise IndexError("tuple id out of range")
         buffers = (ffi.from_buffer("int64_t[]", a) for a in (tids, cids, conn))
-        _check(lib.tuple_index_forget(self._index, len(tids), *buffers))
+        _check(lib.tuple_index_forget(self.handle, len(tids), *buffers))
 
 
 def _check(status: int) -> None:
