@@ -18,6 +18,7 @@ file holds each frame (:mod:`rstscope.fleet.frames`).
 
 from __future__ import annotations
 
+import codecs
 import heapq
 import itertools
 from collections import Counter
@@ -277,17 +278,18 @@ def _listen_queue(analyses: list[Analysis]) -> dict:
 
 
 _ROWS_PER_WRITE = 512
-"""Rows encoded before one write to the stream: fewer, larger writes."""
+"""Rows encoded one by one (RST rows, a fleet's) joined before one write to the stream: fewer, larger
+writes."""
 
 
 def write_json(analyses: list[Analysis], stream) -> None:
-    """The document of ``combine(analyses)``, written as it is produced: one connection row and one
-    RST row at a time (encoded by orjson), so that a capture with millions of connections or RSTs
-    never has their rows in memory at once.  Each connection is read once (retired ones from the
-    tracker's spill file), and the listen-queue counts are tallied on the way; RST rows are copied as
-    encoded by :mod:`rstscope.reset_table`.  The same values as ``json.dump(combine(analyses), ...)``
-    (tests/test_document.py); the layout differs: one row per line.  Lab runs are not streamed:
-    :func:`combine` joins their ground truth per connection."""
+    """The document of ``combine(analyses)``, written as it is produced: a batch of connection rows
+    (encoded a column at a time: :func:`rstscope.columns.connection_row_blocks`) or of RST rows at a time,
+    so that a capture with millions of connections or RSTs never has their rows in memory at once.  Each
+    connection is read once (retired ones from the tracker's spill file), and the listen-queue counts are
+    tallied on the way; RST rows are copied as encoded by :mod:`rstscope.reset_table`.  The same values
+    as ``json.dump(combine(analyses), ...)`` (tests/test_document.py); the layout differs: one row per
+    line.  Lab runs are not streamed: :func:`combine` joins their ground truth per connection."""
     doc = for_json(_head(analyses, "all"))
     stream.write("{\n")
     for key, value in doc.items():
@@ -299,24 +301,25 @@ def write_json(analyses: list[Analysis], stream) -> None:
     stream.write(f',\n "listen_queue": {_encode(_listen_queue(analyses))}\n}}\n')
 
 
-def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes]:
-    """Every connection's row, encoded, reading each connection once; an analysis whose listen-queue counts
-    are not known yet gets them from the same pass.  A store that encoded its rows itself
-    (``encoded_rows(capture)``: rstscope.fleet's, in its worker processes, with the listen-queue counts)
-    gives them as they are; the tracker's store gives its rows in batches (:mod:`rstscope.columns`); other
-    stores give connection objects."""
+def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes | bytearray]:
+    """Every connection's row, encoded, in blocks of rows joined by :data:`_ROW_SEPARATOR`, reading each
+    connection once; an analysis whose listen-queue counts are not known yet gets them from the same pass.
+    A store that encoded its rows itself (``encoded_rows(capture)``: rstscope.fleet's, in its worker
+    processes, with the listen-queue counts) gives them as they are; the tracker's store gives its rows in
+    batches (:mod:`rstscope.columns`, encoded a column at a time); other stores give connection objects."""
     for i, a in enumerate(analyses):
         store = a.connections
         own = getattr(store, "encoded_rows", None)
         if own is not None and a.listen_queue_known:
-            yield from own(i)
+            yield from _blocks(own(i))
         elif hasattr(store, "row_batches"):
             tally = None if a.listen_queue_known else columns.ListenQueueColumns()
-            yield from columns.connection_rows(store, a.resets, i, a.capture, tally)
+            for block, _ends in columns.connection_row_blocks(store, a.resets, i, a.capture, tally, _ROW_SEPARATOR):
+                yield block
             if tally is not None:
                 a.listen_queue = tally.result()
         else:
-            yield from map(orjson.dumps, _object_rows(a, i))
+            yield from _blocks(map(orjson.dumps, _object_rows(a, i)))
 
 
 def _object_rows(a: Analysis, i: int) -> Iterator[dict]:
@@ -343,19 +346,44 @@ def _object_rows(a: Analysis, i: int) -> Iterator[dict]:
 
 
 def _encoded_reset_rows(analyses: list[Analysis]) -> Iterator[bytes]:
+    """Every RST's row, encoded, in blocks of rows joined by :data:`_ROW_SEPARATOR`."""
     for i, a in enumerate(analyses):
         head = b'{"capture":%d,' % i
-        for raw in a.resets.raw_rows():
-            yield head + raw[1:]
+        yield from _blocks(head + raw[1:] for raw in a.resets.raw_rows())
 
 
-def _write_rows(stream, key: str, rows: Iterator[bytes]) -> None:
-    stream.write(f' "{key}": [')
-    separator = "\n  "
+_ROW_SEPARATOR = b",\n  "
+
+
+def _blocks(rows: Iterator[bytes]) -> Iterator[bytes]:
+    """Encoded rows joined by :data:`_ROW_SEPARATOR`, :data:`_ROWS_PER_WRITE` at a time."""
     while batch := list(itertools.islice(rows, _ROWS_PER_WRITE)):
-        stream.write(separator + b",\n  ".join(batch).decode())
+        yield _ROW_SEPARATOR.join(batch)
+
+
+def _write_rows(stream, key: str, blocks: Iterator[bytes | bytearray]) -> None:
+    """``"key": [rows]``, one row per line, from blocks of rows joined by :data:`_ROW_SEPARATOR`."""
+    stream.write(f' "{key}": [')
+    separator, raw = "\n  ", _utf8_bytes(stream)
+    for block in blocks:
+        if not block:
+            continue
+        if raw is None:
+            stream.write(separator + block.decode())
+        else:  # the encoded rows as they are: no decoding and encoding again
+            stream.write(separator)
+            stream.flush()
+            raw.write(block)
         separator = ",\n  "
     stream.write("]" if separator == "\n  " else "\n ]")
+
+
+def _utf8_bytes(stream):
+    """The byte stream under a UTF-8 text stream (a file's, standard output's), else None."""
+    buffer, encoding = getattr(stream, "buffer", None), getattr(stream, "encoding", None)
+    if buffer is None or not isinstance(encoding, str) or codecs.lookup(encoding).name != "utf-8":
+        return None
+    return buffer
 
 
 def _encode(value, option: int = 0) -> str:

@@ -22,6 +22,7 @@ import os
 import tempfile
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -258,9 +259,22 @@ class ResetTable(Sequence):
     def outcomes(self, first_id: int, end_id: int) -> dict[int, ConnectionOutcome]:
         """:meth:`outcome_of` every connection with ids in [first_id, end_id) that saw a RST, by id: from
         the columns at once (the JSON writer asks it of every connection)."""
+        found = self.outcome_columns(first_id, end_id)
+        if found is None:
+            return {}
+        frames, bounds = found.frames.tolist(), found.bounds.tolist()
+        outcomes = {}
+        values = (found.ids.tolist(), found.codes.tolist(), found.in_flight.tolist(), found.lost.tolist())
+        for k, (cid, code, flight, lost) in enumerate(zip(*values, strict=True)):
+            frames_k = frames[bounds[k] : bounds[k + 1]]
+            outcomes[cid] = ConnectionOutcome(frames_k, VERDICTS[code], None if flight == NO_VALUE else flight, lost)
+        return outcomes
+
+    def outcome_columns(self, first_id: int, end_id: int) -> OutcomeColumns | None:
+        """:meth:`outcomes` as columns (None: no connection of those ids saw a RST)."""
         lo, hi = np.searchsorted(self.connection, [first_id, end_id]).tolist()
         if lo == hi:
-            return {}
+            return None
         ids = self.connection[lo:hi]
         starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]]))
         group = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(ids))))
@@ -269,15 +283,10 @@ class ResetTable(Sequence):
         pick, has_primary = starts.copy(), np.zeros(len(starts), dtype=bool)
         pick[group[primary]], has_primary[group[primary]] = primary, True
         codes, in_flight = self.verdict[lo:hi][pick], self.in_flight[lo:hi][pick]
-        known = (has_primary & (in_flight != NO_VALUE)).tolist()
-        lost = (has_primary & np.isin(codes, _LOST_CODES)).tolist()
-        frames, bounds = self.frame[lo:hi].tolist(), np.append(starts, len(ids)).tolist()
-        outcomes = {}
-        for k, (cid, code, flight) in enumerate(zip(ids[starts].tolist(), codes.tolist(), in_flight.tolist(),
-                                                    strict=True)):  # fmt: skip
-            frames_k = frames[bounds[k] : bounds[k + 1]]
-            outcomes[cid] = ConnectionOutcome(frames_k, VERDICTS[code], flight if known[k] else None, lost[k])
-        return outcomes
+        known = has_primary & (in_flight != NO_VALUE)
+        lost = has_primary & np.isin(codes, _LOST_CODES)
+        return OutcomeColumns(ids[starts], np.append(starts, len(ids)), self.frame[lo:hi], codes,
+                              np.where(known, in_flight, NO_VALUE), lost)  # fmt: skip
 
     def losses(self) -> tuple[np.ndarray, np.ndarray]:
         """(connection ids, bytes in flight or NO_VALUE) of the connections that lost data: their primary RST
@@ -304,6 +313,20 @@ class ConnectionOutcome:
         self.in_flight = in_flight
         """Bytes in flight at its primary RST (None: unknown, or no primary RST)."""
         self.lost_data = lost_data
+
+
+class OutcomeColumns(NamedTuple):
+    """The :class:`ConnectionOutcome` of each connection that saw a RST, as columns (in id order)."""
+
+    ids: np.ndarray
+    bounds: np.ndarray
+    """Connection ``k``'s RSTs are ``frames[bounds[k] : bounds[k + 1]]``."""
+    frames: np.ndarray
+    codes: np.ndarray
+    """Verdicts (index into :data:`VERDICTS`)."""
+    in_flight: np.ndarray
+    """Bytes in flight, NO_VALUE for None."""
+    lost: np.ndarray
 
 
 def build(

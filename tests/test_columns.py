@@ -134,3 +134,34 @@ def test_every_state_pair_and_history(monkeypatch):
     monkeypatch.setattr(retire, "ROW_BATCH", 500)
     assert list(columns.connection_rows(store, a.resets)) == _object_rows(a)
     assert orjson.dumps(columns.listen_queue(store)) == orjson.dumps(analysis.listen_queue_evidence(list(store)))
+
+
+def test_values_encoded_a_column_at_a_time_are_orjsons_per_value():
+    """The batch encoder's pieces (orjson over a whole matrix, over a whole list of strings) are each
+    value's own ``orjson.dumps``: extreme integers, floats of every magnitude, strings that need escaping
+    or are not ASCII (which take the per-value way)."""
+    rng = np.random.default_rng(3)
+    ints = np.concatenate([rng.integers(-(2**63), 2**63 - 1, 300), [0, -1, 2**63 - 1, -(2**63), NONE]]).reshape(-1, 5)
+    special = [0.0, -0.0, 1e16, 1e-7, 5e-324, 1.7e9 + 0.001931, 1e300, -2.5, 3.0, 1e15]
+    floats = np.concatenate([rng.random(290) * 10.0 ** rng.integers(-30, 30, 290), special]).reshape(-1, 3)
+    for matrix in (ints, floats):
+        pieces = columns._numbers(matrix)
+        for j in range(matrix.shape[1]):
+            column = pieces.column(j)
+            got = _values(column, len(matrix))
+            assert got == [orjson.dumps(v) for v in matrix[:, j].tolist()]
+    for texts in (["ShAdFf", "", "^hADr"], ["plain", 'quote"', "back\\slash", "tab\t", "é", "\u2028"]):
+        assert _values(columns._strings(texts), len(texts)) == [orjson.dumps(t) for t in texts]
+    rows, n = [1, 4], 6
+    overridden = columns._overridden(b"null", n, rows, columns._joined([b"[1]", b'"x"']))
+    assert _values(overridden, n) == [b"null", b"[1]", b"null", b"null", b'"x"', b"null"]
+    joined, ends = columns._join([b"{", overridden, b",", columns._strings(list("abcdef")), b"}"], n, b";")
+    rows = [b"{%s,%s}" % (v, orjson.dumps(t)) for v, t in zip(_values(overridden, n), "abcdef", strict=True)]
+    assert bytes(joined) == b";".join(rows)
+    assert ends.tolist() == (np.cumsum([len(r) + 1 for r in rows]) - 1).tolist()
+
+
+def _values(pieces, n: int) -> list[bytes]:
+    start = pieces.start.reshape(-1)[pieces.offset :: pieces.stride]
+    length = pieces.length.reshape(-1)[pieces.offset :: pieces.stride]
+    return [pieces.data[s : s + k] for s, k in zip(start.tolist(), length.tolist(), strict=True)][:n]

@@ -41,3 +41,66 @@ def test_grouped_columns_are_the_fields_of_the_ordered_rows():
     for name, column in zip(names, got, strict=True):
         assert column.dtype == np.int64
         assert column.tolist() == rows[name][order].astype(np.int64).tolist(), name
+
+
+class _DictIndex:
+    """The 4-tuple index as it was in Python: a dict of keys, forgotten ids handed out last first."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple, int] = {}
+        self.keys: dict[int, tuple] = {}
+        self.free: list[int] = []
+        self.next_tid = 0
+
+    def assign(self, keys: list[tuple]) -> tuple[list[int], list[int]]:
+        tids, recycled = [], []
+        for key in keys:
+            tid = self.ids.get(key)
+            if tid is None:
+                if self.free:
+                    tid = self.free.pop()
+                    recycled.append(tid)
+                else:
+                    tid, self.next_tid = self.next_tid, self.next_tid + 1
+                self.ids[key], self.keys[tid] = tid, key
+            tids.append(tid)
+        return tids, recycled
+
+    def forget(self, tids: list[int], cids: list[int], conn: list[int]) -> None:
+        for tid, cid in zip(tids, cids, strict=True):
+            if conn[tid] == cid:
+                del self.ids[self.keys.pop(tid)]
+                conn[tid] = -1
+                self.free.append(tid)
+
+
+def test_tuple_index_is_the_dict_it_replaced():
+    """The compiled 4-tuple index (keys_loop.c) hands out, recycles and forgets ids as the dict did, over
+    rounds of lookups and retirements that grow and shrink it (probe runs cut by deletions included)."""
+    from rstscope.connections.keys import TupleIndex
+
+    rng = np.random.default_rng(7)
+    words = np.array([0, 1, 2**63, 2**64 - 1, 12345], dtype=np.uint64)
+    index, model = TupleIndex(), _DictIndex()
+    conn = np.full(1 << 16, -1, dtype=np.int64)
+    model_conn = conn.tolist()
+    next_cid = 0
+    for _round in range(60):
+        keys = np.unique(words[rng.integers(0, len(words), (int(rng.integers(1, 3000)), 6))], axis=0)
+        keys = keys[rng.permutation(len(keys))]
+        tids, recycled = index.assign(keys)
+        expected_tids, expected_recycled = model.assign([tuple(k) for k in keys.tolist()])
+        assert tids.tolist() == expected_tids and recycled.tolist() == expected_recycled
+        cids = np.arange(next_cid, next_cid + len(tids))
+        next_cid += len(tids)
+        conn[tids] = cids
+        for tid, cid in zip(tids.tolist(), cids.tolist(), strict=True):
+            model_conn[tid] = cid
+        # Retire some: the current connection (forgets the tuple) or an older one (keeps it).
+        pick = rng.random(len(tids)) < 0.6
+        old = rng.random(len(tids)) < 0.2
+        retired = np.where(old, cids - 1, cids)[pick]
+        index.forget(tids[pick], retired, conn)
+        model.forget(tids[pick].tolist(), retired.tolist(), model_conn)
+        assert conn.tolist() == model_conn
+        assert len(index) == len(model.ids) and index.next_tid() == model.next_tid

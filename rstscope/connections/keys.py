@@ -29,13 +29,9 @@ class TupleTable:
     carries from chunk to chunk.  A tuple is forgotten when its last connection retires."""
 
     def __init__(self) -> None:
-        self.ids: dict[bytes, int] = {}
-        """Canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
-        self.keys: list[bytes | None] = []
-        """Tuple id -> its key, None once forgotten."""
-        self.next_tid = 0
-        self.free: list[int] = []
-        """Ids of forgotten 4-tuples, handed out again (per-tuple memory follows the tuples alive)."""
+        self._ids = TupleIndex()  # the ids of forgotten 4-tuples are handed out again: memory follows the tuples alive
+        self._retired: list[tuple[int, int]] = []
+        """(tuple id, connection id) of the connections retired since the last lookup, not forgotten yet."""
         self.recycled = np.zeros(0, dtype=np.int64)
         """The ids the last :meth:`index` handed out again (their per-tuple values are reset)."""
         self.conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
@@ -70,21 +66,7 @@ class TupleTable:
         order, start = _grouped(columns)
         groups = Groups(start)
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
-        tids = np.empty(groups.count, dtype=np.int64)
-        ids, free, recycled = self.ids, self.free, []
-        for g, key in enumerate(ks.view(np.dtype((np.void, ks.shape[1] * 8))).ravel().tolist()):  # 48-byte keys
-            tid = ids.get(key)
-            if tid is None:
-                if free:  # the id of a forgotten 4-tuple
-                    tid = ids[key] = free.pop()
-                    self.keys[tid] = key
-                    recycled.append(tid)
-                else:
-                    tid = ids[key] = self.next_tid
-                    self.next_tid += 1
-                    self.keys.append(key)
-            tids[g] = tid
-        self.recycled = np.array(recycled, dtype=np.int64)
+        tids, self.recycled = self.ids.assign(ks)  # ids: the retired connections' tuples forgotten first
         self.conn[self.recycled] = -1
         self.syn[self.recycled] = -1
         self.closed[self.recycled] = 0
@@ -166,13 +148,80 @@ class TupleTable:
         self.conn[tids] = conn_id[group_last]
         return new_pos, conn_id
 
+    @property
+    def next_tid(self) -> int:
+        """Tuple ids handed out so far (forgotten ones are handed out again first)."""
+        return self._ids.next_tid()
+
     def forget(self, tid: int, cid: int) -> None:
         """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
-        if self.conn[tid] == cid:
-            del self.ids[self.keys[tid]]
-            self.keys[tid] = None
-            self.conn[tid] = -1
-            self.free.append(tid)
+        self._retired.append((tid, cid))  # per connection: forgotten together, before the next lookup
+
+    def forget_many(self, tids: np.ndarray, cids: np.ndarray) -> None:
+        """:meth:`forget` of each (tuple id, connection id), in order, in one compiled pass."""
+        self._forget_retired()
+        self._ids.forget(tids, cids, self.conn)
+
+    def _forget_retired(self) -> None:
+        if self._retired:
+            pairs = np.array(self._retired, dtype=np.int64)
+            self._retired.clear()
+            self._ids.forget(pairs[:, 0], pairs[:, 1], self.conn)
+
+    @property
+    def ids(self) -> TupleIndex:
+        """The 4-tuples alive: canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
+        self._forget_retired()
+        return self._ids
+
+
+class TupleIndex:
+    """The 4-tuples alive: canonical key -> tuple id, a hash table in C (``keys_loop.c``) with no Python
+    object per tuple.  A key not held gets the id of the 4-tuple forgotten last, else a new one."""
+
+    def __init__(self) -> None:
+        index = lib.tuple_index_new()
+        if index == ffi.NULL:
+            raise MemoryError("the 4-tuple index")
+        self.handle = ffi.gc(index, lib.tuple_index_free)
+
+    def __len__(self) -> int:
+        """4-tuples alive."""
+        return lib.tuple_index_count(self.handle)
+
+    def next_tid(self) -> int:
+        return lib.tuple_index_next(self.handle)
+
+    def assign(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Tuple ids of ``keys`` (rows of six uint64 words), and the ids handed out again among them."""
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
+        n = len(keys)
+        tids, recycled = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+        out = (ffi.from_buffer("int64_t[]", a) for a in (tids, recycled))
+        k = lib.tuple_index_assign(self.handle, n, ffi.from_buffer("uint64_t[]", keys), *out)
+        if k < 0:
+            raise MemoryError("the 4-tuple index")
+        return tids, recycled[:k].copy()
+
+    def forget(self, tids: np.ndarray, cids: np.ndarray, conn: np.ndarray) -> None:
+        """Each tuple of ``tids`` whose current connection (``conn``, set to -1 then) is the one of ``cids``."""
+        tids = np.ascontiguousarray(tids, dtype=np.int64)
+        cids = np.ascontiguousarray(cids, dtype=np.int64)
+        assert conn.dtype == np.int64 and conn.flags.c_contiguous and len(tids) == len(cids)
+        if not len(tids):
+            return
+        if tids.min() < 0 or tids.max() >= len(conn):
+            raise IndexError("tuple id out of range")
+        buffers = (ffi.from_buffer("int64_t[]", a) for a in (tids, cids, conn))
+        _check(lib.tuple_index_forget(self.handle, len(tids), *buffers))
+
+
+def _check(status: int) -> None:
+    """Raise for the index's errors (-1: memory ran out; -2: a tuple forgotten that was not held)."""
+    if status == -2:
+        raise KeyError("a 4-tuple not held")
+    if status < 0:
+        raise MemoryError("the 4-tuple index")
 
 
 class ZeekTimers:

@@ -2,6 +2,8 @@
  * the chunk maps each row's canonical key (A address hi/lo, B address hi/lo, ports, tunnel: six 64-bit
  * words) to its group, comparing whole keys (no collisions to check afterwards); then a counting sort
  * gives the order that groups the rows, groups in order of their first row, capture order inside each.
+ * The 4-tuples alive across chunks are a second hash table (``struct tuple_index``): key -> tuple id,
+ * ids of forgotten tuples handed out again, last forgotten first.
  * The block between the cdef markers is also what cffi declares (_kernel_build.py). */
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +14,16 @@ struct tuple_keys { const uint64_t *a_hi, *a_lo, *b_hi, *b_lo, *ports, *tunnel; 
 int64_t tuple_groups(int64_t n, const struct tuple_keys *k, int64_t *order, uint8_t *start);
 void grouped_columns(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *order, int64_t k,
                      const int64_t *offsets, const int64_t *widths, int64_t *out);
+struct tuple_index;
+struct tuple_index *tuple_index_new(void);
+void tuple_index_free(struct tuple_index *t);
+int64_t tuple_index_count(const struct tuple_index *t);
+int64_t tuple_index_next(const struct tuple_index *t);
+int64_t tuple_index_assign(struct tuple_index *t, int64_t groups, const uint64_t *keys, int64_t *tids,
+                           int64_t *recycled);
+int64_t tuple_index_forget(struct tuple_index *t, int64_t n, const int64_t *tids, const int64_t *cids,
+                           int64_t *conn);
+int tuple_index_drop(struct tuple_index *t, int64_t tid);
 /* cdef end */
 
 static uint64_t tk_mix(const struct tuple_keys *k, int64_t i) {
@@ -85,4 +97,159 @@ void grouped_columns(const uint8_t *rows, int64_t itemsize, int64_t n, const int
             out[c * n + i] = v;
         }
     }
+}
+
+/* ------------------------------------------------------------------ the 4-tuples alive */
+
+#define KEY_WORDS 6
+
+struct tuple_index {
+    int64_t cap;       /* slots, a power of two, at least twice the keys held */
+    int64_t count;     /* keys held */
+    int64_t *slot;     /* tuple id per slot, -1: empty (linear probing, deletion by backward shift) */
+    uint64_t *keys;    /* KEY_WORDS words per tuple id */
+    int64_t keys_cap;  /* tuple ids ``keys`` has room for */
+    int64_t next_tid;  /* tuple ids handed out so far */
+    int64_t *free;     /* ids of forgotten tuples: a stack */
+    int64_t n_free, free_cap;
+};
+
+static uint64_t ti_hash(const uint64_t *key) {
+    uint64_t h = key[1] * 0xC2B2AE3D27D4EB4FULL;
+    h ^= key[3] * 0xD6E8FEB86659FD93ULL + (h >> 27);
+    h ^= key[4] * 0xFF51AFD7ED558CCDULL + (h >> 33);
+    h ^= key[5] * 0x94D049BB133111EBULL + (h >> 30);
+    h ^= key[0] * 0x9E3779B97F4A7C15ULL + (h >> 29);
+    h ^= key[2] * 0x165667B19E3779F9ULL + (h >> 31);
+    return h ^ (h >> 32);
+}
+
+struct tuple_index *tuple_index_new(void) {
+    struct tuple_index *t = calloc(1, sizeof *t);
+    if (!t) return NULL;
+    t->cap = 1024;
+    t->slot = malloc(t->cap * sizeof(int64_t));
+    if (!t->slot) {
+        free(t);
+        return NULL;
+    }
+    for (int64_t i = 0; i < t->cap; i++) t->slot[i] = -1;
+    return t;
+}
+
+void tuple_index_free(struct tuple_index *t) {
+    if (!t) return;
+    free(t->slot); free(t->keys); free(t->free); free(t);
+}
+
+int64_t tuple_index_count(const struct tuple_index *t) { return t->count; }
+int64_t tuple_index_next(const struct tuple_index *t) { return t->next_tid; }
+
+static int64_t ti_find_slot(const struct tuple_index *t, const uint64_t *key) {
+    int64_t mask = t->cap - 1, s = (int64_t)(ti_hash(key) & (uint64_t)mask), tid;
+    while ((tid = t->slot[s]) >= 0 && memcmp(t->keys + tid * KEY_WORDS, key, KEY_WORDS * 8)) s = (s + 1) & mask;
+    return s;
+}
+
+static int ti_grow(struct tuple_index *t) {
+    int64_t cap = t->cap * 2, *slot = malloc(cap * sizeof(int64_t));
+    if (!slot) return -1;
+    for (int64_t i = 0; i < cap; i++) slot[i] = -1;
+    for (int64_t i = 0; i < t->cap; i++) {
+        int64_t tid = t->slot[i];
+        if (tid < 0) continue;
+        int64_t s = (int64_t)(ti_hash(t->keys + tid * KEY_WORDS) & (uint64_t)(cap - 1));
+        while (slot[s] >= 0) s = (s + 1) & (cap - 1);
+        slot[s] = tid;
+    }
+    free(t->slot);
+    t->slot = slot;
+    t->cap = cap;
+    return 0;
+}
+
+/* Tuple ids of ``groups`` keys (``keys``: KEY_WORDS words each, in the order of
+ * ``struct tuple_keys``), in order: a key not held gets a forgotten tuple's id (written to
+ * ``recycled``) or a new one.  Returns the number of ids recycled, -1 if memory ran out. */
+int64_t tuple_index_assign(struct tuple_index *t, int64_t groups, const uint64_t *keys, int64_t *tids,
+                           int64_t *recycled) {
+    int64_t n_recycled = 0;
+    for (int64_t g = 0; g < groups; g++) {
+        const uint64_t *key = keys + g * KEY_WORDS;
+        int64_t s = ti_find_slot(t, key), tid = t->slot[s];
+        if (tid < 0) {
+            if (2 * (t->count + 1) > t->cap) {
+                if (ti_grow(t) < 0) return -1;
+                s = ti_find_slot(t, key);
+            }
+            if (t->n_free) {
+                tid = t->free[--t->n_free];
+                recycled[n_recycled++] = tid;
+            } else {
+                if (t->next_tid == t->keys_cap) {
+                    int64_t cap = t->keys_cap ? 2 * t->keys_cap : 1024;
+                    uint64_t *grown = realloc(t->keys, cap * KEY_WORDS * sizeof(uint64_t));
+                    if (!grown) return -1;
+                    t->keys = grown;
+                    t->keys_cap = cap;
+                }
+                tid = t->next_tid++;
+            }
+            memcpy(t->keys + tid * KEY_WORDS, key, KEY_WORDS * 8);
+            t->slot[s] = tid;
+            t->count++;
+        }
+        tids[g] = tid;
+    }
+    return n_recycled;
+}
+
+static int ti_delete(struct tuple_index *t, int64_t tid) {
+    if (tid < 0 || tid >= t->next_tid) return 0;
+    int64_t mask = t->cap - 1, s = ti_find_slot(t, t->keys + tid * KEY_WORDS);
+    if (t->slot[s] != tid) return 0;
+    /* Backward shift: later entries of the probe run move into the hole unless their home slot lies
+     * cyclically in (hole, their slot]. */
+    int64_t hole = s;
+    for (int64_t j = (s + 1) & mask; t->slot[j] >= 0; j = (j + 1) & mask) {
+        int64_t home = (int64_t)(ti_hash(t->keys + t->slot[j] * KEY_WORDS) & (uint64_t)mask);
+        if (((j - home) & mask) >= ((j - hole) & mask)) {
+            t->slot[hole] = t->slot[j];
+            hole = j;
+        }
+    }
+    t->slot[hole] = -1;
+    t->count--;
+    return 1;
+}
+
+/* Forget tuple ``tid``: its key leaves the table, its id is handed out again.  Returns -1 if memory ran
+ * out, -2 if the tuple was not held. */
+int tuple_index_drop(struct tuple_index *t, int64_t tid) {
+    if (t->n_free == t->free_cap) {
+        int64_t cap = t->free_cap ? 2 * t->free_cap : 1024, *grown = realloc(t->free, cap * sizeof(int64_t));
+        if (!grown) return -1;
+        t->free = grown;
+        t->free_cap = cap;
+    }
+    if (!ti_delete(t, tid)) return -2;
+    t->free[t->n_free++] = tid;
+    return 0;
+}
+
+/* Connections ``cids`` retired, ``tids`` their tuples: each tuple whose current connection (``conn``)
+ * is the one retired is forgotten (``conn`` set to -1, its id to be handed out again), in order.
+ * Returns the number forgotten, or :func:`tuple_index_drop`'s error. */
+int64_t tuple_index_forget(struct tuple_index *t, int64_t n, const int64_t *tids, const int64_t *cids,
+                           int64_t *conn) {
+    int64_t forgotten = 0;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t tid = tids[i];
+        if (conn[tid] != cids[i]) continue;
+        int status = tuple_index_drop(t, tid);
+        if (status < 0) return status;
+        conn[tid] = -1;
+        forgotten++;
+    }
+    return forgotten;
 }

@@ -20,7 +20,6 @@ encoded them.  Connection objects are made in the parent only for outputs other 
 
 from __future__ import annotations
 
-import array
 import bisect
 import os
 import pickle
@@ -182,17 +181,13 @@ def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: i
     as the single process does), to ``conn-json-{shard}``; its listen-queue tally, and each server's first
     connection with a SYN."""
     tally = columns.ListenQueueColumns()
-    lengths = array.array("q")
+    lengths = []
     with open(work / f"conn-json-{shard}", "wb") as out:
-        block = []
-        for data in columns.connection_rows(store, table, 0, info, tally):
-            lengths.append(len(data))
-            block.append(data)
-            if len(block) >= BATCH:
-                out.write(b"".join(block))
-                block = []
-        out.write(b"".join(block))
-    return np.frombuffer(lengths, dtype=np.int64).copy(), tally.result(), tally.first_attempt
+        for block, ends in columns.connection_row_blocks(store, table, 0, info, tally, separator=b""):
+            out.write(block)
+            lengths.append(np.diff(ends, prepend=0))
+    row_length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    return row_length, tally.result(), tally.first_attempt
 
 
 class _GlobalRows:
