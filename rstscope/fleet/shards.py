@@ -401,7 +401,8 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, zeek
     counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
     procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers))
              for j in range(jobs)]  # fmt: skip
-    for p in procs:
+    for j, p in enumerate(procs):
+        (Path(workdir) / f"result-{j}").unlink(missing_ok=True)  # a previous capture's
         p.start()
     try:
         pending = set(range(jobs))
@@ -420,30 +421,42 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, zeek
             if p.is_alive():
                 p.kill()
             p.join()
-    outcomes = []
-    for j in range(jobs):
-        try:
-            with open(Path(workdir) / f"result-{j}", "rb") as f:
-                outcomes.append(pickle.load(f))
-        except OSError:
-            outcomes.append(("error", f"worker {j} ended without a result (killed, or out of memory?)"))
+    return pick([read_outcome(workdir, j) for j in range(jobs)])
+
+
+def pick(outcomes: list[tuple[str, object]]) -> list[ShardResult]:
+    """The shards' results, or the error to raise: a shard's own failure before the others' broken waits."""
     errors = sorted((value != BROKEN, value) for kind, value in outcomes if kind == "error")
     if errors:
         raise RstscopeError(errors[-1][1])
     return [value for _, value in outcomes]
 
 
-def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers) -> None:
+def read_outcome(workdir: str, j: int) -> tuple[str, object]:
     try:
-        exchange = BarrierExchange(barrier, counts, j, jobs)
-        result = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, zeek_timers))
-    except threading.BrokenBarrierError:
-        result = ("error", BROKEN)
+        with open(Path(workdir) / f"result-{j}", "rb") as f:
+            return pickle.load(f)
+    except OSError:
+        return ("error", f"worker {j} ended without a result (killed, or out of memory?)")
+
+
+def shard_outcome(j, pieces, sched, workdir, exchange, info, zeek_timers, broken=(threading.BrokenBarrierError,)):
+    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written to ``result-{j}``
+    (a pickle through a file: the shard's process may be a child of a Dask worker)."""
+    try:
+        outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, zeek_timers))
+    except broken:
+        outcome = ("error", BROKEN)
     except BaseException as exc:  # the parent raises it as one line
-        result = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
+        outcome = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
     with open(Path(workdir) / f"result-{j}", "wb") as f:
-        pickle.dump(result, f)
-    if result[0] != "ok":
+        pickle.dump(outcome, f)
+    return outcome
+
+
+def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers) -> None:
+    outcome = shard_outcome(j, pieces, sched, workdir, BarrierExchange(barrier, counts, j, jobs), info, zeek_timers)
+    if outcome[0] != "ok":
         with contextlib.suppress(Exception):
             barrier.abort()
         os._exit(1)
