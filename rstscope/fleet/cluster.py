@@ -124,7 +124,7 @@ class DaskEngine:
                 progress(done, packets, nbytes)
         return decoded
 
-    def track(self, pieces, sched, workdir: str, info, zeek_timers: bool, progress=None):
+    def track(self, pieces, sched, workdir: str, info, options: shards.ShardOptions, progress=None):
         from distributed import as_completed
         from distributed.comm import get_address_host
 
@@ -132,7 +132,7 @@ class DaskEngine:
 
         host = get_address_host(self.slots[0])
         jobs = [Job(shard=j, shards=self.shards, pieces=pieces, sched=sched, workdir=workdir, info=info,
-                    zeek_timers=zeek_timers, hub_host=host) for j in range(self.shards)]  # fmt: skip
+                    options=options, hub_host=host) for j in range(self.shards)]  # fmt: skip
         futures = {self.client.submit(_track_task, job, workers=[self.slots[job.shard]], allow_other_workers=False,
                                       pure=False): job.shard for job in jobs}  # fmt: skip
         outcomes: list = [None] * self.shards

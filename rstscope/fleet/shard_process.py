@@ -66,7 +66,7 @@ class Job:
     sched: shards.Schedule
     workdir: str
     info: object
-    zeek_timers: bool
+    options: shards.ShardOptions
     hub_host: str
     """Address shard 0 listens on (its worker's host), for the others to connect to."""
 
@@ -136,7 +136,8 @@ class SocketExchange:
                     return total
                 self.peers[0].sendall(_COUNT.pack(count))
                 return _COUNT.unpack(_recv(self.peers[0]))[0]
-            except OSError as exc:  # a peer reset the connection, or a timeout
+            except (OSError, Broken) as exc:  # a peer went away, or a timeout: the others learn it at once
+                self.close()
                 raise Broken(str(exc)) from None
 
     def _check_parent(self) -> None:
@@ -178,7 +179,7 @@ def main(job_path: str) -> int:
         return 1
     try:
         outcome = shards.shard_outcome(job.shard, job.pieces, job.sched, job.workdir, exchange, job.info,
-                                       job.zeek_timers, broken=(Broken,))  # fmt: skip
+                                       job.options, broken=(Broken,))  # fmt: skip
     finally:
         exchange.close()  # the others' next round ends (a failure here is theirs to report as broken)
     return 0 if outcome[0] == "ok" else 1
