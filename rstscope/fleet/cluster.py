@@ -1,9 +1,10 @@
 """``--dask ADDRESS``: the shard work of :mod:`.shards` as dask.distributed tasks.
 
 Phase 1 is one task per piece (any worker); phase 2 is one task per shard, as many shards as the
-cluster has worker threads, each pinned to its own thread so that all run at once: they advance in
-lockstep, exchanging their pressure counts at every slice through the scheduler
-(:class:`VariableExchange`, one ``distributed.Variable`` per shard and slice).
+cluster has worker threads, each pinned to its own thread so that all run at once.  A shard's task
+runs it in a process of its own (:mod:`.shard_process`: the worker's threads and memory settings
+made the same work cost ≈ 1.4x the CPU in the worker); the shards advance in lockstep, exchanging
+their pressure counts at every slice over TCP with shard 0.
 
 Files.  The workers read the pieces by the paths given to rstscope, and phase 1 and 2 exchange
 their files through a work directory that the workers and this process must all see: by default a
@@ -18,55 +19,69 @@ than rstscope installed.
 
 from __future__ import annotations
 
-import gc
+import contextlib
+import ctypes
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
-import uuid
 from pathlib import Path
 
-from rstscope.fleet import shards, timing
+from rstscope.fleet import shards
 from rstscope.fleet.pieces import Piece
 from rstscope.status import InputError, RstscopeError
-
-TIMEOUT_S = 3600
-"""How long a shard waits for the others' counts at one slice."""
 
 
 def analyze_group(group: list[Piece], options, *, address: str, progress=None, warn=lambda m: None):
     return shards.run_engine(group, options, DaskEngine(address), progress=progress, warn=warn)
 
 
-class VariableExchange:
-    """Pressure counts summed over the shards through the scheduler: shard j sets its count of round r
-    in the Variable ``{token}-{r}-{j}`` and reads the others' (a get waits until the value is set)."""
+def _track_task(job) -> tuple[str, object]:
+    """Phase 2 of one shard, in a process this task starts (:mod:`.shard_process` says why), with the
+    worker's environment less the nanny's MALLOC_TRIM_THRESHOLD_; its outcome as ``--jobs`` has it."""
+    from rstscope.fleet import shard_process
 
-    def __init__(self, token: str, shard: int, shards_: int) -> None:
-        self.token, self.shard, self.shards = token, shard, shards_
-        self._round = 0
-        self.waits = timing.Stopwatch()
-
-    def total(self, count: int) -> int:
-        from distributed import Variable
-
-        r = self._round
-        self._round += 1
-        with self.waits.timing():
-            Variable(f"{self.token}-{r}-{self.shard}").set(count)
-            total = sum(int(Variable(f"{self.token}-{r}-{j}").get(timeout=TIMEOUT_S)) for j in range(self.shards))
-        if r >= 2:  # everyone has read round r - 2 before setting round r - 1, which this shard has read
-            Variable(f"{self.token}-{r - 2}-{self.shard}").delete()
-        return total
+    path = Path(job.workdir) / f"job-{job.shard}"
+    with open(path, "wb") as f:
+        pickle.dump(job, f)
+    (Path(job.workdir) / f"result-{job.shard}").unlink(missing_ok=True)  # a previous capture's
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    subprocess.run([sys.executable, "-m", shard_process.__name__, str(path)], env=env, stdin=subprocess.DEVNULL,
+                   check=False)  # fmt: skip
+    return shards.read_outcome(job.workdir, job.shard)
 
 
-def _track_task(shard: int, pieces, sched, workdir: str, token: str, count: int, info, zeek_timers: bool):
-    # The worker's own objects (distributed's) out of the cyclic collector's passes while the stages after
-    # tracking allocate millions of short-lived ones; they are long-lived anyway.
-    gc.freeze()
+def _decode_task(path: str, index: int, count: int, workdir: str) -> shards.Decoded:
+    with _glibc_thresholds():
+        return shards.decode_piece(path, index, count, workdir)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where its dynamic threshold stops
+
+
+@contextlib.contextmanager
+def _glibc_thresholds():
+    """While decoding in a worker started by a nanny (``MALLOC_TRIM_THRESHOLD_`` set, which fixes glibc's
+    mmap threshold at 128 KB: every chunk-sized numpy array a fresh mapping, its pages faulted in
+    again), the thresholds glibc's dynamic rule would reach; the nanny's again afterwards."""
+    trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
     try:
-        exchange = VariableExchange(token, shard, count)
-        return shards.track_shard(shard, pieces, sched, workdir, exchange, info, zeek_timers)
+        libc = ctypes.CDLL("libc.so.6") if trim and trim.isdigit() else None
+    except OSError:
+        libc = None
+    if libc is None:
+        yield
+        return
+    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+    libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
+    try:
+        yield
     finally:
-        gc.unfreeze()
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+        libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
+        libc.malloc_trim(0)
 
 
 class DaskEngine:
@@ -96,7 +111,7 @@ class DaskEngine:
     def decode(self, group: list[Piece], workdir: str, progress):
         from distributed import as_completed
 
-        futures = [self.client.submit(shards.decode_piece, str(Path(p.path).resolve()), i, self.shards, workdir,
+        futures = [self.client.submit(_decode_task, str(Path(p.path).resolve()), i, self.shards, workdir,
                                       pure=False) for i, p in enumerate(group)]  # fmt: skip
         decoded = [None] * len(group)
         packets = nbytes = 0
@@ -109,26 +124,23 @@ class DaskEngine:
                 progress(done, packets, nbytes)
         return decoded
 
-    def track(self, pieces, sched, workdir: str, info, zeek_timers: bool, progress=None):
-        token = f"rstscope-{uuid.uuid4().hex}"
-        futures = [
-            self.client.submit(
-                _track_task,
-                j,
-                pieces,
-                sched,
-                workdir,
-                token,
-                self.shards,
-                info,
-                zeek_timers,
-                workers=[self.slots[j]],
-                allow_other_workers=False,
-                pure=False,
-            )
-            for j in range(self.shards)
-        ]
-        return [_result(f) for f in futures]
+    def track(self, pieces, sched, workdir: str, info, options: shards.ShardOptions, progress=None):
+        from distributed import as_completed
+        from distributed.comm import get_address_host
+
+        from rstscope.fleet.shard_process import Job, call_off
+
+        host = get_address_host(self.slots[0])
+        jobs = [Job(shard=j, shards=self.shards, pieces=pieces, sched=sched, workdir=workdir, info=info,
+                    options=options, hub_host=host) for j in range(self.shards)]  # fmt: skip
+        futures = {self.client.submit(_track_task, job, workers=[self.slots[job.shard]], allow_other_workers=False,
+                                      pure=False): job.shard for job in jobs}  # fmt: skip
+        outcomes: list = [None] * self.shards
+        for future in as_completed(futures):
+            outcomes[futures[future]] = outcome = _result(future)
+            if outcome[0] != "ok":
+                call_off(Path(shards.output_dir(workdir, pieces)))  # shard 0 may have died before it listened
+        return shards.pick(outcomes)
 
     def close(self) -> None:
         self.client.close()

@@ -66,18 +66,21 @@ class ShardResult:
     """Per server of ``listen["servers"]``, the global id of its first connection with a SYN."""
     host_ttl: dict[str, TtlRange]
     """The whole capture's."""
+    rows: bool = True
+    """Whether its connections' rows are in the work directory (the parent can make connection objects)."""
 
 
 # -- in the shard ------------------------------------------------------------------------------------
 
 
-def finish_shard(store, shard: int, workdir: str, exchange, info) -> ShardResult:
+def finish_shard(store, shard: int, workdir: str, exchange, info, *, rows: bool = True) -> ShardResult:
     """Everything after tracking for one shard's ``store`` (a ConnectionStore); ``exchange`` is the
     lockstep exchange of the tracking (its ``total`` is a barrier), ``info`` the capture's
-    StitchedCaptureInfo (for the file fields of the rows)."""
+    StitchedCaptureInfo (for the file fields of the rows); ``rows``: write the connections' rows for
+    the parent (not needed when it only copies the encoded document rows)."""
     work = Path(workdir)
-    with timing.phase("phase 2", "write rows"):
-        first = _dump_rows(store, shard, work)
+    with timing.phase("phase 2", "write rows" if rows else "first frames"):
+        first = _dump_rows(store, shard, work) if rows else _first_frames(store)
         np.save(work / f"first-{shard}.npy", first)
         with open(work / f"ttl-{shard}.pickle", "wb") as f:
             pickle.dump(dict(store.host_ttl), f)
@@ -113,7 +116,7 @@ def finish_shard(store, shard: int, workdir: str, exchange, info) -> ShardResult
         shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
         reset_ids=gid[np.asarray(store._reset_ids, dtype=np.int64)], resets=resets, fixes=table.fixes,
         first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
-        host_ttl=host_ttl,
+        host_ttl=host_ttl, rows=rows,
     )  # fmt: skip
 
 
@@ -141,6 +144,17 @@ def _dump_rows(store, shard: int, work: Path) -> np.ndarray:
     finally:
         for f in outs.values():
             f.close()
+    return first
+
+
+def _first_frames(store) -> np.ndarray:
+    """The first frame of each of the store's connections, in id order."""
+    spill = store._spill
+    n = len(store)
+    first = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, BATCH):
+        ids = np.arange(start, min(n, start + BATCH))
+        first[ids] = spill.conns.take(spill._at[ids])["first_frame"]
     return first
 
 
@@ -266,9 +280,10 @@ class MergedStore(ConnectionsById):
         for r in results:
             self._shard[r.gid] = r.shard
             self._local[r.gid] = np.arange(len(r.gid))
-        self._conns = {r.shard: _RowFile(work / f"conns-{r.shard}", CONN_ROW) for r in results}
+        with_rows = [r for r in results if r.rows]  # all shards or none
+        self._conns = {r.shard: _RowFile(work / f"conns-{r.shard}", CONN_ROW) for r in with_rows}
         self._tables = {r.shard: {name: _RowFile(work / f"{name}-{r.shard}", dtype) for name, dtype in TABLES.items()}
-                        for r in results}  # fmt: skip
+                        for r in with_rows}  # fmt: skip
         self._json = {r.shard: os.open(work / f"conn-json-{r.shard}", os.O_RDONLY) for r in results}
         self._reset_ids = np.sort(np.concatenate([r.reset_ids for r in results])) if results else self._local
         self.host_ttl: dict[str, TtlRange] = results[0].host_ttl if results else {}
@@ -277,6 +292,8 @@ class MergedStore(ConnectionsById):
         return len(self._shard)
 
     def _get(self, gids: np.ndarray) -> list[Connection]:
+        if len(self._conns) < len(self._results):
+            raise RuntimeError("the shards kept their connection rows (run.Options.connection_rows was False)")
         out: dict[int, Connection] = {}
         shard = self._shard[gids]
         for r in self._results:

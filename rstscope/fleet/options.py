@@ -46,7 +46,8 @@ def analyze(args: argparse.Namespace, env):
         from rstscope.fleet import parquet
 
         parquet.prepare(Path(args.parquet))  # a bad --parquet fails before the analysis
-    options = run.Options(jobs=args.jobs, dask=args.dask, by_host=args.by_host, max_gap_s=args.max_gap)
+    options = run.Options(jobs=args.jobs, dask=args.dask, by_host=args.by_host, max_gap_s=args.max_gap,
+                          connection_rows=bool(args.parquet or not args.json))  # fmt: skip
     return run.analyze(args.inputs, options, env)
 
 

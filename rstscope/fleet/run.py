@@ -32,6 +32,9 @@ class Options:
     by_host: str | None = None
     max_gap_s: float = P.MAX_GAP_S
     zeek_timers: bool = False
+    connection_rows: bool = True
+    """Whether the analysis must give connection objects (the text summary, CSV, Parquet); with ``--json``
+    alone the shards encode every row themselves and keep their connections' rows to themselves."""
 
 
 def is_single(name: str) -> bool:

@@ -225,12 +225,19 @@ class ShardTracker(Tracker):
         return self.exchange.total(count)  # a lockstep round: the capture's count, as one tracker has it
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShardOptions:
+    zeek_timers: bool = False
+    rows: bool = True
+    """Write the connections' rows for the parent (it makes connection objects: not for --json alone)."""
+
+
 def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange, info,
-                zeek_timers: bool = False) -> ShardResult:  # fmt: skip
+                options: ShardOptions = ShardOptions()) -> ShardResult:  # fmt: skip
     """Phase 2: track shard ``shard`` over ``pieces`` ((piece index, frame offset), in order), one
     slice of the schedule at a time; then the stages after tracking (:func:`.merge.finish_shard`;
     ``info``: the capture's StitchedCaptureInfo)."""
-    tracker = ShardTracker(exchange, zeek_timers=zeek_timers)
+    tracker = ShardTracker(exchange, zeek_timers=options.zeek_timers)
     source = _shard_rows(shard, pieces, workdir)
     buf = np.zeros(0, dtype=PACKET_DTYPE)
     more = True
@@ -261,7 +268,7 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
     track.wall -= waits.wall  # the barrier waits so far happened inside tracking
     track.cpu -= waits.cpu
     track.record("phase 2", "track")
-    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info)
+    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info, rows=options.rows)
     waits.record("phase 2", f"barrier waits ({waits.count})")
     return result
 
@@ -307,8 +314,9 @@ class LocalEngine:
     def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
         return _phase1(group, self.shards, workdir, self.ctx, progress)
 
-    def track(self, pieces, sched: Schedule, workdir: str, info, zeek_timers: bool, progress=None) -> list[ShardResult]:
-        return run_shards(pieces, sched, self.shards, workdir, self.ctx, info, zeek_timers, progress)
+    def track(self, pieces, sched: Schedule, workdir: str, info, options: ShardOptions,
+              progress=None) -> list[ShardResult]:  # fmt: skip
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, info, options, progress)
 
     def close(self) -> None:
         pass
@@ -322,7 +330,8 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
             decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
-            results.append(_phase2(group, members, decoded, engine, workdir, options.zeek_timers, progress))
+            work = ShardOptions(zeek_timers=options.zeek_timers, rows=getattr(options, "connection_rows", True))
+            results.append(_phase2(group, members, decoded, engine, workdir, work, progress))
         return results
     finally:
         _remove_later(workdir)
@@ -366,7 +375,8 @@ def _captures(group: list[Piece], decoded: list[Decoded], max_gap_s: float, warn
     return captures
 
 
-def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, zeek_timers, progress) -> Analysis:
+def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, work: ShardOptions,
+            progress) -> Analysis:  # fmt: skip
     spans, offset = [], 0
     for i in members:
         d = decoded[i]
@@ -381,7 +391,7 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
     with timing.phase("parent", "phase 2 (wait)"):
-        results = engine.track(pieces, sched, workdir, info, zeek_timers, progress)
+        results = engine.track(pieces, sched, workdir, info, work, progress)
     with timing.phase("parent", "merge"):
         out = output_dir(workdir, pieces)
         found = Analysis(capture=info, connections=MergedStore(results, out), resets=merged_resets(results, out))
@@ -394,14 +404,15 @@ def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarra
         return z["frame"].astype(np.int64) + offset, z["ts"]
 
 
-def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, zeek_timers: bool,
+def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, options: ShardOptions,
                progress=None) -> list[ShardResult]:  # fmt: skip
     """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier."""
     barrier = ctx.Barrier(jobs)
     counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
-    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers))
+    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, options))
              for j in range(jobs)]  # fmt: skip
-    for p in procs:
+    for j, p in enumerate(procs):
+        (Path(workdir) / f"result-{j}").unlink(missing_ok=True)  # a previous capture's
         p.start()
     try:
         pending = set(range(jobs))
@@ -420,30 +431,42 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, zeek
             if p.is_alive():
                 p.kill()
             p.join()
-    outcomes = []
-    for j in range(jobs):
-        try:
-            with open(Path(workdir) / f"result-{j}", "rb") as f:
-                outcomes.append(pickle.load(f))
-        except OSError:
-            outcomes.append(("error", f"worker {j} ended without a result (killed, or out of memory?)"))
+    return pick([read_outcome(workdir, j) for j in range(jobs)])
+
+
+def pick(outcomes: list[tuple[str, object]]) -> list[ShardResult]:
+    """The shards' results, or the error to raise: a shard's own failure before the others' broken waits."""
     errors = sorted((value != BROKEN, value) for kind, value in outcomes if kind == "error")
     if errors:
         raise RstscopeError(errors[-1][1])
     return [value for _, value in outcomes]
 
 
-def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, zeek_timers) -> None:
+def read_outcome(workdir: str, j: int) -> tuple[str, object]:
     try:
-        exchange = BarrierExchange(barrier, counts, j, jobs)
-        result = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, zeek_timers))
-    except threading.BrokenBarrierError:
-        result = ("error", BROKEN)
+        with open(Path(workdir) / f"result-{j}", "rb") as f:
+            return pickle.load(f)
+    except OSError:
+        return ("error", f"worker {j} ended without a result (killed, or out of memory?)")
+
+
+def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(threading.BrokenBarrierError,)):
+    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written to ``result-{j}``
+    (a pickle through a file: the shard's process may be a child of a Dask worker)."""
+    try:
+        outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, options))
+    except broken:
+        outcome = ("error", BROKEN)
     except BaseException as exc:  # the parent raises it as one line
-        result = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
+        outcome = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
     with open(Path(workdir) / f"result-{j}", "wb") as f:
-        pickle.dump(result, f)
-    if result[0] != "ok":
+        pickle.dump(outcome, f)
+    return outcome
+
+
+def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, options) -> None:
+    outcome = shard_outcome(j, pieces, sched, workdir, BarrierExchange(barrier, counts, j, jobs), info, options)
+    if outcome[0] != "ok":
         with contextlib.suppress(Exception):
             barrier.abort()
         os._exit(1)

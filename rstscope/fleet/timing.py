@@ -1,8 +1,9 @@
 """Where a fleet run's time goes, per process and phase (for ``benchmarks/fleet.py --breakdown``).
 
 Off unless the environment names a file in :data:`ENV`: then every :func:`phase` appends one JSON
-line ``{"pid", "role", "phase", "wall", "cpu"}`` to it when it ends (wall and this process's CPU
-seconds).  Workers inherit the variable (forkserver children, Dask workers started with it set).
+line ``{"pid", "role", "phase", "wall", "cpu", "end"}`` to it when it ends (wall and this process's CPU
+seconds; ``end``: the clock time it ended, for a timeline).  Workers inherit the variable (forkserver
+children, Dask workers started with it set).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def record(role: str, name: str, wall: float, cpu: float) -> None:
     path = os.environ.get(ENV)
     if not path:
         return
-    line = json.dumps({"pid": os.getpid(), "role": role, "phase": name, "wall": wall, "cpu": cpu}) + "\n"
+    line = json.dumps({"pid": os.getpid(), "role": role, "phase": name, "wall": wall, "cpu": cpu, "end": time.time()})
+    line += "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())  # one write with O_APPEND: lines of processes do not interleave
