@@ -22,7 +22,7 @@ from rstscope import packets as P
 from rstscope.connections import retire
 from rstscope.connections.records import EndpointState, Phase, phase_of
 from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
-from rstscope.connections.sequence import ConnArrays, answers
+from rstscope.connections.sequence import ConnArrays, answers, grown
 from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE
 
@@ -175,20 +175,6 @@ class EventColumns:
         self.probes.data[taken] = probes[probed]
 
 
-def grown(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
-    by remapping its pages, without a second copy alive while it is copied), else copied."""
-    if array.flags.owndata and array.base is None:
-        try:
-            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
-            return array
-        except ValueError:
-            pass
-    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 class PendingRows:
     """Rows of one table (findings, RST observations, segments after a reset) of the live connections."""
 
@@ -263,8 +249,8 @@ class FiledRows(PendingRows):
         """Copy the pending rows to a fresh file (the old one, mostly taken rows, is closed and gone)."""
         index, old = self._one_index(), self._file
         self._file, self._index, self._taken = retire.RecordFile(self.dtype), [], 0
-        for start in range(0, len(index), COMPACT_ROWS):
-            self.add(old.take(index[start : start + COMPACT_ROWS, 1]))
+        for start in range(0, len(index), retire.SPILL_BATCH):  # a batch of rows in memory at once, not all
+            self.add(old.take(index[start : start + retire.SPILL_BATCH, 1]))
 
 
 EVENT_BATCH = 8_192

@@ -209,6 +209,20 @@ def carry(arr: ConnArrays, v: ChunkValues) -> None:
     arr.table[v.conns] = v.state
 
 
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
+    by remapping its pages, without a second copy alive while it is copied), else copied."""
+    if array.flags.owndata and array.base is None:
+        try:
+            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
+            return array
+        except ValueError:
+            pass
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
 class AckRing:
     """Per connection side (by slot), its last PEER_ACKS_KEPT ACK segments: frame and ack, oldest first
     (-1: none).  ``sequence_loop.c`` appends to them row by row."""
@@ -219,10 +233,10 @@ class AckRing:
 
     def fit(self, capacity: int, new_slots: np.ndarray) -> None:
         """Room for ``capacity`` slots; the ``new_slots`` start empty."""
-        if len(self.frame) < capacity:
-            grow = capacity - len(self.frame)
-            self.frame = np.concatenate([self.frame, np.full((grow, 2, PEER_ACKS_KEPT), -1)])
-            self.ack = np.concatenate([self.ack, np.full((grow, 2, PEER_ACKS_KEPT), NONE)])
+        if len(self.frame) < capacity:  # in place where it can be: no second copy alive while it grows
+            size = len(self.frame)
+            self.frame, self.ack = grown(self.frame, capacity), grown(self.ack, capacity)
+            self.frame[size:], self.ack[size:] = -1, NONE
         self.frame[new_slots] = -1
         self.ack[new_slots] = NONE
 
