@@ -387,15 +387,12 @@ class EventPass:
         ]  # fmt: skip
 
         # The peer segment the RST follows (this chunk, else the carried last segment of the peer).
-        arr = self._arrays
+        def carried(name):  # as carried into the chunk (the sequence pass updated the table since)
+            return self._arrays.carried_into(name, r)
+
         pp = peer_prev[r]
         have_pp = pp >= 0
         ppi = np.maximum(pp, 0)
-        c_rst, peer_side = conn[r], 1 - s
-
-        def carried(name, of_peer=True):
-            side_of = peer_side if of_peer else s
-            return np.where(side_of == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
         pp_frame = np.where(have_pp, frame_col[ppi], carried("last_frame"))
         pp_flags = np.where(have_pp, flags[ppi], carried("last_flags"))
@@ -407,8 +404,8 @@ class EventPass:
         out["answered_idle_ns"] = np.where(have_pp, gap[ppi], carried("last_gap"))
         own_plain = np.where(s == 0, last_plain_of[0][r], last_plain_of[1][r])
         plain_ok = own_plain >= 0
-        last_plain_frame = np.where(plain_ok, frame_col[np.maximum(own_plain, 0)], carried("last_plain_frame", False))
-        out["prev_ip_id"] = np.where(plain_ok, ip_ids[np.maximum(own_plain, 0)], carried("last_plain_ip_id", False))
+        last_plain_frame = np.where(plain_ok, frame_col[np.maximum(own_plain, 0)], carried("last_plain_frame"))
+        out["prev_ip_id"] = np.where(plain_ok, ip_ids[np.maximum(own_plain, 0)], carried("last_plain_ip_id"))
 
         # What a reply-RST answers (RFC 9293 §3.10.7.1): the latest of the peer's recent segments whose
         # numbers it answers (raw numbers); else the peer segment it follows, if it answers that one
