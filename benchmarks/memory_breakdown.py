@@ -51,7 +51,7 @@ def slot_memory(tracker: Tracker) -> dict[str, int]:
     cols = tracker._events.columns
     slots = tracker._arrays.capacity
     out = {
-        f"sequence columns ({slots:,} slots)": sum(c.nbytes for c in tracker._arrays.cols.values()),
+        f"sequence columns ({slots:,} slots)": tracker._arrays.table.nbytes,
         "event columns, history, block numbers": sum(a.nbytes for a in (cols.ev, cols.history, cols.blocks)),
         f"recent-segment pool ({len(cols.recent):,} blocks, {cols.recent.n_free:,} free)": cols.recent.data.nbytes,
         f"keepalive pool ({len(cols.probes):,} blocks)": cols.probes.data.nbytes,

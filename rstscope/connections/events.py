@@ -22,7 +22,7 @@ from rstscope import packets as P
 from rstscope.connections import retire
 from rstscope.connections.records import EndpointState, Phase, phase_of
 from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
-from rstscope.connections.sequence import ConnArrays, answers
+from rstscope.connections.sequence import ConnArrays, answers, grown
 from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE
 
@@ -175,20 +175,6 @@ class EventColumns:
         self.probes.data[taken] = probes[probed]
 
 
-def grown(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
-    by remapping its pages, without a second copy alive while it is copied), else copied."""
-    if array.flags.owndata and array.base is None:
-        try:
-            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
-            return array
-        except ValueError:
-            pass
-    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    return out
-
-
 class PendingRows:
     """Rows of one table (findings, RST observations, segments after a reset) of the live connections."""
 
@@ -263,8 +249,8 @@ class FiledRows(PendingRows):
         """Copy the pending rows to a fresh file (the old one, mostly taken rows, is closed and gone)."""
         index, old = self._one_index(), self._file
         self._file, self._index, self._taken = retire.RecordFile(self.dtype), [], 0
-        for start in range(0, len(index), COMPACT_ROWS):
-            self.add(old.take(index[start : start + COMPACT_ROWS, 1]))
+        for start in range(0, len(index), retire.SPILL_BATCH):  # a batch of rows in memory at once, not all
+            self.add(old.take(index[start : start + retire.SPILL_BATCH, 1]))
 
 
 EVENT_BATCH = 8_192
@@ -401,15 +387,12 @@ class EventPass:
         ]  # fmt: skip
 
         # The peer segment the RST follows (this chunk, else the carried last segment of the peer).
-        arr = self._arrays
+        def carried(name):  # as carried into the chunk (the sequence pass updated the table since)
+            return self._arrays.carried_into(name, r)
+
         pp = peer_prev[r]
         have_pp = pp >= 0
         ppi = np.maximum(pp, 0)
-        c_rst, peer_side = conn[r], 1 - s
-
-        def carried(name, of_peer=True):
-            side_of = peer_side if of_peer else s
-            return np.where(side_of == 0, arr[f"{name}0"][c_rst], arr[f"{name}1"][c_rst])
 
         pp_frame = np.where(have_pp, frame_col[ppi], carried("last_frame"))
         pp_flags = np.where(have_pp, flags[ppi], carried("last_flags"))
@@ -421,8 +404,8 @@ class EventPass:
         out["answered_idle_ns"] = np.where(have_pp, gap[ppi], carried("last_gap"))
         own_plain = np.where(s == 0, last_plain_of[0][r], last_plain_of[1][r])
         plain_ok = own_plain >= 0
-        last_plain_frame = np.where(plain_ok, frame_col[np.maximum(own_plain, 0)], carried("last_plain_frame", False))
-        out["prev_ip_id"] = np.where(plain_ok, ip_ids[np.maximum(own_plain, 0)], carried("last_plain_ip_id", False))
+        last_plain_frame = np.where(plain_ok, frame_col[np.maximum(own_plain, 0)], carried("last_plain_frame"))
+        out["prev_ip_id"] = np.where(plain_ok, ip_ids[np.maximum(own_plain, 0)], carried("last_plain_ip_id"))
 
         # What a reply-RST answers (RFC 9293 §3.10.7.1): the latest of the peer's recent segments whose
         # numbers it answers (raw numbers); else the peer segment it follows, if it answers that one

@@ -30,8 +30,11 @@ from rstscope.connections.rows import (
 from rstscope.connections.rows import connections as rows_to_connections
 
 SPILL_BATCH = 4_096
-"""Retired connections' rows (and their tables' rows) are written to the spill file in batches of this
-many (about 4 MB of connection rows)."""
+"""Retired connections' rows (and their tables' rows) are written to the spill file in batches of at most
+this many..."""
+BUFFER_BYTES = 1 << 20
+"""... and at most about this many bytes of them (a dormant connection's row is 3 KB: 4,096 of them would
+be 12 MB held until they are written)."""
 ROW_BATCH = 8_192
 """Connections per batch of :meth:`ConnectionStore.row_batches` (about 8 MB of rows)."""
 STALE_AFTER_FRAMES = 100_000
@@ -83,14 +86,16 @@ class IdleSweep:
 
 
 class RecordFile:
-    """A table of rows of one dtype: kept in memory up to SPILL_BATCH rows, then appended to an anonymous
+    """A table of rows of one dtype: kept in memory up to SPILL_BATCH rows (BUFFER_BYTES), then appended to an anonymous
     temporary file (``ndarray.tofile``) and read back with ``pread`` (not a memory map: mapped pages would
     count in the process's resident memory).  Small captures never touch the disk."""
 
     PAGE = 256
+    PAGE_BYTES = 1 << 18
     PAGES_KEPT = 16
-    """Rows are read back a page of PAGE rows at a time, and the last PAGES_KEPT pages are kept: reading
-    in id order comes back to the same few places of the file (connections retire in runs of ids)."""
+    """Rows are read back a page of PAGE rows (at most PAGE_BYTES) at a time, and the last PAGES_KEPT pages
+    are kept: reading in id order comes back to the same few places of the file (connections retire in
+    runs of ids)."""
 
     def __init__(self, dtype: np.dtype) -> None:
         self.dtype = dtype
@@ -99,6 +104,8 @@ class RecordFile:
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
         self._pages: dict[int, np.ndarray] = {}
+        self._batch = max(1, min(SPILL_BATCH, BUFFER_BYTES // dtype.itemsize))  # rows buffered at most
+        self._page_rows = max(1, min(self.PAGE, self.PAGE_BYTES // dtype.itemsize))
 
     def __len__(self) -> int:
         return self._written + self._buffered
@@ -109,7 +116,7 @@ class RecordFile:
         if len(rows):
             self._buffer.append(rows)
             self._buffered += len(rows)
-            if self._buffered >= SPILL_BATCH:
+            if self._buffered >= self._batch:
                 self._flush()
         return start
 
@@ -125,7 +132,7 @@ class RecordFile:
         self._file.seek(0, os.SEEK_END)
         self._one().tofile(self._file)
         self._file.flush()
-        self._pages.pop(self._written // self.PAGE, None)  # a partial last page grows: read it again
+        self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
 
@@ -141,18 +148,18 @@ class RecordFile:
         if in_memory.any():
             out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
-        pages = positions[on_disk] // self.PAGE
+        pages = positions[on_disk] // self._page_rows
         for page in np.unique(pages).tolist():
             mine = on_disk[pages == page]
-            out[mine] = self._page(page).view(raw)[positions[mine] - page * self.PAGE]
+            out[mine] = self._page(page).view(raw)[positions[mine] - page * self._page_rows]
         return out.view(self.dtype)
 
     def _page(self, page: int) -> np.ndarray:
-        """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
+        """A page of rows from the file (the last page may be shorter), from the cache of the last ones read."""
         rows = self._pages.pop(page, None)
         if rows is None:
-            first, size = page * self.PAGE, self.dtype.itemsize
-            count = min(self.PAGE, self._written - first)
+            first, size = page * self._page_rows, self.dtype.itemsize
+            count = min(self._page_rows, self._written - first)
             rows = np.frombuffer(os.pread(self._file.fileno(), count * size, first * size), self.dtype)
             if len(self._pages) >= self.PAGES_KEPT:
                 del self._pages[next(iter(self._pages))]  # the least recently used

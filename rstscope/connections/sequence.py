@@ -80,9 +80,18 @@ class ConnArrays:
     _DEFAULT_ROW = np.array(list(map(DEFAULTS.get, INT_COLUMNS, [0] * len(INT_COLUMNS))), dtype=np.int64)
     _INDEX: ClassVar[dict[str, int]] = dict(zip(INT_COLUMNS, range(len(INT_COLUMNS)), strict=True))
 
+    CARRIED_INTO_RST = (
+        "last_frame", "last_flags", "last_len", "last_ackrel", "last_seqrel", "last_ns", "last_gap",  # the peer's
+        "last_plain_frame", "last_plain_ip_id",  # the sender's
+    )  # fmt: skip
+    """What the event pass reads at a RST row as it was carried *into* the chunk (the sequence pass updates
+    the table in place): per RST row, these columns of its peer's side, then of its own side."""
+
     def __init__(self) -> None:
         self.size = 0
         self.capacity = 1024
+        self.into_chunk: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros((0, 9), np.int64))
+        """(positions of the chunk's RST rows, their CARRIED_INTO_RST values), set by :func:`running_values`."""
         self.table = np.tile(self._DEFAULT_ROW, (self.capacity, 1))
         self.free: list[int] = []
         """Slots of retired connections, reused by new ones."""
@@ -112,6 +121,16 @@ class ConnArrays:
         """One column (a view: assigning to its elements sets the table)."""
         return self.table[:, self._INDEX[name]]
 
+    def carried_into(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Column ``name`` of CARRIED_INTO_RST at these RST rows of the chunk, as carried into it."""
+        positions, values = self.into_chunk
+        return values[np.searchsorted(positions, rows), self.CARRIED_INTO_RST.index(name)]
+
+    def _keep_carried_in(self, rst_rows: np.ndarray, slots: np.ndarray, sides: np.ndarray) -> None:
+        cols = [self._INDEX[f"{name}0"] + (sides if name.startswith("last_plain") else 1 - sides)
+                for name in self.CARRIED_INTO_RST]  # fmt: skip
+        self.into_chunk = (rst_rows, self.table[slots[:, None], np.stack(cols, axis=1)])
+
 
 def _check_layout() -> None:
     """``sequence_loop.c`` indexes the carried columns by its ``C_*`` constants: they must agree."""
@@ -132,8 +151,6 @@ class ChunkValues:
 
     conns: np.ndarray
     """Per group, the connection's slot."""
-    state: np.ndarray
-    """Per group, its row of carried columns after the chunk."""
     seq_val: np.ndarray
     ack_val: np.ndarray
     snd_nxt_before: np.ndarray
@@ -169,14 +186,16 @@ class ChunkValues:
 def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_raw, plen, ts, window, frame, ttl,
                    ip_ids, has_ts) -> ChunkValues:  # fmt: skip
     """The running values of a chunk's rows (``conn``: each row's slot, rows grouped by slot), in one
-    compiled pass (``sequence_loop.c``); the ACK rings are updated in place, the carried columns in a copy
-    (:func:`carry` writes it back once the event pass has read the values carried into the chunk)."""
+    compiled pass (``sequence_loop.c``); the ACK rings and the carried columns are updated in place, but
+    for the few values the event pass reads at RST rows as they were carried into the chunk
+    (:meth:`ConnArrays.carried_into`, until :func:`carry`): a copy of every group's row would be the
+    largest array of a reset storm's chunk (512 bytes per connection)."""
     n = len(conn)
     cstart = np.ones(n, dtype=bool)
     cstart[1:] = conn[1:] != conn[:-1]
     conns = conn[cstart]
-    state = arr.table[conns]
     rst_rows = np.flatnonzero(flags & P.RST)
+    arr._keep_carried_in(rst_rows, conn[rst_rows], side[rst_rows])
     i64 = [np.empty(n, dtype=np.int64) for _ in range(11)]
     u8 = [np.empty(n, dtype=np.uint8) for _ in range(4)]
     rst_acks = np.empty((len(rst_rows), 2 * PEER_ACKS_KEPT), dtype=np.int64)
@@ -193,10 +212,11 @@ def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_r
         | dict(zip(_U8_OUT, (ffi.from_buffer("uint8_t[]", a) for a in u8), strict=True))
         | {"rst_acks": ffi.from_buffer("int64_t[]", rst_acks)},
     )
-    lib.sequence_pass(n, NONE, rows_in, ffi.from_buffer("int64_t[]", state), ffi.from_buffer("int64_t[]", ring.frame),
-                      ffi.from_buffer("int64_t[]", ring.ack), out)  # fmt: skip
+    assert arr.table.flags.c_contiguous and arr.table.shape[1] == lib.C_WIDTH and (n == 0 or conns.max() < arr.size)
+    table, frames, acks = (ffi.from_buffer("int64_t[]", a) for a in (arr.table, ring.frame, ring.ack))
+    lib.sequence_pass(n, NONE, rows_in, table, frames, acks, out)
     values = dict(zip(_I64_OUT, i64, strict=True)) | dict(zip(_U8_OUT, (a.view(bool) for a in u8), strict=True))
-    return ChunkValues(conns=conns, state=state, rst_rows=rst_rows, rst_acks=rst_acks, **values)
+    return ChunkValues(conns=conns, rst_rows=rst_rows, rst_acks=rst_acks, **values)
 
 
 _I64_OUT = ("seq_val", "ack_val", "snd_nxt_before", "own_ack_before", "peer_acked", "peer_snd_nxt", "old_count",
@@ -205,8 +225,23 @@ _U8_OUT = ("pure_ack", "probe", "events", "after_gap")
 
 
 def carry(arr: ConnArrays, v: ChunkValues) -> None:
-    """Carry each connection's running values to the next chunk."""
-    arr.table[v.conns] = v.state
+    """The chunk is done (the event pass read what was carried into it): the running values, already in
+    the table, are what the next chunk starts from."""
+    arr.into_chunk = (np.zeros(0, dtype=np.int64), np.zeros((0, len(arr.CARRIED_INTO_RST)), dtype=np.int64))
+
+
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
+    by remapping its pages, without a second copy alive while it is copied), else copied."""
+    if array.flags.owndata and array.base is None:
+        try:
+            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
+            return array
+        except ValueError:
+            pass
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
 
 
 class AckRing:
@@ -219,10 +254,10 @@ class AckRing:
 
     def fit(self, capacity: int, new_slots: np.ndarray) -> None:
         """Room for ``capacity`` slots; the ``new_slots`` start empty."""
-        if len(self.frame) < capacity:
-            grow = capacity - len(self.frame)
-            self.frame = np.concatenate([self.frame, np.full((grow, 2, PEER_ACKS_KEPT), -1)])
-            self.ack = np.concatenate([self.ack, np.full((grow, 2, PEER_ACKS_KEPT), NONE)])
+        if len(self.frame) < capacity:  # in place where it can be: no second copy alive while it grows
+            size = len(self.frame)
+            self.frame, self.ack = grown(self.frame, capacity), grown(self.ack, capacity)
+            self.frame[size:], self.ack[size:] = -1, NONE
         self.frame[new_slots] = -1
         self.ack[new_slots] = NONE
 

@@ -2,9 +2,9 @@
  * sequence space and in flight; per connection, what is carried to the next chunk.
  *
  * Rows come grouped by connection slot, in capture order inside a group; groups are independent, so
- * this is the order of the packets as far as any one connection can tell.  Each group works on one row
- * of ``state`` (the connection's carried columns, ConnArrays.INT_COLUMNS, copied out by the caller and
- * copied back after the event pass: the event pass reads the values carried *into* the chunk).
+ * this is the order of the packets as far as any one connection can tell.  Each group works on its
+ * slot's row of ``table`` (the carried columns, ConnArrays.INT_COLUMNS), in place: the few values the
+ * event pass needs as they were carried *into* the chunk are copied out by the caller first.
  * Sequence numbers unwrap as rstscope/seqnum.py states: the distance from a to b is the signed 32-bit
  * value of (b - a) mod 2**32.  The rules of which rows are event rows are sequence.py's docstring.
  * The block between the cdef markers is also what cffi declares (_kernel_build.py). */
@@ -33,7 +33,7 @@ struct sq_out {  /* per row, but rst_acks */
     int64_t *rst_acks;  /* per RST row in row order: the peer's last SQ_ACKS ACK segments, frames then
                            acks, oldest first (frame -1: none) */
 };
-void sequence_pass(int64_t n, int64_t none, const struct sq_rows *in, int64_t *state, int64_t *ring_frame,
+void sequence_pass(int64_t n, int64_t none, const struct sq_rows *in, int64_t *table, int64_t *ring_frame,
                    int64_t *ring_ack, struct sq_out *out);
 /* cdef end */
 
@@ -71,13 +71,13 @@ static void sq_anchors(const struct sq_rows *in, int64_t first, int64_t end, int
     }
 }
 
-void sequence_pass(int64_t n, int64_t none, const struct sq_rows *in, int64_t *state, int64_t *ring_frame,
+void sequence_pass(int64_t n, int64_t none, const struct sq_rows *in, int64_t *table, int64_t *ring_frame,
                    int64_t *ring_ack, struct sq_out *out) {
-    int64_t *st = state - C_WIDTH, last_of[2] = {-1, -1}, plain_of[2] = {-1, -1}, n_rst = 0;
+    int64_t *st = table, last_of[2] = {-1, -1}, plain_of[2] = {-1, -1}, n_rst = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t slot = in->slot[i];
         if (i == 0 || slot != in->slot[i - 1]) {  /* a new group */
-            st += C_WIDTH;
+            st = table + slot * C_WIDTH;
             last_of[0] = last_of[1] = plain_of[0] = plain_of[1] = -1;
             if (st[C_ANCHOR_RAW0] < 0 || st[C_ANCHOR_RAW0 + 1] < 0) {
                 int64_t end = i + 1;
