@@ -46,11 +46,13 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
 
 
 def test_dormant_rows_keep_the_whole_slot():
-    """Every per-slot column of the sequence pass is kept (a column added there is kept too)."""
+    """Every per-slot column of the sequence pass is kept (a column added there is kept too): a record
+    holds the slot's whole row of the carried table."""
     from rstscope.connections.dormant import Dormant
     from rstscope.connections.sequence import ConnArrays
 
-    assert set(ConnArrays.INT_COLUMNS) <= set(Dormant(np.dtype([("id", np.int64)])).layout)
+    table = Dormant(np.dtype([("id", np.int64)])).dtype["table"]
+    assert table.shape == (len(ConnArrays.INT_COLUMNS),) and table.base == ConnArrays().table.dtype
 
 
 def _short_connections_with_late_segments(path, connections: int = 4_000) -> None:

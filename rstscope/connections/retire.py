@@ -83,8 +83,11 @@ class RecordFile:
     """Rows are read back a page of PAGE rows at a time, and the last PAGES_KEPT pages are kept: reading
     in id order comes back to the same few places of the file (connections retire in runs of ids)."""
 
-    def __init__(self, dtype: np.dtype) -> None:
+    def __init__(self, dtype: np.dtype, *, page_rows: int | None = None) -> None:
+        """``page_rows``: rows are read in any order (no cache of pages): each take reads the pages of this many
+        rows that hold the rows asked for, runs of consecutive pages in one read."""
         self.dtype = dtype
+        self._page_rows = page_rows
         self._file = None
         self._written = 0
         self._buffer: list[np.ndarray] = []
@@ -132,11 +135,31 @@ class RecordFile:
         if in_memory.any():
             out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
+        if self._page_rows is not None:
+            out[on_disk] = self._read_runs(positions[on_disk])
+            return out.view(self.dtype)
         pages = positions[on_disk] // self.PAGE
         for page in np.unique(pages).tolist():
             mine = on_disk[pages == page]
             out[mine] = self._page(page).view(raw)[positions[mine] - page * self.PAGE]
         return out.view(self.dtype)
+
+    def _read_runs(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these positions (all in the file), as opaque bytes: the pages that hold them, each run
+        of consecutive pages in one ``pread``."""
+        raw, size, per = np.dtype((np.void, self.dtype.itemsize)), self.dtype.itemsize, self._page_rows
+        if not len(positions):
+            return np.zeros(0, raw)
+        pages = positions // per
+        needed = np.unique(pages)
+        breaks = np.flatnonzero(np.diff(needed) != 1) + 1
+        first = needed[np.r_[0, breaks]] * per
+        end = np.minimum((needed[np.r_[breaks - 1, len(needed) - 1]] + 1) * per, self._written)
+        fd = self._file.fileno()
+        parts = [os.pread(fd, (e - f) * size, f * size) for f, e in zip(first.tolist(), end.tolist(), strict=True)]
+        rows = np.frombuffer(b"".join(parts), raw)
+        run = np.searchsorted(first, positions, side="right") - 1
+        return rows[(np.cumsum(end - first) - (end - first))[run] + positions - first[run]]
 
     def _page(self, page: int) -> np.ndarray:
         """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""

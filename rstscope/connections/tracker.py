@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -194,11 +196,12 @@ class Tracker:
         self._retire_dormant(d_ids[pressured[pressured >= size] - size])
 
     def _retire_dormant(self, ids: np.ndarray) -> None:
-        """Retire these dormant connections (they closed before they went dormant): back in a slot, then out."""
+        """Retire these dormant connections: their rows made from their dormant records (no slot)."""
         for start in range(0, len(ids), _SLOT_BATCH):
             batch = np.sort(ids[start : start + _SLOT_BATCH])
-            self._wake(batch)
-            self._retire(self._slot_of[batch].astype(np.int64))
+            rows, _, probes = self._dormant.records(batch)
+            self._spill.put(*self._rows(_record_state(rows, probes), batch, keep=False))
+            self._forget(batch)
 
     # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
     # each slice, and it must sweep and count as the tracker of the whole capture does).
@@ -222,13 +225,19 @@ class Tracker:
         for start in range(0, len(slots), _SLOT_BATCH):  # a storm retires tens of thousands at once
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
-            self._spill.put(*self._rows(batch, ids, keep=False))
+            self._spill.put(*self._rows(self._slot_state(batch), ids, keep=False))
             self._events.columns.release(batch)
-            for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
-                self._tuples.forget(tid, cid)
+            self._forget(ids)
             self._slot_of[ids] = -1
             self._conn_of_slot[batch] = -1
             self._arrays.free.extend(batch.tolist())
+
+    def _forget(self, ids: np.ndarray) -> None:
+        """These connections retired: their 4-tuples are forgotten, but those a newer connection lives on."""
+        tids = self._tuple_of[ids]
+        last = self._tuples.conn[tids] == ids
+        for cid, tid in zip(ids[last].tolist(), tids[last].tolist(), strict=True):
+            self._tuples.forget(tid, cid)
 
     def finish(self) -> ConnectionStore:
         """Retire the live connections too; all connections, in id order.  The tracker's slots are then
@@ -236,12 +245,8 @@ class Tracker:
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
             self._retire(live)
-            sleeping = self._dormant.ids()
             self._dormant.draining = True
-            for start in range(0, len(sleeping), _WAKE_BATCH):
-                ids = sleeping[start : start + _WAKE_BATCH]
-                self._wake(ids)
-                self._retire(self._slot_of[ids].astype(np.int64))
+            self._retire_dormant(self._dormant.ids())
         self._drop_slots()
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
@@ -280,7 +285,7 @@ class Tracker:
         out: dict[int, Connection] = {}
         live = slots >= 0
         if live.any():
-            conn_rows, tables, overflow = self._rows(slots[live], ids[live], keep=True)
+            conn_rows, tables, overflow = self._rows(self._slot_state(slots[live]), ids[live], keep=True)
             spill = Spill()
             spill.put(conn_rows, tables, overflow)
             out.update(zip(ids[live].tolist(), spill.get(ids[live]), strict=True))
@@ -288,19 +293,23 @@ class Tracker:
             out.update(zip(ids[~live].tolist(), self._spill.get(ids[~live]), strict=True))
         return [out[cid] for cid in ids.tolist()]
 
-    def _rows(self, slots: np.ndarray, ids: np.ndarray, *, keep: bool):
-        """The rows of the connections in these slots (see :mod:`.rows`): connection rows, their table
-        rows (taken from the pending ones unless ``keep``), their long histories."""
-        arr, ev = self._arrays, self._events
-        cols = ev.columns
-        e = cols.ev[slots]
-        out = np.zeros(len(slots), CONN_ROW)
-        ident = self._ident[slots]
+    def _slot_state(self, slots: np.ndarray) -> _SlotState:
+        arr, cols = self._arrays, self._events.columns
+        return _SlotState(lambda name: arr[name][slots], cols.ev[slots], cols.history[slots], cols.probes_of(slots),
+                          self._ident[slots])  # fmt: skip
+
+    def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
+        """The rows of these connections, from their slots' state (see :mod:`.rows`): connection rows, their
+        table rows (taken from the pending ones unless ``keep``), their long histories."""
+        ev = self._events
+        e = slot.ev
+        out = np.zeros(len(ids), CONN_ROW)
+        ident = slot.ident
         for name in _IDENT.names:
             out[name] = ident[name]
-        col = {name: arr[name][slots] for name in _FINAL_COLUMNS}
+        col = {name: slot.column(name) for name in _FINAL_COLUMNS}
         out["end_ns"], out["last_frame"] = col["last_ns"], col["last_frame"]
-        out["history"] = cols.history[slots]
+        out["history"] = slot.history
         out["history_len"] = e[:, lib.EV_HLEN]
         for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
                                 ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
@@ -309,7 +318,7 @@ class Tracker:
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
             out[name] = e[:, at : at + width]
         out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        out["probes"] = cols.probes_of(slots)
+        out["probes"] = slot.probes
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
@@ -351,6 +360,24 @@ class Tracker:
                 self._host_ttl[(hi, lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
 
 
+class _SlotState(NamedTuple):
+    """What a connection's rows are made of, per connection (from its slot, or from its dormant record)."""
+
+    column: Callable[[str], np.ndarray]
+    """A column of :class:`.sequence.ConnArrays` by name."""
+    ev: np.ndarray
+    history: np.ndarray
+    probes: np.ndarray
+    ident: np.ndarray
+
+
+def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
+    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
+    table = records["table"]
+    return _SlotState(lambda name: table[:, _COLUMN[name]], records["ev"], records["history"], probes,
+                      records["ident"])  # fmt: skip
+
+
 @contextlib.contextmanager
 def _without_cycle_collection():
     """The cyclic garbage collector paused: the tracker allocates many small containers (a connection is
@@ -378,7 +405,7 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "first_frame", "start_ns", "tunnel_id",
 )])  # fmt: skip
 """Per slot, who the connection is (set when it starts)."""
-_WAKE_BATCH = 4_096
-"""Dormant connections put back in slots at once at the end, to retire them."""
+_COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
+"""Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
 _SLOT_BATCH = 4_096
 """Connections retired or put to sleep at once: their rows are made together (a few kilobytes each)."""
