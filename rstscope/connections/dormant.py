@@ -88,25 +88,22 @@ class Dormant:
             ident: np.ndarray) -> None:  # fmt: skip
         """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
-        rows = np.empty(n, self.dtype)
-        rows["table"] = arrays.table[slots]
-        ev = rows["ev"] = columns.ev[slots]
-        rows["history"] = columns.history[slots]
-        rows["ack_frame"], rows["ack_value"] = acks.frame[slots], acks.ack[slots]
-        rows["ident"] = ident[slots]
+        ev = columns.ev[slots]
         held = _held(ev)  # the recent-segment blocks the loop may read: those of the segments it counts
         blocks = columns.blocks[slots][held]
-        segs = np.zeros(len(blocks), self._recent_dtype)
+        segs = np.zeros((len(blocks), *columns.recent.shape), columns.recent.data.dtype)
         have = blocks >= 0
-        segs["seg"][have] = columns.recent.data[blocks[have]]
+        segs[have] = columns.recent.data[blocks[have]]
         per = held.reshape(n, -1).sum(axis=1)
-        rows["recent_at"] = self._recent.append(segs) + np.cumsum(per) - per
+        recent_at = self._recent.append(_as_records(segs, self._recent_dtype)) + np.cumsum(per) - per
         probed = _probed(ev)
-        rows["probes_at"] = -1
+        probes_at = np.full(n, -1, dtype=np.int64)
         if probed.any():
-            probes = np.empty(int(probed.sum()), self._probes_dtype)
-            probes["p"] = columns.probes_of(slots[probed])
-            rows["probes_at"][probed] = self._probes.append(probes) + np.arange(len(probes))
+            probes = columns.probes_of(slots[probed])
+            probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
+        rows = _packed(self.dtype, n, table=arrays.table[slots], ev=ev, history=columns.history[slots],
+                       ack_frame=acks.frame[slots], ack_value=acks.ack[slots], ident=_raw(ident)[slots],
+                       recent_at=recent_at, probes_at=probes_at)  # fmt: skip
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
         closed = arrays["closing"][slots] > 0
@@ -124,12 +121,12 @@ class Dormant:
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
         rows, recent, probes = self.records(ids, rings=True)
-        arrays.table[slots] = rows["table"]
-        columns.ev[slots] = rows["ev"]
-        columns.history[slots] = rows["history"]
+        arrays.table[slots] = _field(rows, "table")
+        columns.ev[slots] = _field(rows, "ev")
+        columns.history[slots] = _field(rows, "history")
         columns.restore(slots, recent, probes)
-        acks.frame[slots], acks.ack[slots] = rows["ack_frame"], rows["ack_value"]
-        ident[slots] = rows["ident"]
+        acks.frame[slots], acks.ack[slots] = _field(rows, "ack_frame"), _field(rows, "ack_value")
+        _raw(ident)[slots] = _field(rows, "ident").view(_raw(ident).dtype).ravel()
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
         """These dormant connections' records, no longer dormant: (records, recent-segment rings or None
@@ -175,6 +172,34 @@ class Dormant:
                 )
             self._at[batch] = self._rows.append(got) + np.arange(len(batch))
         self._dead = 0
+
+
+def _packed(dtype: np.dtype, n: int, **fields: np.ndarray) -> np.ndarray:
+    """``n`` records of ``dtype`` with these fields (each ``n`` rows of the field's shape), copied as bytes:
+    numpy assigns a structured field element by element, several times slower."""
+    out = np.empty((n, dtype.itemsize), dtype=np.uint8)
+    for name, values in fields.items():
+        at = dtype.fields[name][1]
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, -1)
+        out[:, at : at + raw.shape[1]] = raw
+    return out.view(dtype).ravel()
+
+
+def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows of ``values`` as records of ``dtype`` (one field of the rows' shape)."""
+    return np.ascontiguousarray(values).reshape(len(values), values[0].size if len(values) else 0).view(dtype).ravel()
+
+
+def _field(records: np.ndarray, name: str) -> np.ndarray:
+    """Field ``name`` of these records, a plain array (n rows of the field's shape), copied as bytes."""
+    field, at = records.dtype.fields[name][:2]
+    raw = records.view(np.uint8).reshape(len(records), -1)[:, at : at + field.itemsize]
+    return np.ascontiguousarray(raw).view(field.base).reshape(len(records), *field.shape)
+
+
+def _raw(array: np.ndarray) -> np.ndarray:
+    """A structured array's rows as opaque bytes (gathered and scattered whole, not field by field)."""
+    return array.view(np.dtype((np.void, array.dtype.itemsize)))
 
 
 def _held(ev: np.ndarray) -> np.ndarray:

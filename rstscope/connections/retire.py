@@ -155,11 +155,14 @@ class RecordFile:
         breaks = np.flatnonzero(np.diff(needed) != 1) + 1
         first = needed[np.r_[0, breaks]] * per
         end = np.minimum((needed[np.r_[breaks - 1, len(needed) - 1]] + 1) * per, self._written)
-        fd = self._file.fileno()
-        parts = [os.pread(fd, (e - f) * size, f * size) for f, e in zip(first.tolist(), end.tolist(), strict=True)]
-        rows = np.frombuffer(b"".join(parts), raw)
+        into = np.cumsum(end - first) - (end - first)  # where each run goes in the buffer
+        rows = np.empty(int(into[-1] + end[-1] - first[-1]), raw)
+        buffer, fd = memoryview(rows.view(np.uint8)), self._file.fileno()
+        for f, e, at in zip(first.tolist(), end.tolist(), into.tolist(), strict=True):
+            if os.preadv(fd, [buffer[at * size : (at + e - f) * size]], f * size) != (e - f) * size:
+                raise OSError(f"short read of {self._file.name}: rows {f}..{e}")
         run = np.searchsorted(first, positions, side="right") - 1
-        return rows[(np.cumsum(end - first) - (end - first))[run] + positions - first[run]]
+        return rows[into[run] + positions - first[run]]
 
     def _page(self, page: int) -> np.ndarray:
         """PAGE rows from the file (the last page may be shorter), from the cache of the last ones read."""
