@@ -166,6 +166,16 @@ class TupleTable:
         self.conn[tids] = conn_id[group_last]
         return new_pos, conn_id
 
+    def forget_all(self, tids: np.ndarray) -> None:
+        """Forget these 4-tuples (their last connections retired): :meth:`forget` of many at once."""
+        ids, keys = self.ids, self.keys
+        listed = tids.tolist()
+        for tid in listed:
+            del ids[keys[tid]]
+            keys[tid] = None
+        self.conn[tids] = -1
+        self.free.extend(listed)
+
     def forget(self, tid: int, cid: int) -> None:
         """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
         if self.conn[tid] == cid:

@@ -21,7 +21,7 @@ from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
+from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, packed
 from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
@@ -235,9 +235,7 @@ class Tracker:
     def _forget(self, ids: np.ndarray) -> None:
         """These connections retired: their 4-tuples are forgotten, but those a newer connection lives on."""
         tids = self._tuple_of[ids]
-        last = self._tuples.conn[tids] == ids
-        for cid, tid in zip(ids[last].tolist(), tids[last].tolist(), strict=True):
-            self._tuples.forget(tid, cid)
+        self._tuples.forget_all(tids[self._tuples.conn[tids] == ids])
 
     def finish(self) -> ConnectionStore:
         """Retire the live connections too; all connections, in id order.  The tracker's slots are then
@@ -303,33 +301,34 @@ class Tracker:
         table rows (taken from the pending ones unless ``keep``), their long histories."""
         ev = self._events
         e = slot.ev
-        out = np.zeros(len(ids), CONN_ROW)
         ident = slot.ident
-        for name in _IDENT.names:
-            out[name] = ident[name]
+        f = {name: ident[name] for name in _IDENT.names}
         col = {name: slot.column(name) for name in _FINAL_COLUMNS}
-        out["end_ns"], out["last_frame"] = col["last_ns"], col["last_frame"]
-        out["history"] = slot.history
-        out["history_len"] = e[:, lib.EV_HLEN]
+        f["end_ns"], f["last_frame"] = col["last_ns"], col["last_frame"]
+        f["history"] = slot.history
+        f["history_len"] = e[:, lib.EV_HLEN]
         for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
                                 ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
                                 ("synack_after_ack", lib.EV_SAA_N, 3), ("fin_frame", lib.EV_FIN, 2),
                                 ("first_payload_frame", lib.EV_PAYLOAD, 2),
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
-            out[name] = e[:, at : at + width]
-        out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        out["probes"] = slot.probes
+            f[name] = e[:, at : at + width]
+        f["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
+        f["probes"] = slot.probes
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
                            ("ttl_n", "ttl_n0", "ttl_n1"), ("timestamped", "ts_n0", "ts_n1")):  # fmt: skip
-            out[name] = np.stack([col[a], col[b]], axis=1)
+            f[name] = np.stack([col[a], col[b]], axis=1)
+        stream, unacked = [], []
         for s in (0, 1):
             first, end, peer_ack = col[f"first_seq_val{s}"], col[f"max_end{s}"], col[f"max_ack{1 - s}"]
             known = (first != NONE) & (end != NONE)
             syn_fin = (e[:, lib.EV_ISN + s] >= 0).astype(np.int64) + (e[:, lib.EV_FIN + s] >= 0)
-            out["stream_bytes"][:, s] = np.where(known, np.maximum(0, end - first - syn_fin), 0)
-            out["unacked_bytes"][:, s] = np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE)
+            stream.append(np.where(known, np.maximum(0, end - first - syn_fin), 0))
+            unacked.append(np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE))
+        f["stream_bytes"], f["unacked_bytes"] = np.stack(stream, axis=1), np.stack(unacked, axis=1)
+        out = packed(CONN_ROW, len(ids), f)
         if not keep:
             self._merge_host_ttl(out)
         tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
@@ -341,23 +340,24 @@ class Tracker:
 
     def _merge_host_ttl(self, conn_rows: np.ndarray) -> None:
         """Per responder address, the TTL range of its packets over the connections retired so far."""
-        seen = conn_rows[conn_rows["ttl_n"][:, 1] > 0]
+        seen = np.flatnonzero(conn_rows["ttl_n"][:, 1] > 0)
         if not len(seen):
             return
-        hosts, inverse = np.unique(np.stack([seen["resp_hi"], seen["resp_lo"]], axis=1), axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        low = np.full(len(hosts), 256, dtype=np.int64)
-        high = np.full(len(hosts), -1, dtype=np.int64)
-        np.minimum.at(low, inverse, seen["ttl_low"][:, 1])
-        np.maximum.at(high, inverse, seen["ttl_high"][:, 1])
-        n = np.bincount(inverse, weights=seen["ttl_n"][:, 1], minlength=len(hosts)).astype(np.int64)
-        for (hi, lo), lo_ttl, hi_ttl, count in zip(hosts.tolist(), low.tolist(), high.tolist(), n.tolist(),
-                                                   strict=True):  # fmt: skip
-            old = self._host_ttl.get((hi, lo))
+        hi, lo = conn_rows["resp_hi"][seen], conn_rows["resp_lo"][seen]
+        order = np.lexsort((lo, hi))  # hosts in (hi, lo) order: the order they are first added in
+        hi, lo = hi[order], lo[order]
+        first = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+        at = seen[order]
+        low = np.minimum.reduceat(conn_rows["ttl_low"][at, 1], first)
+        high = np.maximum.reduceat(conn_rows["ttl_high"][at, 1], first)
+        n = np.add.reduceat(conn_rows["ttl_n"][at, 1], first)
+        for host_hi, host_lo, lo_ttl, hi_ttl, count in zip(hi[first].tolist(), lo[first].tolist(), low.tolist(),
+                                                            high.tolist(), n.tolist(), strict=True):  # fmt: skip
+            old = self._host_ttl.get((host_hi, host_lo))
             if old is None:
-                self._host_ttl[(hi, lo)] = (lo_ttl, hi_ttl, count)
+                self._host_ttl[(host_hi, host_lo)] = (lo_ttl, hi_ttl, count)
             else:
-                self._host_ttl[(hi, lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
+                self._host_ttl[(host_hi, host_lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
 
 
 class _SlotState(NamedTuple):
