@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -293,17 +292,17 @@ class Tracker:
 
     def _slot_state(self, slots: np.ndarray) -> _SlotState:
         arr, cols = self._arrays, self._events.columns
-        return _SlotState(lambda name: arr[name][slots], cols.ev[slots], cols.history[slots], cols.probes_of(slots),
-                          self._ident[slots])  # fmt: skip
+        probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
+        ident = self._ident.view(_IDENT_RAW)[slots].view(_IDENT)
+        return _SlotState(arr.table[slots], cols.ev[slots], cols.history[slots], probes, ident)
 
     def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
         """The rows of these connections, from their slots' state (see :mod:`.rows`): connection rows, their
         table rows (taken from the pending ones unless ``keep``), their long histories."""
         ev = self._events
         e = slot.ev
-        ident = slot.ident
-        f = {name: ident[name] for name in _IDENT.names}
-        col = {name: slot.column(name) for name in _FINAL_COLUMNS}
+        f = {}
+        col = {name: slot.table[:, _COLUMN[name]] for name in _FINAL_COLUMNS}
         f["end_ns"], f["last_frame"] = col["last_ns"], col["last_frame"]
         f["history"] = slot.history
         f["history_len"] = e[:, lib.EV_HLEN]
@@ -314,7 +313,8 @@ class Tracker:
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
             f[name] = e[:, at : at + width]
         f["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        f["probes"] = slot.probes
+        if slot.probes is not None:
+            f["probes"] = slot.probes
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
@@ -328,7 +328,7 @@ class Tracker:
             stream.append(np.where(known, np.maximum(0, end - first - syn_fin), 0))
             unacked.append(np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE))
         f["stream_bytes"], f["unacked_bytes"] = np.stack(stream, axis=1), np.stack(unacked, axis=1)
-        out = packed(CONN_ROW, len(ids), f)
+        out = packed(CONN_ROW, len(ids), f, head=slot.ident)
         if not keep:
             self._merge_host_ttl(out)
         tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
@@ -363,19 +363,19 @@ class Tracker:
 class _SlotState(NamedTuple):
     """What a connection's rows are made of, per connection (from its slot, or from its dormant record)."""
 
-    column: Callable[[str], np.ndarray]
-    """A column of :class:`.sequence.ConnArrays` by name."""
+    table: np.ndarray
+    """Rows of :attr:`.sequence.ConnArrays.table`."""
     ev: np.ndarray
     history: np.ndarray
-    probes: np.ndarray
+    probes: np.ndarray | None
+    """None: no keepalive probes (all zeros)."""
     ident: np.ndarray
 
 
 def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
     """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
-    table = records["table"]
-    return _SlotState(lambda name: table[:, _COLUMN[name]], records["ev"], records["history"], probes,
-                      records["ident"])  # fmt: skip
+    probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
+    return _SlotState(records["table"], records["ev"], records["history"], probes if probed else None, records["ident"])
 
 
 @contextlib.contextmanager
@@ -404,7 +404,11 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "id", "orig_hi", "orig_lo", "orig_port", "resp_hi", "resp_lo", "resp_port", "ip_version", "inferred",
     "first_frame", "start_ns", "tunnel_id",
 )])  # fmt: skip
-"""Per slot, who the connection is (set when it starts)."""
+"""Per slot, who the connection is (set when it starts): the first fields of a connection row, as they are laid
+out there (a connection row starts with its bytes)."""
+assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
+_IDENT_RAW = np.dtype((np.void, _IDENT.itemsize))
+"""An ident as opaque bytes: gathered whole, not field by field."""
 _COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
 """Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
 _SLOT_BATCH = 4_096
