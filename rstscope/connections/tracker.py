@@ -107,20 +107,23 @@ class Tracker:
         self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._tuple_of[new_ids] = tid[new_pos]
         new_slots = self._allocate(new_ids)
-        first = rows[order[new_pos]]
+        first = rows.view(_raw(rows.dtype))[order[new_pos]].view(rows.dtype)  # whole rows: not field by field
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
-        ident = np.zeros(k, _IDENT)
-        ident["id"] = new_ids
+        f = {"id": new_ids}
         for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
-            ident[f"orig_{end}"] = np.where(src_is_orig, first[src], first[dst])
-            ident[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
-        ident["ip_version"], ident["inferred"] = first["ip_version"], inferred
-        ident["first_frame"], ident["start_ns"], ident["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
-        self._ident[new_slots] = ident
+            f[f"orig_{end}"] = np.where(src_is_orig, first[src], first[dst])
+            f[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
+        f["ip_version"], f["inferred"] = first["ip_version"], inferred
+        f["first_frame"], f["start_ns"], f["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
+        self._ident.view(_IDENT_RAW)[new_slots] = packed(_IDENT, k, f).view(_IDENT_RAW)
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
-        self._wake(self._dormant.waking(conn_id))
-        return self._slot_of[conn_id].astype(np.int64)  # from here on, connections are addressed by their slot
+        slot = self._slot_of[conn_id]
+        asleep = conn_id[slot < 0]  # rows of connections in no slot: dormant ones
+        if len(asleep):
+            self._wake(self._dormant.waking(asleep))
+            slot = self._slot_of[conn_id]
+        return slot.astype(np.int64)  # from here on, connections are addressed by their slot
 
     def _allocate(self, ids: np.ndarray) -> np.ndarray:
         """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
@@ -136,6 +139,9 @@ class Tracker:
 
     def _sleep(self, slots: np.ndarray) -> None:
         """The connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
+        # In id order: connections wake in runs of ids (those that started together retransmit together),
+        # which then read runs of the file.
+        slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]
         for start in range(0, len(slots), _SLOT_BATCH):
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
@@ -408,6 +414,11 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 out there (a connection row starts with its bytes)."""
 assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
 _IDENT_RAW = np.dtype((np.void, _IDENT.itemsize))
+
+
+def _raw(dtype: np.dtype) -> np.dtype:
+    return np.dtype((np.void, dtype.itemsize))
+
 """An ident as opaque bytes: gathered whole, not field by field."""
 _COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
 """Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
