@@ -51,6 +51,15 @@ class IdleSweep:
         self._next_sweep = frames or STALE_AFTER_FRAMES
         self._swept_cutoff = 0
 
+    def due(self, now_frame: int) -> bool:
+        """Whether :meth:`idle` sweeps at ``now_frame`` (else it returns None)."""
+        return now_frame >= self._next_sweep
+
+    @staticmethod
+    def pressing(kept: int) -> bool:
+        """Whether :meth:`pressured` retires anything with ``kept`` closed connections kept."""
+        return kept > LIVE_CLOSED_LIMIT
+
     def idle(self, now_frame: int, last_frame: np.ndarray, live: np.ndarray) -> np.ndarray | None:
         """Slots idle now (``last_frame``/``live`` per slot), None when no sweep is due."""
         if now_frame < self._next_sweep:
@@ -67,7 +76,7 @@ class IdleSweep:
                   closed: np.ndarray, kept: int | None = None) -> np.ndarray:  # fmt: skip
         """Slots of closed connections (``closed`` per slot) to retire now because too many are kept
         (``kept``: how many, by default those of ``closed``)."""
-        if (np.count_nonzero(closed) if kept is None else kept) <= LIVE_CLOSED_LIMIT:
+        if not IdleSweep.pressing(np.count_nonzero(closed) if kept is None else kept):
             return np.zeros(0, dtype=np.int64)
         quiet = (last_frame < now_frame - PRESSURE_IDLE_FRAMES) & (last_ns < now_ns - PRESSURE_IDLE_NS)
         return np.flatnonzero(closed & quiet)
@@ -117,7 +126,8 @@ class RecordFile:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
         self._file.seek(0, os.SEEK_END)
-        self._one().tofile(self._file)
+        for part in self._buffer:  # one after the other: concatenating them first would copy them all again
+            part.tofile(self._file)
         self._file.flush()
         self._pages.pop(self._written // self.PAGE, None)  # a partial last page grows: read it again
         self._written += self._buffered

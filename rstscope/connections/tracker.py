@@ -107,7 +107,8 @@ class Tracker:
         self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._tuple_of[new_ids] = tid[new_pos]
         new_slots = self._allocate(new_ids)
-        first = rows.view(_raw(rows.dtype))[order[new_pos]].view(rows.dtype)  # whole rows: not field by field
+        whole = np.dtype((np.void, rows.dtype.itemsize))  # rows gathered whole, not field by field
+        first = rows.view(whole)[order[new_pos]].view(rows.dtype)
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
         f = {"id": new_ids}
         for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
@@ -177,8 +178,10 @@ class Tracker:
         closing = arr["closing"][:size] > 0
         # The sweeps see the slots, then the closed dormant connections (positions from ``size`` on).
         d_ids, d_frame, d_ns = self._dormant.closed()
-        everyone = np.ones(len(d_ids), dtype=bool)
-        idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
+        idle = None
+        if self._sweep.due(now_frame):
+            everyone = np.ones(len(d_ids), dtype=bool)
+            idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
         if idle is not None:
             in_slot = idle[idle < size]
             self._events.columns.forget_recent(in_slot)
@@ -192,10 +195,14 @@ class Tracker:
             self._sleep(quiet if storm else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
-        closed = np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)])
+        closed_live = live & closing
+        kept = self.closed_kept(int(np.count_nonzero(closed_live)) + len(d_ids))
+        if not self._sweep.pressing(kept):  # the usual case: the arrays below are not made
+            return
+        closed = np.concatenate([closed_live, np.ones(len(d_ids), dtype=bool)])
         pressured = self._sweep.pressured(
             now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
-            closed, kept=self.closed_kept(int(np.count_nonzero(closed))),
+            closed, kept=kept,
         )  # fmt: skip
         self._retire(pressured[pressured < size])
         self._retire_dormant(d_ids[pressured[pressured >= size] - size])
@@ -310,7 +317,9 @@ class Tracker:
         f = {}
         col = {name: slot.table[:, _COLUMN[name]] for name in _FINAL_COLUMNS}
         f["end_ns"], f["last_frame"] = col["last_ns"], col["last_frame"]
-        f["history"] = slot.history
+        # Past its length, a slot's history holds what an earlier connection of the slot left: zeros instead,
+        # so that a row depends on its connection only (not on which slot it had).
+        f["history"] = np.where(np.arange(slot.history.shape[1]) < e[:, lib.EV_HLEN, None], slot.history, 0)
         f["history_len"] = e[:, lib.EV_HLEN]
         for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
                                 ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
@@ -414,11 +423,6 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 out there (a connection row starts with its bytes)."""
 assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
 _IDENT_RAW = np.dtype((np.void, _IDENT.itemsize))
-
-
-def _raw(dtype: np.dtype) -> np.dtype:
-    return np.dtype((np.void, dtype.itemsize))
-
 """An ident as opaque bytes: gathered whole, not field by field."""
 _COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
 """Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
