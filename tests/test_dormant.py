@@ -46,11 +46,13 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
 
 
 def test_dormant_rows_keep_the_whole_slot():
-    """Every per-slot column of the sequence pass is kept (a column added there is kept too)."""
+    """Every per-slot column of the sequence pass is kept (a column added there is kept too): a record
+    holds the slot's whole row of the carried table."""
     from rstscope.connections.dormant import Dormant
     from rstscope.connections.sequence import ConnArrays
 
-    assert set(ConnArrays.INT_COLUMNS) <= set(Dormant(np.dtype([("id", np.int64)])).layout)
+    table = Dormant(np.dtype([("id", np.int64)])).dtype["table"]
+    assert table.shape == (len(ConnArrays.INT_COLUMNS),) and table.base == ConnArrays().table.dtype
 
 
 def _short_connections_with_late_segments(path, connections: int = 4_000) -> None:
@@ -97,3 +99,39 @@ def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkey
     from_dormancy = tracker_reference.tracker_digest(path, chunk_packets=1024)
     assert sum(retired_dormant) > 1_000  # many closed connections retired from dormancy, not from a slot
     assert from_dormancy == in_slots
+
+
+def test_record_file_reads_rows_in_any_order(monkeypatch):
+    """A RecordFile read by runs of pages (``page_rows``, as the dormant records are) gives back the rows asked
+    for, from the file and from memory, in any order and repeated."""
+    monkeypatch.setattr(retire, "SPILL_BATCH", 64)
+    dtype = np.dtype([("a", np.int64), ("b", np.int8, 3), ("c", np.uint64)])
+    rng = np.random.default_rng(3)
+    rows = np.zeros(1_000, dtype)
+    rows["a"] = rng.integers(-(2**62), 2**62, len(rows))
+    rows["b"] = rng.integers(-128, 128, (len(rows), 3))
+    rows["c"] = np.arange(len(rows))
+    for page_rows in (1, 3, 16, None):
+        records = retire.RecordFile(dtype, page_rows=page_rows)
+        for start in range(0, len(rows), 37):  # appended in uneven parts: flushed at SPILL_BATCH rows
+            records.append(rows[start : start + 37])
+        assert 0 < records._written < len(rows)  # some rows in the file, some still in memory
+        for positions in (rng.integers(0, len(rows), 300), np.arange(len(rows))[::-1], np.array([5, 5, 999, 0]),
+                          np.zeros(0, dtype=np.int64)):  # fmt: skip
+            assert records.take(positions).tobytes() == rows[positions].tobytes()
+
+
+def test_packed_rows_equal_rows_set_field_by_field():
+    """``retire.packed`` (fields copied as bytes, cast to the field's type; ``head``: the first bytes) makes the
+    rows that setting each field of a zeroed structured array makes."""
+    dtype = np.dtype([("id", np.int64), ("port", np.int64), ("flag", np.int8), ("pair", np.int64, 2),
+                      ("hist", np.int8, 4), ("rest", np.int64)])  # fmt: skip
+    head = np.zeros(3, np.dtype([("id", np.int64), ("port", np.int64)]))
+    head["id"], head["port"] = [7, 8, 9], [80, 443, 65535]
+    fields = {"flag": np.array([True, False, True]), "pair": np.arange(6).reshape(3, 2),
+              "hist": np.array([[1, 2, 3, 4]] * 3, dtype=np.int64)}  # fmt: skip
+    expected = np.zeros(3, dtype)
+    expected["id"], expected["port"] = head["id"], head["port"]
+    for name, values in fields.items():
+        expected[name] = values
+    assert retire.packed(dtype, 3, fields, head=head).tobytes() == expected.tobytes()

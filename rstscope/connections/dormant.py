@@ -4,10 +4,11 @@ A connection that never closed (a half-open handshake of a SYN flood, an unanswe
 the capture left in the middle) cannot retire: a later packet of its 4-tuple still belongs to it.  A
 closed one can retire only after a while (see :mod:`.retire`; a reset storm keeps a second's worth of
 them).  Once idle for :data:`DORMANT_AFTER_FRAMES` it goes *dormant*: its whole slot (the sequence pass's carried
-columns, the event loop's columns and rings, its ACK ring and who it is) becomes one row of a
-:class:`~.retire.RecordFile` and the slot is freed; its 4-tuple stays known.  When the 4-tuple sends
-again the row is put back in a slot as it was, so tracking goes on exactly as if it had stayed: the
-threshold trades memory for reads and writes, never results.
+columns, the event loop's columns and rings, its ACK ring and who it is) becomes one record in
+:class:`~.retire.RecordFile` tables and the slot is freed; its 4-tuple stays known.  When the 4-tuple sends
+again the record is put back in a slot as it was, so tracking goes on exactly as if it had stayed: the
+threshold trades memory for reads and writes, never results.  A dormant connection that retires (at
+the end of the capture, or a closed one the sweeps retire) is made into rows straight from its record.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from rstscope.connections.events import EventColumns, lib
 from rstscope.connections.retire import RecordFile, fit
 from rstscope.connections.rows import RING
-from rstscope.connections.sequence import PEER_ACKS_KEPT, AckRing, ConnArrays
+from rstscope.connections.sequence import AckRing, ConnArrays
 
 DORMANT_AFTER_FRAMES = 10_000
 """Connections silent this many frames go dormant.  A SYN flood keeps its half-open connections
@@ -32,31 +33,45 @@ LIVE_CLOSED_LIMIT, which stay in their slots: putting them out and back costs mo
 (measured on the short shape: 12.5-13.3 s CPU and 153 MB with them dormant, 10.6-12.8 s and 126 MB
 without)."""
 COMPACT_AFTER = 1 << 16
-"""Dead rows (of connections that woke) the file holds at least before it is compacted."""
+"""Dead records (of connections that woke or retired) the files hold at least before they are compacted."""
 COMPACT_BATCH = 4_096
-"""Rows copied at once when the file is compacted (about 12 MB)."""
+"""Records copied at once when the files are compacted."""
+PAGE_BYTES = 16_384
+"""Records are read back a page of about this many bytes at a time: connections wake in no useful order,
+so a large page reads mostly rows nobody asked for (256 rows of the first layout were 770 KB a page)."""
 
 
 class Dormant:
-    """The dormant connections' slot rows, by connection id: one row of int64 numbers per connection
-    (the blocks of :attr:`layout`), appended to a :class:`~.retire.RecordFile`; when as many rows are
-    dead (their connection woke) as alive, the live ones are copied to a fresh file."""
+    """The dormant connections' slots, by connection id: one record per connection (the slot's columns,
+    who it is), appended to a :class:`~.retire.RecordFile`; its recent segments only in the ring blocks
+    its counts say it holds, and its keepalive probes only if it had any, in files of their own.  When as
+    many records are dead (their connection woke or retired) as alive, the live ones are copied to fresh
+    files."""
 
     def __init__(self, ident: np.dtype) -> None:
         self._ident = ident
-        blocks = [(name, 1) for name in ConnArrays.INT_COLUMNS] + [
-            ("ev", lib.EV_WIDTH), ("history", lib.HISTORY_MAX // 8), ("probes", 2 * RING * 2),
-            ("recent", 2 * RING * lib.SEG), ("ack_frame", 2 * PEER_ACKS_KEPT), ("ack_value", 2 * PEER_ACKS_KEPT),
-        ] + [(f"ident.{name}", 1) for name in ident.names]  # fmt: skip
-        ends = np.cumsum([width for _, width in blocks]).tolist()
-        self.layout = {name: (end - width, end) for (name, width), end in zip(blocks, ends, strict=True)}
-        self.dtype = np.dtype([("v", np.int64, ends[-1])])
-        self._rows = RecordFile(self.dtype)
-        self._at = np.zeros(0, dtype=np.int32)  # connection id -> its row, -1: not dormant (rows: < 2 x live)
+        arrays, columns, acks = ConnArrays(), EventColumns(), AckRing()
+        self.dtype = np.dtype([
+            ("table", arrays.table.dtype, arrays.table.shape[1:]), ("ev", columns.ev.dtype, columns.ev.shape[1:]),
+            ("history", columns.history.dtype, columns.history.shape[1:]),
+            ("ack_frame", acks.frame.dtype, acks.frame.shape[1:]), ("ack_value", acks.ack.dtype, acks.ack.shape[1:]),
+            ("ident", ident), ("recent_at", np.int64), ("probes_at", np.int64),
+        ])  # fmt: skip
+        """One record: the slot's carried columns (``table``: every column of ConnArrays, in its order), the
+        event loop's columns, the ACK ring, who the connection is, and where its rings are."""
+        self._recent_dtype = np.dtype([("seg", columns.recent.data.dtype, columns.recent.shape)])
+        self._probes_dtype = np.dtype([("p", columns.probes.data.dtype, columns.probes.shape)])
+        self._new_files()
+        self._at = np.zeros(0, dtype=np.int32)  # connection id -> its record, -1: not dormant (records: < 2 x live)
         self._dead = 0
         self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
         self.draining = False
-        """Set when every dormant connection is about to wake (the end of the capture): no more compaction."""
+        """Set when every dormant connection is about to leave (the end of the capture): no more compaction."""
+
+    def _new_files(self) -> None:
+        self._rows = RecordFile(self.dtype, page_rows=_page_rows(self.dtype))
+        self._recent = RecordFile(self._recent_dtype, page_rows=_page_rows(self._recent_dtype))
+        self._probes = RecordFile(self._probes_dtype, page_rows=_page_rows(self._probes_dtype))
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._at >= 0))
@@ -73,16 +88,22 @@ class Dormant:
             ident: np.ndarray) -> None:  # fmt: skip
         """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
-        blocks = {name: arrays[name][slots] for name in ConnArrays.INT_COLUMNS}
-        blocks.update(ev=columns.ev[slots], history=columns.history[slots].view(np.int64),
-                      probes=columns.probes_of(slots), recent=columns.recent_of(slots), ack_frame=acks.frame[slots],
-                      ack_value=acks.ack[slots])  # fmt: skip
-        who = ident[slots]
-        blocks.update({f"ident.{name}": who[name].astype(np.int64) for name in self._ident.names})
-        rows = np.empty(n, self.dtype)
-        v = rows["v"]
-        for name, (start, end) in self.layout.items():
-            v[:, start:end] = blocks[name].reshape(n, end - start)
+        ev = columns.ev[slots]
+        held = _held(ev)  # the recent-segment blocks the loop may read: those of the segments it counts
+        blocks = columns.blocks[slots][held]
+        segs = np.zeros((len(blocks), *columns.recent.shape), columns.recent.data.dtype)
+        have = blocks >= 0
+        segs[have] = columns.recent.data[blocks[have]]
+        per = held.reshape(n, -1).sum(axis=1)
+        recent_at = self._recent.append(_as_records(segs, self._recent_dtype)) + np.cumsum(per) - per
+        probed = _probed(ev)
+        probes_at = np.full(n, -1, dtype=np.int64)
+        if probed.any():
+            probes = columns.probes_of(slots[probed])
+            probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
+        rows = _packed(self.dtype, n, table=arrays.table[slots], ev=ev, history=columns.history[slots],
+                       ack_frame=acks.frame[slots], ack_value=acks.ack[slots], ident=_raw(ident)[slots],
+                       recent_at=recent_at, probes_at=probes_at)  # fmt: skip
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
         closed = arrays["closing"][slots] > 0
@@ -99,36 +120,102 @@ class Dormant:
     def take(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
-        v = self._rows.take(self._at[ids])["v"]
+        rows, recent, probes = self.records(ids, rings=True)
+        arrays.table[slots] = _field(rows, "table")
+        columns.ev[slots] = _field(rows, "ev")
+        columns.history[slots] = _field(rows, "history")
+        columns.restore(slots, recent, probes)
+        acks.frame[slots], acks.ack[slots] = _field(rows, "ack_frame"), _field(rows, "ack_value")
+        _raw(ident)[slots] = _field(rows, "ident").view(_raw(ident).dtype).ravel()
+
+    def records(self, ids: np.ndarray, *, rings: bool = False):
+        """These dormant connections' records, no longer dormant: (records, recent-segment rings or None
+        unless ``rings``, keepalive-probe rings), the rings as :meth:`.EventColumns.recent_of` and
+        ``probes_of`` give them (zeros where nothing is held)."""
+        rows = self._rows.take(self._at[ids])
+        n = len(ids)
+        recent = None
+        if rings:
+            held = _held(rows["ev"])
+            per = held.reshape(n, -1).sum(axis=1)
+            at = np.repeat(rows["recent_at"], per) + _within(per)
+            full = np.zeros((n, 2, lib.BLOCKS, *self._recent_dtype["seg"].shape), self._recent_dtype["seg"].base)
+            full[held] = self._recent.take(at)["seg"]
+            recent = full.reshape(n, 2, RING, lib.SEG)
+        probes = np.zeros((n, *self._probes_dtype["p"].shape), self._probes_dtype["p"].base)
+        probed = rows["probes_at"] >= 0
+        if probed.any():
+            probes[probed] = self._probes.take(rows["probes_at"][probed])["p"]
         self._at[ids] = -1
         if len(self._closed):
             self._closed = self._closed[~np.isin(self._closed[:, 0], ids)]
-        self._dead += len(ids)
-
-        def block(name):
-            start, end = self.layout[name]
-            return v[:, start:end]
-
-        for name in ConnArrays.INT_COLUMNS:
-            arrays[name][slots] = block(name)[:, 0]
-        n = len(ids)
-        columns.ev[slots] = block("ev")
-        columns.history[slots] = np.ascontiguousarray(block("history")).view(np.int8)
-        columns.restore(slots, block("recent").reshape(n, 2, RING, lib.SEG), block("probes").reshape(n, 2, RING, 2))
-        acks.frame[slots] = block("ack_frame").reshape(n, 2, PEER_ACKS_KEPT)
-        acks.ack[slots] = block("ack_value").reshape(n, 2, PEER_ACKS_KEPT)
-        who = np.zeros(n, self._ident)
-        for name in self._ident.names:
-            who[name] = block(f"ident.{name}")[:, 0].astype(self._ident[name])
-        ident[slots] = who
+        self._dead += n
         if self._dead > max(len(self), COMPACT_AFTER) and not self.draining:
             self._compact()
+        return rows, recent, probes
 
     def _compact(self) -> None:
-        """Copy the live rows to a fresh file (the old one, mostly dead rows, is closed and gone)."""
-        old, self._rows = self._rows, RecordFile(self.dtype)
+        """Copy the live records and their rings to fresh files (the old ones, mostly dead, are closed and gone)."""
+        rows, recent, probes = self._rows, self._recent, self._probes
+        self._new_files()
         ids = self.ids()
         for start in range(0, len(ids), COMPACT_BATCH):  # small batches: each is in memory twice for a while
             batch = ids[start : start + COMPACT_BATCH]
-            self._at[batch] = self._rows.append(old.take(self._at[batch])) + np.arange(len(batch))
+            got = rows.take(self._at[batch])
+            held = _held(got["ev"]).reshape(len(batch), -1).sum(axis=1)
+            at = np.repeat(got["recent_at"], held) + _within(held)
+            got["recent_at"] = self._recent.append(recent.take(at)) + np.cumsum(held) - held
+            probed = got["probes_at"] >= 0
+            if probed.any():
+                got["probes_at"][probed] = self._probes.append(probes.take(got["probes_at"][probed])) + np.arange(
+                    int(probed.sum())
+                )
+            self._at[batch] = self._rows.append(got) + np.arange(len(batch))
         self._dead = 0
+
+
+def _packed(dtype: np.dtype, n: int, **fields: np.ndarray) -> np.ndarray:
+    """``n`` records of ``dtype`` with these fields (each ``n`` rows of the field's shape), copied as bytes:
+    numpy assigns a structured field element by element, several times slower."""
+    out = np.empty((n, dtype.itemsize), dtype=np.uint8)
+    for name, values in fields.items():
+        at = dtype.fields[name][1]
+        raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, -1)
+        out[:, at : at + raw.shape[1]] = raw
+    return out.view(dtype).ravel()
+
+
+def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows of ``values`` as records of ``dtype`` (one field of the rows' shape)."""
+    return np.ascontiguousarray(values).reshape(len(values), values[0].size if len(values) else 0).view(dtype).ravel()
+
+
+def _field(records: np.ndarray, name: str) -> np.ndarray:
+    """Field ``name`` of these records, a plain array (n rows of the field's shape), copied as bytes."""
+    field, at = records.dtype.fields[name][:2]
+    raw = records.view(np.uint8).reshape(len(records), -1)[:, at : at + field.itemsize]
+    return np.ascontiguousarray(raw).view(field.base).reshape(len(records), *field.shape)
+
+
+def _raw(array: np.ndarray) -> np.ndarray:
+    """A structured array's rows as opaque bytes (gathered and scattered whole, not field by field)."""
+    return array.view(np.dtype((np.void, array.dtype.itemsize)))
+
+
+def _held(ev: np.ndarray) -> np.ndarray:
+    """Per connection (rows of ``ev``), side and ring block: whether the block holds counted segments."""
+    counts = np.minimum(ev[:, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
+    return np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)
+
+
+def _probed(ev: np.ndarray) -> np.ndarray:
+    return ev[:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
+
+
+def _within(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ... count - 1 for each count, concatenated."""
+    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+
+
+def _page_rows(dtype: np.dtype) -> int:
+    return max(1, PAGE_BYTES // dtype.itemsize)

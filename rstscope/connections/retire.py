@@ -63,6 +63,15 @@ class IdleSweep:
         self._next_sweep = frames or STALE_AFTER_FRAMES
         self._swept_cutoff = 0
 
+    def due(self, now_frame: int) -> bool:
+        """Whether :meth:`idle` sweeps at ``now_frame`` (else it returns None)."""
+        return now_frame >= self._next_sweep
+
+    @staticmethod
+    def pressing(kept: int) -> bool:
+        """Whether :meth:`pressured` retires anything with ``kept`` closed connections kept."""
+        return kept > LIVE_CLOSED_LIMIT
+
     def idle(self, now_frame: int, last_frame: np.ndarray, live: np.ndarray) -> np.ndarray | None:
         """Slots idle now (``last_frame``/``live`` per slot), None when no sweep is due."""
         if now_frame < self._next_sweep:
@@ -79,7 +88,7 @@ class IdleSweep:
                   closed: np.ndarray, kept: int | None = None) -> np.ndarray:  # fmt: skip
         """Slots of closed connections (``closed`` per slot) to retire now because too many are kept
         (``kept``: how many, by default those of ``closed``)."""
-        if (np.count_nonzero(closed) if kept is None else kept) <= LIVE_CLOSED_LIMIT:
+        if not IdleSweep.pressing(np.count_nonzero(closed) if kept is None else kept):
             return np.zeros(0, dtype=np.int64)
         quiet = (last_frame < now_frame - PRESSURE_IDLE_FRAMES) & (last_ns < now_ns - PRESSURE_IDLE_NS)
         return np.flatnonzero(closed & quiet)
@@ -97,8 +106,11 @@ class RecordFile:
     are kept: reading in id order comes back to the same few places of the file (connections retire in
     runs of ids)."""
 
-    def __init__(self, dtype: np.dtype) -> None:
+    def __init__(self, dtype: np.dtype, *, page_rows: int | None = None) -> None:
+        """``page_rows``: rows are read in any order (no cache of pages): each take reads the pages of this many
+        rows that hold the rows asked for, runs of consecutive pages in one read."""
         self.dtype = dtype
+        self._run_rows = page_rows
         self._file = None
         self._written = 0
         self._buffer: list[np.ndarray] = []
@@ -130,7 +142,8 @@ class RecordFile:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
             self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
         self._file.seek(0, os.SEEK_END)
-        self._one().tofile(self._file)
+        for part in self._buffer:  # one after the other: concatenating them first would copy them all again
+            part.tofile(self._file)
         self._file.flush()
         self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
@@ -148,11 +161,34 @@ class RecordFile:
         if in_memory.any():
             out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
+        if self._run_rows is not None:
+            out[on_disk] = self._read_runs(positions[on_disk])
+            return out.view(self.dtype)
         pages = positions[on_disk] // self._page_rows
         for page in np.unique(pages).tolist():
             mine = on_disk[pages == page]
             out[mine] = self._page(page).view(raw)[positions[mine] - page * self._page_rows]
         return out.view(self.dtype)
+
+    def _read_runs(self, positions: np.ndarray) -> np.ndarray:
+        """The rows at these positions (all in the file), as opaque bytes: the pages that hold them, each run
+        of consecutive pages in one ``pread``."""
+        raw, size, per = np.dtype((np.void, self.dtype.itemsize)), self.dtype.itemsize, self._run_rows
+        if not len(positions):
+            return np.zeros(0, raw)
+        pages = positions // per
+        needed = np.unique(pages)
+        breaks = np.flatnonzero(np.diff(needed) != 1) + 1
+        first = needed[np.r_[0, breaks]] * per
+        end = np.minimum((needed[np.r_[breaks - 1, len(needed) - 1]] + 1) * per, self._written)
+        into = np.cumsum(end - first) - (end - first)  # where each run goes in the buffer
+        rows = np.empty(int(into[-1] + end[-1] - first[-1]), raw)
+        buffer, fd = memoryview(rows.view(np.uint8)), self._file.fileno()
+        for f, e, at in zip(first.tolist(), end.tolist(), into.tolist(), strict=True):
+            if os.preadv(fd, [buffer[at * size : (at + e - f) * size]], f * size) != (e - f) * size:
+                raise OSError(f"short read of {self._file.name}: rows {f}..{e}")
+        run = np.searchsorted(first, positions, side="right") - 1
+        return rows[into[run] + positions - first[run]]
 
     def _page(self, page: int) -> np.ndarray:
         """A page of rows from the file (the last page may be shorter), from the cache of the last ones read."""
@@ -296,6 +332,20 @@ class ConnectionStore(ConnectionsById):
         size = size or ROW_BATCH
         for start in range(0, self._count, size):
             yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
+
+
+def packed(dtype: np.dtype, n: int, fields: dict[str, np.ndarray], head: np.ndarray | None = None) -> np.ndarray:
+    """``n`` rows of ``dtype`` with these fields (each ``n`` values of the field's shape, cast to its type),
+    the others zero: each field copied as bytes (numpy assigns a structured field element by element, several
+    times slower).  ``head``: ``n`` structured rows whose bytes are the first bytes of each row."""
+    out = np.zeros((n, dtype.itemsize), dtype=np.uint8)
+    if head is not None:
+        out[:, : head.dtype.itemsize] = np.ascontiguousarray(head).view(np.uint8).reshape(n, head.dtype.itemsize)
+    for name, values in fields.items():
+        field, at = dtype.fields[name][:2]
+        raw = np.ascontiguousarray(np.reshape(values, (n, *field.shape)), dtype=field.base)
+        out[:, at : at + field.itemsize] = raw.view(np.uint8).reshape(n, field.itemsize)
+    return out.view(dtype).ravel()
 
 
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:

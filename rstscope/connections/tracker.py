@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit
+from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, packed
 from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
@@ -106,20 +107,24 @@ class Tracker:
         self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._tuple_of[new_ids] = tid[new_pos]
         new_slots = self._allocate(new_ids)
-        first = rows[order[new_pos]]
+        whole = np.dtype((np.void, rows.dtype.itemsize))  # rows gathered whole, not field by field
+        first = rows.view(whole)[order[new_pos]].view(rows.dtype)
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
-        ident = np.zeros(k, _IDENT)
-        ident["id"] = new_ids
+        f = {"id": new_ids}
         for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
-            ident[f"orig_{end}"] = np.where(src_is_orig, first[src], first[dst])
-            ident[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
-        ident["ip_version"], ident["inferred"] = first["ip_version"], inferred
-        ident["first_frame"], ident["start_ns"], ident["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
-        self._ident[new_slots] = ident
+            f[f"orig_{end}"] = np.where(src_is_orig, first[src], first[dst])
+            f[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
+        f["ip_version"], f["inferred"] = first["ip_version"], inferred
+        f["first_frame"], f["start_ns"], f["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
+        self._ident.view(_IDENT_RAW)[new_slots] = packed(_IDENT, k, f).view(_IDENT_RAW)
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
-        self._wake(self._dormant.waking(conn_id))
-        return self._slot_of[conn_id].astype(np.int64)  # from here on, connections are addressed by their slot
+        slot = self._slot_of[conn_id]
+        asleep = conn_id[slot < 0]  # rows of connections in no slot: dormant ones
+        if len(asleep):
+            self._wake(self._dormant.waking(asleep))
+            slot = self._slot_of[conn_id]
+        return slot.astype(np.int64)  # from here on, connections are addressed by their slot
 
     def _allocate(self, ids: np.ndarray) -> np.ndarray:
         """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
@@ -135,6 +140,9 @@ class Tracker:
 
     def _sleep(self, slots: np.ndarray) -> None:
         """The connections in these slots go dormant (:mod:`.dormant`): slot freed, 4-tuple kept."""
+        # In id order: connections wake in runs of ids (those that started together retransmit together),
+        # which then read runs of the file.
+        slots = slots[np.argsort(self._conn_of_slot[slots], kind="stable")]
         for start in range(0, len(slots), _SLOT_BATCH):
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
@@ -170,8 +178,10 @@ class Tracker:
         closing = arr["closing"][:size] > 0
         # The sweeps see the slots, then the closed dormant connections (positions from ``size`` on).
         d_ids, d_frame, d_ns = self._dormant.closed()
-        everyone = np.ones(len(d_ids), dtype=bool)
-        idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
+        idle = None
+        if self._sweep.due(now_frame):
+            everyone = np.ones(len(d_ids), dtype=bool)
+            idle = self._sweep.idle(now_frame, np.concatenate([last_frame, d_frame]), np.concatenate([live, everyone]))
         if idle is not None:
             in_slot = idle[idle < size]
             self._events.columns.forget_recent(in_slot)
@@ -185,20 +195,25 @@ class Tracker:
             self._sleep(quiet if storm else quiet[~closing[quiet]])
             live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
-        closed = np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)])
+        closed_live = live & closing
+        kept = self.closed_kept(int(np.count_nonzero(closed_live)) + len(d_ids))
+        if not self._sweep.pressing(kept):  # the usual case: the arrays below are not made
+            return
+        closed = np.concatenate([closed_live, np.ones(len(d_ids), dtype=bool)])
         pressured = self._sweep.pressured(
             now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
-            closed, kept=self.closed_kept(int(np.count_nonzero(closed))),
+            closed, kept=kept,
         )  # fmt: skip
         self._retire(pressured[pressured < size])
         self._retire_dormant(d_ids[pressured[pressured >= size] - size])
 
     def _retire_dormant(self, ids: np.ndarray) -> None:
-        """Retire these dormant connections (they closed before they went dormant): back in a slot, then out."""
+        """Retire these dormant connections: their rows made from their dormant records (no slot)."""
         for start in range(0, len(ids), _SLOT_BATCH):
             batch = np.sort(ids[start : start + _SLOT_BATCH])
-            self._wake(batch)
-            self._retire(self._slot_of[batch].astype(np.int64))
+            rows, _, probes = self._dormant.records(batch)
+            self._spill.put(*self._rows(_record_state(rows, probes), batch, keep=False))
+            self._forget(batch)
 
     # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
     # each slice, and it must sweep and count as the tracker of the whole capture does).
@@ -222,13 +237,16 @@ class Tracker:
         for start in range(0, len(slots), _SLOT_BATCH):  # a storm retires tens of thousands at once
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
-            self._spill.put(*self._rows(batch, ids, keep=False))
+            self._spill.put(*self._rows(self._slot_state(batch), ids, keep=False))
             self._events.columns.release(batch)
-            for cid, tid in zip(ids.tolist(), self._tuple_of[ids].tolist(), strict=True):
-                self._tuples.forget(tid, cid)
+            self._forget(ids)
             self._slot_of[ids] = -1
             self._conn_of_slot[batch] = -1
             self._arrays.free.extend(batch.tolist())
+
+    def _forget(self, ids: np.ndarray) -> None:
+        """These connections retired: their 4-tuples are forgotten, but those a newer connection lives on."""
+        self._tuples.forget_many(self._tuple_of[ids], ids)
 
     def finish(self) -> ConnectionStore:
         """Retire the live connections too; all connections, in id order.  The tracker's slots are then
@@ -236,12 +254,8 @@ class Tracker:
         with _without_cycle_collection():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
             self._retire(live)
-            sleeping = self._dormant.ids()
             self._dormant.draining = True
-            for start in range(0, len(sleeping), _WAKE_BATCH):
-                ids = sleeping[start : start + _WAKE_BATCH]
-                self._wake(ids)
-                self._retire(self._slot_of[ids].astype(np.int64))
+            self._retire_dormant(self._dormant.ids())
         self._drop_slots()
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
@@ -280,7 +294,7 @@ class Tracker:
         out: dict[int, Connection] = {}
         live = slots >= 0
         if live.any():
-            conn_rows, tables, overflow = self._rows(slots[live], ids[live], keep=True)
+            conn_rows, tables, overflow = self._rows(self._slot_state(slots[live]), ids[live], keep=True)
             spill = Spill()
             spill.put(conn_rows, tables, overflow)
             out.update(zip(ids[live].tolist(), spill.get(ids[live]), strict=True))
@@ -288,39 +302,47 @@ class Tracker:
             out.update(zip(ids[~live].tolist(), self._spill.get(ids[~live]), strict=True))
         return [out[cid] for cid in ids.tolist()]
 
-    def _rows(self, slots: np.ndarray, ids: np.ndarray, *, keep: bool):
-        """The rows of the connections in these slots (see :mod:`.rows`): connection rows, their table
-        rows (taken from the pending ones unless ``keep``), their long histories."""
-        arr, ev = self._arrays, self._events
-        cols = ev.columns
-        e = cols.ev[slots]
-        out = np.zeros(len(slots), CONN_ROW)
-        ident = self._ident[slots]
-        for name in _IDENT.names:
-            out[name] = ident[name]
-        col = {name: arr[name][slots] for name in _FINAL_COLUMNS}
-        out["end_ns"], out["last_frame"] = col["last_ns"], col["last_frame"]
-        out["history"] = cols.history[slots]
-        out["history_len"] = e[:, lib.EV_HLEN]
+    def _slot_state(self, slots: np.ndarray) -> _SlotState:
+        arr, cols = self._arrays, self._events.columns
+        probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
+        ident = self._ident.view(_IDENT_RAW)[slots].view(_IDENT)
+        return _SlotState(arr.table[slots], cols.ev[slots], cols.history[slots], probes, ident)
+
+    def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
+        """The rows of these connections, from their slots' state (see :mod:`.rows`): connection rows, their
+        table rows (taken from the pending ones unless ``keep``), their long histories."""
+        ev = self._events
+        e = slot.ev
+        f = {}
+        col = {name: slot.table[:, _COLUMN[name]] for name in _FINAL_COLUMNS}
+        f["end_ns"], f["last_frame"] = col["last_ns"], col["last_frame"]
+        # Past its length, a slot's history holds what an earlier connection of the slot left: zeros instead,
+        # so that a row depends on its connection only (not on which slot it had).
+        f["history"] = np.where(np.arange(slot.history.shape[1]) < e[:, lib.EV_HLEN, None], slot.history, 0)
+        f["history_len"] = e[:, lib.EV_HLEN]
         for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
                                 ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
                                 ("synack_after_ack", lib.EV_SAA_N, 3), ("fin_frame", lib.EV_FIN, 2),
                                 ("first_payload_frame", lib.EV_PAYLOAD, 2),
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
-            out[name] = e[:, at : at + width]
-        out["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        out["probes"] = cols.probes_of(slots)
+            f[name] = e[:, at : at + width]
+        f["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
+        if slot.probes is not None:
+            f["probes"] = slot.probes
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
                            ("ttl_n", "ttl_n0", "ttl_n1"), ("timestamped", "ts_n0", "ts_n1")):  # fmt: skip
-            out[name] = np.stack([col[a], col[b]], axis=1)
+            f[name] = np.stack([col[a], col[b]], axis=1)
+        stream, unacked = [], []
         for s in (0, 1):
             first, end, peer_ack = col[f"first_seq_val{s}"], col[f"max_end{s}"], col[f"max_ack{1 - s}"]
             known = (first != NONE) & (end != NONE)
             syn_fin = (e[:, lib.EV_ISN + s] >= 0).astype(np.int64) + (e[:, lib.EV_FIN + s] >= 0)
-            out["stream_bytes"][:, s] = np.where(known, np.maximum(0, end - first - syn_fin), 0)
-            out["unacked_bytes"][:, s] = np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE)
+            stream.append(np.where(known, np.maximum(0, end - first - syn_fin), 0))
+            unacked.append(np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE))
+        f["stream_bytes"], f["unacked_bytes"] = np.stack(stream, axis=1), np.stack(unacked, axis=1)
+        out = packed(CONN_ROW, len(ids), f, head=slot.ident)
         if not keep:
             self._merge_host_ttl(out)
         tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
@@ -332,23 +354,42 @@ class Tracker:
 
     def _merge_host_ttl(self, conn_rows: np.ndarray) -> None:
         """Per responder address, the TTL range of its packets over the connections retired so far."""
-        seen = conn_rows[conn_rows["ttl_n"][:, 1] > 0]
+        seen = np.flatnonzero(conn_rows["ttl_n"][:, 1] > 0)
         if not len(seen):
             return
-        hosts, inverse = np.unique(np.stack([seen["resp_hi"], seen["resp_lo"]], axis=1), axis=0, return_inverse=True)
-        inverse = inverse.ravel()
-        low = np.full(len(hosts), 256, dtype=np.int64)
-        high = np.full(len(hosts), -1, dtype=np.int64)
-        np.minimum.at(low, inverse, seen["ttl_low"][:, 1])
-        np.maximum.at(high, inverse, seen["ttl_high"][:, 1])
-        n = np.bincount(inverse, weights=seen["ttl_n"][:, 1], minlength=len(hosts)).astype(np.int64)
-        for (hi, lo), lo_ttl, hi_ttl, count in zip(hosts.tolist(), low.tolist(), high.tolist(), n.tolist(),
-                                                   strict=True):  # fmt: skip
-            old = self._host_ttl.get((hi, lo))
+        hi, lo = conn_rows["resp_hi"][seen], conn_rows["resp_lo"][seen]
+        order = np.lexsort((lo, hi))  # hosts in (hi, lo) order: the order they are first added in
+        hi, lo = hi[order], lo[order]
+        first = np.flatnonzero(np.r_[True, (hi[1:] != hi[:-1]) | (lo[1:] != lo[:-1])])
+        at = seen[order]
+        low = np.minimum.reduceat(conn_rows["ttl_low"][at, 1], first)
+        high = np.maximum.reduceat(conn_rows["ttl_high"][at, 1], first)
+        n = np.add.reduceat(conn_rows["ttl_n"][at, 1], first)
+        for host_hi, host_lo, lo_ttl, hi_ttl, count in zip(hi[first].tolist(), lo[first].tolist(), low.tolist(),
+                                                            high.tolist(), n.tolist(), strict=True):  # fmt: skip
+            old = self._host_ttl.get((host_hi, host_lo))
             if old is None:
-                self._host_ttl[(hi, lo)] = (lo_ttl, hi_ttl, count)
+                self._host_ttl[(host_hi, host_lo)] = (lo_ttl, hi_ttl, count)
             else:
-                self._host_ttl[(hi, lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
+                self._host_ttl[(host_hi, host_lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
+
+
+class _SlotState(NamedTuple):
+    """What a connection's rows are made of, per connection (from its slot, or from its dormant record)."""
+
+    table: np.ndarray
+    """Rows of :attr:`.sequence.ConnArrays.table`."""
+    ev: np.ndarray
+    history: np.ndarray
+    probes: np.ndarray | None
+    """None: no keepalive probes (all zeros)."""
+    ident: np.ndarray
+
+
+def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
+    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
+    probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
+    return _SlotState(records["table"], records["ev"], records["history"], probes if probed else None, records["ident"])
 
 
 @contextlib.contextmanager
@@ -377,8 +418,12 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "id", "orig_hi", "orig_lo", "orig_port", "resp_hi", "resp_lo", "resp_port", "ip_version", "inferred",
     "first_frame", "start_ns", "tunnel_id",
 )])  # fmt: skip
-"""Per slot, who the connection is (set when it starts)."""
-_WAKE_BATCH = 4_096
-"""Dormant connections put back in slots at once at the end, to retire them."""
+"""Per slot, who the connection is (set when it starts): the first fields of a connection row, as they are laid
+out there (a connection row starts with its bytes)."""
+assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
+_IDENT_RAW = np.dtype((np.void, _IDENT.itemsize))
+"""An ident as opaque bytes: gathered whole, not field by field."""
+_COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
+"""Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
 _SLOT_BATCH = 4_096
 """Connections retired or put to sleep at once: their rows are made together (a few kilobytes each)."""
