@@ -16,8 +16,6 @@ stream the rows back in frame order.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import os
 import tempfile
 from array import array
@@ -27,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
+from rstscope import collector
 from rstscope import evidence as evidence_mod
 from rstscope.connections import Connection, TtlRange
 from rstscope.evidence import ResetEvidence
@@ -342,22 +341,8 @@ def build(
 
     ``connections`` may also be lighter objects with the fields evidence reads
     (:meth:`~rstscope.connections.retire.ConnectionsById.reset_subjects`)."""
-    with _collector_paused():
+    with collector.paused():
         return _build(connections, host_ttl or {}, memory_bytes, extend)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while RSTs are judged: the objects made per RST form no cycles and
-    go by reference counting, while the collector's passes over those alive (a batch of connections read
-    from the spill) cost a tenth of the time on a reset storm."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange], memory_bytes: int | None,

@@ -9,12 +9,11 @@ order, made from its rows when read.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 from typing import NamedTuple
 
 import numpy as np
 
+from rstscope import collector
 from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
@@ -60,7 +59,7 @@ class Tracker:
         good = chunk["decode_error"] == 0
         self.skipped_decode_errors += int(len(chunk) - good.sum())
         rows = chunk[good] if not good.all() else chunk
-        with _without_cycle_collection():
+        with collector.paused():
             for start in range(0, len(rows), FEED_ROWS):
                 self._feed(rows[start : start + FEED_ROWS])
 
@@ -251,7 +250,7 @@ class Tracker:
     def finish(self) -> ConnectionStore:
         """Retire the live connections too; all connections, in id order.  The tracker's slots are then
         given back to the system: the stages after tracking run while the tracker is still referenced."""
-        with _without_cycle_collection():
+        with collector.paused():
             live = np.flatnonzero(self._conn_of_slot[: self._arrays.size] >= 0)
             self._retire(live)
             self._dormant.draining = True
@@ -390,20 +389,6 @@ def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
     """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
     probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
     return _SlotState(records["table"], records["ev"], records["history"], probes if probed else None, records["ident"])
-
-
-@contextlib.contextmanager
-def _without_cycle_collection():
-    """The cyclic garbage collector paused: the tracker allocates many small containers (a connection is
-    a few dozen) and makes no reference cycles, so the collector's passes over the growing heap find
-    nothing and cost a quarter of the tracker's time on short connections (measured)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 _FEED_COLUMNS = ("flags", "seq", "ack", "payload_len", "ts_ns", "frame", "window", "ttl", "ip_id", "has_ts")

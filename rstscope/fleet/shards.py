@@ -31,7 +31,6 @@ Where the time goes: ``benchmarks/fleet.py --breakdown`` (:mod:`.timing`; benchm
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import multiprocessing
 import os
@@ -45,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rstscope import collector
 from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
 from rstscope.connections.tracker import FEED_ROWS
@@ -241,11 +241,9 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
     source = _shard_rows(shard, pieces, workdir)
     buf = np.zeros(0, dtype=PACKET_DTYPE)
     more = True
-    enabled = gc.isenabled()
     read, track = timing.Stopwatch(), timing.Stopwatch()
     waits = exchange.waits
-    gc.disable()  # as in Tracker.feed: the tracker makes no reference cycles
-    try:
+    with collector.paused():  # as in Tracker.feed
         for k in range(len(sched)):
             bound = int(sched.last_frame[k])
             with read.timing():
@@ -261,9 +259,6 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
         with timing.phase("phase 2", "finish tracker"):
             store = tracker.finish()
         del tracker, buf  # its slots and rings are not needed by the stages after tracking
-    finally:
-        if enabled:
-            gc.enable()
     read.record("phase 2", "read rows")
     track.wall -= waits.wall  # the barrier waits so far happened inside tracking
     track.cpu -= waits.cpu
