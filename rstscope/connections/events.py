@@ -436,7 +436,10 @@ class EventPass:
         kept = (np.arange(RING)[::-1] < n_probes[:, None]) & (probes[:, :, 0] > last_plain_frame[:, None])
         n_kept = kept.sum(axis=1)
         order_kept = np.argsort(~kept, axis=1, kind="stable")
-        out["probes"] = np.take_along_axis(probes, order_kept[:, :, None], axis=1)
+        kept_first = np.take_along_axis(probes, order_kept[:, :, None], axis=1)
+        # Zeros past the count: the ring's other entries are whatever the slot held before (a row's bytes
+        # would then depend on slot reuse; readers take the first probes_n only).
+        out["probes"] = np.where((np.arange(RING) < n_kept[:, None])[:, :, None], kept_first, 0)
         out["probes_n"] = n_kept
         for i, frame in enumerate(out["frame"].tolist()):
             acks = self.rst_peer_acks.pop(frame, ())
