@@ -188,7 +188,7 @@ def test_closed_connections_retire_early_under_pressure(tmp_path, monkeypatch):
     # would stay (they are far from STALE_AFTER_FRAMES idle).
     assert most_live < 300
     assert sum(c is None for c in tracker.connections) > 300
-    assert tracker._tuples.next_tid < 600  # the ids of forgotten 4-tuples were handed out again
+    assert tracker._tuples.ids.next_tid() < 600  # the ids of forgotten 4-tuples were handed out again
     assert _comparable(_doc(path, 500)) == _comparable(kept)
     zeek = api.document(analysis.analyze_capture(path, zeek_timers=True))  # timers of recycled tuple ids reset
     assert _comparable(zeek) == _comparable(zeek_kept)

@@ -29,9 +29,9 @@ class TupleTable:
     carries from chunk to chunk.  A tuple is forgotten when its last connection retires."""
 
     def __init__(self) -> None:
-        self._ids = TupleIndex()  # the ids of forgotten 4-tuples are handed out again: memory follows the tuples alive
-        self._retired: list[tuple[int, int]] = []
-        """(tuple id, connection id) of the connections retired since the last lookup, not forgotten yet."""
+        self.ids = TupleIndex()
+        """The 4-tuples alive: canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id.
+        The ids of forgotten 4-tuples are handed out again: memory follows the tuples alive."""
         self.recycled = np.zeros(0, dtype=np.int64)
         """The ids the last :meth:`index` handed out again (their per-tuple values are reset)."""
         self.conn = np.full(1024, -1, dtype=np.int64)  # current connection per tuple
@@ -66,13 +66,14 @@ class TupleTable:
         order, start = _grouped(columns)
         groups = Groups(start)
         ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
-        tids, self.recycled = self.ids.assign(ks)  # ids: the retired connections' tuples forgotten first
+        tids, self.recycled = self.ids.assign(ks)
         self.conn[self.recycled] = -1
         self.syn[self.recycled] = -1
         self.closed[self.recycled] = 0
         self.synack_ack[self.recycled] = -1
-        if self.next_tid > len(self.conn):
-            grow = max(self.next_tid, 2 * len(self.conn)) - len(self.conn)
+        handed_out = self.ids.next_tid()
+        if handed_out > len(self.conn):
+            grow = max(handed_out, 2 * len(self.conn)) - len(self.conn)
             self.conn = np.concatenate([self.conn, np.full(grow, -1, dtype=np.int64)])
             self.syn = np.concatenate([self.syn, np.full(grow, -1, dtype=np.int64)])
             self.closed = np.concatenate([self.closed, np.zeros(grow, dtype=np.int64)])
@@ -148,31 +149,10 @@ class TupleTable:
         self.conn[tids] = conn_id[group_last]
         return new_pos, conn_id
 
-    @property
-    def next_tid(self) -> int:
-        """Tuple ids handed out so far (forgotten ones are handed out again first)."""
-        return self._ids.next_tid()
-
-    def forget(self, tid: int, cid: int) -> None:
-        """Connection ``cid`` retired: forget its 4-tuple unless a newer connection lives on it."""
-        self._retired.append((tid, cid))  # per connection: forgotten together, before the next lookup
-
     def forget_many(self, tids: np.ndarray, cids: np.ndarray) -> None:
-        """:meth:`forget` of each (tuple id, connection id), in order, in one compiled pass."""
-        self._forget_retired()
-        self._ids.forget(tids, cids, self.conn)
-
-    def _forget_retired(self) -> None:
-        if self._retired:
-            pairs = np.array(self._retired, dtype=np.int64)
-            self._retired.clear()
-            self._ids.forget(pairs[:, 0], pairs[:, 1], self.conn)
-
-    @property
-    def ids(self) -> TupleIndex:
-        """The 4-tuples alive: canonical key (A address, B address, ports, tunnel; 48 bytes) -> tuple id."""
-        self._forget_retired()
-        return self._ids
+        """Connections ``cids`` retired: forget each one's 4-tuple (of ``tids``) unless a newer connection
+        lives on it, in one compiled pass."""
+        self.ids.forget(tids, cids, self.conn)
 
 
 class TupleIndex:
