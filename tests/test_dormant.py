@@ -102,7 +102,7 @@ def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkey
 
 
 def test_record_file_reads_rows_in_any_order(monkeypatch):
-    """A RecordFile read by runs of pages (``page_rows``, as the dormant records are) gives back the rows asked
+    """A RecordFile read by runs of pages (``run_page_bytes``, as the dormant records are) gives back the rows asked
     for, from the file and from memory, in any order and repeated."""
     monkeypatch.setattr(retire, "SPILL_BATCH", 64)
     dtype = np.dtype([("a", np.int64), ("b", np.int8, 3), ("c", np.uint64)])
@@ -112,7 +112,7 @@ def test_record_file_reads_rows_in_any_order(monkeypatch):
     rows["b"] = rng.integers(-128, 128, (len(rows), 3))
     rows["c"] = np.arange(len(rows))
     for page_rows in (1, 3, 16, None):
-        records = retire.RecordFile(dtype, page_rows=page_rows)
+        records = retire.RecordFile(dtype, run_page_bytes=None if page_rows is None else page_rows * dtype.itemsize)
         for start in range(0, len(rows), 37):  # appended in uneven parts: flushed at SPILL_BATCH rows
             records.append(rows[start : start + 37])
         assert 0 < records._written < len(rows)  # some rows in the file, some still in memory

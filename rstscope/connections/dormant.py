@@ -69,9 +69,9 @@ class Dormant:
         """Set when every dormant connection is about to leave (the end of the capture): no more compaction."""
 
     def _new_files(self) -> None:
-        self._rows = RecordFile(self.dtype, page_rows=_page_rows(self.dtype))
-        self._recent = RecordFile(self._recent_dtype, page_rows=_page_rows(self._recent_dtype))
-        self._probes = RecordFile(self._probes_dtype, page_rows=_page_rows(self._probes_dtype))
+        self._rows = RecordFile(self.dtype, run_page_bytes=PAGE_BYTES)
+        self._recent = RecordFile(self._recent_dtype, run_page_bytes=PAGE_BYTES)
+        self._probes = RecordFile(self._probes_dtype, run_page_bytes=PAGE_BYTES)
 
     def __len__(self) -> int:
         return int(np.count_nonzero(self._at >= 0))
@@ -215,7 +215,3 @@ def _probed(ev: np.ndarray) -> np.ndarray:
 def _within(counts: np.ndarray) -> np.ndarray:
     """0, 1, ... count - 1 for each count, concatenated."""
     return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-
-
-def _page_rows(dtype: np.dtype) -> int:
-    return max(1, PAGE_BYTES // dtype.itemsize)

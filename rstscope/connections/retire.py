@@ -106,11 +106,11 @@ class RecordFile:
     are kept: reading in id order comes back to the same few places of the file (connections retire in
     runs of ids)."""
 
-    def __init__(self, dtype: np.dtype, *, page_rows: int | None = None) -> None:
-        """``page_rows``: rows are read in any order (no cache of pages): each take reads the pages of this many
-        rows that hold the rows asked for, runs of consecutive pages in one read."""
+    def __init__(self, dtype: np.dtype, *, run_page_bytes: int | None = None) -> None:
+        """``run_page_bytes``: rows are read in any order (no cache of pages): each take reads the pages of
+        about this many bytes that hold the rows asked for, runs of consecutive pages in one read."""
         self.dtype = dtype
-        self._run_rows = page_rows
+        self._run_rows = None if run_page_bytes is None else max(1, run_page_bytes // dtype.itemsize)
         self._file = None
         self._written = 0
         self._buffer: list[np.ndarray] = []
@@ -299,9 +299,11 @@ class ConnectionsById(Sequence):
     def __iter__(self) -> Iterator[Connection]:
         yield from self._batches(np.arange(len(self)))
 
-    def _batches(self, ids: np.ndarray) -> Iterator[Connection]:
+    def _batches(self, ids: np.ndarray, make=None) -> Iterator:
+        """Those of ``ids``, ``BATCH`` at a time, made by ``make`` (by default :meth:`_get`)."""
+        make = make or self._get
         for start in range(0, len(ids), self.BATCH):
-            yield from self._get(ids[start : start + self.BATCH])
+            yield from make(ids[start : start + self.BATCH])
 
 
 class ConnectionStore(ConnectionsById):
@@ -322,9 +324,7 @@ class ConnectionStore(ConnectionsById):
         return self._spill.get(ids)
 
     def reset_subjects(self) -> Iterator[ResetSubject]:
-        ids = self._reset_ids
-        for start in range(0, len(ids), self.BATCH):
-            yield from self._spill.subjects(ids[start : start + self.BATCH])
+        return self._batches(self._reset_ids, self._spill.subjects)
 
     def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
         """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection
