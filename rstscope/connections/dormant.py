@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, lib
-from rstscope.connections.retire import RecordFile, fit
+from rstscope.connections.retire import RecordFile, fit, opaque
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
 
@@ -102,7 +102,7 @@ class Dormant:
             probes = columns.probes_of(slots[probed])
             probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
         rows = _packed(self.dtype, n, table=arrays.table[slots], ev=ev, history=columns.history[slots],
-                       ack_frame=acks.frame[slots], ack_value=acks.ack[slots], ident=_raw(ident)[slots],
+                       ack_frame=acks.frame[slots], ack_value=acks.ack[slots], ident=opaque(ident)[slots],
                        recent_at=recent_at, probes_at=probes_at)  # fmt: skip
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
@@ -126,7 +126,7 @@ class Dormant:
         columns.history[slots] = _field(rows, "history")
         columns.restore(slots, recent, probes)
         acks.frame[slots], acks.ack[slots] = _field(rows, "ack_frame"), _field(rows, "ack_value")
-        _raw(ident)[slots] = _field(rows, "ident").view(_raw(ident).dtype).ravel()
+        opaque(ident)[slots] = _field(rows, "ident").view(opaque(ident).dtype).ravel()
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
         """These dormant connections' records, no longer dormant: (records, recent-segment rings or None
@@ -195,11 +195,6 @@ def _field(records: np.ndarray, name: str) -> np.ndarray:
     field, at = records.dtype.fields[name][:2]
     raw = records.view(np.uint8).reshape(len(records), -1)[:, at : at + field.itemsize]
     return np.ascontiguousarray(raw).view(field.base).reshape(len(records), *field.shape)
-
-
-def _raw(array: np.ndarray) -> np.ndarray:
-    """A structured array's rows as opaque bytes (gathered and scattered whole, not field by field)."""
-    return array.view(np.dtype((np.void, array.dtype.itemsize)))
 
 
 def _held(ev: np.ndarray) -> np.ndarray:

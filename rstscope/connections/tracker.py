@@ -19,7 +19,7 @@ from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, grown, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, packed
+from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, opaque, packed
 from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
@@ -106,8 +106,7 @@ class Tracker:
         self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._tuple_of[new_ids] = tid[new_pos]
         new_slots = self._allocate(new_ids)
-        whole = np.dtype((np.void, rows.dtype.itemsize))  # rows gathered whole, not field by field
-        first = rows.view(whole)[order[new_pos]].view(rows.dtype)
+        first = opaque(rows)[order[new_pos]].view(rows.dtype)
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
         f = {"id": new_ids}
         for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
@@ -115,7 +114,7 @@ class Tracker:
             f[f"resp_{end}"] = np.where(src_is_orig, first[dst], first[src])
         f["ip_version"], f["inferred"] = first["ip_version"], inferred
         f["first_frame"], f["start_ns"], f["tunnel_id"] = first["frame"], first["ts_ns"], first["tunnel_id"]
-        self._ident.view(_IDENT_RAW)[new_slots] = packed(_IDENT, k, f).view(_IDENT_RAW)
+        opaque(self._ident)[new_slots] = opaque(packed(_IDENT, k, f))
         arr["orig_is_a"][new_slots] = a_side[new_pos] == src_is_orig
         self._events.columns.fit(arr.capacity, new_slots, ~src_is_orig)  # ``^``: Zeek's flip
         slot = self._slot_of[conn_id]
@@ -304,7 +303,7 @@ class Tracker:
     def _slot_state(self, slots: np.ndarray) -> _SlotState:
         arr, cols = self._arrays, self._events.columns
         probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
-        ident = self._ident.view(_IDENT_RAW)[slots].view(_IDENT)
+        ident = opaque(self._ident)[slots].view(_IDENT)
         return _SlotState(arr.table[slots], cols.ev[slots], cols.history[slots], probes, ident)
 
     def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
@@ -406,8 +405,6 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 """Per slot, who the connection is (set when it starts): the first fields of a connection row, as they are laid
 out there (a connection row starts with its bytes)."""
 assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
-_IDENT_RAW = np.dtype((np.void, _IDENT.itemsize))
-"""An ident as opaque bytes: gathered whole, not field by field."""
 _COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
 """Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
 _SLOT_BATCH = 4_096
