@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, lib
-from rstscope.connections.retire import RecordFile, fit, opaque
+from rstscope.connections.retire import RecordFile, fit, opaque, packed
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
 
@@ -101,9 +101,10 @@ class Dormant:
         if probed.any():
             probes = columns.probes_of(slots[probed])
             probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
-        rows = _packed(self.dtype, n, table=arrays.table[slots], ev=ev, history=columns.history[slots],
-                       ack_frame=acks.frame[slots], ack_value=acks.ack[slots], ident=opaque(ident)[slots],
-                       recent_at=recent_at, probes_at=probes_at)  # fmt: skip
+        fields = dict(table=arrays.table[slots], ev=ev, history=columns.history[slots], ack_frame=acks.frame[slots],
+                      ack_value=acks.ack[slots], ident=opaque(ident)[slots].view(ident.dtype), recent_at=recent_at,
+                      probes_at=probes_at)  # fmt: skip
+        rows = packed(self.dtype, n, fields)
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
         closed = arrays["closing"][slots] > 0
@@ -172,17 +173,6 @@ class Dormant:
                 )
             self._at[batch] = self._rows.append(got) + np.arange(len(batch))
         self._dead = 0
-
-
-def _packed(dtype: np.dtype, n: int, **fields: np.ndarray) -> np.ndarray:
-    """``n`` records of ``dtype`` with these fields (each ``n`` rows of the field's shape), copied as bytes:
-    numpy assigns a structured field element by element, several times slower."""
-    out = np.empty((n, dtype.itemsize), dtype=np.uint8)
-    for name, values in fields.items():
-        at = dtype.fields[name][1]
-        raw = np.ascontiguousarray(values).view(np.uint8).reshape(n, -1)
-        out[:, at : at + raw.shape[1]] = raw
-    return out.view(dtype).ravel()
 
 
 def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
