@@ -255,22 +255,10 @@ class ResetTable(Sequence):
         lo, hi = self.span(conn_id)
         return self.outcome(lo, hi) if hi > lo else None
 
-    def outcomes(self, first_id: int, end_id: int) -> dict[int, ConnectionOutcome]:
-        """:meth:`outcome_of` every connection with ids in [first_id, end_id) that saw a RST, by id: from
-        the columns at once (the JSON writer asks it of every connection)."""
-        found = self.outcome_columns(first_id, end_id)
-        if found is None:
-            return {}
-        frames, bounds = found.frames.tolist(), found.bounds.tolist()
-        outcomes = {}
-        values = (found.ids.tolist(), found.codes.tolist(), found.in_flight.tolist(), found.lost.tolist())
-        for k, (cid, code, flight, lost) in enumerate(zip(*values, strict=True)):
-            frames_k = frames[bounds[k] : bounds[k + 1]]
-            outcomes[cid] = ConnectionOutcome(frames_k, VERDICTS[code], None if flight == NO_VALUE else flight, lost)
-        return outcomes
-
     def outcome_columns(self, first_id: int, end_id: int) -> OutcomeColumns | None:
-        """:meth:`outcomes` as columns (None: no connection of those ids saw a RST)."""
+        """:meth:`outcome_of` every connection with ids in [first_id, end_id) that saw a RST, as columns, from
+        the table's columns at once (the JSON writer asks it of every connection); None: no connection of
+        those ids saw a RST."""
         lo, hi = np.searchsorted(self.connection, [first_id, end_id]).tolist()
         if lo == hi:
             return None
