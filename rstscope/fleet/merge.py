@@ -32,7 +32,7 @@ import numpy as np
 from rstscope import columns, reset_table
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.retire import ConnectionsById
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections
+from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections, span_positions
 from rstscope.fleet import frames as fleet_frames
 from rstscope.fleet import timing
 
@@ -131,11 +131,11 @@ def _dump_rows(store, shard: int, work: Path) -> np.ndarray:
     try:
         for start in range(0, n, BATCH):
             ids = np.arange(start, min(n, start + BATCH))
-            rows = spill.conns.take(spill._at[ids])
+            rows = spill.rows(ids)
             first[ids] = rows["first_frame"]
             for name in TABLES:
                 spans = rows[name]
-                table = spill.tables[name].take(_positions(spans))
+                table = spill.tables[name].take(span_positions(spans))
                 table.tofile(outs[name])
                 counts = spans[:, 1]
                 spans[:, 0] = written[name] + np.cumsum(counts) - counts
@@ -154,17 +154,8 @@ def _first_frames(store) -> np.ndarray:
     first = np.zeros(n, dtype=np.int64)
     for start in range(0, n, BATCH):
         ids = np.arange(start, min(n, start + BATCH))
-        first[ids] = spill.conns.take(spill._at[ids])["first_frame"]
+        first[ids] = spill.rows(ids)["first_frame"]
     return first
-
-
-def _positions(spans: np.ndarray) -> np.ndarray:
-    """Row positions of (start, count) spans, concatenated."""
-    counts = spans[:, 1]
-    total = int(counts.sum())
-    if not total:
-        return np.zeros(0, dtype=np.int64)
-    return np.repeat(spans[:, 0] - (np.cumsum(counts) - counts), counts) + np.arange(total)
 
 
 def _global_ids(firsts: list[np.ndarray], shard: int) -> np.ndarray:
