@@ -174,8 +174,7 @@ def main(job_path: str) -> int:
         if job.shard == 0:
             call_off(directory)
         outcome = ("error", shards.BROKEN if isinstance(exc, Broken) else f"worker {job.shard}: {exc}")
-        with open(Path(job.workdir) / f"result-{job.shard}", "wb") as f:
-            pickle.dump(outcome, f)
+        shards.write_outcome(job.workdir, job.shard, outcome)
         return 1
     try:
         outcome = shards.shard_outcome(job.shard, job.pieces, job.sched, job.workdir, exchange, job.info,

@@ -325,7 +325,7 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
             decoded = engine.decode(group, workdir, progress)
         results = []
         for members in _captures(group, decoded, options.max_gap_s, warn):
-            work = ShardOptions(zeek_timers=options.zeek_timers, rows=getattr(options, "connection_rows", True))
+            work = ShardOptions(zeek_timers=options.zeek_timers, rows=options.connection_rows)
             results.append(_phase2(group, members, decoded, engine, workdir, work, progress))
         return results
     finally:
@@ -437,6 +437,13 @@ def pick(outcomes: list[tuple[str, object]]) -> list[ShardResult]:
     return [value for _, value in outcomes]
 
 
+def write_outcome(workdir: str, j: int, outcome: tuple[str, object]) -> None:
+    """Shard ``j``'s outcome, for :func:`read_outcome` (a pickle through a file: the shard's process may be
+    a child of a Dask worker)."""
+    with open(Path(workdir) / f"result-{j}", "wb") as f:
+        pickle.dump(outcome, f)
+
+
 def read_outcome(workdir: str, j: int) -> tuple[str, object]:
     try:
         with open(Path(workdir) / f"result-{j}", "rb") as f:
@@ -446,16 +453,14 @@ def read_outcome(workdir: str, j: int) -> tuple[str, object]:
 
 
 def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(threading.BrokenBarrierError,)):
-    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written to ``result-{j}``
-    (a pickle through a file: the shard's process may be a child of a Dask worker)."""
+    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written (:func:`write_outcome`)."""
     try:
         outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, options))
     except broken:
         outcome = ("error", BROKEN)
     except BaseException as exc:  # the parent raises it as one line
         outcome = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
-    with open(Path(workdir) / f"result-{j}", "wb") as f:
-        pickle.dump(outcome, f)
+    write_outcome(workdir, j, outcome)
     return outcome
 
 
