@@ -342,38 +342,9 @@ def c_loop():
 
     if not shutil.which("cc"):
         return None
-    names = {
-        k: globals()[k]
-        for k in (
-            "NS",
-            "NE",
-            "ANY",
-            "SYN",
-            "FIN",
-            "RST",
-            "ACK",
-            "L_S",
-            "L_H",
-            "L_A",
-            "L_D",
-            "L_F",
-            "L_R",
-            "L_T",
-            "L_W",
-            "L_I",
-            "L_Q",
-            "S_RESET",
-            "S_CLOSED",
-            "E_SYN",
-            "E_SYN_ACK",
-            "E_ORIG_SYN_ACK",
-            "E_DATA",
-            "E_ACK",
-            "E_FIN",
-            "E_RST",
-            "NONE",
-        )
-    }
+    constants = """NS NE ANY SYN FIN RST ACK L_S L_H L_A L_D L_F L_R L_T L_W L_I L_Q S_RESET S_CLOSED E_SYN E_SYN_ACK
+                   E_ORIG_SYN_ACK E_DATA E_ACK E_FIN E_RST NONE"""
+    names = {k: globals()[k] for k in constants.split()}
     names["HMAX"] = HISTORY_MAX
     build = tempfile.mkdtemp(prefix="rstscope-kernel-")
     source, lib = f"{build}/loop.c", f"{build}/loop.so"
