@@ -23,7 +23,6 @@ int64_t tuple_index_assign(struct tuple_index *t, int64_t groups, const uint64_t
                            int64_t *recycled);
 int64_t tuple_index_forget(struct tuple_index *t, int64_t n, const int64_t *tids, const int64_t *cids,
                            int64_t *conn);
-int tuple_index_drop(struct tuple_index *t, int64_t tid);
 /* cdef end */
 
 static uint64_t tk_mix(const struct tuple_keys *k, int64_t i) {
@@ -225,7 +224,7 @@ static int ti_delete(struct tuple_index *t, int64_t tid) {
 
 /* Forget tuple ``tid``: its key leaves the table, its id is handed out again.  Returns -1 if memory ran
  * out, -2 if the tuple was not held. */
-int tuple_index_drop(struct tuple_index *t, int64_t tid) {
+static int ti_drop(struct tuple_index *t, int64_t tid) {
     if (t->n_free == t->free_cap) {
         int64_t cap = t->free_cap ? 2 * t->free_cap : 1024, *grown = realloc(t->free, cap * sizeof(int64_t));
         if (!grown) return -1;
@@ -239,14 +238,14 @@ int tuple_index_drop(struct tuple_index *t, int64_t tid) {
 
 /* Connections ``cids`` retired, ``tids`` their tuples: each tuple whose current connection (``conn``)
  * is the one retired is forgotten (``conn`` set to -1, its id to be handed out again), in order.
- * Returns the number forgotten, or :func:`tuple_index_drop`'s error. */
+ * Returns the number forgotten, or ``ti_drop``'s error. */
 int64_t tuple_index_forget(struct tuple_index *t, int64_t n, const int64_t *tids, const int64_t *cids,
                            int64_t *conn) {
     int64_t forgotten = 0;
     for (int64_t i = 0; i < n; i++) {
         int64_t tid = tids[i];
         if (conn[tid] != cids[i]) continue;
-        int status = tuple_index_drop(t, tid);
+        int status = ti_drop(t, tid);
         if (status < 0) return status;
         conn[tid] = -1;
         forgotten++;
