@@ -90,8 +90,9 @@ class ConnArrays:
     def __init__(self) -> None:
         self.size = 0
         self.capacity = 1024
-        self.into_chunk: tuple[np.ndarray, np.ndarray] = (np.zeros(0, dtype=np.int64), np.zeros((0, 9), np.int64))
+        self.into_chunk: tuple[np.ndarray, np.ndarray]
         """(positions of the chunk's RST rows, their CARRIED_INTO_RST values), set by :func:`running_values`."""
+        self.clear_carried_in()
         self.table = np.tile(self._DEFAULT_ROW, (self.capacity, 1))
         self.free: list[int] = []
         """Slots of retired connections, reused by new ones."""
@@ -125,6 +126,10 @@ class ConnArrays:
         """Column ``name`` of CARRIED_INTO_RST at these RST rows of the chunk, as carried into it."""
         positions, values = self.into_chunk
         return values[np.searchsorted(positions, rows), self.CARRIED_INTO_RST.index(name)]
+
+    def clear_carried_in(self) -> None:
+        """No chunk's values carried in are kept (none yet, or the event pass has read them)."""
+        self.into_chunk = (np.zeros(0, dtype=np.int64), np.zeros((0, len(self.CARRIED_INTO_RST)), dtype=np.int64))
 
     def _keep_carried_in(self, rst_rows: np.ndarray, slots: np.ndarray, sides: np.ndarray) -> None:
         cols = [self._INDEX[f"{name}0"] + (sides if name.startswith("last_plain") else 1 - sides)
@@ -227,7 +232,7 @@ _U8_OUT = ("pure_ack", "probe", "events", "after_gap")
 def carry(arr: ConnArrays, v: ChunkValues) -> None:
     """The chunk is done (the event pass read what was carried into it): the running values, already in
     the table, are what the next chunk starts from."""
-    arr.into_chunk = (np.zeros(0, dtype=np.int64), np.zeros((0, len(arr.CARRIED_INTO_RST)), dtype=np.int64))
+    arr.clear_carried_in()
 
 
 def grown(array: np.ndarray, rows: int) -> np.ndarray:
