@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from rstscope import collector
+from rstscope import collector, heap
 from rstscope import evidence as evidence_mod
 from rstscope.connections import Connection, TtlRange
 from rstscope.evidence import ResetEvidence
@@ -330,7 +330,9 @@ def build(
     ``connections`` may also be lighter objects with the fields evidence reads
     (:meth:`~rstscope.connections.retire.ConnectionsById.reset_subjects`)."""
     with collector.paused():
-        return _build(connections, host_ttl or {}, memory_bytes, extend)
+        table = _build(connections, host_ttl or {}, memory_bytes, extend)
+    heap.give_back()  # the evidence objects of a storm of RSTs, gone: what the outputs start from
+    return table
 
 
 def _build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange], memory_bytes: int | None,

@@ -101,6 +101,41 @@ def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkey
     assert from_dormancy == in_slots
 
 
+def test_a_storm_slice_is_tracked_in_parts_with_no_record_changed(tmp_path, monkeypatch):
+    """Past LIVE_CLOSED_LIMIT closed connections, a slice is tracked in parts of STORM_PART_ROWS rows and
+    idle connections go dormant between them: fewer slots at once (each new connection of a slice needs
+    one), the same records as a slice tracked whole (tracking is the same whatever the parts; dormancy
+    changes no result)."""
+    path = tmp_path / "late.pcap"
+    _short_connections_with_late_segments(path)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)  # a storm in miniature, as above
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
+    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
+    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    used, parts = [], []
+    finish, track = tracker.Tracker.finish, tracker.Tracker._track
+
+    def spy_finish(self):
+        used.append(self._arrays.size)  # slots ever used at once (freed ones are reused)
+        return finish(self)
+
+    def spy_track(self, rows):
+        parts.append(len(rows))
+        return track(self, rows)
+
+    monkeypatch.setattr(tracker.Tracker, "finish", spy_finish)
+    monkeypatch.setattr(tracker.Tracker, "_track", spy_track)
+    monkeypatch.setattr(tracker, "STORM_PART_ROWS", 10**9)
+    whole = tracker_reference.tracker_digest(path, chunk_packets=4096)
+    slices = len(parts)
+    monkeypatch.setattr(tracker, "STORM_PART_ROWS", 256)
+    in_parts = tracker_reference.tracker_digest(path, chunk_packets=4096)
+    assert len(parts) - slices > 4 * slices  # most slices were tracked in parts of 256 rows
+    assert used[1] < 0.75 * used[0]  # fewer slots at once (measured: 515 instead of 950)
+    assert in_parts == whole
+
+
 def test_record_file_reads_rows_in_any_order(monkeypatch):
     """A RecordFile read by runs of pages (``run_page_bytes``, as the dormant records are) gives back the rows asked
     for, from the file and from memory, in any order and repeated."""

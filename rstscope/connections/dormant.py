@@ -26,12 +26,12 @@ alive for seconds (SYN-ACK retransmissions at 1, 3, 7 ... s): short enough to ke
 in progress in memory, long enough that a request and its reply do not go dormant in between."""
 
 
-CLOSED_DORMANT_ABOVE = 40_000
+CLOSED_DORMANT_ABOVE = 16_000
 """Closed connections (in slots or dormant) past which the idle closed ones go dormant too.  A reset storm
-keeps a second's worth of them (50,000 at one RST per 20 µs); a busy server of short connections about
-LIVE_CLOSED_LIMIT, which stay in their slots: putting them out and back costs more than it saves there
-(measured on the short shape: 12.5-13.3 s CPU and 153 MB with them dormant, 10.6-12.8 s and 126 MB
-without)."""
+keeps a second's worth of them (50,000 at one RST per 20 µs), which in slots would take 65 MB; a busy
+server of short connections keeps about LIVE_CLOSED_LIMIT, which stay in their slots: putting them out and
+back costs more than it saves there (measured on the short shape: 12.5-13.3 s CPU and 153 MB with them
+dormant, 10.6-12.8 s and 126 MB without)."""
 COMPACT_AFTER = 1 << 16
 """Dead records (of connections that woke or retired) the files hold at least before they are compacted."""
 COMPACT_BATCH = 4_096

@@ -21,8 +21,9 @@ import numpy as np
 from rstscope import packets as P
 from rstscope.connections import retire
 from rstscope.connections.records import EndpointState, Phase, phase_of
+from rstscope.connections.retire import grown
 from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
-from rstscope.connections.sequence import ConnArrays, answers, grown
+from rstscope.connections.sequence import ConnArrays, answers
 from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE
 

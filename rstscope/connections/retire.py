@@ -354,10 +354,27 @@ def opaque(array: np.ndarray) -> np.ndarray:
     return array.view(np.dtype((np.void, array.dtype.itemsize)))
 
 
+def grown(array: np.ndarray, rows: int) -> np.ndarray:
+    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
+    by remapping its pages, without a second copy alive while it is copied), else copied."""
+    if array.flags.owndata and array.base is None:
+        try:
+            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
+            return array
+        except ValueError:
+            pass
+    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
-    """``array`` grown (doubling) to hold at least ``size`` entries, new ones set to ``fill``."""
+    """``array`` grown by half (at least to ``size`` entries), in place where it can be (:func:`grown`), the
+    new entries set to ``fill``.  For the arrays indexed by connection id, which grow with the capture:
+    doubling by copy had the old and the new one alive at once, and up to half of the new one unused."""
     if len(array) >= size:
         return array
-    grown = np.full(max(size, 2 * len(array), 1024), fill, dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown
+    old = len(array)
+    array = grown(array, max(size, old + old // 2, 1024))
+    array[old:] = fill
+    return array

@@ -22,6 +22,7 @@ from typing import ClassVar
 import numpy as np
 
 from rstscope import packets as P
+from rstscope.connections.retire import grown
 from rstscope.grouped import NONE
 
 try:
@@ -233,20 +234,6 @@ def carry(arr: ConnArrays, v: ChunkValues) -> None:
     """The chunk is done (the event pass read what was carried into it): the running values, already in
     the table, are what the next chunk starts from."""
     arr.clear_carried_in()
-
-
-def grown(array: np.ndarray, rows: int) -> np.ndarray:
-    """``array`` with ``rows`` rows, the new ones zero: resized in place where it can be (a large block grows
-    by remapping its pages, without a second copy alive while it is copied), else copied."""
-    if array.flags.owndata and array.base is None:
-        try:
-            array.resize((rows, *array.shape[1:]), refcheck=False)  # nothing else refers to it: see callers
-            return array
-        except ValueError:
-            pass
-    out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
-    out[: len(array)] = array
-    return out
 
 
 class AckRing:

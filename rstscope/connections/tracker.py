@@ -13,13 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rstscope import collector
+from rstscope import collector, heap
 from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
-from rstscope.connections.events import EventPass, grown, lib
+from rstscope.connections.events import EventPass, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, opaque, packed
+from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed
 from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
 from rstscope.grouped import NONE
@@ -28,6 +28,10 @@ from rstscope.packets import format_addr
 FEED_ROWS = 32_768
 """Rows tracked at once: the temporaries of a 32K-row slice stay in the CPU caches (measured: 16 %
 faster than 64K rows, and 2x smaller steps are slower again)."""
+STORM_PART_ROWS = 8_192
+"""Past LIVE_CLOSED_LIMIT closed connections (a reset storm), a slice is tracked in parts of this many rows,
+with idle connections going dormant between them: every connection of a part needs a slot (1.3 KB) while
+it is tracked, and a slice of bare RSTs is 32,768 new connections."""
 
 
 class Tracker:
@@ -53,6 +57,8 @@ class Tracker:
         self._host_ttl: dict[tuple[int, int], tuple[int, int, int]] = {}
         self._events = EventPass(self._arrays)
         self._dormant = Dormant(_IDENT)
+        self._closed_kept = 0
+        """Closed connections in slots or dormant after the last sweep (this tracker's own count)."""
         self.skipped_decode_errors = 0
 
     def feed(self, chunk: np.ndarray) -> None:
@@ -64,6 +70,18 @@ class Tracker:
                 self._feed(rows[start : start + FEED_ROWS])
 
     def _feed(self, rows: np.ndarray) -> None:
+        """One slice: tracked, then swept.  In a storm of closed connections the slice is tracked in parts,
+        the idle ones going dormant between them (never a change of results, see :mod:`.dormant`)."""
+        part = STORM_PART_ROWS if self._sweep.pressing(self._closed_kept) else len(rows)
+        for start in range(0, len(rows), part):
+            now_frame = self._track(rows[start : start + part])
+            if start + part < len(rows):
+                self._doze(now_frame)
+        # Last: the slice's rows are all counted by now.
+        self._retire_idle(int(rows["frame"].max()), int(rows["ts_ns"].max()))
+
+    def _track(self, rows: np.ndarray) -> int:
+        """Track these rows (a slice or a part of one); their last frame."""
         src_is_a, order, tgroups, tids = self._tuples.index(rows)
         # Columns grouped by tuple, capture order inside each group, as int64 (one pass over the rows).
         flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = grouped_columns(rows, order, _FEED_COLUMNS)
@@ -94,7 +112,7 @@ class Tracker:
             last_plain_of=[v.last_plain, v.last_plain], ip_ids=ip_ids,
         )  # fmt: skip
         carry(self._arrays, v)  # after the event pass, which reads the values carried into the chunk
-        self._retire_idle(int(frame.max()), int(ts.max()))  # last: the chunk's rows are all counted by now
+        return int(frame.max())
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
         """Slots for the connections that start in this chunk, and who they are; every row's slot."""
@@ -185,16 +203,12 @@ class Tracker:
             self._events.columns.forget_recent(in_slot)
             self._retire(in_slot[closing[in_slot]])
             self._retire_dormant(d_ids[idle[idle >= size] - size])
-            live = self._conn_of_slot[:size] >= 0
-        quiet = self._quiet.idle(now_frame, last_frame, live)
-        if quiet is not None:
-            # Closed connections only in a storm: they retire soon anyway, and the file costs time and memory.
-            storm = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > dormant.CLOSED_DORMANT_ABOVE
-            self._sleep(quiet if storm else quiet[~closing[quiet]])
-            live = self._conn_of_slot[:size] >= 0
+        self._doze(now_frame)
+        live = self._conn_of_slot[:size] >= 0
         d_ids, d_frame, d_ns = self._dormant.closed()
         closed_live = live & closing
-        kept = self.closed_kept(int(np.count_nonzero(closed_live)) + len(d_ids))
+        self._closed_kept = int(np.count_nonzero(closed_live)) + len(d_ids)
+        kept = self.closed_kept(self._closed_kept)
         if not self._sweep.pressing(kept):  # the usual case: the arrays below are not made
             return
         closed = np.concatenate([closed_live, np.ones(len(d_ids), dtype=bool)])
@@ -204,6 +218,19 @@ class Tracker:
         )  # fmt: skip
         self._retire(pressured[pressured < size])
         self._retire_dormant(d_ids[pressured[pressured >= size] - size])
+
+    def _doze(self, now_frame: int) -> None:
+        """Open connections idle DORMANT_AFTER_FRAMES go dormant (:mod:`.dormant`); closed ones too in a
+        storm (past CLOSED_DORMANT_ABOVE closed connections), else they stay in their slots: they retire soon
+        anyway, and the file costs time and memory."""
+        size = self._arrays.size
+        live = self._conn_of_slot[:size] >= 0
+        quiet = self._quiet.idle(now_frame, self._arrays["last_frame"][:size], live)
+        if quiet is None:
+            return
+        closing = self._arrays["closing"][:size] > 0
+        storm = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > dormant.CLOSED_DORMANT_ABOVE
+        self._sleep(quiet if storm else quiet[~closing[quiet]])
 
     def _retire_dormant(self, ids: np.ndarray) -> None:
         """Retire these dormant connections: their rows made from their dormant records (no slot)."""
@@ -255,6 +282,7 @@ class Tracker:
             self._dormant.draining = True
             self._retire_dormant(self._dormant.ids())
         self._drop_slots()
+        heap.give_back()  # the slots' holes in the heap: the stages after tracking start from what is left
         host_ttl = {format_addr(hi, lo): TtlRange(*r) for (hi, lo), r in self._host_ttl.items()}
         return ConnectionStore(self._spill, self.count, np.flatnonzero(self._events.saw_reset), host_ttl)
 
