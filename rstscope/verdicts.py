@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rstscope.connections import Phase, Side
 from rstscope.evidence import ResetEvidence
@@ -144,8 +144,9 @@ class Confidence(enum.Enum):
     """Two or more caveats, or no rule matched."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Decision:
+class Decision(NamedTuple):
+    """A RST's verdict and why (a named tuple: made once per RST, a frozen dataclass costs ~2 µs more)."""
+
     verdict: Verdict
     rule: str
     """Name of the rule that fired."""
