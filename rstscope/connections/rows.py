@@ -142,7 +142,7 @@ def _rst_columns(rows: np.ndarray) -> tuple[tuple[str, ...], list[list]]:
             some = np.flatnonzero(rows[count] > 0)  # subarrays are slow to convert: only rows with any
             pairs_of = np.ascontiguousarray(rows[field][some]).tolist()
             for i, n, pairs in zip(some.tolist(), rows[count][some].tolist(), pairs_of, strict=True):
-                values[i] = tuple(tuple(p) for p in pairs[:n])
+                values[i] = tuple(map(tuple, pairs[:n]))
         elif name in _CODED:
             members = _CODED[name]
             values = [members[c] for c in listed[at[name]]]
