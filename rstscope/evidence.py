@@ -571,17 +571,15 @@ def _after_reset(conn: Connection, obs: RstObservation, ev: ResetEvidence) -> No
 
 def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: dict[str, TtlRange]) -> None:
     """Compare the RST's TTL with its supposed sender's packets, then judge the origin (rstscope.origin)."""
-    baseline, whose = conn.ttl[obs.side], f"the {ev.sender_role}'s" if ev.sender_role != "unknown" else "its"
+    own = conn.ttl[obs.side]
+    baseline, whose = own, f"the {ev.sender_role}'s" if ev.sender_role != "unknown" else "its"
     if baseline is None and obs.side is _SIDE.RESP:
         baseline, whose = host_ttl.get(conn.resp_addr), f"{conn.resp_addr}'s"
     comparison = compare_ttl(obs.ttl, baseline, whose=whose)
     ev.findings.append(comparison.finding)
-    if obs.ip_id and (
-        obs.ip_id == obs.prev_ip_id
-        or any(seg.ip_id == obs.ip_id and seg.frame > obs.frame and seg.side is obs.side for seg in conn.after_reset)
-    ):
+    if obs.ip_id and (obs.ip_id == obs.prev_ip_id or _ip_id_later(conn, obs)):
         ev.findings.append("origin.ip_id_reused")
-    sent = conn.ttl[obs.side].packets if conn.ttl[obs.side] is not None else 0
+    sent = own.packets if own is not None else 0
     # Every segment timestamped, as Linux sends them, and an active RST (at snd_nxt).
     linux_like = sent and conn.timestamped[obs.side] == sent and ev.has("rst.at_snd_nxt")
     if linux_like and not obs.has_ts:
@@ -590,6 +588,13 @@ def _origin(conn: Connection, obs: RstObservation, ev: ResetEvidence, host_ttl: 
         ev.findings.append("origin.window_differs")
     ev.sender_ttl = comparison.detail
     ev.origin, ev.origin_findings = judge(ev.findings)
+
+
+def _ip_id_later(conn: Connection, obs: RstObservation) -> bool:
+    """Whether the RST's sender sent a packet with the RST's IP ID after it."""
+    if not conn.after_reset:  # the common case: no generator made
+        return False
+    return any(seg.ip_id == obs.ip_id and seg.frame > obs.frame and seg.side is obs.side for seg in conn.after_reset)
 
 
 def _settle_in_flight(ev: ResetEvidence) -> None:
