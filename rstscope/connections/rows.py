@@ -202,7 +202,7 @@ def reset_subjects(conn_rows: np.ndarray, take) -> list[ResetSubject]:
     orig_addr = list(map(_addr, conn_rows["orig_hi"].tolist(), conn_rows["orig_lo"].tolist()))
     resp_addr = list(map(_addr, conn_rows["resp_hi"].tolist(), conn_rows["resp_lo"].tolist()))
     orig_port, resp_port = conn_rows["orig_port"].tolist(), conn_rows["resp_port"].tolist()
-    packets, timestamped, zero_windows = (list(map(tuple, conn_rows[k].tolist()))
+    packets, timestamped, zero_windows = (list(zip(*conn_rows[k].T.tolist(), strict=True))  # (orig, resp) pairs
                                           for k in ("packets", "timestamped", "zero_windows"))  # fmt: skip
     isn = np.where(conn_rows["isn"] < 0, None, conn_rows["isn"]).tolist()
     ttl = [[None] * len(conn_rows), [None] * len(conn_rows)]
