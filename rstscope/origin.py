@@ -28,6 +28,7 @@ with the host's TTL.  Without any packet of the sender to compare, the origin is
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass
 
 from rstscope.connections import TtlRange
@@ -63,6 +64,7 @@ class TtlComparison:
     """What was compared, for the explanation: 'TTL 64 vs 63 on 12 of the server's packets'."""
 
 
+@functools.lru_cache(maxsize=4096)  # pure; a reset storm asks the same few questions per RST
 def compare_ttl(ttl: int, baseline: TtlRange | None, *, whose: str) -> TtlComparison:
     """How a RST's TTL compares with its supposed sender's own packets (``baseline``)."""
     if baseline is None:
@@ -87,8 +89,13 @@ SUPPORTING_MIDDLEBOX = ("origin.ip_id_reused", "origin.options_differ", "origin.
 """Never decides alone; with a TTL just outside the sender's (varying) range it does."""
 
 
-def judge(findings: list[str]) -> tuple[Origin, tuple[str, ...]]:
+def judge(findings: list[str] | tuple[str, ...]) -> tuple[Origin, tuple[str, ...]]:
     """The origin and the finding ids it rests on, as a decision list (first match wins)."""
+    return _judge(tuple(findings))
+
+
+@functools.lru_cache(maxsize=4096)  # pure; RSTs share a few lists of findings (evidence asks per RST)
+def _judge(findings: tuple[str, ...]) -> tuple[Origin, tuple[str, ...]]:
     strong = tuple(f for f in STRONG_MIDDLEBOX if f in findings)
     if strong:
         return Origin.MIDDLEBOX, strong + tuple(f for f in SUPPORTING_MIDDLEBOX if f in findings)

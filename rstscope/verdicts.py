@@ -32,7 +32,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import NamedTuple
 
 from rstscope.connections import Phase, Side
 from rstscope.evidence import ResetEvidence
@@ -144,8 +145,9 @@ class Confidence(enum.Enum):
     """Two or more caveats, or no rule matched."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Decision:
+class Decision(NamedTuple):
+    """A RST's verdict and why (a named tuple: made once per RST, a frozen dataclass costs ~2 µs more)."""
+
     verdict: Verdict
     rule: str
     """Name of the rule that fired."""
@@ -280,8 +282,13 @@ RULES: tuple[tuple[Verdict, Rule], ...] = (
 """The decision list, first match wins; anything left is UNKNOWN."""
 
 
+_VERDICT, _ORIGIN, _CONFIDENCE = (SimpleNamespace(**e.__members__) for e in (Verdict, Origin, Confidence))
+"""The members again, for the functions below that run per RST and compare up to a dozen (why: see
+``evidence._SIDE``)."""
+
+
 def classify(ev: ResetEvidence) -> Decision:
-    verdict, rule_name, used = Verdict.UNKNOWN, "none", ()
+    verdict, rule_name, used = _VERDICT.UNKNOWN, "none", ()
     for candidate, rule in RULES:
         found = rule(ev)
         if found is not None:
@@ -292,37 +299,37 @@ def classify(ev: ResetEvidence) -> Decision:
                     confidence=level, confidence_reason=reason, fix=fix(verdict, ev))  # fmt: skip
 
 
-_BLAMES_ENDPOINT = frozenset({Verdict.REFUSED, Verdict.STALE, Verdict.BACKLOG, Verdict.LATE_DATA, Verdict.KEEPALIVE,
-                              Verdict.CLOSE_RACE, Verdict.ABORT})  # fmt: skip
-"""Verdicts that say the endpoint whose address the RST bears sent it."""
+_BLAMES_ENDPOINT = (Verdict.REFUSED, Verdict.STALE, Verdict.BACKLOG, Verdict.LATE_DATA, Verdict.KEEPALIVE,
+                    Verdict.CLOSE_RACE, Verdict.ABORT)  # fmt: skip
+"""Verdicts that say the endpoint whose address the RST bears sent it (a tuple: an Enum hashes in Python)."""
 
 
 def confidence(verdict: Verdict, ev: ResetEvidence) -> tuple[Confidence, str]:
     """How far the verdict can be trusted, and why (see the module docstring)."""
-    if verdict is Verdict.UNKNOWN:
-        return Confidence.LOW, "no rule's signature matched"
-    if verdict is Verdict.LONE:
-        return Confidence.LOW, "nothing of the connection but its RSTs is in the capture"
-    if verdict is Verdict.IGNORED:
-        return Confidence.HIGH, "both sides went on with the connection after the RST"
-    if verdict is Verdict.MIDDLEBOX:
+    if verdict is _VERDICT.UNKNOWN:
+        return _CONFIDENCE.LOW, "no rule's signature matched"
+    if verdict is _VERDICT.LONE:
+        return _CONFIDENCE.LOW, "nothing of the connection but its RSTs is in the capture"
+    if verdict is _VERDICT.IGNORED:
+        return _CONFIDENCE.HIGH, "both sides went on with the connection after the RST"
+    if verdict is _VERDICT.MIDDLEBOX:
         strong = [f for f in ev.origin_findings if f in STRONG_MIDDLEBOX]
         if strong:
-            return Confidence.HIGH, f"origin: {', '.join(strong)} ({ev.sender_ttl})"
-        return Confidence.MEDIUM, f"only the TTL points elsewhere, by one hop ({ev.sender_ttl}): so can a path change"
+            return _CONFIDENCE.HIGH, f"origin: {', '.join(strong)} ({ev.sender_ttl})"
+        return _CONFIDENCE.MEDIUM, f"only the TTL points elsewhere, by one hop ({ev.sender_ttl}): so can a path change"
     caveats = []
-    if verdict in _BLAMES_ENDPOINT and ev.origin is Origin.UNDETERMINED:
+    if verdict in _BLAMES_ENDPOINT and ev.origin is _ORIGIN.UNDETERMINED:
         caveats.append(f"origin not confirmed ({ev.sender_ttl})")
-    if verdict is Verdict.ECHO and ev.primary is None:
+    if verdict is _VERDICT.ECHO and ev.primary is None:
         caveats.append("the connection had ended before; no primary RST")
-    if verdict is Verdict.STALE:
+    if verdict is _VERDICT.STALE:
         caveats.append("the connection's start and end are outside the capture")
     if ev.has("rst.primary_not_captured"):
         caveats.append("the abort's own RST is not in the capture")
     if not caveats:
-        confirmed = f"; sent by the {ev.sender_role} ({ev.sender_ttl})" if ev.origin is Origin.ENDPOINT else ""
-        return Confidence.HIGH, f"the rule's whole signature holds{confirmed}"
-    return (Confidence.MEDIUM if len(caveats) == 1 else Confidence.LOW), "; ".join(caveats)
+        confirmed = f"; sent by the {ev.sender_role} ({ev.sender_ttl})" if ev.origin is _ORIGIN.ENDPOINT else ""
+        return _CONFIDENCE.HIGH, f"the rule's whole signature holds{confirmed}"
+    return (_CONFIDENCE.MEDIUM if len(caveats) == 1 else _CONFIDENCE.LOW), "; ".join(caveats)
 
 
 class MiddleboxKind(enum.Enum):
@@ -358,7 +365,7 @@ _MIDDLEBOX_FIXES = {
 
 def fix(verdict: Verdict, ev: ResetEvidence) -> str:
     """The verdict's fix, specific to the middlebox's kind where there is one."""
-    if verdict is Verdict.MIDDLEBOX:
+    if verdict is _VERDICT.MIDDLEBOX:
         return _MIDDLEBOX_FIXES[middlebox_kind(ev)]
     return verdict.fix
 
@@ -374,7 +381,7 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
     """One plain line about this RST, for a ticket."""
     who = ev.sender_role if ev.sender_role != "unknown" else "one side"
     peer = _PEER_ROLE.get(ev.sender_role, "the peer")
-    if verdict is Verdict.IGNORED:
+    if verdict is _VERDICT.IGNORED:
         why = []
         if ev.has("rst.challenge_acked"):
             why.append("the receiver answered it with a challenge ACK (RFC 5961)")
@@ -385,7 +392,7 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         tail = f" ({'; '.join(why)})" if why else ""
         return (f"A RST bearing {ev.src}'s address changed nothing{tail}: the {who} sent at least "
                 f"{ev.sender_segments_after} more segments and the {peer} went on with the connection.")  # fmt: skip
-    if verdict is Verdict.MIDDLEBOX:
+    if verdict is _VERDICT.MIDDLEBOX:
         kind = middlebox_kind(ev)
         facts = []
         if ev.has("origin.sender_kept_sending"):
@@ -402,11 +409,11 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
             MiddleboxKind.REJECT_MID_CONNECTION: "a firewall or IPS rejected the connection mid-way",
         }[kind]  # fmt: skip
         return f"The {who} ({ev.src}) did not send this RST ({'; '.join(facts)}): {detail}."
-    if verdict is Verdict.KEEPALIVE:
+    if verdict is _VERDICT.KEEPALIVE:
         idle = f" {ev.keepalive_idle_s:.1f} s after the {peer}'s last segment" if ev.keepalive_idle_s else ""
         return (f"The {who} ({ev.src}) reset the connection after {ev.keepalive_probes} keepalive probes went "
                 f"unanswered{idle}: the {peer}, or the path to it, was gone.")  # fmt: skip
-    if verdict is Verdict.BACKLOG:
+    if verdict is _VERDICT.BACKLOG:
         extra = []
         if ev.synack_after_ack:
             extra.append(f"SYN-ACK resent {ev.synack_after_ack}x after the client's ACK")
@@ -415,7 +422,7 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         tail = f" ({'; '.join(extra)})" if extra else ""
         return (f"The server ({ev.src}) reset a connection it never accepted{tail}: its listen backlog "
                 f"overflowed.")  # fmt: skip
-    if verdict is Verdict.CLOSE_RACE:
+    if verdict is _VERDICT.CLOSE_RACE:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
         if ev.has("rst.primary_not_captured"):
             basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
@@ -427,24 +434,24 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         return (f"The {who} ({ev.src}) aborted the connection instead of closing it while "
                 f"{_bytes(ev.in_flight)}{basis} it had sent were unacknowledged: the {peer} loses the tail "
                 f"and gets ECONNRESET.")  # fmt: skip
-    if verdict is Verdict.ABORT:
+    if verdict is _VERDICT.ABORT:
         if ev.has("rst.answers_synack"):
             return f"The client ({ev.src}) answered the server's SYN-ACK with RST: it had given up."
         if ev.has("rst.after_own_syn_unanswered"):
             return f"The client ({ev.src}) reset its own connection attempt before the server answered."
         return f"The {who} ({ev.src}) aborted the connection with RST; nothing it had sent was unacknowledged."
-    if verdict is Verdict.LATE_DATA:
+    if verdict is _VERDICT.LATE_DATA:
         return (f"The {who} ({ev.src}) had closed with FIN (frame {ev.sender_fin_frame}); the {peer} kept "
                 f"sending, and the closed socket answered with RST.")  # fmt: skip
-    if verdict is Verdict.REFUSED:
+    if verdict is _VERDICT.REFUSED:
         return f"Nothing listened on {ev.src}: the SYN was refused with RST."
-    if verdict is Verdict.ECHO:
+    if verdict is _VERDICT.ECHO:
         if ev.primary is None:
             return f"{ev.src} answered a segment of a connection that had already closed: not a new failure."
         return f"Echo of the reset in frame {ev.primary}: {ev.src} no longer knew the connection."
-    if verdict is Verdict.STALE:
+    if verdict is _VERDICT.STALE:
         return f"{ev.src} did not know this connection (it began before the capture) and answered with RST."
-    if verdict is Verdict.LONE:
+    if verdict is _VERDICT.LONE:
         return (f"RST from {ev.src}: the capture holds nothing else of this connection, so nothing says why "
                 f"(capture from its start, in both directions).")  # fmt: skip
     return f"RST from {ev.src} in phase {ev.phase.value}: not enough evidence to say why."
