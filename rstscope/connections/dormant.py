@@ -148,8 +148,8 @@ class Dormant:
         if probed.any():
             probes[probed] = self._probes.take(rows["probes_at"][probed])["p"]
         self._at[ids] = -1
-        if len(self._closed):
-            self._closed = self._closed[~np.isin(self._closed[:, 0], ids)]
+        if len(self._closed):  # the closed ones among them: now the only entries whose id is not dormant
+            self._closed = self._closed[self._at[self._closed[:, 0]] >= 0]
         self._dead += n
         if self._dead > max(len(self), COMPACT_AFTER) and not self.draining:
             self._compact()

@@ -23,7 +23,7 @@ from rstscope.connections import retire
 from rstscope.connections.records import EndpointState, Phase, phase_of
 from rstscope.connections.retire import grown
 from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
-from rstscope.connections.sequence import ConnArrays, answers
+from rstscope.connections.sequence import NO_PEER_ACKS, ConnArrays, answers
 from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE
 
@@ -274,7 +274,8 @@ class EventPass:
         """Connection id -> its history letter codes past the 24 of its slot."""
         self.saw_reset = np.zeros(1024, dtype=bool)
         """By connection id: it saw a RST (one byte per connection, not a set entry of about 60)."""
-        self.rst_peer_acks: dict[int, tuple[tuple[int, int], ...]] = {}
+        self.rst_peer_acks = NO_PEER_ACKS
+        """The peer's last ACK segments before each RST row of the rows being tracked (set per chunk or part)."""
         """RST frame -> the peer's last ACK segments before it (set by the tracker for each chunk)."""
         self._tables = tables()  # kept alive: the struct below points into them
         self._struct = ffi.new("struct tables *")
@@ -381,11 +382,8 @@ class EventPass:
             out[name] = x[:, col]
         orig = np.where(s == 0, x[:, lib.X_SENDER_STATE], x[:, lib.X_PEER_STATE])
         resp = np.where(s == 0, x[:, lib.X_PEER_STATE], x[:, lib.X_SENDER_STATE])
-        out["phase"] = [
-            _PHASES.index(phase_of(STATES[o], STATES[p], saw_syn > 0, saw_synack > 0))
-            for o, p, saw_syn, saw_synack in zip(orig.tolist(), resp.tolist(), x[:, lib.X_SYN_N].tolist(),
-                                                 x[:, lib.X_SA_N].tolist(), strict=True)
-        ]  # fmt: skip
+        saw_syn, saw_synack = (x[:, lib.X_SYN_N] > 0).astype(np.intp), (x[:, lib.X_SA_N] > 0).astype(np.intp)
+        out["phase"] = _PHASE_CODE[orig, resp, saw_syn, saw_synack]  # (0/1 ints: a bool array would be a mask)
 
         # The peer segment the RST follows (this chunk, else the carried last segment of the peer).
         def carried(name):  # as carried into the chunk (the sequence pass updated the table since)
@@ -442,11 +440,7 @@ class EventPass:
         # would then depend on slot reuse; readers take the first probes_n only).
         out["probes"] = np.where((np.arange(RING) < n_kept[:, None])[:, :, None], kept_first, 0)
         out["probes_n"] = n_kept
-        for i, frame in enumerate(out["frame"].tolist()):
-            acks = self.rst_peer_acks.pop(frame, ())
-            out["peer_acks_n"][i] = len(acks)
-            if acks:
-                out["peer_acks"][i, : len(acks)] = acks
+        out["peer_acks"], out["peer_acks_n"] = self.rst_peer_acks.of(out["frame"])
         self.resets.add(out)
         self.saw_reset = retire.fit(self.saw_reset, int(out["conn"].max()) + 1, False)
         self.saw_reset[out["conn"]] = True
@@ -454,6 +448,9 @@ class EventPass:
 
 _PHASES = list(Phase)
 assert len(_PHASES) < 128 and PEER_ACKS_KEPT == 8
+_PHASE_CODE = np.array([[[[_PHASES.index(phase_of(o, r, syn, synack)) for synack in (False, True)]
+                          for syn in (False, True)] for r in STATES] for o in STATES], dtype=np.int8)  # fmt: skip
+"""records.phase_of as a table: [originator's state, responder's state, saw a SYN, saw a SYN-ACK] -> phase code."""
 
 
 def _ptr(a: np.ndarray):

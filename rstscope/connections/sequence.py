@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -180,13 +180,39 @@ class ChunkValues:
     rst_acks: np.ndarray
     """Per RST row, the peer's last PEER_ACKS_KEPT ACK segments: frames, then acks, oldest first."""
 
-    def peer_acks(self, frame: np.ndarray) -> dict[int, tuple]:
-        """RST frame -> the peer's last ACK segments (frame, ack) before it, oldest first."""
+    def peer_acks(self, frame: np.ndarray) -> PeerAcks:
+        """Per RST row, by frame: the peer's last ACK segments before it."""
         k = PEER_ACKS_KEPT
-        out = {}
-        for f, acks in zip(frame[self.rst_rows].tolist(), self.rst_acks.tolist(), strict=True):
-            out[f] = tuple((a, b) for a, b in zip(acks[:k], acks[k:], strict=True) if a >= 0)
-        return out
+        frames, acks = self.rst_acks[:, :k], self.rst_acks[:, k:]
+        held = frames >= 0
+        first = np.argsort(~held, axis=1, kind="stable")  # the ring's held entries, in order, to the front
+        pairs = np.stack([np.take_along_axis(frames, first, 1), np.take_along_axis(acks, first, 1)], axis=2)
+        count = held.sum(axis=1)
+        pairs[np.arange(k) >= count[:, None]] = 0
+        rst_frame = frame[self.rst_rows]
+        order = np.argsort(rst_frame, kind="stable")
+        return PeerAcks(rst_frame[order], pairs[order], count[order])
+
+
+class PeerAcks(NamedTuple):
+    """The peer's last ACK segments before each RST row of a chunk (what a RST row's ``peer_acks`` hold)."""
+
+    frame: np.ndarray
+    """The RST rows' frames, ascending."""
+    pairs: np.ndarray
+    """Per RST row, PEER_ACKS_KEPT (frame, ack) pairs, oldest first, the ``count`` held ones first, zeros after."""
+    count: np.ndarray
+
+    def of(self, rst_frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pairs, count) of the RSTs at these frames (none for a frame not among them)."""
+        if not len(self.frame):
+            return np.zeros((len(rst_frame), PEER_ACKS_KEPT, 2), dtype=np.int64), np.zeros(len(rst_frame), np.int64)
+        at = np.minimum(np.searchsorted(self.frame, rst_frame), len(self.frame) - 1)
+        found = self.frame[at] == rst_frame
+        return np.where(found[:, None, None], self.pairs[at], 0), np.where(found, self.count[at], 0)
+
+
+NO_PEER_ACKS = PeerAcks(np.zeros(0, np.int64), np.zeros((0, PEER_ACKS_KEPT, 2), np.int64), np.zeros(0, np.int64))
 
 
 def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_raw, plen, ts, window, frame, ttl,

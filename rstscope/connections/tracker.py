@@ -103,7 +103,7 @@ class Tracker:
         v = running_values(
             self._arrays, self._ack_ring, conn, side, flags, seq, ack_raw, plen, ts, window, frame, ttl, ip_ids, has_ts
         )
-        self._events.rst_peer_acks.update(v.peer_acks(frame))
+        self._events.rst_peer_acks = v.peer_acks(frame)
         self._events.run(
             np.flatnonzero(v.events),
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, v.seq_val, v.ack_val,
