@@ -276,7 +276,6 @@ class EventPass:
         """By connection id: it saw a RST (one byte per connection, not a set entry of about 60)."""
         self.rst_peer_acks = NO_PEER_ACKS
         """The peer's last ACK segments before each RST row of the rows being tracked (set per chunk or part)."""
-        """RST frame -> the peer's last ACK segments before it (set by the tracker for each chunk)."""
         self._tables = tables()  # kept alive: the struct below points into them
         self._struct = ffi.new("struct tables *")
         t = self._struct

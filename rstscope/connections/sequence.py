@@ -152,8 +152,8 @@ _check_layout()
 
 @dataclass(slots=True)
 class ChunkValues:
-    """Per row of a chunk (grouped by connection), the running values the event pass needs; and per
-    connection of the chunk, its carried columns at the chunk's end (written back by :func:`carry`)."""
+    """Per row of a chunk (grouped by connection), the running values the event pass needs (the carried
+    columns at the chunk's end are in the table already: the compiled pass updates it in place)."""
 
     conns: np.ndarray
     """Per group, the connection's slot."""
@@ -220,8 +220,8 @@ def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_r
     """The running values of a chunk's rows (``conn``: each row's slot, rows grouped by slot), in one
     compiled pass (``sequence_loop.c``); the ACK rings and the carried columns are updated in place, but
     for the few values the event pass reads at RST rows as they were carried into the chunk
-    (:meth:`ConnArrays.carried_into`, until :func:`carry`): a copy of every group's row would be the
-    largest array of a reset storm's chunk (512 bytes per connection)."""
+    (:meth:`ConnArrays.carried_into`, until :meth:`ConnArrays.clear_carried_in`): a copy of every group's
+    row would be the largest array of a reset storm's chunk (512 bytes per connection)."""
     n = len(conn)
     cstart = np.ones(n, dtype=bool)
     cstart[1:] = conn[1:] != conn[:-1]
@@ -254,12 +254,6 @@ def running_values(arr: ConnArrays, ring: AckRing, conn, side, flags, seq, ack_r
 _I64_OUT = ("seq_val", "ack_val", "snd_nxt_before", "own_ack_before", "peer_acked", "peer_snd_nxt", "old_count",
             "zw_count", "gap", "peer_prev", "last_plain")  # fmt: skip
 _U8_OUT = ("pure_ack", "probe", "events", "after_gap")
-
-
-def carry(arr: ConnArrays, v: ChunkValues) -> None:
-    """The chunk is done (the event pass read what was carried into it): the running values, already in
-    the table, are what the next chunk starts from."""
-    arr.clear_carried_in()
 
 
 class AckRing:

@@ -21,7 +21,7 @@ from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, o
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed
 from rstscope.connections.rows import CONN_ROW
-from rstscope.connections.sequence import AckRing, ConnArrays, carry, running_values
+from rstscope.connections.sequence import AckRing, ConnArrays, running_values
 from rstscope.grouped import NONE
 from rstscope.packets import format_addr
 
@@ -111,7 +111,9 @@ class Tracker:
             v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe,
             last_plain_of=[v.last_plain, v.last_plain], ip_ids=ip_ids,
         )  # fmt: skip
-        carry(self._arrays, v)  # after the event pass, which reads the values carried into the chunk
+        # The running values are already in the table for the next chunk; the values carried into this one
+        # were kept for the event pass, which has read them.
+        self._arrays.clear_carried_in()
         return int(frame.max())
 
     def _new_connections(self, rows, order, new_pos, conn_id, first_id: int, tid, a_side) -> np.ndarray:
