@@ -75,3 +75,17 @@ class Groups:
     def last(self, values: np.ndarray) -> np.ndarray:
         """Per group: the value of its last element."""
         return values[self.last_pos]
+
+
+MEMBER_TABLE_RANGE = 1 << 22
+"""Widest span of ids :func:`members` looks up in a table of flags (a 4 MB temporary at most)."""
+
+
+def members(values: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """``np.isin(values, ids)`` for integer ids, in O(len(values) + span of ids) when that span is at
+    most :data:`MEMBER_TABLE_RANGE`: a flag per id in the span, looked up per value.  Retirement asks
+    this of every pending row once per batch of connections, and numpy's own choice sorts the pending
+    rows each time (O(n log n) per batch, which made small batches cost CPU)."""
+    if len(ids) and int(ids.max()) - int(ids.min()) <= MEMBER_TABLE_RANGE:
+        return np.isin(values, ids, kind="table")
+    return np.isin(values, ids)

@@ -63,6 +63,7 @@ class Dormant:
         self._probes_dtype = np.dtype([("p", columns.probes.data.dtype, columns.probes.shape)])
         self._new_files()
         self._at = np.zeros(0, dtype=np.int32)  # connection id -> its record, -1: not dormant (records: < 2 x live)
+        self._count = 0  # dormant connections: len() is asked per batch, and _at spans every id ever seen
         self._dead = 0
         self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
         self.draining = False
@@ -74,7 +75,7 @@ class Dormant:
         self._probes = RecordFile(self._probes_dtype, run_page_bytes=PAGE_BYTES)
 
     def __len__(self) -> int:
-        return int(np.count_nonzero(self._at >= 0))
+        return self._count
 
     def ids(self) -> np.ndarray:
         return np.flatnonzero(self._at >= 0)
@@ -107,6 +108,7 @@ class Dormant:
         rows = packed(self.dtype, n, fields)
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
+        self._count += n
         closed = arrays["closing"][slots] > 0
         if closed.any():
             at = slots[closed]
@@ -148,6 +150,7 @@ class Dormant:
         if probed.any():
             probes[probed] = self._probes.take(rows["probes_at"][probed])["p"]
         self._at[ids] = -1
+        self._count -= n
         if len(self._closed):  # the closed ones among them: now the only entries whose id is not dormant
             self._closed = self._closed[self._at[self._closed[:, 0]] >= 0]
         self._dead += n

@@ -25,7 +25,7 @@ from rstscope.connections.retire import grown
 from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
 from rstscope.connections.sequence import NO_PEER_ACKS, ConnArrays, answers
 from rstscope.connections.state import Event, events_of, tables
-from rstscope.grouped import NONE
+from rstscope.grouped import NONE, members
 
 try:
     from rstscope.connections._kernel import ffi, lib
@@ -200,7 +200,7 @@ class PendingRows:
         if not self._parts:
             return np.zeros(0, self.dtype)
         rows = self.rows()
-        mine = np.isin(rows["conn"], conn_ids)
+        mine = members(rows["conn"], conn_ids)
         if not keep:
             self._parts = [rows[~mine]]
         return rows[mine]
@@ -237,7 +237,7 @@ class FiledRows(PendingRows):
 
     def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
         index = self._one_index()
-        mine = np.isin(index[:, 0], conn_ids)
+        mine = members(index[:, 0], conn_ids)
         out = self._file.take(index[mine, 1])
         if not keep:
             self._index = [index[~mine]]
