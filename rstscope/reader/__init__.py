@@ -66,12 +66,10 @@ from rstscope.status import InputError
 __all__ = ["Capture", "Interface", "open_capture", "read_all"]
 
 DEFAULT_CHUNK_PACKETS = 262_144
-DECODE_BATCH = 16_384
-"""Records decoded at once, and so the most rows of a chunk: big enough to amortise numpy's per-call
-cost, small enough that the decoder's temporaries and the tracker's per-chunk ones stay small.
-Measured on 1M-packet captures against 65 536: peak RSS of ``analyze --json`` 20-55 MB lower (reset
-storm 222 -> 195, flood 258 -> 203, short 150 -> 125, long 113 -> 84 MB), identical documents, CPU
-within noise except long flows (+10 %: more numpy calls per packet)."""
+DECODE_BATCH = 65_536
+"""Most records decoded at once (a chunk holds the rows of ``min(chunk_packets, DECODE_BATCH)``
+records): big enough to amortise numpy's per-call cost, small enough that the decoder's temporaries
+stay near 20 MB (a 262 144-record batch needs about 80 MB, for no gain)."""
 
 
 class Capture:
