@@ -29,10 +29,12 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
     def spy_sleep(self, slots):
         slept.append(len(slots))
         sleep(self, slots)
+        assert len(self._dormant) == len(self._dormant.ids())  # the count kept agrees with the id map
 
     def spy_wake(self, ids):
         woken.append(len(ids))
         wake(self, ids)
+        assert len(self._dormant) == len(self._dormant.ids())
 
     compactions = []
     compact = dormant.Dormant._compact
