@@ -334,17 +334,21 @@ def _encoded_batch(batch: _Part, resets: ResetTable, capture_index: int, stitche
         b" && frame.number <= ", col["last_frame"], b'"',
     ]  # fmt: skip
     if stitched is not None:
-        frames = zip(rows["first_frame"].tolist(), rows["last_frame"].tolist(), strict=True)
-        parts.append(_joined([_file_fields(stitched, first, last) for first, last in frames]))
+        parts += _file_fields(stitched, rows["first_frame"], rows["last_frame"])
     parts.append(b"}")
     return _join(parts, n, separator)
 
 
-def _file_fields(capture, first: int, last: int) -> bytes:
-    """The fields ``fleet.frames`` adds to a stitched capture's connection row, encoded, after a comma."""
-    fields: dict = {}
-    fleet_frames.add_connection_fields(fields, capture, first, last)
-    return b"," + orjson.dumps(fields)[1:-1]
+def _file_fields(capture, first: np.ndarray, last: np.ndarray) -> list:
+    """The fields ``fleet.frames`` adds to a stitched capture's connection rows, as columns."""
+    names = [orjson.dumps(fleet_frames.text(span.path)) for span in capture.pieces]
+    pairs = fleet_frames.connection_file_columns(capture, first, last)
+    frames = _numbers(np.stack([in_file for *_, in_file in pairs], axis=1))
+    parts = []
+    for j, (file_field, frame_field, piece, _) in enumerate(pairs):
+        parts += [b',"%s":' % file_field.encode(), _codes(piece, names), b',"%s":' % frame_field.encode(),
+                  frames.column(j)]  # fmt: skip
+    return parts
 
 
 def _join(parts: list, n: int, separator: bytes) -> tuple[bytearray, np.ndarray]:

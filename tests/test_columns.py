@@ -165,3 +165,21 @@ def _values(pieces, n: int) -> list[bytes]:
     start = pieces.start.reshape(-1)[pieces.offset :: pieces.stride]
     length = pieces.length.reshape(-1)[pieces.offset :: pieces.stride]
     return [pieces.data[s : s + k] for s, k in zip(start.tolist(), length.tolist(), strict=True)][:n]
+
+
+def test_rows_of_a_stitched_capture_from_columns_are_the_rows_from_objects(mixed):
+    """The file fields of a capture made of pieces (``fleet.frames``), computed a column at a time: the
+    same bytes as added row by row, for frames in every piece and a file name that is not UTF-8."""
+    import dataclasses
+
+    from rstscope.fleet import stitch
+
+    last = max(c.last_frame for c in mixed.connections)
+    per = last // 7 + 1
+    spans = [stitch.Span(path=f"/captures/piece-{k}-\udcff.pcap", offset=k * per, records=per) for k in range(7)]
+    own = {f.name: getattr(mixed.capture, f.name) for f in dataclasses.fields(mixed.capture) if f.init}
+    stitched = dataclasses.replace(mixed, capture=stitch.StitchedCaptureInfo(**own, host="h", pieces=spans))
+    rows = list(columns.connection_rows(stitched.connections, stitched.resets, capture=stitched.capture))
+    assert rows == _object_rows(stitched)
+    files = {orjson.loads(r)["last_file"] for r in rows}
+    assert len(files) == 7 and all("\\xff" in f for f in files)

@@ -61,10 +61,16 @@ class FrameMap:
     def __init__(self, spans: list[Span]) -> None:
         self.spans = spans
         self._starts = [s.offset + 1 for s in spans]
+        self._offsets = np.array([s.offset for s in spans], dtype=np.int64)
 
     def locate(self, frame: int) -> tuple[str, int]:
         span = self.spans[max(0, bisect.bisect_right(self._starts, frame) - 1)]
         return span.path, frame - span.offset
+
+    def locate_all(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`locate` of many frames: each one's span (an index into ``spans``) and frame in its file."""
+        span = np.maximum(np.searchsorted(self._starts, frames, side="right") - 1, 0)
+        return span, frames.astype(np.int64) - self._offsets[span]
 
 
 @dataclass(kw_only=True)
