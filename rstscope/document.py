@@ -304,14 +304,14 @@ def write_json(analyses: list[Analysis], stream) -> None:
 def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes | bytearray]:
     """Every connection's row, encoded, in blocks of rows joined by :data:`_ROW_SEPARATOR`, reading each
     connection once; an analysis whose listen-queue counts are not known yet gets them from the same pass.
-    A store that encoded its rows itself (``encoded_rows(capture)``: rstscope.fleet's, in its worker
+    A store that encoded its rows itself (``encoded_row_blocks``: rstscope.fleet's, in its worker
     processes, with the listen-queue counts) gives them as they are; the tracker's store gives its rows in
     batches (:mod:`rstscope.columns`, encoded a column at a time); other stores give connection objects."""
     for i, a in enumerate(analyses):
         store = a.connections
-        own = getattr(store, "encoded_rows", None)
+        own = getattr(store, "encoded_row_blocks", None)
         if own is not None and a.listen_queue_known:
-            yield from _blocks(own(i))
+            yield from own(i, _ROW_SEPARATOR)
         elif hasattr(store, "row_batches"):
             tally = None if a.listen_queue_known else columns.ListenQueueColumns()
             for block, _ends in columns.connection_row_blocks(store, a.resets, i, a.capture, tally, _ROW_SEPARATOR):
@@ -348,8 +348,9 @@ def _object_rows(a: Analysis, i: int) -> Iterator[dict]:
 def _encoded_reset_rows(analyses: list[Analysis]) -> Iterator[bytes]:
     """Every RST's row, encoded, in blocks of rows joined by :data:`_ROW_SEPARATOR`."""
     for i, a in enumerate(analyses):
-        head = b'{"capture":%d,' % i
-        yield from _blocks(head + raw[1:] for raw in a.resets.raw_rows())
+        head = b'{"capture":%d,' % i  # in place of each row's "{"
+        for data, starts, lengths in a.resets.raw_blocks():
+            yield columns.join_rows(data, starts + 1, lengths - 1, _ROW_SEPARATOR, head=head)
 
 
 _ROW_SEPARATOR = b",\n  "

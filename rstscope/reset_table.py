@@ -54,6 +54,10 @@ _READ_BYTES = 1 << 20
 """... and read back in windows of this size (rows are read nearly in the order they were written)."""
 _BLOCK = 65_536
 """Rows whose positions become Python ints at once while they are read back."""
+_ROWS_PER_READ = 4096
+"""Rows read back together by :meth:`ResetTable.raw_blocks`..."""
+_GATHER_GAP = 4096
+"""... with one read for rows less than this many bytes apart (at most ~4.5 KB a row in memory then)."""
 _ROWS_PER_APPEND = 1024
 """Rows :func:`build` joins before it appends them to the spill (one append per row cost ~0.5 µs)."""
 
@@ -115,6 +119,36 @@ def reset_fields(ev: ResetEvidence, d: Decision) -> dict:
     }
 
 
+def gather(read_range: Callable[[int, int], bytes], offsets: np.ndarray, lengths: np.ndarray,
+           gap: int = _GATHER_GAP) -> tuple[bytes, np.ndarray]:  # fmt: skip
+    """Rows at ``offsets`` (``lengths`` bytes each) of a spill, read with one ``read_range(offset,
+    length)`` per run of rows less than ``gap`` bytes apart: their bytes and where each row starts in them."""
+    if not len(offsets):
+        return b"", np.zeros(0, dtype=np.int64)
+    order = np.argsort(offsets, kind="stable")
+    begin, end = offsets[order], offsets[order] + lengths[order]
+    reach = np.maximum.accumulate(end)
+    new = np.ones(len(begin), dtype=bool)
+    new[1:] = begin[1:] > reach[:-1] + gap
+    first = np.flatnonzero(new)
+    lo, hi = begin[first], np.maximum.reduceat(end, first)
+    at = np.cumsum(hi - lo) - (hi - lo)  # where each run starts in the bytes
+    run = np.cumsum(new) - 1
+    starts = np.empty(len(order), dtype=np.int64)
+    starts[order] = at[run] + begin - lo[run]
+    return b"".join(map(read_range, lo.tolist(), (hi - lo).tolist())), starts
+
+
+def _pread_exactly(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    while len(data) < length:  # a regular file gives all at once; but for its end, a short read is not that
+        more = os.pread(fd, length - len(data), offset + len(data))
+        if not more:
+            raise OSError(f"the temporary file of RST rows ended at byte {offset + len(data)}, not {offset + length}")
+        data += more
+    return data
+
+
 class RowSpill:
     """Encoded rows, appended and read back by (offset, length): in memory up to ``memory_bytes``, then in
     an anonymous temporary file that the OS deletes when it is closed."""
@@ -150,6 +184,15 @@ class RowSpill:
     @property
     def on_disk(self) -> bool:
         return self._file is not None
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the spill, in one read (rows that lie together)."""
+        if offset >= self._written:
+            start = offset - self._written
+            return bytes(self._pending[start : start + length])
+        on_disk = min(length, self._written - offset)
+        data = _pread_exactly(self._file.fileno(), on_disk, offset)
+        return data + bytes(self._pending[: length - on_disk]) if on_disk < length else data
 
     def read(self, offset: int, length: int) -> bytes:
         if offset >= self._written:
@@ -205,6 +248,16 @@ class ResetTable(Sequence):
     def raw(self, position: int) -> bytes:
         """The encoded row at a column position."""
         return self._spill.read(int(self._offset[position]), int(self._length[position]))
+
+    def raw_blocks(self) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
+        """The encoded rows in frame order, a block at a time: (bytes, where each row starts in them, its
+        length), read from the spill with a few reads per block instead of one per row."""
+        positions = self.order()
+        for lo in range(0, len(positions), _ROWS_PER_READ):
+            block = positions[lo : lo + _ROWS_PER_READ]
+            lengths = self._length[block].astype(np.int64)
+            data, starts = gather(self._spill.read_range, self._offset[block].astype(np.int64), lengths)
+            yield data, starts, lengths
 
     def raw_rows(self, positions: np.ndarray | None = None) -> Iterator[bytes]:
         """Encoded rows (orjson, without ``capture``) in frame order, or at these column positions."""

@@ -204,3 +204,22 @@ def test_reset_subjects_give_the_evidence_of_connections(name):
     full = [evidence.of_connection(c, store.host_ttl) for c in store.with_resets()]
     assert light == full
     assert [classify(ev) for evs in light for ev in evs] == [classify(ev) for evs in full for ev in evs]
+
+
+@pytest.mark.parametrize("gap", [0, 50, 4096])
+def test_gather_reads_rows_in_any_order_across_the_memory_and_the_file(gap):
+    """Rows read back a block at a time (runs of nearby rows in one read) are the rows read one by one,
+    whether they lie in the spill's file, in its memory, or across the two."""
+    import numpy as np
+
+    rng = random.Random(gap)
+    spill = reset_table.RowSpill(memory_bytes=3000)
+    rows = [bytes([65 + i % 26]) * rng.randint(1, 300) for i in range(400)]
+    offsets = [spill.append(row) for row in rows]
+    assert spill.on_disk and spill._pending  # some rows on disk, the last ones still in memory
+    pick = [*rng.sample(range(len(rows)), 150), len(rows) - 1, 0, 0]  # any order, one row twice
+    data, starts = reset_table.gather(
+        spill.read_range, np.array([offsets[i] for i in pick]), np.array([len(rows[i]) for i in pick]), gap
+    )
+    assert [data[s : s + len(rows[i])] for s, i in zip(starts.tolist(), pick, strict=True)] == [rows[i] for i in pick]
+    assert spill.read_range(offsets[5], offsets[390] - offsets[5]) == b"".join(rows[5:390])  # file, then memory

@@ -258,7 +258,7 @@ class _RowFile:
 class MergedStore(ConnectionsById):
     """The shards' connections as one ConnectionStore: global ids in order of the first packet (the
     single process's numbering); their document rows as the shards encoded them
-    (:meth:`encoded_rows`), or connection objects made from the shards' rows."""
+    (:meth:`encoded_row_blocks`), or connection objects made from the shards' rows."""
 
     BATCH = BATCH  # the module's: connections made per read, as for the shards' files
 
@@ -298,27 +298,28 @@ class MergedStore(ConnectionsById):
             out.update(zip(mine.tolist(), made, strict=True))
         return [out[g] for g in gids.tolist()]
 
-    def encoded_rows(self, capture_index: int) -> Iterator[bytes]:
-        """The connections' document rows in id order, as the shards encoded them (for capture 0),
-        with ``capture`` set to ``capture_index``."""
-        head = b'{"capture":%d,' % capture_index
+    def encoded_row_blocks(self, capture_index: int, separator: bytes) -> Iterator[bytearray]:
+        """The connections' document rows in id order, as the shards encoded them (for capture 0) but with
+        ``capture`` set to ``capture_index``: blocks of up to BATCH rows joined by ``separator``."""
+        head, skip = b'{"capture":%d,' % capture_index, len(CAPTURE_0)  # each row's start, replaced
         at = dict.fromkeys(self._json, 0)  # per shard: rows read
         offset = dict.fromkeys(self._json, 0)  # per shard: bytes read
         for start in range(0, len(self), BATCH):
             shard = self._shard[start : start + BATCH]
-            rows: dict[int, Iterator[bytes]] = {}
+            data, size = [], 0
+            begin, length = np.zeros(len(shard), np.int64), np.zeros(len(shard), np.int64)
             for r in self._results:
                 j = r.shard
-                count = int(np.count_nonzero(shard == j))
-                lengths = r.row_length[at[j] : at[j] + count].tolist()
-                at[j] += count
-                data = os.pread(self._json[j], sum(lengths), offset[j])
-                offset[j] += len(data)
-                ends = np.cumsum(lengths).tolist()
-                rows[j] = iter([data[e - n : e] for e, n in zip(ends, lengths, strict=True)])
-            for j in shard.tolist():
-                row = next(rows[j])
-                yield row if capture_index == 0 else head + row[len(CAPTURE_0) :]
+                mine = shard == j  # the batch's rows of shard j: its next rows, in order
+                lengths = np.asarray(r.row_length[at[j] : at[j] + int(np.count_nonzero(mine))], dtype=np.int64)
+                at[j] += len(lengths)
+                block = os.pread(self._json[j], int(lengths.sum()), offset[j])
+                offset[j] += len(block)
+                begin[mine] = size + np.cumsum(lengths) - lengths
+                length[mine] = lengths
+                data.append(block)
+                size += len(block)
+            yield columns.join_rows(b"".join(data), begin + skip, length - skip, separator, head=head)
 
     def close(self) -> None:
         for f in self._conns.values():
@@ -338,6 +339,19 @@ class _Spill:
         sizes = [os.fstat(fd).st_size for fd in self._fds]
         self.bases = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
         self._windows = [(0, b"")] * len(paths)
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the files one after the other."""
+        parts = []
+        while length > 0:
+            j = bisect.bisect_right(self.bases, offset) - 1
+            local = offset - self.bases[j]
+            data = os.pread(self._fds[j], length, local)
+            if not data:
+                raise OSError(f"a shard's file of RST rows ended early (byte {local})")
+            parts.append(data)
+            offset, length = offset + len(data), length - len(data)
+        return b"".join(parts)
 
     def read(self, offset: int, length: int) -> bytes:
         j = bisect.bisect_right(self.bases, offset) - 1
