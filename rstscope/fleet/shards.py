@@ -106,7 +106,8 @@ def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
                     ts = chunk["ts_ns"]
                     first_ns = int(ts[0]) if first_ns is None else first_ns
                     last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
-                    good = chunk[chunk["decode_error"] == 0]
+                    bad = chunk["decode_error"] != 0
+                    good = chunk[~bad] if bad.any() else chunk  # a copy only when there is something to drop
                     frames.append(good["frame"].copy())
                     times.append(good["ts_ns"].copy())
                     which = shard_of(good, shards)
