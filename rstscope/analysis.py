@@ -163,13 +163,13 @@ def analysis_of(info: CaptureInfo, connections) -> Analysis:
     return Analysis(capture=info, connections=connections, resets=resets)
 
 
-def _open(path, stream=None):
+def _open(path, stream=None, *, chunk_packets: int = READ_PACKETS):
     """The capture, read in a child process when the file is large enough for that to pay."""
     if stream is not None:  # standard input or a FIFO: read once, here
-        return open_capture(path, chunk_packets=READ_PACKETS, stream=stream)
+        return open_capture(path, chunk_packets=chunk_packets, stream=stream)
     if prefetch.available() and _size(path) >= PREFETCH_BYTES:
-        return prefetch.PrefetchedCapture(path, chunk_packets=READ_PACKETS)
-    return open_capture(path, chunk_packets=READ_PACKETS)
+        return prefetch.PrefetchedCapture(path, chunk_packets=chunk_packets)
+    return open_capture(path, chunk_packets=chunk_packets)
 
 
 def _size(path) -> int:

@@ -200,7 +200,9 @@ def analyze_group(
         if current is None:
             current = _Capture(tracker=Tracker(zeek_timers=zeek_timers))
         span = Span(path=str(piece.path), offset=current.next_offset)
-        with analysis._open(piece.path) as cap:
+        # Whole chunks of the merged file: a reader child runs one message ahead of the tracker, so
+        # messages of a quarter chunk would leave the tracker waiting for three of every four.
+        with analysis._open(piece.path, chunk_packets=CHUNK_PACKETS) as cap:
             for chunk in timing.timed(cap.chunks(), reading):
                 span.packets += len(chunk)
                 ts = chunk["ts_ns"]
