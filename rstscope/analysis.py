@@ -28,7 +28,8 @@ from rstscope.verdicts import Decision, Verdict
 
 CHUNK_PACKETS = 65_536
 """Records per chunk of a stitched capture (``rstscope.fleet``: the rows of records ``[k * CHUNK_PACKETS
-+ 1, (k + 1) * CHUNK_PACKETS]``, whatever the pieces), and per chunk a fleet's decoding process reads."""
++ 1, (k + 1) * CHUNK_PACKETS]``, whatever the pieces), and per chunk its pieces are read (by a fleet's
+decoding processes, or by one process, whose tracker takes whole chunks of the merged file)."""
 READ_PACKETS = 16_384
 """Records read and decoded at once from a file analysed here, so the most rows of a chunk the tracker
 gets.  Against 65 536, measured on 1M-packet captures: peak RSS of ``analyze --json`` (the command and
