@@ -207,13 +207,12 @@ class Tracker:
             self._retire_dormant(d_ids[idle[idle >= size] - size])
         self._doze(now_frame)
         live = self._conn_of_slot[:size] >= 0
-        d_ids, d_frame, d_ns = self._dormant.closed()
-        closed_live = live & closing
-        self._closed_kept = int(np.count_nonzero(closed_live)) + len(d_ids)
+        self._closed_kept = self._closed_count(live, closing)
         kept = self.closed_kept(self._closed_kept)
         if not self._sweep.pressing(kept):  # the usual case: the arrays below are not made
             return
-        closed = np.concatenate([closed_live, np.ones(len(d_ids), dtype=bool)])
+        d_ids, d_frame, d_ns = self._dormant.closed()
+        closed = np.concatenate([live & closing, np.ones(len(d_ids), dtype=bool)])
         pressured = self._sweep.pressured(
             now_frame, now_ns, np.concatenate([last_frame, d_frame]), np.concatenate([arr["last_ns"][:size], d_ns]),
             closed, kept=kept,
@@ -231,8 +230,12 @@ class Tracker:
         if quiet is None:
             return
         closing = self._arrays["closing"][:size] > 0
-        storm = np.count_nonzero(live & closing) + len(self._dormant.closed()[0]) > dormant.CLOSED_DORMANT_ABOVE
+        storm = self._closed_count(live, closing) > dormant.CLOSED_DORMANT_ABOVE
         self._sleep(quiet if storm else quiet[~closing[quiet]])
+
+    def _closed_count(self, live: np.ndarray, closing: np.ndarray) -> int:
+        """Closed connections this tracker keeps (``live`` and ``closing`` per slot): in slots and dormant."""
+        return int(np.count_nonzero(live & closing)) + len(self._dormant.closed()[0])
 
     def _retire_dormant(self, ids: np.ndarray) -> None:
         """Retire these dormant connections: their rows made from their dormant records (no slot)."""
