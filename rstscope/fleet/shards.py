@@ -66,16 +66,28 @@ BARRIER_TIMEOUT_S = 3600.0
 
 
 def shard_of(rows: np.ndarray, shards: int) -> np.ndarray:
-    """The shard of each row: a hash of its connection key, equal for both directions."""
+    """The shard of each row: a hash of its connection key, equal for both directions.
+
+    Each endpoint is hashed alone and the two hashes are added, so the order of the endpoints does not
+    matter and every bit of both feeds every bit of the sum.  (A symmetric product of the raw keys, as
+    ``(a + b) ^ (a * b)``, keeps their low bits biased: it split a short-connection trace 54/46, and
+    the larger shard's lockstep partner waited for it at every slice.)"""
     u = np.uint64
-    a = rows["src_lo"] ^ (rows["src_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["src_port"].astype(u) << u(48))
-    b = rows["dst_lo"] ^ (rows["dst_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["dst_port"].astype(u) << u(48))
     with np.errstate(over="ignore"):
-        h = (a + b) ^ (a * b) ^ (rows["tunnel_id"] * u(0xFF51AFD7ED558CCD))
-        h ^= h >> u(33)
-        h *= u(0xC4CEB9FE1A85EC53)
-        h ^= h >> u(29)
+        a = _mix(rows["src_lo"] ^ (rows["src_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["src_port"].astype(u) << u(48)))
+        b = _mix(rows["dst_lo"] ^ (rows["dst_hi"] * u(0x9E3779B97F4A7C15)) ^ (rows["dst_port"].astype(u) << u(48)))
+        h = _mix((a + b) ^ (rows["tunnel_id"] * u(0xFF51AFD7ED558CCD)))
     return (h % u(shards)).astype(np.int64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """MurmurHash3's 64-bit finaliser: each output bit depends on every input bit."""
+    u = np.uint64
+    h = h ^ (h >> u(33))
+    h = h * u(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> u(33))
+    h = h * u(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> u(33))
 
 
 @dataclass(kw_only=True)
