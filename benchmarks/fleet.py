@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
@@ -75,7 +76,8 @@ class PeakRss:
         self._thread.join()
 
 
-def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[int], breakdown: Path | None) -> dict:
+def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[int], breakdown: Path | None,
+        env: dict | None = None) -> dict:  # fmt: skip
     argv = ["analyze", str(directory), "--json", "-o", str(out), *extra]
     cmd = [sys.executable, "-m", "rstscope", *argv]
     if breakdown is not None:
@@ -84,7 +86,7 @@ def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[in
         cmd = [sys.executable, __file__, "--as-rstscope", *argv]
     before = os.times()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
     with PeakRss([proc.pid, *watch]) as rss:
         proc.wait()
     wall = time.perf_counter() - start
@@ -171,6 +173,8 @@ def main() -> int:
         action="append",
         help="run only these (repeatable; the documents are compared among those run)",
     )
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the engines N times in turn; print each round and the medians")  # fmt: skip
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each phase in each process (decode, partition, tracking, barrier waits, "
                              "merge, evidence, output) and print it")  # fmt: skip
@@ -184,12 +188,32 @@ def main() -> int:
     print(f"{args.pieces} pieces x ~{args.packets:,} packets in {directory}; load average {load[0]:.2f} "
           f"{load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
     wanted = set(args.only or ["single", "jobs", "dask"]) - ({"dask"} if args.no_dask else set())
-    results, outs = [], []
+    rounds: list[list[dict]] = []
+    identical = True
+    for round_no in range(1, args.repeat + 1):
+        if args.repeat > 1:
+            print(f"round {round_no} of {args.repeat}")
+        results = one_round(args, workdir, directory, wanted)
+        identical &= all(same(results[0]["out"], r["out"]) for r in results[1:])
+        for r in results:
+            r["out"].unlink(missing_ok=True)  # a document of 8 x 1M packets is 1.9 GB
+        print_round(results)
+        rounds.append(results)
+    if args.repeat > 1:
+        print_medians(rounds)
+    print(f"identical resets and connections in all runs: {identical}")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    return 0 if identical else 1
 
-    def one(label: str, name: str, extra: list[str], watch: list[int]) -> None:
+
+def one_round(args, workdir: Path, directory: Path, wanted: set[str]) -> list[dict]:
+    """One run of each engine asked for, in the order single, --jobs 2, Dask."""
+    results = []
+
+    def one(label: str, name: str, extra: list[str], watch: list[int], env: dict | None = None) -> None:
         breakdown = workdir / f"{name}.timings" if args.breakdown else None
-        results.append(run(label, directory, workdir / f"{name}.json", extra, watch, breakdown))
-        outs.append(workdir / f"{name}.json")
+        results.append(run(label, directory, workdir / f"{name}.json", extra, watch, breakdown, env))
+        results[-1]["out"] = workdir / f"{name}.json"
         if breakdown is not None:
             print_breakdown(results[-1], breakdown)
 
@@ -206,10 +230,23 @@ def main() -> int:
         # The README's advice for workers that run rstscope: no statistical profiler sampling every thread's
         # stack 100 times a second (measured: an idle worker's CPU 3.9 % of a core with it, 2.3 % without).
         config = {} if args.dask_profiler else {"distributed.worker.profile.enabled": False}
-        with dask.config.set(config), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None) as cluster:  # fmt: skip
-            pids = [w.process.pid for w in cluster.workers.values()]
-            one("Dask LocalCluster, 2 workers", "dask", ["--dask", cluster.scheduler_address], pids)
+        # Starting a LocalCluster sets the nanny's MALLOC_TRIM_THRESHOLD_ in this process's environment (for
+        # its workers); the command is run in the environment it had before, as a user's shell would start
+        # it (with the variable, glibc maps every allocation over 128 KB afresh: the command's writing of
+        # the document took 4.0-6.1 CPU s instead of 1.9).
+        command_env = dict(os.environ)
+        try:
+            with dask.config.set(config), LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                                       dashboard_address=None) as cluster:  # fmt: skip
+                pids = [w.process.pid for w in cluster.workers.values()]
+                one("Dask LocalCluster, 2 workers", "dask", ["--dask", cluster.scheduler_address], pids, command_env)
+        finally:
+            os.environ.clear()
+            os.environ.update(command_env)  # the next round's commands and cluster start as this one's did
+    return results
+
+
+def print_round(results: list[dict]) -> None:
     base = results[0]["wall"]
     print("peak RSS per process, MB: 'rstscope' is the command's own process (it computes evidence and writes the")
     print("document), 'others' the largest of its helpers (reader child, decoding and shard processes, Dask workers)")
@@ -223,10 +260,21 @@ def main() -> int:
         if r["watch"]:
             print(f"{r['label']}: Dask workers' CPU s (polled): "
                   + ", ".join(f"{r['cpu_by_pid'].get(pid, 0.0):.1f}" for pid in r["watch"]))  # fmt: skip
-    identical = all(same(outs[0], o) for o in outs[1:])
-    print(f"identical resets and connections in all runs: {identical}")
-    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    return 0 if identical else 1
+
+
+def print_medians(rounds: list[list[dict]]) -> None:
+    """Median wall and CPU seconds of each engine over the rounds, and the speedups of the medians; the
+    speedup within each round beside them (the machine's speed drifts between rounds, less within one)."""
+    print(f"medians of {len(rounds)} rounds")
+    print(f"{'run':32} {'wall s':>8} {'speedup':>8} {'CPU s':>8} {'max MB':>8}  speedup in each round")
+    base = statistics.median(r[0]["wall"] for r in rounds)
+    for i, label in enumerate(r["label"] for r in rounds[0]):
+        walls = [r[i]["wall"] for r in rounds]
+        cpu = statistics.median(r[i]["cpu_children"] for r in rounds)
+        mb = max(max(r[i]["parent_mb"], r[i]["worker_mb"]) for r in rounds)
+        each = ", ".join(f"{r[0]['wall'] / r[i]['wall']:.2f}" for r in rounds)
+        print(f"{label:32} {statistics.median(walls):8.1f} {base / statistics.median(walls):8.2f} {cpu:8.1f} "
+              f"{mb:8.0f}  {each}")  # fmt: skip
 
 
 if __name__ == "__main__":
