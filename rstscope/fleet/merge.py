@@ -26,6 +26,7 @@ import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -191,7 +192,7 @@ def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: i
         for block, ends in columns.connection_row_blocks(store, table, 0, info, tally, separator=b""):
             out.write(block)
             lengths.append(np.diff(ends, prepend=0))
-    row_length = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+    row_length = np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, dtype=np.int32)  # a row < 2 GB
     return row_length, tally.result(), tally.first_attempt
 
 
@@ -264,10 +265,12 @@ class MergedStore(ConnectionsById):
 
     def __init__(self, results: list[ShardResult], workdir: str) -> None:
         work = Path(workdir)
-        self._results = results
+        # What it reads later, and nothing else of the results: their reset columns (merged_resets copies
+        # them) and ids are a third of the parent's memory while it writes the document.
+        self._results = [_Kept(r.shard, r.rows, r.row_length, r.overflow) for r in results]
         n = sum(len(r.gid) for r in results)
-        self._shard = np.zeros(n, dtype=np.int64)
-        self._local = np.zeros(n, dtype=np.int64)
+        self._shard = np.zeros(n, dtype=np.min_scalar_type(-max(len(results), 1)))
+        self._local = np.zeros(n, dtype=np.int32 if n < 2**31 else np.int64)  # position within its shard
         for r in results:
             self._shard[r.gid] = r.shard
             self._local[r.gid] = np.arange(len(r.gid))
@@ -329,6 +332,15 @@ class MergedStore(ConnectionsById):
                 f.close()
         for fd in self._json.values():
             os.close(fd)
+
+
+class _Kept(NamedTuple):
+    """What the merged store keeps of a shard's result."""
+
+    shard: int
+    rows: bool
+    row_length: np.ndarray
+    overflow: dict[int, list[int]]
 
 
 class _Spill:
