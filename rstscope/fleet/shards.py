@@ -396,7 +396,8 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         stitch.merge_stats([(str(group[i].path), decoded[i].stats) for i in members]),
     )  # fmt: skip
     with timing.phase("parent", "schedule"):
-        sched = schedule(_clock(workdir, i, s.offset) for i, s in zip(members, spans, strict=True))
+        sched = schedule(itertools.chain.from_iterable(_clock(workdir, i, s.offset)
+                                                       for i, s in zip(members, spans, strict=True)))  # fmt: skip
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
     with timing.phase("parent", "phase 2 (wait)"):
         results = engine.track(pieces, sched, workdir, info, work, progress)
@@ -407,9 +408,17 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
     return found
 
 
-def _clock(workdir: str, index: int, offset: int) -> tuple[np.ndarray, np.ndarray]:
+CLOCK_BLOCK = 4 * CHUNK_PACKETS
+"""Rows of a piece's clock the schedule takes at once: its temporaries (a dozen arrays of the block's
+length) stay small beside the parent's own memory."""
+
+
+def _clock(workdir: str, index: int, offset: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """A piece's good rows' global frames and timestamps, in blocks of CLOCK_BLOCK rows."""
     with np.load(Path(workdir) / f"clock-{index}.npz") as z:
-        return z["frame"].astype(np.int64) + offset, z["ts"]
+        frames, times = z["frame"], z["ts"]
+    for start in range(0, len(frames), CLOCK_BLOCK):
+        yield frames[start : start + CLOCK_BLOCK].astype(np.int64) + offset, times[start : start + CLOCK_BLOCK]
 
 
 def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, options: ShardOptions,

@@ -58,14 +58,15 @@ def test_schedule_is_the_single_process_clock(busy_pieces, tmp_path, monkeypatch
 
     monkeypatch.setattr(Tracker, "_retire_idle", spy)
     document(str(pieces[0].parent), "--jobs", "1")
-    offset, clocks = 0, []
+    offsets, offset = [], 0
     for i, p in enumerate(pieces):
-        decoded = shards.decode_piece(str(p), i, 1, str(tmp_path))
-        clocks.append(shards._clock(str(tmp_path), i, offset))
-        offset += decoded.stats.records
-    sched = shards.schedule(iter(clocks))
-    assert len(sched) > 5
-    assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
+        offsets.append(offset)
+        offset += shards.decode_piece(str(p), i, 1, str(tmp_path)).stats.records
+    for block in (shards.CLOCK_BLOCK, 1_000):  # the schedule does not depend on how the clocks are cut
+        monkeypatch.setattr(shards, "CLOCK_BLOCK", block)
+        sched = shards.schedule(b for i, at in enumerate(offsets) for b in shards._clock(str(tmp_path), i, at))
+        assert len(sched) > 5
+        assert list(zip(sched.now_frame.tolist(), sched.now_ns.tolist(), strict=True)) == sweeps
 
 
 def test_jobs_other_outputs_equal_single_process(busy_pieces, tmp_path):
