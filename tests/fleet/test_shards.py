@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from rstscope.connections import Tracker, retire
 from rstscope.fleet import shards
+from rstscope.packets import PACKET_DTYPE
 from tests.fleet.conftest import document, rstscope, without_added
 
 
@@ -99,10 +101,6 @@ def test_jobs_with_several_captures_in_a_group(short_pieces):
 
 def _rows(src: tuple, dst: tuple, tunnel=0):
     """Packet rows from (address low 64 bits, port) arrays of each endpoint."""
-    import numpy as np
-
-    from rstscope.packets import PACKET_DTYPE
-
     rows = np.zeros(len(src[0]), dtype=PACKET_DTYPE)
     rows["src_lo"], rows["src_port"] = src
     rows["dst_lo"], rows["dst_port"] = dst
@@ -115,8 +113,6 @@ def test_shard_of_is_symmetric_and_balanced_on_a_busy_server():
     split makes the lockstep shards wait for the larger one.  The keys are a real busy server's (few
     client addresses, consecutive ports, IPv4-mapped as the reader stores them).  20,000 connections:
     an even hash is within 0.4 % of half (one standard deviation); the bound below is 2 %."""
-    import numpy as np
-
     n = 20_000
     mapped = np.uint64(0xFFFF00000000)
     client = (mapped | np.uint64(0x0A000101) + np.arange(n, dtype=np.uint64) // 5000 * 256,
