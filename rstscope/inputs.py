@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from rstscope import scratch
 from rstscope.status import InputError
 
 STDIN = "-"
@@ -104,7 +105,7 @@ def spooled(names: Sequence[str], env=None) -> Iterator[list[str]]:
         return
     if sum(1 for name in names if str(name) == STDIN) > 1:
         raise InputError("standard input (-) given twice: it can be read only once")
-    with tempfile.TemporaryDirectory(prefix="rstscope-input-") as directory:
+    with tempfile.TemporaryDirectory(prefix="rstscope-input-", dir=scratch.directory()) as directory:
         out = []
         for name in names:
             if not is_read_once(name):

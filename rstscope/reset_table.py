@@ -25,7 +25,7 @@ from typing import NamedTuple
 import numpy as np
 import orjson
 
-from rstscope import collector, heap
+from rstscope import collector, heap, scratch
 from rstscope import evidence as evidence_mod
 from rstscope.connections import Connection, TtlRange
 from rstscope.evidence import ResetEvidence
@@ -175,7 +175,9 @@ class RowSpill:
 
     def _flush(self) -> None:
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="rstscope-resets-")  # noqa: SIM115 (lives with the table)
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115 (lives with the table)
+                prefix="rstscope-resets-", dir=scratch.directory()
+            )
         self._file.write(self._pending)
         self._file.flush()
         self._written += len(self._pending)

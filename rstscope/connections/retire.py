@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from rstscope import scratch
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.rows import (
     AFTER_ROW,
@@ -140,7 +141,7 @@ class RecordFile:
     def _flush(self) -> None:
         if self._file is None:
             # Lives as long as the tracker and its store; the OS deletes it when it is closed.
-            self._file = tempfile.TemporaryFile(prefix="rstscope-connections-")  # noqa: SIM115
+            self._file = tempfile.TemporaryFile(prefix="rstscope-connections-", dir=scratch.directory())  # noqa: SIM115
         self._file.seek(0, os.SEEK_END)
         for part in self._buffer:  # one after the other: concatenating them first would copy them all again
             part.tofile(self._file)

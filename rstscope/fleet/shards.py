@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rstscope import collector
+from rstscope import collector, scratch
 from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
 from rstscope.connections.tracker import FEED_ROWS
@@ -317,7 +317,7 @@ class LocalEngine:
         self.ctx.set_forkserver_preload(["rstscope.fleet.shards"])  # workers fork with numpy and rstscope loaded
 
     def workdir(self, group: list[Piece]) -> str:
-        return tempfile.mkdtemp(prefix="rstscope-fleet-")
+        return tempfile.mkdtemp(prefix="rstscope-fleet-", dir=scratch.directory())
 
     def decode(self, group: list[Piece], workdir: str, progress) -> list[Decoded]:
         return _phase1(group, self.shards, workdir, self.ctx, progress)
