@@ -120,6 +120,10 @@ class _Section:
     u32: struct.Struct
 
 
+MAX_TSOFFSET_S = 100 * 365 * 86_400
+"""An ``if_tsoffset`` beyond a century either way is damage, not a clock: ignored, with a warning."""
+
+
 def ts_to_ns(ticks: np.ndarray, tsresol: int, tsoffset_s: int) -> np.ndarray:
     """pcapng timestamps (uint64 ticks) to int64 ns since the epoch, exact to the ns."""
     ticks = ticks.astype(np.uint64)
@@ -206,6 +210,12 @@ class PcapngReader:
         tsresol = options[IF_TSRESOL][0] if options.get(IF_TSRESOL) else DEFAULT_TSRESOL
         offset_bytes = options.get(IF_TSOFFSET, b"")
         tsoffset = struct.unpack(section.order + "q", offset_bytes)[0] if len(offset_bytes) == 8 else 0
+        if abs(tsoffset) > MAX_TSOFFSET_S:  # a damaged option: in ns it would not even fit 64 bits
+            self._stats.warnings.append(
+                f"interface {len(self.interfaces)}: if_tsoffset of {tsoffset} s ignored (more than "
+                f"{MAX_TSOFFSET_S // (365 * 86_400)} years)"
+            )
+            tsoffset = 0
         name = options[IF_NAME].split(b"\0")[0].decode("utf-8", "replace") if IF_NAME in options else None
         interface = make_interface(
             int(fixed["link_type"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,25 @@ def test_format_files_are_small():
     files = [p for p in FORMATS.iterdir() if p.suffix != ".py" and p.is_file()]
     assert len(files) >= 30
     assert max(p.stat().st_size for p in files) < 4096
+
+
+def test_a_damaged_tsoffset_is_ignored_with_a_warning(tmp_path):
+    """An if_tsoffset that no clock could have (here 2**62 s: in ns it overflows 64 bits) is damage: the
+    interface's timestamps are read without it, and the reader says so."""
+    data = (FORMATS / "pcapng-multi.pcapng").read_bytes()
+    good = struct.pack("<HHq", 14, 8, 100)  # iface 2's if_tsoffset option: +100 s
+    assert data.count(good) == 1
+    damaged = tmp_path / "tsoffset.pcapng"
+    damaged.write_bytes(data.replace(good, struct.pack("<HHq", 14, 8, 2**62)))
+    with open_capture(damaged) as capture:
+        table = np.concatenate(list(capture.chunks()))
+        stats = capture.stats
+    assert stats.warnings == [f"interface 2: if_tsoffset of {2**62} s ignored (more than 100 years)"]
+    assert table["ts_ns"].tolist() == [
+        TS + 123_456_000,
+        TS + 124_456_789,
+        TS + 500_000_000 - 100 * 10**9,  # iface 2, without its offset
+        TS + 500_000_000 - 100 * 10**9,  # the simple packet block reuses the previous timestamp
+        TS + 127_456_000,
+        TS + 201_000_000,
+    ]
