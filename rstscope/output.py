@@ -82,8 +82,9 @@ def atomic_file(target: str | os.PathLike, mode: str = "w", *, encoding: str | N
     binary = "b" in mode
     kwargs = {} if binary else {"encoding": encoding, "errors": errors}
     with atomic_path(target) as path:
+        direct = path == Path(target)  # not a regular file: written directly, nothing to sync
         try:
-            if path == Path(target):  # not a regular file: written directly
+            if direct:
                 opened = open(path, mode, **kwargs)  # noqa: SIM115
             else:
                 buffered = io.BufferedWriter(_WritingBack(path, "w"))
@@ -91,7 +92,7 @@ def atomic_file(target: str | os.PathLike, mode: str = "w", *, encoding: str | N
             with opened as stream:
                 yield stream
                 stream.flush()
-                if path != Path(target):
+                if not direct:
                     os.fsync(stream.fileno())
         except OSError as exc:
             raise InputError(f"cannot write {target}: {_describe(exc)}") from None

@@ -139,12 +139,13 @@ def gather(read_range: Callable[[int, int], bytes], offsets: np.ndarray, lengths
     return b"".join(map(read_range, lo.tolist(), (hi - lo).tolist())), starts
 
 
-def _pread_exactly(fd: int, length: int, offset: int) -> bytes:
+def pread_exactly(fd: int, length: int, offset: int) -> bytes:
+    """Bytes ``[offset, offset + length)`` of a file of RST rows; OSError if it ends before."""
     data = os.pread(fd, length, offset)
     while len(data) < length:  # a regular file gives all at once; but for its end, a short read is not that
         more = os.pread(fd, length - len(data), offset + len(data))
         if not more:
-            raise OSError(f"the temporary file of RST rows ended at byte {offset + len(data)}, not {offset + length}")
+            raise OSError(f"a file of RST rows ended at byte {offset + len(data)}, not {offset + length}")
         data += more
     return data
 
@@ -193,7 +194,7 @@ class RowSpill:
             start = offset - self._written
             return bytes(self._pending[start : start + length])
         on_disk = min(length, self._written - offset)
-        data = _pread_exactly(self._file.fileno(), on_disk, offset)
+        data = pread_exactly(self._file.fileno(), on_disk, offset)
         return data + bytes(self._pending[: length - on_disk]) if on_disk < length else data
 
     def read(self, offset: int, length: int) -> bytes:

@@ -348,8 +348,8 @@ class _Spill:
 
     def __init__(self, paths: list[Path]) -> None:
         self._fds = [os.open(p, os.O_RDONLY) for p in paths]
-        sizes = [os.fstat(fd).st_size for fd in self._fds]
-        self.bases = np.cumsum([0, *sizes[:-1]]).tolist() if sizes else []
+        self._sizes = [os.fstat(fd).st_size for fd in self._fds]
+        self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
         self._windows = [(0, b"")] * len(paths)
 
     def read_range(self, offset: int, length: int) -> bytes:
@@ -358,11 +358,9 @@ class _Spill:
         while length > 0:
             j = bisect.bisect_right(self.bases, offset) - 1
             local = offset - self.bases[j]
-            data = os.pread(self._fds[j], length, local)
-            if not data:
-                raise OSError(f"a shard's file of RST rows ended early (byte {local})")
-            parts.append(data)
-            offset, length = offset + len(data), length - len(data)
+            n = length if j == len(self._fds) - 1 else min(length, self._sizes[j] - local)  # then the next file
+            parts.append(reset_table.pread_exactly(self._fds[j], n, local))
+            offset, length = offset + n, length - n
         return b"".join(parts)
 
     def read(self, offset: int, length: int) -> bytes:

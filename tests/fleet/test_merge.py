@@ -4,6 +4,7 @@ back by global id (the documents themselves are compared in test_shards and test
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rstscope.fleet import merge, run, shards, stitch
 from rstscope.fleet import pieces as pieces_mod
@@ -44,3 +45,20 @@ def test_merged_store_reads_connections_in_any_order(busy_pieces):
     assert [parallel.connections[i] for i in picks] == [single.connections[i] for i in picks]
     assert parallel.connections[10:20] == single.connections[10:20]
     assert list(parallel.connections.with_resets()) == list(single.connections.with_resets())
+
+
+def test_spill_reads_ranges_across_the_shards_files(tmp_path):
+    """The shards' RST-row files read as one: a range may span files (an empty one among them); a range
+    past the end is an error, not short data (here: the last file's byte 7 of 8 wanted)."""
+
+    contents = [b"abcdef", b"", b"ghij", b"klmnopq"]
+    paths = []
+    for j, data in enumerate(contents):
+        paths.append(tmp_path / f"reset-rows-{j}")
+        paths[-1].write_bytes(data)
+    spill, whole = merge._Spill(paths), b"".join(contents)
+    for offset in range(len(whole)):
+        for length in range(len(whole) - offset + 1):
+            assert spill.read_range(offset, length) == whole[offset : offset + length]
+    with pytest.raises(OSError, match="ended at byte 7, not 8"):
+        spill.read_range(15, 3)
