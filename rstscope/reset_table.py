@@ -175,12 +175,13 @@ class RowSpill:
         return offset
 
     def _flush(self) -> None:
-        if self._file is None:
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115 (lives with the table)
-                prefix="rstscope-resets-", dir=scratch.directory()
-            )
-        self._file.write(self._pending)
-        self._file.flush()
+        with scratch.writing():
+            if self._file is None:
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115 (lives with the table)
+                    prefix="rstscope-resets-", dir=scratch.directory()
+                )
+            self._file.write(self._pending)
+            self._file.flush()
         self._written += len(self._pending)
         self._pending = bytearray()
 

@@ -9,13 +9,22 @@ Arch) those files are memory again.
 So: a directory the user named in ``TMPDIR`` (or ``TEMP``/``TMP``) is used as it is.  Otherwise, when
 the system's temporary directory is a tmpfs and ``/var/tmp`` (kept on disk, by the FHS) is not, the
 files go to ``/var/tmp``.
+
+When that directory fills up, the write that failed becomes :class:`Full`, one line that names the
+directory and what to do (:func:`writing`), wherever it happened: in this process, a fleet's decoding
+or shard process, a Dask worker.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
+
+from rstscope.status import RstscopeError
 
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 FALLBACK = "/var/tmp"
@@ -57,3 +66,41 @@ def filesystem(path: str, mounts: str) -> str | None:
         if inside and len(point) >= len(best):
             best, kind = point, fields[2]
     return kind
+
+
+FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+"""A full file system, a quota, a file-size limit (``ulimit -f``): no room, whatever the cause."""
+
+
+class Full(RstscopeError):
+    """No room left for temporary files."""
+
+
+def is_full(exc: OSError) -> bool:
+    """Whether a failed write means there was no room.  ``ndarray.tofile`` reports a short write as
+    "N requested and M written", without errno: in a temporary file that is no room too."""
+    return exc.errno in FULL_ERRNOS or (exc.errno is None and " requested and " in str(exc))
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike | None = None) -> Iterator[None]:
+    """Writes of temporary files (``path``: one of them, or a work directory): no room becomes
+    :class:`Full`; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if not is_full(exc):
+            raise
+        where = os.fspath(path) if path is not None else (directory() or tempfile.gettempdir())
+        why = exc.strerror or _short_write(where)
+        raise Full(f"no room for temporary files in {where} ({why}): set TMPDIR to a directory with more "
+                   f"space (README: Temporary space)") from exc  # fmt: skip
+
+
+def _short_write(where: str) -> str:
+    """Why a write without errno was cut short, as far as the file system tells."""
+    try:
+        room = os.statvfs(where)
+    except OSError:
+        return "a write was cut short"
+    return "No space left on device" if room.f_bavail * room.f_frsize < 1 << 20 else "a write was cut short"

@@ -8,6 +8,8 @@ then any skipped ``root`` test fails the run, so CI cannot go green without them
 from __future__ import annotations
 
 import os
+import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,23 @@ def corpus() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"reference corpus not found at {CORPUS} (it sits beside the repository as ../shared)")
     return CORPUS
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mounts tmpfs of a given size for the test, unmounted after it: ``tmpfs("1m")`` (root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a tmpfs")
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        mount_point = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+        mount_point.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], check=True)
+        mounted.append(mount_point)
+        return mount_point
+
+    yield mount
+    for mount_point in mounted:
+        subprocess.run(["umount", str(mount_point)], check=False)
+        mount_point.rmdir()

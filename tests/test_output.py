@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -70,18 +69,9 @@ def test_missing_directory_and_non_directory(tmp_path):
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path):
+def small_tmpfs(tmpfs):
     """A 1 MiB tmpfs, mounted for the test and unmounted after it (root)."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root to mount a tmpfs")
-    mount_point = tmp_path / f"full-{uuid.uuid4().hex[:6]}"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True)
-    try:
-        yield mount_point
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=False)
-        mount_point.rmdir()
+    return tmpfs("1m")
 
 
 @pytest.mark.root

@@ -1,8 +1,14 @@
-"""Large temporary files go to a disk, not to a tmpfs /tmp, unless the user named the directory."""
+"""Large temporary files go to a disk, not to a tmpfs /tmp, unless the user named the directory; when
+that directory is full, one line says so, whichever process was writing."""
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +16,9 @@ import pytest
 from rstscope import reset_table, scratch
 from rstscope.connections import retire
 from rstscope.connections.rows import CONN_ROW
+from tests import shortconns
+
+REPO = Path(__file__).resolve().parents[1]
 
 MOUNTS_TMPFS = """\
 /dev/vda1 / ext4 rw,relatime 0 0
@@ -66,3 +75,54 @@ def test_spill_files_are_made_in_the_chosen_directory(tmp_path, monkeypatch):
     spill = reset_table.RowSpill(memory_bytes=10)
     assert spill.read(spill.append(b"x" * 100), 100) == b"x" * 100
     assert made == [str(tmp_path), str(tmp_path)]
+
+
+def _no_room_line(directory) -> str:
+    return (f"no room for temporary files in {directory} (No space left on device): set TMPDIR to a directory "
+            f"with more space (README: Temporary space)")  # fmt: skip
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG])
+def test_no_room_is_one_line_naming_the_directory(tmp_path, code):
+    with pytest.raises(scratch.Full) as caught, scratch.writing(tmp_path):
+        raise OSError(code, os.strerror(code))
+    assert str(caught.value) == _no_room_line(tmp_path).replace("No space left on device", os.strerror(code))
+
+
+def test_other_write_errors_pass_unchanged(tmp_path):
+    with pytest.raises(OSError) as caught, scratch.writing(tmp_path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    assert caught.value.errno == errno.EIO
+
+
+def test_records_that_cannot_be_written_are_no_room(monkeypatch):
+    """numpy's ``tofile`` reports a short write without errno ("N requested and M written"): the tracker's
+    records written to a device that is always full (/dev/full) are no room, not an unexplained error."""
+    monkeypatch.setattr(retire.tempfile, "TemporaryFile", lambda **_: open("/dev/full", "w+b"))  # noqa: SIM115
+    records = retire.RecordFile(CONN_ROW)
+    with pytest.raises(scratch.Full, match=r"no room for temporary files in .*: set TMPDIR"):
+        for _ in range(retire.SPILL_BATCH):  # the buffer flushes long before this ends
+            records.append(np.zeros(64, CONN_ROW))
+
+
+def test_reset_rows_that_cannot_be_written_are_no_room(monkeypatch):
+    monkeypatch.setattr(reset_table.tempfile, "TemporaryFile", lambda **_: open("/dev/full", "w+b"))  # noqa: SIM115
+    spill = reset_table.RowSpill(0)
+    with pytest.raises(scratch.Full, match=r"no room for temporary files in .* \(No space left on device\)"):
+        for _ in range(1000):
+            spill.append(b"x" * 4096)
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("jobs", [[], ["--jobs", "2"]], ids=["one process", "jobs 2"])
+def test_a_full_temporary_directory_is_one_line_and_left_empty(tmp_path, tmpfs, jobs):
+    """The analysis needs ~30 MB of temporary files (40,000 short connections) and TMPDIR has 2 MB:
+    one line, exit 1, and nothing left behind, whether this process or the shard processes write them."""
+    capture = tmp_path / "short.pcap"
+    shortconns.generate(str(capture), 40_000)
+    tiny = tmpfs("2m")
+    env = dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tiny))
+    result = subprocess.run([sys.executable, "-m", "rstscope", "analyze", str(capture), *jobs], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert (result.returncode, result.stderr) == (1, f"rstscope: error: {_no_room_line(tiny)}\n")
+    assert list(tiny.iterdir()) == []

@@ -139,13 +139,14 @@ class RecordFile:
         return self._buffer[0]
 
     def _flush(self) -> None:
-        if self._file is None:
-            # Lives as long as the tracker and its store; the OS deletes it when it is closed.
-            self._file = tempfile.TemporaryFile(prefix="rstscope-connections-", dir=scratch.directory())  # noqa: SIM115
-        self._file.seek(0, os.SEEK_END)
-        for part in self._buffer:  # one after the other: concatenating them first would copy them all again
-            part.tofile(self._file)
-        self._file.flush()
+        with scratch.writing():
+            if self._file is None:
+                # Lives as long as the tracker and its store; the OS deletes it when it is closed.
+                self._file = tempfile.TemporaryFile(prefix="rstscope-connections-", dir=scratch.directory())  # noqa: SIM115
+            self._file.seek(0, os.SEEK_END)
+            for part in self._buffer:  # one after the other: concatenating them first would copy them all again
+                part.tofile(self._file)
+            self._file.flush()
         self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0

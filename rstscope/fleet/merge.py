@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rstscope import columns, reset_table
+from rstscope import columns, reset_table, scratch
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.retire import ConnectionsById
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections, span_positions
@@ -79,7 +79,11 @@ def finish_shard(store, shard: int, workdir: str, exchange, info, *, rows: bool 
     lockstep exchange of the tracking (its ``total`` is a barrier), ``info`` the capture's
     StitchedCaptureInfo (for the file fields of the rows); ``rows``: write the connections' rows for
     the parent (not needed when it only copies the encoded document rows)."""
-    work = Path(workdir)
+    with scratch.writing(Path(workdir).parent.parent):  # {scratch}/rstscope-fleet-*/capture-N
+        return _finish_shard(store, shard, Path(workdir), exchange, info, rows=rows)
+
+
+def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) -> ShardResult:
     with timing.phase("phase 2", "write rows" if rows else "first frames"):
         first = _dump_rows(store, shard, work) if rows else _first_frames(store)
         np.save(work / f"first-{shard}.npy", first)

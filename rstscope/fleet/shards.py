@@ -106,6 +106,11 @@ class Decoded:
 def decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
     """Phase 1 for one piece: rows to ``{workdir}/rows-{index}-{shard}``, good rows' frames and
     timestamps to ``clock-{index}.npz``."""
+    with scratch.writing(os.path.dirname(workdir)):  # the directory the user can change
+        return _decode_piece(path, index, shards, workdir)
+
+
+def _decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
     outs = [open(Path(workdir) / f"rows-{index}-{j}", "wb") for j in range(shards)]  # noqa: SIM115
     frames, times = [], []
     packets, first_ns, last_ns = 0, None, None
@@ -480,6 +485,8 @@ def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(th
         outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, options))
     except broken:
         outcome = ("error", BROKEN)
+    except RstscopeError as exc:  # already one line for the user (no room for the shard's files, ...)
+        outcome = ("error", str(exc))
     except BaseException as exc:  # the parent raises it as one line
         outcome = ("error", f"worker {j}: {type(exc).__name__}: {exc}")
     write_outcome(workdir, j, outcome)
