@@ -18,6 +18,7 @@ DuckDB, pandas and Spark all read its files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -87,14 +88,20 @@ class _Files:
             rows.clear()
 
     def close(self, *, keep: bool = True) -> None:
-        for name, entry in self._writers.items():
-            if keep:
+        """Complete every file and rename it into place (``keep``), or remove them.  A failure while
+        completing them (a full disk) removes those not yet in place, and is raised."""
+        try:
+            for name, entry in list(self._writers.items()) if keep else ():
                 self._flush(entry)
-            entry[0].close()
-            if keep:
+                entry[0].close()
                 os.replace(entry[1], self.directory / name)
-            else:
-                entry[1].unlink(missing_ok=True)
+                del self._writers[name]
+        finally:
+            for writer, tmp, _rows in self._writers.values():
+                with contextlib.suppress(OSError):  # closing flushes what it holds: the disk may be full
+                    writer.close()
+                tmp.unlink(missing_ok=True)
+            self._writers.clear()
 
 
 def _piece_name(host: str, path: str, used: dict[str, str]) -> str:
@@ -148,8 +155,13 @@ def write(analyses, directory: Path) -> list[Path]:
                     row[f"{k}_client"], row[f"{k}_server"] = sides["client"], sides["server"]
                 row["host"] = host
                 conns.add(_piece_name(host, row["file"], used), row)
+        resets.close()
+        conns.close()
         ok = True
+    except OSError as exc:  # pyarrow's carry no errno: "Error writing bytes to file. Detail: [errno 28] ..."
+        raise InputError(f"--parquet {directory}: cannot write ({exc.strerror or exc})") from exc
     finally:
-        resets.close(keep=ok)
-        conns.close(keep=ok)
+        if not ok:
+            resets.close(keep=False)
+            conns.close(keep=False)
     return sorted((directory / "resets").glob("*.parquet")) + sorted((directory / "connections").glob("*.parquet"))

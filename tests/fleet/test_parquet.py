@@ -50,3 +50,18 @@ def test_unwritable_parquet_directory_fails_first(short_pieces, tmp_path):
     status, out, err = rstscope("analyze", str(short_pieces[0].parent), "--parquet", str(blocked / "pq"))
     assert status == 2 and out == ""
     assert err.startswith("rstscope: error: --parquet ") and err.count("\n") == 1
+
+
+@pytest.mark.root
+def test_a_full_disk_leaves_whole_files_or_none(short_pieces, tmpfs):
+    """The Parquet files need ~400 KB and the disk has 128 KB: one line, exit 2; no temporary file is
+    left, and each file that is there reads whole."""
+    out = tmpfs("128k") / "pq"
+    status, _, err = rstscope("analyze", str(short_pieces[0].parent), "--parquet", str(out), "--summary-only")
+    assert status == 2
+    assert err.startswith(f"rstscope: error: --parquet {out}: cannot write (") and err.count("\n") == 1, err
+    assert "No space left on device" in err
+    left = sorted(p.name for p in out.rglob("*") if p.is_file())
+    assert all(name.endswith(".parquet") and not name.startswith(".") for name in left), left
+    for path in out.rglob("*.parquet"):
+        assert pq.read_table(path).num_rows > 0
