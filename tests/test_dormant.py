@@ -3,15 +3,22 @@ and come back, unchanged, when their 4-tuple sends again."""
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 
 import numpy as np
+import pytest
 
+from rstscope import scratch
 from rstscope.connections import dormant, retire, tracker
 from tests import differential, shortconns, tracker_reference
 
 
-def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
+@pytest.mark.parametrize("region_bytes", [1 << 40, 16_384], ids=["compacted", "holes"])
+def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch, region_bytes):
+    """Whether the records' files are compacted (regions too large to become holes) or give back regions
+    with nothing alive (small ones), every connection comes back as it was."""
     sys.path.insert(0, str(differential.REPO / "benchmarks"))
     import shapes
 
@@ -36,15 +43,54 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch):
         wake(self, ids)
         assert len(self._dormant) == len(self._dormant.ids())
 
-    compactions = []
-    compact = dormant.Dormant._compact
+    compactions, holes = [], []
+    compact, punch = dormant.Dormant._compact, retire._punch_hole
     monkeypatch.setattr(dormant.Dormant, "_compact", lambda self: compactions.append(1) or compact(self))
+    monkeypatch.setattr(retire, "_punch_hole", lambda *args: holes.append(args) or punch(*args))
+    monkeypatch.setattr(retire, "REGION_BYTES", region_bytes)
     monkeypatch.setattr(tracker.Tracker, "_sleep", spy_sleep)
     monkeypatch.setattr(tracker.Tracker, "_wake", spy_wake)
     with_dormancy = tracker_reference.tracker_digest(path, chunk_packets=4096)
     assert sum(slept) > 500 and sum(woken) > 500  # many went dormant, and many came back (besides the end)
-    assert compactions
+    assert holes if region_bytes < 1 << 30 else (compactions and not holes)
     assert with_dormancy == with_nothing_dormant
+
+
+def _can_punch_holes(directory) -> bool:
+    """Whether the file system of ``directory`` gives back the blocks of a hole (ext4, xfs, btrfs, tmpfs do)."""
+    with tempfile.TemporaryFile(dir=directory) as f:
+        f.write(b"x" * 65_536)
+        f.flush()
+        os.fsync(f.fileno())
+        retire._punch_hole(f.fileno(), 0, 65_536)
+        return os.fstat(f.fileno()).st_blocks * 512 < 65_536
+
+
+def test_released_regions_become_holes_and_live_rows_read_back(monkeypatch):
+    """Rows released: a region of the file with nothing alive gives its blocks back; every row still alive
+    reads back unchanged, also those in a block a hole's region shares with its neighbour (regions are
+    not aligned to blocks, rows straddle them)."""
+    monkeypatch.setattr(retire, "REGION_BYTES", 3 * 4096 + 100)  # 119 rows of 104 bytes: 12,376 bytes
+    dtype = np.dtype([("v", np.int64, (13,))])
+    n = 20_000
+    rows = np.zeros(n, dtype)
+    rows["v"] = np.arange(n)[:, None] * 13 + np.arange(13)
+    records = retire.RecordFile(dtype)
+    for start in range(0, n, 1_000):
+        records.append(rows[start : start + 1_000])
+    region = records._region_rows
+    alive = np.ones(n, dtype=bool)
+    alive[: 40 * region] = False  # forty regions, all in the file
+    alive[41 * region : 42 * region : 2] = False  # half of one region: not a hole
+    alive[n - 100 :] = False  # the last rows, some still in memory: the last region is not whole
+    records.release(np.flatnonzero(~alive)[::-1])  # in any order
+    assert records.dead_kept == int((~alive).sum()) - 40 * region
+    assert np.array_equal(records.take(np.flatnonzero(alive)), rows[alive])
+    if not _can_punch_holes(scratch.directory() or tempfile.gettempdir()):
+        pytest.skip("the temporary directory's file system keeps the blocks of holes (no fallocate)")
+    records._file.flush()
+    on_disk = os.fstat(records._file.fileno()).st_blocks * 512
+    assert on_disk <= len(records) * dtype.itemsize - 40 * (region * dtype.itemsize - 2 * 4096)
 
 
 def test_dormant_rows_keep_the_whole_slot():

@@ -10,6 +10,7 @@ for the consumers of every connection, :mod:`rstscope.columns`).
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -119,9 +120,42 @@ class RecordFile:
         self._pages: dict[int, np.ndarray] = {}
         self._batch = max(1, min(SPILL_BATCH, BUFFER_BYTES // dtype.itemsize))  # rows buffered at most
         self._page_rows = max(1, min(self.PAGE, self.PAGE_BYTES // dtype.itemsize))
+        self._region_rows = max(1, REGION_BYTES // dtype.itemsize)
+        self._released = np.zeros(0, dtype=np.int64)  # per region of the file: rows released; -1: punched
+        self._released_total = self._punched_rows = self._punched_upto = 0
 
     def __len__(self) -> int:
         return self._written + self._buffered
+
+    @property
+    def dead_kept(self) -> int:
+        """Rows released (:meth:`release`) that still take room in the file: their region holds live rows too."""
+        return self._released_total - self._punched_rows
+
+    def release(self, positions: np.ndarray) -> None:
+        """These rows (each released once) will not be read again: a region of the file whose rows are all
+        released is handed back to the file system (a hole), so a file whose rows die about in the order
+        they were written keeps about its live rows on disk, without copying them (as a compaction does)."""
+        if not len(positions):
+            return
+        regions = np.asarray(positions, dtype=np.int64) // self._region_rows
+        self._released = fit(self._released, int(regions.max()) + 1, 0)
+        np.add.at(self._released, regions, 1)
+        self._released_total += len(positions)
+        self._punch()
+
+    def _punch(self) -> None:
+        """Holes for the regions all released and all in the file, not punched yet."""
+        done = min(len(self._released), self._written // self._region_rows)  # regions wholly in the file
+        dead = np.flatnonzero(self._released[self._punched_upto : done] == self._region_rows) + self._punched_upto
+        if len(dead):
+            self._released[dead] = -1  # punched: never counted again
+            self._punched_rows += len(dead) * self._region_rows
+            size = self.dtype.itemsize * self._region_rows
+            for region in dead.tolist():
+                _punch_hole(self._file.fileno(), region * size, size)
+        while self._punched_upto < done and self._released[self._punched_upto] == -1:
+            self._punched_upto += 1
 
     def append(self, rows: np.ndarray) -> int:
         """Append ``rows``; the position of the first."""
@@ -150,6 +184,8 @@ class RecordFile:
         self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
+        if self._released_total > self._punched_rows:
+            self._punch()  # regions released while their last rows were still in memory
 
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The rows at these positions."""
@@ -203,6 +239,39 @@ class RecordFile:
                 del self._pages[next(iter(self._pages))]  # the least recently used
         self._pages[page] = rows  # (re)inserted last: most recently used
         return rows
+
+
+REGION_BYTES = 1 << 20
+"""Released rows are handed back to the file system a region of about this many bytes at a time."""
+_PUNCH_HOLE = 0x02 | 0x01  # FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE (linux/falloc.h)
+_BLOCK = 4096
+"""Only whole blocks of the file system are punched: in a partial one the range's bytes would be written
+with zeros, and nothing freed."""
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> None:
+    """Free the file system blocks wholly inside ``[offset, offset + length)`` of the file (its size and
+    the bytes around them unchanged).  Where the file system cannot (no ``fallocate``), the bytes stay:
+    only disk space is at stake, never what is read."""
+    start, end = -(-offset // _BLOCK) * _BLOCK, (offset + length) // _BLOCK * _BLOCK
+    fallocate = _fallocate()
+    if end > start and fallocate is not None:
+        fallocate(fd, _PUNCH_HOLE, start, end - start)  # failures (EOPNOTSUPP) ignored, as said
+
+
+@functools.cache
+def _fallocate():
+    """libc's ``fallocate`` (Python's ``os`` has no call that punches holes), or None where there is none.
+    Looked up on first use, in the symbols the process already has: no ``ldconfig`` at start-up."""
+    import ctypes
+
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):  # not Linux
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate.restype = ctypes.c_int
+    return fallocate
 
 
 class Spill:
