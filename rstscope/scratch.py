@@ -2,7 +2,7 @@
 
 Tracking keeps memory flat by moving state to temporary files: retired connections' rows, dormant
 connections' records, RST rows, a fleet's shard files.  They grow with the capture, not with memory
-(measured, 1M packets each: a SYN flood 668 MB of them, short connections 114 MB; one million bare
+(measured, 1M packets each: a SYN flood 596 MB of them, short connections 114 MB; one million bare
 RSTs 2.8 GB).  On a disk that is the point; on a tmpfs ``/tmp`` (the default on Debian 13, Fedora and
 Arch) those files are memory again.
 
