@@ -84,8 +84,8 @@ def is_full(exc: OSError) -> bool:
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike | None = None) -> Iterator[None]:
-    """Writes of temporary files (``path``: one of them, or a work directory): no room becomes
-    :class:`Full`; other errors pass unchanged."""
+    """Writes of temporary files: no room becomes :class:`Full`, naming ``path`` (the directory the user
+    can change with TMPDIR; by default the one :func:`directory` chooses); other errors pass unchanged."""
     try:
         yield
     except OSError as exc:

@@ -184,7 +184,7 @@ class RecordFile:
         self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
-        if self._released_total > self._punched_rows:
+        if self.dead_kept:
             self._punch()  # regions released while their last rows were still in memory
 
     def take(self, positions: np.ndarray) -> np.ndarray:
