@@ -21,13 +21,13 @@ interface id.
 from __future__ import annotations
 
 import struct
-from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from rstscope.packets import ReadStats
+from rstscope.reader._compiled import ffi, lib
 from rstscope.reader.decode import Bytes, RecordBatch
 from rstscope.reader.interface import MAX_CAPLEN, Interface, make_interface
 from rstscope.reader.source import Window
@@ -240,7 +240,7 @@ class PcapngReader:
             offsets, extras, pos, reason = self._walk(limit)
             self._window.pos = pos
             if len(offsets):
-                batch = self._batch(np.frombuffer(offsets, dtype=np.int64), extras)
+                batch = self._batch(offsets, extras)
                 if batch is not None:
                     yield batch
             if not self._continue_after(reason):
@@ -287,12 +287,12 @@ class PcapngReader:
         self._done = True
         return False
 
-    def _walk(self, limit: int) -> tuple[array, list, int, int]:
+    def _walk(self, limit: int) -> tuple[np.ndarray, list, int, int]:
         """Walk blocks from the window position: packet-block offsets, SPB/PB records, stop position, reason.
 
-        EPBs take the fast path (two ``unpack_from`` per block); everything else
-        goes through :meth:`_other_block`.  An SPB/PB is entered in ``offsets``
-        as ``-1 - i`` for ``extras[i]``.
+        Runs of well-formed EPBs take the compiled walk (``walk.c``: ``pcapng_walk``); the block it stops
+        at, anything else, is looked at here (an SPB, PB or odd EPB by :meth:`_other_packet`).  An SPB/PB is entered in
+        ``offsets`` as ``-1 - i`` for ``extras[i]``.
         """
         window = self._window
         buf = window.buf
@@ -300,42 +300,39 @@ class PcapngReader:
         end = window.end
         header = self._section.header.unpack_from
         u32 = self._section.u32.unpack_from
-        offsets = array("q")
-        append = offsets.append
+        offsets = np.empty(limit, dtype=np.int64)
+        walked = ffi.from_buffer("int64_t[]", offsets)
+        data = ffi.from_buffer(buf)
+        stopped_at = ffi.new("int64_t *")
+        big_endian = self._section.order == ">"
         extras: list[tuple] = []
         count = 0
         while pos + 12 <= end:
+            if count < limit:
+                count += lib.pcapng_walk(data, pos, end, limit - count, big_endian, MAX_BLOCK_LEN,
+                                         walked + count, stopped_at)  # fmt: skip
+                pos = stopped_at[0]
+                if pos + 12 > end:
+                    break
             kind, length = header(buf, pos)
             after = pos + length
-            if (
-                kind == BLOCK_EPB
-                and count < limit
-                and 32 <= length <= MAX_BLOCK_LEN
-                and not length & 3
-                and after <= end
-                and u32(buf, after - 4)[0] == length
-            ):
-                append(pos)
-                count += 1
-                pos = after
-                continue
             if kind == BLOCK_SHB:
-                return offsets, extras, pos, _SECTION
+                return offsets[:count], extras, pos, _SECTION
             where = f"block @0x{window.offset(pos):x} (type 0x{kind:x}, after record {self._frames + count})"
             if length < 12 or length & 3 or length > MAX_BLOCK_LEN:
                 self._stats.warnings.append(f"{where}: bad block length {length}; stopped reading here")
-                return offsets, extras, pos, _DAMAGE
+                return offsets[:count], extras, pos, _DAMAGE
             if after > end:
-                return offsets, extras, pos, _MORE
+                return offsets[:count], extras, pos, _MORE
             if u32(buf, after - 4)[0] != length:
                 self._stats.warnings.append(
                     f"{where}: trailing block length {u32(buf, after - 4)[0]} != leading {length}; stopped reading here"
                 )
-                return offsets, extras, pos, _DAMAGE
+                return offsets[:count], extras, pos, _DAMAGE
             if kind in (BLOCK_EPB, BLOCK_SPB, BLOCK_PB):
                 if count >= limit:
-                    return offsets, extras, pos, _LIMIT
-                append(-1 - len(extras))
+                    return offsets[:count], extras, pos, _LIMIT
+                offsets[count] = -1 - len(extras)
                 extras.append(self._other_packet(buf, pos, kind, length, where))
                 count += 1
             elif kind == BLOCK_IDB and length >= IDB.itemsize + 4:
@@ -345,12 +342,12 @@ class PcapngReader:
                 if kind in FRAME_BLOCKS:
                     if count >= limit:
                         self._stats.skipped_blocks[f"0x{kind:x}"] -= 1  # seen again on the next walk
-                        return offsets, extras, pos, _LIMIT
-                    append(-1 - len(extras))
+                        return offsets[:count], extras, pos, _LIMIT
+                    offsets[count] = -1 - len(extras)
                     extras.append((pos, pos, 0, 0, None, 0, False, False))
                     count += 1
             pos = after
-        return offsets, extras, pos, _MORE
+        return offsets[:count], extras, pos, _MORE
 
     def _other_packet(self, buf, pos, kind, length, where) -> tuple:
         """An SPB, a PB or a too-short EPB, in Python.

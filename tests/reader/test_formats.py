@@ -253,3 +253,48 @@ def test_a_damaged_tsoffset_is_ignored_with_a_warning(tmp_path):
         TS + 127_456_000,
         TS + 201_000_000,
     ]
+
+
+# ---------------------------------------------------------------- the compiled pcapng walk
+
+
+def _as_pcapng(pcap: bytes, order: str, stats_every: int) -> bytes:
+    """The records of a little-endian microsecond pcap as the EPBs of one pcapng section in byte order
+    ``order``, with an interface statistics block (not a frame) after every ``stats_every`` packets."""
+    u32 = struct.Struct(order + "I")
+    link_type, snaplen = struct.unpack_from("<I", pcap, 20)[0], struct.unpack_from("<I", pcap, 16)[0]
+    out = [struct.pack(order + "IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28),
+           struct.pack(order + "IIHHII", 1, 20, link_type, 0, snaplen, 20)]  # fmt: skip
+    pos, count = 24, 0
+    while pos < len(pcap):
+        sec, usec, caplen, wirelen = struct.unpack_from("<IIII", pcap, pos)
+        data = pcap[pos + 16 : pos + 16 + caplen]
+        ticks = sec * 1_000_000 + usec  # pcapng's default unit: microseconds
+        padded = data + bytes(-len(data) % 4)
+        length = 32 + len(padded)
+        out.append(struct.pack(order + "IIIIIII", 6, length, 0, ticks >> 32, ticks & 0xFFFFFFFF, caplen, wirelen))
+        out += [padded, u32.pack(length)]
+        pos += 16 + caplen
+        count += 1
+        if count % stats_every == 0:
+            out.append(struct.pack(order + "IIIIII", 5, 24, 0, ticks >> 32, ticks & 0xFFFFFFFF, 24))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("chunk", [997, 65_536])
+def test_pcapng_gives_the_rows_of_the_same_packets_in_pcap(tmp_path, order, chunk):
+    """The compiled walk over runs of EPBs (``walk.c``), stopping at every other block and at the end of
+    each read of the file (a 2 MB file read in growing blocks), gives the rows of the classic pcap reader."""
+    from tests import shortconns
+
+    pcap = tmp_path / "short.pcap"
+    packets = shortconns.generate(str(pcap), 3_000)
+    pcapng = tmp_path / "short.pcapng"
+    pcapng.write_bytes(_as_pcapng(pcap.read_bytes(), order, stats_every=1_000))
+    with open_capture(pcap, chunk_packets=chunk) as a, open_capture(pcapng, chunk_packets=chunk) as b:
+        classic, walked = np.concatenate(list(a.chunks())), np.concatenate(list(b.chunks()))
+        assert (b.format, b.stats.warnings, b.stats.skipped_blocks) == ("pcapng", [], {"0x5": packets // 1_000})
+    assert len(walked) == packets > 20_000
+    assert pcapng.stat().st_size > 2 << 20
+    assert np.array_equal(walked, classic)
