@@ -9,7 +9,8 @@ tracked (:func:`finish_shard`):
    learns the global ids (the single process's: connections numbered by first frame, over all
    shards) and the capture's ``host_ttl``, exchanging both through the work directory at one more
    lockstep round;
-2. computes evidence and verdicts of its RSTs (:func:`rstscope.reset_table.build`, global ids) and
+2. computes evidence and verdicts of RSTs (:func:`rstscope.reset_table.build`, global ids): its own and,
+   once done, any other shard's that are still waiting (:mod:`.evidence_pool`), and after one more round
    encodes its connections' document rows and listen-queue tally.
 
 The parent (:class:`MergedStore`, :func:`merged_resets`, :func:`merged_listen_queue`) only
@@ -20,7 +21,7 @@ encoded them.  Connection objects are made in the parent only for outputs other 
 
 from __future__ import annotations
 
-import bisect
+import itertools
 import os
 import pickle
 from collections.abc import Iterator
@@ -34,15 +35,14 @@ from rstscope import columns, reset_table, scratch
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.retire import ConnectionsById
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections, span_positions
+from rstscope.fleet import evidence_pool, timing
 from rstscope.fleet import frames as fleet_frames
-from rstscope.fleet import timing
 
 TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW}
 BATCH = 4_096
 """Connections handled at once (rows read, written or made into objects)."""
 CAPTURE_0 = b'{"capture":0,'
 """How a connection row encoded in a shard starts (``capture`` is the row's first key)."""
-_READ_BYTES = 1 << 20
 
 
 @dataclass(kw_only=True)
@@ -57,7 +57,9 @@ class ShardResult:
     reset_ids: np.ndarray
     """Global ids of its connections that saw a RST, ascending."""
     resets: dict[str, np.ndarray]
-    """Its reset table's columns (global connection ids; offsets into ``reset-rows-{shard}``)."""
+    """Its reset table's columns (global connection ids; offsets into ``reset_files`` one after the other)."""
+    reset_files: list[str]
+    """The files of its RSTs' encoded rows (:func:`.evidence_pool.gather`)."""
     fixes: set[tuple[str, str]]
     first_ns: int | None
     row_length: np.ndarray
@@ -89,21 +91,18 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
         np.save(work / f"first-{shard}.npy", first)
         with open(work / f"ttl-{shard}.pickle", "wb") as f:
             pickle.dump(dict(store.host_ttl), f)
+    with timing.phase("phase 2", "share evidence"):
+        evidence_pool.share(store, shard, work)
     with exchange.waits.timing():
-        exchange.total(0)  # a barrier: every shard's first frames and host TTLs are written
+        exchange.total(0)  # a barrier: every shard's first frames, host TTLs and shared evidence are written
     with timing.phase("phase 2", "global ids"):
-        firsts = [np.load(work / f"first-{j}.npy") for j in range(exchange.shards)]
-        gid = _global_ids(firsts, shard)
+        gids = _global_ids([np.load(work / f"first-{j}.npy") for j in range(exchange.shards)])
+        gid = gids[shard]
         host_ttl: dict[str, TtlRange] = {}
         for j in range(exchange.shards):
             with open(work / f"ttl-{j}.pickle", "rb") as f:
                 for host, ttl in pickle.load(f).items():
                     host_ttl[host] = ttl.merge(host_ttl.get(host))
-
-    def renumbered(conns: Iterator[Connection]) -> Iterator[Connection]:
-        for c in conns:
-            c.id = int(gid[c.id])
-            yield c
 
     with timing.phase("phase 2", "evidence and verdicts"):
         extend = None
@@ -112,15 +111,20 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
             def extend(row: dict, frame: int) -> None:
                 fleet_frames.add_reset_fields(row, info, frame)
 
-        table = reset_table.build(renumbered(store.reset_subjects()), host_ttl, extend=extend)
-        resets = _write_reset_rows(table, work / f"reset-rows-{shard}")
+        evidence_pool.judge(store, shard, exchange.shards, work, gids, host_ttl, extend)
+    with exchange.waits.timing():
+        exchange.total(0)  # a barrier: every shard's RSTs are judged, whoever judged them
+    with timing.phase("phase 2", "gather resets"):
+        table, reset_files = evidence_pool.gather(work, shard)
+        resets = _columns(table)
     with timing.phase("phase 2", "encode connection rows"):
         row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
+    table._spill.close()  # the parent reads those files itself
     spill = store._spill  # the tracker's own store (rstscope.connections.retire): its long histories
     return ShardResult(
         shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
-        reset_ids=gid[np.asarray(store._reset_ids, dtype=np.int64)], resets=resets, fixes=table.fixes,
-        first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
+        reset_ids=gid[np.asarray(store._reset_ids, dtype=np.int64)], resets=resets, reset_files=reset_files,
+        fixes=table.fixes, first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
         host_ttl=host_ttl, rows=rows,
     )  # fmt: skip
 
@@ -163,27 +167,22 @@ def _first_frames(store) -> np.ndarray:
     return first
 
 
-def _global_ids(firsts: list[np.ndarray], shard: int) -> np.ndarray:
-    """Global ids of shard ``shard``'s connections: all connections numbered in order of their first
-    frame (a frame holds one packet, so no two connections share one)."""
+def _global_ids(firsts: list[np.ndarray]) -> list[np.ndarray]:
+    """Global ids of each shard's connections: all connections numbered in order of their first frame (a
+    frame holds one packet, so no two connections share one)."""
     every = np.concatenate(firsts)
     order = np.argsort(every, kind="stable")
     global_of = np.empty(len(every), dtype=np.int64)
     global_of[order] = np.arange(len(every))
-    base = sum(len(f) for f in firsts[:shard])
-    return global_of[base : base + len(firsts[shard])]
+    bounds = np.cumsum([0, *map(len, firsts)])
+    return [global_of[lo:hi] for lo, hi in itertools.pairwise(bounds.tolist())]
 
 
-def _write_reset_rows(table, path: Path) -> dict[str, np.ndarray]:
-    """The table's encoded rows to ``path`` in column order; its columns, offsets into that file."""
-    lengths = table._length  # the columns of rstscope.reset_table.ResetTable
-    with open(path, "wb") as out:
-        for start in range(0, len(table), BATCH):
-            out.write(b"".join(table.raw_rows(np.arange(start, min(len(table), start + BATCH)))))
-    offsets = np.cumsum(lengths) - lengths if len(lengths) else np.zeros(0, np.int64)
+def _columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
+    """A reset table's columns, for the parent."""
     return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
             "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-            "findings": table.findings, "offset": offsets.astype(np.int64), "length": lengths}  # fmt: skip
+            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
 
 
 def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: int):
@@ -347,47 +346,17 @@ class _Kept(NamedTuple):
     overflow: dict[int, list[int]]
 
 
-class _Spill:
-    """The shards' encoded RST rows as one RowSpill (offsets into their files, one after the other)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self._fds = [os.open(p, os.O_RDONLY) for p in paths]
-        self._sizes = [os.fstat(fd).st_size for fd in self._fds]
-        self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
-        self._windows = [(0, b"")] * len(paths)
-
-    def read_range(self, offset: int, length: int) -> bytes:
-        """Bytes ``[offset, offset + length)`` of the files one after the other."""
-        parts = []
-        while length > 0:
-            j = bisect.bisect_right(self.bases, offset) - 1
-            local = offset - self.bases[j]
-            n = length if j == len(self._fds) - 1 else min(length, self._sizes[j] - local)  # then the next file
-            parts.append(reset_table.pread_exactly(self._fds[j], n, local))
-            offset, length = offset + n, length - n
-        return b"".join(parts)
-
-    def read(self, offset: int, length: int) -> bytes:
-        j = bisect.bisect_right(self.bases, offset) - 1
-        local = offset - self.bases[j]
-        start, window = self._windows[j]
-        if local < start or local + length > start + len(window):
-            window = os.pread(self._fds[j], max(_READ_BYTES, length), local)
-            start = local
-            self._windows[j] = (start, window)
-        return window[local - start : local - start + length]
-
-
 def merged_resets(results: list[ShardResult], workdir: str) -> reset_table.ResetTable:
     """The shards' reset tables as one (columns sorted by connection, rows in frame order)."""
     if not results:
         return reset_table.empty()
-    spill = _Spill([Path(workdir) / f"reset-rows-{r.shard}" for r in results])
+    spill = evidence_pool.RowFiles([path for r in results for path in r.reset_files])
+    bases = np.cumsum([0, *(len(r.reset_files) for r in results)])[:-1]  # each shard's first file
     columns = {}
     for name in results[0].resets:
         parts = [r.resets[name] for r in results]
         if name == "offset":
-            parts = [p + base for p, base in zip(parts, spill.bases, strict=True)]
+            parts = [p + spill.bases[b] for p, b in zip(parts, bases.tolist(), strict=True)]
         columns[name] = np.concatenate(parts)
     order = np.argsort(columns["connection"], kind="stable")
     columns = {name: col[order] for name, col in columns.items()}

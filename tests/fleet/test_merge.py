@@ -6,14 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rstscope.fleet import merge, run, shards, stitch
+from rstscope.fleet import evidence_pool, merge, run, shards, stitch
 from rstscope.fleet import pieces as pieces_mod
 
 
 def test_global_ids_number_connections_by_first_frame():
     firsts = [np.array([1, 5, 9]), np.array([2, 3, 10])]
-    assert merge._global_ids(firsts, 0).tolist() == [0, 3, 4]
-    assert merge._global_ids(firsts, 1).tolist() == [1, 2, 5]
+    assert [g.tolist() for g in merge._global_ids(firsts)] == [[0, 3, 4], [1, 2, 5]]
 
 
 def test_listen_queue_merged_in_single_process_order():
@@ -23,7 +22,7 @@ def test_listen_queue_merged_in_single_process_order():
                   "synack_retransmitted": empty, "synack_after_ack": empty, "unanswered": empty,
                   "servers": servers}  # fmt: skip
         return merge.ShardResult(shard=0, gid=np.zeros(0, np.int64), overflow={}, reset_ids=np.zeros(0, np.int64),
-                                 resets={}, fixes=set(), first_ns=None, row_length=np.zeros(0, np.int64),
+                                 resets={}, reset_files=[], fixes=set(), first_ns=None, row_length=np.zeros(0, np.int64),
                                  listen=listen, server_first=first, host_ttl={})  # fmt: skip
 
     a = shard([4], {"s1": {"attempts": 2}, "s2": {"attempts": 1}}, {"s1": 3, "s2": 4})
@@ -56,7 +55,7 @@ def test_spill_reads_ranges_across_the_shards_files(tmp_path):
     for j, data in enumerate(contents):
         paths.append(tmp_path / f"reset-rows-{j}")
         paths[-1].write_bytes(data)
-    spill, whole = merge._Spill(paths), b"".join(contents)
+    spill, whole = evidence_pool.RowFiles(paths), b"".join(contents)
     for offset in range(len(whole)):
         for length in range(len(whole) - offset + 1):
             assert spill.read_range(offset, length) == whole[offset : offset + length]
