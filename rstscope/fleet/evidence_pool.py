@@ -14,7 +14,8 @@ share the faster one then waited for the slower with a core idle.  So the work i
    with ``O_EXCL`` in the capture's work directory, which the shards of every engine share (the Dask
    engine's included): each batch is judged once, by whichever shard gets there first.
 3. Every part's RST rows and columns go to files of their own (:func:`judge_part`); once all shards
-   are done (a barrier), each gathers its own parts in order into one table (:func:`gather`).
+   are done (a barrier), each removes its subject files and gathers its own parts in order into one
+   table (:func:`gather`).
 
 The result does not depend on who judged what: evidence of a connection reads only that connection
 and the capture's ``host_ttl``, and parts are gathered in id order.
@@ -100,6 +101,14 @@ def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host
                "findings": table.findings, "offset": np.cumsum(lengths) - lengths, "length": lengths}  # fmt: skip
     with open(f"{path}.pickle", "wb") as f:
         pickle.dump((columns, table.fixes, table.first_ns), f)
+
+
+def remove_shared(work: Path, shard: int) -> None:
+    """Shard ``shard``'s subject and claim files, once every shard has judged."""
+    for b in range(_plan(work, shard).batches):
+        for kind in ("conns", *SUBJECT_TABLES):
+            Path(f"{_path(work, shard, b, 'subjects')}.{kind}").unlink()
+        _path(work, shard, b, "claim").unlink()
 
 
 def gather(work: Path, shard: int) -> tuple[reset_table.ResetTable, list[str]]:

@@ -115,6 +115,7 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
     with exchange.waits.timing():
         exchange.total(0)  # a barrier: every shard's RSTs are judged, whoever judged them
     with timing.phase("phase 2", "gather resets"):
+        evidence_pool.remove_shared(work, shard)
         table, reset_files = evidence_pool.gather(work, shard)
         resets = _columns(table)
     with timing.phase("phase 2", "encode connection rows"):

@@ -296,13 +296,17 @@ def output_dir(workdir: str, pieces: list[tuple[int, int]]) -> str:
 
 
 def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iterator[np.ndarray]:
-    """The shard's rows, piece after piece, in blocks of READ_ROWS (memory stays at a few blocks)."""
+    """The shard's rows, piece after piece, in blocks of READ_ROWS (memory stays at a few blocks).  Each
+    piece's file goes as soon as it is read: its pages are dropped rather than written to the disk, and
+    removing 100 MB files one by one took the parent 0.4 s at the end."""
     for index, offset in pieces:
-        with open(Path(workdir) / f"rows-{index}-{shard}", "rb") as f:
+        path = Path(workdir) / f"rows-{index}-{shard}"
+        with open(path, "rb") as f:
             while len(rows := np.fromfile(f, dtype=PACKET_DTYPE, count=READ_ROWS)):
                 if offset:
                     rows["frame"] += np.uint64(offset)
                 yield rows
+        path.unlink()
 
 
 # -- the run -----------------------------------------------------------------------------------------
@@ -404,6 +408,8 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
     with timing.phase("parent", "schedule"):
         sched = schedule(itertools.chain.from_iterable(_clock(workdir, i, s.offset)
                                                        for i, s in zip(members, spans, strict=True)))  # fmt: skip
+        for i in members:
+            (Path(workdir) / f"clock-{i}.npz").unlink()  # 16 bytes a packet, read once
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
     with timing.phase("parent", "phase 2 (wait)"):
         results = engine.track(pieces, sched, workdir, info, work, progress)
