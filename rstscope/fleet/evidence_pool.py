@@ -95,12 +95,19 @@ def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host
     with open(path, "wb") as out:
         for start in range(0, len(table), BATCH):
             out.write(b"".join(table.raw_rows(np.arange(start, min(len(table), start + BATCH)))))
-    lengths = table._length  # the columns of rstscope.reset_table.ResetTable
-    columns = {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
-               "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-               "findings": table.findings, "offset": np.cumsum(lengths) - lengths, "length": lengths}  # fmt: skip
+    lengths = table._length
+    in_file = np.cumsum(lengths, dtype=np.int64) - lengths  # the rows as written, in column order
     with open(f"{path}.pickle", "wb") as f:
-        pickle.dump((columns, table.fixes, table.first_ns), f)
+        pickle.dump((columns(table, in_file), table.fixes, table.first_ns), f)
+
+
+def columns(table: reset_table.ResetTable, offset: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from), with ``offset``
+    in place of its own if given."""
+    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
+            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
+            "findings": table.findings, "offset": table._offset if offset is None else offset,
+            "length": table._length}  # fmt: skip
 
 
 def remove_shared(work: Path, shard: int) -> None:
@@ -121,15 +128,15 @@ def gather(work: Path, shard: int) -> tuple[reset_table.ResetTable, list[str]]:
         with open(f"{path}.pickle", "rb") as f:
             parts.append(pickle.load(f))
     rows = RowFiles(paths)
-    columns = {}
+    joined = {}
     for name in parts[0][0]:
         pieces = [p[0][name] for p in parts]
         if name == "offset":
             pieces = [p + base for p, base in zip(pieces, rows.bases, strict=True)]
-        columns[name] = np.concatenate(pieces)
+        joined[name] = np.concatenate(pieces)
     fixes = set().union(*(p[1] for p in parts))
     first = [p[2] for p in parts if p[2] is not None]
-    return reset_table.ResetTable(columns, rows, fixes, min(first) if first else None), [str(p) for p in paths]
+    return reset_table.ResetTable(joined, rows, fixes, min(first) if first else None), [str(p) for p in paths]
 
 
 class RowFiles:

@@ -117,7 +117,7 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
     with timing.phase("phase 2", "gather resets"):
         evidence_pool.remove_shared(work, shard)
         table, reset_files = evidence_pool.gather(work, shard)
-        resets = _columns(table)
+        resets = evidence_pool.columns(table)
     with timing.phase("phase 2", "encode connection rows"):
         row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
     table._spill.close()  # the parent reads those files itself
@@ -177,13 +177,6 @@ def _global_ids(firsts: list[np.ndarray]) -> list[np.ndarray]:
     global_of[order] = np.arange(len(every))
     bounds = np.cumsum([0, *map(len, firsts)])
     return [global_of[lo:hi] for lo, hi in itertools.pairwise(bounds.tolist())]
-
-
-def _columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
-    """A reset table's columns, for the parent."""
-    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
-            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
 
 
 def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: int):

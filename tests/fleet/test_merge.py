@@ -22,8 +22,9 @@ def test_listen_queue_merged_in_single_process_order():
                   "synack_retransmitted": empty, "synack_after_ack": empty, "unanswered": empty,
                   "servers": servers}  # fmt: skip
         return merge.ShardResult(shard=0, gid=np.zeros(0, np.int64), overflow={}, reset_ids=np.zeros(0, np.int64),
-                                 resets={}, reset_files=[], fixes=set(), first_ns=None, row_length=np.zeros(0, np.int64),
-                                 listen=listen, server_first=first, host_ttl={})  # fmt: skip
+                                 resets={}, reset_files=[], fixes=set(), first_ns=None,
+                                 row_length=np.zeros(0, np.int64), listen=listen, server_first=first,
+                                 host_ttl={})  # fmt: skip
 
     a = shard([4], {"s1": {"attempts": 2}, "s2": {"attempts": 1}}, {"s1": 3, "s2": 4})
     b = shard([0, 7], {"s2": {"attempts": 5}}, {"s2": 1})
