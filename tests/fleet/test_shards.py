@@ -123,3 +123,14 @@ def test_shard_of_is_symmetric_and_balanced_on_a_busy_server():
     assert abs(np.count_nonzero(there == 0) - n / 2) < 0.02 * n
     by_three = np.bincount(shards.shard_of(_rows(client, server, tunnel=7), 3), minlength=3)
     assert (abs(by_three - n / 3) < 0.02 * n).all()
+
+
+def test_jobs_leave_no_files_behind(short_pieces, tmp_path, monkeypatch):
+    """The work directory (shard rows, clocks, shared evidence, claims, results) is gone after the run."""
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    document(str(short_pieces[0].parent), "--jobs", "2")
+    # pymp-*: multiprocessing's own (the forkserver's socket), removed when this process exits
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("pymp-")] == []
