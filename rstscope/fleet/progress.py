@@ -55,6 +55,7 @@ class GroupProgress:
     def __init__(self, progress: Progress, base: tuple[int, int, int], pieces: int) -> None:
         self.progress, self.base, self.pieces = progress, base, pieces
         self._packets = 0
+        self._tracking_since: float | None = None
 
     def __call__(self, done: int, packets: int, nbytes: int) -> None:
         self._packets = packets
@@ -63,13 +64,20 @@ class GroupProgress:
             self.progress._base_packets, self.progress._base_bytes = self.base[1] + packets, self.base[2] + nbytes
 
     def tracking(self, slices_done: int, slices: int) -> None:
-        """The shards' progress: the time left is the share of slices to go."""
+        """The shards' progress: while they track, the slices done and the time left to track them (the
+        share of slices to go, at the pace since tracking began); then what follows, evidence and the
+        rows, which takes about as long again and has no count to show."""
         p = self.progress
         now = p._clock()
+        if self._tracking_since is None:
+            self._tracking_since = now
         if now - p._shown < EVERY_S:
             return
         p._shown = now
-        elapsed = now - p._start
-        left = f", {elapsed * (slices - slices_done) / slices_done:.0f} s left" if slices_done else ""
-        p.env.progress(f"{self.base[0] + self.pieces}/{p.pieces} pieces read; tracking connections: slice "
-                       f"{slices_done:,} of {slices:,}{left}")  # fmt: skip
+        head = f"{self.base[0] + self.pieces}/{p.pieces} pieces read; "
+        if slices_done >= slices:
+            p.env.progress(head + "connections tracked; judging RSTs and encoding rows")
+            return
+        elapsed = now - self._tracking_since
+        left = f", {elapsed * (slices - slices_done) / slices_done:.0f} s left to track" if slices_done else ""
+        p.env.progress(f"{head}tracking connections: slice {slices_done:,} of {slices:,}{left}")
