@@ -291,8 +291,8 @@ class PcapngReader:
         """Walk blocks from the window position: packet-block offsets, SPB/PB records, stop position, reason.
 
         Runs of well-formed EPBs take the compiled walk (``walk.c``: ``pcapng_walk``); the block it stops
-        at, anything else, is looked at here (an SPB, PB or odd EPB by :meth:`_other_packet`).  An SPB/PB is entered in
-        ``offsets`` as ``-1 - i`` for ``extras[i]``.
+        at, anything else, is looked at here (an SPB, PB or odd EPB by :meth:`_other_packet`).  An SPB/PB
+        is entered in ``offsets`` as ``-1 - i`` for ``extras[i]``.
         """
         window = self._window
         buf = window.buf
