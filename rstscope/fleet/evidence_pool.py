@@ -44,6 +44,8 @@ other (its front alone, 0.7 of its work, then takes as long as the whole shared 
 0.7 s <= 2 s / (s + 1)); measured: up to 1.26x."""
 SUBJECT_TABLES = {"resets": RST_ROW, "after": AFTER_ROW}
 """The tables evidence reads of a connection (:func:`rstscope.connections.rows.reset_subjects`)."""
+SUBJECT_FILES = {"conns": CONN_ROW, **SUBJECT_TABLES}
+"""A tail batch's files, by kind: its connection rows, and their rows of each table."""
 FRONT = "front"
 _READ_BYTES = 1 << 20
 
@@ -57,12 +59,11 @@ def share(store, shard: int, work: Path) -> None:
     batches = 0
     for start in range(front, len(ids), BATCH):
         rows = spill.rows(ids[start : start + BATCH])
-        base = _path(work, shard, batches, "subjects")
         for name in SUBJECT_TABLES:
             spans = rows[name]
-            spill.tables[name].take(span_positions(spans)).tofile(f"{base}.{name}")
+            spill.tables[name].take(span_positions(spans)).tofile(_subject_file(work, shard, batches, name))
             spans[:, 0] = np.cumsum(spans[:, 1]) - spans[:, 1]  # where they are in the batch's file
-        rows.tofile(f"{base}.conns")
+        rows.tofile(_subject_file(work, shard, batches, "conns"))
         batches += 1
     np.save(work / f"plan-{shard}.npy", np.array([len(ids), front, batches], dtype=np.int64))
 
@@ -114,8 +115,8 @@ def columns(table: reset_table.ResetTable, offset: np.ndarray | None = None) -> 
 def remove_shared(work: Path, shard: int) -> None:
     """Shard ``shard``'s subject and claim files, once every shard has judged."""
     for b in range(_plan(work, shard).batches):
-        for kind in ("conns", *SUBJECT_TABLES):
-            Path(f"{_path(work, shard, b, 'subjects')}.{kind}").unlink()
+        for kind in SUBJECT_FILES:
+            _subject_file(work, shard, b, kind).unlink()
         _path(work, shard, b, "claim").unlink()
 
 
@@ -191,6 +192,10 @@ def _path(work: Path, shard: int, part: int | str, kind: str) -> Path:
     return work / f"{kind}-{shard}-{part}"
 
 
+def _subject_file(work: Path, shard: int, batch: int, kind: str) -> Path:
+    return work / f"subjects-{shard}-{batch}.{kind}"
+
+
 def _claim(work: Path, shard: int, batch: int) -> bool:
     """Whether this process took tail batch ``batch`` of shard ``shard`` (no other process can now)."""
     try:
@@ -202,11 +207,11 @@ def _claim(work: Path, shard: int, batch: int) -> bool:
 
 def _subjects(work: Path, shard: int, batch: int, gid: np.ndarray) -> list:
     """A tail batch's subjects from its files, with global ids."""
-    base = _path(work, shard, batch, "subjects")
-    rows = np.fromfile(f"{base}.conns", dtype=CONN_ROW)
-    tables = {name: np.fromfile(f"{base}.{name}", dtype=dtype) for name, dtype in SUBJECT_TABLES.items()}
+    rows, *tables = (np.fromfile(_subject_file(work, shard, batch, kind), dtype=dtype)
+                     for kind, dtype in SUBJECT_FILES.items())  # fmt: skip
+    by_name = dict(zip(SUBJECT_TABLES, tables, strict=True))
     rows["id"] = gid[rows["id"]]
-    return reset_subjects(rows, lambda name, positions: tables[name][positions])
+    return reset_subjects(rows, lambda name, positions: by_name[name][positions])
 
 
 def _renumbered(subjects: Iterator, gid: np.ndarray) -> Iterator:

@@ -47,7 +47,7 @@ import numpy as np
 from rstscope import collector, scratch
 from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
-from rstscope.connections.retire import opaque
+from rstscope.connections.retire import joined, opaque
 from rstscope.connections.tracker import FEED_ROWS
 from rstscope.fleet import stitch, timing
 from rstscope.fleet.merge import MergedStore, ShardResult, finish_shard, merged_listen_queue, merged_resets
@@ -270,7 +270,7 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
                     rows = next(source, None)
                     more = rows is not None
                     if more:
-                        buf = np.concatenate([opaque(buf), opaque(rows)]).view(PACKET_DTYPE) if len(buf) else rows
+                        buf = joined([buf, rows], PACKET_DTYPE) if len(buf) else rows
                 n = int(np.searchsorted(buf["frame"], np.uint64(bound), side="right"))
             with track.timing():
                 tracker.track_slice(buf[:n], int(sched.now_frame[k]), int(sched.now_ns[k]))
