@@ -27,7 +27,7 @@ from collections.abc import Iterator
 import numpy as np
 import orjson
 
-from rstscope import __version__, columns, reset_table, zeek
+from rstscope import __version__, columns, output, reset_table, zeek
 from rstscope.analysis import Analysis, ListenQueueTally, ResetRecord
 from rstscope.connections import Connection
 from rstscope.fleet import frames as fleet_frames
@@ -366,16 +366,19 @@ def _write_rows(stream, key: str, blocks: Iterator[bytes | bytearray]) -> None:
     """``"key": [rows]``, one row per line, from blocks of rows joined by :data:`_ROW_SEPARATOR`."""
     stream.write(f' "{key}": [')
     separator, raw = "\n  ", _utf8_bytes(stream)
-    for block in blocks:
-        if not block:
-            continue
-        if raw is None:
-            stream.write(separator + block.decode())
-        else:  # the encoded rows as they are: no decoding and encoding again
-            stream.write(separator)
-            stream.flush()
-            raw.write(block)
-        separator = ",\n  "
+    if raw is None:
+        for block in blocks:
+            if block:
+                stream.write(separator + block.decode())
+                separator = ",\n  "
+    else:  # the encoded rows as they are (no decoding and encoding again), copied while the next are made
+        stream.flush()
+        with output.writes_behind(raw) as write:
+            for block in blocks:
+                if block:
+                    write(separator.encode())
+                    write(block)
+                    separator = ",\n  "
     stream.write("]" if separator == "\n  " else "\n ]")
 
 

@@ -152,10 +152,13 @@ def pread_exactly(fd: int, length: int, offset: int) -> bytes:
 
 class RowSpill:
     """Encoded rows, appended and read back by (offset, length): in memory up to ``memory_bytes``, then in
-    an anonymous temporary file that the OS deletes when it is closed."""
+    an anonymous temporary file that the OS deletes when it is closed.  With ``path``, every row goes to
+    that file instead (:meth:`finish` writes the last), which outlives the spill: a fleet shard's part
+    of the RST rows, read by another process."""
 
-    def __init__(self, memory_bytes: int | None = None) -> None:
-        self._memory_bytes = ROW_MEMORY_BYTES if memory_bytes is None else memory_bytes
+    def __init__(self, memory_bytes: int | None = None, *, path: str | os.PathLike | None = None) -> None:
+        self._memory_bytes = 0 if path is not None else ROW_MEMORY_BYTES if memory_bytes is None else memory_bytes
+        self._path = path
         self._file = None
         self._pending = bytearray()
         self._written = 0
@@ -174,9 +177,16 @@ class RowSpill:
             self._flush()
         return offset
 
+    def finish(self) -> None:
+        """A spill with ``path``: write the rows still in memory, so that the file holds them all."""
+        if self._path is not None and (self._pending or self._file is None):
+            self._flush()
+
     def _flush(self) -> None:
         with scratch.writing():
-            if self._file is None:
+            if self._file is None and self._path is not None:
+                self._file = open(self._path, "w+b")  # noqa: SIM115 (lives with the table)
+            elif self._file is None:
                 self._file = tempfile.TemporaryFile(  # noqa: SIM115 (lives with the table)
                     prefix="rstscope-resets-", dir=scratch.directory()
                 )
@@ -381,22 +391,23 @@ def build(
     *,
     memory_bytes: int | None = None,
     extend: Callable[[dict, int], None] | None = None,
+    path: str | os.PathLike | None = None,
 ) -> ResetTable:
     """Evidence and a verdict for every RST of ``connections`` (those that saw one, in id order), one
     connection at a time: only the table's columns and the encoded rows outlive a connection.
     ``extend(row, frame)`` adds fields to each row (a stitched capture's file and frame in it).
+    ``path``: the encoded rows all go to this file (the table's offsets are into it).
 
     ``connections`` may also be lighter objects with the fields evidence reads
     (:meth:`~rstscope.connections.retire.ConnectionsById.reset_subjects`)."""
     with collector.paused():
-        table = _build(connections, host_ttl or {}, memory_bytes, extend)
+        table = _build(connections, host_ttl or {}, RowSpill(memory_bytes, path=path), extend)
     heap.give_back()  # the evidence objects of a storm of RSTs, gone: what the outputs start from
     return table
 
 
-def _build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange], memory_bytes: int | None,
+def _build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange], spill: RowSpill,
            extend: Callable[[dict, int], None] | None) -> ResetTable:  # fmt: skip
-    spill = RowSpill(memory_bytes)
     cols = {name: array(code) for name, code in _COLUMNS.items()}
     frame_c, conn_c, verdict_c, primary_c, in_flight_c, findings_c, offset_c, length_c = cols.values()
     fixes: set[tuple[str, str]] = set()
@@ -434,6 +445,7 @@ def _build(connections: Iterable[Connection], host_ttl: dict[str, TtlRange], mem
             spill.append(b"".join(rows))
             rows.clear()
     spill.append(b"".join(rows))
+    spill.finish()
     columns = {name: np.frombuffer(col, dtype=_COLUMNS[name]) if len(col) else np.zeros(0, _COLUMNS[name])
                for name, col in cols.items()}  # fmt: skip
     columns["connection_primary"] = columns["connection_primary"].astype(bool)

@@ -121,3 +121,61 @@ def test_writing_to_a_device_gives_no_advice(monkeypatch):
     with output.atomic_file("/dev/null") as stream:
         stream.write("x" * 100_000)
     assert advised == []
+
+
+class _SlowRaw:
+    """A byte stream whose writes take a while and are recorded with the thread that made them."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        import threading
+
+        self.writes, self.threads, self.fail_at, self._main = [], set(), fail_at, threading.get_ident()
+
+    def write(self, data) -> int:
+        import threading
+        import time
+
+        time.sleep(0.002)
+        if len(self.writes) == self.fail_at:
+            raise OSError(28, "No space left on device")
+        self.writes.append(bytes(data))
+        self.threads.add(threading.get_ident())
+        return len(data)
+
+
+def test_writes_behind_keeps_the_order_and_leaves_the_caller_free():
+    import threading
+
+    raw = _SlowRaw()
+    blocks = [bytes([65 + i % 26]) * (i + 1) for i in range(200)]
+    with output.writes_behind(raw) as write:
+        for block in blocks:
+            write(bytearray(block))
+    assert raw.writes == blocks  # every write, in order, all done when the block ends
+    assert raw.threads and threading.get_ident() not in raw.threads  # made by the writer thread
+
+
+@pytest.mark.parametrize("fail_at", [0, 5, 199])
+def test_writes_behind_raises_the_first_failed_write(fail_at):
+    """A write that fails (a full disk) is raised in the caller by a later write or when the block ends,
+    and nothing after it is written."""
+    raw = _SlowRaw(fail_at=fail_at)
+    with pytest.raises(OSError, match="No space left"), output.writes_behind(raw) as write:
+        for i in range(200):
+            write(b"x%d" % i)
+    assert raw.writes == [b"x%d" % i for i in range(fail_at)]
+
+
+def test_writes_behind_stops_on_an_error_of_the_caller():
+    """An error while making the blocks (Ctrl-C) is the one raised, at once: the waiting writes are dropped."""
+    import time
+
+    raw = _SlowRaw()
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt), output.writes_behind(raw) as write:
+        for i in range(output.WRITES_WAITING + 50):
+            write(b"x%d" % i)
+            if i == output.WRITES_WAITING + 2:
+                raise KeyboardInterrupt
+    assert time.perf_counter() - start < 1.0
+    assert len(raw.writes) <= output.WRITES_WAITING + 3

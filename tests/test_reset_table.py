@@ -223,3 +223,23 @@ def test_gather_reads_rows_in_any_order_across_the_memory_and_the_file(gap):
     )
     assert [data[s : s + len(rows[i])] for s, i in zip(starts.tolist(), pick, strict=True)] == [rows[i] for i in pick]
     assert spill.read_range(offsets[5], offsets[390] - offsets[5]) == b"".join(rows[5:390])  # file, then memory
+
+
+@pytest.mark.parametrize("connections", [0, 3, None])
+def test_table_built_to_a_named_file_holds_every_row_there(storms, tmp_path, connections):
+    """A fleet shard's part (``build(path=...)``): every encoded row is in the file, under the table's own
+    offsets, whether the rows would have fitted in memory or not; the table reads the rows the default
+    build gives."""
+    import numpy as np
+
+    store = analyze_capture(storms[0]).connections
+    subjects = list(store.reset_subjects())[:connections]
+    path = tmp_path / "part"
+    named = reset_table.build(subjects, store.host_ttl, path=path)
+    default = reset_table.build(subjects, store.host_ttl)
+    assert list(named) == list(default)
+    data = path.read_bytes()
+    assert len(data) == int(np.sum(named._length))
+    assert [data[o : o + n] for o, n in zip(named._offset.tolist(), named._length.tolist(), strict=True)] == list(
+        named.raw_rows(np.arange(len(named)))
+    )

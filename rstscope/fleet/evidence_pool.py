@@ -90,26 +90,19 @@ def judge(store, shard: int, shards: int, work: Path, gids: list[np.ndarray], ho
 
 def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host_ttl: dict,
                extend: Callable[[dict, int], None] | None) -> None:  # fmt: skip
-    """One part's reset table: its encoded rows in column order to ``resets-{shard}-{part}``, its columns
+    """One part's reset table: its encoded rows to ``resets-{shard}-{part}`` as they are made, its columns
     (offsets into that file), fixes and first time to ``resets-{shard}-{part}.pickle``."""
-    table = reset_table.build(subjects, host_ttl, extend=extend)
     path = _path(work, shard, part, "resets")
-    with open(path, "wb") as out:
-        for start in range(0, len(table), BATCH):
-            out.write(b"".join(table.raw_rows(np.arange(start, min(len(table), start + BATCH)))))
-    lengths = table._length
-    in_file = np.cumsum(lengths, dtype=np.int64) - lengths  # the rows as written, in column order
+    table = reset_table.build(subjects, host_ttl, extend=extend, path=path)  # the rows straight to their file
     with open(f"{path}.pickle", "wb") as f:
-        pickle.dump((columns(table, in_file), table.fixes, table.first_ns), f)
+        pickle.dump((columns(table), table.fixes, table.first_ns), f)
 
 
-def columns(table: reset_table.ResetTable, offset: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from), with ``offset``
-    in place of its own if given."""
+def columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
+    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from)."""
     return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
             "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-            "findings": table.findings, "offset": table._offset if offset is None else offset,
-            "length": table._length}  # fmt: skip
+            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
 
 
 def remove_shared(work: Path, shard: int) -> None:
