@@ -376,8 +376,7 @@ def _write_rows(stream, key: str, blocks: Iterator[bytes | bytearray]) -> None:
         with output.writes_behind(raw) as write:
             for block in blocks:
                 if block:
-                    write(separator.encode())
-                    write(block)
+                    write(separator.encode(), block)
                     separator = ",\n  "
     stream.write("]" if separator == "\n  " else "\n ]")
 

@@ -128,18 +128,15 @@ class _WritingBack(io.FileIO):
         return n
 
 
-WRITES_WAITING = 2
-"""Writes a :func:`writes_behind` thread may have waiting: with the one it is doing and the one being made, a
-few blocks of rows (a few MB) in memory at once."""
-
-
 @contextlib.contextmanager
-def writes_behind(raw: IO[bytes]) -> Iterator[Callable[[bytes | bytearray], None]]:
-    """A ``write`` that hands ``raw.write`` to a thread of its own, in order, so that making the next block
-    overlaps copying this one to the file: a document's rows are encoded by Python or by compiled code
-    that releases the GIL, and the kernel's copy into the page cache then runs beside it (measured on a
-    1.9 GB document: PLAN.md §20).  Leaving the block waits for every write; the first error of one is
-    raised by the next ``write`` or then.  On an error in the block, the waiting writes are dropped."""
+def writes_behind(raw: IO[bytes]) -> Iterator[Callable[..., None]]:
+    """A ``write(*parts)`` that hands ``raw.write`` of the parts to a thread of its own, in order, so that
+    making the next block overlaps copying this one to the file: a document's rows are encoded by Python
+    or by compiled code that releases the GIL, and the kernel's copy into the page cache runs beside it
+    (PLAN.md §20).  One write is in flight at a time: ``write`` first waits for the previous one, so
+    memory holds two blocks, not a queue of them.  Leaving the block waits for the last write; the first
+    error of one is raised by the next ``write`` or then.  On an error in the block, nothing more is
+    written."""
     writer = _WriterThread(raw)
     try:
         yield writer.write
@@ -152,35 +149,39 @@ def writes_behind(raw: IO[bytes]) -> Iterator[Callable[[bytes | bytearray], None
 class _WriterThread:
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
-        self._queue: queue.Queue = queue.Queue(WRITES_WAITING)
+        self._queue: queue.Queue = queue.Queue(1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="rstscope-writer", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while (data := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._raw.write(data)
-                except BaseException as exc:  # raised in the caller's thread
-                    self._error = exc
+        while (parts := self._queue.get()) is not None:
+            try:
+                if self._error is None:
+                    for part in parts:
+                        self._raw.write(part)
+            except BaseException as exc:  # raised in the caller's thread
+                self._error = exc
+            finally:
+                del parts  # the block's memory goes now, not when the next one comes
+                self._queue.task_done()
 
-    def write(self, data: bytes | bytearray) -> None:
+    def write(self, *parts: bytes | bytearray) -> None:
+        self._queue.join()  # the previous write is done
         if self._error is not None:
             raise self._error
-        self._queue.put(data)
+        self._queue.put(parts)
 
     def close(self) -> None:
+        self._queue.join()
         self._queue.put(None)
-        self._thread.join()
         if self._error is not None:
             raise self._error
 
     def abandon(self) -> None:
         """Stop after the write in progress (a daemon: a write blocked on a stalled pipe does not hold up exit)."""
         with contextlib.suppress(queue.Empty):
-            while True:
-                self._queue.get_nowait()
+            self._queue.get_nowait()
         self._queue.put_nowait(None)
 
 

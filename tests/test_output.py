@@ -150,9 +150,33 @@ def test_writes_behind_keeps_the_order_and_leaves_the_caller_free():
     blocks = [bytes([65 + i % 26]) * (i + 1) for i in range(200)]
     with output.writes_behind(raw) as write:
         for block in blocks:
-            write(bytearray(block))
-    assert raw.writes == blocks  # every write, in order, all done when the block ends
+            write(b"|", bytearray(block))
+    assert raw.writes == [part for block in blocks for part in (b"|", block)]  # in order, all done at the end
     assert raw.threads and threading.get_ident() not in raw.threads  # made by the writer thread
+
+
+def test_writes_behind_has_one_write_in_flight():
+    """``write`` returns only once the previous write is done: two blocks in memory at most."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+
+    class Blocking:
+        def write(self, data):
+            started.set()
+            release.wait(5)
+            return len(data)
+
+    with output.writes_behind(Blocking()) as write:
+        write(b"first")
+        assert started.wait(5)
+        second = threading.Thread(target=write, args=(b"second",))
+        second.start()
+        second.join(0.2)
+        assert second.is_alive()  # waiting for the first write
+        release.set()
+        second.join(5)
+        assert not second.is_alive()
 
 
 @pytest.mark.parametrize("fail_at", [0, 5, 199])
@@ -173,9 +197,9 @@ def test_writes_behind_stops_on_an_error_of_the_caller():
     raw = _SlowRaw()
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt), output.writes_behind(raw) as write:
-        for i in range(output.WRITES_WAITING + 50):
+        for i in range(50):
             write(b"x%d" % i)
-            if i == output.WRITES_WAITING + 2:
+            if i == 4:
                 raise KeyboardInterrupt
     assert time.perf_counter() - start < 1.0
-    assert len(raw.writes) <= output.WRITES_WAITING + 3
+    assert raw.writes in ([b"x%d" % i for i in range(4)], [b"x%d" % i for i in range(5)])  # the one in flight
