@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Sets up everything rstscope needs on a fresh Debian machine, as root:
-# Debian tools (tshark, tcpdump, iproute2, ethtool, nftables; tcptrace for the benchmark; gcc and python3-dev
+# Debian tools (tshark, tcpdump, iproute2, ethtool, nftables; tcptrace and GNU time for the benchmark; gcc and python3-dev
 # to compile the tracker's event loop at install), a virtualenv in .venv, the package.
 # Idempotent: a second run only checks.  Extra apt packages can be named as arguments.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(tshark tcpdump iproute2 ethtool nftables tcptrace gcc python3-dev "$@")
+apt_packages=(tshark tcpdump iproute2 ethtool nftables tcptrace time gcc python3-dev "$@")
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
