@@ -84,7 +84,11 @@ def run_once(cmd: list[str]) -> Run:
     import psutil
 
     wrapped = os.access(GNU_TIME, os.X_OK)
-    own_peak = Path(tempfile.mkstemp(prefix="rstscope-bench-", suffix=".maxrss")[1]) if wrapped else None
+    own_peak = None
+    if wrapped:
+        fd, name = tempfile.mkstemp(prefix="rstscope-bench-", suffix=".maxrss")
+        os.close(fd)
+        own_peak = Path(name)
     start = time.perf_counter()
     full = [GNU_TIME, "-f", "%M", "-o", str(own_peak), *cmd] if wrapped else cmd
     proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -109,13 +113,15 @@ def run_once(cmd: list[str]) -> Run:
     proc.returncode = os.waitstatus_to_exitcode(status)
     done.set()
     sampler.join()
-    if proc.returncode != 0:
-        lines = stderr.decode(errors="replace").strip().splitlines()
-        raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {lines[-1] if lines else ''}")
+    text = ""
     if own_peak is not None:
         text = own_peak.read_text().strip()
         own_peak.unlink()
-        peak = max(peak, int(text.splitlines()[-1]) * 1024 if text else 0)  # in KB
+    if proc.returncode != 0:
+        lines = stderr.decode(errors="replace").strip().splitlines()
+        raise SystemExit(f"benchmark: {' '.join(cmd[:3])} failed ({proc.returncode}): {lines[-1] if lines else ''}")
+    if text:
+        peak = max(peak, int(text.splitlines()[-1]) * 1024)  # GNU time reports KB
     return Run(seconds, usage.ru_utime + usage.ru_stime, peak / 2**20)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -127,14 +129,9 @@ class _SlowRaw:
     """A byte stream whose writes take a while and are recorded with the thread that made them."""
 
     def __init__(self, fail_at: int | None = None) -> None:
-        import threading
-
-        self.writes, self.threads, self.fail_at, self._main = [], set(), fail_at, threading.get_ident()
+        self.writes, self.threads, self.fail_at = [], set(), fail_at
 
     def write(self, data) -> int:
-        import threading
-        import time
-
         time.sleep(0.002)
         if len(self.writes) == self.fail_at:
             raise OSError(28, "No space left on device")
@@ -144,8 +141,6 @@ class _SlowRaw:
 
 
 def test_writes_behind_keeps_the_order_and_leaves_the_caller_free():
-    import threading
-
     raw = _SlowRaw()
     blocks = [bytes([65 + i % 26]) * (i + 1) for i in range(200)]
     with output.writes_behind(raw) as write:
@@ -156,9 +151,7 @@ def test_writes_behind_keeps_the_order_and_leaves_the_caller_free():
 
 
 def test_writes_behind_has_one_write_in_flight():
-    """``write`` returns only once the previous write is done: two blocks in memory at most."""
-    import threading
-
+    """``write`` hands over its block only once the previous write is done: two blocks in memory at most."""
     started, release = threading.Event(), threading.Event()
 
     class Blocking:
@@ -191,9 +184,8 @@ def test_writes_behind_raises_the_first_failed_write(fail_at):
 
 
 def test_writes_behind_stops_on_an_error_of_the_caller():
-    """An error while making the blocks (Ctrl-C) is the one raised, at once: the waiting writes are dropped."""
-    import time
-
+    """An error while making the blocks (Ctrl-C) is the one raised, at once; nothing is written after the write
+    in flight."""
     raw = _SlowRaw()
     start = time.perf_counter()
     with pytest.raises(KeyboardInterrupt), output.writes_behind(raw) as write:
