@@ -201,6 +201,9 @@ def main() -> int:
     )
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run the engines N times in turn; print each round and the medians")  # fmt: skip
+    parser.add_argument("--ceiling", action="store_true",
+                        help="also run the machine's ceiling each round: the first and the second half of the "
+                             "pieces as two independent one-process commands at the same time")  # fmt: skip
     parser.add_argument("--breakdown", action="store_true",
                         help="also time each phase in each process (decode, partition, tracking, barrier waits, "
                              "merge, evidence, output) and print it")  # fmt: skip
@@ -223,6 +226,8 @@ def main() -> int:
         identical &= all(same(results[0]["out"], r["out"]) for r in results[1:])
         for r in results:
             r["out"].unlink(missing_ok=True)  # a document of 8 x 1M packets is 1.9 GB
+        if args.ceiling:
+            results.append(run_halves(workdir, directory))
         print_round(results)
         rounds.append(results)
     if args.repeat > 1:
@@ -270,6 +275,36 @@ def one_round(args, workdir: Path, directory: Path, wanted: set[str]) -> list[di
             os.environ.clear()
             os.environ.update(command_env)  # the next round's commands and cluster start as this one's did
     return results
+
+
+def run_halves(workdir: Path, directory: Path) -> dict:
+    """The machine's ceiling for this work, in the same round: the first and the second half of the
+    pieces analysed as two independent captures, by two one-process commands started together (nothing
+    shared, no connection followed across the middle).  Its wall time is when both are done; against
+    one process on all pieces, the speedup two cores give this work with no fleet machinery at all.  On
+    this 2-core VM it moved between 1.53x and 1.92x from one round to the next (benchmarks/PLAN.md §20)."""
+    pieces = sorted(directory.glob("*.pcap"))
+    halves = [pieces[: len(pieces) // 2], pieces[len(pieces) // 2 :]]
+    outs = [workdir / f"half-{i}.json" for i in range(2)]
+    for out in outs:
+        out.unlink(missing_ok=True)
+    os.sync()
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "rstscope", "analyze", *map(str, half), "--jobs", "1", "--json",
+                               "-o", str(out)], cwd=REPO) for half, out in zip(halves, outs, strict=True)]  # fmt: skip
+    with PeakRss([p.pid for p in procs]) as rss:
+        for p in procs:
+            p.wait()
+    wall = time.perf_counter() - start
+    for out in outs:
+        out.unlink(missing_ok=True)
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"two halves at once: exit {[p.returncode for p in procs]}")
+    own = [rss.peak.get(p.pid, 0) for p in procs]
+    others = [v for pid, v in rss.peak.items() if pid not in {p.pid for p in procs}]
+    return {"label": "two halves at once (ceiling)", "wall": wall, "cpu_children": sum(rss.cpu.values()),
+            "parent_mb": max(own) / 2**20, "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak),
+            "pid": procs[0].pid, "cpu_by_pid": dict(rss.cpu), "watch": [], "load": os.getloadavg()}  # fmt: skip
 
 
 def print_round(results: list[dict]) -> None:
