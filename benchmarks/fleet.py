@@ -2,7 +2,7 @@
 Dask LocalCluster of 2 workers.  Prints wall time, CPU time, speedup, peak RSS per process, the
 machine's load, and whether the three documents have identical resets and connections.
 
-    python benchmarks/fleet.py [--pieces 8] [--packets 1000000] [--workdir /tmp/rstscope-fleet-bench]
+    python benchmarks/fleet.py [--pieces 8] [--packets 1000000] [--workdir /tmp/rstscope-fleet-bench] [--ceiling]
 
 The capture is one continuous short-connection trace (tests/shortconns.py: handshakes, a request, a
 response, closes and RSTs, 7-9 packets a connection, many open at once) cut by ``editcap -c``, so
