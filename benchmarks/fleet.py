@@ -106,27 +106,34 @@ def run(label: str, directory: Path, out: Path, extra: list[str], watch: list[in
         os.environ[timing.ENV] = str(breakdown)  # for this command and the processes it starts
         cmd = [sys.executable, __file__, "--as-rstscope", *argv]
     # Each run starts alike: no document left by an interrupted run (replacing a 1.9 GB file frees its
-    # blocks inside the command's final rename: 0.47 s, measured), and no writing-back of the previous
-    # run's files still going on.
+    # blocks inside the command's final rename: 0.47 s, measured).
     out.unlink(missing_ok=True)
-    os.sync()
+    return measured(label, [cmd], watch, env)
+
+
+def measured(label: str, cmds: list[list[str]], watch: list[int], env: dict | None = None) -> dict:
+    """Run ``cmds`` at once and wait for them all: wall time, CPU time and each process's peak RSS."""
+    os.sync()  # no writing-back of the previous run's files still going on
     before = os.times()
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
-    with PeakRss([proc.pid, *watch]) as rss:
-        proc.wait()
+    procs = [subprocess.Popen(cmd, cwd=REPO, env=env) for cmd in cmds]
+    own = [p.pid for p in procs]
+    with PeakRss([*own, *watch]) as rss:
+        for p in procs:
+            p.wait()
     wall = time.perf_counter() - start
     after = os.times()
-    if proc.returncode:
-        raise SystemExit(f"{label}: exit {proc.returncode}")
+    if any(p.returncode for p in procs):
+        raise SystemExit(f"{label}: exit {[p.returncode for p in procs]}")
     waited = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     # Forkserver children and Dask workers are not the command's waited-for children: their CPU is
     # polled (a process's last reading; a Dask worker's less its reading when the run began).
     by_pid = {pid: c - (rss.first_cpu[pid] if pid in watch else 0.0) for pid, c in rss.cpu.items()}
     cpu = max(waited, sum(by_pid.values()))
-    others = [v for pid, v in rss.peak.items() if pid != proc.pid]
-    return {"label": label, "wall": wall, "cpu_children": cpu, "parent_mb": rss.peak.get(proc.pid, 0) / 2**20,
-            "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak), "pid": proc.pid,
+    others = [v for pid, v in rss.peak.items() if pid not in own]
+    parent = max(rss.peak.get(pid, 0) for pid in own)
+    return {"label": label, "wall": wall, "cpu_children": cpu, "parent_mb": parent / 2**20,
+            "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak), "pid": own[0],
             "cpu_by_pid": by_pid, "watch": watch, "load": os.getloadavg()}  # fmt: skip
 
 
@@ -288,23 +295,12 @@ def run_halves(workdir: Path, directory: Path) -> dict:
     outs = [workdir / f"half-{i}.json" for i in range(2)]
     for out in outs:
         out.unlink(missing_ok=True)
-    os.sync()
-    start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "rstscope", "analyze", *map(str, half), "--jobs", "1", "--json",
-                               "-o", str(out)], cwd=REPO) for half, out in zip(halves, outs, strict=True)]  # fmt: skip
-    with PeakRss([p.pid for p in procs]) as rss:
-        for p in procs:
-            p.wait()
-    wall = time.perf_counter() - start
+    cmds = [[sys.executable, "-m", "rstscope", "analyze", *map(str, half), "--jobs", "1", "--json", "-o", str(out)]
+            for half, out in zip(halves, outs, strict=True)]  # fmt: skip
+    result = measured("two halves at once (ceiling)", cmds, [])
     for out in outs:
-        out.unlink(missing_ok=True)
-    if any(p.returncode for p in procs):
-        raise SystemExit(f"two halves at once: exit {[p.returncode for p in procs]}")
-    own = [rss.peak.get(p.pid, 0) for p in procs]
-    others = [v for pid, v in rss.peak.items() if pid not in {p.pid for p in procs}]
-    return {"label": "two halves at once (ceiling)", "wall": wall, "cpu_children": sum(rss.cpu.values()),
-            "parent_mb": max(own) / 2**20, "worker_mb": max(others, default=0) / 2**20, "processes": len(rss.peak),
-            "pid": procs[0].pid, "cpu_by_pid": dict(rss.cpu), "watch": [], "load": os.getloadavg()}  # fmt: skip
+        out.unlink()
+    return result
 
 
 def print_round(results: list[dict]) -> None:
