@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, lib
-from rstscope.connections.retire import RecordFile, fit, opaque, packed
+from rstscope.connections.retire import RecordFile, fit, opaque, packed, taken
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
 
@@ -108,7 +108,7 @@ class Dormant:
             probes = columns.probes_of(slots[probed])
             probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
         fields = dict(table=arrays.table[slots], ev=ev, history=columns.history[slots], ack_frame=acks.frame[slots],
-                      ack_value=acks.ack[slots], ident=opaque(ident)[slots].view(ident.dtype), recent_at=recent_at,
+                      ack_value=acks.ack[slots], ident=taken(ident, slots), recent_at=recent_at,
                       probes_at=probes_at)  # fmt: skip
         rows = packed(self.dtype, n, fields)
         self._at = fit(self._at, int(ids.max()) + 1, -1)

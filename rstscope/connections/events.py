@@ -201,10 +201,9 @@ class PendingRows:
             return np.zeros(0, self.dtype)
         rows = self.rows()
         mine = members(rows["conn"], conn_ids)
-        whole = retire.opaque(rows)  # rows gathered as bytes, not field by field
         if not keep:
-            self._parts = [whole[~mine].view(self.dtype)]
-        return whole[mine].view(self.dtype)
+            self._parts = [retire.taken(rows, ~mine)]
+        return retire.taken(rows, mine)
 
 
 class FiledRows(PendingRows):

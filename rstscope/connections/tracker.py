@@ -19,7 +19,7 @@ from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed
+from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed, taken
 from rstscope.connections.rows import CONN_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, running_values
 from rstscope.grouped import NONE
@@ -64,7 +64,7 @@ class Tracker:
     def feed(self, chunk: np.ndarray) -> None:
         good = chunk["decode_error"] == 0
         self.skipped_decode_errors += int(len(chunk) - good.sum())
-        rows = opaque(chunk)[good].view(chunk.dtype) if not good.all() else chunk
+        rows = taken(chunk, good) if not good.all() else chunk
         with collector.paused():
             for start in range(0, len(rows), FEED_ROWS):
                 self._feed(rows[start : start + FEED_ROWS])
@@ -126,7 +126,7 @@ class Tracker:
         self._tuple_of = fit(self._tuple_of, self.count, -1)
         self._tuple_of[new_ids] = tid[new_pos]
         new_slots = self._allocate(new_ids)
-        first = opaque(rows)[order[new_pos]].view(rows.dtype)
+        first = taken(rows, order[new_pos])
         src_is_orig, inferred = originators(first["flags"], first["src_port"], first["dst_port"])
         f = {"id": new_ids}
         for end, src, dst in (("hi", "src_hi", "dst_hi"), ("lo", "src_lo", "dst_lo"), ("port", "src_port", "dst_port")):
@@ -336,7 +336,7 @@ class Tracker:
     def _slot_state(self, slots: np.ndarray) -> _SlotState:
         arr, cols = self._arrays, self._events.columns
         probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
-        ident = opaque(self._ident)[slots].view(_IDENT)
+        ident = taken(self._ident, slots)
         return _SlotState(arr.table[slots], cols.ev[slots], cols.history[slots], probes, ident)
 
     def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):

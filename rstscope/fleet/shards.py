@@ -47,7 +47,7 @@ import numpy as np
 from rstscope import collector, scratch
 from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
-from rstscope.connections.retire import joined, opaque
+from rstscope.connections.retire import joined, opaque, taken
 from rstscope.connections.tracker import FEED_ROWS
 from rstscope.fleet import stitch, timing
 from rstscope.fleet.merge import MergedStore, ShardResult, finish_shard, merged_listen_queue, merged_resets
@@ -125,7 +125,7 @@ def _decode_piece(path: str, index: int, shards: int, workdir: str) -> Decoded:
                     first_ns = int(ts[0]) if first_ns is None else first_ns
                     last_ns = int(ts.max()) if last_ns is None else max(last_ns, int(ts.max()))
                     bad = chunk["decode_error"] != 0
-                    good = opaque(chunk)[~bad].view(chunk.dtype) if bad.any() else chunk  # a copy only then
+                    good = taken(chunk, ~bad) if bad.any() else chunk  # a copy only then
                     frames.append(good["frame"].copy())
                     times.append(good["ts_ns"].copy())
                     which = shard_of(good, shards)
