@@ -184,6 +184,45 @@ def test_a_storm_slice_is_tracked_in_parts_with_no_record_changed(tmp_path, monk
     assert in_parts == whole
 
 
+def test_under_pressure_only_a_slice_that_starts_many_connections_is_tracked_in_parts(tmp_path, monkeypatch):
+    """Parts are for slices that may start more than STORM_PART_ROWS connections (RSTs and SYNs without ACK):
+    a slice of short connections (one SYN in about ten rows) is tracked whole under the same pressure, a
+    slice of bare RSTs in parts; the records are the same either way."""
+    path = tmp_path / "late.pcap"
+    _short_connections_with_late_segments(path)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)  # the storm in miniature of the test above
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
+    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
+    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    parts, pressed = [], []
+    track, feed = tracker.Tracker._track, tracker.Tracker._feed
+
+    def spy_feed(self, rows):
+        pressed.append(self._sweep.pressing(self._closed_kept))
+        return feed(self, rows)
+
+    monkeypatch.setattr(tracker.Tracker, "_feed", spy_feed)
+    monkeypatch.setattr(tracker.Tracker, "_track", lambda self, rows: parts.append(len(rows)) or track(self, rows))
+    monkeypatch.setattr(tracker, "STORM_PART_ROWS", 10**9)
+    whole = tracker_reference.tracker_digest(path, chunk_packets=4096)
+    monkeypatch.setattr(tracker, "STORM_PART_ROWS", 1_024)  # more than a 4,096-row slice's ~400 SYNs and RSTs
+    parts.clear(), pressed.clear()
+    few_starts = tracker_reference.tracker_digest(path, chunk_packets=4096)
+    assert sum(pressed) > len(pressed) // 2  # most slices were under pressure...
+    assert len(parts) == len(pressed)  # ... and each was tracked whole
+    assert few_starts == whole
+
+    rows = np.zeros(4_096, dtype=[("flags", np.uint16)])
+    rows["flags"] = shortconns.RST
+    assert tracker._storming(rows)  # bare RSTs: 4,096 connections may start
+    rows["flags"][::2] = shortconns.SYN | shortconns.ACK  # SYN-ACKs start none
+    rows["flags"][1::4] = shortconns.ACK
+    assert not tracker._storming(rows)  # 1,024 RSTs: not more than STORM_PART_ROWS
+    rows["flags"][1::4] = shortconns.SYN
+    assert tracker._storming(rows)  # and 1,024 SYNs more
+
+
 def test_record_file_reads_rows_in_any_order(monkeypatch):
     """A RecordFile read by runs of pages (``run_page_bytes``, as the dormant records are) gives back the rows asked
     for, from the file and from memory, in any order and repeated."""
