@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import orjson
 
-from rstscope import columns, prefetch, reset_table
+from rstscope import columns, judging, prefetch, reset_table
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.evidence import ResetEvidence
 from rstscope.fleet import frames as fleet_frames
@@ -147,12 +147,14 @@ def analyze_capture(
             link_types=sorted({i.link_name for i in cap.interfaces}),
             stats=cap.stats,
         )
-    return analysis_of(info, tracker.finish())
+        # The reader child, done reading, judges a share of the RSTs (rstscope.judging).
+        return analysis_of(info, tracker.finish(), child=cap if isinstance(cap, prefetch.PrefetchedCapture) else None)
 
 
-def analysis_of(info: CaptureInfo, connections) -> Analysis:
+def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCapture | None = None) -> Analysis:
     """The stages after tracking: evidence and verdicts of tracked ``connections`` (a ``ConnectionStore``;
-    :mod:`rstscope.fleet` builds one from several files or processes)."""
+    :mod:`rstscope.fleet` builds one from several files or processes).  ``child``: a reader child that
+    has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`)."""
     # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
     extend = None
     if getattr(info, "pieces", None):  # a stitched capture: each RST also says in which file it is
@@ -160,7 +162,10 @@ def analysis_of(info: CaptureInfo, connections) -> Analysis:
         def extend(row: dict, frame: int) -> None:
             fleet_frames.add_reset_fields(row, info, frame)
 
-    resets = reset_table.build(connections.reset_subjects(), connections.host_ttl, extend=extend)
+    if child is not None and extend is None:
+        resets = judging.build(connections, connections.host_ttl, child)
+    else:
+        resets = reset_table.build(connections.reset_subjects(), connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
 
 

@@ -12,6 +12,10 @@ unreadable file raises :class:`InputError` there as usual; a failure inside the
 child arrives as an error message and is raised in the parent.  The child
 ignores Ctrl-C (the parent decides) and is killed when the parent stops early.
 Used only where ``os.fork`` exists and more than one CPU is available.
+
+Once it has read the capture, the child can do one more job for the parent (:meth:`PrefetchedCapture.
+run_in_child`: judging a share of the RSTs, :mod:`rstscope.judging`), sent over a Unix socket with the
+descriptors of the files it reads; it exits when the parent closes the capture.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from rstscope import heap
 from rstscope.packets import PACKET_DTYPE, ReadStats
 from rstscope.reader import open_capture
 from rstscope.status import RstscopeError
@@ -51,8 +57,10 @@ class PrefetchedCapture:
         self._chunk_packets = chunk_packets
         self._pid: int | None = None
         self._reader = None
+        self._jobs: socket.socket | None = None  # to the child, for run_in_child
 
     def __enter__(self) -> PrefetchedCapture:
+        jobs, child_jobs = socket.socketpair()
         read_fd, write_fd = os.pipe()
         try:
             import fcntl
@@ -63,8 +71,11 @@ class PrefetchedCapture:
         pid = os.fork()
         if pid == 0:  # the child: never returns
             os.close(read_fd)
-            _child(self.path, self._chunk_packets, write_fd)
+            jobs.close()
+            _child(self.path, self._chunk_packets, write_fd, child_jobs)
         os.close(write_fd)
+        child_jobs.close()
+        self._jobs = jobs
         self._pid = pid
         self._reader = os.fdopen(read_fd, "rb", buffering=0)
         return self
@@ -72,10 +83,25 @@ class PrefetchedCapture:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def run_in_child(self, job: Callable[[list[int]], object], fds: list[int]) -> PendingJob:
+        """Have the child, once it has read the capture, call ``job`` (picklable) with its own copies of
+        these descriptors; what it returns comes back through :meth:`PendingJob.result`.  One job a capture."""
+        payload = pickle.dumps(job)
+        socket.send_fds(self._jobs, [_LENGTH.pack(len(payload))], fds)
+        self._jobs.sendall(payload)
+        return PendingJob(self._jobs)
+
+    def stop(self) -> None:
+        """Stop the child now (as closing does), whatever it is doing."""
+        self.close()
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._jobs is not None:
+            self._jobs.close()
+            self._jobs = None
         if self._pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGKILL)
@@ -117,23 +143,86 @@ class PrefetchedCapture:
         return buf
 
 
-def _child(path, chunk_packets: int, fd: int) -> None:
-    """Read the capture and stream it to ``fd``; exit without returning to the caller's code."""
+class PendingJob:
+    """A job the child runs (:meth:`PrefetchedCapture.run_in_child`)."""
+
+    def __init__(self, jobs: socket.socket) -> None:
+        self._jobs = jobs
+
+    def result(self):
+        """What the job returned, once it has; :class:`RstscopeError` if it raised or the child ended."""
+        header = _received(self._jobs, _LENGTH.size)
+        payload = _received(self._jobs, _LENGTH.unpack(header)[0]) if header is not None else None
+        if payload is None:
+            raise RstscopeError("the reader process ended before its job did")
+        done, value = pickle.loads(payload)
+        if not done:
+            raise RstscopeError(f"the reader process's job failed: {value}")
+        return value
+
+
+_LENGTH = struct.Struct("<Q")
+
+
+def _received(sock: socket.socket, n: int) -> bytes | None:
+    """Exactly ``n`` bytes from ``sock``; None if it closed first."""
+    parts, got = [], 0
+    while got < n:
+        part = sock.recv(min(n - got, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+def _child(path, chunk_packets: int, fd: int, jobs: socket.socket) -> None:
+    """Read the capture and stream it to ``fd``, then run the parent's job if it sends one on ``jobs``;
+    exit without returning to the caller's code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    status = 0
+    status = 1
+    try:
+        if _streamed(path, chunk_packets, fd):
+            os.close(fd)  # (its number may now be one of the job's files: nothing more is sent there)
+            heap.give_back()  # the reader's buffers, freed: the job starts from what is left
+            _serve(jobs)
+            status = 0
+    finally:
+        os._exit(status)  # also when the parent went away while the job answered
+
+
+def _streamed(path, chunk_packets: int, fd: int) -> bool:
+    """Stream the capture to ``fd``; whether all of it went (else the parent has the error, or is gone)."""
     try:
         with open_capture(path, chunk_packets=chunk_packets) as cap:
             for chunk in cap.chunks():
                 _send(fd, _CHUNK, memoryview(np.ascontiguousarray(chunk)).cast("B"))
             _send(fd, _STATS, pickle.dumps(cap.stats))
     except BrokenPipeError:
-        status = 1  # the parent stopped listening
+        return False  # the parent stopped listening
     except BaseException as exc:  # report anything to the parent, which raises it as one line
         with contextlib.suppress(OSError):
             _send(fd, _ERROR, str(exc).encode() or type(exc).__name__.encode())
-        status = 1
-    finally:
-        os._exit(status)
+        return False
+    return True
+
+
+def _serve(jobs: socket.socket) -> None:
+    """Run the parent's job, if it sends one before it closes ``jobs``, and send back what it returned or
+    the error it raised."""
+    header, fds, _, _ = socket.recv_fds(jobs, _LENGTH.size, 16)
+    rest = _received(jobs, _LENGTH.size - len(header)) if header else None
+    if not header or rest is None:
+        return  # no job
+    payload = _received(jobs, _LENGTH.unpack(header + rest)[0])
+    if payload is None:
+        return
+    try:
+        result = (True, pickle.loads(payload)(fds))
+    except Exception as exc:  # the parent does the job itself then
+        result = (False, str(exc) or type(exc).__name__)
+    answer = pickle.dumps(result)
+    jobs.sendall(_LENGTH.pack(len(answer)) + answer)
 
 
 def _send(fd: int, kind: bytes, payload) -> None:

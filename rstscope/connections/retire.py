@@ -187,6 +187,26 @@ class RecordFile:
         if self.dead_kept:
             self._punch()  # regions released while their last rows were still in memory
 
+    def shared(self) -> tuple[int, int]:
+        """This table for another process to read (:meth:`opened`): its file's descriptor and its rows, once
+        every row is in the file."""
+        if self._file is None or self._buffered:
+            self._flush()
+        return self._file.fileno(), self._written
+
+    @classmethod
+    def opened(cls, dtype: np.dtype, fd: int, rows: int) -> RecordFile:
+        """The first ``rows`` rows of a table another process :meth:`shared`, read through ``fd`` (closed with
+        the table), by :meth:`take` only."""
+        table = cls(dtype)
+        table._file = os.fdopen(fd, "rb", buffering=0)
+        table._written = rows
+        return table
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
     def take(self, positions: np.ndarray) -> np.ndarray:
         """The rows at these positions."""
         positions = np.asarray(positions, dtype=np.int64)
@@ -316,6 +336,49 @@ class Spill:
         """The connection rows of these ids (all retired)."""
         return self.conns.take(self._at[ids])
 
+    def shared(self, ids: np.ndarray) -> tuple[SharedSubjects, list[int]]:
+        """The subjects of these connections (all retired) for another process: what it needs to read them
+        from this spill's files, and the files' descriptors (to send along, over a Unix socket)."""
+        tables = {"conns": self.conns, **{name: self.tables[name] for name in SUBJECT_TABLES}}
+        files = {name: table.shared() for name, table in tables.items()}
+        return SharedSubjects(self._at[ids], {name: rows for name, (_, rows) in files.items()}), [
+            fd for fd, _ in files.values()
+        ]
+
+
+SUBJECT_TABLES = {"resets": RST_ROW, "after": AFTER_ROW}
+"""The tables evidence reads of a connection (:func:`.rows.reset_subjects`), and their rows."""
+
+
+class SharedSubjects:
+    """Connections' subjects (what evidence reads of them) in another process's spill (:meth:`Spill.shared`):
+    where their rows are in its files, read through the descriptors it sent (:meth:`open`)."""
+
+    def __init__(self, positions: np.ndarray, rows: dict[str, int]) -> None:
+        self.positions = positions
+        """Per connection, in the order they were asked for: its row in the file of connection rows."""
+        self.rows = rows
+        """Rows in each file: ``conns``, then each of SUBJECT_TABLES."""
+        self._files: dict[str, RecordFile] = {}
+
+    def __getstate__(self) -> dict:
+        return {"positions": self.positions, "rows": self.rows, "_files": {}}  # descriptors go apart
+
+    def open(self, fds: list[int]) -> None:
+        """In the receiving process: the files, by the descriptors received (in the order of :attr:`rows`)."""
+        dtypes = {"conns": CONN_ROW, **SUBJECT_TABLES}
+        self._files = {name: RecordFile.opened(dtypes[name], fd, n)
+                       for (name, n), fd in zip(self.rows.items(), fds, strict=True)}  # fmt: skip
+
+    def subjects(self, start: int, end: int) -> list[ResetSubject]:
+        """The subjects of connections ``[start, end)``."""
+        conn_rows = self._files["conns"].take(self.positions[start:end])
+        return reset_subjects(conn_rows, lambda name, positions: self._files[name].take(positions))
+
+    def close(self) -> None:
+        for table in self._files.values():
+            table.close()
+
 
 class RowBatch:
     """Connections of consecutive ids as rows, no objects: what a consumer of every connection reads
@@ -395,8 +458,18 @@ class ConnectionStore(ConnectionsById):
     def _get(self, ids: np.ndarray) -> list[Connection]:
         return self._spill.get(ids)
 
-    def reset_subjects(self) -> Iterator[ResetSubject]:
-        return self._batches(self._reset_ids, self._spill.subjects)
+    @property
+    def reset_ids(self) -> np.ndarray:
+        """The ids of the connections that saw a RST, sorted."""
+        return self._reset_ids
+
+    def reset_subjects(self, ids: np.ndarray | None = None) -> Iterator[ResetSubject]:
+        """Those of :meth:`with_resets`, or of these ids (of connections that saw a RST)."""
+        return self._batches(self._reset_ids if ids is None else ids, self._spill.subjects)
+
+    def shared_subjects(self, ids: np.ndarray) -> tuple[SharedSubjects, list[int]]:
+        """The subjects of these connections for another process to read (:meth:`Spill.shared`)."""
+        return self._spill.shared(ids)
 
     def row_batches(self, size: int | None = None) -> Iterator[RowBatch]:
         """All connections as rows, ``size`` (ROW_BATCH) consecutive ids a batch, in id order (no Connection

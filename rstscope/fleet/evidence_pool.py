@@ -23,17 +23,16 @@ and the capture's ``host_ttl``, and parts are gathered in id order.
 
 from __future__ import annotations
 
-import bisect
-import os
-import pickle
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from rstscope import reset_table
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, RST_ROW, reset_subjects, span_positions
+from rstscope import judging, reset_table
+from rstscope.connections.retire import SUBJECT_TABLES
+from rstscope.connections.rows import CONN_ROW, reset_subjects, span_positions
 from rstscope.fleet import timing
+from rstscope.judging import FRONT, claim, judge_part, part_path
 
 BATCH = 4_096
 """Connections with a RST per tail batch (about 0.3 s of judging: what a shard may wait at the end)."""
@@ -42,18 +41,14 @@ TAIL_SHARE = 0.3
 without writing its rows out.  Two shards still end together when one runs up to 1.86x slower than the
 other (its front alone, 0.7 of its work, then takes as long as the whole shared at both speeds:
 0.7 s <= 2 s / (s + 1)); measured: up to 1.26x."""
-SUBJECT_TABLES = {"resets": RST_ROW, "after": AFTER_ROW}
-"""The tables evidence reads of a connection (:func:`rstscope.connections.rows.reset_subjects`)."""
 SUBJECT_FILES = {"conns": CONN_ROW, **SUBJECT_TABLES}
 """A tail batch's files, by kind: its connection rows, and their rows of each table."""
-FRONT = "front"
-_READ_BYTES = 1 << 20
 
 
 def share(store, shard: int, work: Path) -> None:
     """Cut shard ``shard``'s connections that saw a RST into front and tail, and write the tail's
     subjects (local ids) and the cut (``plan-{shard}.npy``: connections, front, tail batches)."""
-    ids = np.asarray(store._reset_ids, dtype=np.int64)
+    ids = np.asarray(store.reset_ids, dtype=np.int64)
     front = len(ids) - int(np.ceil(len(ids) * TAIL_SHARE))
     spill = store._spill  # rstscope.connections.retire.Spill: rows, not objects
     batches = 0
@@ -73,36 +68,19 @@ def judge(store, shard: int, shards: int, work: Path, gids: list[np.ndarray], ho
     """Evidence and verdicts of shard ``shard``'s front, then of every tail batch it can claim (its own
     first, then the others' from the back); ``gids``: the global ids of each shard's connections."""
     plans = [_plan(work, j) for j in range(shards)]
-    ids = np.asarray(store._reset_ids, dtype=np.int64)[: plans[shard].front]
+    ids = np.asarray(store.reset_ids, dtype=np.int64)[: plans[shard].front]
     front = _renumbered(store._batches(ids, store._spill.subjects), gids[shard])
     judge_part(front, work, shard, FRONT, host_ttl, extend)
     others = timing.Stopwatch()
     for b in range(plans[shard].batches):
-        if _claim(work, shard, b):
+        if claim(work, shard, b):
             judge_part(_subjects(work, shard, b, gids[shard]), work, shard, b, host_ttl, extend)
     for j in (*range(shard + 1, shards), *range(shard)):
         for b in reversed(range(plans[j].batches)):
-            if _claim(work, j, b):
+            if claim(work, j, b):
                 with others.timing():
                     judge_part(_subjects(work, j, b, gids[j]), work, j, b, host_ttl, extend)
     others.record("phase 2", f"of which other shards' batches ({others.count})")
-
-
-def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host_ttl: dict,
-               extend: Callable[[dict, int], None] | None) -> None:  # fmt: skip
-    """One part's reset table: its encoded rows to ``resets-{shard}-{part}`` as they are made, its columns
-    (offsets into that file), fixes and first time to ``resets-{shard}-{part}.pickle``."""
-    path = _path(work, shard, part, "resets")
-    table = reset_table.build(subjects, host_ttl, extend=extend, path=path)  # the rows straight to their file
-    with open(f"{path}.pickle", "wb") as f:
-        pickle.dump((columns(table), table.fixes, table.first_ns), f)
-
-
-def columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
-    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from)."""
-    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
-            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
 
 
 def remove_shared(work: Path, shard: int) -> None:
@@ -110,66 +88,14 @@ def remove_shared(work: Path, shard: int) -> None:
     for b in range(_plan(work, shard).batches):
         for kind in SUBJECT_FILES:
             _subject_file(work, shard, b, kind).unlink()
-        _path(work, shard, b, "claim").unlink()
+        part_path(work, shard, b, "claim").unlink()
 
 
 def gather(work: Path, shard: int) -> tuple[reset_table.ResetTable, list[str]]:
     """Shard ``shard``'s reset table from its parts, in id order (once every shard has judged); and the
     files of its encoded rows, one after the other (the table's offsets are into them as one)."""
-    plan = _plan(work, shard)
-    paths = [_path(work, shard, part, "resets") for part in (FRONT, *range(plan.batches))]
-    parts = []
-    for path in paths:
-        with open(f"{path}.pickle", "rb") as f:
-            parts.append(pickle.load(f))
-    rows = RowFiles(paths)
-    joined = {}
-    for name in parts[0][0]:
-        pieces = [p[0][name] for p in parts]
-        if name == "offset":
-            pieces = [p + base for p, base in zip(pieces, rows.bases, strict=True)]
-        joined[name] = np.concatenate(pieces)
-    fixes = set().union(*(p[1] for p in parts))
-    first = [p[2] for p in parts if p[2] is not None]
-    return reset_table.ResetTable(joined, rows, fixes, min(first) if first else None), [str(p) for p in paths]
-
-
-class RowFiles:
-    """Files of encoded RST rows read as one spill (:class:`rstscope.reset_table.RowSpill`'s reading
-    side): offsets run through the files one after the other."""
-
-    def __init__(self, paths: list) -> None:
-        self._fds = [os.open(p, os.O_RDONLY) for p in paths]
-        self._sizes = [os.fstat(fd).st_size for fd in self._fds]
-        self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
-        """Where each file starts in the whole."""
-        self._windows = [(0, b"")] * len(paths)
-
-    def read_range(self, offset: int, length: int) -> bytes:
-        """Bytes ``[offset, offset + length)`` of the files one after the other."""
-        parts = []
-        while length > 0:
-            j = bisect.bisect_right(self.bases, offset) - 1
-            local = offset - self.bases[j]
-            n = length if j == len(self._fds) - 1 else min(length, self._sizes[j] - local)  # then the next file
-            parts.append(reset_table.pread_exactly(self._fds[j], n, local))
-            offset, length = offset + n, length - n
-        return b"".join(parts)
-
-    def read(self, offset: int, length: int) -> bytes:
-        j = bisect.bisect_right(self.bases, offset) - 1
-        local = offset - self.bases[j]
-        start, window = self._windows[j]
-        if local < start or local + length > start + len(window):
-            window = os.pread(self._fds[j], max(_READ_BYTES, length), local)
-            start = local
-            self._windows[j] = (start, window)
-        return window[local - start : local - start + length]
-
-    def close(self) -> None:
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
+    paths = [part_path(work, shard, part) for part in (FRONT, *range(_plan(work, shard).batches))]
+    return judging.gather(paths), [str(p) for p in paths]
 
 
 class _Plan:
@@ -181,21 +107,8 @@ def _plan(work: Path, shard: int) -> _Plan:
     return _Plan(np.load(work / f"plan-{shard}.npy"))
 
 
-def _path(work: Path, shard: int, part: int | str, kind: str) -> Path:
-    return work / f"{kind}-{shard}-{part}"
-
-
 def _subject_file(work: Path, shard: int, batch: int, kind: str) -> Path:
     return work / f"subjects-{shard}-{batch}.{kind}"
-
-
-def _claim(work: Path, shard: int, batch: int) -> bool:
-    """Whether this process took tail batch ``batch`` of shard ``shard`` (no other process can now)."""
-    try:
-        os.close(os.open(_path(work, shard, batch, "claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-    except FileExistsError:
-        return False
-    return True
 
 
 def _subjects(work: Path, shard: int, batch: int, gid: np.ndarray) -> list:

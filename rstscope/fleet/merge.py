@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rstscope import columns, reset_table, scratch
+from rstscope import columns, judging, reset_table, scratch
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.retire import ConnectionsById
 from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections, span_positions
@@ -117,14 +117,14 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
     with timing.phase("phase 2", "gather resets"):
         evidence_pool.remove_shared(work, shard)
         table, reset_files = evidence_pool.gather(work, shard)
-        resets = evidence_pool.columns(table)
+        resets = judging.columns(table)
     with timing.phase("phase 2", "encode connection rows"):
         row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
     table._spill.close()  # the parent reads those files itself
     spill = store._spill  # the tracker's own store (rstscope.connections.retire): its long histories
     return ShardResult(
         shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
-        reset_ids=gid[np.asarray(store._reset_ids, dtype=np.int64)], resets=resets, reset_files=reset_files,
+        reset_ids=gid[np.asarray(store.reset_ids, dtype=np.int64)], resets=resets, reset_files=reset_files,
         fixes=table.fixes, first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
         host_ttl=host_ttl, rows=rows,
     )  # fmt: skip
@@ -344,7 +344,7 @@ def merged_resets(results: list[ShardResult], workdir: str) -> reset_table.Reset
     """The shards' reset tables as one (columns sorted by connection, rows in frame order)."""
     if not results:
         return reset_table.empty()
-    spill = evidence_pool.RowFiles([path for r in results for path in r.reset_files])
+    spill = judging.RowFiles([path for r in results for path in r.reset_files])
     bases = np.cumsum([0, *(len(r.reset_files) for r in results)])[:-1]  # each shard's first file
     columns = {}
     for name in results[0].resets:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rstscope.fleet import evidence_pool, merge, run, shards, stitch
+from rstscope import judging
+from rstscope.fleet import merge, run, shards, stitch
 from rstscope.fleet import pieces as pieces_mod
 
 
@@ -56,7 +57,7 @@ def test_spill_reads_ranges_across_the_shards_files(tmp_path):
     for j, data in enumerate(contents):
         paths.append(tmp_path / f"reset-rows-{j}")
         paths[-1].write_bytes(data)
-    spill, whole = evidence_pool.RowFiles(paths), b"".join(contents)
+    spill, whole = judging.RowFiles(paths), b"".join(contents)
     for offset in range(len(whole)):
         for length in range(len(whole) - offset + 1):
             assert spill.read_range(offset, length) == whole[offset : offset + length]

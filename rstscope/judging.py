@@ -1,0 +1,197 @@
+"""The RSTs of a capture judged by two processes: this one and its reader child, once it has read the capture.
+
+Evidence and verdicts run connection by connection in Python (about 35 µs a RST), after tracking; on a
+storm of resets that is most of the time (a million bare RSTs: ~35 s of 47), while the reader child
+(:mod:`rstscope.prefetch`) is done and its core idle.  So the child judges too:
+
+1. The connections that saw a RST are cut, in id order, into batches of :data:`BATCH`.  The child is sent
+   where their rows are in the tracker's spill files, and the files' descriptors (:meth:`~rstscope.
+   connections.retire.Spill.shared`: nothing is copied).
+2. This process judges batches from the front, the child from the back; a batch is taken by creating
+   its claim file (``O_EXCL``) in a work directory, so each is judged once, by whoever gets there first,
+   and the two end within a batch of each other whatever their speeds.
+3. Each batch's RST rows and columns go to files of their own (:func:`judge_part`); the table is
+   gathered from them in id order (:func:`gather`).
+
+The result does not depend on who judged what: evidence of a connection reads only that connection and
+the capture's ``host_ttl``, and parts are gathered in id order.  A batch the child claimed but did not
+finish (it died) is judged here.  A fleet's shards share their evidence the same way
+(:mod:`rstscope.fleet.evidence_pool`), with the parts and files of this module.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rstscope import reset_table, scratch
+from rstscope.connections.retire import SharedSubjects
+
+BATCH = 2_048
+"""Connections with a RST per batch (about 0.07 s of judging: what one process may wait for the other;
+each batch costs a file and about a millisecond)."""
+SHARED_FROM = 2 * BATCH
+"""Fewer connections with a RST than this (one batch) are judged here alone."""
+FRONT = "front"
+_READ_BYTES = 1 << 20
+
+
+# -- one capture, two processes ------------------------------------------------------------------------
+
+
+def build(store, host_ttl: dict, child) -> reset_table.ResetTable:
+    """The reset table of ``store`` (a tracker's :class:`~rstscope.connections.retire.ConnectionStore`),
+    judged here and by ``child`` (:meth:`rstscope.prefetch.PrefetchedCapture.run_in_child`); the same table
+    as :func:`rstscope.reset_table.build` gives."""
+    ids = store.reset_ids
+    if len(ids) < SHARED_FROM:
+        return reset_table.build(store.reset_subjects(), host_ttl)
+    work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
+    try:
+        batches = -(-len(ids) // BATCH)
+        subjects, fds = store.shared_subjects(ids)
+        job = child.run_in_child(ChildJudge(subjects, work, batches, host_ttl), fds)
+        judge_part((), work, 0, FRONT, host_ttl, None)  # the parts are this one and the batches
+        for b in range(batches):
+            if claim(work, 0, b):
+                judge_part(store.reset_subjects(ids[b * BATCH : (b + 1) * BATCH]), work, 0, b, host_ttl, None)
+        with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
+            job.result()
+        for b in range(batches):
+            if not _finished(work, 0, b):
+                judge_part(store.reset_subjects(ids[b * BATCH : (b + 1) * BATCH]), work, 0, b, host_ttl, None)
+        return gather([part_path(work, 0, part) for part in (FRONT, *range(batches))])
+    finally:
+        child.stop()  # no process left writing into the work directory
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass
+class ChildJudge:
+    """The child's share: batches from the back, while this process takes them from the front."""
+
+    subjects: SharedSubjects
+    """The connections that saw a RST, in id order."""
+    work: Path
+    batches: int
+    host_ttl: dict
+
+    def __call__(self, fds: list[int]) -> int:
+        """Judge every batch still unclaimed; how many."""
+        self.subjects.open(fds)
+        judged = 0
+        try:
+            for b in reversed(range(self.batches)):
+                if claim(self.work, 0, b):
+                    judge_part(self.subjects.subjects(b * BATCH, (b + 1) * BATCH), self.work, 0, b, self.host_ttl,
+                               None)  # fmt: skip
+                    judged += 1
+        finally:
+            self.subjects.close()
+        return judged
+
+
+# -- parts of a reset table, judged by any process -------------------------------------------------------
+
+
+def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host_ttl: dict,
+               extend: Callable[[dict, int], None] | None) -> None:  # fmt: skip
+    """One part's reset table: its encoded rows to ``resets-{shard}-{part}`` as they are made, its columns
+    (offsets into that file), fixes and first time to ``resets-{shard}-{part}.pickle`` (written last, and
+    whole: a part is finished when its pickle is there)."""
+    path = part_path(work, shard, part)
+    table = reset_table.build(subjects, host_ttl, extend=extend, path=path)  # the rows straight to their file
+    with open(f"{path}.pickle.part", "wb") as f:
+        pickle.dump((columns(table), table.fixes, table.first_ns), f)
+    os.replace(f"{path}.pickle.part", f"{path}.pickle")
+
+
+def columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
+    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from)."""
+    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
+            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
+            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
+
+
+def claim(work: Path, shard: int, part: int) -> bool:
+    """Whether this process took part ``part`` of shard ``shard`` (no other process can now)."""
+    try:
+        os.close(os.open(part_path(work, shard, part, "claim"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    except FileExistsError:
+        return False
+    return True
+
+
+def part_path(work: Path, shard: int, part: int | str, kind: str = "resets") -> Path:
+    return work / f"{kind}-{shard}-{part}"
+
+
+def _finished(work: Path, shard: int, part: int | str) -> bool:
+    return Path(f"{part_path(work, shard, part)}.pickle").exists()
+
+
+def gather(paths: list[Path]) -> reset_table.ResetTable:
+    """One reset table from its parts (:func:`judge_part`'s files, in id order); its rows are read from
+    the parts' files one after the other (:class:`RowFiles`)."""
+    parts = []
+    for path in paths:
+        with open(f"{path}.pickle", "rb") as f:
+            parts.append(pickle.load(f))
+    rows = RowFiles(paths)
+    joined = {}
+    for name in parts[0][0]:
+        pieces = [p[0][name] for p in parts]
+        if name == "offset":
+            pieces = [p + base for p, base in zip(pieces, rows.bases, strict=True)]
+        joined[name] = np.concatenate(pieces)
+    fixes = set().union(*(p[1] for p in parts))
+    first = [p[2] for p in parts if p[2] is not None]
+    return reset_table.ResetTable(joined, rows, fixes, min(first) if first else None)
+
+
+class RowFiles:
+    """Files of encoded RST rows read as one spill (:class:`rstscope.reset_table.RowSpill`'s reading
+    side): offsets run through the files one after the other.  The files are open from here on: they may
+    be removed."""
+
+    def __init__(self, paths: list) -> None:
+        self._fds = [os.open(p, os.O_RDONLY) for p in paths]
+        self._sizes = [os.fstat(fd).st_size for fd in self._fds]
+        self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
+        """Where each file starts in the whole."""
+        self._windows = [(0, b"")] * len(paths)
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of the files one after the other."""
+        parts = []
+        while length > 0:
+            j = bisect.bisect_right(self.bases, offset) - 1
+            local = offset - self.bases[j]
+            n = length if j == len(self._fds) - 1 else min(length, self._sizes[j] - local)  # then the next file
+            parts.append(reset_table.pread_exactly(self._fds[j], n, local))
+            offset, length = offset + n, length - n
+        return b"".join(parts)
+
+    def read(self, offset: int, length: int) -> bytes:
+        j = bisect.bisect_right(self.bases, offset) - 1
+        local = offset - self.bases[j]
+        start, window = self._windows[j]
+        if local < start or local + length > start + len(window):
+            window = os.pread(self._fds[j], max(_READ_BYTES, length), local)
+            start = local
+            self._windows[j] = (start, window)
+        return window[local - start : local - start + length]
+
+    def close(self) -> None:
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []

@@ -1,0 +1,151 @@
+"""The RSTs judged by two processes (rstscope/judging.py): this one and its reader child, the same table as
+one process gives, whoever judged what, whatever became of the child."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import psutil
+import pytest
+
+from rstscope import analysis, api, judging, prefetch
+from rstscope.status import RstscopeError
+from tests import shortconns
+
+pytestmark = pytest.mark.skipif(not prefetch.available(), reason="needs os.fork and two CPUs")
+
+
+@pytest.fixture
+def capture(tmp_path, monkeypatch):
+    """Short connections, about a third ending in RSTs (2,000 or so), judged in batches of 64."""
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 6_000)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))  # where the work directories go: checked empty after
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(judging, "BATCH", 64)
+    monkeypatch.setattr(judging, "SHARED_FROM", 128)
+    monkeypatch.setattr(analysis, "CHUNK_PACKETS", 4096)
+    return path, scratch
+
+
+def _children() -> set[int]:
+    """This process's children (other tests' pools and servers among them)."""
+    return {child.pid for child in psutil.Process().children()}
+
+
+def _document(path, monkeypatch, *, in_child: bool) -> dict:
+    monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0 if in_child else 1 << 60)
+    doc = api.document(analysis.analyze_capture(path))
+    return {key: doc[key] for key in ("resets", "connections")}
+
+
+def _judged_by(log, monkeypatch) -> None:
+    """Every part judged appends the pid of the process that judged it to ``log``."""
+    judge_part = judging.judge_part
+
+    def spy(subjects, work, shard, part, *rest):
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {part}\n")
+        return judge_part(subjects, work, shard, part, *rest)
+
+    monkeypatch.setattr(judging, "judge_part", spy)
+
+
+def _pids(log) -> dict[int, int]:
+    """Parts judged (the front's empty part aside), by process."""
+    count: dict[int, int] = {}
+    for line in log.read_text().splitlines():
+        pid, part = line.split()
+        if part != judging.FRONT:
+            count[int(pid)] = count.get(int(pid), 0) + 1
+    return count
+
+
+def test_two_processes_judge_as_one(capture, monkeypatch, tmp_path):
+    path, scratch = capture
+    one = _document(path, monkeypatch, in_child=False)
+    log = tmp_path / "judged"
+    _judged_by(log, monkeypatch)
+    before = _children()
+    two = _document(path, monkeypatch, in_child=True)
+    assert len(one["resets"]) > 1_000
+    assert two == one
+    by = _pids(log)
+    assert sum(by.values()) == -(-len({r["connection"] for r in one["resets"]}) // 64)  # each batch once
+    assert len(by) == 2 and min(by.values()) > 0  # both processes judged
+    assert not list(scratch.iterdir())  # the work directory is gone
+    assert _children() <= before  # and the child
+
+
+def _dies(self, fds):
+    """The child's share, cut short: it claims the last batch and dies."""
+    judging.claim(self.work, 0, self.batches - 1)
+    os._exit(1)
+
+
+def _fails(self, fds):
+    judging.claim(self.work, 0, self.batches - 1)
+    raise ValueError("a bug in the child's share")
+
+
+@pytest.mark.parametrize("share", [_dies, _fails], ids=["child dies", "child fails"])
+def test_the_batches_a_child_did_not_finish_are_judged_here(capture, monkeypatch, tmp_path, share):
+    path, scratch = capture
+    one = _document(path, monkeypatch, in_child=False)
+    monkeypatch.setattr(judging.ChildJudge, "__call__", share)
+    log = tmp_path / "judged"
+    _judged_by(log, monkeypatch)
+    assert _document(path, monkeypatch, in_child=True) == one
+    assert list(_pids(log)) == [os.getpid()]  # all of it here, the claimed batch too
+    assert not list(scratch.iterdir())
+
+
+def test_an_interrupted_judging_leaves_nothing_behind(capture, monkeypatch):
+    path, scratch = capture
+    judge_part, parent = judging.judge_part, os.getpid()
+
+    def interrupted(subjects, work, shard, part, *rest):
+        if os.getpid() == parent and part == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return judge_part(subjects, work, shard, part, *rest)
+
+    monkeypatch.setattr(judging, "judge_part", interrupted)
+    monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0)
+    before = _children()
+    with pytest.raises(KeyboardInterrupt):
+        analysis.analyze_capture(path)
+    assert not list(scratch.iterdir())
+    assert _children() <= before
+
+
+class _ReadBack:
+    """A job for the child: the bytes of the file it was given."""
+
+    def __call__(self, fds: list[int]) -> bytes:
+        return os.pread(fds[0], 100, 0)
+
+
+class _Raises:
+    def __call__(self, fds: list[int]) -> None:
+        raise ValueError("no")
+
+
+@pytest.mark.parametrize("job", [_ReadBack(), _Raises()], ids=["returns", "raises"])
+def test_the_reader_child_runs_one_job_with_the_files_it_is_given(tmp_path, job):
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 100)
+    given = tmp_path / "given"
+    given.write_bytes(b"what the child reads")
+    before = _children()
+    with prefetch.PrefetchedCapture(path, chunk_packets=100) as cap, open(given, "rb") as f:
+        assert sum(len(c) for c in cap.chunks()) == cap.stats.records
+        pending = cap.run_in_child(job, [f.fileno()])
+        if isinstance(job, _Raises):
+            with pytest.raises(RstscopeError, match="job failed: no"):
+                pending.result()
+        else:
+            assert pending.result() == b"what the child reads"
+    assert _children() <= before
