@@ -37,8 +37,11 @@ from rstscope import reset_table, scratch
 from rstscope.connections.retire import SharedSubjects
 
 BATCH = 2_048
-"""Connections with a RST per batch (about 0.07 s of judging: what one process may wait for the other;
-each batch costs a file and about a millisecond)."""
+"""Connections with a RST per batch at least (about 0.07 s of judging: what one process may wait for the
+other; each batch costs a file and about a millisecond)..."""
+MAX_BATCHES = 64
+"""... and at most this many batches (each batch's file stays open while the table is read: a million RSTs
+in batches of 2,048 would be 489 descriptors, 3 million more than a process may have by default)."""
 SHARED_FROM = 2 * BATCH
 """Fewer connections with a RST than this (one batch) are judged here alone."""
 FRONT = "front"
@@ -57,18 +60,19 @@ def build(store, host_ttl: dict, child) -> reset_table.ResetTable:
         return reset_table.build(store.reset_subjects(), host_ttl)
     work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
     try:
-        batches = -(-len(ids) // BATCH)
+        size = max(BATCH, -(-len(ids) // MAX_BATCHES))
+        batches = -(-len(ids) // size)
         subjects, fds = store.shared_subjects(ids)
-        job = child.run_in_child(ChildJudge(subjects, work, batches, host_ttl), fds)
+        job = child.run_in_child(ChildJudge(subjects, work, batches, size, host_ttl), fds)
         judge_part((), work, 0, FRONT, host_ttl, None)  # the parts are this one and the batches
         for b in range(batches):
             if claim(work, 0, b):
-                judge_part(store.reset_subjects(ids[b * BATCH : (b + 1) * BATCH]), work, 0, b, host_ttl, None)
+                judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
         with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
             job.result()
         for b in range(batches):
             if not _finished(work, 0, b):
-                judge_part(store.reset_subjects(ids[b * BATCH : (b + 1) * BATCH]), work, 0, b, host_ttl, None)
+                judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
         return gather([part_path(work, 0, part) for part in (FRONT, *range(batches))])
     finally:
         child.stop()  # no process left writing into the work directory
@@ -83,6 +87,8 @@ class ChildJudge:
     """The connections that saw a RST, in id order."""
     work: Path
     batches: int
+    size: int
+    """Connections a batch."""
     host_ttl: dict
 
     def __call__(self, fds: list[int]) -> int:
@@ -92,8 +98,8 @@ class ChildJudge:
         try:
             for b in reversed(range(self.batches)):
                 if claim(self.work, 0, b):
-                    judge_part(self.subjects.subjects(b * BATCH, (b + 1) * BATCH), self.work, 0, b, self.host_ttl,
-                               None)  # fmt: skip
+                    judge_part(self.subjects.subjects(b * self.size, (b + 1) * self.size), self.work, 0, b,
+                               self.host_ttl, None)  # fmt: skip
                     judged += 1
         finally:
             self.subjects.close()
@@ -168,7 +174,7 @@ class RowFiles:
         self._sizes = [os.fstat(fd).st_size for fd in self._fds]
         self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
         """Where each file starts in the whole."""
-        self._windows = [(0, b"")] * len(paths)
+        self._window = (-1, 0, b"")  # the last bytes read: file, offset in it, bytes (rows are read in order)
 
     def read_range(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of the files one after the other."""
@@ -184,11 +190,11 @@ class RowFiles:
     def read(self, offset: int, length: int) -> bytes:
         j = bisect.bisect_right(self.bases, offset) - 1
         local = offset - self.bases[j]
-        start, window = self._windows[j]
-        if local < start or local + length > start + len(window):
-            window = os.pread(self._fds[j], max(_READ_BYTES, length), local)
-            start = local
-            self._windows[j] = (start, window)
+        file, start, window = self._window
+        if file != j or local < start or local + length > start + len(window):
+            # One window, not one per file: a table of a million RSTs is hundreds of files.
+            window, start = os.pread(self._fds[j], max(_READ_BYTES, length), local), local
+            self._window = (j, start, window)
         return window[local - start : local - start + length]
 
     def close(self) -> None:
