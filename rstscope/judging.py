@@ -27,14 +27,15 @@ import os
 import pickle
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from rstscope import reset_table, scratch
-from rstscope.connections.retire import SharedSubjects
+from rstscope.connections.retire import ConnectionsById, SharedSubjects
+from rstscope.connections.rows import ResetSubject
 
 BATCH = 2_048
 """Connections with a RST per batch at least (about 0.07 s of judging: what one process may wait for the
@@ -42,6 +43,8 @@ other; each batch costs a file and about a millisecond)..."""
 MAX_BATCHES = 64
 """... and at most this many batches (each batch's file stays open while the table is read: a million RSTs
 in batches of 2,048 would be 489 descriptors, 3 million more than a process may have by default)."""
+SUBJECTS_AT_ONCE = ConnectionsById.BATCH
+"""Connections whose subjects are made at once (a batch of a million RSTs' table is 15,625)."""
 SHARED_FROM = 2 * BATCH
 """Fewer connections with a RST than this (one batch) are judged here alone."""
 FRONT = "front"
@@ -98,12 +101,17 @@ class ChildJudge:
         try:
             for b in reversed(range(self.batches)):
                 if claim(self.work, 0, b):
-                    judge_part(self.subjects.subjects(b * self.size, (b + 1) * self.size), self.work, 0, b,
-                               self.host_ttl, None)  # fmt: skip
+                    judge_part(self._subjects(b), self.work, 0, b, self.host_ttl, None)
                     judged += 1
         finally:
             self.subjects.close()
         return judged
+
+    def _subjects(self, batch: int) -> Iterator[ResetSubject]:
+        """A batch's subjects, made SUBJECTS_AT_ONCE at a time (as the store makes them here)."""
+        end = min((batch + 1) * self.size, len(self.subjects.positions))
+        for start in range(batch * self.size, end, SUBJECTS_AT_ONCE):
+            yield from self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, end))
 
 
 # -- parts of a reset table, judged by any process -------------------------------------------------------
