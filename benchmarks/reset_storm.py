@@ -20,6 +20,7 @@ system seconds; peak MB is the RSS of the process and its children (the prefetch
 from __future__ import annotations
 
 import argparse
+import resource
 import subprocess
 import sys
 import tempfile
@@ -109,23 +110,24 @@ def _packets(path: Path) -> int:
 def measure(argv: list[str]) -> tuple[float, float, int]:
     """(CPU seconds, wall seconds, peak RSS in MB summed over the process and its children) of one command
     (rstscope reads large files in a forked child: the sum is what the machine pays)."""
-    start = time.monotonic()
+    start, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = psutil.Popen(argv, stdout=subprocess.DEVNULL, cwd=REPO, env={"PYTHONPATH": str(REPO)})
-    peak, cpu = 0, {}
+    peak = 0
     while proc.poll() is None:
         try:
             tree = [proc, *proc.children(recursive=True)]
             peak = max(peak, sum(p.memory_info().rss for p in tree))
-            for p in tree:
-                t = p.cpu_times()
-                cpu[p.pid] = t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             pass  # a child ended between the listing and the reading
         time.sleep(0.02)
     wall = time.monotonic() - start
     if proc.returncode:
         raise SystemExit(f"{argv} failed with exit status {proc.returncode}")
-    return sum(cpu.values()), wall, peak // 2**20
+    # The command's CPU and its children's (it waits for them), once each: summing each process's own
+    # figures counted a child twice, in its own and in what its parent reaped.
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return cpu, wall, peak // 2**20
 
 
 def main(argv: list[str] | None = None) -> int:
