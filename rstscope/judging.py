@@ -48,7 +48,13 @@ SUBJECTS_AT_ONCE = ConnectionsById.BATCH
 SHARED_FROM = 2 * BATCH
 """Fewer connections with a RST than this (one batch) are judged here alone."""
 FRONT = "front"
+WINDOWS_BYTES = 16 << 20
+"""Rows are read through a window of each file's bytes (at most 1 MB, at least 64 KB); the last windows
+used are kept, up to this many bytes in all.  Rows in frame order go back and forth between a fleet's
+shards' files (they hold alternate connections), and a table of millions of RSTs is dozens of files or,
+in a fleet, hundreds (a 1 MB window of each, kept, took 412 MB)."""
 _READ_BYTES = 1 << 20
+_MIN_WINDOW = 64 << 10
 
 
 # -- one capture, two processes ------------------------------------------------------------------------
@@ -175,14 +181,15 @@ def gather(paths: list[Path]) -> reset_table.ResetTable:
 class RowFiles:
     """Files of encoded RST rows read as one spill (:class:`rstscope.reset_table.RowSpill`'s reading
     side): offsets run through the files one after the other.  The files are open from here on: they may
-    be removed."""
+    be removed.  Reads of a row go through windows of the files (:data:`WINDOWS_BYTES`)."""
 
     def __init__(self, paths: list) -> None:
         self._fds = [os.open(p, os.O_RDONLY) for p in paths]
         self._sizes = [os.fstat(fd).st_size for fd in self._fds]
         self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
         """Where each file starts in the whole."""
-        self._window = (-1, 0, b"")  # the last bytes read: file, offset in it, bytes (rows are read in order)
+        self._window_bytes = min(_READ_BYTES, max(_MIN_WINDOW, WINDOWS_BYTES // max(1, len(paths))))
+        self._windows: dict[int, tuple[int, bytes]] = {}  # file -> (offset, bytes), least recently used first
 
     def read_range(self, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of the files one after the other."""
@@ -198,11 +205,12 @@ class RowFiles:
     def read(self, offset: int, length: int) -> bytes:
         j = bisect.bisect_right(self.bases, offset) - 1
         local = offset - self.bases[j]
-        file, start, window = self._window
-        if file != j or local < start or local + length > start + len(window):
-            # One window, not one per file: a table of a million RSTs is hundreds of files.
-            window, start = os.pread(self._fds[j], max(_READ_BYTES, length), local), local
-            self._window = (j, start, window)
+        start, window = self._windows.pop(j, (0, b""))
+        if local < start or local + length > start + len(window):
+            window, start = os.pread(self._fds[j], max(self._window_bytes, length), local), local
+        self._windows[j] = (start, window)  # the most recently used, last
+        if len(self._windows) * self._window_bytes > WINDOWS_BYTES:
+            del self._windows[next(iter(self._windows))]
         return window[local - start : local - start + length]
 
     def close(self) -> None:
