@@ -149,18 +149,25 @@ def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkey
     assert from_dormancy == in_slots
 
 
+def _storm_in_miniature(tmp_path, monkeypatch):
+    """Short connections with late segments, under the pressure rule past 100 closed connections idle 300
+    frames and 2 ms, and dormancy past 200 frames (closed ones too past 50): a capture of a storm's shape."""
+    path = tmp_path / "late.pcap"
+    _short_connections_with_late_segments(path)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)
+    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
+    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
+    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
+    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    return path
+
+
 def test_a_storm_slice_is_tracked_in_parts_with_no_record_changed(tmp_path, monkeypatch):
     """Past LIVE_CLOSED_LIMIT closed connections, a slice is tracked in parts of STORM_PART_ROWS rows and
     idle connections go dormant between them: fewer slots at once (each new connection of a slice needs
     one), the same records as a slice tracked whole (tracking is the same whatever the parts; dormancy
     changes no result)."""
-    path = tmp_path / "late.pcap"
-    _short_connections_with_late_segments(path)
-    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)  # a storm in miniature, as above
-    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
-    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
-    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
-    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    path = _storm_in_miniature(tmp_path, monkeypatch)
     used, parts = [], []
     finish, track = tracker.Tracker.finish, tracker.Tracker._track
 
@@ -188,13 +195,7 @@ def test_under_pressure_only_a_slice_that_starts_many_connections_is_tracked_in_
     """Parts are for slices that may start more than STORM_PART_ROWS connections (RSTs and SYNs without ACK):
     a slice of short connections (one SYN in about ten rows) is tracked whole under the same pressure, a
     slice of bare RSTs in parts; the records are the same either way."""
-    path = tmp_path / "late.pcap"
-    _short_connections_with_late_segments(path)
-    monkeypatch.setattr(retire, "PRESSURE_IDLE_FRAMES", 300)  # the storm in miniature of the test above
-    monkeypatch.setattr(retire, "PRESSURE_IDLE_NS", 2_000_000)
-    monkeypatch.setattr(retire, "LIVE_CLOSED_LIMIT", 100)
-    monkeypatch.setattr(tracker, "DORMANT_AFTER_FRAMES", 200)
-    monkeypatch.setattr(dormant, "CLOSED_DORMANT_ABOVE", 50)
+    path = _storm_in_miniature(tmp_path, monkeypatch)
     parts, pressed = [], []
     track, feed = tracker.Tracker._track, tracker.Tracker._feed
 
