@@ -4,7 +4,8 @@ Evidence and verdicts run connection by connection in Python (about 35 µs a RST
 storm of resets that is most of the time (a million bare RSTs: ~35 s of 47), while the reader child
 (:mod:`rstscope.prefetch`) is done and its core idle.  So the child judges too:
 
-1. The connections that saw a RST are cut, in id order, into batches of :data:`BATCH`.  The child is sent
+1. The connections that saw a RST are cut, in id order, into batches (:data:`BATCH` connections at
+   least, :data:`MAX_BATCHES` batches at most).  The child is sent
    where their rows are in the tracker's spill files, and the files' descriptors (:meth:`~rstscope.
    connections.retire.Spill.shared`: nothing is copied).
 2. This process judges batches from the front, the child from the back; a batch is taken by creating
@@ -41,8 +42,9 @@ BATCH = 2_048
 """Connections with a RST per batch at least (about 0.07 s of judging: what one process may wait for the
 other; each batch costs a file and about a millisecond)..."""
 MAX_BATCHES = 64
-"""... and at most this many batches (each batch's file stays open while the table is read: a million RSTs
-in batches of 2,048 would be 489 descriptors, 3 million more than a process may have by default)."""
+"""... and at most this many batches (each batch's file stays open while the table is read: in batches of
+2,048, a million RSTs would hold 489 descriptors, and three million more than the 1,024 a process may open
+by default)."""
 SUBJECTS_AT_ONCE = ConnectionsById.BATCH
 """Connections whose subjects are made at once (a batch of a million RSTs' table is 15,625)."""
 SHARED_FROM = 2 * BATCH
@@ -73,15 +75,19 @@ def build(store, host_ttl: dict, child) -> reset_table.ResetTable:
         batches = -(-len(ids) // size)
         subjects, fds = store.shared_subjects(ids)
         job = child.run_in_child(ChildJudge(subjects, work, batches, size, host_ttl), fds)
+
+        def judge(b: int) -> None:
+            judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
+
         judge_part((), work, 0, FRONT, host_ttl, None)  # the parts are this one and the batches
         for b in range(batches):
             if claim(work, 0, b):
-                judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
+                judge(b)
         with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
             job.result()
         for b in range(batches):
             if not _finished(work, 0, b):
-                judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
+                judge(b)
         return gather([part_path(work, 0, part) for part in (FRONT, *range(batches))])
     finally:
         child.stop()  # no process left writing into the work directory
