@@ -69,7 +69,7 @@ def judge(store, shard: int, shards: int, work: Path, gids: list[np.ndarray], ho
     first, then the others' from the back); ``gids``: the global ids of each shard's connections."""
     plans = [_plan(work, j) for j in range(shards)]
     ids = np.asarray(store.reset_ids, dtype=np.int64)[: plans[shard].front]
-    front = _renumbered(store._batches(ids, store._spill.subjects), gids[shard])
+    front = _renumbered(store.reset_subjects(ids), gids[shard])
     judge_part(front, work, shard, FRONT, host_ttl, extend)
     others = timing.Stopwatch()
     for b in range(plans[shard].batches):
