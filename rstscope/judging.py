@@ -26,6 +26,7 @@ import bisect
 import contextlib
 import os
 import pickle
+import resource
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +38,7 @@ import numpy as np
 from rstscope import reset_table, scratch
 from rstscope.connections.retire import ConnectionsById, SharedSubjects
 from rstscope.connections.rows import ResetSubject
+from rstscope.status import RstscopeError
 
 BATCH = 2_048
 """Connections with a RST per batch at least (about 0.07 s of judging: what one process may wait for the
@@ -190,6 +192,7 @@ class RowFiles:
     be removed.  Reads of a row go through windows of the files (:data:`WINDOWS_BYTES`)."""
 
     def __init__(self, paths: list) -> None:
+        room_for(len(paths))
         self._fds = [os.open(p, os.O_RDONLY) for p in paths]
         self._sizes = [os.fstat(fd).st_size for fd in self._fds]
         self.bases = np.cumsum([0, *self._sizes[:-1]]).tolist() if self._sizes else []
@@ -223,3 +226,29 @@ class RowFiles:
         for fd in self._fds:
             os.close(fd)
         self._fds = []
+
+
+DESCRIPTORS_SPARE = 256
+"""Descriptors left free beside a table's files (the outputs, the pipes, the libraries')."""
+
+
+def room_for(files: int) -> None:
+    """Room to keep ``files`` more files open: the soft limit on open files raised toward the hard one when
+    it is too low for them (a fleet's table of millions of RSTs is hundreds of files, and 1,024 is a common
+    soft limit; Go's runtime raises it to the hard limit at start for the same reason), else an error."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = _open_now() + files + DESCRIPTORS_SPARE
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return
+    if hard != resource.RLIM_INFINITY and hard < need:
+        raise RstscopeError(f"the RSTs' rows are in {files} files, more than this process may keep open "
+                            f"(at most {hard}): raise the limit with ulimit -n")  # fmt: skip
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(hard, 2 * need), hard))
+
+
+def _open_now() -> int:
+    """Files this process has open (Linux's /proc; elsewhere the spare descriptors stand for them)."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return 0

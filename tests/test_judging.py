@@ -4,6 +4,7 @@ one process gives, whoever judged what, whatever became of the child."""
 from __future__ import annotations
 
 import os
+import resource
 import tempfile
 
 import psutil
@@ -158,7 +159,7 @@ def _part_files(tmp_path, count: int, size: int) -> list:
     paths = []
     for i in range(count):
         paths.append(tmp_path / f"part-{i}")
-        paths[-1].write_bytes(bytes([i]) * size)
+        paths[-1].write_bytes(bytes([i % 256]) * size)
     return paths
 
 
@@ -193,3 +194,27 @@ def test_row_files_read_alternately_keep_each_files_window(tmp_path, monkeypatch
             assert rows.read(i * 100_000 + offset, 100) == bytes([i]) * 100
     rows.close()
     assert len(reads) == 2
+
+
+def test_row_files_make_room_for_their_descriptors(tmp_path):
+    """A table of more files than the soft limit on open files leaves room for raises it (toward the hard
+    limit): a fleet's table of millions of RSTs is hundreds of files, and 1,024 is a common soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = len(os.listdir("/proc/self/fd")) + judging.DESCRIPTORS_SPARE + 10
+    if hard != resource.RLIM_INFINITY and hard < low + 1_000:
+        pytest.skip(f"the hard limit on open files ({hard}) leaves no room to raise the soft one")
+    paths = _part_files(tmp_path, 300, 10)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        rows = judging.RowFiles(paths)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] > low + 300
+        assert rows.read(299 * 10, 10) == bytes([299 % 256]) * 10
+        rows.close()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_more_files_than_the_hard_limit_allows_are_an_error(monkeypatch):
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1_024, 1_024))
+    with pytest.raises(RstscopeError, match="ulimit -n"):
+        judging.room_for(2_000)
