@@ -124,12 +124,14 @@ def analyze_capture(
     path: str | os.PathLike,
     *,
     progress: Callable[[int, int], None] | None = None,
+    judged: Callable[[int, int], None] | None = None,
     zeek_timers: bool = False,
     stream: BinaryIO | None = None,
 ) -> Analysis:
     """Run the whole pipeline on one capture file.
 
-    ``progress(packets_done, bytes_done)`` is called after each chunk.  ``zeek_timers`` also ends
+    ``progress(packets_done, bytes_done)`` is called after each chunk; ``judged(done, connections)`` as the
+    connections that saw a RST get their evidence and verdicts (after tracking).  ``zeek_timers`` also ends
     connections where Zeek's timers would (for ``conns``; see ``rstscope.connections.keys.ZeekTimers``).
     ``stream``: read this open stream (standard input, a FIFO) instead of the file; ``path`` names it.
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
@@ -148,13 +150,16 @@ def analyze_capture(
             stats=cap.stats,
         )
         # The reader child, done reading, judges a share of the RSTs (rstscope.judging).
-        return analysis_of(info, tracker.finish(), child=cap if isinstance(cap, prefetch.PrefetchedCapture) else None)
+        child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
+        return analysis_of(info, tracker.finish(), child=child, judged=judged)
 
 
-def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCapture | None = None) -> Analysis:
+def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCapture | None = None,
+                judged: Callable[[int, int], None] | None = None) -> Analysis:  # fmt: skip
     """The stages after tracking: evidence and verdicts of tracked ``connections`` (a ``ConnectionStore``;
     :mod:`rstscope.fleet` builds one from several files or processes).  ``child``: a reader child that
-    has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`)."""
+    has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`); ``judged(done,
+    connections)``: told how many of the connections that saw a RST are judged, as they are."""
     # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
     extend = None
     if getattr(info, "pieces", None):  # a stitched capture: each RST also says in which file it is
@@ -163,9 +168,10 @@ def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCap
             fleet_frames.add_reset_fields(row, info, frame)
 
     if child is not None and extend is None:
-        resets = judging.build(connections, connections.host_ttl, child)
+        resets = judging.build(connections, connections.host_ttl, child, judged=judged)
     else:
-        resets = reset_table.build(connections.reset_subjects(), connections.host_ttl, extend=extend)
+        subjects = judging.counted(connections.reset_subjects(), len(connections.reset_ids), judged)
+        resets = reset_table.build(subjects, connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
 
 

@@ -22,14 +22,14 @@ from rstscope.status import InputError
 __all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
 
 
-def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False, stream=None) -> Analysis:
+def analyze(path: str | os.PathLike, *, progress=None, judged=None, zeek_timers: bool = False, stream=None) -> Analysis:
     """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs).
 
     ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log.
     ``stream``: an open binary stream holding the capture (standard input, a FIFO), named by ``path``."""
     p = Path(path)
     if stream is not None:
-        return analyze_capture(p, progress=progress, zeek_timers=zeek_timers, stream=stream)
+        return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers, stream=stream)
     if _is_dir(p):
         from rstscope.lab import rundir
 
@@ -38,10 +38,10 @@ def analyze(path: str | os.PathLike, *, progress=None, zeek_timers: bool = False
         run = rundir.load_run(p)
         if run.capture is None:
             raise InputError(f"{p}: run directory without a capture file (the capture step failed: see run.json)")
-        analysis = analyze_capture(run.capture, progress=progress, zeek_timers=zeek_timers)
+        analysis = analyze_capture(run.capture, progress=progress, judged=judged, zeek_timers=zeek_timers)
         analysis.run = run
         return analysis
-    return analyze_capture(p, progress=progress, zeek_timers=zeek_timers)
+    return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers)
 
 
 def _is_dir(path: Path) -> bool:

@@ -64,13 +64,13 @@ _MIN_WINDOW = 64 << 10
 # -- one capture, two processes ------------------------------------------------------------------------
 
 
-def build(store, host_ttl: dict, child) -> reset_table.ResetTable:
+def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | None = None) -> reset_table.ResetTable:
     """The reset table of ``store`` (a tracker's :class:`~rstscope.connections.retire.ConnectionStore`),
     judged here and by ``child`` (:meth:`rstscope.prefetch.PrefetchedCapture.run_in_child`); the same table
-    as :func:`rstscope.reset_table.build` gives."""
+    as :func:`rstscope.reset_table.build` gives.  ``judged(done, connections)``: told as batches are done."""
     ids = store.reset_ids
     if len(ids) < SHARED_FROM:
-        return reset_table.build(store.reset_subjects(), host_ttl)
+        return reset_table.build(counted(store.reset_subjects(), len(ids), judged), host_ttl)
     work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
     try:
         size = max(BATCH, -(-len(ids) // MAX_BATCHES))
@@ -82,14 +82,22 @@ def build(store, host_ttl: dict, child) -> reset_table.ResetTable:
             judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
 
         judge_part((), work, 0, FRONT, host_ttl, None)  # the parts are this one and the batches
+
+        def done() -> None:
+            if judged is not None:
+                finished = [b for b in range(batches) if _finished(work, 0, b)]
+                judged(sum(min(size, len(ids) - b * size) for b in finished), len(ids))
+
         for b in range(batches):
             if claim(work, 0, b):
                 judge(b)
+                done()  # the child's batches too, those finished by now
         with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
             job.result()
         for b in range(batches):
             if not _finished(work, 0, b):
                 judge(b)
+        done()
         return gather([part_path(work, 0, part) for part in (FRONT, *range(batches))])
     finally:
         child.stop()  # no process left writing into the work directory
@@ -126,6 +134,21 @@ class ChildJudge:
         end = min((batch + 1) * self.size, len(self.subjects.positions))
         for start in range(batch * self.size, end, SUBJECTS_AT_ONCE):
             yield from self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, end))
+
+
+def counted(subjects: Iterable, connections: int, judged: Callable[[int, int], None] | None) -> Iterator:
+    """``subjects`` (of ``connections`` connections), telling ``judged(done, connections)`` every
+    :data:`SUBJECTS_AT_ONCE` of them and at the end (the evidence of each is made as it is taken)."""
+    if judged is None:
+        yield from subjects
+        return
+    done = 0
+    for subject in subjects:
+        if done and done % SUBJECTS_AT_ONCE == 0:
+            judged(done, connections)
+        yield subject
+        done += 1
+    judged(done, connections)
 
 
 # -- parts of a reset table, judged by any process -------------------------------------------------------

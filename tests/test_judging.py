@@ -3,6 +3,7 @@ one process gives, whoever judged what, whatever became of the child."""
 
 from __future__ import annotations
 
+import io
 import os
 import resource
 import tempfile
@@ -10,7 +11,8 @@ import tempfile
 import psutil
 import pytest
 
-from rstscope import analysis, api, judging, prefetch
+from rstscope import analysis, api, cli, judging, prefetch
+from rstscope.cli import Environment
 from rstscope.status import RstscopeError
 from tests import shortconns
 
@@ -218,3 +220,22 @@ def test_more_files_than_the_hard_limit_allows_are_an_error(monkeypatch):
     monkeypatch.setattr(resource, "getrlimit", lambda what: (1_024, 1_024))
     with pytest.raises(RstscopeError, match="ulimit -n"):
         judging.room_for(2_000)
+
+
+@pytest.mark.parametrize("in_child", [True, False], ids=["two processes", "one process"])
+def test_the_judging_says_how_far_it_is(capture, monkeypatch, in_child):
+    """``judged(done, connections)`` is told as the connections that saw a RST are judged: never backwards,
+    and all of them at the end; the command shows it on a terminal."""
+    path, _ = capture
+    monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0 if in_child else 1 << 60)
+    monkeypatch.setattr(judging, "SUBJECTS_AT_ONCE", 64)  # one process tells every 64 (the capture's batches)
+    calls = []
+    result = analysis.analyze_capture(path, judged=lambda done, total: calls.append((done, total)))
+    connections = len(result.connections.reset_ids)
+    assert len(calls) > 5 and {total for _, total in calls} == {connections}
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls) and calls[-1] == (connections, connections)
+
+    out, err = io.StringIO(), io.StringIO()
+    env = Environment(stdout=out, stderr=err, stdout_isatty=False, stderr_isatty=True)
+    assert cli.run(["analyze", str(path)], env) == 0
+    assert f"evidence and verdicts, {connections:,} of {connections:,} connections with RSTs" in err.getvalue()

@@ -108,8 +108,11 @@ def _analyze_one(name: str, env):
         share = f" ({100 * nbytes / size:.0f}%)" if size else ""
         env.progress(f"{path.name}: {packets:,} packets{share}")
 
+    def judged(done: int, connections: int) -> None:  # a storm of RSTs: most of the time is here
+        env.progress(f"{path.name}: evidence and verdicts, {done:,} of {connections:,} connections with RSTs")
+
     try:
-        return api.analyze(path, progress=progress, stream=stream)
+        return api.analyze(path, progress=progress, judged=judged, stream=stream)
     finally:
         env.progress_done()
 

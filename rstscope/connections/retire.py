@@ -414,6 +414,11 @@ class ConnectionsById(Sequence):
     def _get(self, ids: np.ndarray) -> list[Connection]:
         raise NotImplementedError
 
+    @property
+    def reset_ids(self) -> np.ndarray:
+        """The ids of the connections that saw a RST, sorted."""
+        return self._reset_ids
+
     def with_resets(self) -> Iterator[Connection]:
         """Only the connections that saw a RST, in id order (no pass over all the others)."""
         yield from self._batches(self._reset_ids)
@@ -457,11 +462,6 @@ class ConnectionStore(ConnectionsById):
 
     def _get(self, ids: np.ndarray) -> list[Connection]:
         return self._spill.get(ids)
-
-    @property
-    def reset_ids(self) -> np.ndarray:
-        """The ids of the connections that saw a RST, sorted."""
-        return self._reset_ids
 
     def reset_subjects(self, ids: np.ndarray | None = None) -> Iterator[ResetSubject]:
         """Those of :meth:`with_resets`, or of these ids (of connections that saw a RST)."""
