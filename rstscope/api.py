@@ -26,7 +26,8 @@ def analyze(path: str | os.PathLike, *, progress=None, judged=None, zeek_timers:
     """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs).
 
     ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log.
-    ``stream``: an open binary stream holding the capture (standard input, a FIFO), named by ``path``."""
+    ``stream``: an open binary stream holding the capture (standard input, a FIFO), named by ``path``.
+    ``progress`` and ``judged``: told how far reading and judging are (see :func:`analyze_capture`)."""
     p = Path(path)
     if stream is not None:
         return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers, stream=stream)
