@@ -107,7 +107,7 @@ class KernelJoin:
                         self._records.popleft()
 
     def join(self, records: list[ResetRecord]) -> list[dict]:
-        """The kernel's account of each of these RSTs (one connection's, in capture order): ``reason``,
+        """The kernel's account of each of these RSTs (in capture order; of any connections): ``reason``,
         ``state``, ``listener``, ``disagrees`` (``reason`` None when no record matched).
 
         As the lab's ground truth joins them: each record, in time order, goes to the first RST not yet

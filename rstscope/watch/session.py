@@ -129,25 +129,40 @@ class Session:
         self._seen_records = records
 
     def _handle(self, events) -> None:
+        accounts = self._kernel_accounts(events) if self.kernel is not None else {}
         for event in events:
             if isinstance(event, ResetSeen):
-                self._reset(event)
+                self._reset(event, accounts)
             elif isinstance(event, ConnectionEnded):
                 kernel = None
                 if self.kernel is not None:
                     joined = self._joined.pop(event.connection.id, {})
-                    fresh = [r for r in event.others if r.frame not in joined]
-                    joined.update(zip((r.frame for r in fresh), self.kernel.join(fresh), strict=True))
+                    joined.update((r.frame, accounts[r.frame]) for r in event.others if r.frame in accounts)
                     kernel = [joined[r.frame] for r in event.others]
                 self.printer.ended(event, kernel)
                 if self.metrics is not None and event.echoes:
                     self.metrics.echoes.inc(event.echoes)
 
-    def _reset(self, event: ResetSeen) -> None:
+    def _kernel_accounts(self, events) -> dict[int, dict]:
+        """The kernel's account of the RSTs these events print, by frame: joined all at once, in capture
+        order, as the lab joins a capture's.  Joined connection by connection instead, a connection's echo
+        took a listener's record (``dest=0.0.0.0:0``: any peer) that belongs to another connection's RST
+        captured before it."""
+        fresh: dict[int, object] = {}
+        for event in events:
+            if isinstance(event, ResetSeen):
+                fresh.update((r.frame, r) for r in event.resets)
+            elif isinstance(event, ConnectionEnded):
+                joined = self._joined.get(event.connection.id, {})
+                fresh.update((r.frame, r) for r in event.others if r.frame not in joined)
+        frames = sorted(fresh)
+        return dict(zip(frames, self.kernel.join([fresh[f] for f in frames]), strict=True))
+
+    def _reset(self, event: ResetSeen, accounts: dict[int, dict]) -> None:
         record = event.record
         kernel = None
         if self.kernel is not None:
-            joined = dict(zip((r.frame for r in event.resets), self.kernel.join(event.resets), strict=True))
+            joined = {r.frame: accounts[r.frame] for r in event.resets}
             self._joined[record.evidence.connection] = joined
             kernel = joined[record.frame]
         self.printer.reset(event, kernel)

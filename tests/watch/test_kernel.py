@@ -43,3 +43,42 @@ def test_records_join_in_order():
     disagreeing._records.append({"event": "tcp_send_reset", "time": t, "src": primary.evidence.src,
                                  "dst": primary.evidence.dst, "reason": "NO_SOCKET", "listener": False})  # fmt: skip
     assert disagreeing.join([primary])[0]["disagrees"] is True
+
+
+def test_listener_records_go_to_the_rsts_in_capture_order_across_connections():
+    """A listener's records (``dest=0.0.0.0:0``) match a RST to any peer.  The RSTs a batch of watch's events
+    prints are joined together in capture order, as the lab joins a capture's, so each gets the record
+    logged for it.  Joined connection by connection, connection A's echo took the record of B's primary,
+    captured before the echo (a lab run's join and watch's disagreed: INVALID_SYN against TCP_FLAGS)."""
+    from types import SimpleNamespace
+
+    from rstscope.verdicts import Verdict
+    from rstscope.watch.engine import ResetSeen
+    from rstscope.watch.session import Session
+
+    t = 1_000.0
+
+    def rst(frame: int, at: float, dst: str, verdict: Verdict):
+        evidence = SimpleNamespace(src="10.0.0.1:8080", dst=dst, time_ns=round((t + at) * 1e9))
+        return SimpleNamespace(frame=frame, evidence=evidence, verdict=verdict)
+
+    def kernel() -> KernelJoin:
+        join = KernelJoin()
+        join._caught_up = float("inf")
+        for at, reason in ((0.0, "INVALID_SYN"), (31e-6, "INVALID_SYN"), (50e-6, "TCP_FLAGS")):
+            join._records.append({"event": "tcp_send_reset", "time": t + at, "src": "10.0.0.1:8080",
+                                  "dst": "0.0.0.0:0", "reason": reason, "state": "TCP_LISTEN",
+                                  "listener": True})  # fmt: skip
+        return join
+
+    a_primary = rst(302, 27e-6, "10.0.0.2:43685", Verdict.BACKLOG)
+    b_primary = rst(303, 35e-6, "10.0.0.2:39929", Verdict.BACKLOG)
+    a_echo = rst(305, 56e-6, "10.0.0.2:43685", Verdict.ECHO)
+    events = [ResetSeen(record=a_primary, connection=None, resets=[a_primary, a_echo]),
+              ResetSeen(record=b_primary, connection=None, resets=[b_primary])]  # fmt: skip
+    session = SimpleNamespace(kernel=kernel(), _joined={})
+    accounts = Session._kernel_accounts(session, events)
+    assert {frame: a["reason"] for frame, a in accounts.items()} == {302: "INVALID_SYN", 303: "INVALID_SYN",
+                                                                      305: "TCP_FLAGS"}  # fmt: skip
+    by_connection = kernel()  # what joining A's RSTs first, then B's, gave
+    assert [a["reason"] for a in by_connection.join([a_primary, a_echo])] == ["INVALID_SYN", "INVALID_SYN"]
