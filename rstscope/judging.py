@@ -81,8 +81,6 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
         def judge(b: int) -> None:
             judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
 
-        judge_part((), work, 0, FRONT, host_ttl, None)  # the parts are this one and the batches
-
         def done() -> None:
             if judged is not None:
                 finished = [b for b in range(batches) if _finished(work, 0, b)]
@@ -98,7 +96,7 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
             if not _finished(work, 0, b):
                 judge(b)
         done()
-        return gather([part_path(work, 0, part) for part in (FRONT, *range(batches))])
+        return gather([part_path(work, 0, b) for b in range(batches)])
     finally:
         child.stop()  # no process left writing into the work directory
         shutil.rmtree(work, ignore_errors=True)

@@ -58,12 +58,11 @@ def _judged_by(log, monkeypatch) -> None:
 
 
 def _pids(log) -> dict[int, int]:
-    """Parts judged (the front's empty part aside), by process."""
+    """Parts judged, by process."""
     count: dict[int, int] = {}
     for line in log.read_text().splitlines():
-        pid, part = line.split()
-        if part != judging.FRONT:
-            count[int(pid)] = count.get(int(pid), 0) + 1
+        pid = int(line.split()[0])
+        count[pid] = count.get(pid, 0) + 1
     return count
 
 

@@ -339,15 +339,16 @@ class Spill:
     def shared(self, ids: np.ndarray) -> tuple[SharedSubjects, list[int]]:
         """The subjects of these connections (all retired) for another process: what it needs to read them
         from this spill's files, and the files' descriptors (to send along, over a Unix socket)."""
-        tables = {"conns": self.conns, **{name: self.tables[name] for name in SUBJECT_TABLES}}
-        files = {name: table.shared() for name, table in tables.items()}
-        return SharedSubjects(self._at[ids], {name: rows for name, (_, rows) in files.items()}), [
-            fd for fd, _ in files.values()
-        ]
+        tables = {"conns": self.conns, **self.tables}
+        files = {kind: tables[kind].shared() for kind in SUBJECT_FILES}
+        subjects = SharedSubjects(self._at[ids], {kind: rows for kind, (_, rows) in files.items()})
+        return subjects, [fd for fd, _ in files.values()]
 
 
 SUBJECT_TABLES = {"resets": RST_ROW, "after": AFTER_ROW}
 """The tables evidence reads of a connection (:func:`.rows.reset_subjects`), and their rows."""
+SUBJECT_FILES = {"conns": CONN_ROW, **SUBJECT_TABLES}
+"""The files a connection's subjects are read from, by kind: its connection rows, and its rows of each table."""
 
 
 class SharedSubjects:
@@ -358,7 +359,7 @@ class SharedSubjects:
         self.positions = positions
         """Per connection, in the order they were asked for: its row in the file of connection rows."""
         self.rows = rows
-        """Rows in each file: ``conns``, then each of SUBJECT_TABLES."""
+        """Rows in each of SUBJECT_FILES, in its order."""
         self._files: dict[str, RecordFile] = {}
 
     def __getstate__(self) -> dict:
@@ -366,9 +367,8 @@ class SharedSubjects:
 
     def open(self, fds: list[int]) -> None:
         """In the receiving process: the files, by the descriptors received (in the order of :attr:`rows`)."""
-        dtypes = {"conns": CONN_ROW, **SUBJECT_TABLES}
-        self._files = {name: RecordFile.opened(dtypes[name], fd, n)
-                       for (name, n), fd in zip(self.rows.items(), fds, strict=True)}  # fmt: skip
+        self._files = {kind: RecordFile.opened(SUBJECT_FILES[kind], fd, n)
+                       for (kind, n), fd in zip(self.rows.items(), fds, strict=True)}  # fmt: skip
 
     def subjects(self, start: int, end: int) -> list[ResetSubject]:
         """The subjects of connections ``[start, end)``."""

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from rstscope import judging, reset_table
-from rstscope.connections.retire import SUBJECT_TABLES
-from rstscope.connections.rows import CONN_ROW, reset_subjects, span_positions
+from rstscope.connections.retire import SUBJECT_FILES, SUBJECT_TABLES
+from rstscope.connections.rows import reset_subjects, span_positions
 from rstscope.fleet import timing
 from rstscope.judging import FRONT, claim, judge_part, part_path
 
@@ -41,8 +41,6 @@ TAIL_SHARE = 0.3
 without writing its rows out.  Two shards still end together when one runs up to 1.86x slower than the
 other (its front alone, 0.7 of its work, then takes as long as the whole shared at both speeds:
 0.7 s <= 2 s / (s + 1)); measured: up to 1.26x."""
-SUBJECT_FILES = {"conns": CONN_ROW, **SUBJECT_TABLES}
-"""A tail batch's files, by kind: its connection rows, and their rows of each table."""
 
 
 def share(store, shard: int, work: Path) -> None:
