@@ -51,5 +51,29 @@ def test_history_codes_decode_both_cases():
 
 
 def test_connection_row_is_compact():
-    """A retired connection costs about a kilobyte of rows, not a few kilobytes of objects (PLAN.md §4)."""
-    assert CONN_ROW.itemsize <= 1024
+    """A retired connection costs about half a kilobyte of rows, not a few kilobytes of objects (PLAN.md §4;
+    its keepalive probes, rare, are rows of a table of their own)."""
+    assert CONN_ROW.itemsize <= 512
+
+
+def test_keepalive_probes_come_back_from_their_own_table(tmp_path):
+    """A connection's keepalive probes are rows of a table of their own (``PROBE_ROW``), one row for a
+    connection that sent any: read back through the spill they are the probes the tracker saw, as when the
+    connection is still live."""
+    from scapy.utils import wrpcap
+
+    from tests import scenarios_wild
+
+    sc = scenarios_wild.keepalive_timeout()  # probe, probe, the server's RST
+    path = tmp_path / "keepalive.pcap"
+    wrpcap(str(path), sc.packets)
+    n = len(sc.packets)
+    expected = [(frame, round(float(sc.packets[frame - 1].time) * 1e6) * 1000) for frame in (n - 2, n - 1)]  # pcap: µs
+    tracker = Tracker()
+    _feed(tracker, path)
+    (live,) = tracker.peek([0])
+    store = tracker.finish()
+    (retired,) = list(store)
+    assert retired.keepalive_probes == live.keepalive_probes == [[], expected]  # the server (responder) probed
+    assert len(store._spill.tables["probes"]) == 1
+    assert connection_text(retired) == connection_text(live)

@@ -23,6 +23,7 @@ from rstscope.connections.rows import (
     AFTER_ROW,
     CONN_ROW,
     FINDING_ROW,
+    PROBE_ROW,
     RST_ROW,
     ResetSubject,
     histories,
@@ -296,12 +297,12 @@ def _fallocate():
 
 class Spill:
     """Retired connections as rows (see :mod:`.rows`): a connection row per connection, by id, and its RST
-    observations, findings and segments after a reset in tables of their own."""
+    observations, findings, segments after a reset and keepalive probes in tables of their own."""
 
     def __init__(self) -> None:
         self.conns = RecordFile(CONN_ROW)
         self.tables = {"resets": RecordFile(RST_ROW), "findings": RecordFile(FINDING_ROW),
-                       "after": RecordFile(AFTER_ROW)}  # fmt: skip
+                       "after": RecordFile(AFTER_ROW), "probes": RecordFile(PROBE_ROW)}  # fmt: skip
         self.overflow: dict[int, list[int]] = {}
         """Connection id -> history letter codes past its row's 24."""
         self._at = np.zeros(0, dtype=np.int64)  # connection id -> position of its row, -1 live
@@ -392,9 +393,9 @@ class RowBatch:
         self._spill = spill
 
     def table(self, name: str, which: np.ndarray | None = None) -> np.ndarray:
-        """The rows of table ``name`` (``"resets"``, ``"findings"``, ``"after"``) of these connections, or
-        of those at indices ``which`` of :attr:`rows`: connection by connection, each in capture order,
-        ``rows[name][:, 1]`` rows each."""
+        """The rows of table ``name`` (``"resets"``, ``"findings"``, ``"after"``, ``"probes"``) of these
+        connections, or of those at indices ``which`` of :attr:`rows`: connection by connection, each in
+        capture order, ``rows[name][:, 1]`` rows each."""
         spans = self.rows[name] if which is None else self.rows[name][which]
         return self._spill.tables[name].take(span_positions(spans))
 

@@ -1,8 +1,9 @@
 """Connections as rows: the compact records the tracker keeps instead of objects, and the objects again.
 
 While a capture is tracked, a connection is a slot of columns (:mod:`.events`, :mod:`.sequence`); when
-it retires it becomes one :data:`CONN_ROW`, with its RST observations, findings and segments after a
-reset as rows of their own tables (:data:`RST_ROW`, :data:`FINDING_ROW`, :data:`AFTER_ROW`), in
+it retires it becomes one :data:`CONN_ROW`, with its RST observations, findings, segments after a
+reset and keepalive probes as rows of their own tables (:data:`RST_ROW`, :data:`FINDING_ROW`,
+:data:`AFTER_ROW`, :data:`PROBE_ROW`), in
 :mod:`.retire`'s store.  :func:`connections` turns rows back into the :mod:`.records` objects,
 value for value, when someone reads them.  "None" is a sentinel in a row: -1 for frames, counts and
 ids, ``NONE`` for sequence numbers and times.
@@ -56,11 +57,11 @@ CONN_ROW = np.dtype([
     ("history", I8, 24), ("history_len", I64), ("state", I8, 2), ("prev_state", I8, 2), ("isn", I64, 2),
     ("syn", I64, 3), ("synack", I64, 3), ("synack_after_ack", I64, 3),  # count, first, last (-1 none)
     ("handshake_ack_frame", I64), ("fin_frame", I64, 2), ("first_payload_frame", I64, 2),
-    ("probes_n", I64, 2), ("probes", I64, (2, RING, 2)),  # per side a ring of (frame, ts); n = all ever
+    ("probes_n", I64, 2),  # keepalive probes per side, all ever (the rings: PROBE_ROW)
     ("packets", I64, 2), ("payload_bytes", I64, 2), ("stream_bytes", I64, 2), ("unacked_bytes", I64, 2),
     ("retransmissions", I64, 2), ("zero_windows", I64, 2), ("ttl_low", I64, 2), ("ttl_high", I64, 2),
     ("ttl_n", I64, 2), ("timestamped", I64, 2),
-    ("resets", I64, 2), ("findings", I64, 2), ("after", I64, 2),  # (start, count) in the row tables
+    ("resets", I64, 2), ("findings", I64, 2), ("after", I64, 2), ("probes", I64, 2),  # (start, count) in the tables
 ])  # fmt: skip
 RST_ROW = np.dtype([
     ("conn", I64), ("frame", I64), ("ts_ns", I64), ("side", I8), ("flags", I64), ("seq", I64), ("ack", I64),
@@ -73,6 +74,10 @@ RST_ROW = np.dtype([
     ("peer_seen", I8), ("peer_last_ns", I64), ("answered_idle_ns", I64), ("probes_n", I64),
     ("probes", I64, (RING, 2)), ("synacks_before", I64), ("synacks_after_ack_before", I64),
 ])  # fmt: skip
+PROBE_ROW = np.dtype([("conn", I64), ("ring", I64, (2, RING, 2))])
+"""A connection's keepalive probes: per side a ring of (frame, ts), written ``probes_n`` times.  A table of
+its own, one row for a connection that sent probes: in the connection row the rings were half of its
+bytes (512 of 1,005), zeros for nearly every connection, written to the spill and read back each time."""
 FINDING_ROW = np.dtype([("conn", I64), ("frame", I64), ("side", I8), ("event", I8), ("old", I8)])
 AFTER_ROW = np.dtype([
     ("conn", I64), ("frame", I64), ("ts_ns", I64), ("side", I8), ("flags", I64), ("seq", I64), ("ack", I64),
@@ -255,12 +260,12 @@ def span_positions(spans: np.ndarray) -> np.ndarray:
 
 def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> list[Connection]:
     """:data:`CONN_ROW` rows as connections; ``take(table, positions)`` reads rows of the tables
-    ``"resets"``, ``"findings"`` and ``"after"``; ``overflow``: history letter codes past the row's 24."""
+    ``"resets"``, ``"findings"``, ``"after"`` and ``"probes"``; ``overflow``: history letter codes past the
+    row's 24."""
     per = {table: _per_connection(conn_rows, take, table, make)
-           for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after))}  # fmt: skip
+           for table, make in (("resets", rst_observations), ("findings", _findings), ("after", _after),
+                               ("probes", _probe_rings))}  # fmt: skip
     hist = conn_rows["history"].tobytes()
-    has_probes = conn_rows["probes_n"].any(axis=1)
-    probes = dict(zip(np.flatnonzero(has_probes).tolist(), conn_rows["probes"][has_probes].tolist(), strict=True))
     # One list per connection of all its numbers (one tolist: a structured array's fields are slow to
     # convert one by one); addresses apart, unsigned.
     n = len(conn_rows)
@@ -277,7 +282,7 @@ def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> 
             history += history_text(bytes(overflow[cid]))
         resets = per["resets"][i]
         ohi, olo, rhi, rlo = addrs[i]
-        ring = probes.get(i)
+        ring = per["probes"][i][0] if per["probes"][i] else None
         out.append(Connection(
             id=cid, orig_addr=_addr(ohi, olo), orig_port=oport, resp_addr=_addr(rhi, rlo), resp_port=rport,
             ip_version=version, originator_inferred=bool(inferred), first_frame=first_frame, start_ns=start_ns,
@@ -318,6 +323,11 @@ def _ring(ring: list, n: int) -> list[tuple[int, int]]:
         return [tuple(x) for x in ring[:n]]
     at = n % RING
     return [tuple(x) for x in ring[at:] + ring[:at]]
+
+
+def _probe_rings(rows: np.ndarray) -> list[list]:
+    """:data:`PROBE_ROW` rows as their rings (per side, RING (frame, ts) pairs)."""
+    return rows["ring"].tolist()
 
 
 def _findings(rows: np.ndarray) -> list[Finding]:

@@ -20,7 +20,7 @@ from rstscope.connections.events import EventPass, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed, taken
-from rstscope.connections.rows import CONN_ROW
+from rstscope.connections.rows import CONN_ROW, PROBE_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, running_values
 from rstscope.grouped import NONE
 from rstscope.packets import ACK, RST, SYN, format_addr
@@ -360,8 +360,6 @@ class Tracker:
                                 ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
             f[name] = e[:, at : at + width]
         f["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        if slot.probes is not None:
-            f["probes"] = slot.probes
         for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
                            ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
                            ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
@@ -379,7 +377,7 @@ class Tracker:
         if not keep:
             self._merge_host_ttl(out)
         tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
-                  "after": ev.after.take(ids, keep=keep)}  # fmt: skip
+                  "after": ev.after.take(ids, keep=keep), "probes": _probe_rows(slot.probes, ids, e)}  # fmt: skip
         overflow = {}
         for cid in ids[out["history_len"] > lib.HISTORY_MAX].tolist():
             overflow[cid] = ev.overflow[cid] if keep else ev.overflow.pop(cid)
@@ -414,6 +412,17 @@ def _storming(rows: np.ndarray) -> bool:
     flags = rows["flags"]
     starts = np.count_nonzero(((flags & RST) != 0) | ((flags & (SYN | ACK)) == SYN))
     return starts > STORM_PART_ROWS
+
+
+def _probe_rows(probes: np.ndarray | None, ids: np.ndarray, ev: np.ndarray) -> np.ndarray:
+    """The :data:`.rows.PROBE_ROW` rows of these connections (their event columns ``ev``, their probe rings
+    or None for zeros): one for each that sent keepalive probes."""
+    probed = np.flatnonzero(ev[:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1))
+    out = np.zeros(len(probed), PROBE_ROW)
+    out["conn"] = ids[probed]
+    if probes is not None:
+        out["ring"] = probes[probed]
+    return out
 
 
 class _SlotState(NamedTuple):

@@ -34,11 +34,19 @@ import numpy as np
 from rstscope import columns, judging, reset_table, scratch
 from rstscope.connections import Connection, TtlRange
 from rstscope.connections.retire import ConnectionsById
-from rstscope.connections.rows import AFTER_ROW, CONN_ROW, FINDING_ROW, RST_ROW, connections, span_positions
+from rstscope.connections.rows import (
+    AFTER_ROW,
+    CONN_ROW,
+    FINDING_ROW,
+    PROBE_ROW,
+    RST_ROW,
+    connections,
+    span_positions,
+)
 from rstscope.fleet import evidence_pool, timing
 from rstscope.fleet import frames as fleet_frames
 
-TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW}
+TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW, "probes": PROBE_ROW}
 BATCH = 4_096
 """Connections handled at once (rows read, written or made into objects)."""
 CAPTURE_0 = b'{"capture":0,'
