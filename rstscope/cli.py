@@ -25,6 +25,11 @@ from typing import TextIO
 from rstscope import __version__
 from rstscope.status import ExitStatus, RstscopeError, exit_process
 
+# Before numpy loads (the commands import it): rstscope does no linear algebra, and OpenBLAS would start a
+# thread per core at import, 10-20 ms of every command's start (and their CPU).  Only the command line: a
+# program that imports rstscope keeps its own BLAS settings.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 COMMANDS: dict[str, str] = {
     "analyze": "rstscope.commands.analyze",
     "conns": "rstscope.commands.conns",

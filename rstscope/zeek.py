@@ -26,7 +26,6 @@ timeouts) and starts a new one at a SYN after a close.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 import time
 from collections.abc import Iterable
@@ -174,6 +173,8 @@ def conn_log_row(conn: Connection) -> ConnLogRow:
 def _uid(conn: Connection) -> str:
     """``C`` + 17 base-62 characters, like Zeek's uids, but a hash of the connection (stable across runs)."""
     key = f"{conn.start_ns} {conn.orig} {conn.resp} {conn.id}".encode()
+    import hashlib  # here: 4 ms of every command's start, for the few that make uids
+
     n = int.from_bytes(hashlib.blake2b(key, digest_size=16).digest(), "big")
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     chars = []
