@@ -55,6 +55,8 @@ int64_t event_loop(const struct tables *t, int64_t start, int64_t n, const int64
                    int8_t *history, int32_t *blocks, struct pool *recent, int32_t *probe_block,
                    struct pool *probes, int64_t *findings, int64_t *after, int64_t *rsts, int64_t *overflow,
                    int64_t *counts);
+void event_rows(int64_t n, const int64_t *idx, int64_t k, const int64_t *const *columns, const int64_t *at,
+                const int8_t *event_of, int64_t *rows);
 /* cdef end */
 
 #define FIN 0x01
@@ -247,4 +249,20 @@ int64_t event_loop(const struct tables *t, int64_t start, int64_t n, const int64
         if (pn >= 0 && e[EV_STATE + p] != pn) { e[EV_PREV + p] = e[EV_STATE + p]; e[EV_STATE + p] = pn; }
     }
     return n;
+}
+
+/* The loop's rows (R_WIDTH columns) of the chunk's rows ``idx``: column at[c] of row i is columns[c][idx[i]],
+ * and R_EVENT is event_of[key], key = side | RST << 1 | FIN << 2 | SYN << 3 | ACK << 4 | (payload > 0) << 5
+ * (the flags as bits present): a table events.py makes from state.events_of, which holds the rule.  One
+ * pass, row by row, in place of a gather per column and a select over the rows. */
+void event_rows(int64_t n, const int64_t *idx, int64_t k, const int64_t *const *columns, const int64_t *at,
+                const int8_t *event_of, int64_t *rows) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t j = idx[i], *r = rows + i * R_WIDTH;
+        for (int64_t c = 0; c < k; c++) r[at[c]] = columns[c][j];
+        int64_t f = r[R_FLAGS];
+        int key = (r[R_SIDE] != 0) | ((f & RST) != 0) << 1 | ((f & FIN) != 0) << 2 | ((f & SYN) != 0) << 3 |
+                  ((f & ACK) != 0) << 4 | (r[R_PLEN] > 0) << 5;
+        r[R_EVENT] = event_of[key];
+    }
 }

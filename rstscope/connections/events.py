@@ -302,14 +302,12 @@ class EventPass:
              peer_prev, after_gap, *, rows, ttl, gap, probe, last_plain_of, ip_ids):  # fmt: skip
         n = len(idx)
         ev_rows = np.empty((n, lib.R_WIDTH), dtype=np.int64)
-        for col, values in (
-            (lib.R_SLOT, conn), (lib.R_SIDE, side), (lib.R_FLAGS, flags), (lib.R_PLEN, plen), (lib.R_FRAME, frame_col),
-            (lib.R_TS, ts), (lib.R_SEQ, seq_val), (lib.R_ACK, ack_val), (lib.R_SEQ_RAW, seq_raw),
-            (lib.R_ACK_RAW, ack_raw), (lib.R_RETX, retx_count), (lib.R_ZW, zw_count), (lib.R_PURE_ACK, pure_ack),
-            (lib.R_AFTER_GAP, after_gap), (lib.R_PROBE, probe),
-        ):  # fmt: skip
-            ev_rows[:, col] = values[idx]
-        ev_rows[:, lib.R_EVENT] = events_of(ev_rows[:, lib.R_SIDE], ev_rows[:, lib.R_FLAGS], ev_rows[:, lib.R_PLEN])
+        columns = [np.ascontiguousarray(c, dtype=np.int64)  # the flags (pure_ack, after_gap, probe) are bools
+                   for c in (conn, side, flags, plen, frame_col, ts, seq_val, ack_val, seq_raw, ack_raw, retx_count,
+                             zw_count, pure_ack, after_gap, probe)]  # fmt: skip
+        idx = np.ascontiguousarray(idx, dtype=np.int64)
+        lib.event_rows(n, _ptr(idx), len(columns), [_ptr(c) for c in columns], _ptr(_ROW_COLUMNS),
+                       ffi.from_buffer("int8_t[]", _EVENT_OF), _ptr(ev_rows))  # fmt: skip
         n_rst = int(np.count_nonzero(ev_rows[:, lib.R_FLAGS] & P.RST))
         findings = np.empty((n, 3), dtype=np.int64)
         after = np.empty(n, dtype=np.int64)
@@ -450,6 +448,24 @@ assert len(_PHASES) < 128 and PEER_ACKS_KEPT == 8
 _PHASE_CODE = np.array([[[[_PHASES.index(phase_of(o, r, syn, synack)) for synack in (False, True)]
                           for syn in (False, True)] for r in STATES] for o in STATES], dtype=np.int8)  # fmt: skip
 """records.phase_of as a table: [originator's state, responder's state, saw a SYN, saw a SYN-ACK] -> phase code."""
+
+
+_ROW_COLUMNS = np.array([lib.R_SLOT, lib.R_SIDE, lib.R_FLAGS, lib.R_PLEN, lib.R_FRAME, lib.R_TS, lib.R_SEQ, lib.R_ACK,
+                         lib.R_SEQ_RAW, lib.R_ACK_RAW, lib.R_RETX, lib.R_ZW, lib.R_PURE_ACK, lib.R_AFTER_GAP,
+                         lib.R_PROBE], dtype=np.int64)  # fmt: skip
+"""Where :meth:`EventPass._run`'s columns go in the loop's rows, in the order it passes them."""
+
+
+def _event_table() -> np.ndarray:
+    """:func:`.state.events_of` for every key ``event_rows`` (event_loop.c) looks up: side | RST << 1 |
+    FIN << 2 | SYN << 3 | ACK << 4 | (payload > 0) << 5."""
+    key = np.arange(64)
+    bit = [(key >> b) & 1 for b in range(6)]
+    flags = bit[1] * P.RST | bit[2] * P.FIN | bit[3] * P.SYN | bit[4] * P.ACK
+    return events_of(bit[0], flags, bit[5]).astype(np.int8)
+
+
+_EVENT_OF = _event_table()
 
 
 def _ptr(a: np.ndarray):
