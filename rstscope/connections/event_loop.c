@@ -3,7 +3,8 @@
  *
  * This file holds bookkeeping only.  The TCP rules come from Python:
  *   - the state table (state.py's TRANSITIONS, PEER_RULES, PEER_EFFECTS) arrives as int8 tables, and
- *     the event of each row (state.events_of) arrives as a row column: the loop only indexes them;
+ *     the event of each row (state.events_of) as a table by flags, side and payload, which event_rows
+ *     looks up into a row column: the loops only index them;
  *   - a reply-RST is matched to the segment it answers in Python (sequence.answers), from the peer's
  *     recent segments this loop copies out at each RST.
  * What is written here is the history alphabet's bookkeeping (state.py HISTORY_LETTERS: once per side,
