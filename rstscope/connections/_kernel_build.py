@@ -6,7 +6,7 @@ from pathlib import Path
 
 from cffi import FFI
 
-LOOPS = ("event_loop.c", "sequence_loop.c", "keys_loop.c", "join_loop.c")
+LOOPS = ("event_loop.c", "sequence_loop.c", "keys_loop.c", "join_loop.c", "slots_loop.c")
 SOURCES = [Path(__file__).with_name(name).read_text() for name in LOOPS]
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(source.split("/* cdef begin */")[1].split("/* cdef end */")[0] for source in SOURCES))

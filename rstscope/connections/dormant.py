@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rstscope.connections.events import EventColumns, lib
-from rstscope.connections.retire import RecordFile, fit, opaque, packed, taken
+from rstscope.connections.events import EventColumns, ffi, lib
+from rstscope.connections.retire import RecordFile, fit
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
 
@@ -107,10 +107,12 @@ class Dormant:
         if probed.any():
             probes = columns.probes_of(slots[probed])
             probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
-        fields = dict(table=arrays.table[slots], ev=ev, history=columns.history[slots], ack_frame=acks.frame[slots],
-                      ack_value=acks.ack[slots], ident=taken(ident, slots), recent_at=recent_at,
-                      probes_at=probes_at)  # fmt: skip
-        rows = packed(self.dtype, n, fields)
+        rows = np.empty(n, self.dtype)  # every byte written below
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        k, where = self._slot_arrays(arrays, columns, acks, ident)
+        lib.pack_slots(n, ffi.cast("int64_t *", slots.ctypes.data), k, where, ffi.from_buffer("uint8_t[]", rows),
+                       self.dtype.itemsize)  # fmt: skip
+        rows["recent_at"], rows["probes_at"] = recent_at, probes_at
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
         self._count += n
@@ -129,12 +131,22 @@ class Dormant:
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
         rows, recent, probes = self.records(ids, rings=True)
-        arrays.table[slots] = _field(rows, "table")
-        columns.ev[slots] = _field(rows, "ev")
-        columns.history[slots] = _field(rows, "history")
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        k, where = self._slot_arrays(arrays, columns, acks, ident)
+        lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize, k, where,
+                         ffi.cast("int64_t *", slots.ctypes.data))  # fmt: skip
         columns.restore(slots, recent, probes)
-        acks.frame[slots], acks.ack[slots] = _field(rows, "ack_frame"), _field(rows, "ack_value")
-        opaque(ident)[slots] = _field(rows, "ident").view(opaque(ident).dtype).ravel()
+
+    def _slot_arrays(self, arrays: ConnArrays, columns: EventColumns, acks: AckRing, ident: np.ndarray):
+        """The per-slot arrays a record holds a row of, for pack_slots and unpack_slots (slots_loop.c): how
+        many, and where each one's rows are and go in a record."""
+        per_slot = (arrays.table, columns.ev, columns.history, acks.frame, acks.ack, ident)
+        out = ffi.new("struct slot_array[]", len(per_slot))
+        for entry, name, array in zip(out, _SLOT_FIELDS, per_slot, strict=True):
+            field, at = self.dtype.fields[name][:2]
+            assert array.flags.c_contiguous and array[0].nbytes == field.itemsize, name  # a row is the field's bytes
+            entry.data, entry.width, entry.at = ffi.cast("uint8_t *", array.ctypes.data), field.itemsize, at
+        return len(out), out
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
         """These dormant connections' records, no longer dormant: (records, recent-segment rings or None
@@ -186,16 +198,13 @@ class Dormant:
             self._at[batch] = self._rows.append(got) + np.arange(len(batch))
 
 
+_SLOT_FIELDS = ("table", "ev", "history", "ack_frame", "ack_value", "ident")
+"""The record's fields that are rows of per-slot arrays, in the order :meth:`Dormant._slot_arrays` gives them."""
+
+
 def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Rows of ``values`` as records of ``dtype`` (one field of the rows' shape)."""
     return np.ascontiguousarray(values).reshape(len(values), values[0].size if len(values) else 0).view(dtype).ravel()
-
-
-def _field(records: np.ndarray, name: str) -> np.ndarray:
-    """Field ``name`` of these records, a plain array (n rows of the field's shape), copied as bytes."""
-    field, at = records.dtype.fields[name][:2]
-    raw = records.view(np.uint8).reshape(len(records), -1)[:, at : at + field.itemsize]
-    return np.ascontiguousarray(raw).view(field.base).reshape(len(records), *field.shape)
 
 
 def _held(ev: np.ndarray) -> np.ndarray:
