@@ -15,9 +15,9 @@ from rstscope.connections import dormant, retire, tracker
 from tests import differential, shortconns, tracker_reference
 
 
-@pytest.mark.parametrize("region_bytes", [1 << 40, 16_384], ids=["compacted", "holes"])
+@pytest.mark.parametrize("region_bytes", [1 << 40, 16_384], ids=["compacted", "recycled"])
 def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch, region_bytes):
-    """Whether the records' files are compacted (regions too large to become holes) or give back regions
+    """Whether the records' files are compacted (regions too large to be freed) or write over the regions
     with nothing alive (small ones), every connection comes back as it was."""
     sys.path.insert(0, str(differential.REPO / "benchmarks"))
     import shapes
@@ -43,16 +43,22 @@ def test_dormant_connections_come_back_as_they_were(tmp_path, monkeypatch, regio
         wake(self, ids)
         assert len(self._dormant) == len(self._dormant.ids())
 
-    compactions, holes = [], []
-    compact, punch = dormant.Dormant._compact, retire._punch_hole
+    compactions, files = [], []
+    compact, new_files = dormant.Dormant._compact, dormant.Dormant._new_files
     monkeypatch.setattr(dormant.Dormant, "_compact", lambda self: compactions.append(1) or compact(self))
-    monkeypatch.setattr(retire, "_punch_hole", lambda *args: holes.append(args) or punch(*args))
+
+    def spy_new_files(self):
+        new_files(self)
+        files.extend([self._rows, self._recent, self._probes])
+
+    monkeypatch.setattr(dormant.Dormant, "_new_files", spy_new_files)
     monkeypatch.setattr(retire, "REGION_BYTES", region_bytes)
     monkeypatch.setattr(tracker.Tracker, "_sleep", spy_sleep)
     monkeypatch.setattr(tracker.Tracker, "_wake", spy_wake)
     with_dormancy = tracker_reference.tracker_digest(path, chunk_packets=4096)
     assert sum(slept) > 500 and sum(woken) > 500  # many went dormant, and many came back (besides the end)
-    assert holes if region_bytes < 1 << 30 else (compactions and not holes)
+    reused = sum(f.regions_reused for f in files)
+    assert reused if region_bytes < 1 << 30 else (compactions and not reused)
     assert with_dormancy == with_nothing_dormant
 
 
@@ -91,6 +97,33 @@ def test_released_regions_become_holes_and_live_rows_read_back(monkeypatch):
     records._file.flush()
     on_disk = os.fstat(records._file.fileno()).st_blocks * 512
     assert on_disk <= len(records) * dtype.itemsize - 40 * (region * dtype.itemsize - 2 * 4096)
+
+
+def test_released_regions_are_written_over_and_live_rows_read_back(monkeypatch):
+    """A table read in any order (the dormant records') writes new rows over the regions whose rows were
+    all released, not at the end of its file: the file stays as large as what is alive at once, and
+    every live row reads back unchanged, wherever its region went."""
+    monkeypatch.setattr(retire, "REGION_BYTES", 3 * 4096 + 100)
+    monkeypatch.setattr(retire, "SPILL_BATCH", 700)  # flushes end inside regions
+    dtype = np.dtype([("v", np.int64, (13,))])
+    records = retire.RecordFile(dtype, run_page_bytes=1_000)  # 9-row pages: 117-row regions
+    region, rng = records._region_rows, np.random.default_rng(3)
+    assert region % records._run_rows == 0
+    alive: dict[int, int] = {}  # position -> value
+    for step in range(60):
+        start = records.append(np.array([(np.full(13, step * 1_000 + i),) for i in range(500)], dtype))
+        alive.update((start + i, step * 1_000 + i) for i in range(500))
+        old = np.array(sorted(alive))[: max(0, len(alive) - 3 * region)]  # the oldest die: FIFO, as records do
+        gone = np.concatenate([old, rng.choice(np.array(sorted(alive)), 5, replace=False)])
+        gone = np.unique(gone)
+        records.release(gone)
+        for p in gone.tolist():
+            del alive[p]
+        positions = np.array(sorted(alive))
+        assert np.array_equal(records.take(positions)["v"][:, 0], [alive[p] for p in positions.tolist()])
+    assert records.regions_reused > 100
+    records._file.flush()
+    assert os.fstat(records._file.fileno()).st_size <= 12 * region * dtype.itemsize  # not 60 x 500 rows
 
 
 def test_dormant_rows_keep_the_whole_slot():

@@ -111,7 +111,9 @@ class RecordFile:
 
     def __init__(self, dtype: np.dtype, *, run_page_bytes: int | None = None) -> None:
         """``run_page_bytes``: rows are read in any order (no cache of pages): each take reads the pages of
-        about this many bytes that hold the rows asked for, runs of consecutive pages in one read."""
+        about this many bytes that hold the rows asked for, runs of consecutive pages in one read.  Such a
+        table also writes new rows over the regions of the file whose rows were all released
+        (:meth:`release`), rather than punching holes there and growing the file."""
         self.dtype = dtype
         self._run_rows = None if run_page_bytes is None else max(1, run_page_bytes // dtype.itemsize)
         self._file = None
@@ -122,8 +124,19 @@ class RecordFile:
         self._batch = max(1, min(SPILL_BATCH, BUFFER_BYTES // dtype.itemsize))  # rows buffered at most
         self._page_rows = max(1, min(self.PAGE, self.PAGE_BYTES // dtype.itemsize))
         self._region_rows = max(1, REGION_BYTES // dtype.itemsize)
+        if self._run_rows is not None:  # whole pages in a region: a page is never split between two places
+            self._run_rows = min(self._run_rows, self._region_rows)
+            self._region_rows -= self._region_rows % self._run_rows
         self._released = np.zeros(0, dtype=np.int64)  # per region of the file: rows released; -1: punched
         self._released_total = self._punched_rows = self._punched_upto = 0
+        # Recycling (run_page_bytes): row positions go on growing, and each region of them is written where
+        # the file has room: over a region all released, else at its end.
+        self._place = np.zeros(0, dtype=np.int64)  # region of positions -> region of the file it is written in
+        self._placed = 0  # regions of positions placed so far
+        self._room: list[int] = []  # regions of the file all released, to be written over
+        self._file_regions = 0
+        self.regions_reused = 0
+        """Regions of the file written over after all their rows were released."""
 
     def __len__(self) -> int:
         return self._written + self._buffered
@@ -146,15 +159,20 @@ class RecordFile:
         self._punch()
 
     def _punch(self) -> None:
-        """Holes for the regions all released and all in the file, not punched yet."""
+        """Holes for the regions all released and all in the file, not punched yet (or, recycling, their
+        room to be written over: the file's pages are written again instead of new ones; page cache pages
+        this machine has not touched before cost several times more to write, PLAN §20)."""
         done = min(len(self._released), self._written // self._region_rows)  # regions wholly in the file
         dead = np.flatnonzero(self._released[self._punched_upto : done] == self._region_rows) + self._punched_upto
         if len(dead):
             self._released[dead] = -1  # punched: never counted again
             self._punched_rows += len(dead) * self._region_rows
-            size = self.dtype.itemsize * self._region_rows
-            for region in dead.tolist():
-                _punch_hole(self._file.fileno(), region * size, size)
+            if self._run_rows is not None:
+                self._room.extend(self._place[dead].tolist())
+            else:
+                size = self.dtype.itemsize * self._region_rows
+                for region in dead.tolist():
+                    _punch_hole(self._file.fileno(), region * size, size)
         while self._punched_upto < done and self._released[self._punched_upto] == -1:
             self._punched_upto += 1
 
@@ -178,19 +196,61 @@ class RecordFile:
             if self._file is None:
                 # Lives as long as the tracker and its store; the OS deletes it when it is closed.
                 self._file = tempfile.TemporaryFile(prefix="rstscope-connections-", dir=scratch.directory())  # noqa: SIM115
-            self._file.seek(0, os.SEEK_END)
-            for part in self._buffer:  # one after the other: concatenating them first would copy them all again
-                part.tofile(self._file)
-            self._file.flush()
+            if self._run_rows is not None:
+                self._write_placed()
+            else:
+                self._file.seek(0, os.SEEK_END)
+                for part in self._buffer:  # one after the other: concatenating them first would copy them again
+                    part.tofile(self._file)
+                self._file.flush()
         self._pages.pop(self._written // self._page_rows, None)  # a partial last page grows: read it again
         self._written += self._buffered
         self._buffer, self._buffered = [], 0
         if self.dead_kept:
             self._punch()  # regions released while their last rows were still in memory
 
+    def _write_placed(self) -> None:
+        """The buffered rows to the file, each region of their positions where :attr:`_place` puts it (a
+        region whose first rows these are is placed now: over released room, else at the end)."""
+        first, end, size, per = self._written, self._written + self._buffered, self.dtype.itemsize, self._region_rows
+        last_region = (end - 1) // per
+        self._place = fit(self._place, last_region + 1, -1)
+        while self._placed <= last_region:
+            if self._room:
+                self._place[self._placed] = self._room.pop()
+                self.regions_reused += 1
+            else:
+                self._place[self._placed] = self._file_regions
+                self._file_regions += 1
+            self._placed += 1
+        # The parts' bytes cut at the regions' ends, one pwritev a region (no copy of the parts joined).
+        parts = [memoryview(np.ascontiguousarray(p).view(np.uint8).reshape(-1)) for p in self._buffer]
+        k, offset, fd = 0, 0, self._file.fileno()  # the part and the byte in it where the next region starts
+        for region in range(first // per, last_region + 1):
+            lo, hi = max(first, region * per), min(end, (region + 1) * per)
+            want, pieces = (hi - lo) * size, []
+            while want:
+                take = min(want, len(parts[k]) - offset)
+                pieces.append(parts[k][offset : offset + take])
+                want -= take
+                offset += take
+                if offset == len(parts[k]):
+                    k, offset = k + 1, 0
+            at = (int(self._place[region]) * per + lo - region * per) * size
+            if os.pwritev(fd, pieces, at) != (hi - lo) * size:
+                raise OSError(f"short write to {self._file.name}")
+
+    def _file_row(self, positions: np.ndarray) -> np.ndarray:
+        """Where rows at these positions (all in the file) are in it, in rows."""
+        if self._run_rows is None:
+            return positions
+        region = positions // self._region_rows
+        return self._place[region] * self._region_rows + positions - region * self._region_rows
+
     def shared(self) -> tuple[int, int]:
         """This table for another process to read (:meth:`opened`): its file's descriptor and its rows, once
-        every row is in the file."""
+        every row is in the file.  Not for a table that recycles its file (its rows are not in order)."""
+        assert self._run_rows is None
         if self._file is None or self._buffered:
             self._flush()
         return self._file.fileno(), self._written
@@ -237,14 +297,16 @@ class RecordFile:
             return np.zeros(0, raw)
         pages = positions // per
         needed = np.unique(pages)
-        breaks = np.flatnonzero(np.diff(needed) != 1) + 1
+        # A run: pages next to each other in positions and in the file (regions are placed apart).
+        breaks = np.flatnonzero((np.diff(needed) != 1) | (np.diff(self._file_row(needed * per)) != per)) + 1
         first = needed[np.r_[0, breaks]] * per
         end = np.minimum((needed[np.r_[breaks - 1, len(needed) - 1]] + 1) * per, self._written)
         into = np.cumsum(end - first) - (end - first)  # where each run goes in the buffer
         rows = np.empty(int(into[-1] + end[-1] - first[-1]), raw)
         buffer, fd = memoryview(rows.view(np.uint8)), self._file.fileno()
-        for f, e, at in zip(first.tolist(), end.tolist(), into.tolist(), strict=True):
-            if os.preadv(fd, [buffer[at * size : (at + e - f) * size]], f * size) != (e - f) * size:
+        for f, e, at, where in zip(first.tolist(), end.tolist(), into.tolist(), self._file_row(first).tolist(),
+                                   strict=True):  # fmt: skip
+            if os.preadv(fd, [buffer[at * size : (at + e - f) * size]], where * size) != (e - f) * size:
                 raise OSError(f"short read of {self._file.name}: rows {f}..{e}")
         run = np.searchsorted(first, positions, side="right") - 1
         return rows[into[run] + positions - first[run]]
