@@ -34,7 +34,7 @@ back costs more than it saves there (measured on the short shape: 12.5-13.3 s CP
 dormant, 10.6-12.8 s and 126 MB without)."""
 COMPACT_AFTER = 1 << 16
 """Dead records (of connections that woke or retired) the files hold at least, in regions that also hold
-live ones (regions with none left are holes already: :meth:`.RecordFile.release`), before they are
+live ones (regions with none left are written over already: :meth:`.RecordFile.release`), before they are
 compacted.  Records die about in the order they were written (connections wake after about the same
 sleep), so this is rare.  Measured on the 1M-packet SYN flood of benchmarks/: no compaction instead of
 two, the process tree's peak 197 -> 179 MB (the compaction's batches), the files 814 -> 616 MB on disk at
@@ -50,9 +50,9 @@ class Dormant:
     """The dormant connections' slots, by connection id: one record per connection (the slot's columns,
     who it is), appended to a :class:`~.retire.RecordFile`; its recent segments only in the ring blocks
     its counts say it holds, and its keepalive probes only if it had any, in files of their own.  Records
-    of connections that woke or retired are released (regions of the files with nothing alive become
-    holes); when as many dead records still take room as there are live ones, the live ones are copied
-    to fresh files."""
+    of connections that woke or retired are released (regions of the files with nothing alive are
+    written over by later records); when as many dead records still take room as there are live ones, the
+    live ones are copied to fresh files."""
 
     def __init__(self, ident: np.dtype) -> None:
         self._ident = ident

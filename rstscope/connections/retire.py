@@ -148,8 +148,9 @@ class RecordFile:
 
     def release(self, positions: np.ndarray) -> None:
         """These rows (each released once) will not be read again: a region of the file whose rows are all
-        released is handed back to the file system (a hole), so a file whose rows die about in the order
-        they were written keeps about its live rows on disk, without copying them (as a compaction does)."""
+        released is handed back to the file system (a hole), or written over by later rows in a table read
+        in any order, so a file whose rows die about in the order they were written keeps about its live
+        rows on disk, without copying them (as a compaction does)."""
         if not len(positions):
             return
         regions = np.asarray(positions, dtype=np.int64) // self._region_rows
