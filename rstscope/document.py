@@ -180,11 +180,25 @@ class ResetRows:
         """The rows but those of these verdicts, which are not even read back."""
         loads = orjson.loads
         for i, table in enumerate(self._tables):
-            head, order = b'{"capture":%d,' % i, table.order()
-            if verdicts:
-                order = order[~np.isin(table.verdict[order], [reset_table.VERDICTS.index(v) for v in verdicts])]
-            for raw in table.raw_rows(order):
+            head = b'{"capture":%d,' % i
+            for raw in table.raw_rows(self._order(table, verdicts)):
                 yield loads(head + raw[1:])
+
+    def tsv(self, names: tuple[str, ...], verdicts: tuple[Verdict, ...]) -> Iterator[str]:
+        """:meth:`without`'s rows as tab-separated lines of the fields ``names`` (``str`` of each value,
+        None as nothing), a block of lines at a time, without decoding the rows
+        (:func:`rstscope.columns.tsv_lines`)."""
+        for table in self._tables:
+            for data, starts, lengths in table.raw_blocks(self._order(table, verdicts)):
+                yield columns.tsv_lines(data, starts, lengths, names).decode()
+
+    @staticmethod
+    def _order(table: reset_table.ResetTable, verdicts: tuple[Verdict, ...]) -> np.ndarray:
+        """The table's column positions in frame order, but those of these verdicts."""
+        order = table.order()
+        if verdicts:
+            order = order[~np.isin(table.verdict[order], [reset_table.VERDICTS.index(v) for v in verdicts])]
+        return order
 
     def first_time(self) -> float:
         """The earliest RST's ``time`` (0.0 without RSTs)."""

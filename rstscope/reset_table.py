@@ -263,10 +263,11 @@ class ResetTable(Sequence):
         """The encoded row at a column position."""
         return self._spill.read(int(self._offset[position]), int(self._length[position]))
 
-    def raw_blocks(self) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
-        """The encoded rows in frame order, a block at a time: (bytes, where each row starts in them, its
-        length), read from the spill with a few reads per block instead of one per row."""
-        positions = self.order()
+    def raw_blocks(self, positions: np.ndarray | None = None) -> Iterator[tuple[bytes, np.ndarray, np.ndarray]]:
+        """The encoded rows in frame order (or at these column positions), a block at a time: (bytes, where
+        each row starts in them, its length), read from the spill with a few reads per block instead of one
+        per row."""
+        positions = self.order() if positions is None else positions
         for lo in range(0, len(positions), _ROWS_PER_READ):
             block = positions[lo : lo + _ROWS_PER_READ]
             lengths = self._length[block].astype(np.int64)

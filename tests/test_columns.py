@@ -183,3 +183,51 @@ def test_rows_of_a_stitched_capture_from_columns_are_the_rows_from_objects(mixed
     assert rows == _object_rows(stitched)
     files = {orjson.loads(r)["last_file"] for r in rows}
     assert len(files) == 7 and all("\\xff" in f for f in files)
+
+
+def test_tsv_lines_print_each_field_as_str_does(monkeypatch):
+    """The text table's lines copied from the encoded rows (``columns.tsv_lines``) are what decoding each row
+    and printing ``str`` of its fields gives: numbers as written where Python prints them so, strings
+    without escapes as their bytes, and every other value (escapes, exponents, floats Python prints with
+    one, booleans, lists) from the decoded row."""
+    names = ("frame", "time", "src", "in_flight", "primary", "explanation")
+    plain = {
+        "frame": [1, 22, -3, 10**15, 0],
+        "time": [0.0, 1.5, 0.0001, 0.00012, 9999999999999998.0, 1700000000.123456, -2.25, 12.0],
+        "src": ["10.0.0.1:80", "[2001:db8::1]:443", "é → ✓", ""],
+        "in_flight": [None, 0, 1448],
+        "primary": [None, 7],
+        "explanation": ["The server reset.", "It said no."],
+    }
+    other = {
+        "time": [1e-05, 1e16, 5e-324, 1.5e-07],
+        "src": ['quote " inside', "back\\slash", "tab\there"],
+        "in_flight": [True, False],
+        "primary": [[1, 2], {"a": 1}],
+        "explanation": ['It said "no".', "line\nbreak", "\u0001control"],
+    }
+    rng = np.random.default_rng(4)
+
+    def rows(n: int, odd: float) -> list[dict]:
+        out = []
+        for i in range(n):
+            row = {"first": [i, {"k": "]"}]}  # a field the table skips, with brackets and strings inside
+            for name in names:
+                pool = other[name] if name in other and rng.random() < odd else plain[name]
+                row[name] = pool[rng.integers(len(pool))]
+            row["extra"] = {"nested": [i, "x"], "s": '"'}
+            out.append(row)
+        return out
+
+    decoded = []
+    loads = orjson.loads
+    monkeypatch.setattr(columns.orjson, "loads", lambda b: decoded.append(1) or loads(b))
+    for batch, odd in ((rows(2_000, 0.1), 0.1), (rows(500, 0.0), 0.0)):
+        encoded = [orjson.dumps(row) for row in batch]
+        data = b"".join(encoded)
+        lengths = np.array([len(e) for e in encoded])
+        starts = np.cumsum(lengths) - lengths
+        expected = "".join("\t".join("" if r[c] is None else str(r[c]) for c in names) + "\n" for r in batch)
+        decoded.clear()
+        assert columns.tsv_lines(data, starts, lengths, names).decode() == expected
+        assert 0 < len(decoded) < len(batch) / 2 if odd else not decoded  # plain rows are copied, not decoded

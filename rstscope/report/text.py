@@ -181,7 +181,11 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
                 f"{r['confidence']:<6} {r['origin']:<12} {_bytes(r['in_flight']):>9}  {r['primary'] or '-':>7}  "
                 f"{r['echoes']:>5}  {r['explanation']}\n"
             )
-    else:  # piped: plain tab-separated values, one header line
+    elif isinstance(resets, ResetRows):  # piped: plain tab-separated values, one header line
+        out.write("\t".join(TABLE_COLUMNS) + "\n")
+        for lines in resets.tsv(TABLE_COLUMNS, skipped):  # the same lines, without decoding the rows
+            out.write(lines)
+    else:
         out.write("\t".join(TABLE_COLUMNS) + "\n")
         rows = iter(rows)
         while batch := list(itertools.islice(rows, _ROWS_PER_WRITE)):
