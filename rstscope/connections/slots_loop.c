@@ -12,6 +12,16 @@ void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_ar
                 int64_t size);
 void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, const struct slot_array *arrays,
                   const int64_t *slots);
+struct row_layout {
+    int64_t size, head, none;
+    int64_t end_ns, last_frame, history, history_len, state, prev_state, isn, syn, synack, synack_after_ack,
+        handshake_ack_frame, fin_frame, first_payload_frame, probes_n, stream_bytes, unacked_bytes;
+    int64_t pairs, pair_at[8], pair_column[8];
+    int64_t last_ns_column, last_frame_column, first_seq_column, max_end_column, max_ack_column;
+};
+struct slot_rows { const uint8_t *data; int64_t stride; };
+void conn_rows(int64_t n, const struct row_layout *layout, const int64_t *slots, struct slot_rows table,
+               struct slot_rows ev, struct slot_rows history, struct slot_rows ident, uint8_t *out);
 /* cdef end */
 
 /* Record i (``size`` bytes) gets row slots[i] of each array (``width`` bytes a row) at the array's ``at``. */
@@ -28,4 +38,61 @@ void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, co
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < k; c++)
             memcpy(arrays[c].data + slots[i] * arrays[c].width, records + i * size + arrays[c].at, arrays[c].width);
+}
+
+static int64_t load(const uint8_t *row, int64_t column) {
+    int64_t v;
+    memcpy(&v, row + 8 * column, 8);  /* a dormant record's fields are not aligned */
+    return v;
+}
+
+static void store(uint8_t *row, int64_t at, int64_t v) { memcpy(row + at, &v, 8); }
+
+static void store_ev(uint8_t *row, int64_t at, const uint8_t *e, int64_t first, int64_t count) {
+    for (int64_t j = 0; j < count; j++) store(row, at + 8 * j, load(e, first + j));
+}
+
+/* The connection rows (rows.CONN_ROW, ``layout`` gives where each field is) of the connections whose
+ * state is row slots[i] of the four arrays (the sequence pass's table, the event loop's columns and
+ * history codes, who the connection is): tracker.py's ``_rows`` says what each field is.  ``out`` is
+ * zeros; the fields not written here (the table spans) stay so. */
+void conn_rows(int64_t n, const struct row_layout *L, const int64_t *slots, struct slot_rows table,
+               struct slot_rows ev, struct slot_rows history, struct slot_rows ident, uint8_t *out) {
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *t = table.data + slots[i] * table.stride, *e = ev.data + slots[i] * ev.stride;
+        const int8_t *h = (const int8_t *)(history.data + slots[i] * history.stride);
+        uint8_t *row = out + i * L->size;
+        memcpy(row, ident.data + slots[i] * ident.stride, L->head);
+        store(row, L->end_ns, load(t, L->last_ns_column));
+        store(row, L->last_frame, load(t, L->last_frame_column));
+        int64_t hlen = load(e, EV_HLEN);
+        /* Past its length, a slot's history holds what an earlier connection of the slot left: zeros. */
+        for (int64_t j = 0; j < HISTORY_MAX; j++) row[L->history + j] = j < hlen ? (uint8_t)h[j] : 0;
+        store(row, L->history_len, hlen);
+        for (int64_t s = 0; s < 2; s++) {
+            row[L->state + s] = (uint8_t)(int8_t)load(e, EV_STATE + s);
+            row[L->prev_state + s] = (uint8_t)(int8_t)load(e, EV_PREV + s);
+        }
+        store_ev(row, L->isn, e, EV_ISN, 2);
+        store_ev(row, L->syn, e, EV_SYN_N, 3);
+        store_ev(row, L->synack, e, EV_SA_N, 3);
+        store_ev(row, L->synack_after_ack, e, EV_SAA_N, 3);
+        store_ev(row, L->handshake_ack_frame, e, EV_HS_ACK, 1);
+        store_ev(row, L->fin_frame, e, EV_FIN, 2);
+        store_ev(row, L->first_payload_frame, e, EV_PAYLOAD, 2);
+        store_ev(row, L->probes_n, e, EV_PROBE_N, 2);
+        for (int64_t k = 0; k < L->pairs; k++) {
+            store(row, L->pair_at[k], load(t, L->pair_column[k]));
+            store(row, L->pair_at[k] + 8, load(t, L->pair_column[k] + 1));
+        }
+        for (int64_t s = 0; s < 2; s++) {
+            int64_t first = load(t, L->first_seq_column + s), end = load(t, L->max_end_column + s);
+            int64_t peer_ack = load(t, L->max_ack_column + 1 - s);
+            int known = first != L->none && end != L->none;
+            int64_t syn_fin = (load(e, EV_ISN + s) >= 0) + (load(e, EV_FIN + s) >= 0);
+            int64_t stream = end - first - syn_fin, unacked = end - peer_ack;
+            store(row, L->stream_bytes + 8 * s, known ? (stream > 0 ? stream : 0) : 0);
+            store(row, L->unacked_bytes + 8 * s, known && peer_ack != L->none ? (unacked > 0 ? unacked : 0) : L->none);
+        }
+    }
 }

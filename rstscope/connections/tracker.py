@@ -16,7 +16,7 @@ import numpy as np
 from rstscope import collector, heap
 from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
-from rstscope.connections.events import EventPass, lib
+from rstscope.connections.events import EventPass, ffi, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed, taken
@@ -338,46 +338,19 @@ class Tracker:
     def _slot_state(self, slots: np.ndarray) -> _SlotState:
         arr, cols = self._arrays, self._events.columns
         probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
-        ident = taken(self._ident, slots)
-        return _SlotState(arr.table[slots], cols.ev[slots], cols.history[slots], probes, ident)
+        return _SlotState(np.ascontiguousarray(slots, dtype=np.int64), arr.table, cols.ev, cols.history, self._ident,
+                          probes)  # fmt: skip
 
     def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
         """The rows of these connections, from their slots' state (see :mod:`.rows`): connection rows, their
         table rows (taken from the pending ones unless ``keep``), their long histories."""
         ev = self._events
-        e = slot.ev
-        f = {}
-        col = {name: slot.table[:, _COLUMN[name]] for name in _FINAL_COLUMNS}
-        f["end_ns"], f["last_frame"] = col["last_ns"], col["last_frame"]
-        # Past its length, a slot's history holds what an earlier connection of the slot left: zeros instead,
-        # so that a row depends on its connection only (not on which slot it had).
-        f["history"] = np.where(np.arange(slot.history.shape[1]) < e[:, lib.EV_HLEN, None], slot.history, 0)
-        f["history_len"] = e[:, lib.EV_HLEN]
-        for name, at, width in (("state", lib.EV_STATE, 2), ("prev_state", lib.EV_PREV, 2), ("isn", lib.EV_ISN, 2),
-                                ("syn", lib.EV_SYN_N, 3), ("synack", lib.EV_SA_N, 3),
-                                ("synack_after_ack", lib.EV_SAA_N, 3), ("fin_frame", lib.EV_FIN, 2),
-                                ("first_payload_frame", lib.EV_PAYLOAD, 2),
-                                ("probes_n", lib.EV_PROBE_N, 2)):  # fmt: skip
-            f[name] = e[:, at : at + width]
-        f["handshake_ack_frame"] = e[:, lib.EV_HS_ACK]
-        for name, a, b in (("packets", "pkts0", "pkts1"), ("payload_bytes", "bytes0", "bytes1"),
-                           ("retransmissions", "retx0", "retx1"), ("zero_windows", "zw0", "zw1"),
-                           ("ttl_low", "ttl_min0", "ttl_min1"), ("ttl_high", "ttl_max0", "ttl_max1"),
-                           ("ttl_n", "ttl_n0", "ttl_n1"), ("timestamped", "ts_n0", "ts_n1")):  # fmt: skip
-            f[name] = np.stack([col[a], col[b]], axis=1)
-        stream, unacked = [], []
-        for s in (0, 1):
-            first, end, peer_ack = col[f"first_seq_val{s}"], col[f"max_end{s}"], col[f"max_ack{1 - s}"]
-            known = (first != NONE) & (end != NONE)
-            syn_fin = (e[:, lib.EV_ISN + s] >= 0).astype(np.int64) + (e[:, lib.EV_FIN + s] >= 0)
-            stream.append(np.where(known, np.maximum(0, end - first - syn_fin), 0))
-            unacked.append(np.where(known & (peer_ack != NONE), np.maximum(0, end - peer_ack), NONE))
-        f["stream_bytes"], f["unacked_bytes"] = np.stack(stream, axis=1), np.stack(unacked, axis=1)
-        out = packed(CONN_ROW, len(ids), f, head=slot.ident)
+        out = _conn_rows(slot)
         if not keep:
             self._merge_host_ttl(out)
         tables = {"resets": ev.resets.take(ids, keep=keep), "findings": ev.findings.take(ids, keep=keep),
-                  "after": ev.after.take(ids, keep=keep), "probes": _probe_rows(slot.probes, ids, e)}  # fmt: skip
+                  "after": ev.after.take(ids, keep=keep),
+                  "probes": _probe_rows(slot.probes, ids, out["probes_n"])}  # fmt: skip
         overflow = {}
         for cid in ids[out["history_len"] > lib.HISTORY_MAX].tolist():
             overflow[cid] = ev.overflow[cid] if keep else ev.overflow.pop(cid)
@@ -414,10 +387,10 @@ def _storming(rows: np.ndarray) -> bool:
     return starts > STORM_PART_ROWS
 
 
-def _probe_rows(probes: np.ndarray | None, ids: np.ndarray, ev: np.ndarray) -> np.ndarray:
-    """The :data:`.rows.PROBE_ROW` rows of these connections (their event columns ``ev``, their probe rings
+def _probe_rows(probes: np.ndarray | None, ids: np.ndarray, probes_n: np.ndarray) -> np.ndarray:
+    """The :data:`.rows.PROBE_ROW` rows of these connections (their probe counts per side, their probe rings
     or None for zeros): one for each that sent keepalive probes."""
-    probed = np.flatnonzero(ev[:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1))
+    probed = np.flatnonzero(probes_n.any(axis=1))
     out = np.zeros(len(probed), PROBE_ROW)
     out["conn"] = ids[probed]
     if probes is not None:
@@ -426,31 +399,58 @@ def _probe_rows(probes: np.ndarray | None, ids: np.ndarray, ev: np.ndarray) -> n
 
 
 class _SlotState(NamedTuple):
-    """What a connection's rows are made of, per connection (from its slot, or from its dormant record)."""
+    """What connections' rows are made of: row ``slots[i]`` of each array below for connection ``i`` (the
+    tracker's per-slot arrays, or the fields of dormant records), and their keepalive-probe rings."""
 
+    slots: np.ndarray
     table: np.ndarray
     """Rows of :attr:`.sequence.ConnArrays.table`."""
     ev: np.ndarray
     history: np.ndarray
-    probes: np.ndarray | None
-    """None: no keepalive probes (all zeros)."""
     ident: np.ndarray
+    probes: np.ndarray | None
+    """Per connection, in order; None: no keepalive probes (all zeros)."""
 
 
 def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
     """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
     probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
-    return _SlotState(records["table"], records["ev"], records["history"], probes if probed else None, records["ident"])
+    return _SlotState(np.arange(len(records)), records["table"], records["ev"], records["history"], records["ident"],
+                      probes if probed else None)  # fmt: skip
+
+
+def _conn_rows(slot: _SlotState) -> np.ndarray:
+    """The connection rows (:data:`.rows.CONN_ROW`) of these connections, made in one C pass (``conn_rows``,
+    slots_loop.c), which writes, per connection:
+
+    - who it is (the first fields: its ident), ``end_ns`` and ``last_frame`` (the table's ``last_ns``,
+      ``last_frame``);
+    - ``history`` (its letter codes up to its length, zeros past it: a row depends on its connection only,
+      not on what an earlier connection left in the slot) and ``history_len``;
+    - from the event loop's columns: ``state``, ``prev_state``, ``isn``, ``syn``, ``synack``,
+      ``synack_after_ack`` (count, first, last), ``handshake_ack_frame``, ``fin_frame``,
+      ``first_payload_frame``, ``probes_n``;
+    - per side from the table: ``packets``, ``payload_bytes``, ``retransmissions``, ``zero_windows``,
+      ``ttl_low``, ``ttl_high``, ``ttl_n``, ``timestamped``;
+    - ``stream_bytes``: ``max_end - first_seq_val`` less the SYN's and FIN's numbers, at least 0, 0 when
+      either is unknown; ``unacked_bytes``: ``max_end`` less the peer's ``max_ack``, at least 0, NONE when
+      any is unknown.
+
+    The table spans are left zero (the spill sets them)."""
+    n = len(slot.slots)
+    out = np.zeros(n, CONN_ROW)
+    slots = np.ascontiguousarray(slot.slots, dtype=np.int64)
+    for array, width in ((slot.table, 8 * len(ConnArrays.INT_COLUMNS)), (slot.ev, 8 * lib.EV_WIDTH),
+                         (slot.history, lib.HISTORY_MAX), (slot.ident, _IDENT.itemsize)):  # fmt: skip
+        assert array[0].nbytes == width and (n == 0 or len(array) > slots.max()), width
+    arrays = [ffi.new("struct slot_rows *", {"data": ffi.cast("uint8_t *", a.ctypes.data), "stride": a.strides[0]})[0]
+              for a in (slot.table, slot.ev, slot.history, slot.ident)]  # fmt: skip
+    lib.conn_rows(n, _ROW_LAYOUT, ffi.cast("int64_t *", slots.ctypes.data), *arrays, ffi.from_buffer("uint8_t[]", out))
+    return out
 
 
 _FEED_COLUMNS = ("flags", "seq", "ack", "payload_len", "ts_ns", "frame", "window", "ttl", "ip_id", "has_ts")
 """The packet fields the tracker reads per row."""
-_FINAL_COLUMNS = (
-    "last_ns", "last_frame", "pkts0", "pkts1", "bytes0", "bytes1", "retx0", "retx1", "zw0", "zw1",
-    "first_seq_val0", "first_seq_val1", "max_end0", "max_end1", "max_ack0", "max_ack1",
-    "ttl_min0", "ttl_min1", "ttl_max0", "ttl_max1", "ttl_n0", "ttl_n1", "ts_n0", "ts_n1",
-)  # fmt: skip
-"""The per-slot columns a connection's summary is made of."""
 _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
     "id", "orig_hi", "orig_lo", "orig_port", "resp_hi", "resp_lo", "resp_port", "ip_version", "inferred",
     "first_frame", "start_ns", "tunnel_id",
@@ -458,8 +458,33 @@ _IDENT = np.dtype([(name, CONN_ROW[name]) for name in (
 """Per slot, who the connection is (set when it starts): the first fields of a connection row, as they are laid
 out there (a connection row starts with its bytes)."""
 assert all(CONN_ROW.fields[name] == _IDENT.fields[name] for name in _IDENT.names)
-_COLUMN = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
-"""Where each column of :class:`.sequence.ConnArrays` is in its table's rows (and in a dormant record's)."""
+_PAIRS = {"packets": "pkts0", "payload_bytes": "bytes0", "retransmissions": "retx0", "zero_windows": "zw0",
+          "ttl_low": "ttl_min0", "ttl_high": "ttl_max0", "ttl_n": "ttl_n0", "timestamped": "ts_n0"}  # fmt: skip
+"""Connection row fields of two values (per side) copied from the table: the column of side 0 (side 1's next)."""
+
+
+def _row_layout():
+    """Where :func:`_conn_rows`'s C pass writes each field of a row, and reads each column of the table."""
+    at = {name: CONN_ROW.fields[name][1] for name in CONN_ROW.names}
+    column = {name: i for i, name in enumerate(ConnArrays.INT_COLUMNS)}
+    for first in (*_PAIRS.values(), "first_seq_val0", "max_end0", "max_ack0"):  # pairs: side 1 next to side 0
+        assert column[first[:-1] + "1"] == column[first] + 1
+    layout = ffi.new("struct row_layout *")
+    layout.size, layout.head, layout.none = CONN_ROW.itemsize, _IDENT.itemsize, NONE
+    for name in ("end_ns", "last_frame", "history", "history_len", "state", "prev_state", "isn", "syn", "synack",
+                 "synack_after_ack", "handshake_ack_frame", "fin_frame", "first_payload_frame", "probes_n",
+                 "stream_bytes", "unacked_bytes"):  # fmt: skip
+        setattr(layout, name, at[name])
+    layout.pairs = len(_PAIRS)
+    for k, (name, first) in enumerate(_PAIRS.items()):
+        layout.pair_at[k], layout.pair_column[k] = at[name], column[first]
+    layout.last_ns_column, layout.last_frame_column = column["last_ns"], column["last_frame"]
+    layout.first_seq_column, layout.max_end_column = column["first_seq_val0"], column["max_end0"]
+    layout.max_ack_column = column["max_ack0"]
+    return layout
+
+
+_ROW_LAYOUT = _row_layout()
 _SLOT_BATCH = 2_048
 """Connections retired or put to sleep at once: their rows are made together (a few kilobytes each).
 Against 4 096, measured on 1M-packet captures: tracker peak 9-13 MB lower on a reset storm and a SYN
