@@ -443,9 +443,11 @@ def _conn_rows(slot: _SlotState) -> np.ndarray:
     for array, width in ((slot.table, 8 * len(ConnArrays.INT_COLUMNS)), (slot.ev, 8 * lib.EV_WIDTH),
                          (slot.history, lib.HISTORY_MAX), (slot.ident, _IDENT.itemsize)):  # fmt: skip
         assert array[0].nbytes == width and (n == 0 or len(array) > slots.max()), width
-    arrays = [ffi.new("struct slot_rows *", {"data": ffi.cast("uint8_t *", a.ctypes.data), "stride": a.strides[0]})[0]
+    # The structs are passed by value; their owners stay alive until the call returns.
+    owners = [ffi.new("struct slot_rows *", {"data": ffi.cast("uint8_t *", a.ctypes.data), "stride": a.strides[0]})
               for a in (slot.table, slot.ev, slot.history, slot.ident)]  # fmt: skip
-    lib.conn_rows(n, _ROW_LAYOUT, ffi.cast("int64_t *", slots.ctypes.data), *arrays, ffi.from_buffer("uint8_t[]", out))
+    lib.conn_rows(n, _ROW_LAYOUT, ffi.cast("int64_t *", slots.ctypes.data), *(p[0] for p in owners),
+                  ffi.from_buffer("uint8_t[]", out))  # fmt: skip
     return out
 
 
