@@ -143,3 +143,31 @@ def test_json_is_streamed_but_complete(tmp_path):
     built = combine([api.analyze(path)])
     assert status == 0 and streamed == built
     assert len(streamed["connections"]) == streamed["summary"]["connections"] > 20
+
+
+def test_analyze_ends_the_process_at_once_with_its_outputs_whole(tmp_path):
+    """``analyze`` ends its process without the interpreter's teardown (EXIT_AT_ONCE): what it wrote to a
+    file, to a pipe, through the reader child (a capture of more than 16 MB) and with ``--jobs 2`` is all
+    there, as the in-process run gives it, and the exit status is the command's."""
+    import subprocess
+    import sys
+
+    from tests import differential, shortconns
+
+    big = tmp_path / "big.pcap"
+    shortconns.generate(str(big), 40_000)  # past the reader child's 16 MB
+    assert big.stat().st_size > 16 << 20
+    sample = differential.REPO / "captures" / "close-race" / "capture.pcapng"
+    for argv in (["analyze", str(sample)], ["analyze", str(sample), "--csv"], ["analyze", str(big)],
+                 ["analyze", str(big), "--json", "--jobs", "2"]):  # fmt: skip
+        target = tmp_path / "out"
+        child = subprocess.run([sys.executable, "-m", "rstscope", *argv, "-o", str(target)], capture_output=True,
+                               cwd=differential.REPO, timeout=300)  # fmt: skip
+        piped = subprocess.run([sys.executable, "-m", "rstscope", *argv], capture_output=True, cwd=differential.REPO,
+                               timeout=300)  # fmt: skip
+        status, out, _ = rstscope(*argv)
+        assert child.returncode == piped.returncode == status == 0, child.stderr
+        assert target.read_text() == piped.stdout.decode() == out
+    missing = subprocess.run([sys.executable, "-m", "rstscope", "analyze", str(tmp_path / "nothing.pcap")],
+                             capture_output=True, cwd=differential.REPO, timeout=60)  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.decode().startswith("rstscope: error:")

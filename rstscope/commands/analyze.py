@@ -15,6 +15,9 @@ from rstscope.report import text
 from rstscope.status import ExitStatus, InputError
 
 HELP = "explain every RST in a capture: who sent it, why, and what was in flight"
+EXIT_AT_ONCE = True
+"""When ``run`` returns, its outputs are closed (atomic files renamed, the writer thread joined) and the
+processes it started are gone (the reader child, the fleet's shards, a Dask client closed)."""
 DESCRIPTION = """\
 Reads pcap or pcapng files (gzip-compressed too) or lab run directories and
 gives, for every TCP RST, its sender, the connection's state, the bytes in
