@@ -114,14 +114,14 @@ class PrefetchedCapture:
             if kind == _CHUNK:
                 yield np.frombuffer(payload, dtype=PACKET_DTYPE)
             elif kind == _STATS:
-                self.stats = pickle.loads(payload)
+                self.stats = pickle.loads(payload.tobytes())
                 return
             elif kind == _ERROR:
-                raise RstscopeError(payload.decode())
+                raise RstscopeError(payload.tobytes().decode())
             else:
                 raise RstscopeError(f"reader process sent an unknown message {kind!r}")
 
-    def _receive(self) -> tuple[bytes, bytearray]:
+    def _receive(self) -> tuple[bytes, np.ndarray]:
         header = self._read_exactly(_HEADER.size)
         if header is None:
             raise RstscopeError("the reader process ended without a result (killed, or out of memory?)")
@@ -131,8 +131,8 @@ class PrefetchedCapture:
             raise RstscopeError("the reader process ended in the middle of a message")
         return kind, payload
 
-    def _read_exactly(self, n: int) -> bytearray | None:
-        buf = bytearray(n)
+    def _read_exactly(self, n: int) -> np.ndarray | None:
+        buf = np.empty(n, dtype=np.uint8)  # not zeroed first: the chunk's pages are written once, by the read
         view = memoryview(buf)
         got = 0
         while got < n:
