@@ -357,30 +357,38 @@ def join_rows(data: bytes, start: np.ndarray, length: np.ndarray, separator: byt
     return _join([head, _Pieces(data, start, length)], len(start), separator)[0]
 
 
-def tsv_lines(data: bytes, start: np.ndarray, length: np.ndarray, names: tuple[str, ...]) -> bytes:
-    """Tab-separated lines of the fields ``names`` of encoded rows (row ``i``: ``length[i]`` bytes of
-    ``data`` from ``start[i]``), each field as ``str`` of its value prints it, None as nothing: copied in one
-    compiled pass (``tsv_rows``, join_loop.c) where the row holds the field as it would print, the row
-    decoded where not (a string with escapes, say).  The text table prints tens of thousands of RSTs."""
+def delimited_lines(data: bytes, start: np.ndarray, length: np.ndarray, names: tuple[str, ...], *,
+                    csv: bool = False, prefix: bytes = b"", decoded=None) -> bytes:  # fmt: skip
+    """Lines of the fields ``names`` of encoded rows (row ``i``: ``length[i]`` bytes of ``data`` from
+    ``start[i]``), each ``prefix`` then the fields: tab-separated, each as ``str`` of its value prints it,
+    None as nothing; or with ``csv``, as Python's csv writer writes them (a missing field as None).  Copied
+    in one compiled pass (``delimited_rows``, join_loop.c) where the row holds a field as it would print,
+    the row decoded where not (a string with escapes, say) and made a line by ``decoded(row)`` (by default
+    the tab-separated line).  The text table and the CSV print tens of thousands of RSTs."""
     keys = [name.encode() for name in names]
     key_end = np.cumsum([len(k) for k in keys], dtype=np.int64)
     start, length = np.ascontiguousarray(start, np.int64), np.ascontiguousarray(length, np.int64)
     n, lines, at = len(start), [], 0
     source, joined_keys = ffi.from_buffer("uint8_t[]", data), b"".join(keys)
-    out = bytearray(int(length.sum()) + n * (len(names) + 1))  # a line: at most its row's bytes, tabs, newline
+    # A line: at most its row's bytes, the prefix, separators, quotes and a newline.
+    out = bytearray(int(length.sum()) + n * (len(prefix) + 3 * len(names) + 1))
     ends = np.empty(n, dtype=np.int64)
     key_ends, out_at = ffi.from_buffer("int64_t[]", key_end), ffi.from_buffer("uint8_t[]", out)
     ends_at = ffi.from_buffer("int64_t[]", ends)
+    separator = ord(",") if csv else ord("\t")
     while at < n:
-        done = lib.tsv_rows(n - at, source, ffi.from_buffer("int64_t[]", start[at:]),
-                            ffi.from_buffer("int64_t[]", length[at:]), len(keys), joined_keys, key_ends, out_at,
-                            ends_at)  # fmt: skip
+        done = lib.delimited_rows(n - at, source, ffi.from_buffer("int64_t[]", start[at:]),
+                                  ffi.from_buffer("int64_t[]", length[at:]), len(keys), joined_keys, key_ends,
+                                  separator, int(csv), prefix, len(prefix), out_at, ends_at)  # fmt: skip
         if done:
             lines.append(bytes(out[: ends[done - 1]]))
         at += done
         if at < n:  # this row does not print as it is written: decoded
             row = orjson.loads(data[start[at] : start[at] + length[at]])
-            lines.append(("\t".join("" if row[c] is None else str(row[c]) for c in names) + "\n").encode())
+            if decoded is None:
+                lines.append(("\t".join("" if row[c] is None else str(row[c]) for c in names) + "\n").encode())
+            else:
+                lines.append(decoded(row).encode())
             at += 1
     return b"".join(lines)
 

@@ -22,7 +22,7 @@ import codecs
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -187,10 +187,28 @@ class ResetRows:
     def tsv(self, names: tuple[str, ...], verdicts: tuple[Verdict, ...]) -> Iterator[str]:
         """:meth:`without`'s rows as tab-separated lines of the fields ``names`` (``str`` of each value,
         None as nothing), a block of lines at a time, without decoding the rows
-        (:func:`rstscope.columns.tsv_lines`)."""
+        (:func:`rstscope.columns.delimited_lines`)."""
         for table in self._tables:
             for data, starts, lengths in table.raw_blocks(self._order(table, verdicts)):
-                yield columns.tsv_lines(data, starts, lengths, names).decode()
+                yield columns.delimited_lines(data, starts, lengths, names).decode()
+
+    def csv(self, names: tuple[str, ...], line: Callable[[dict], str]) -> Iterator[str]:
+        """Every row as a CSV line of the fields ``names`` (the first ``capture``), as ``line(row)`` of the
+        decoded row gives it, a block of lines at a time, copied from the encoded rows where they print as
+        they are written (:func:`rstscope.columns.delimited_lines`)."""
+        assert names[0] == "capture"
+        for i, table in enumerate(self._tables):
+
+            def decoded(row: dict, i=i) -> str:
+                return line({"capture": i, **row})
+
+            for data, starts, lengths in table.raw_blocks():
+                if b'"kernel":' in data:  # a lab run's rows: their kernel reason is nested, decoded
+                    rows = zip(starts.tolist(), lengths.tolist(), strict=True)
+                    yield "".join(decoded(orjson.loads(data[s : s + n])) for s, n in rows)
+                else:
+                    yield columns.delimited_lines(data, starts, lengths, names[1:], csv=True, prefix=b"%d," % i,
+                                                  decoded=decoded).decode()  # fmt: skip
 
     @staticmethod
     def _order(table: reset_table.ResetTable, verdicts: tuple[Verdict, ...]) -> np.ndarray:

@@ -185,8 +185,8 @@ def test_rows_of_a_stitched_capture_from_columns_are_the_rows_from_objects(mixed
     assert len(files) == 7 and all("\\xff" in f for f in files)
 
 
-def test_tsv_lines_print_each_field_as_str_does(monkeypatch):
-    """The text table's lines copied from the encoded rows (``columns.tsv_lines``) are what decoding each row
+def test_delimited_lines_print_each_field_as_str_does(monkeypatch):
+    """The text table's lines copied from the encoded rows (``columns.delimited_lines``) are what decoding each row
     and printing ``str`` of its fields gives: numbers as written where Python prints them so, strings
     without escapes as their bytes, and every other value (escapes, exponents, floats Python prints with
     one, booleans, lists) from the decoded row."""
@@ -229,5 +229,46 @@ def test_tsv_lines_print_each_field_as_str_does(monkeypatch):
         starts = np.cumsum(lengths) - lengths
         expected = "".join("\t".join("" if r[c] is None else str(r[c]) for c in names) + "\n" for r in batch)
         decoded.clear()
-        assert columns.tsv_lines(data, starts, lengths, names).decode() == expected
+        assert columns.delimited_lines(data, starts, lengths, names).decode() == expected
         assert 0 < len(decoded) < len(batch) / 2 if odd else not decoded  # plain rows are copied, not decoded
+
+
+def test_delimited_lines_write_csv_as_the_csv_writer_does(monkeypatch):
+    """With ``csv``, the copied lines are what Python's csv writer writes for the decoded rows: a string
+    holding a comma quoted, a missing field empty, the line's prefix first; rows with quotes, line breaks,
+    escapes, booleans or exponents decoded."""
+    import csv
+
+    names = ("frame", "time", "src", "verdict", "explanation", "answers", "kernel_reason")
+    pools = {
+        "frame": [1, -3, 10**15],
+        "time": [0.5, 1700000000.123456, 1e-05, 12.0],
+        "src": ["10.0.0.1:80", "a,b", ",", 'quote " in', "é, ✓"],
+        "verdict": ["close-race", None, True],
+        "explanation": ["The server reset, with data in flight.", "plain", "line\nbreak", "back\\slash", ""],
+        "answers": ["FIN", None],
+    }
+    rng = np.random.default_rng(6)
+    rows = []
+    for i in range(3_000):
+        row = {"first": {"x": [i, ","]}}
+        for name, pool in pools.items():
+            if rng.random() < 0.9:  # else missing: the csv writer's row has None there
+                row[name] = pool[rng.integers(len(pool))]
+        rows.append(row)
+    encoded = [orjson.dumps(row) for row in rows]
+    data = b"".join(encoded)
+    lengths = np.array([len(e) for e in encoded])
+    starts = np.cumsum(lengths) - lengths
+
+    def line(row: dict) -> str:
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerow([row.get(c) for c in ("capture", *names)])
+        return out.getvalue()
+
+    expected = "".join(line({"capture": 7, **row}) for row in rows)
+    decoded = []
+    got = columns.delimited_lines(data, starts, lengths, names, csv=True, prefix=b"7,",
+                                  decoded=lambda row: decoded.append(1) or line({"capture": 7, **row}))  # fmt: skip
+    assert got.decode() == expected
+    assert 0 < len(decoded) < len(rows)  # some rows copied, some decoded

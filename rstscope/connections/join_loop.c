@@ -11,8 +11,9 @@ int64_t join_pieces(int64_t n, int64_t k, const struct piece_column *columns, co
                     const int64_t *literal_end, const uint8_t *sep, int64_t sep_length, uint8_t *out,
                     int64_t *row_end);
 int64_t value_spans(const uint8_t *json, int64_t size, int64_t room, int64_t *start, int64_t *length);
-int64_t tsv_rows(int64_t n, const uint8_t *data, const int64_t *start, const int64_t *length, int64_t k,
-                 const uint8_t *keys, const int64_t *key_end, uint8_t *out, int64_t *row_end);
+int64_t delimited_rows(int64_t n, const uint8_t *data, const int64_t *start, const int64_t *length, int64_t k,
+                       const uint8_t *keys, const int64_t *key_end, uint8_t separator, int csv, const uint8_t *prefix,
+                       int64_t prefix_length, uint8_t *out, int64_t *row_end);
 /* cdef end */
 
 /* Writes the ``n`` rows to ``out`` (the caller sized it), each row's end offset to ``row_end``; returns
@@ -114,15 +115,19 @@ static int python_prints_as_is(const uint8_t *x, int64_t m) {
     return !nonzero_fraction || zeros <= 3;
 }
 
-/* Tab-separated lines of ``k`` fields of ``n`` encoded rows (JSON objects as orjson writes them: no
- * spaces), in the order of ``keys`` (key c: the bytes ``keys[key_end[c - 1] .. key_end[c])``), each field
- * as Python's ``str`` of its decoded value would print it, None as nothing: an integer as written, a string
- * without escapes as its bytes.  Any other value (escapes, a fraction or exponent whose printing differs,
- * true, false, arrays, a key missing) stops the pass before that row: returns how many rows were written
- * (``out`` large enough for the rows' bytes; ``row_end``: each line's end in ``out``).  The caller writes
- * that row by decoding it, and goes on from the next. */
-int64_t tsv_rows(int64_t n, const uint8_t *data, const int64_t *start, const int64_t *length, int64_t k,
-                 const uint8_t *keys, const int64_t *key_end, uint8_t *out, int64_t *row_end) {
+/* Lines of ``k`` fields of ``n`` encoded rows (JSON objects as orjson writes them: no spaces), each line
+ * ``prefix`` then the fields in the order of ``keys`` (key c: the bytes ``keys[key_end[c - 1] ..
+ * key_end[c])``) joined by ``separator``, each field as Python's ``str`` of its decoded value would print
+ * it, None as nothing: an integer as written, a string without escapes as its bytes.  With ``csv``, as
+ * Python's csv writer writes them (QUOTE_MINIMAL): a key missing is None, a string holding the separator
+ * is quoted (one holding a quote or a line break is escaped in JSON, so not copied).  Any other value
+ * (escapes, a fraction or exponent whose printing differs, true, false, arrays, a key missing without
+ * ``csv``) stops the pass before that row: returns how many rows were written (``out`` large enough;
+ * ``row_end``: each line's end in ``out``).  The caller writes that row by decoding it, and goes on from
+ * the next. */
+int64_t delimited_rows(int64_t n, const uint8_t *data, const int64_t *start, const int64_t *length, int64_t k,
+                       const uint8_t *keys, const int64_t *key_end, uint8_t separator, int csv, const uint8_t *prefix,
+                       int64_t prefix_length, uint8_t *out, int64_t *row_end) {
     const uint8_t *at[64];
     int64_t len[64];
     if (k > 64) return 0;
@@ -145,16 +150,26 @@ int64_t tsv_rows(int64_t n, const uint8_t *data, const int64_t *start, const int
             }
             v = val_end + 1;  /* past ',' */
         }
+        memcpy(p, prefix, prefix_length);
+        p += prefix_length;
         for (int64_t c = 0; c < k; c++) {
             const uint8_t *x = at[c];
             int64_t m = len[c];
-            if (c) *p++ = '\t';
-            if (x == NULL) return i;
+            if (c) *p++ = separator;
+            if (x == NULL) {
+                if (csv) continue;  /* None */
+                return i;
+            }
             if (*x == '"') {
-                for (int64_t j = 1; j < m - 1; j++)
+                int quoted = 0;
+                for (int64_t j = 1; j < m - 1; j++) {
                     if (x[j] == '\\') return i;
+                    quoted |= csv && x[j] == separator;
+                }
+                if (quoted) *p++ = '"';
                 memcpy(p, x + 1, m - 2);
                 p += m - 2;
+                if (quoted) *p++ = '"';
             } else if (m == 4 && !memcmp(x, "null", 4)) {
                 /* None: nothing */
             } else {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from typing import TextIO
 
@@ -202,10 +203,23 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
 
 
 def write_csv(doc: dict, out: TextIO) -> None:
-    """The RST table as CSV, a row at a time (``doc["resets"]`` may be a :class:`ResetRows`)."""
+    """The RST table as CSV, a row at a time (``doc["resets"]`` may be a :class:`ResetRows`, whose lines are
+    copied from the encoded rows where they can be)."""
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    writer.writerows(map(_csv_row, doc["resets"]))
+    resets = doc["resets"]
+    if isinstance(resets, ResetRows):
+        for lines in resets.csv(CSV_COLUMNS, _csv_line):
+            out.write(lines)
+    else:
+        writer.writerows(map(_csv_row, resets))
+
+
+def _csv_line(r: dict) -> str:
+    """A RST's CSV line, as ``write_csv``'s writer writes it."""
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(_csv_row(r))
+    return line.getvalue()
 
 
 _KERNEL_REASON = CSV_COLUMNS.index("kernel_reason")
