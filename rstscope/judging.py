@@ -160,15 +160,8 @@ def judge_part(subjects: Iterable, work: Path, shard: int, part: int | str, host
     path = part_path(work, shard, part)
     table = reset_table.build(subjects, host_ttl, extend=extend, path=path)  # the rows straight to their file
     with open(f"{path}.pickle.part", "wb") as f:
-        pickle.dump((columns(table), table.fixes, table.first_ns), f)
+        pickle.dump((table.columns(), table.fixes, table.first_ns), f)
     os.replace(f"{path}.pickle.part", f"{path}.pickle")
-
-
-def columns(table: reset_table.ResetTable) -> dict[str, np.ndarray]:
-    """A reset table's columns (those :class:`rstscope.reset_table.ResetTable` is made from)."""
-    return {"frame": table.frame, "connection": table.connection, "verdict": table.verdict,
-            "connection_primary": table.connection_primary, "in_flight": table.in_flight,
-            "findings": table.findings, "offset": table._offset, "length": table._length}  # fmt: skip
 
 
 def claim(work: Path, shard: int, part: int) -> bool:

@@ -245,6 +245,13 @@ class ResetTable(Sequence):
         """Capture time of the earliest RST, None without RSTs."""
         self._order: np.ndarray | None = None
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The columns this table is made from (as its constructor takes them): the rows' offsets and
+        lengths are into its spill."""
+        return {"frame": self.frame, "connection": self.connection, "verdict": self.verdict,
+                "connection_primary": self.connection_primary, "in_flight": self.in_flight,
+                "findings": self.findings, "offset": self._offset, "length": self._length}  # fmt: skip
+
     # ------------------------------------------------------------------ rows, in frame order
 
     def __len__(self) -> int:

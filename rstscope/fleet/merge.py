@@ -125,7 +125,7 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
     with timing.phase("phase 2", "gather resets"):
         evidence_pool.remove_shared(work, shard)
         table, reset_files = evidence_pool.gather(work, shard)
-        resets = judging.columns(table)
+        resets = table.columns()
     with timing.phase("phase 2", "encode connection rows"):
         row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
     table._spill.close()  # the parent reads those files itself
