@@ -14,7 +14,7 @@ Stores without ``row_batches`` (a fleet's merged shards) are read as objects by 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import orjson
@@ -357,14 +357,14 @@ def join_rows(data: bytes, start: np.ndarray, length: np.ndarray, separator: byt
     return _join([head, _Pieces(data, start, length)], len(start), separator)[0]
 
 
-def delimited_lines(data: bytes, start: np.ndarray, length: np.ndarray, names: tuple[str, ...], *,
-                    csv: bool = False, prefix: bytes = b"", decoded=None) -> bytes:  # fmt: skip
+def delimited_lines(data: bytes, start: np.ndarray, length: np.ndarray, names: tuple[str, ...],
+                    decoded: Callable[[dict], str], *, csv: bool = False, prefix: bytes = b"") -> bytes:  # fmt: skip
     """Lines of the fields ``names`` of encoded rows (row ``i``: ``length[i]`` bytes of ``data`` from
     ``start[i]``), each ``prefix`` then the fields: tab-separated, each as ``str`` of its value prints it,
     None as nothing; or with ``csv``, as Python's csv writer writes them (a missing field as None).  Copied
-    in one compiled pass (``delimited_rows``, join_loop.c) where the row holds a field as it would print,
-    the row decoded where not (a string with escapes, say) and made a line by ``decoded(row)`` (by default
-    the tab-separated line).  The text table and the CSV print tens of thousands of RSTs."""
+    in one compiled pass (``delimited_rows``, join_loop.c) where the row holds a field as it would print;
+    where not (a string with escapes, say), the row is decoded and ``decoded(row)`` is its line, the one
+    the copies stand for.  The text table and the CSV print tens of thousands of RSTs."""
     keys = [name.encode() for name in names]
     key_end = np.cumsum([len(k) for k in keys], dtype=np.int64)
     start, length = np.ascontiguousarray(start, np.int64), np.ascontiguousarray(length, np.int64)
@@ -384,11 +384,7 @@ def delimited_lines(data: bytes, start: np.ndarray, length: np.ndarray, names: t
             lines.append(bytes(out[: ends[done - 1]]))
         at += done
         if at < n:  # this row does not print as it is written: decoded
-            row = orjson.loads(data[start[at] : start[at] + length[at]])
-            if decoded is None:
-                lines.append(("\t".join("" if row[c] is None else str(row[c]) for c in names) + "\n").encode())
-            else:
-                lines.append(decoded(row).encode())
+            lines.append(decoded(orjson.loads(data[start[at] : start[at] + length[at]])).encode())
             at += 1
     return b"".join(lines)
 

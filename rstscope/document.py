@@ -184,13 +184,13 @@ class ResetRows:
             for raw in table.raw_rows(self._order(table, verdicts)):
                 yield loads(head + raw[1:])
 
-    def tsv(self, names: tuple[str, ...], verdicts: tuple[Verdict, ...]) -> Iterator[str]:
-        """:meth:`without`'s rows as tab-separated lines of the fields ``names`` (``str`` of each value,
-        None as nothing), a block of lines at a time, without decoding the rows
-        (:func:`rstscope.columns.delimited_lines`)."""
+    def tsv(self, names: tuple[str, ...], verdicts: tuple[Verdict, ...], line: Callable[[dict], str]) -> Iterator[str]:
+        """:meth:`without`'s rows as tab-separated lines of the fields ``names``, as ``line(row)`` of the
+        decoded row gives them, a block of lines at a time, copied from the encoded rows where they print
+        as they are written (:func:`rstscope.columns.delimited_lines`)."""
         for table in self._tables:
             for data, starts, lengths in table.raw_blocks(self._order(table, verdicts)):
-                yield columns.delimited_lines(data, starts, lengths, names).decode()
+                yield columns.delimited_lines(data, starts, lengths, names, line).decode()
 
     def csv(self, names: tuple[str, ...], line: Callable[[dict], str]) -> Iterator[str]:
         """Every row as a CSV line of the fields ``names`` (the first ``capture``), as ``line(row)`` of the
@@ -207,8 +207,8 @@ class ResetRows:
                     rows = zip(starts.tolist(), lengths.tolist(), strict=True)
                     yield "".join(decoded(orjson.loads(data[s : s + n])) for s, n in rows)
                 else:
-                    yield columns.delimited_lines(data, starts, lengths, names[1:], csv=True, prefix=b"%d," % i,
-                                                  decoded=decoded).decode()  # fmt: skip
+                    yield columns.delimited_lines(data, starts, lengths, names[1:], decoded, csv=True,
+                                                  prefix=b"%d," % i).decode()  # fmt: skip
 
     @staticmethod
     def _order(table: reset_table.ResetTable, verdicts: tuple[Verdict, ...]) -> np.ndarray:

@@ -98,7 +98,7 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
         done()
         return gather([part_path(work, 0, b) for b in range(batches)])
     finally:
-        child.stop()  # no process left writing into the work directory
+        child.close()  # the child stopped: no process left writing into the work directory
         shutil.rmtree(work, ignore_errors=True)
 
 

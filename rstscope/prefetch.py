@@ -91,10 +91,6 @@ class PrefetchedCapture:
         self._jobs.sendall(payload)
         return PendingJob(self._jobs)
 
-    def stop(self) -> None:
-        """Stop the child now (as closing does), whatever it is doing."""
-        self.close()
-
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()

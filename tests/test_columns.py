@@ -229,7 +229,8 @@ def test_delimited_lines_print_each_field_as_str_does(monkeypatch):
         starts = np.cumsum(lengths) - lengths
         expected = "".join("\t".join("" if r[c] is None else str(r[c]) for c in names) + "\n" for r in batch)
         decoded.clear()
-        assert columns.delimited_lines(data, starts, lengths, names).decode() == expected
+        line = lambda r: "\t".join("" if r[c] is None else str(r[c]) for c in names) + "\n"  # noqa: E731
+        assert columns.delimited_lines(data, starts, lengths, names, line).decode() == expected
         assert 0 < len(decoded) < len(batch) / 2 if odd else not decoded  # plain rows are copied, not decoded
 
 
@@ -268,7 +269,11 @@ def test_delimited_lines_write_csv_as_the_csv_writer_does(monkeypatch):
 
     expected = "".join(line({"capture": 7, **row}) for row in rows)
     decoded = []
-    got = columns.delimited_lines(data, starts, lengths, names, csv=True, prefix=b"7,",
-                                  decoded=lambda row: decoded.append(1) or line({"capture": 7, **row}))  # fmt: skip
+
+    def decode(row: dict) -> str:
+        decoded.append(1)
+        return line({"capture": 7, **row})
+
+    got = columns.delimited_lines(data, starts, lengths, names, decode, csv=True, prefix=b"7,")
     assert got.decode() == expected
     assert 0 < len(decoded) < len(rows)  # some rows copied, some decoded

@@ -184,15 +184,13 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
             )
     elif isinstance(resets, ResetRows):  # piped: plain tab-separated values, one header line
         out.write("\t".join(TABLE_COLUMNS) + "\n")
-        for lines in resets.tsv(TABLE_COLUMNS, skipped):  # the same lines, without decoding the rows
+        for lines in resets.tsv(TABLE_COLUMNS, skipped, _tsv_line):  # the same lines, without decoding the rows
             out.write(lines)
     else:
         out.write("\t".join(TABLE_COLUMNS) + "\n")
         rows = iter(rows)
         while batch := list(itertools.islice(rows, _ROWS_PER_WRITE)):
-            out.write(
-                "".join(["\t".join(["" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS]) + "\n" for r in batch])
-            )
+            out.write("".join(map(_tsv_line, batch)))
     if hidden:
         out.write(
             st(
@@ -200,6 +198,11 @@ def write_table(doc: dict, out: TextIO, *, show_echoes: bool = False, colour: bo
                 _DIM,
             )
         )
+
+
+def _tsv_line(r: dict) -> str:
+    """A RST's line of the piped table: ``str`` of each field, None as nothing."""
+    return "\t".join(["" if r[c] is None else str(r[c]) for c in TABLE_COLUMNS]) + "\n"
 
 
 def write_csv(doc: dict, out: TextIO) -> None:
