@@ -338,8 +338,7 @@ class Tracker:
     def _slot_state(self, slots: np.ndarray) -> _SlotState:
         arr, cols = self._arrays, self._events.columns
         probes = cols.probes_of(slots) if (cols.probe_block[slots] >= 0).any() else None
-        return _SlotState(np.ascontiguousarray(slots, dtype=np.int64), arr.table, cols.ev, cols.history, self._ident,
-                          probes)  # fmt: skip
+        return _SlotState(slots, arr.table, cols.ev, cols.history, self._ident, probes)
 
     def _rows(self, slot: _SlotState, ids: np.ndarray, *, keep: bool):
         """The rows of these connections, from their slots' state (see :mod:`.rows`): connection rows, their
