@@ -6,6 +6,10 @@ numpy gathers (fancy indexing on a uint8 view of the read buffer).  There is no
 per-packet Python here: every loop below runs over *layers* (VLAN tags, IPv6
 extension headers, TCP option slots) and shrinks to the rows that still need it.
 
+Plain frames, nearly all of a capture, do not even come here: ``plain.c`` decodes them in one
+compiled pass, exactly as these column passes would (tests/reader/test_plain.py), and hands the
+rest over (:func:`decode_batch`).
+
 What is decoded, and what happens to everything else:
 
 * link layer: see :mod:`.linktypes` (Ethernet with up to 4 802.1Q/802.1ad/QinQ tags (TPID 0x8100,
@@ -278,12 +282,130 @@ class _Rows:
         """uint64 per row once a tunnel with an identifier was opened in the batch (see tunnels.py)."""
 
 
+PLAIN_PASS = True
+"""Decode plain frames in the compiled pass (``plain.c``) and only the others by columns.  Off, every
+frame is decoded by columns: the tests compare the two."""
+
+_PLAIN_LAYERS = {
+    layer: code
+    for code, layer in enumerate(
+        (
+            LinkLayer.ETHERNET,
+            LinkLayer.LINUX_SLL,
+            LinkLayer.LINUX_SLL2,
+            LinkLayer.RAW,
+            LinkLayer.IPV4,
+            LinkLayer.IPV6,
+            LinkLayer.NULL,
+            LinkLayer.LOOP,
+        )
+    )
+}
+"""Link layer -> its number in plain.c."""
+
+
+def _plain_layer(link_type: int) -> int:
+    return _PLAIN_LAYERS.get(DECODED.get(link_type & LINKTYPE_CLASS_MASK), -1)
+
+
+def _check_plain_layout() -> None:
+    """plain.c writes PACKET_DTYPE's rows through a C struct: the two layouts must be one."""
+    fields = len(PACKET_DTYPE.names)
+    layout = np.zeros(fields + 1, dtype=np.int64)
+    lib.plain_row_layout(ffi.from_buffer("int64_t[]", layout), fields + 1)
+    expected = [PACKET_DTYPE.fields[name][1] for name in PACKET_DTYPE.names] + [PACKET_DTYPE.itemsize]
+    if layout.tolist() != expected:
+        raise ImportError(f"plain.c's packet row {layout.tolist()} is not PACKET_DTYPE's {expected}: rebuild")
+
+
+_check_plain_layout()
+
+
 def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
-    """Decode every record of ``batch``; update ``stats``; return the TCP rows in record order."""
+    """Decode every record of ``batch``; update ``stats``; return the TCP rows in record order.
+
+    Plain frames (see ``plain.c``) are decoded in one compiled pass; the rest, if any, by columns.
+    """
+    n = len(batch.data_off)
+    if n == 0 or not PLAIN_PASS:
+        return _decode_columns(batch, stats)[0]
+    table, slow, plain = _decode_plain(batch)
+    stats.tcp_packets += plain
+    stats.records += plain
+    if np.ndim(batch.link_type) == 0:
+        stats.link_types[int(batch.link_type)] += plain
+    else:
+        kinds, counts = np.unique(batch.link_type[~slow], return_counts=True)
+        stats.link_types.update(dict(zip(kinds.tolist(), counts.tolist(), strict=True)))
+    if plain == n:
+        return table
+    where = np.flatnonzero(slow)
+    rest, rows = _decode_columns(_subset(batch, where), stats)
+    keep = ~slow
+    where = where[rows]
+    keep[where] = True
+    table[where] = rest
+    return table[keep]
+
+
+def _decode_plain(batch: RecordBatch) -> tuple[PacketTable, np.ndarray, int]:
+    """The rows of the batch's plain frames at their records' places, which frames are not plain
+    (their rows are garbage), and how many are."""
+    n = len(batch.data_off)
+    table = np.empty(n, dtype=PACKET_DTYPE)
+    slow = np.empty(n, dtype=bool)
+    columns = {}
+    for name, dtype in (("data_off", np.int64), ("caplen", np.int64), ("wirelen", np.int64), ("ts_ns", np.int64)):
+        columns[name] = np.ascontiguousarray(getattr(batch, name), dtype=dtype)
+    frame = np.ascontiguousarray(batch.frame, dtype=np.uint64)
+    iface, iface_all = ffi.NULL, 0
+    if np.ndim(batch.iface) == 0:
+        iface_all = int(batch.iface)
+    else:
+        iface = np.ascontiguousarray(batch.iface, dtype=np.uint16)
+    layers, layer_all = ffi.NULL, -1
+    if np.ndim(batch.link_type) == 0:
+        layer_all = _plain_layer(int(batch.link_type))
+    else:
+        kinds, inverse = np.unique(batch.link_type, return_inverse=True)
+        layers = np.array([_plain_layer(int(k)) for k in kinds], dtype=np.int8)[inverse]
+    plain = lib.decode_plain(
+        ffi.from_buffer("uint8_t[]", batch.data), n,
+        ffi.from_buffer("int64_t[]", columns["data_off"]), ffi.from_buffer("int64_t[]", columns["caplen"]),
+        ffi.from_buffer("int64_t[]", columns["wirelen"]), ffi.from_buffer("int64_t[]", columns["ts_ns"]),
+        ffi.from_buffer("uint64_t[]", frame),
+        iface if iface is ffi.NULL else ffi.from_buffer("uint16_t[]", iface), iface_all,
+        layers if layers is ffi.NULL else ffi.from_buffer("int8_t[]", layers), layer_all,
+        ffi.from_buffer("uint8_t[]", table), ffi.from_buffer("uint8_t[]", slow),
+    )  # fmt: skip
+    return table, slow, int(plain)
+
+
+def _subset(batch: RecordBatch, where: np.ndarray) -> RecordBatch:
+    """The records ``where`` of ``batch`` (the same buffer)."""
+
+    def pick(value):
+        return value if np.ndim(value) == 0 else value[where]
+
+    return RecordBatch(
+        data=batch.data,
+        data_off=batch.data_off[where],
+        caplen=batch.caplen[where],
+        wirelen=batch.wirelen[where],
+        ts_ns=batch.ts_ns[where],
+        frame=batch.frame[where],
+        iface=pick(batch.iface),
+        link_type=pick(batch.link_type),
+    )
+
+
+def _decode_columns(batch: RecordBatch, stats: ReadStats) -> tuple[PacketTable, np.ndarray | slice]:
+    """Decode every record of ``batch`` by columns; update ``stats``; return the TCP rows in record
+    order and the records they came from (an index array, or ``slice(None)`` for all)."""
     n = len(batch.data_off)
     stats.records += n
     if n == 0:
-        return np.zeros(0, dtype=PACKET_DTYPE)
+        return np.zeros(0, dtype=PACKET_DTYPE), slice(None)
     buf = Bytes(batch.data)
     off = batch.data_off
     end = off + batch.caplen
@@ -347,7 +469,7 @@ def decode_batch(batch: RecordBatch, stats: ReadStats) -> PacketTable:
         for code in np.flatnonzero(errors[1:]).tolist():
             stats.decode_errors[DecodeError(code + 1).name] += int(errors[code + 1])
             stats.undecoded[DECODE_ERROR_CAUSES[DecodeError(code + 1)]] += int(errors[code + 1])
-    return table
+    return table, index
 
 
 class _Layers:
