@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
+from benchmarks import bytecode  # noqa: E402
 from tests import shortconns  # noqa: E402
 
 TRACKER_ONLY = """
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true",
                         help="also one process printing its RSS after tracking and after each output")  # fmt: skip
     args = parser.parse_args(argv)
+    bytecode.compile_package()  # timed runs must not compile modules from source
     print("shape          packets    run       CPU s   wall s  peak MB", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         where = args.keep or Path(tmp)
