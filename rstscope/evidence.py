@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -85,6 +87,9 @@ FINDINGS: dict[str, FindingKind] = _kinds(
                         "(lower bound of what was in flight)."),
     FindingKind(id="rst.nothing_in_flight", severity=_I,
                 summary="Everything the sender had sent was acknowledged when it reset."),
+    FindingKind(id="rst.transfer_cut_short", severity=_W,
+                summary="The sender's data ended on a whole segment, acknowledged just before the RST, with no FIN: "
+                        "it was most likely still sending, and the RST discarded what it had queued and not sent."),
     FindingKind(id="rst.before_server_payload", severity=_W,
                 summary="The server reset the connection before sending any payload."),
     FindingKind(id="rst.seq_at_isn_plus_1", severity=_I,
@@ -292,6 +297,14 @@ IDLE_SECONDS = 3.0
 """Silence before a segment that makes path state (conntrack, NAT, load balancer) a suspect when that
 segment draws a RST from the path."""
 
+SEGMENT_MIN = 536
+"""The smallest segment size taken for a full one (RFC 9293's default MSS): smaller steps of the peer's
+ACKs say nothing of where the sender's data would have gone on."""
+CUT_ACK_STEPS = 3
+"""Advancing ACKs of the peer, at least, that must all acknowledge whole segments (``rst.transfer_cut_short``)."""
+CUT_PAUSE_NS = 1_000_000_000
+"""A sender cut short resets soon after the peer acknowledged its last segment: within this much."""
+
 
 def collect(connections: Iterable[Connection], host_ttl: dict[str, TtlRange] | None = None) -> list[ResetEvidence]:
     """Evidence for every RST of these connections, in capture order.
@@ -439,6 +452,9 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         add("rst.midstream")
     if snd_nxt is None:
         add("rst.sender_silent")
+    elif (flags & P.ACK and seq_vs == 0 and in_flight_capture == 0 and fin_frame is None and prior_rst is None
+          and _transfer_cut_short(obs, data_end)):  # fmt: skip
+        add("rst.transfer_cut_short")  # dropped again if echoes show data in flight (_settle_in_flight)
     # A bare reply-RST from a side that had sent data and had not reset before: its socket was already
     # gone.  Without a FIN before, that socket was aborted; after its FIN, it was aborted too when the peer
     # still had its data or FIN to acknowledge and the reply answers no data (data would be late data).
@@ -513,6 +529,28 @@ def _evidence(conn: Connection, obs: RstObservation) -> ResetEvidence:
         findings=findings,
     )
     return ev
+
+
+def _transfer_cut_short(obs: RstObservation, data_end: int | None) -> bool:
+    """Whether the sender reset in the middle of sending (``rst.transfer_cut_short``).
+
+    Its data is invisible once queued and not sent, but where the sent part ended is not: the peer's last
+    ACKs (at least CUT_ACK_STEPS advancing ones) each acknowledged a whole number of segments of one size
+    (their steps' greatest common divisor is the smallest step, at least SEGMENT_MIN bytes) up to the
+    sender's last byte, and the RST came within CUT_PAUSE_NS of that last ACK.  A transfer that had ended
+    would end on a partial segment (1 chance in the segment size not to) and send a FIN on close; a sender
+    whose window or congestion window stopped it, and which then closed with unread data or SO_LINGER 0,
+    shows exactly this.  What else could: a response whose length is a whole number of segments, aborted
+    at once; it is the rare case, and the verdict says what it rests on."""
+    acks = obs.peer_recent_acks
+    if data_end is None or len(acks) <= CUT_ACK_STEPS or acks[-1][1] != data_end:
+        return False
+    if obs.peer_last_ns is None or obs.ts_ns - obs.peer_last_ns > CUT_PAUSE_NS:
+        return False
+    steps = [b - a for (_, a), (_, b) in itertools.pairwise(acks) if b != a]
+    if len(steps) < CUT_ACK_STEPS or min(steps) < SEGMENT_MIN:  # a negative step: reordered, say nothing
+        return False
+    return math.gcd(*steps) == min(steps)
 
 
 def _peer_unacked_bare(obs: RstObservation) -> int | None:
@@ -622,5 +660,7 @@ def _settle_in_flight(ev: ResetEvidence) -> None:
         ev.findings.append("rst.in_flight_from_echoes")
     if ev.in_flight:
         ev.findings.append("rst.data_in_flight")
+        if ev.has("rst.transfer_cut_short"):  # what was lost is seen (echoes): nothing left to infer
+            ev.findings.remove("rst.transfer_cut_short")
     else:
         ev.findings.append("rst.nothing_in_flight")

@@ -14,8 +14,11 @@ Limitations:
   records and client logs.
 * In-flight figures depend on the capture point (see :mod:`rstscope.evidence`).
 * A close race where everything the sender had sent was already acknowledged
-  looks like a plain abort on the wire: the lost tail was never sent.  It is
-  reported as ``abort``; the client's own outcome (lab runs) tells them apart.
+  looks like a plain abort on the wire: the lost tail was never sent.  Where
+  the sender's data ended on a whole segment, acknowledged just before the RST,
+  with no FIN (``rst.transfer_cut_short``), it is reported as ``close-race``
+  with a caveat; otherwise as ``abort``.  The client's own outcome (lab runs)
+  tells them apart.
 * A RST bears the endpoint's address whoever sent it.  Rules that blame the
   endpoint (backlog, close-race, refused ...) come after ``middlebox``, which
   fires when the origin (:mod:`rstscope.origin`) says another device sent it;
@@ -246,11 +249,15 @@ def keepalive(ev: ResetEvidence) -> tuple[str, ...] | None:
 def close_race(ev: ResetEvidence) -> tuple[str, ...] | None:
     """An active RST|ACK at the sender's snd_nxt while the peer had not acknowledged data the sender had
     sent (also after the sender's own FIN: shutdown(SHUT_WR) then close() with unread data); or, when that
-    RST|ACK is missing from the capture, the first bare reply-RST of a sender that had data in flight.
+    RST|ACK is missing from the capture, the first bare reply-RST of a sender that had data in flight; or
+    an active RST|ACK with nothing in flight that cut a transfer short (its data ended on a whole segment,
+    acknowledged just before: what it had queued was never sent).
     Kernel: TCP_ABORT_ON_CLOSE (close() with unread data, also from FIN_WAIT1), TCP_STATE (SO_LINGER 0),
     TCP_DISCONNECT_WITH_DATA."""
-    return _need(ev, "rst.at_snd_nxt", "rst.data_in_flight") or _need(
-        ev, "rst.primary_not_captured", "rst.data_in_flight"
+    return (
+        _need(ev, "rst.at_snd_nxt", "rst.data_in_flight")
+        or _need(ev, "rst.primary_not_captured", "rst.data_in_flight")
+        or _need(ev, "rst.at_snd_nxt", "rst.nothing_in_flight", "rst.transfer_cut_short")
     )
 
 
@@ -326,6 +333,8 @@ def confidence(verdict: Verdict, ev: ResetEvidence) -> tuple[Confidence, str]:
         caveats.append("the connection's start and end are outside the capture")
     if ev.has("rst.primary_not_captured"):
         caveats.append("the abort's own RST is not in the capture")
+    if verdict is _VERDICT.CLOSE_RACE and not ev.in_flight:
+        caveats.append("the lost data was never sent: inferred from a transfer ending on a whole segment")
     if not caveats:
         confirmed = f"; sent by the {ev.sender_role} ({ev.sender_ttl})" if ev.origin is _ORIGIN.ENDPOINT else ""
         return _CONFIDENCE.HIGH, f"the rule's whole signature holds{confirmed}"
@@ -426,6 +435,11 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
         if ev.has("rst.primary_not_captured"):
             basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
+        if not ev.in_flight and ev.has("rst.transfer_cut_short"):
+            return (f"The {who} ({ev.src}) aborted the connection in the middle of sending: all it had sent was "
+                    f"acknowledged, but its data ended on a whole segment just before the RST and no FIN came, so "
+                    f"it most likely still had data queued, which the RST discarded: the {peer} gets ECONNRESET "
+                    f"before the end.")  # fmt: skip
         if ev.sender_fin_frame is not None:
             return (f"The {who} ({ev.src}) sent its FIN (frame {ev.sender_fin_frame}), then aborted while "
                     f"{_bytes(ev.in_flight)}{basis} it had sent were unacknowledged: none of it is retransmitted "

@@ -231,6 +231,48 @@ def close_race_last_ack_echoed() -> Scenario:
                     {rst: {"in_flight": MSS, "in_flight_basis": "echoes", "in_flight_capture": 0}})  # fmt: skip
 
 
+def _bulk_transfer(c: Conversation, tail: int) -> None:
+    """A request, then the server sending 8 whole segments and ``tail`` more bytes, acked by the client two
+    segments at a time as the slow link delivers them; the last ACK covers everything sent."""
+    c.handshake()
+    c.data(CLIENT, 24)
+    c.ack(SERVER)
+    for _ in range(4):
+        c.data(SERVER, 2 * MSS)
+        c.ack(CLIENT)
+    if tail:
+        c.data(SERVER, tail)
+        c.ack(CLIENT)
+
+
+def close_race_unsent_tail() -> Scenario:
+    """The server's close() with unread data (or SO_LINGER 0) cuts its transfer short while the rest of the
+    response still sat in its send queue: everything it had sent is acknowledged, but its data ends on a
+    whole segment and the RST comes right after the ACK of it (a lab close-race run showed this with 140 kB
+    queued).  Kernel: TCP_ABORT_ON_CLOSE; the client reads less than the server wrote: a close race, the
+    lost tail inferred (medium confidence)."""
+    c = Conversation()
+    _bulk_transfer(c, 0)
+    rst = c.rst_ack(SERVER)
+    return Scenario("close-race-unsent-tail", c.packets, {rst: "close-race"},
+                    {rst: {"in_flight": 0, "confidence": "medium", "seq_vs_snd_nxt": 0}})  # fmt: skip
+
+
+def abort_after_whole_response() -> Scenario:
+    """Two connections that do not show a transfer cut short, both aborts: the same transfer ending on a
+    partial segment (the whole response), acknowledged, then SO_LINGER 0; and a transfer of whole segments
+    whose RST comes two seconds after the last ACK (the sender had stopped sending)."""
+    c = Conversation()
+    _bulk_transfer(c, 1000)  # steps of 2,896 bytes, then 1,000: no common segment size
+    rst = c.rst_ack(SERVER)
+    later = Conversation(client=("10.0.0.3", 40001), t0=c.time + 1)
+    _bulk_transfer(later, 0)
+    later.time += 2.0
+    idle_rst = len(c.packets) + later.rst_ack(SERVER)
+    return Scenario("abort-after-whole-response", c.packets + later.packets, {rst: "abort", idle_rst: "abort"},
+                    {rst: {"in_flight": 0}, idle_rst: {"in_flight": 0}})  # fmt: skip
+
+
 def backlog_abort_on_overflow() -> Scenario:
     """tcp_abort_on_overflow=1: SYN retransmitted, then the listener answers the handshake ACK with a
     bare RST at ISN+1."""
@@ -415,7 +457,7 @@ def unknown_reset() -> Scenario:
 
 ALL = [
     close_race, close_race_client_side, close_race_last_ack_echoed, close_race_primary_lost, abort_idle,
-    abort_then_window_update,
+    abort_then_window_update, close_race_unsent_tail, abort_after_whole_response,
     backlog_abort_on_overflow, backlog_silent_then_reset,
     late_data, late_data_crossing_fin, reset_after_both_fins, client_cancelled_syn, refused, stale,
     port_reuse, wraparound_close_race, retransmitted_data_close_race,

@@ -53,3 +53,15 @@ def test_every_verdict_is_exercised():
 
     seen = {v for f in SCENARIOS for v in f().verdicts.values()}
     assert seen == {v.value for v in Verdict}
+
+
+def test_a_transfer_cut_short_is_told_by_its_whole_segments(tmp_path):
+    """The finding behind the unsent tail's close race, and only there: not after a partial last segment,
+    not after a pause, not on the other scenarios' aborts."""
+    _, doc = _analyze(tmp_path, scenarios.close_race_unsent_tail())
+    (cut,) = doc["resets"]
+    assert "rst.transfer_cut_short" in cut["findings"] and cut["rule"] == "close_race"
+    assert "never sent" in cut["confidence_reason"] and "whole segment" in cut["explanation"]
+    for make in (scenarios.abort_after_whole_response, scenarios.abort_idle, scenarios.close_race_last_ack_echoed):
+        _, doc = _analyze(tmp_path, make())
+        assert not any("rst.transfer_cut_short" in r["findings"] for r in doc["resets"]), make.__name__
