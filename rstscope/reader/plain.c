@@ -185,8 +185,10 @@ int64_t decode_plain(const uint8_t *data, int64_t n, const int64_t *off, const i
             continue;
         }
         const uint8_t *h = data + tcp;
-        int64_t have = end - tcp, header_len = (int64_t)(h[12] >> 4) * 4;
-        if (have < 20 || header_len < 20 || header_len > ip_payload || have < header_len) continue;
+        int64_t have = end - tcp;
+        if (have < 20) continue;
+        int64_t header_len = (int64_t)(h[12] >> 4) * 4;
+        if (header_len < 20 || header_len > ip_payload || have < header_len) continue;
         row.frame = frame[i];
         row.ts_ns = ts_ns[i];
         row.iface = iface ? iface[i] : iface_all;
