@@ -333,7 +333,7 @@ def confidence(verdict: Verdict, ev: ResetEvidence) -> tuple[Confidence, str]:
         caveats.append("the connection's start and end are outside the capture")
     if ev.has("rst.primary_not_captured"):
         caveats.append("the abort's own RST is not in the capture")
-    if verdict is _VERDICT.CLOSE_RACE and not ev.in_flight:
+    if verdict is _VERDICT.CLOSE_RACE and ev.has("rst.transfer_cut_short"):
         caveats.append("the lost data was never sent: inferred from a transfer ending on a whole segment")
     if not caveats:
         confirmed = f"; sent by the {ev.sender_role} ({ev.sender_ttl})" if ev.origin is _ORIGIN.ENDPOINT else ""
@@ -435,7 +435,7 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
         if ev.has("rst.primary_not_captured"):
             basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
-        if not ev.in_flight and ev.has("rst.transfer_cut_short"):
+        if ev.has("rst.transfer_cut_short"):  # nothing in flight: the finding goes where data was
             return (f"The {who} ({ev.src}) aborted the connection in the middle of sending: all it had sent was "
                     f"acknowledged, but its data ended on a whole segment just before the RST and no FIN came, so "
                     f"it most likely still had data queued, which the RST discarded: the {peer} gets ECONNRESET "

@@ -8,7 +8,7 @@
  * opening any layer it alone knows (tunnels, MPLS, PPPoE, FabricPath, fragments, IPv6 extension
  * headers, jumbograms).  Every other frame is marked ``slow`` and left to decode.py, which decodes
  * it and counts it as before: so this pass decides nothing that decode.py would decide differently,
- * and tests/test_reader_plain.py compares the two on every capture of the corpora.
+ * and tests/reader/test_plain.py compares the two on every capture of the corpora.
  *
  * The block between the cdef markers is also what cffi declares (_compiled_build.py). */
 #include <stddef.h>
@@ -47,7 +47,7 @@ typedef struct __attribute__((packed)) {
     uint8_t payload_truncated, decode_error;
 } packet_row;
 
-/* The link layers, numbered as decode.py's PLAIN_LAYERS lists them; -1: not decoded here. */
+/* The link layers, numbered as decode.py's _PLAIN_LAYERS lists them; -1: not decoded here. */
 enum { ETHERNET, LINUX_SLL, LINUX_SLL2, RAW, IPV4, IPV6, NULL_LOOPBACK, OPENBSD_LOOP };
 
 #define ETHERTYPE_IPV4 0x0800
