@@ -435,7 +435,7 @@ def explain(verdict: Verdict, ev: ResetEvidence) -> str:
         basis = " (lower bound, from echo RSTs)" if ev.in_flight_basis == "echoes" else ""
         if ev.has("rst.primary_not_captured"):
             basis += " (its own RST is not in the capture: this is the reply to the peer's next segment)"
-        if ev.has("rst.transfer_cut_short"):  # nothing in flight: the finding goes where data was
+        if ev.has("rst.transfer_cut_short"):  # only with nothing in flight (_settle_in_flight drops it otherwise)
             return (f"The {who} ({ev.src}) aborted the connection in the middle of sending: all it had sent was "
                     f"acknowledged, but its data ended on a whole segment just before the RST and no FIN came, so "
                     f"it most likely still had data queued, which the RST discarded: the {peer} gets ECONNRESET "
