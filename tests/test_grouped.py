@@ -35,3 +35,12 @@ def test_members_is_isin_whichever_way_it_looks_ids_up(span):
     values = np.concatenate([rng.choice(ids, 500), rng.integers(-5, span + 5, 500)])
     assert np.array_equal(grouped.members(values, ids), np.isin(values, ids))
     assert not grouped.members(values, ids[:0]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64, np.uint16])
+def test_distinct_is_unique(dtype):
+    rng = np.random.default_rng(7)
+    for n in (0, 1, 2, 9, 1_000):
+        values = rng.integers(0, 40, n).astype(dtype)
+        got = grouped.distinct(values)
+        assert got.dtype == dtype and np.array_equal(got, np.unique(values))

@@ -19,6 +19,7 @@ from rstscope.connections.events import EventColumns, ffi, lib
 from rstscope.connections.retire import RecordFile, fit
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
+from rstscope.grouped import distinct
 
 DORMANT_AFTER_FRAMES = 10_000
 """Connections silent this many frames go dormant.  A SYN flood keeps its half-open connections
@@ -125,7 +126,7 @@ class Dormant:
     def waking(self, ids: np.ndarray) -> np.ndarray:
         """Of these connection ids (any), the dormant ones, each once."""
         ids = ids[ids < len(self._at)]
-        return np.unique(ids[self._at[ids] >= 0])
+        return distinct(ids[self._at[ids] >= 0])
 
     def take(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
              ident: np.ndarray) -> None:  # fmt: skip

@@ -20,7 +20,7 @@ import numpy as np
 
 from rstscope import packets as P
 from rstscope.connections.sequence import ffi, lib
-from rstscope.grouped import NONE, Groups
+from rstscope.grouped import NONE, Groups, distinct
 from rstscope.seqnum import SEQ_MOD
 
 
@@ -142,7 +142,7 @@ class TupleTable:
         # Connection ids: new ones in order of their first packet; each segment repeats its id.
         new_pos = np.flatnonzero(new_inst)
         new_pos = new_pos[np.argsort(order[new_pos], kind="stable")]
-        seg_start = np.union1d(group_first, new_pos)
+        seg_start = distinct(np.concatenate((group_first, new_pos)))
         seg_conn = cur[gi[seg_start]]
         seg_conn[np.searchsorted(seg_start, new_pos)] = first_id + np.arange(len(new_pos))
         conn_id = np.repeat(seg_conn, np.diff(np.append(seg_start, n)))

@@ -31,6 +31,7 @@ from rstscope.connections.rows import (
     span_positions,
 )
 from rstscope.connections.rows import connections as rows_to_connections
+from rstscope.grouped import distinct
 
 SPILL_BATCH = 4_096
 """Retired connections' rows (and their tables' rows) are written to the spill file in batches of at most
@@ -285,7 +286,7 @@ class RecordFile:
             out[on_disk] = self._read_runs(positions[on_disk])
             return out.view(self.dtype)
         pages = positions[on_disk] // self._page_rows
-        for page in np.unique(pages).tolist():
+        for page in distinct(pages).tolist():
             mine = on_disk[pages == page]
             out[mine] = self._page(page).view(raw)[positions[mine] - page * self._page_rows]
         return out.view(self.dtype)
@@ -297,7 +298,7 @@ class RecordFile:
         if not len(positions):
             return np.zeros(0, raw)
         pages = positions // per
-        needed = np.unique(pages)
+        needed = distinct(pages)
         # A run: pages next to each other in positions and in the file (regions are placed apart).
         breaks = np.flatnonzero((np.diff(needed) != 1) | (np.diff(self._file_row(needed * per)) != per)) + 1
         first = needed[np.r_[0, breaks]] * per

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rstscope.grouped import distinct
 from rstscope.packets import ReadStats
 from rstscope.reader._compiled import ffi, lib
 from rstscope.reader.decode import Bytes, RecordBatch
@@ -445,7 +446,7 @@ class PcapngReader:
             return None
 
         ts_ns = np.zeros(len(frames), dtype=np.int64)
-        used = np.unique(iface)
+        used = distinct(iface)
         for index in used.tolist():
             rows = iface == index
             ts_ns[rows] = ts_to_ns(ticks[rows], self._tsresol[index], self.interfaces[index].ts_offset_s)

@@ -28,6 +28,7 @@ from rstscope import evidence as evidence_mod
 from rstscope import packets as P
 from rstscope.analysis import ResetRecord
 from rstscope.connections import Connection, Tracker, TtlRange
+from rstscope.grouped import distinct
 from rstscope.reset_table import NOT_PRIMARY
 from rstscope.verdicts import classify
 
@@ -198,7 +199,7 @@ class Engine:
         current = self._epochs[-1]
         if len(self._epochs) == 2:
             keys = _tuple_keys(chunk)
-            self._new_keys = np.union1d(self._new_keys, keys[syn])
+            self._new_keys = distinct(np.concatenate((self._new_keys, keys[syn])))
             new = syn | np.isin(keys, self._new_keys)
             old = self._epochs[0]
             if not new.all():
