@@ -337,13 +337,16 @@ def _encoded_connection_rows(analyses: list[Analysis]) -> Iterator[bytes | bytea
     """Every connection's row, encoded, in blocks of rows joined by :data:`_ROW_SEPARATOR`, reading each
     connection once; an analysis whose listen-queue counts are not known yet gets them from the same pass.
     A store that encoded its rows itself (``encoded_row_blocks``: rstscope.fleet's, in its worker
-    processes, with the listen-queue counts) gives them as they are; the tracker's store gives its rows in
-    batches (:mod:`rstscope.columns`, encoded a column at a time); other stores give connection objects."""
+    processes, with the listen-queue counts, known once streamed rows are read) gives them as they are;
+    the tracker's store gives its rows in batches (:mod:`rstscope.columns`, encoded a column at a time);
+    other stores give connection objects."""
     for i, a in enumerate(analyses):
         store = a.connections
         own = getattr(store, "encoded_row_blocks", None)
-        if own is not None and a.listen_queue_known:
+        if own is not None:
             yield from own(i, _ROW_SEPARATOR)
+            if not a.listen_queue_known:  # streamed rows: their tally followed them
+                a.listen_queue = store.listen_queue()
         elif hasattr(store, "row_batches"):
             tally = None if a.listen_queue_known else columns.ListenQueueColumns()
             for block, _ends in columns.connection_row_blocks(store, a.resets, i, a.capture, tally, _ROW_SEPARATOR):

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh chromium
 export RSTSCOPE_REQUIRE_ROOT_TESTS="${RSTSCOPE_REQUIRE_ROOT_TESTS:-$([ "$(id -u)" = 0 ] && echo 1 || echo 0)}"
 .venv/bin/ruff check rstscope tests benchmarks
-exec .venv/bin/python -m pytest -q -rs "$@"
+exec .venv/bin/python -m pytest -q -rs --durations=5 "$@"

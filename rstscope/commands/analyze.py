@@ -61,8 +61,15 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         raise InputError("standard input (-) given twice: it can be read only once")
     if fleet_options.wanted(args):  # several files, a DIR or GLOB of pieces, a fleet option: rstscope.fleet
         analyses, failed = fleet_options.analyze(args, env)
-    else:  # one capture file, standard input or one run directory
-        analyses, failed = [_analyze_one(args.inputs[0], env)], []
+        try:
+            return _report(args, env, analyses, failed)
+        finally:
+            fleet_options.release(analyses)  # shards still streaming rows (a failed write) are stopped
+    # one capture file, standard input or one run directory
+    return _report(args, env, [_analyze_one(args.inputs[0], env)], [])
+
+
+def _report(args: argparse.Namespace, env, analyses: list, failed: list[str]) -> ExitStatus:
     if not analyses:
         return ExitStatus.BAD_INPUT
     if args.parquet:

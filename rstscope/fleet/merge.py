@@ -11,7 +11,8 @@ tracked (:func:`finish_shard`):
    lockstep round;
 2. computes evidence and verdicts of RSTs (:func:`rstscope.reset_table.build`, global ids): its own and,
    once done, any other shard's that are still waiting (:mod:`.evidence_pool`), and after one more round
-   encodes its connections' document rows and listen-queue tally.
+   encodes its connections' document rows and listen-queue tally: to files of the work directory, or,
+   for the last capture of a ``--json`` run, to the parent as it writes the document (:mod:`.rowstream`).
 
 The parent (:class:`MergedStore`, :func:`merged_resets`, :func:`merged_listen_queue`) only
 interleaves: RST rows in frame order, connection rows in id order, bytes copied as the shards
@@ -43,7 +44,7 @@ from rstscope.connections.rows import (
     connections,
     span_positions,
 )
-from rstscope.fleet import evidence_pool, timing
+from rstscope.fleet import evidence_pool, rowstream, timing
 from rstscope.fleet import frames as fleet_frames
 
 TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW, "probes": PROBE_ROW}
@@ -70,11 +71,13 @@ class ShardResult:
     """The files of its RSTs' encoded rows (:func:`.evidence_pool.gather`)."""
     fixes: set[tuple[str, str]]
     first_ns: int | None
-    row_length: np.ndarray
-    """Length of each connection's encoded document row in ``conn-json-{shard}``, in its id order."""
-    listen: dict
-    server_first: dict[str, int]
-    """Per server of ``listen["servers"]``, the global id of its first connection with a SYN."""
+    row_length: np.ndarray | None
+    """Length of each connection's encoded document row in ``conn-json-{shard}``, in its id order (None
+    when the rows are streamed: :mod:`.rowstream`)."""
+    listen: dict | None
+    server_first: dict[str, int] | None
+    """Per server of ``listen["servers"]``, the global id of its first connection with a SYN (these two
+    are None when the rows are streamed: they follow them, as a :class:`Tally`)."""
     host_ttl: dict[str, TtlRange]
     """The whole capture's."""
     rows: bool = True
@@ -84,16 +87,19 @@ class ShardResult:
 # -- in the shard ------------------------------------------------------------------------------------
 
 
-def finish_shard(store, shard: int, workdir: str, exchange, info, *, rows: bool = True) -> ShardResult:
+def finish_shard(store, shard: int, workdir: str, exchange, info, *, rows: bool = True,
+                 stream=None) -> ShardResult | None:  # fmt: skip
     """Everything after tracking for one shard's ``store`` (a ConnectionStore); ``exchange`` is the
     lockstep exchange of the tracking (its ``total`` is a barrier), ``info`` the capture's
     StitchedCaptureInfo (for the file fields of the rows); ``rows``: write the connections' rows for
-    the parent (not needed when it only copies the encoded document rows)."""
+    the parent (not needed when it only copies the encoded document rows).  With ``stream`` (this
+    shard's Connection to the parent, :mod:`.rowstream`), the result goes to the parent before the
+    connections' document rows, which follow through shared memory; None is returned then."""
     with scratch.writing(Path(workdir).parent.parent):  # {scratch}/rstscope-fleet-*/capture-N
-        return _finish_shard(store, shard, Path(workdir), exchange, info, rows=rows)
+        return _finish_shard(store, shard, Path(workdir), exchange, info, rows=rows, stream=stream)
 
 
-def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) -> ShardResult:
+def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool, stream) -> ShardResult | None:
     with timing.phase("phase 2", "write rows" if rows else "first frames"):
         first = _dump_rows(store, shard, work) if rows else _first_frames(store)
         np.save(work / f"first-{shard}.npy", first)
@@ -126,16 +132,26 @@ def _finish_shard(store, shard: int, work: Path, exchange, info, *, rows: bool) 
         evidence_pool.remove_shared(work, shard)
         table, reset_files = evidence_pool.gather(work, shard)
         resets = table.columns()
-    with timing.phase("phase 2", "encode connection rows"):
-        row_length, listen, server_first = _write_connection_rows(_GlobalRows(store, gid), table, info, work, shard)
-    table._spill.close()  # the parent reads those files itself
     spill = store._spill  # the tracker's own store (rstscope.connections.retire): its long histories
-    return ShardResult(
+    result = ShardResult(
         shard=shard, gid=gid, overflow={int(gid[k]): v for k, v in spill.overflow.items()},
         reset_ids=gid[np.asarray(store.reset_ids, dtype=np.int64)], resets=resets, reset_files=reset_files,
-        fixes=table.fixes, first_ns=table.first_ns, row_length=row_length, listen=listen, server_first=server_first,
+        fixes=table.fixes, first_ns=table.first_ns, row_length=None, listen=None, server_first=None,
         host_ttl=host_ttl, rows=rows,
     )  # fmt: skip
+    sink = rowstream.Sender(stream) if stream is not None else _RowsToFile(work / f"conn-json-{shard}")
+    if stream is not None:
+        sink.result(result)  # the parent writes the document's head meanwhile
+    with timing.phase("phase 2", "encode connection rows"):
+        try:
+            tally = _write_connection_rows(_GlobalRows(store, gid), table, info, sink)
+        finally:
+            table._spill.close()  # the parent reads those files itself
+    if stream is not None:
+        sink.end(tally)
+        return None
+    result.row_length, result.listen, result.server_first = sink.close(), tally.listen, tally.server_first
+    return result
 
 
 def _dump_rows(store, shard: int, work: Path) -> np.ndarray:
@@ -187,18 +203,39 @@ def _global_ids(firsts: list[np.ndarray]) -> list[np.ndarray]:
     return [global_of[lo:hi] for lo, hi in itertools.pairwise(bounds.tolist())]
 
 
-def _write_connection_rows(store: _GlobalRows, table, info, work: Path, shard: int):
+class Tally(NamedTuple):
+    """A shard's listen-queue tally (:func:`merged_listen_queue` reads a ShardResult the same way)."""
+
+    listen: dict
+    server_first: dict[str, int]
+
+
+def _write_connection_rows(store: _GlobalRows, table, info, sink) -> Tally:
     """Each connection's document row (capture 0), encoded from the rows in batches (:mod:`rstscope.columns`,
-    as the single process does), to ``conn-json-{shard}``; its listen-queue tally, and each server's first
-    connection with a SYN."""
+    as the single process does), to ``sink`` (its ``block(data, lengths)``); its listen-queue tally, and
+    each server's first connection with a SYN."""
     tally = columns.ListenQueueColumns()
-    lengths = []
-    with open(work / f"conn-json-{shard}", "wb") as out:
-        for block, ends in columns.connection_row_blocks(store, table, 0, info, tally, separator=b""):
-            out.write(block)
-            lengths.append(np.diff(ends, prepend=0))
-    row_length = np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, dtype=np.int32)  # a row < 2 GB
-    return row_length, tally.result(), tally.first_attempt
+    for block, ends in columns.connection_row_blocks(store, table, 0, info, tally, separator=b""):
+        sink.block(block, np.diff(ends, prepend=0))
+    return Tally(tally.result(), tally.first_attempt)
+
+
+class _RowsToFile:
+    """Encoded rows to a file of the work directory, their lengths kept (the parent reads them back once
+    the shard has ended: ``conn-json-{shard}``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._out = open(path, "wb")  # noqa: SIM115
+        self._lengths: list[np.ndarray] = []
+
+    def block(self, data, lengths: np.ndarray) -> None:
+        self._out.write(data)
+        self._lengths.append(lengths)
+
+    def close(self) -> np.ndarray:
+        """Each row's length, in order (a row < 2 GB)."""
+        self._out.close()
+        return np.concatenate(self._lengths).astype(np.int32) if self._lengths else np.zeros(0, dtype=np.int32)
 
 
 class _GlobalRows:
@@ -221,7 +258,7 @@ class _GlobalBatch:
     def __init__(self, batch, gid: np.ndarray) -> None:
         self._batch = batch
         self._histories = batch.histories()  # with the local ids: the spill's long histories are keyed by them
-        self.rows = batch.rows.copy()
+        self.rows = batch.rows  # read for this batch alone (RowBatch): renumbered in place, not copied (4 MB)
         self.rows["id"] = gid[self.rows["id"]]
 
     def table(self, name: str, which: np.ndarray | None = None) -> np.ndarray:
@@ -268,7 +305,9 @@ class MergedStore(ConnectionsById):
 
     BATCH = BATCH  # the module's: connections made per read, as for the shards' files
 
-    def __init__(self, results: list[ShardResult], workdir: str) -> None:
+    def __init__(self, results: list[ShardResult], workdir: str, live=None) -> None:
+        """``live``: the shards still streaming their rows (:class:`.shards.LiveShards`), else they are in
+        the files of ``workdir``."""
         work = Path(workdir)
         # What it reads later, and nothing else of the results: their reset columns (merged_resets copies
         # them) and ids are a third of the parent's memory while it writes the document.
@@ -283,7 +322,10 @@ class MergedStore(ConnectionsById):
         self._conns = {r.shard: _RowFile(work / f"conns-{r.shard}", CONN_ROW) for r in with_rows}
         self._tables = {r.shard: {name: _RowFile(work / f"{name}-{r.shard}", dtype) for name, dtype in TABLES.items()}
                         for r in with_rows}  # fmt: skip
-        self._json = {r.shard: os.open(work / f"conn-json-{r.shard}", os.O_RDONLY) for r in results}
+        self._live = live
+        self._tallies = None if live is not None else results
+        self._json = {} if live is not None else {r.shard: os.open(work / f"conn-json-{r.shard}", os.O_RDONLY)
+                                                  for r in results}  # fmt: skip
         self._reset_ids = np.sort(np.concatenate([r.reset_ids for r in results])) if results else self._local
         self.host_ttl: dict[str, TtlRange] = results[0].host_ttl if results else {}
 
@@ -308,26 +350,36 @@ class MergedStore(ConnectionsById):
 
     def encoded_row_blocks(self, capture_index: int, separator: bytes) -> Iterator[bytearray]:
         """The connections' document rows in id order, as the shards encoded them (for capture 0) but with
-        ``capture`` set to ``capture_index``: blocks of up to BATCH rows joined by ``separator``."""
+        ``capture`` set to ``capture_index``: blocks of up to BATCH rows joined by ``separator``.  Streamed
+        rows can be read once; then :meth:`listen_queue` is known."""
         head, skip = b'{"capture":%d,' % capture_index, len(CAPTURE_0)  # each row's start, replaced
-        at = dict.fromkeys(self._json, 0)  # per shard: rows read
-        offset = dict.fromkeys(self._json, 0)  # per shard: bytes read
+        if self._live is not None:
+            sources = self._live.take_receivers()
+        else:
+            sources = {r.shard: _EncodedFile(self._json[r.shard], r.row_length) for r in self._results}
         for start in range(0, len(self), BATCH):
             shard = self._shard[start : start + BATCH]
             data, size = [], 0
             begin, length = np.zeros(len(shard), np.int64), np.zeros(len(shard), np.int64)
-            for r in self._results:
-                j = r.shard
+            for j, source in sources.items():
                 mine = shard == j  # the batch's rows of shard j: its next rows, in order
-                lengths = np.asarray(r.row_length[at[j] : at[j] + int(np.count_nonzero(mine))], dtype=np.int64)
-                at[j] += len(lengths)
-                block = os.pread(self._json[j], int(lengths.sum()), offset[j])
-                offset[j] += len(block)
+                lengths = source.take(int(np.count_nonzero(mine)), data)
                 begin[mine] = size + np.cumsum(lengths) - lengths
                 length[mine] = lengths
-                data.append(block)
-                size += len(block)
-            yield columns.join_rows(b"".join(data), begin + skip, length - skip, separator, head=head)
+                size += int(lengths.sum())
+            joined = b"".join(data)  # the one copy out of the shards' rings (or files)
+            data.clear()
+            for source in sources.values():
+                source.release()
+            yield columns.join_rows(joined, begin + skip, length - skip, separator, head=head)
+        if self._live is not None:
+            self._tallies = self._live.finish()
+
+    def listen_queue(self) -> dict:
+        """The listen-queue tally of the whole capture (of streamed rows: once they were read)."""
+        if self._tallies is None:
+            raise RuntimeError("the shards' listen-queue tallies follow their rows: read encoded_row_blocks first")
+        return merged_listen_queue(self._tallies)
 
     def close(self) -> None:
         for f in self._conns.values():
@@ -337,6 +389,29 @@ class MergedStore(ConnectionsById):
                 f.close()
         for fd in self._json.values():
             os.close(fd)
+        self._conns, self._tables, self._json = {}, {}, {}
+        if self._live is not None:
+            self._live.close()
+
+
+class _EncodedFile:
+    """A shard's encoded rows in ``conn-json-{shard}`` (``fd``), read in order (``lengths``: each row's)."""
+
+    def __init__(self, fd: int, lengths: np.ndarray) -> None:
+        self._fd, self._lengths = fd, lengths
+        self._row = self._offset = 0
+
+    def take(self, count: int, parts: list) -> np.ndarray:
+        """The next ``count`` rows: their bytes appended to ``parts``, and each row's length."""
+        lengths = np.asarray(self._lengths[self._row : self._row + count], dtype=np.int64)
+        data = os.pread(self._fd, int(lengths.sum()), self._offset)
+        self._row += count
+        self._offset += len(data)
+        parts.append(data)
+        return lengths
+
+    def release(self) -> None:
+        pass
 
 
 class _Kept(NamedTuple):
@@ -344,7 +419,7 @@ class _Kept(NamedTuple):
 
     shard: int
     rows: bool
-    row_length: np.ndarray
+    row_length: np.ndarray | None
     overflow: dict[int, list[int]]
 
 
@@ -367,7 +442,7 @@ def merged_resets(results: list[ShardResult], workdir: str) -> reset_table.Reset
     return reset_table.ResetTable(columns, spill, fixes, min(first) if first else None)
 
 
-def merged_listen_queue(results: list[ShardResult]) -> dict:
+def merged_listen_queue(results: list[ShardResult] | list[Tally]) -> dict:
     """The listen-queue tally of the whole capture from the shards' (the single process's values and
     order: connection lists by id, servers in order of their first connection with a SYN)."""
     out = {}

@@ -55,3 +55,13 @@ def write_parquet(analyses, directory: str) -> None:
     from rstscope.fleet import parquet
 
     parquet.write(analyses, Path(directory))
+
+
+def release(analyses) -> None:
+    """Stop what the analyses of a fleet still hold: shards streaming their rows to a document that was
+    not written to the end (an error, Ctrl-C), and the shards' files."""
+    from rstscope.fleet.merge import MergedStore
+
+    for a in analyses:
+        if isinstance(a.connections, MergedStore):
+            a.connections.close()

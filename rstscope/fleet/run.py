@@ -85,14 +85,18 @@ def analyze(names: list[str], options: Options, env) -> tuple[list[Analysis], li
     jobs = jobs_for(options, size)
     progress = Progress(env, pieces=sum(len(g) for g in groups), size=size)
     try:
-        for group in groups:
-            analyses.extend(_analyze_group(group, options, jobs, progress, env))
+        for k, group in enumerate(groups):
+            # The last group's shards may hand their rows straight to the document (--json alone): nothing
+            # runs after it while they wait for the document to be written.
+            stream = k == len(groups) - 1 and not options.connection_rows
+            analyses.extend(_analyze_group(group, options, jobs, progress, env, stream=stream))
     finally:
         progress.done()
     return analyses, failed
 
 
-def _analyze_group(group: list[P.Piece], options: Options, jobs: int, progress: Progress, env) -> list[Analysis]:
+def _analyze_group(group: list[P.Piece], options: Options, jobs: int, progress: Progress, env, *,
+                   stream: bool = False) -> list[Analysis]:  # fmt: skip
     report = progress.group(len(group))
     if options.dask:
         from rstscope.fleet import cluster
@@ -101,7 +105,7 @@ def _analyze_group(group: list[P.Piece], options: Options, jobs: int, progress: 
     if jobs > 1:
         from rstscope.fleet import shards
 
-        return shards.analyze_group(group, options, jobs=jobs, progress=report, warn=env.warn)
+        return shards.analyze_group(group, options, jobs=jobs, progress=report, warn=env.warn, stream=stream)
     return stitch.analyze_group(
         group, max_gap_s=options.max_gap_s, zeek_timers=options.zeek_timers, progress=report, warn=env.warn
     )

@@ -31,6 +31,7 @@ Where the time goes: ``benchmarks/fleet.py --breakdown`` (:mod:`.timing`; benchm
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import multiprocessing
 import os
@@ -38,6 +39,7 @@ import pickle
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +51,7 @@ from rstscope.analysis import CHUNK_PACKETS, Analysis
 from rstscope.connections import Tracker
 from rstscope.connections.retire import joined, opaque, taken
 from rstscope.connections.tracker import FEED_ROWS
-from rstscope.fleet import stitch, timing
+from rstscope.fleet import rowstream, stitch, timing
 from rstscope.fleet.merge import MergedStore, ShardResult, finish_shard, merged_listen_queue, merged_resets
 from rstscope.fleet.pieces import Piece, discontinuity
 from rstscope.packets import PACKET_DTYPE, ReadStats
@@ -252,10 +254,10 @@ class ShardOptions:
 
 
 def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, workdir: str, exchange, info,
-                options: ShardOptions = ShardOptions()) -> ShardResult:  # fmt: skip
+                options: ShardOptions = ShardOptions(), stream=None) -> ShardResult | None:  # fmt: skip
     """Phase 2: track shard ``shard`` over ``pieces`` ((piece index, frame offset), in order), one
     slice of the schedule at a time; then the stages after tracking (:func:`.merge.finish_shard`;
-    ``info``: the capture's StitchedCaptureInfo)."""
+    ``info``: the capture's StitchedCaptureInfo; ``stream``: the Connection its rows go through)."""
     tracker = ShardTracker(exchange, zeek_timers=options.zeek_timers)
     source = _shard_rows(shard, pieces, workdir)
     buf = np.zeros(0, dtype=PACKET_DTYPE)
@@ -282,7 +284,7 @@ def track_shard(shard: int, pieces: list[tuple[int, int]], sched: Schedule, work
     track.wall -= waits.wall  # the barrier waits so far happened inside tracking
     track.cpu -= waits.cpu
     track.record("phase 2", "track")
-    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info, rows=options.rows)
+    result = finish_shard(store, shard, output_dir(workdir, pieces), exchange, info, rows=options.rows, stream=stream)
     waits.record("phase 2", f"barrier waits ({waits.count})")
     return result
 
@@ -312,14 +314,20 @@ def _shard_rows(shard: int, pieces: list[tuple[int, int]], workdir: str) -> Iter
 # -- the run -----------------------------------------------------------------------------------------
 
 
-def analyze_group(group: list[Piece], options, *, jobs: int, progress=None, warn=lambda m: None) -> list[Analysis]:
-    """Analyse a group of pieces with ``jobs`` processes: the same Analyses as :func:`stitch.analyze_group`."""
-    return run_engine(group, options, LocalEngine(jobs), progress=progress, warn=warn)
+def analyze_group(group: list[Piece], options, *, jobs: int, progress=None, warn=lambda m: None,
+                  stream: bool = False) -> list[Analysis]:  # fmt: skip
+    """Analyse a group of pieces with ``jobs`` processes: the same Analyses as :func:`stitch.analyze_group`.
+    ``stream``: the last capture's shards hand their encoded rows to the document as it is written
+    (:mod:`.rowstream`; for ``--json`` alone, when nothing is analysed after this group)."""
+    return run_engine(group, options, LocalEngine(jobs), progress=progress, warn=warn, stream=stream)
 
 
 class LocalEngine:
     """Phase 1 in a process pool, phase 2 in ``jobs`` processes of this machine (forkserver: a clean
     process each, without the parent's memory)."""
+
+    streams = True
+    """It can hand a capture's rows over while its shards still run (:mod:`.rowstream`)."""
 
     def __init__(self, jobs: int) -> None:
         self.shards = jobs
@@ -336,23 +344,35 @@ class LocalEngine:
               progress=None) -> list[ShardResult]:  # fmt: skip
         return run_shards(pieces, sched, self.shards, workdir, self.ctx, info, options, progress)
 
+    def stream(self, pieces, sched: Schedule, workdir: str, info, options: ShardOptions,
+               progress=None) -> tuple[list[ShardResult], LiveShards]:  # fmt: skip
+        """:meth:`track`, the shards left streaming their rows (``workdir`` is theirs to remove then)."""
+        return run_shards(pieces, sched, self.shards, workdir, self.ctx, info, options, progress, stream=True)
+
     def close(self) -> None:
         pass
 
 
-def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambda m: None) -> list[Analysis]:
-    """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask)."""
+def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambda m: None,
+               stream: bool = False) -> list[Analysis]:  # fmt: skip
+    """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask); with
+    ``stream``, the last capture's rows are streamed if the engine can."""
     workdir = engine.workdir(group)
+    handed = False  # to the last capture's streaming shards, which remove it
     try:
         with timing.phase("parent", "phase 1 (wait)"):
             decoded = engine.decode(group, workdir, progress)
         results = []
-        for members in _captures(group, decoded, options.max_gap_s, warn):
+        captures = _captures(group, decoded, options.max_gap_s, warn)
+        for k, members in enumerate(captures):
             work = ShardOptions(zeek_timers=options.zeek_timers, rows=options.connection_rows)
-            results.append(_phase2(group, members, decoded, engine, workdir, work, progress))
+            live = stream and k == len(captures) - 1 and getattr(engine, "streams", False)
+            results.append(_phase2(group, members, decoded, engine, workdir, work, progress, stream=live))
+            handed = live
         return results
     finally:
-        _remove_later(workdir)
+        if not handed:
+            _remove_later(workdir)
         engine.close()
 
 
@@ -394,7 +414,7 @@ def _captures(group: list[Piece], decoded: list[Decoded], max_gap_s: float, warn
 
 
 def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: str, work: ShardOptions,
-            progress) -> Analysis:  # fmt: skip
+            progress, *, stream: bool = False) -> Analysis:  # fmt: skip
     spans, offset = [], 0
     for i in members:
         d = decoded[i]
@@ -411,12 +431,23 @@ def _phase2(group, members: list[int], decoded: list[Decoded], engine, workdir: 
         for i in members:
             (Path(workdir) / f"clock-{i}.npz").unlink()  # 16 bytes a packet, read once
     pieces = [(i, s.offset) for i, s in zip(members, spans, strict=True)]
+    live = None
     with timing.phase("parent", "phase 2 (wait)"):
-        results = engine.track(pieces, sched, workdir, info, work, progress)
-    with timing.phase("parent", "merge"):
-        out = output_dir(workdir, pieces)
-        found = Analysis(capture=info, connections=MergedStore(results, out), resets=merged_resets(results, out))
-        found.listen_queue = merged_listen_queue(results)
+        if stream:
+            results, live = engine.stream(pieces, sched, workdir, info, work, progress)
+        else:
+            results = engine.track(pieces, sched, workdir, info, work, progress)
+    try:
+        with timing.phase("parent", "merge"):
+            out = output_dir(workdir, pieces)
+            found = Analysis(capture=info, connections=MergedStore(results, out, live),
+                             resets=merged_resets(results, out))  # fmt: skip
+            if live is None:  # else it follows the rows (MergedStore.listen_queue)
+                found.listen_queue = merged_listen_queue(results)
+    except BaseException:
+        if live is not None:
+            live.close()
+        raise
     return found
 
 
@@ -434,34 +465,125 @@ def _clock(workdir: str, index: int, offset: int) -> Iterator[tuple[np.ndarray, 
 
 
 def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, options: ShardOptions,
-               progress=None) -> list[ShardResult]:  # fmt: skip
-    """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier."""
+               progress=None, *, stream: bool = False):  # fmt: skip
+    """Phase 2 in ``jobs`` processes in lockstep; a failing one aborts the others' barrier.  The shards'
+    results; with ``stream``, the results as soon as every shard has sent its own, and the
+    :class:`LiveShards` that are still sending their rows."""
     barrier = ctx.Barrier(jobs)
     counts = ctx.Array("q", 2 * jobs + 1, lock=False)  # the last: slices done (BarrierExchange)
-    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, options))
+    pipes = [ctx.Pipe() if stream else (None, None) for _ in range(jobs)]
+    procs = [ctx.Process(target=_shard_main, args=(j, pieces, sched, workdir, barrier, counts, jobs, info, options,
+                                                   pipes[j][1]))
              for j in range(jobs)]  # fmt: skip
-    for j, p in enumerate(procs):
-        (Path(workdir) / f"result-{j}").unlink(missing_ok=True)  # a previous capture's
-        p.start()
+    live = LiveShards(procs, [ours for ours, _ in pipes], workdir) if stream else None
     try:
+        for j, p in enumerate(procs):
+            (Path(workdir) / f"result-{j}").unlink(missing_ok=True)  # a previous capture's
+            p.start()
+            if stream:
+                pipes[j][1].close()  # the shard's end is the shard's alone: its exit is our end of file
+        results: dict[int, ShardResult] = {}
+        ended: set[int] = set()  # streams that ended before their result: their processes are ending
         pending = set(range(jobs))
         while pending:
             for j in list(pending):
+                if stream and j not in ended and live.ready(j):
+                    try:
+                        results[j] = live.result(j)
+                        pending.discard(j)
+                        continue
+                    except rowstream.Ended:
+                        ended.add(j)
                 procs[j].join(0.05)
                 if progress is not None and hasattr(progress, "tracking"):
                     done = min(int(counts[2 * jobs]), len(sched))  # the rounds after tracking count too
                     progress.tracking(done, len(sched))
-                if procs[j].exitcode is None:
-                    continue
+                if procs[j].exitcode is None or (stream and j not in ended and live.ready(j)):
+                    continue  # running, or its result is still to be read
                 pending.discard(j)
                 if procs[j].exitcode != 0:
                     barrier.abort()
+    except BaseException:
+        if live is not None:
+            live.close()
+        raise
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
+        if live is None:
+            for p in procs:
+                if p.is_alive():
+                    p.kill()
+                p.join()
+    if live is None:
+        return pick([read_outcome(workdir, j) for j in range(jobs)])
+    if len(results) == jobs:
+        return [results[j] for j in range(jobs)], live
+    outcomes = [read_outcome(workdir, j) for j in range(jobs) if j not in results]  # the others were well
+    live.close()  # stops them, and removes the work directory
+    return pick(outcomes)
+
+
+class LiveShards:
+    """The shard processes of a streaming capture (:mod:`.rowstream`), alive until the parent has read
+    their last rows; the work directory is removed with them."""
+
+    JOIN_S = 60.0
+    """How long a shard may take to end once it sent its last row."""
+
+    def __init__(self, procs, conns, workdir: str) -> None:
+        self.procs = procs
+        self._receivers = {j: rowstream.Receiver(conn, functools.partial(self._failed, j))
+                           for j, conn in enumerate(conns)}  # fmt: skip
+        self._conns = dict(enumerate(conns))
+        self._taken = False
+        self._workdir = workdir
+        self._finalizer = weakref.finalize(self, _stop, procs, workdir)  # also at exit, say on Ctrl-C
+
+    def ready(self, j: int) -> bool:
+        """Whether shard ``j`` has something to say: its result, or its end of file."""
+        return self._conns[j].poll()
+
+    def result(self, j: int) -> ShardResult:
+        return self._receivers[j].result()
+
+    def take_receivers(self) -> dict[int, rowstream.Receiver]:
+        if self._taken:
+            raise RuntimeError("a capture's streamed rows can be read once")
+        self._taken = True
+        return self._receivers
+
+    def finish(self) -> list:
+        """The shards' listen-queue tallies after their last rows; the processes joined."""
+        tallies = [self._receivers[j].finish() for j in sorted(self._receivers)]
+        for j, p in enumerate(self.procs):
+            p.join(self.JOIN_S)
+            if p.exitcode != 0:
+                self._failed(j, None)
+        self.close()
+        return tallies
+
+    def _failed(self, j: int, exc: BaseException | None) -> None:
+        """Raise why shard ``j`` stopped: its own error, else that it ended before its last row."""
+        self.procs[j].join(self.JOIN_S)  # its outcome file is written before it exits
+        kind, value = read_outcome(self._workdir, j)
+        self.close()
+        if kind == "error" and value != BROKEN:
+            raise RstscopeError(value)
+        raise RstscopeError(f"worker {j} ended before its last row ({exc or 'exit ' + str(self.procs[j].exitcode)})")
+
+    def close(self) -> None:
+        """Stop the shards still running, close the streams, remove the work directory."""
+        for receiver in self._receivers.values():
+            receiver.close()
+        self._finalizer()
+
+
+def _stop(procs, workdir: str) -> None:
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        with contextlib.suppress(Exception):  # at exit, a process never started
             p.join()
-    return pick([read_outcome(workdir, j) for j in range(jobs)])
+    _remove_later(workdir)
 
 
 def pick(outcomes: list[tuple[str, object]]) -> list[ShardResult]:
@@ -487,10 +609,12 @@ def read_outcome(workdir: str, j: int) -> tuple[str, object]:
         return ("error", f"worker {j} ended without a result (killed, or out of memory?)")
 
 
-def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(threading.BrokenBarrierError,)):
-    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written (:func:`write_outcome`)."""
+def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(threading.BrokenBarrierError,),
+                  stream=None):  # fmt: skip
+    """Phase 2 of shard ``j`` as ("ok", ShardResult) or ("error", one line), written (:func:`write_outcome`);
+    ("ok", None) when its result and rows went through ``stream``."""
     try:
-        outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, options))
+        outcome = ("ok", track_shard(j, pieces, sched, workdir, exchange, info, options, stream))
     except broken:
         outcome = ("error", BROKEN)
     except RstscopeError as exc:  # already one line for the user (no room for the shard's files, ...)
@@ -501,8 +625,9 @@ def shard_outcome(j, pieces, sched, workdir, exchange, info, options, broken=(th
     return outcome
 
 
-def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, options) -> None:
-    outcome = shard_outcome(j, pieces, sched, workdir, BarrierExchange(barrier, counts, j, jobs), info, options)
+def _shard_main(j, pieces, sched, workdir, barrier, counts, jobs, info, options, stream=None) -> None:
+    exchange = BarrierExchange(barrier, counts, j, jobs)
+    outcome = shard_outcome(j, pieces, sched, workdir, exchange, info, options, stream=stream)
     if outcome[0] != "ok":
         with contextlib.suppress(Exception):
             barrier.abort()
