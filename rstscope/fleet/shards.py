@@ -34,6 +34,7 @@ import contextlib
 import functools
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import pickle
 import shutil
@@ -486,6 +487,12 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, opti
         ended: set[int] = set()  # streams that ended before their result: their processes are ending
         pending = set(range(jobs))
         while pending:
+            # Woken at once by a shard's exit or its result (its stream), else every 50 ms for the progress line.
+            streams = [live.conn(j) for j in pending if j not in ended] if stream else []
+            multiprocessing.connection.wait([procs[j].sentinel for j in pending] + streams, timeout=0.05)
+            if progress is not None and hasattr(progress, "tracking"):
+                done = min(int(counts[2 * jobs]), len(sched))  # the rounds after tracking count too
+                progress.tracking(done, len(sched))
             for j in list(pending):
                 if stream and j not in ended and live.ready(j):
                     try:
@@ -494,10 +501,6 @@ def run_shards(pieces, sched: Schedule, jobs: int, workdir: str, ctx, info, opti
                         continue
                     except rowstream.Ended:
                         ended.add(j)
-                procs[j].join(0.05)
-                if progress is not None and hasattr(progress, "tracking"):
-                    done = min(int(counts[2 * jobs]), len(sched))  # the rounds after tracking count too
-                    progress.tracking(done, len(sched))
                 if procs[j].exitcode is None or (stream and j not in ended and live.ready(j)):
                     continue  # running, or its result is still to be read
                 pending.discard(j)
@@ -537,6 +540,10 @@ class LiveShards:
         self._taken = False
         self._workdir = workdir
         self._finalizer = weakref.finalize(self, _stop, procs, workdir)  # also at exit, say on Ctrl-C
+
+    def conn(self, j: int):
+        """Shard ``j``'s end of its stream, to wait on."""
+        return self._conns[j]
 
     def ready(self, j: int) -> bool:
         """Whether shard ``j`` has something to say: its result, or its end of file."""

@@ -185,3 +185,28 @@ def test_a_document_that_cannot_be_written_stops_the_streaming_shards(short_piec
     assert streaming == [2]
     assert multiprocessing.active_children() == []
     assert _left(forked_shards) == []
+
+
+def test_only_the_last_group_streams(short_pieces, tmp_path, monkeypatch):
+    """Two hosts, two groups: the first group's shards write their rows to files (the second group is
+    analysed after it), the last one's stream them; the document is the one process's."""
+    import shutil
+
+    for host in ("alpha", "beta"):
+        (tmp_path / host).mkdir()
+        for p in short_pieces:
+            shutil.copy(p, tmp_path / host / p.name)
+    argv = (str(tmp_path / "*" / "*.pcap"), "--by-host", r"/(alpha|beta)/")
+    calls = []
+    for name in ("track", "stream"):
+        original = getattr(shards.LocalEngine, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(shards.LocalEngine, name, spy)
+    parallel = document(*argv, "--jobs", "2")
+    assert calls == ["track", "stream"]
+    assert parallel == document(*argv, "--jobs", "1")
+    assert [c["host"] for c in parallel["captures"]] == ["alpha", "beta"]
