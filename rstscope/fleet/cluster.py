@@ -20,7 +20,6 @@ than rstscope installed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import pickle
 import subprocess
@@ -28,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from rstscope import glibc
 from rstscope.fleet import shards
 from rstscope.fleet.pieces import Piece
 from rstscope.status import InputError, RstscopeError
@@ -57,30 +57,23 @@ def _decode_task(path: str, index: int, count: int, workdir: str) -> shards.Deco
         return shards.decode_piece(path, index, count, workdir)
 
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
-_MMAP_THRESHOLD_MAX = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where its dynamic threshold stops
-
-
 @contextlib.contextmanager
 def _glibc_thresholds():
     """While decoding in a worker started by a nanny (``MALLOC_TRIM_THRESHOLD_`` set, which fixes glibc's
     mmap threshold at 128 KB: every chunk-sized numpy array a fresh mapping, its pages faulted in
     again), the thresholds glibc's dynamic rule would reach; the nanny's again afterwards."""
     trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    try:
-        libc = ctypes.CDLL("libc.so.6") if trim and trim.isdigit() else None
-    except OSError:
-        libc = None
+    libc = glibc.libc() if trim and trim.isdigit() else None
     if libc is None:
         yield
         return
-    libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
-    libc.mallopt(_M_TRIM_THRESHOLD, 2 * _MMAP_THRESHOLD_MAX)
+    libc.mallopt(glibc.M_MMAP_THRESHOLD, glibc.MMAP_THRESHOLD)
+    libc.mallopt(glibc.M_TRIM_THRESHOLD, 2 * glibc.MMAP_THRESHOLD)
     try:
         yield
     finally:
-        libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
-        libc.mallopt(_M_TRIM_THRESHOLD, int(trim))
+        libc.mallopt(glibc.M_MMAP_THRESHOLD, 128 << 10)
+        libc.mallopt(glibc.M_TRIM_THRESHOLD, int(trim))
         libc.malloc_trim(0)
 
 
