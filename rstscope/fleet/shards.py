@@ -327,8 +327,8 @@ class LocalEngine:
     """Phase 1 in a process pool, phase 2 in ``jobs`` processes of this machine (forkserver: a clean
     process each, without the parent's memory)."""
 
-    streams = True
-    """It can hand a capture's rows over while its shards still run (:mod:`.rowstream`)."""
+    streams = hasattr(os, "memfd_create")
+    """It can hand a capture's rows over while its shards still run (:mod:`.rowstream`: a Linux ``memfd``)."""
 
     def __init__(self, jobs: int) -> None:
         self.shards = jobs
