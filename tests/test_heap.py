@@ -1,4 +1,5 @@
-"""rstscope.heap: the C heap's free pages go back to the system when a stage has freed them."""
+"""rstscope.heap: the C heap's free pages go back to the system when a stage has freed them, and
+``analyze`` keeps what it frees within a stage."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 import pytest
 
 from rstscope import heap
+
+needs_glibc = pytest.mark.skipif(heap.libc() is None, reason="not glibc: the heap's settings do nothing")
 
 FRAGMENTED = """
 import sys
@@ -29,8 +32,50 @@ print(before, resident_mb())
 """
 
 
-@pytest.mark.skipif(heap._malloc_trim() is None, reason="no malloc_trim here (not glibc): give_back does nothing")
+@needs_glibc
 def test_freed_blocks_below_a_live_one_are_given_back():
     out = subprocess.run([sys.executable, "-c", FRAGMENTED], capture_output=True, text=True, check=True).stdout
     before, after = map(float, out.split())
     assert before - after > 48  # most of the 64 MB left resident by the free blocks is given back
+
+
+@needs_glibc
+def test_set_unless_the_environment_says_otherwise():
+    """In a fresh process: set by default; left alone when the user set either variable."""
+    code = "from rstscope import heap; print(heap.keep_freed_top())"
+    for env, expected in (({}, "True"), ({"MALLOC_TOP_PAD_": "131072"}, "False"),
+                          ({"MALLOC_MMAP_THRESHOLD_": "65536"}, "False")):  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             env={**_base_env(), **env}).stdout.strip()  # fmt: skip
+        assert out == expected, env
+
+
+@needs_glibc
+def test_large_blocks_come_from_the_heap():
+    """With the settings, an 8 MB block is carved from the heap, which keeps what is freed at its top;
+    by default glibc's first block of that size is a mapping of its own, unmapped when freed."""
+    code = """
+import ctypes, sys
+from rstscope import heap
+if sys.argv[1] == "set":
+    heap.keep_freed_top()
+libc = heap.libc()
+libc.malloc.restype = ctypes.c_void_p
+p = libc.malloc(8 << 20)
+for line in open("/proc/self/maps"):
+    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+    if lo <= p < hi:
+        print(line.split()[-1] if line.split()[-1] == "[heap]" else "mapping")
+"""
+    where = {}
+    for mode in ("set", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
+                             env=_base_env()).stdout.split()  # fmt: skip
+        where[mode] = out[-1]
+    assert where == {"set": "[heap]", "default": "mapping"}
+
+
+def _base_env() -> dict:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}

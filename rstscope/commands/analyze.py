@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from rstscope import api, glibc, inputs
+from rstscope import api, heap, inputs
 from rstscope.document import combine, for_json, summary_document, write_json
 from rstscope.fleet import options as fleet_options
 from rstscope.output import atomic_file
@@ -57,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, env) -> ExitStatus:
-    glibc.keep_freed_top()  # a command that ends: what it frees, it allocates again soon
+    heap.keep_freed_top()  # a command that ends: what it frees, it allocates again soon
     if args.inputs.count(inputs.STDIN) > 1:
         raise InputError("standard input (-) given twice: it can be read only once")
     if fleet_options.wanted(args):  # several files, a DIR or GLOB of pieces, a fleet option: rstscope.fleet

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rstscope import glibc
+from rstscope import heap
 from rstscope.fleet import shards
 from rstscope.fleet.pieces import Piece
 from rstscope.status import InputError, RstscopeError
@@ -63,18 +63,18 @@ def _glibc_thresholds():
     mmap threshold at 128 KB: every chunk-sized numpy array a fresh mapping, its pages faulted in
     again), the thresholds glibc's dynamic rule would reach; the nanny's again afterwards."""
     trim = os.environ.get("MALLOC_TRIM_THRESHOLD_")
-    libc = glibc.libc() if trim and trim.isdigit() else None
+    libc = heap.libc() if trim and trim.isdigit() else None
     if libc is None:
         yield
         return
-    libc.mallopt(glibc.M_MMAP_THRESHOLD, glibc.MMAP_THRESHOLD)
-    libc.mallopt(glibc.M_TRIM_THRESHOLD, 2 * glibc.MMAP_THRESHOLD)
+    libc.mallopt(heap.M_MMAP_THRESHOLD, heap.MMAP_THRESHOLD)
+    libc.mallopt(heap.M_TRIM_THRESHOLD, 2 * heap.MMAP_THRESHOLD)
     try:
         yield
     finally:
-        libc.mallopt(glibc.M_MMAP_THRESHOLD, 128 << 10)
-        libc.mallopt(glibc.M_TRIM_THRESHOLD, int(trim))
-        libc.malloc_trim(0)
+        libc.mallopt(heap.M_MMAP_THRESHOLD, 128 << 10)
+        libc.mallopt(heap.M_TRIM_THRESHOLD, int(trim))
+        heap.give_back()
 
 
 class DaskEngine:

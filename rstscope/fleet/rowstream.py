@@ -51,7 +51,7 @@ class Sender:
 
     def __init__(self, conn, ring_bytes: int | None = None) -> None:
         ring_bytes = ring_bytes or RING_BYTES
-        self._conn, self._size = conn, ring_bytes
+        self.conn, self._size = conn, ring_bytes
         fd = os.memfd_create("rstscope-rows", os.MFD_CLOEXEC)
         try:
             os.ftruncate(fd, ring_bytes)
@@ -63,30 +63,30 @@ class Sender:
         self._released = 0
 
     def result(self, result) -> None:
-        self._conn.send_bytes(RESULT + pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
+        self.conn.send_bytes(RESULT + pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL))
 
     def block(self, data, lengths: np.ndarray) -> None:
         """One block of encoded rows (``lengths``: each row's bytes, in order, adding up to ``len(data)``)."""
         size = len(data)
         lengths = np.ascontiguousarray(lengths, dtype=np.int64)
-        while self._conn.poll():  # what the parent has released so far (its messages never pile up)
-            self._released = _RELEASED.unpack(self._conn.recv_bytes())[0]
+        while self.conn.poll():  # what the parent has released so far (its messages never pile up)
+            self._released = _RELEASED.unpack(self.conn.recv_bytes())[0]
         if size > self._size // 2:  # it would hold the ring alone
-            self._conn.send_bytes(INLINE + _PLACE.pack(-1, size, len(lengths)) + lengths.tobytes())
-            self._conn.send_bytes(data)
+            self.conn.send_bytes(INLINE + _PLACE.pack(-1, size, len(lengths)) + lengths.tobytes())
+            self.conn.send_bytes(data)
             return
         start = self._head
         if start % self._size + size > self._size:  # never split: a block is one slice of the ring
             start += self._size - start % self._size
         while start + size - self._released > self._size:
-            self._released = _RELEASED.unpack(self._conn.recv_bytes())[0]  # wait for the parent to read
+            self._released = _RELEASED.unpack(self.conn.recv_bytes())[0]  # wait for the parent to read
         at = start % self._size
         self._ring[at : at + size] = data
         self._head = start + size
-        self._conn.send_bytes(BLOCK + _PLACE.pack(start, size, len(lengths)) + lengths.tobytes())
+        self.conn.send_bytes(BLOCK + _PLACE.pack(start, size, len(lengths)) + lengths.tobytes())
 
     def end(self, tally) -> None:
-        self._conn.send_bytes(END + pickle.dumps(tally, protocol=pickle.HIGHEST_PROTOCOL))
+        self.conn.send_bytes(END + pickle.dumps(tally, protocol=pickle.HIGHEST_PROTOCOL))
         self._ring.close()
 
 
@@ -98,17 +98,16 @@ class Receiver:
     exception when the stream ends early, raises the shard's own error)."""
 
     def __init__(self, conn, fail) -> None:
-        self._conn, self._fail = conn, fail
+        self.conn, self._fail = conn, fail
         self._ring: mmap.mmap | None = None
         self._blocks: deque = deque()  # (data, lengths, end in the ring or None): received, not released
         self._taken = 0  # of them, blocks whose rows were all taken
         self._row = 0  # rows of the next block already taken
         self._offset = 0  # and their bytes
-        self.tally = None
 
     def _recv(self) -> bytes:
         try:
-            return self._conn.recv_bytes()
+            return self.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             self._fail(exc)  # raises the shard's own error
             raise Ended(str(exc)) from exc
@@ -117,8 +116,8 @@ class Receiver:
         """The shard's ShardResult: its first message (with the ring before it).  :class:`Ended` if the
         shard went away first (its outcome file says why)."""
         try:
-            fd = reduction.recv_handle(self._conn)
-            message = self._conn.recv_bytes()
+            fd = reduction.recv_handle(self.conn)
+            message = self.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             raise Ended(str(exc)) from exc
         try:
@@ -166,7 +165,7 @@ class Receiver:
         if end is not None:
             # The shard may have sent its last block and gone; were rows missing, _recv would say so.
             with contextlib.suppress(OSError):
-                self._conn.send_bytes(_RELEASED.pack(end))
+                self.conn.send_bytes(_RELEASED.pack(end))
 
     def _next_block(self) -> None:
         message = self._recv()
@@ -190,9 +189,8 @@ class Receiver:
         message = self._recv()
         if message[:1] != END:
             raise RuntimeError(f"a shard sent {message[:1]!r} where its end was due")
-        self.tally = pickle.loads(message[1:])
         self.close()
-        return self.tally
+        return pickle.loads(message[1:])
 
     def close(self) -> None:
         while self._blocks:
@@ -201,4 +199,4 @@ class Receiver:
             with contextlib.suppress(BufferError):  # views still held (an error midway): unmapped when dropped
                 self._ring.close()
             self._ring = None
-        self._conn.close()
+        self.conn.close()

@@ -359,7 +359,7 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
     """Phase 1, the split into captures, phase 2 and the merge, on any engine (local or Dask); with
     ``stream``, the last capture's rows are streamed if the engine can."""
     workdir = engine.workdir(group)
-    handed = False  # to the last capture's streaming shards, which remove it
+    handed = False  # the work directory, to the last capture's streaming shards, which remove it
     try:
         with timing.phase("parent", "phase 1 (wait)"):
             decoded = engine.decode(group, workdir, progress)
@@ -367,9 +367,9 @@ def run_engine(group: list[Piece], options, engine, *, progress=None, warn=lambd
         captures = _captures(group, decoded, options.max_gap_s, warn)
         for k, members in enumerate(captures):
             work = ShardOptions(zeek_timers=options.zeek_timers, rows=options.connection_rows)
-            live = stream and k == len(captures) - 1 and getattr(engine, "streams", False)
-            results.append(_phase2(group, members, decoded, engine, workdir, work, progress, stream=live))
-            handed = live
+            streams = stream and k == len(captures) - 1 and getattr(engine, "streams", False)
+            results.append(_phase2(group, members, decoded, engine, workdir, work, progress, stream=streams))
+            handed = streams
         return results
     finally:
         if not handed:
@@ -536,18 +536,17 @@ class LiveShards:
         self.procs = procs
         self._receivers = {j: rowstream.Receiver(conn, functools.partial(self._failed, j))
                            for j, conn in enumerate(conns)}  # fmt: skip
-        self._conns = dict(enumerate(conns))
         self._taken = False
         self._workdir = workdir
         self._finalizer = weakref.finalize(self, _stop, procs, workdir)  # also at exit, say on Ctrl-C
 
     def conn(self, j: int):
         """Shard ``j``'s end of its stream, to wait on."""
-        return self._conns[j]
+        return self._receivers[j].conn
 
     def ready(self, j: int) -> bool:
         """Whether shard ``j`` has something to say: its result, or its end of file."""
-        return self._conns[j].poll()
+        return self._receivers[j].conn.poll()
 
     def result(self, j: int) -> ShardResult:
         return self._receivers[j].result()
