@@ -19,6 +19,7 @@ import orjson
 
 from rstscope import columns, judging, prefetch, reset_table
 from rstscope.connections import Connection, Side, Tracker
+from rstscope.connections.retire import RowBatch
 from rstscope.evidence import ResetEvidence
 from rstscope.fleet import frames as fleet_frames
 from rstscope.packets import ReadStats
@@ -136,10 +137,21 @@ def analyze_capture(
     ``stream``: read this open stream (standard input, a FIFO) instead of the file; ``path`` names it.
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
-    tracker = Tracker(zeek_timers=zeek_timers)
-    with _open(path, stream) as cap:
+    listen_queue = columns.ListenQueueColumns()  # tallied as connections retire: no pass over them after
+    early: judging.WhileTracking | None = None
+
+    def retired(batch: RowBatch) -> None:  # connections that retired, their rows final
+        listen_queue.add(batch)
+        if early is not None:  # the reader child's jobs (set below, once the capture is open)
+            early.retired(batch)
+
+    tracker = Tracker(zeek_timers=zeek_timers, on_retired=retired)
+    with _open(path, stream) as cap, judging.while_tracking(cap, tracker) as judge:
+        early = judge
         for chunk in cap.chunks():
             tracker.feed(chunk)
+            if early is not None:  # the reader child judges the RSTs of connections that retired
+                early.poll()
             if progress is not None:
                 progress(cap.stats.records, cap.stats.bytes_read)
         info = CaptureInfo(
@@ -149,17 +161,21 @@ def analyze_capture(
             link_types=sorted({i.link_name for i in cap.interfaces}),
             stats=cap.stats,
         )
-        # The reader child, done reading, judges a share of the RSTs (rstscope.judging).
+        # The reader child, done reading, judges a share of the RSTs left (rstscope.judging).
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
-        return analysis_of(info, tracker.finish(), child=child, judged=judged)
+        out = analysis_of(info, tracker.finish(), child=child, judged=judged, early=early)
+        out.listen_queue = listen_queue.result()
+        return out
 
 
 def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCapture | None = None,
-                judged: Callable[[int, int], None] | None = None) -> Analysis:  # fmt: skip
+                judged: Callable[[int, int], None] | None = None,
+                early: judging.WhileTracking | None = None) -> Analysis:  # fmt: skip
     """The stages after tracking: evidence and verdicts of tracked ``connections`` (a ``ConnectionStore``;
     :mod:`rstscope.fleet` builds one from several files or processes).  ``child``: a reader child that
-    has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`); ``judged(done,
-    connections)``: told how many of the connections that saw a RST are judged, as they are."""
+    has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`), and ``early`` what it
+    judged while the capture was tracked; ``judged(done, connections)``: told how many of the connections
+    that saw a RST are judged, as they are."""
     # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
     extend = None
     if getattr(info, "pieces", None):  # a stitched capture: each RST also says in which file it is
@@ -168,15 +184,17 @@ def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCap
             fleet_frames.add_reset_fields(row, info, frame)
 
     if child is not None and extend is None:
-        resets = judging.build(connections, connections.host_ttl, child, judged=judged)
+        resets = judging.build(connections, connections.host_ttl, child, judged=judged, early=early)
     else:
         subjects = judging.counted(connections.reset_subjects(), len(connections.reset_ids), judged)
         resets = reset_table.build(subjects, connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
 
 
-def _open(path, stream=None, *, chunk_packets: int = READ_PACKETS):
-    """The capture, read in a child process when the file is large enough for that to pay."""
+def _open(path, stream=None, *, chunk_packets: int | None = None):
+    """The capture, read in a child process when the file is large enough for that to pay; in chunks of
+    ``chunk_packets`` records (by default READ_PACKETS)."""
+    chunk_packets = chunk_packets or READ_PACKETS
     if stream is not None:  # standard input or a FIFO: read once, here
         return open_capture(path, chunk_packets=chunk_packets, stream=stream)
     if prefetch.available() and _size(path) >= PREFETCH_BYTES:

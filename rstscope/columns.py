@@ -72,7 +72,8 @@ _CONN_STATE_TEXT = [orjson.dumps(s.value) for s in CONN_STATES]
 
 
 class ListenQueueColumns:
-    """``analysis.listen_queue_evidence`` over row batches: the same dict, value for value."""
+    """``analysis.listen_queue_evidence`` over row batches: the same dict, value for value.  Batches may come
+    in any order (the tracker's, as connections retire: ``Tracker(on_retired=...)``); each in id order."""
 
     def __init__(self) -> None:
         self._ids: dict[str, list[int]] = {k: [] for k in _KINDS}
@@ -120,13 +121,18 @@ class ListenQueueColumns:
             if server is None:
                 server = per_server[name] = dict.fromkeys(("attempts", *_KINDS), 0)
                 self.first_attempt[name] = int(ids[first[s]])
+            elif ids[first[s]] < self.first_attempt[name]:  # a batch of earlier connections, retired later
+                self.first_attempt[name] = int(ids[first[s]])
             for field, column in counts.items():
                 server[field] += column[s]
 
     def result(self) -> dict:
+        """Connections by id, servers in order of their first connection with a SYN (as batches in id order
+        would have added them)."""
+        first = self.first_attempt
         return {
-            **{kind: {"count": len(ids), "connections": ids} for kind, ids in self._ids.items()},
-            "servers": self._per_server,
+            **{kind: {"count": len(ids), "connections": sorted(ids)} for kind, ids in self._ids.items()},
+            "servers": {name: self._per_server[name] for name in sorted(self._per_server, key=first.__getitem__)},
         }
 
 

@@ -1,8 +1,10 @@
-"""The RSTs of a capture judged by two processes: this one and its reader child, once it has read the capture.
+"""The RSTs of a capture judged by two processes: this one and its reader child.
 
-Evidence and verdicts run connection by connection in Python (about 35 µs a RST), after tracking; on a
-storm of resets that is most of the time (a million bare RSTs: ~35 s of 47), while the reader child
-(:mod:`rstscope.prefetch`) is done and its core idle.  So the child judges too:
+Evidence and verdicts run connection by connection in Python (about 35 µs a RST); on a storm of resets
+that is most of the time (a million bare RSTs: ~35 s of 47), and the reader child
+(:mod:`rstscope.prefetch`) mostly waits for the tracker to take its chunks.  So the child judges too.
+While the capture is tracked it judges the connections that retired (:class:`WhileTracking`: all but
+those whose evidence needs the whole capture); after tracking, the rest is shared:
 
 1. The connections that saw a RST are cut, in id order, into batches (:data:`BATCH` connections at
    least, :data:`MAX_BATCHES` batches at most).  The child is sent
@@ -35,9 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from rstscope import reset_table, scratch
-from rstscope.connections.retire import ConnectionsById, SharedSubjects
+from rstscope import heap, prefetch, reset_table, scratch
+from rstscope.connections.retire import ConnectionsById, RowBatch, SharedSubjects
 from rstscope.connections.rows import ResetSubject
+from rstscope.evidence import reads_host_ttl
+from rstscope.prefetch import PendingJob
 from rstscope.status import RstscopeError
 
 BATCH = 2_048
@@ -64,42 +68,249 @@ _MIN_WINDOW = 64 << 10
 # -- one capture, two processes ------------------------------------------------------------------------
 
 
-def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | None = None) -> reset_table.ResetTable:
+def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | None = None,
+          early: WhileTracking | None = None) -> reset_table.ResetTable:  # fmt: skip
     """The reset table of ``store`` (a tracker's :class:`~rstscope.connections.retire.ConnectionStore`),
     judged here and by ``child`` (:meth:`rstscope.prefetch.PrefetchedCapture.run_in_child`); the same table
-    as :func:`rstscope.reset_table.build` gives.  ``judged(done, connections)``: told as batches are done."""
+    as :func:`rstscope.reset_table.build` gives.  ``judged(done, connections)``: told as batches are done.
+    ``early``: what the child judged while the capture was tracked (:class:`WhileTracking`); the rest is
+    judged here."""
     ids = store.reset_ids
-    if len(ids) < SHARED_FROM:
-        return reset_table.build(counted(store.reset_subjects(), len(ids), judged), host_ttl)
-    work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
+    total = len(ids)
+    work = early.work if early is not None else None
+    if work is None and total < SHARED_FROM:
+        return reset_table.build(counted(store.reset_subjects(), total, judged), host_ttl)
+    if work is None:
+        work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
     try:
-        size = max(BATCH, -(-len(ids) // MAX_BATCHES))
-        batches = -(-len(ids) // size)
-        subjects, fds = store.shared_subjects(ids)
-        job = child.run_in_child(ChildJudge(subjects, work, batches, size, host_ttl), fds)
-
-        def judge(b: int) -> None:
-            judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
-
-        def done() -> None:
-            if judged is not None:
-                finished = [b for b in range(batches) if _finished(work, 0, b)]
-                judged(sum(min(size, len(ids) - b * size) for b in finished), len(ids))
-
-        for b in range(batches):
-            if claim(work, 0, b):
-                judge(b)
-                done()  # the child's batches too, those finished by now
-        with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
-            job.result()
-        for b in range(batches):
-            if not _finished(work, 0, b):
-                judge(b)
-        done()
-        return gather([part_path(work, 0, b) for b in range(batches)])
+        paths: list[Path] = []
+        before, batch = 0, BATCH  # connections judged before this call; connections a batch at least
+        if early is not None and early.work is not None:
+            ids = np.setdiff1d(ids, early.taken(), assume_unique=True)
+            paths, before = early.parts(), total - len(ids) - early.in_flight()
+            batch = EARLY_BATCH  # what is left is judged in smaller batches: the two processes end closer
+        if len(ids) >= 2 * batch:
+            paths += _shared(store, ids, host_ttl, child, work, batch, judged, early, before, total)
+        else:
+            if len(ids):
+                judge_part(store.reset_subjects(ids), work, 0, "rest", host_ttl, None)
+                paths.append(part_path(work, 0, "rest"))
+            if early is not None:
+                paths += early.settle(store, host_ttl)
+        if judged is not None:
+            judged(total, total)
+        child.close()  # done: its memory is given back before the parts are gathered
+        return gather(paths)
     finally:
         child.close()  # the child stopped: no process left writing into the work directory
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _shared(store, ids: np.ndarray, host_ttl: dict, child, work: Path, batch: int, judged,
+            early: WhileTracking | None, before: int, total: int) -> list[Path]:  # fmt: skip
+    """Judge the connections ``ids`` here and in ``child``, in batches of ``batch`` connections at least from
+    both ends; the parts' paths (and those of the job ``early`` still had in the child,
+    :meth:`WhileTracking.settle`)."""
+    size = max(batch, -(-len(ids) // MAX_BATCHES))
+    batches = -(-len(ids) // size)
+    subjects, fds = store.shared_subjects(ids)
+    try:
+        job = child.run_in_child(ChildJudge(subjects, work, batches, size, host_ttl), fds)
+    except OSError:  # the child is gone: all of it here
+        job = None
+
+    def judge(b: int) -> None:
+        judge_part(store.reset_subjects(ids[b * size : (b + 1) * size]), work, 0, b, host_ttl, None)
+
+    def done() -> None:
+        if judged is not None:
+            finished = [b for b in range(batches) if _finished(work, 0, b)]
+            judged(before + sum(min(size, len(ids) - b * size) for b in finished), total)
+
+    for b in range(batches):
+        if claim(work, 0, b):
+            judge(b)
+            done()  # the child's batches too, those finished by now
+    late = early.settle(store, host_ttl) if early is not None else []  # its answer comes before the job's
+    if job is not None:
+        with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
+            job.result()
+    for b in range(batches):
+        if not _finished(work, 0, b):
+            judge(b)
+    return [part_path(work, 0, b) for b in range(batches)] + late
+
+
+EARLY_BATCH = 512
+"""Connections with a RST that retired and wait, at least, before the child is given them to judge while
+the capture is tracked; and the smallest batch of those left at the end..."""
+EARLY_MOST = 512
+"""... and at most this many a job: the child's memory while it judges them adds to the tracker's (on the
+1M-packet SYN flood of benchmarks/, the child's peak: 46 MB, 58-61 MB in jobs of 2,048)."""
+EARLY_WAITING = 8 * EARLY_MOST
+"""Connections that retired waiting for the child at most (more when the tracker goes faster than the
+child judges, as in a storm of resets: those are judged at the end)."""
+
+
+class WhileTracking:
+    """RSTs judged while the capture is still being tracked, by the reader child once it has read it.
+
+    On a busy server or a flood, tracking is most of the time and the reader child mostly waits for it.  A
+    connection that retired has its rows final in the tracker's spill files, and so is its evidence, unless
+    that reads ``host_ttl`` (:func:`rstscope.evidence.reads_host_ttl`: known only at the end).  The tracker
+    tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`), once
+    :data:`EARLY_BATCH` of them with a RST wait and no job is in progress, the child is given the first
+    :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it judges those that do not read
+    ``host_ttl`` into a part of their own (:class:`EarlyJudge`, :func:`judge_part`) and answers with their
+    ids.  :func:`build` judges the rest, and gathers every part in id order: the table does not depend on
+    what was judged early.  A job that failed leaves its connections to :func:`build`, and no more jobs are
+    given."""
+
+    def __init__(self, child, tracker) -> None:
+        self._child, self._tracker = child, tracker
+        self.work: Path | None = None
+        """The work directory, once a job was given (:func:`build` writes its parts there too)."""
+        self._waiting: list[np.ndarray] = []  # ids of retired connections with a RST, not given yet
+        self._count = 0  # how many
+        self._pending: tuple[PendingJob, str, np.ndarray] | None = None  # the job in progress, its part and ids
+        self._parts: list[Path] = []  # parts of the jobs answered
+        self._judged: list[np.ndarray] = []  # the ids they judged
+        self._jobs = 0
+        self._failed = False
+
+    def retired(self, batch: RowBatch) -> None:
+        """These connections retired (the tracker's ``on_retired``)."""
+        rows = batch.rows
+        # Those with RST rows whose responder sent something else too (only those: the others may need host_ttl,
+        # as a refused SYN's RST does, and all RSTs of a storm of bare ones, whose sender is taken for the
+        # responder); at most EARLY_WAITING wait (the others are judged at the end: the child is behind).
+        ids = rows["id"][(rows["resets"][:, 1] > 0) & (rows["ttl_n"][:, 1] > 0)][: EARLY_WAITING - self._count]
+        if len(ids) and not self._failed:
+            self._waiting.append(ids)
+            self._count += len(ids)
+
+    def poll(self) -> None:
+        """Collect the job in progress if it is done; give the child a new one if there is enough for it."""
+        if self._pending is not None:
+            if not self._pending[0].ready():
+                return
+            self._answer()
+        if self._failed or self._count < EARLY_BATCH:
+            return
+        waiting = np.concatenate(self._waiting)
+        ids, rest = np.sort(waiting[:EARLY_MOST]), waiting[EARLY_MOST:]
+        self._waiting, self._count = [rest] if len(rest) else [], len(rest)
+        if self.work is None:
+            self.work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
+        self._jobs += 1
+        part = f"early{self._jobs}"
+        subjects, fds = self._tracker.shared_subjects(ids)
+        try:
+            job = self._child.run_in_child(EarlyJudge(subjects, self.work, part), fds)
+        except OSError:  # the child is gone
+            self._failed = True
+            return
+        self._pending = (job, part, ids)
+
+    def _answer(self) -> None:
+        job, part, _ = self._pending
+        self._pending = None
+        try:
+            judged = job.result()
+        except (RstscopeError, OSError):
+            self._failed = True
+            return
+        self._parts.append(part_path(self.work, 0, part))
+        self._judged.append(judged)
+
+    def taken(self) -> np.ndarray:
+        """The ids of the connections judged early or being judged (the job in progress)."""
+        ids = [*self._judged, *([self._pending[2]] if self._pending is not None else [])]
+        return np.sort(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
+
+    def in_flight(self) -> int:
+        """Connections of the job in progress."""
+        return len(self._pending[2]) if self._pending is not None else 0
+
+    def parts(self) -> list[Path]:
+        """The parts of the jobs answered so far."""
+        return list(self._parts)
+
+    def settle(self, store, host_ttl: dict) -> list[Path]:
+        """Wait for the job in progress; judge here what it left (its connections that read ``host_ttl``, or
+        all of them if it failed); the parts that holds."""
+        if self._pending is None:
+            return []
+        ids = self._pending[2]
+        before = len(self._parts)
+        self._answer()
+        out = self._parts[before:]
+        left = np.setdiff1d(ids, self._judged[-1], assume_unique=True) if out else ids
+        if len(left):
+            judge_part(store.reset_subjects(left), self.work, 0, "late", host_ttl, None)
+            out.append(part_path(self.work, 0, "late"))
+        return out
+
+    def close(self) -> None:
+        """Stop the child (no process left writing into the work directory) and remove the directory."""
+        if self.work is not None:
+            self._child.close()
+            shutil.rmtree(self.work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def while_tracking(capture, tracker) -> Iterator[WhileTracking | None]:
+    """A :class:`WhileTracking` for this capture and tracker if the capture is read by a child, else None;
+    its work directory removed at the end, whatever happens."""
+    if not isinstance(capture, prefetch.PrefetchedCapture):
+        yield None
+        return
+    early = WhileTracking(capture, tracker)
+    try:
+        yield early
+    finally:
+        early.close()
+
+
+@dataclass
+class EarlyJudge:
+    """A job for the child while the capture is tracked: judge these retired connections but those whose
+    evidence reads ``host_ttl``, into part ``part``; their ids."""
+
+    subjects: SharedSubjects
+    work: Path
+    part: str
+
+    def __call__(self, fds: list[int]) -> np.ndarray:
+        self.subjects.open(fds)
+        judged: list[int] = []
+        try:
+            judge_part(self._ready(judged), self.work, 0, self.part, _NOT_YET, None)
+        finally:
+            self.subjects.close()
+        return np.array(judged, dtype=np.int64)
+
+    def _ready(self, judged: list[int]) -> Iterator[ResetSubject]:
+        n = len(self.subjects.positions)
+        for start in range(0, n, SUBJECTS_AT_ONCE):
+            for subject in self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, n)):
+                if not reads_host_ttl(subject):
+                    judged.append(subject.id)
+                    yield subject
+
+
+class _NotYet(dict):
+    """``host_ttl`` while the capture is tracked: not known yet.  Evidence that reads it is judged at the end
+    (:func:`rstscope.evidence.reads_host_ttl`); should any other read it, the job fails, and its connections
+    are judged at the end too."""
+
+    def get(self, key, default=None):
+        raise LookupError(f"host_ttl read for {key} before the capture ended")
+
+    __getitem__ = get
+
+
+_NOT_YET = _NotYet()
 
 
 @dataclass
@@ -182,7 +393,7 @@ def _finished(work: Path, shard: int, part: int | str) -> bool:
 
 
 def gather(paths: list[Path]) -> reset_table.ResetTable:
-    """One reset table from its parts (:func:`judge_part`'s files, in id order); its rows are read from
+    """One reset table from its parts (:func:`judge_part`'s files), in id order; its rows are read from
     the parts' files one after the other (:class:`RowFiles`)."""
     parts = []
     for path in paths:
@@ -190,11 +401,20 @@ def gather(paths: list[Path]) -> reset_table.ResetTable:
             parts.append(pickle.load(f))
     rows = RowFiles(paths)
     joined = {}
-    for name in parts[0][0]:
-        pieces = [p[0][name] for p in parts]
+    for name in list(parts[0][0]):  # a column at a time, the parts' pieces dropped as it is made
+        pieces = [p[0].pop(name) for p in parts]
         if name == "offset":
             pieces = [p + base for p, base in zip(pieces, rows.bases, strict=True)]
         joined[name] = np.concatenate(pieces)
+        del pieces
+    ids = joined["connection"]
+    if np.any(ids[1:] < ids[:-1]):  # parts judged while tracking hold the connections as they retired
+        order = np.argsort(ids, kind="stable")  # a connection's RSTs are in one part, in capture order
+        del ids
+        for name in list(joined):  # one column copied at a time: a storm's table is 40 MB
+            joined[name] = joined[name][order]
+        del order
+        heap.give_back()  # the columns' old places: the outputs start from what the table holds
     fixes = set().union(*(p[1] for p in parts))
     first = [p[2] for p in parts if p[2] is not None]
     return reset_table.ResetTable(joined, rows, fixes, min(first) if first else None)

@@ -13,9 +13,9 @@ child arrives as an error message and is raised in the parent.  The child
 ignores Ctrl-C (the parent decides) and is killed when the parent stops early.
 Used only where ``os.fork`` exists and more than one CPU is available.
 
-Once it has read the capture, the child can do one more job for the parent (:meth:`PrefetchedCapture.
-run_in_child`: judging a share of the RSTs, :mod:`rstscope.judging`), sent over a Unix socket with the
-descriptors of the files it reads; it exits when the parent closes the capture.
+Once it has read the capture, the child does jobs for the parent (:meth:`PrefetchedCapture.run_in_child`:
+judging RSTs, :mod:`rstscope.judging`), sent over a Unix socket with the descriptors of the files they read,
+one after the other in the order sent; it exits when the parent closes the capture.
 """
 
 from __future__ import annotations
@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import select
 import signal
 import socket
 import struct
+import sys
+import threading
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -84,8 +87,10 @@ class PrefetchedCapture:
         self.close()
 
     def run_in_child(self, job: Callable[[list[int]], object], fds: list[int]) -> PendingJob:
-        """Have the child, once it has read the capture, call ``job`` (picklable) with its own copies of
-        these descriptors; what it returns comes back through :meth:`PendingJob.result`.  One job a capture."""
+        """Have the child, once it has read the capture and done the jobs sent before, call ``job``
+        (picklable) with its own copies of these descriptors (the job closes them); what it returns comes
+        back through :meth:`PendingJob.result`, the results of jobs in the order they were sent.
+        :class:`OSError` if the child is gone."""
         payload = pickle.dumps(job)
         socket.send_fds(self._jobs, [_LENGTH.pack(len(payload))], fds)
         self._jobs.sendall(payload)
@@ -145,6 +150,11 @@ class PendingJob:
     def __init__(self, jobs: socket.socket) -> None:
         self._jobs = jobs
 
+    def ready(self) -> bool:
+        """Whether :meth:`result` would return (or raise) at once: the job is done, or the child gone.  For
+        the oldest job not yet answered only (answers come in order)."""
+        return bool(select.select([self._jobs], [], [], 0)[0])
+
     def result(self):
         """What the job returned, once it has; :class:`RstscopeError` if it raised or the child ended."""
         header = _received(self._jobs, _LENGTH.size)
@@ -173,18 +183,27 @@ def _received(sock: socket.socket, n: int) -> bytes | None:
 
 
 def _child(path, chunk_packets: int, fd: int, jobs: socket.socket) -> None:
-    """Read the capture and stream it to ``fd``, then run the parent's job if it sends one on ``jobs``;
-    exit without returning to the caller's code."""
+    """Read the capture and stream it to ``fd`` while a thread runs the jobs the parent sends on ``jobs``
+    (the reader mostly waits for the parent to take its chunks: the pipe is full while it tracks); exit,
+    once both are done, without returning to the caller's code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The reader, back from a write, waits at most this long for the job's thread to let it run (default 5 ms:
+    # the parent would wait for its next chunk).
+    sys.setswitchinterval(_SWITCH_SECONDS)
+    server = threading.Thread(target=_serve, args=(jobs,), daemon=True)
+    server.start()
     status = 1
     try:
         if _streamed(path, chunk_packets, fd):
-            os.close(fd)  # (its number may now be one of the job's files: nothing more is sent there)
-            heap.give_back()  # the reader's buffers, freed: the job starts from what is left
-            _serve(jobs)
+            os.close(fd)  # (its number may now be one of the jobs' files: nothing more is sent there)
+            heap.give_back()  # the reader's buffers, freed
+            server.join()
             status = 0
     finally:
-        os._exit(status)  # also when the parent went away while the job answered
+        os._exit(status)  # also when the parent went away while a job answered
+
+
+_SWITCH_SECONDS = 0.000_5
 
 
 def _streamed(path, chunk_packets: int, fd: int) -> bool:
@@ -204,21 +223,23 @@ def _streamed(path, chunk_packets: int, fd: int) -> bool:
 
 
 def _serve(jobs: socket.socket) -> None:
-    """Run the parent's job, if it sends one before it closes ``jobs``, and send back what it returned or
+    """Run the parent's jobs, one after the other, until it closes ``jobs``; send back what each returned or
     the error it raised."""
-    header, fds, _, _ = socket.recv_fds(jobs, _LENGTH.size, 16)
-    rest = _received(jobs, _LENGTH.size - len(header)) if header else None
-    if not header or rest is None:
-        return  # no job
-    payload = _received(jobs, _LENGTH.unpack(header + rest)[0])
-    if payload is None:
-        return
-    try:
-        result = (True, pickle.loads(payload)(fds))
-    except Exception as exc:  # the parent does the job itself then
-        result = (False, str(exc) or type(exc).__name__)
-    answer = pickle.dumps(result)
-    jobs.sendall(_LENGTH.pack(len(answer)) + answer)
+    while True:
+        header, fds, _, _ = socket.recv_fds(jobs, _LENGTH.size, 16)
+        rest = _received(jobs, _LENGTH.size - len(header)) if header else None
+        if not header or rest is None:
+            return  # no more jobs
+        payload = _received(jobs, _LENGTH.unpack(header + rest)[0])
+        if payload is None:
+            return
+        try:
+            result = (True, pickle.loads(payload)(fds))
+        except Exception as exc:  # the parent does the job itself then
+            result = (False, str(exc) or type(exc).__name__)
+        answer = pickle.dumps(result)
+        jobs.sendall(_LENGTH.pack(len(answer)) + answer)
+        heap.give_back()  # what the job freed: the child's share of the tree's memory stays small
 
 
 def _send(fd: int, kind: bytes, payload) -> None:

@@ -409,7 +409,7 @@ def build(
     ``connections`` may also be lighter objects with the fields evidence reads
     (:meth:`~rstscope.connections.retire.ConnectionsById.reset_subjects`)."""
     with collector.paused():
-        table = _build(connections, host_ttl or {}, RowSpill(memory_bytes, path=path), extend)
+        table = _build(connections, {} if host_ttl is None else host_ttl, RowSpill(memory_bytes, path=path), extend)
     heap.give_back()  # the evidence objects of a storm of RSTs, gone: what the outputs start from
     return table
 

@@ -81,6 +81,20 @@ def test_listen_queue_from_columns_is_the_one_from_objects(mixed):
     assert orjson.dumps(from_columns) == orjson.dumps(from_objects)
 
 
+@pytest.mark.parametrize("stale", [None, 2_000], ids=["retiring at the end", "retiring while tracked"])
+def test_listen_queue_tallied_as_connections_retire_is_the_one_from_objects(mixed, monkeypatch, stale):
+    """``analyze_capture`` tallies the listen queue as connections retire: dormant ones and open ones later
+    than closed ones of higher ids (out of id order), yet the same dict as the pass over the connections."""
+    if stale:
+        monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", stale)
+    a = analysis.analyze_capture(mixed.capture.path)
+    assert a.listen_queue_known
+    tallied = orjson.dumps(a.listen_queue)
+    a.listen_queue = None
+    assert tallied == orjson.dumps(analysis.listen_queue_evidence(list(a.connections)))
+    assert len(a.listen_queue["servers"]) > 1
+
+
 def test_write_json_from_columns_is_the_document_from_objects(mixed):
     out = io.StringIO()
     mixed.listen_queue = None

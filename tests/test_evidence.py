@@ -8,6 +8,7 @@ import inspect
 import pytest
 
 from rstscope import evidence, verdicts
+from rstscope.connections.records import TtlRange
 from rstscope.evidence import FINDINGS, FindingKind, Severity
 
 
@@ -38,3 +39,41 @@ def test_every_verdict_has_definition_fix_and_a_rule_or_default():
     for v in verdicts.Verdict:
         assert v.definition and v.fix
         assert v in ruled or v is verdicts.Verdict.UNKNOWN
+
+
+class _AnyHostTtl(dict):
+    """A ``host_ttl`` that gives every address a TTL range no packet of the scenarios has."""
+
+    def get(self, key, default=None):
+        return TtlRange(3, 3, 1)
+
+
+class _Unreadable(dict):
+    def get(self, key, default=None):
+        raise LookupError(key)
+
+
+def test_evidence_reads_host_ttl_exactly_where_reads_host_ttl_says(tmp_path):
+    """What lets RSTs be judged while the capture is still tracked (rstscope.judging.WhileTracking): evidence
+    of a connection that ``reads_host_ttl`` denies is the same whatever ``host_ttl`` holds, and never reads
+    it; one it names reads it.  Checked on every scenario's connections."""
+    from scapy.utils import wrpcap
+
+    from rstscope.analysis import analyze_capture
+    from tests import scenarios, scenarios_wild
+
+    reading = not_reading = 0
+    for make in scenarios.ALL + scenarios_wild.WILD:
+        scenario = make()
+        path = tmp_path / f"{scenario.name}.pcap"
+        wrpcap(str(path), scenario.packets)
+        for conn in analyze_capture(path).connections.with_resets():
+            if evidence.reads_host_ttl(conn):
+                reading += 1
+                with pytest.raises(LookupError):
+                    evidence.of_connection(conn, _Unreadable())
+            else:
+                not_reading += 1
+                found = [(e.findings, e.origin) for e in evidence.of_connection(conn, _Unreadable())]
+                assert found == [(e.findings, e.origin) for e in evidence.of_connection(conn, _AnyHostTtl())]
+    assert reading >= 3 and not_reading >= 30  # refused SYNs and firewall resets at the SYN; the rest

@@ -7,12 +7,15 @@ import io
 import os
 import resource
 import tempfile
+import time
 
 import psutil
 import pytest
 
 from rstscope import analysis, api, cli, judging, prefetch
 from rstscope.cli import Environment
+from rstscope.connections import retire
+from rstscope.connections.tracker import Tracker
 from rstscope.status import RstscopeError
 from tests import shortconns
 
@@ -126,6 +129,106 @@ def test_an_interrupted_judging_leaves_nothing_behind(capture, monkeypatch):
     assert _children() <= before
 
 
+@pytest.fixture
+def retiring(capture, monkeypatch):
+    """The same capture, its connections retiring while it is tracked (idle 4,000 frames: the rule's 100,000
+    are more than the whole capture), the child given 64 of them at a time."""
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 4_000)
+    monkeypatch.setattr(judging, "EARLY_BATCH", 64)
+    monkeypatch.setattr(analysis, "READ_PACKETS", 2_048)  # the child is polled after each chunk
+    return capture
+
+
+def _answers(monkeypatch) -> list[tuple[str, bool]]:
+    """Per early job answered, in order: its part, and whether the answer came while tracking went on
+    (:meth:`~rstscope.judging.WhileTracking.poll`) or at the end (``settle``); ``"failed"`` for a failed one."""
+    log: list[tuple[str, bool]] = []
+    answer, poll = judging.WhileTracking._answer, judging.WhileTracking.poll
+    tracking = [False]
+
+    def spy(self):
+        part = self._pending[1]
+        answer(self)
+        log.append(("failed" if self._failed else part, tracking[0]))
+
+    def polled(self):
+        tracking[0] = True
+        try:
+            poll(self)
+        finally:
+            tracking[0] = False
+
+    monkeypatch.setattr(judging.WhileTracking, "_answer", spy)
+    monkeypatch.setattr(judging.WhileTracking, "poll", polled)
+    return log
+
+
+def test_retired_connections_are_judged_by_the_child_while_tracking(retiring, monkeypatch, tmp_path):
+    path, scratch = retiring
+    one = _document(path, monkeypatch, in_child=False)
+    answers = _answers(monkeypatch)
+    log = tmp_path / "judged"
+    _judged_by(log, monkeypatch)
+    feed = Tracker.feed
+
+    def slow_feed(self, chunk):  # a slower tracker (20 ms a chunk of 2,048): the child's jobs end in time
+        time.sleep(0.02)
+        feed(self, chunk)
+
+    monkeypatch.setattr(Tracker, "feed", slow_feed)
+    before = _children()
+    two = _document(path, monkeypatch, in_child=True)
+    assert two == one
+    refused = [r for r in one["resets"] if r["verdict"] == "refused"]
+    assert len(refused) > 100  # their evidence reads host_ttl: judged at the end, the same
+    early = [line.split() for line in log.read_text().splitlines() if " early" in line]
+    assert len(early) >= 3 and os.getpid() not in {int(pid) for pid, _ in early}  # the child judged them
+    assert "failed" not in [part for part, _ in answers]  # no early job read host_ttl
+    assert sum(during for _, during in answers) >= 2  # answered while tracking went on
+    assert not list(scratch.iterdir())
+    assert _children() <= before
+
+
+def _fails_second(self, fds):
+    """An early job that fails the second time the child runs one."""
+    _fails_second.calls = getattr(_fails_second, "calls", 0) + 1
+    if _fails_second.calls == 2:
+        raise ValueError("a bug in an early job")
+    return _early(self, fds)
+
+
+_early = judging.EarlyJudge.__call__
+
+
+def test_an_early_job_that_failed_leaves_its_connections_to_the_end(retiring, monkeypatch):
+    path, scratch = retiring
+    one = _document(path, monkeypatch, in_child=False)
+    answers = _answers(monkeypatch)
+    monkeypatch.setattr(judging.EarlyJudge, "__call__", _fails_second)
+    before = _children()
+    assert _document(path, monkeypatch, in_child=True) == one
+    assert [part for part, _ in answers] == ["early1", "failed"]  # and no job after the one that failed
+    assert not list(scratch.iterdir())
+    assert _children() <= before
+
+
+def _dies(self, fds):
+    os._exit(1)
+
+
+def test_a_child_that_dies_in_an_early_job_while_it_reads_is_an_error(retiring, monkeypatch):
+    """The jobs run in the reader child (a thread beside the reader: no second process to count in the memory
+    of the tree), so its death, killed or out of memory, ends the reading: one line, nothing left behind."""
+    path, scratch = retiring
+    monkeypatch.setattr(judging.EarlyJudge, "__call__", _dies)
+    monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0)
+    before = _children()
+    with pytest.raises(RstscopeError, match="reader process ended"):
+        analysis.analyze_capture(path)
+    assert not list(scratch.iterdir())
+    assert _children() <= before
+
+
 class _ReadBack:
     """A job for the child: the bytes of the file it was given."""
 
@@ -139,7 +242,7 @@ class _Raises:
 
 
 @pytest.mark.parametrize("job", [_ReadBack(), _Raises()], ids=["returns", "raises"])
-def test_the_reader_child_runs_one_job_with_the_files_it_is_given(tmp_path, job):
+def test_the_reader_child_runs_a_job_with_the_files_it_is_given(tmp_path, job):
     path = tmp_path / "short.pcap"
     shortconns.generate(str(path), 100)
     given = tmp_path / "given"
@@ -154,6 +257,28 @@ def test_the_reader_child_runs_one_job_with_the_files_it_is_given(tmp_path, job)
         else:
             assert pending.result() == b"what the child reads"
     assert _children() <= before
+
+
+def test_the_reader_child_runs_jobs_in_order_while_it_still_reads(tmp_path):
+    """Jobs run as they come, beside the reader, which waits for the parent to take its chunks: a job sent
+    before any chunk was taken is answered while most of the capture is still to be read."""
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 4_000)  # 2.6 MB of packet rows: more than the pipe holds
+    given = tmp_path / "given"
+    given.write_bytes(b"what the child reads")
+    with prefetch.PrefetchedCapture(path, chunk_packets=1_000) as cap, open(given, "rb") as f:
+        first = cap.run_in_child(_ReadBack(), [f.fileno()])
+        second = cap.run_in_child(_Raises(), [])
+        deadline = time.monotonic() + 30
+        while not first.ready() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert first.ready() and first.result() == b"what the child reads"
+        chunks = cap.chunks()
+        taken = len(next(chunks))
+        with pytest.raises(RstscopeError, match="job failed: no"):
+            second.result()
+        taken += sum(len(c) for c in chunks)
+        assert taken == cap.stats.records > 20_000
 
 
 def _part_files(tmp_path, count: int, size: int) -> list:

@@ -446,8 +446,8 @@ class SharedSubjects:
 
 
 class RowBatch:
-    """Connections of consecutive ids as rows, no objects: what a consumer of every connection reads
-    (``ConnectionStore.row_batches``)."""
+    """Connections as rows, no objects: what a consumer of every connection reads (consecutive ids from
+    ``ConnectionStore.row_batches``; those that retired together from ``Tracker(on_retired=...)``)."""
 
     __slots__ = ("_spill", "rows")
 

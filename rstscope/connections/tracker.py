@@ -9,6 +9,7 @@ order, made from its rows when read.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -19,7 +20,7 @@ from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, ffi, lib
 from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
-from rstscope.connections.retire import ConnectionStore, IdleSweep, Spill, fit, grown, opaque, packed, taken
+from rstscope.connections.retire import ConnectionStore, IdleSweep, RowBatch, Spill, fit, grown, opaque, packed, taken
 from rstscope.connections.rows import CONN_ROW, PROBE_ROW
 from rstscope.connections.sequence import AckRing, ConnArrays, running_values
 from rstscope.grouped import NONE
@@ -39,9 +40,12 @@ tracked whole: parts cost about 1.5 ms each, and it starts too few connections f
 class Tracker:
     """Feeds on packet chunks in capture order; ``finish()`` returns the connections."""
 
-    def __init__(self, *, zeek_timers: bool = False) -> None:
-        """``zeek_timers``: also end connections the way Zeek's timers do (see :class:`.keys.ZeekTimers`)."""
+    def __init__(self, *, zeek_timers: bool = False, on_retired: Callable[[RowBatch], None] | None = None) -> None:
+        """``zeek_timers``: also end connections the way Zeek's timers do (see :class:`.keys.ZeekTimers`).
+        ``on_retired``: called with each batch of connections that retire, as rows (final: what the store
+        gives of them later), batches in any order, each in id order."""
         self.zeek_timers = zeek_timers
+        self._on_retired = on_retired
         self._timers = ZeekTimers()
         self._tuples = TupleTable()
         self._arrays = ConnArrays()
@@ -244,7 +248,7 @@ class Tracker:
         for start in range(0, len(ids), _SLOT_BATCH):
             batch = np.sort(ids[start : start + _SLOT_BATCH])
             rows, _, probes = self._dormant.records(batch)
-            self._spill.put(*self._rows(_record_state(rows, probes), batch, keep=False))
+            self._put(self._rows(_record_state(rows, probes), batch, keep=False))
             self._forget(batch)
 
     # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
@@ -269,12 +273,18 @@ class Tracker:
         for start in range(0, len(slots), _SLOT_BATCH):  # a storm retires tens of thousands at once
             batch = slots[start : start + _SLOT_BATCH]
             ids = self._conn_of_slot[batch]
-            self._spill.put(*self._rows(self._slot_state(batch), ids, keep=False))
+            self._put(self._rows(self._slot_state(batch), ids, keep=False))
             self._events.columns.release(batch)
             self._forget(ids)
             self._slot_of[ids] = -1
             self._conn_of_slot[batch] = -1
             self._arrays.free.extend(batch.tolist())
+
+    def _put(self, rows: tuple) -> None:
+        """Retired connections' rows (:meth:`_rows`) to the spill, and to ``on_retired``."""
+        self._spill.put(*rows)
+        if self._on_retired is not None:
+            self._on_retired(RowBatch(rows[0], self._spill))  # with their tables' places, set by put
 
     def _forget(self, ids: np.ndarray) -> None:
         """These connections retired: their 4-tuples are forgotten, but those a newer connection lives on."""
@@ -318,6 +328,10 @@ class Tracker:
     def reset_ids(self) -> np.ndarray:
         """The ids of the connections that saw a RST so far, ascending (live, dormant or retired)."""
         return np.flatnonzero(self._events.saw_reset[: self.count])
+
+    def shared_subjects(self, ids: np.ndarray):
+        """What another process needs to judge these retired connections (:meth:`.retire.Spill.shared`)."""
+        return self._spill.shared(ids)
 
     def peek(self, conn_ids) -> list[Connection]:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
