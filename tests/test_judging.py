@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import os
 import resource
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -45,7 +47,7 @@ def _children() -> set[int]:
 def _document(path, monkeypatch, *, in_child: bool) -> dict:
     monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0 if in_child else 1 << 60)
     doc = api.document(analysis.analyze_capture(path))
-    return {key: doc[key] for key in ("resets", "connections")}
+    return {key: doc[key] for key in ("resets", "connections", "listen_queue")}
 
 
 def _judged_by(log, monkeypatch) -> None:
@@ -187,6 +189,27 @@ def test_retired_connections_are_judged_by_the_child_while_tracking(retiring, mo
     assert sum(during for _, during in answers) >= 2  # answered while tracking went on
     assert not list(scratch.iterdir())
     assert _children() <= before
+
+
+@pytest.mark.parametrize("shape", ["short", "flood"])
+def test_benchmark_shapes_judged_while_tracking_as_in_one_process(capture, monkeypatch, tmp_path, shape):
+    """The benchmark's shapes (small versions): a busy server's short connections, and a SYN flood whose
+    half-open connections go dormant and retire last, out of id order (the listen queue, tallied as they
+    retire, too).  The same document whoever judged what."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import shapes
+
+    path = tmp_path / f"{shape}.pcap"
+    shapes.generate(path, shapes.SHAPES[shape], 10_000)
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 8_000)
+    monkeypatch.setattr(judging, "EARLY_BATCH", 64)
+    monkeypatch.setattr(analysis, "READ_PACKETS", 2_048)
+    one = _document(path, monkeypatch, in_child=False)
+    answers = _answers(monkeypatch)
+    two = _document(path, monkeypatch, in_child=True)
+    assert two == one and len(one["resets"]) > 300
+    assert len(answers) >= 2 and "failed" not in [part for part, _ in answers]
+    assert one["listen_queue"]["synack_retransmitted"] > (1_000 if shape == "flood" else -1)
 
 
 def _fails_second(self, fds):
