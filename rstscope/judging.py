@@ -31,6 +31,7 @@ import pickle
 import resource
 import shutil
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ the capture is tracked; and the smallest batch of those left at the end..."""
 EARLY_MOST = 512
 """... and at most this many a job: the child's memory while it judges them adds to the tracker's (on the
 1M-packet SYN flood of benchmarks/, the child's peak: 46 MB, 58-61 MB in jobs of 2,048)."""
+EARLY_JOBS = 2
+"""Jobs given to the child and not answered yet, at most."""
 EARLY_WAITING = 8 * EARLY_MOST
 """Connections that retired waiting for the child at most (more when the tracker goes faster than the
 child judges, as in a storm of resets: those are judged at the end)."""
@@ -158,13 +161,13 @@ class WhileTracking:
     On a busy server or a flood, tracking is most of the time and the reader child mostly waits for it.  A
     connection that retired has its rows final in the tracker's spill files, and so is its evidence, unless
     that reads ``host_ttl`` (:func:`rstscope.evidence.reads_host_ttl`: known only at the end).  The tracker
-    tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`), once
-    :data:`EARLY_BATCH` of them with a RST wait and no job is in progress, the child is given the first
-    :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it judges those that do not read
-    ``host_ttl`` into a part of their own (:class:`EarlyJudge`, :func:`judge_part`) and answers with their
-    ids.  :func:`build` judges the rest, and gathers every part in id order: the table does not depend on
-    what was judged early.  A job that failed leaves its connections to :func:`build`, and no more jobs are
-    given."""
+    tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`), while
+    :data:`EARLY_BATCH` of them with a RST wait and fewer than :data:`EARLY_JOBS` jobs are in progress, the
+    child is given the first :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it
+    judges those that do not read ``host_ttl`` into a part of their own (:class:`EarlyJudge`,
+    :func:`judge_part`) and answers with their ids.  :func:`build` judges the rest, and gathers every part
+    in id order: the table does not depend on what was judged early.  A job that failed leaves its
+    connections to :func:`build`, and no more jobs are given."""
 
     def __init__(self, child, tracker) -> None:
         self._child, self._tracker = child, tracker
@@ -172,7 +175,7 @@ class WhileTracking:
         """The work directory, once a job was given (:func:`build` writes its parts there too)."""
         self._waiting: list[np.ndarray] = []  # ids of retired connections with a RST, not given yet
         self._count = 0  # how many
-        self._pending: tuple[PendingJob, str, np.ndarray] | None = None  # the job in progress, its part and ids
+        self._pending: deque[tuple[PendingJob, str, np.ndarray]] = deque()  # jobs given, not answered: part, ids
         self._parts: list[Path] = []  # parts of the jobs answered
         self._judged: list[np.ndarray] = []  # the ids they judged
         self._jobs = 0
@@ -190,13 +193,15 @@ class WhileTracking:
             self._count += len(ids)
 
     def poll(self) -> None:
-        """Collect the job in progress if it is done; give the child a new one if there is enough for it."""
-        if self._pending is not None:
-            if not self._pending[0].ready():
-                return
+        """Collect the jobs done; give the child new ones while there is enough for them, EARLY_JOBS at most
+        given and not answered (the child starts the next as soon as it is done with one: the tracker
+        polls once a chunk)."""
+        while self._pending and self._pending[0][0].ready():
             self._answer()
-        if self._failed or self._count < EARLY_BATCH:
-            return
+        while not self._failed and len(self._pending) < EARLY_JOBS and self._count >= EARLY_BATCH:
+            self._give()
+
+    def _give(self) -> None:
         waiting = np.concatenate(self._waiting)
         ids, rest = np.sort(waiting[:EARLY_MOST]), waiting[EARLY_MOST:]
         self._waiting, self._count = [rest] if len(rest) else [], len(rest)
@@ -210,44 +215,44 @@ class WhileTracking:
         except OSError:  # the child is gone
             self._failed = True
             return
-        self._pending = (job, part, ids)
+        self._pending.append((job, part, ids))
 
-    def _answer(self) -> None:
-        job, part, _ = self._pending
-        self._pending = None
+    def _answer(self) -> np.ndarray:
+        """The oldest job's answer: the ids it judged (none if it failed)."""
+        job, part, _ = self._pending.popleft()
         try:
             judged = job.result()
         except (RstscopeError, OSError):
             self._failed = True
-            return
+            return np.zeros(0, dtype=np.int64)
         self._parts.append(part_path(self.work, 0, part))
         self._judged.append(judged)
+        return judged
 
     def taken(self) -> np.ndarray:
-        """The ids of the connections judged early or being judged (the job in progress)."""
-        ids = [*self._judged, *([self._pending[2]] if self._pending is not None else [])]
+        """The ids of the connections judged early or being judged (the jobs not answered yet)."""
+        ids = [*self._judged, *(ids for _, _, ids in self._pending)]
         return np.sort(np.concatenate(ids)) if ids else np.zeros(0, dtype=np.int64)
 
     def in_flight(self) -> int:
-        """Connections of the job in progress."""
-        return len(self._pending[2]) if self._pending is not None else 0
+        """Connections of the jobs not answered yet."""
+        return sum(len(ids) for _, _, ids in self._pending)
 
     def parts(self) -> list[Path]:
         """The parts of the jobs answered so far."""
         return list(self._parts)
 
     def settle(self, store, host_ttl: dict) -> list[Path]:
-        """Wait for the job in progress; judge here what it left (its connections that read ``host_ttl``, or
-        all of them if it failed); the parts that holds."""
-        if self._pending is None:
-            return []
-        ids = self._pending[2]
-        before = len(self._parts)
-        self._answer()
+        """Wait for the jobs not answered yet; judge here what they left (their connections that read
+        ``host_ttl``, or all of them if one failed); the parts that holds."""
+        before, left = len(self._parts), []
+        while self._pending:
+            ids = self._pending[0][2]
+            left.append(np.setdiff1d(ids, self._answer(), assume_unique=True))
         out = self._parts[before:]
-        left = np.setdiff1d(ids, self._judged[-1], assume_unique=True) if out else ids
+        left = np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
         if len(left):
-            judge_part(store.reset_subjects(left), self.work, 0, "late", host_ttl, None)
+            judge_part(store.reset_subjects(np.sort(left)), self.work, 0, "late", host_ttl, None)
             out.append(part_path(self.work, 0, "late"))
         return out
 

@@ -150,20 +150,17 @@ class Dormant:
         return len(out), out
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
-        """These dormant connections' records, no longer dormant: (records, recent-segment rings or None
-        unless ``rings``, keepalive-probe rings), the rings as :meth:`.EventColumns.recent_of` and
-        ``probes_of`` give them (zeros where nothing is held)."""
+        """These dormant connections' records, no longer dormant: (records, recent segments or None unless
+        ``rings``, keepalive-probe rings).  The recent segments are those of the ring blocks that hold
+        counted ones (:func:`_held` of the records, in its order: what :meth:`.EventColumns.restore` puts
+        back); the probe rings as :meth:`.EventColumns.probes_of` gives them (zeros where none)."""
         positions = self._at[ids]
         rows = self._rows.take(positions)
         n = len(ids)
         held = _held(rows["ev"])
         per = held.reshape(n, -1).sum(axis=1)
         at = np.repeat(rows["recent_at"], per) + _within(per)
-        recent = None
-        if rings:
-            full = np.zeros((n, 2, lib.BLOCKS, *self._recent_dtype["seg"].shape), self._recent_dtype["seg"].base)
-            full[held] = self._recent.take(at)["seg"]
-            recent = full.reshape(n, 2, RING, lib.SEG)
+        recent = self._recent.take(at)["seg"] if rings else None
         probes = np.zeros((n, *self._probes_dtype["p"].shape), self._probes_dtype["p"].base)
         probed = rows["probes_at"] >= 0
         if probed.any():

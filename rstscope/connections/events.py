@@ -162,14 +162,15 @@ class EventColumns:
         return out
 
     def restore(self, slots: np.ndarray, recent: np.ndarray, probes: np.ndarray) -> None:
-        """Rings back into these slots (holding no blocks): blocks for the segments and probes they count."""
+        """Rings back into these slots (holding no blocks): blocks for the segments and probes they count.
+        ``recent``: the segments of each block they count, per slot, side and block in order."""
         n = len(slots)
         counts = np.minimum(self.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
         held = np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)  # (slot, side, block)
         blocks = np.full((n, 2, lib.BLOCKS), -1, dtype=np.int32)
         blocks[held] = self.recent.take(int(held.sum()))
         self.blocks[slots] = blocks
-        self.recent.data[blocks[held]] = recent.reshape(n, 2, lib.BLOCKS, lib.BLOCK, lib.SEG)[held]
+        self.recent.data[blocks[held]] = recent
         probed = self.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
         taken = self.probes.take(int(probed.sum()))
         self.probe_block[slots[probed]] = taken
