@@ -128,6 +128,7 @@ def analyze_capture(
     judged: Callable[[int, int], None] | None = None,
     zeek_timers: bool = False,
     stream: BinaryIO | None = None,
+    encode_rows: bool = False,
 ) -> Analysis:
     """Run the whole pipeline on one capture file.
 
@@ -135,6 +136,9 @@ def analyze_capture(
     connections that saw a RST get their evidence and verdicts (after tracking).  ``zeek_timers`` also ends
     connections where Zeek's timers would (for ``conns``; see ``rstscope.connections.keys.ZeekTimers``).
     ``stream``: read this open stream (standard input, a FIFO) instead of the file; ``path`` names it.
+    ``encode_rows``: every connection's document row will be written (``--json``): the reader child encodes
+    half of them (:mod:`rstscope.rowsplit`; the analysis's ``connections`` then hold it: close them, or
+    read their rows, to stop it).
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     listen_queue = columns.ListenQueueColumns()  # tallied as connections retire: no pass over them after
@@ -163,19 +167,29 @@ def analyze_capture(
         )
         # The reader child, done reading, judges a share of the RSTs left (rstscope.judging).
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
-        out = analysis_of(info, tracker.finish(), child=child, judged=judged, early=early)
+        # --json: the child encodes half of the connection rows too (more than a block of them).
+        keep = encode_rows and child is not None and tracker.count > columns.ROWS_PER_BLOCK
+        out = analysis_of(info, tracker.finish(), child=child, judged=judged, early=early, keep_child=keep)
         out.listen_queue = listen_queue.result()
+        if keep:
+            from rstscope import rowsplit
+
+            try:
+                out.connections = rowsplit.RowsInChild(out.connections, out.resets, child)
+            except OSError:  # the child is gone: the rows are all encoded here
+                return out
+            cap.keep()
         return out
 
 
 def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCapture | None = None,
-                judged: Callable[[int, int], None] | None = None,
-                early: judging.WhileTracking | None = None) -> Analysis:  # fmt: skip
+                judged: Callable[[int, int], None] | None = None, early: judging.WhileTracking | None = None,
+                keep_child: bool = False) -> Analysis:  # fmt: skip
     """The stages after tracking: evidence and verdicts of tracked ``connections`` (a ``ConnectionStore``;
     :mod:`rstscope.fleet` builds one from several files or processes).  ``child``: a reader child that
     has read the capture, to judge a share of the RSTs (:mod:`rstscope.judging`), and ``early`` what it
-    judged while the capture was tracked; ``judged(done, connections)``: told how many of the connections
-    that saw a RST are judged, as they are."""
+    judged while the capture was tracked (the child is stopped after, unless ``keep_child``);
+    ``judged(done, connections)``: told how many of the connections that saw a RST are judged, as they are."""
     # After finish(): the origin of a RST whose sender sent nothing else needs the whole capture's host_ttl.
     extend = None
     if getattr(info, "pieces", None):  # a stitched capture: each RST also says in which file it is
@@ -184,7 +198,8 @@ def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCap
             fleet_frames.add_reset_fields(row, info, frame)
 
     if child is not None and extend is None:
-        resets = judging.build(connections, connections.host_ttl, child, judged=judged, early=early)
+        resets = judging.build(connections, connections.host_ttl, child, judged=judged, early=early,
+                               keep_child=keep_child)  # fmt: skip
     else:
         subjects = judging.counted(connections.reset_subjects(), len(connections.reset_ids), judged)
         resets = reset_table.build(subjects, connections.host_ttl, extend=extend)

@@ -22,12 +22,15 @@ from rstscope.status import InputError
 __all__ = ["Analysis", "analyze", "connections_frame", "document", "resets_frame"]
 
 
-def analyze(path: str | os.PathLike, *, progress=None, judged=None, zeek_timers: bool = False, stream=None) -> Analysis:
+def analyze(path: str | os.PathLike, *, progress=None, judged=None, zeek_timers: bool = False, stream=None,
+            encode_rows: bool = False) -> Analysis:  # fmt: skip
     """Analyse a capture file, or a lab run directory (its capture plus kernel records and client logs).
 
     ``zeek_timers``: end connections where Zeek's timers would, so that they line up with conn.log.
     ``stream``: an open binary stream holding the capture (standard input, a FIFO), named by ``path``.
-    ``progress`` and ``judged``: told how far reading and judging are (see :func:`analyze_capture`)."""
+    ``progress`` and ``judged``: told how far reading and judging are (see :func:`analyze_capture`).
+    ``encode_rows``: the caller writes every connection's document row, once (``--json``: see
+    :func:`analyze_capture`)."""
     p = Path(path)
     if stream is not None:
         return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers, stream=stream)
@@ -42,7 +45,7 @@ def analyze(path: str | os.PathLike, *, progress=None, judged=None, zeek_timers:
         analysis = analyze_capture(run.capture, progress=progress, judged=judged, zeek_timers=zeek_timers)
         analysis.run = run
         return analysis
-    return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers)
+    return analyze_capture(p, progress=progress, judged=judged, zeek_timers=zeek_timers, encode_rows=encode_rows)
 
 
 def _is_dir(path: Path) -> bool:

@@ -70,12 +70,13 @@ _MIN_WINDOW = 64 << 10
 
 
 def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | None = None,
-          early: WhileTracking | None = None) -> reset_table.ResetTable:  # fmt: skip
+          early: WhileTracking | None = None, keep_child: bool = False) -> reset_table.ResetTable:  # fmt: skip
     """The reset table of ``store`` (a tracker's :class:`~rstscope.connections.retire.ConnectionStore`),
     judged here and by ``child`` (:meth:`rstscope.prefetch.PrefetchedCapture.run_in_child`); the same table
     as :func:`rstscope.reset_table.build` gives.  ``judged(done, connections)``: told as batches are done.
     ``early``: what the child judged while the capture was tracked (:class:`WhileTracking`); the rest is
-    judged here."""
+    judged here.  The child is stopped at the end, unless ``keep_child`` (and no error: it has answered
+    every job, and writes no more into the work directory)."""
     ids = store.reset_ids
     total = len(ids)
     work = early.work if early is not None else None
@@ -100,10 +101,13 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
                 paths += early.settle(store, host_ttl)
         if judged is not None:
             judged(total, total)
-        child.close()  # done: its memory is given back before the parts are gathered
+        if not keep_child:
+            child.close()  # done: its memory is given back before the parts are gathered
         return gather(paths)
-    finally:
+    except BaseException:
         child.close()  # the child stopped: no process left writing into the work directory
+        raise
+    finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -256,25 +260,30 @@ class WhileTracking:
             out.append(part_path(self.work, 0, "late"))
         return out
 
-    def close(self) -> None:
-        """Stop the child (no process left writing into the work directory) and remove the directory."""
+    def close(self, *, failed: bool) -> None:
+        """Remove the work directory; first, if ``failed`` (its jobs may not all be answered), stop the child:
+        no process left writing there."""
         if self.work is not None:
-            self._child.close()
+            if failed:
+                self._child.close()
             shutil.rmtree(self.work, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def while_tracking(capture, tracker) -> Iterator[WhileTracking | None]:
     """A :class:`WhileTracking` for this capture and tracker if the capture is read by a child, else None;
-    its work directory removed at the end, whatever happens."""
+    its work directory removed at the end, whatever happens (:func:`build` answered its jobs, unless
+    something failed)."""
     if not isinstance(capture, prefetch.PrefetchedCapture):
         yield None
         return
     early = WhileTracking(capture, tracker)
+    failed = True
     try:
         yield early
+        failed = False
     finally:
-        early.close()
+        early.close(failed=failed)
 
 
 @dataclass

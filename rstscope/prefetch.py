@@ -61,6 +61,7 @@ class PrefetchedCapture:
         self._pid: int | None = None
         self._reader = None
         self._jobs: socket.socket | None = None  # to the child, for run_in_child
+        self._kept = False
 
     def __enter__(self) -> PrefetchedCapture:
         jobs, child_jobs = socket.socketpair()
@@ -84,7 +85,15 @@ class PrefetchedCapture:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        if self._kept and exc[0] is None:
+            self._close_reader()  # the child lives on: its owner closes it
+        else:
+            self.close()
+
+    def keep(self) -> None:
+        """Leave the child running when the capture's ``with`` block ends (no error): whoever called this
+        has given it more jobs, and calls :meth:`close` itself."""
+        self._kept = True
 
     def run_in_child(self, job: Callable[[list[int]], object], fds: list[int]) -> PendingJob:
         """Have the child, once it has read the capture and done the jobs sent before, call ``job``
@@ -96,10 +105,13 @@ class PrefetchedCapture:
         self._jobs.sendall(payload)
         return PendingJob(self._jobs)
 
-    def close(self) -> None:
+    def _close_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+    def close(self) -> None:
+        self._close_reader()
         if self._jobs is not None:
             self._jobs.close()
             self._jobs = None
@@ -223,8 +235,13 @@ def _streamed(path, chunk_packets: int, fd: int) -> bool:
 
 
 def _serve(jobs: socket.socket) -> None:
-    """Run the parent's jobs, one after the other, until it closes ``jobs``; send back what each returned or
-    the error it raised."""
+    """Run the parent's jobs, one after the other, until it closes ``jobs`` (or goes away); send back what
+    each returned or the error it raised."""
+    with contextlib.suppress(OSError):  # the parent went away: nothing to answer
+        _serve_jobs(jobs)
+
+
+def _serve_jobs(jobs: socket.socket) -> None:
     while True:
         header, fds, _, _ = socket.recv_fds(jobs, _LENGTH.size, 16)
         rest = _received(jobs, _LENGTH.size - len(header)) if header else None

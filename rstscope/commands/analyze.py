@@ -67,7 +67,11 @@ def run(args: argparse.Namespace, env) -> ExitStatus:
         finally:
             fleet_options.release(analyses)  # shards still streaming rows (a failed write) are stopped
     # one capture file, standard input or one run directory
-    return _report(args, env, [_analyze_one(args.inputs[0], env)], [])
+    analyses = [_analyze_one(args.inputs[0], env, encode_rows=args.json)]
+    try:
+        return _report(args, env, analyses, [])
+    finally:
+        fleet_options.release(analyses)  # a reader child still encoding rows (a failed write) is stopped
 
 
 def _report(args: argparse.Namespace, env, analyses: list, failed: list[str]) -> ExitStatus:
@@ -108,7 +112,7 @@ def _output(path: str):
     return atomic_file(path)
 
 
-def _analyze_one(name: str, env):
+def _analyze_one(name: str, env, *, encode_rows: bool = False):
     path = Path(name)
     stream = None
     if inputs.is_read_once(name):  # `-`, a FIFO or a pipe: read in this one pass
@@ -123,7 +127,7 @@ def _analyze_one(name: str, env):
         env.progress(f"{path.name}: evidence and verdicts, {done:,} of {connections:,} connections with RSTs")
 
     try:
-        return api.analyze(path, progress=progress, judged=judged, stream=stream)
+        return api.analyze(path, progress=progress, judged=judged, stream=stream, encode_rows=encode_rows)
     finally:
         env.progress_done()
 

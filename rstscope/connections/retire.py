@@ -401,6 +401,31 @@ class Spill:
         """The connection rows of these ids (all retired)."""
         return self.conns.take(self._at[ids])
 
+    def shared_rows(self) -> tuple[dict, list[int]]:
+        """All of this spill for another process to read (:meth:`opened`): what it needs besides the files'
+        descriptors, and the descriptors (to send along, over a Unix socket)."""
+        files = {"conns": self.conns.shared(), **{name: table.shared() for name, table in self.tables.items()}}
+        meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "at": self._at, "overflow": self.overflow}
+        return meta, [fd for fd, _ in files.values()]
+
+    @classmethod
+    def opened(cls, meta: dict, fds: list[int]) -> Spill:
+        """In the receiving process, the spill another one :meth:`shared_rows` (read only; closed with
+        :meth:`close`)."""
+        spill = cls()
+        rows = meta["rows"]
+        tables = dict(zip(rows, fds, strict=True))
+        spill.conns = RecordFile.opened(CONN_ROW, tables.pop("conns"), rows["conns"])
+        dtypes = {name: table.dtype for name, table in spill.tables.items()}
+        spill.tables = {name: RecordFile.opened(dtypes[name], fd, rows[name]) for name, fd in tables.items()}
+        spill._at, spill.overflow = meta["at"], meta["overflow"]
+        return spill
+
+    def close(self) -> None:
+        self.conns.close()
+        for table in self.tables.values():
+            table.close()
+
     def shared(self, ids: np.ndarray) -> tuple[SharedSubjects, list[int]]:
         """The subjects of these connections (all retired) for another process: what it needs to read them
         from this spill's files, and the files' descriptors (to send along, over a Unix socket)."""
@@ -541,7 +566,15 @@ class ConnectionStore(ConnectionsById):
         made)."""
         size = size or ROW_BATCH
         for start in range(0, self._count, size):
-            yield RowBatch(self._spill.rows(np.arange(start, min(start + size, self._count))), self._spill)
+            yield self.rows_of(start, min(start + size, self._count))
+
+    def rows_of(self, lo: int, hi: int) -> RowBatch:
+        """Connections ``[lo, hi)`` as rows."""
+        return RowBatch(self._spill.rows(np.arange(lo, hi)), self._spill)
+
+    def shared_rows(self) -> tuple[dict, list[int]]:
+        """Every connection for another process to read (:meth:`Spill.shared_rows`)."""
+        return self._spill.shared_rows()
 
 
 def packed(dtype: np.dtype, n: int, fields: dict[str, np.ndarray], head: np.ndarray | None = None) -> np.ndarray:

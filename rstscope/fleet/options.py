@@ -58,10 +58,10 @@ def write_parquet(analyses, directory: str) -> None:
 
 
 def release(analyses) -> None:
-    """Stop what the analyses of a fleet still hold: shards streaming their rows to a document that was
-    not written to the end (an error, Ctrl-C), and the shards' files."""
-    from rstscope.fleet.merge import MergedStore
-
+    """Stop what analyses still hold: processes streaming their rows to a document that was not written to
+    the end (an error, Ctrl-C: a fleet's shards, a reader child, :mod:`rstscope.rowsplit`), and the shards'
+    files."""
     for a in analyses:
-        if isinstance(a.connections, MergedStore):
-            a.connections.close()
+        close = getattr(a.connections, "close", None)
+        if close is not None:
+            close()
