@@ -36,6 +36,11 @@ READ_PACKETS = 16_384
 gets.  Against 65 536, measured on 1M-packet captures: peak RSS of ``analyze --json`` (the command and
 its reader child) 20-55 MB lower (reset storm 222 -> 195, flood 258 -> 203, short 150 -> 125, long 113
 -> 84 MB), identical documents, CPU within noise but on long flows (+10 %: more numpy calls per packet)."""
+ROWSPLIT_MAX_RESETS = 200_000
+"""More RSTs than this, and ``--json``'s connection rows are all encoded here, the reader child stopped
+(:mod:`rstscope.rowsplit`): this process's table of RSTs and the child beside it would pass 200 MB
+(measured on storms of a million RSTs, peak of the tree: 213-224 MB with the child, 181-186 without; on
+one million connections with 80,000 RSTs, 176 MB with it)."""
 PREFETCH_BYTES = 16 << 20
 """Files at least this large are read in a child process, in parallel with tracking (rstscope.prefetch)."""
 
@@ -167,11 +172,14 @@ def analyze_capture(
         )
         # The reader child, done reading, judges a share of the RSTs left (rstscope.judging).
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
-        # --json: the child encodes half of the connection rows too (more than a block of them).
+        # --json: the child encodes half of the connection rows too (more than a block of them), but for a
+        # storm of RSTs (ROWSPLIT_MAX_RESETS).
         keep = encode_rows and child is not None and tracker.count > columns.ROWS_PER_BLOCK
         out = analysis_of(info, tracker.finish(), child=child, judged=judged, early=early, keep_child=keep)
         out.listen_queue = listen_queue.result()
-        if keep:
+        if keep and len(out.resets) > ROWSPLIT_MAX_RESETS:
+            child.close()
+        elif keep:
             from rstscope import rowsplit
 
             try:

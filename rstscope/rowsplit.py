@@ -13,15 +13,17 @@ this process would make, byte for byte.  Should the child fail, this process enc
 
 from __future__ import annotations
 
+import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 import numpy as np
 
-from rstscope import columns
-from rstscope.connections.retire import ConnectionsById, ConnectionStore, Spill
+from rstscope import columns, scratch
+from rstscope.connections.retire import ConnectionsById, ConnectionStore, RowBatch, Spill
 from rstscope.fleet import rowstream
 from rstscope.fleet.merge import CAPTURE_0
 from rstscope.reset_table import ResetTable
@@ -42,12 +44,22 @@ class RowsInChild(ConnectionsById):
         self._store, self._resets, self._child = store, resets, child
         self._reset_ids = store.reset_ids
         self.host_ttl = store.host_ttl
+        meta, fds, positions = store.shared_rows()
         ours, theirs = socket.socketpair()
-        meta, fds = store.shared_rows()
-        try:
-            self._job = child.run_in_child(_Encode(meta, resets.columns(), len(store)), [*fds, theirs.fileno()])
-        finally:
-            theirs.close()
+        # Where each connection's row is, and the RSTs' outcome columns, to a file the child reads a unit's
+        # worth of at a time: in a storm of a million RSTs they are 34 MB, which pickled would be held twice.
+        with tempfile.TemporaryFile(prefix="rstscope-outcomes-", dir=scratch.directory()) as f:
+            layout = {}
+            for name, column in (("positions", positions), *((n, getattr(resets, n)) for n in _OUTCOME_COLUMNS)):
+                layout[name] = (f.tell(), column.dtype.str)
+                np.ascontiguousarray(column).tofile(f)
+            f.flush()
+            bounds = np.searchsorted(resets.connection, np.minimum(np.arange(0, len(store) + UNIT, UNIT), len(store)))
+            job = _Encode(meta, layout, bounds, len(store))
+            try:
+                self._job = child.run_in_child(job, [*fds, f.fileno(), theirs.fileno()])
+            finally:
+                theirs.close()
         self._receiver = rowstream.Receiver(Connection(ours.detach()), lambda exc: None)
         self._ring_mapped = False
 
@@ -84,8 +96,8 @@ class RowsInChild(ConnectionsById):
             self.close()
 
     def _here(self, lo: int, hi: int, capture_index: int, separator: bytes) -> Iterator[bytes]:
-        units = _Units(self._store.rows_of, lo, hi)
-        for block, _ends in columns.connection_row_blocks(units, self._resets, capture_index, None, None, separator):
+        unit = _Unit(self._store.rows_of(lo, hi))
+        for block, _ends in columns.connection_row_blocks(unit, self._resets, capture_index, None, None, separator):
             yield block
 
     def _from_child(self, count: int) -> tuple[bytes, np.ndarray] | None:
@@ -120,15 +132,18 @@ class RowsInChild(ConnectionsById):
         self._child.close()
 
 
-class _Units:
-    """Connections ``[lo, hi)`` of a store as :meth:`row_batches` (what the encoder reads), from
-    ``rows_of(lo, hi)``."""
+class _Unit:
+    """A unit's connections as a store's :meth:`row_batches` (what the encoder reads)."""
 
-    def __init__(self, rows_of, lo: int, hi: int) -> None:
-        self._rows_of, self._lo, self._hi = rows_of, lo, hi
+    def __init__(self, batch: RowBatch) -> None:
+        self._batch = batch
 
     def row_batches(self):
-        yield self._rows_of(self._lo, self._hi)
+        yield self._batch
+
+
+_OUTCOME_COLUMNS = ("frame", "connection", "verdict", "connection_primary", "in_flight")
+"""The reset table's columns a connection's RST outcome is made of (:meth:`.ResetTable.outcome_columns`)."""
 
 
 @dataclass
@@ -137,22 +152,27 @@ class _Encode:
 
     spill: dict
     """What :meth:`.Spill.opened` needs besides the descriptors."""
-    reset_columns: dict
+    layout: dict[str, tuple[int, str]]
+    """Where each column is in the file of positions and outcomes (its first byte, its dtype)."""
+    bounds: np.ndarray
+    """Per unit, its first RST in the outcome columns (one more: the end)."""
     count: int
 
     def __call__(self, fds: list[int]) -> int:
-        *spill_fds, conn_fd = fds
+        *spill_fds, columns_fd, conn_fd = fds
         spill = Spill.opened(self.spill, spill_fds)
         conn = Connection(conn_fd)
         try:
-            store = ConnectionStore(spill, self.count, np.zeros(0, dtype=np.int64))
-            resets = ResetTable(self.reset_columns, None, set(), None)
             sender = rowstream.Sender(conn, RING_BYTES)
             sender.result(None)
             sent = 0
-            for lo in range(UNIT, self.count, 2 * UNIT):
-                units = _Units(store.rows_of, lo, min(lo + UNIT, self.count))
-                for block, ends in columns.connection_row_blocks(units, resets, 0, None, None, separator=b""):
+            for k in range(1, len(self.bounds) - 1, 2):
+                lo, hi = k * UNIT, min((k + 1) * UNIT, self.count)
+                batch = RowBatch(spill.conns.take(self._read(columns_fd, "positions", lo, hi)), spill)
+                outcomes = {n: self._read(columns_fd, n, *self.bounds[k : k + 2].tolist()) for n in _OUTCOME_COLUMNS}
+                resets = ResetTable(outcomes | _NO_ROWS, None, set(), None)
+                for block, ends in columns.connection_row_blocks(_Unit(batch), resets, 0, None,
+                                                                 None, separator=b""):  # fmt: skip
                     sender.block(block, np.diff(ends, prepend=0))
                     sent += len(ends)
             sender.end(None)
@@ -160,3 +180,17 @@ class _Encode:
         finally:
             conn.close()
             spill.close()
+            os.close(columns_fd)
+
+    def _read(self, fd: int, name: str, lo: int, hi: int) -> np.ndarray:
+        """Values ``[lo, hi)`` of a column of the file."""
+        at, dtype = self.layout[name]
+        size = np.dtype(dtype).itemsize
+        data = os.pread(fd, (hi - lo) * size, at + lo * size)
+        if len(data) != (hi - lo) * size:
+            raise OSError(f"short read of the outcome columns: {name}")
+        return np.frombuffer(data, dtype=dtype)
+
+
+_NO_ROWS = {"findings": np.zeros(0, np.uint16), "offset": np.zeros(0, np.int64), "length": np.zeros(0, np.uint32)}
+"""The reset table's columns of its rows, which the outcomes do not read."""

@@ -104,3 +104,14 @@ def test_a_document_that_cannot_be_written_stops_the_child(capture, tmp_path):
     assert status != 0
     assert len(err.getvalue().strip().splitlines()) == 1, err.getvalue()
     assert _children() <= before
+
+
+def test_a_storm_of_rsts_is_encoded_here_alone(capture, monkeypatch):
+    """Past ROWSPLIT_MAX_RESETS the table of RSTs and the child beside it would pass the memory budget."""
+    alone, _ = _json(capture, encode_rows=False)
+    monkeypatch.setattr(analysis, "ROWSPLIT_MAX_RESETS", 10)
+    before = _children()
+    both, b = _json(capture, encode_rows=True)
+    assert len(b.resets) > 10 and not isinstance(b.connections, rowsplit.RowsInChild)
+    assert both == alone
+    assert _children() <= before  # stopped at once

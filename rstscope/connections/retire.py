@@ -402,24 +402,29 @@ class Spill:
         return self.conns.take(self._at[ids])
 
     def shared_rows(self) -> tuple[dict, list[int]]:
-        """All of this spill for another process to read (:meth:`opened`): what it needs besides the files'
-        descriptors, and the descriptors (to send along, over a Unix socket)."""
+        """This spill's rows for another process to read (:meth:`opened`; where each connection's row is,
+        :meth:`row_positions`, goes apart): what it needs besides the files' descriptors, and the
+        descriptors (to send along, over a Unix socket)."""
         files = {"conns": self.conns.shared(), **{name: table.shared() for name, table in self.tables.items()}}
-        meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "at": self._at, "overflow": self.overflow}
+        meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "overflow": self.overflow}
         return meta, [fd for fd, _ in files.values()]
 
     @classmethod
     def opened(cls, meta: dict, fds: list[int]) -> Spill:
-        """In the receiving process, the spill another one :meth:`shared_rows` (read only; closed with
-        :meth:`close`)."""
+        """In the receiving process, the rows another one :meth:`shared_rows` (read only, by position:
+        ``conns.take``; closed with :meth:`close`)."""
         spill = cls()
         rows = meta["rows"]
         tables = dict(zip(rows, fds, strict=True))
         spill.conns = RecordFile.opened(CONN_ROW, tables.pop("conns"), rows["conns"])
         dtypes = {name: table.dtype for name, table in spill.tables.items()}
         spill.tables = {name: RecordFile.opened(dtypes[name], fd, rows[name]) for name, fd in tables.items()}
-        spill._at, spill.overflow = meta["at"], meta["overflow"]
+        spill.overflow = meta["overflow"]
         return spill
+
+    def row_positions(self, count: int) -> np.ndarray:
+        """Where the rows of connections ``0 .. count - 1`` (all retired) are in :attr:`conns` (a view)."""
+        return self._at[:count]
 
     def close(self) -> None:
         self.conns.close()
@@ -572,9 +577,10 @@ class ConnectionStore(ConnectionsById):
         """Connections ``[lo, hi)`` as rows."""
         return RowBatch(self._spill.rows(np.arange(lo, hi)), self._spill)
 
-    def shared_rows(self) -> tuple[dict, list[int]]:
-        """Every connection for another process to read (:meth:`Spill.shared_rows`)."""
-        return self._spill.shared_rows()
+    def shared_rows(self) -> tuple[dict, list[int], np.ndarray]:
+        """Every connection for another process to read (:meth:`Spill.shared_rows`), and where each one's row
+        is in the file of connection rows."""
+        return (*self._spill.shared_rows(), self._spill.row_positions(self._count))
 
 
 def packed(dtype: np.dtype, n: int, fields: dict[str, np.ndarray], head: np.ndarray | None = None) -> np.ndarray:
