@@ -38,9 +38,9 @@ its reader child) 20-55 MB lower (reset storm 222 -> 195, flood 258 -> 203, shor
 -> 84 MB), identical documents, CPU within noise but on long flows (+10 %: more numpy calls per packet)."""
 ROWSPLIT_MAX_RESETS = 200_000
 """More RSTs than this, and ``--json``'s connection rows are all encoded here, the reader child stopped
-(:mod:`rstscope.rowsplit`): this process's table of RSTs and the child beside it would pass 200 MB
-(measured on storms of a million RSTs, peak of the tree: 213-224 MB with the child, 181-186 without; on
-one million connections with 80,000 RSTs, 176 MB with it)."""
+before the RSTs' table is gathered (:mod:`rstscope.rowsplit`): this process's table of RSTs and the child
+beside it would pass 200 MB (measured on storms of a million RSTs, peak of the tree: 208-224 MB with the
+child, 187 without; on one million connections with 80,000 RSTs, 176 MB with it)."""
 PREFETCH_BYTES = 16 << 20
 """Files at least this large are read in a child process, in parallel with tracking (rstscope.prefetch)."""
 
@@ -172,10 +172,12 @@ def analyze_capture(
         )
         # The reader child, done reading, judges a share of the RSTs left (rstscope.judging).
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
+        store = tracker.finish()
         # --json: the child encodes half of the connection rows too (more than a block of them), but for a
-        # storm of RSTs (ROWSPLIT_MAX_RESETS).
-        keep = encode_rows and child is not None and tracker.count > columns.ROWS_PER_BLOCK
-        out = analysis_of(info, tracker.finish(), child=child, judged=judged, early=early, keep_child=keep)
+        # storm of RSTs (ROWSPLIT_MAX_RESETS: known from the connections that saw one, else once judged).
+        keep = encode_rows and child is not None and len(store) > columns.ROWS_PER_BLOCK
+        keep = keep and len(store.reset_ids) <= ROWSPLIT_MAX_RESETS
+        out = analysis_of(info, store, child=child, judged=judged, early=early, keep_child=keep)
         out.listen_queue = listen_queue.result()
         if keep and len(out.resets) > ROWSPLIT_MAX_RESETS:
             child.close()

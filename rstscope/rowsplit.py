@@ -7,8 +7,9 @@ encodes every other unit of :data:`UNIT` connections (ids ``[k * UNIT, (k + 1) *
 into a ring of shared memory (:mod:`rstscope.fleet.rowstream`: the same pages over and over, no file),
 while this process encodes the others; the document takes the units in order, this process's as it
 makes them, the child's copied out of the ring.  The child reads the spill through the descriptors it is
-sent (nothing is copied) and the RST outcomes from the reset table's columns, so its rows are the ones
-this process would make, byte for byte.  Should the child fail, this process encodes what it did not send.
+sent (nothing is copied), and each unit's row positions and RST outcomes from a file of the reset table's
+columns, so its rows are the ones this process would make, byte for byte.  Should the child fail, this
+process encodes what it did not send.  Measured in benchmarks/PLAN.md §25.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class RowsInChild(ConnectionsById):
             bounds = np.searchsorted(resets.connection, np.minimum(np.arange(0, len(store) + UNIT, UNIT), len(store)))
             job = _Encode(meta, layout, bounds, len(store))
             try:
-                self._job = child.run_in_child(job, [*fds, f.fileno(), theirs.fileno()])
+                child.run_in_child(job, [*fds, f.fileno(), theirs.fileno()])  # its answer: never read
             finally:
                 theirs.close()
         self._receiver = rowstream.Receiver(Connection(ours.detach()), lambda exc: None)

@@ -106,10 +106,14 @@ def test_a_document_that_cannot_be_written_stops_the_child(capture, tmp_path):
     assert _children() <= before
 
 
-def test_a_storm_of_rsts_is_encoded_here_alone(capture, monkeypatch):
-    """Past ROWSPLIT_MAX_RESETS the table of RSTs and the child beside it would pass the memory budget."""
-    alone, _ = _json(capture, encode_rows=False)
-    monkeypatch.setattr(analysis, "ROWSPLIT_MAX_RESETS", 10)
+@pytest.mark.parametrize("past", ["connections with RSTs", "RSTs only"])
+def test_a_storm_of_rsts_is_encoded_here_alone(capture, monkeypatch, past):
+    """Past ROWSPLIT_MAX_RESETS the table of RSTs and the child beside it would pass the memory budget: known
+    from the connections that saw a RST, before the table is gathered, or from the RSTs once judged."""
+    alone, a = _json(capture, encode_rows=False)
+    limit = 10 if past == "connections with RSTs" else len(a.connections.reset_ids)
+    assert len(a.resets) > limit
+    monkeypatch.setattr(analysis, "ROWSPLIT_MAX_RESETS", limit)
     before = _children()
     both, b = _json(capture, encode_rows=True)
     assert len(b.resets) > 10 and not isinstance(b.connections, rowsplit.RowsInChild)
