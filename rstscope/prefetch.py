@@ -13,9 +13,10 @@ child arrives as an error message and is raised in the parent.  The child
 ignores Ctrl-C (the parent decides) and is killed when the parent stops early.
 Used only where ``os.fork`` exists and more than one CPU is available.
 
-Once it has read the capture, the child does jobs for the parent (:meth:`PrefetchedCapture.run_in_child`:
-judging RSTs, :mod:`rstscope.judging`), sent over a Unix socket with the descriptors of the files they read,
-one after the other in the order sent; it exits when the parent closes the capture.
+The child also does jobs for the parent (:meth:`PrefetchedCapture.run_in_child`: judging RSTs,
+:mod:`rstscope.judging`; encoding document rows, :mod:`rstscope.rowsplit`), sent over a Unix socket with
+the descriptors of the files they read, one after the other in the order sent, in a thread beside its
+reader (which mostly waits for the parent to take its chunks); it exits when the parent closes the capture.
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ class PrefetchedCapture:
         self._kept = True
 
     def run_in_child(self, job: Callable[[list[int]], object], fds: list[int]) -> PendingJob:
-        """Have the child, once it has read the capture and done the jobs sent before, call ``job``
+        """Have the child, once done with the jobs sent before (while it still reads, or after), call ``job``
         (picklable) with its own copies of these descriptors (the job closes them); what it returns comes
         back through :meth:`PendingJob.result`, the results of jobs in the order they were sent.
         :class:`OSError` if the child is gone."""
