@@ -114,7 +114,7 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
 def _shared(store, ids: np.ndarray, host_ttl: dict, child, work: Path, batch: int, judged,
             early: WhileTracking | None, before: int, total: int) -> list[Path]:  # fmt: skip
     """Judge the connections ``ids`` here and in ``child``, in batches of ``batch`` connections at least from
-    both ends; the parts' paths (and those of the job ``early`` still had in the child,
+    both ends; the parts' paths (and those of the jobs ``early`` still had in the child,
     :meth:`WhileTracking.settle`)."""
     size = max(batch, -(-len(ids) // MAX_BATCHES))
     batches = -(-len(ids) // size)
@@ -136,7 +136,7 @@ def _shared(store, ids: np.ndarray, host_ttl: dict, child, work: Path, batch: in
         if claim(work, 0, b):
             judge(b)
             done()  # the child's batches too, those finished by now
-    late = early.settle(store, host_ttl) if early is not None else []  # its answer comes before the job's
+    late = early.settle(store, host_ttl) if early is not None else []  # their answers come before the job's
     if job is not None:
         with contextlib.suppress(Exception):  # whatever became of the child, its unfinished batches are judged here
             job.result()
