@@ -79,15 +79,14 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
     every job, and writes no more into the work directory)."""
     ids = store.reset_ids
     total = len(ids)
-    work = early.work if early is not None else None
-    if work is None and total < SHARED_FROM:
+    judged_early = early is not None and early.work is not None  # some jobs were given while tracking
+    if not judged_early and total < SHARED_FROM:
         return reset_table.build(counted(store.reset_subjects(), total, judged), host_ttl)
-    if work is None:
-        work = Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
+    work = early.work if judged_early else Path(tempfile.mkdtemp(prefix="rstscope-judging-", dir=scratch.directory()))
     try:
         paths: list[Path] = []
         before, batch = 0, BATCH  # connections judged before this call; connections a batch at least
-        if early is not None and early.work is not None:
+        if judged_early:
             ids = np.setdiff1d(ids, early.taken(), assume_unique=True)
             paths, before = early.parts(), total - len(ids) - early.in_flight()
             batch = EARLY_BATCH  # what is left is judged in smaller batches: the two processes end closer

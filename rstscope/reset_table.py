@@ -139,13 +139,13 @@ def gather(read_range: Callable[[int, int], bytes], offsets: np.ndarray, lengths
     return b"".join(map(read_range, lo.tolist(), (hi - lo).tolist())), starts
 
 
-def pread_exactly(fd: int, length: int, offset: int) -> bytes:
-    """Bytes ``[offset, offset + length)`` of a file of RST rows; OSError if it ends before."""
+def pread_exactly(fd: int, length: int, offset: int, *, what: str = "a file of RST rows") -> bytes:
+    """Bytes ``[offset, offset + length)`` of a file (``what``, for the error); OSError if it ends before."""
     data = os.pread(fd, length, offset)
     while len(data) < length:  # a regular file gives all at once; but for its end, a short read is not that
         more = os.pread(fd, length - len(data), offset + len(data))
         if not more:
-            raise OSError(f"a file of RST rows ended at byte {offset + len(data)}, not {offset + length}")
+            raise OSError(f"{what} ended at byte {offset + len(data)}, not {offset + length}")
         data += more
     return data
 

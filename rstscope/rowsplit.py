@@ -26,8 +26,8 @@ import numpy as np
 from rstscope import columns, scratch
 from rstscope.connections.retire import ConnectionsById, ConnectionStore, RowBatch, Spill
 from rstscope.fleet import rowstream
-from rstscope.fleet.merge import CAPTURE_0
-from rstscope.reset_table import ResetTable
+from rstscope.fleet.merge import as_capture
+from rstscope.reset_table import ResetTable, pread_exactly
 
 UNIT = columns.ROWS_PER_BLOCK
 """Connections a unit (one encoded block): units alternate between the two processes."""
@@ -81,7 +81,6 @@ class RowsInChild(ConnectionsById):
     def encoded_row_blocks(self, capture_index: int, separator: bytes) -> Iterator[bytes]:
         """Every connection's document row in id order, ``capture`` set to ``capture_index``: blocks of a
         unit's rows joined by ``separator``.  Read once; the child is stopped at the end."""
-        head, skip = b'{"capture":%d,' % capture_index, len(CAPTURE_0)
         try:
             for k, lo in enumerate(range(0, len(self), UNIT)):
                 hi = min(lo + UNIT, len(self))
@@ -89,8 +88,7 @@ class RowsInChild(ConnectionsById):
                     got = self._from_child(hi - lo)
                     if got is not None:
                         data, lengths = got
-                        begin = np.cumsum(lengths) - lengths
-                        yield columns.join_rows(data, begin + skip, lengths - skip, separator, head=head)
+                        yield as_capture(data, np.cumsum(lengths) - lengths, lengths, capture_index, separator)
                         continue
                 yield from self._here(lo, hi, capture_index, separator)
         finally:
@@ -187,9 +185,7 @@ class _Encode:
         """Values ``[lo, hi)`` of a column of the file."""
         at, dtype = self.layout[name]
         size = np.dtype(dtype).itemsize
-        data = os.pread(fd, (hi - lo) * size, at + lo * size)
-        if len(data) != (hi - lo) * size:
-            raise OSError(f"short read of the outcome columns: {name}")
+        data = pread_exactly(fd, (hi - lo) * size, at + lo * size, what="the file of RST outcomes")
         return np.frombuffer(data, dtype=dtype)
 
 

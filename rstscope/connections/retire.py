@@ -365,8 +365,7 @@ class Spill:
 
     def __init__(self) -> None:
         self.conns = RecordFile(CONN_ROW)
-        self.tables = {"resets": RecordFile(RST_ROW), "findings": RecordFile(FINDING_ROW),
-                       "after": RecordFile(AFTER_ROW), "probes": RecordFile(PROBE_ROW)}  # fmt: skip
+        self.tables = {name: RecordFile(dtype) for name, dtype in TABLES.items()}
         self.overflow: dict[int, list[int]] = {}
         """Connection id -> history letter codes past its row's 24."""
         self._at = np.zeros(0, dtype=np.int64)  # connection id -> position of its row, -1 live
@@ -417,8 +416,7 @@ class Spill:
         rows = meta["rows"]
         tables = dict(zip(rows, fds, strict=True))
         spill.conns = RecordFile.opened(CONN_ROW, tables.pop("conns"), rows["conns"])
-        dtypes = {name: table.dtype for name, table in spill.tables.items()}
-        spill.tables = {name: RecordFile.opened(dtypes[name], fd, rows[name]) for name, fd in tables.items()}
+        spill.tables = {name: RecordFile.opened(TABLES[name], fd, rows[name]) for name, fd in tables.items()}
         spill.overflow = meta["overflow"]
         return spill
 
@@ -440,6 +438,8 @@ class Spill:
         return subjects, [fd for fd, _ in files.values()]
 
 
+TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW, "probes": PROBE_ROW}
+"""A retired connection's tables of rows besides its connection row, and their rows (:class:`Spill`)."""
 SUBJECT_TABLES = {"resets": RST_ROW, "after": AFTER_ROW}
 """The tables evidence reads of a connection (:func:`.rows.reset_subjects`), and their rows."""
 SUBJECT_FILES = {"conns": CONN_ROW, **SUBJECT_TABLES}

@@ -34,20 +34,11 @@ import numpy as np
 
 from rstscope import columns, judging, reset_table, scratch
 from rstscope.connections import Connection, TtlRange
-from rstscope.connections.retire import ConnectionsById
-from rstscope.connections.rows import (
-    AFTER_ROW,
-    CONN_ROW,
-    FINDING_ROW,
-    PROBE_ROW,
-    RST_ROW,
-    connections,
-    span_positions,
-)
+from rstscope.connections.retire import TABLES, ConnectionsById
+from rstscope.connections.rows import CONN_ROW, connections, span_positions
 from rstscope.fleet import evidence_pool, rowstream, timing
 from rstscope.fleet import frames as fleet_frames
 
-TABLES = {"resets": RST_ROW, "findings": FINDING_ROW, "after": AFTER_ROW, "probes": PROBE_ROW}
 BATCH = 4_096
 """Connections handled at once (rows read, written or made into objects)."""
 CAPTURE_0 = b'{"capture":0,'
@@ -352,7 +343,6 @@ class MergedStore(ConnectionsById):
         """The connections' document rows in id order, as the shards encoded them (for capture 0) but with
         ``capture`` set to ``capture_index``: blocks of up to BATCH rows joined by ``separator``.  Streamed
         rows can be read once; then :meth:`listen_queue` is known."""
-        head, skip = b'{"capture":%d,' % capture_index, len(CAPTURE_0)  # each row's start, replaced
         if self._live is not None:
             sources = self._live.take_receivers()
         else:
@@ -371,7 +361,7 @@ class MergedStore(ConnectionsById):
             data.clear()
             for source in sources.values():
                 source.release()
-            yield columns.join_rows(joined, begin + skip, length - skip, separator, head=head)
+            yield as_capture(joined, begin, length, capture_index, separator)
         if self._live is not None:
             self._tallies = self._live.finish()
 
@@ -392,6 +382,13 @@ class MergedStore(ConnectionsById):
         self._conns, self._tables, self._json = {}, {}, {}
         if self._live is not None:
             self._live.close()
+
+
+def as_capture(joined: bytes, begin: np.ndarray, length: np.ndarray, capture_index: int, separator: bytes):
+    """Rows encoded for capture 0 (each starts with :data:`CAPTURE_0`; row ``i`` is ``length[i]`` bytes of
+    ``joined`` from ``begin[i]``), joined by ``separator``, with ``capture`` set to ``capture_index``."""
+    skip = len(CAPTURE_0)
+    return columns.join_rows(joined, begin + skip, length - skip, separator, head=b'{"capture":%d,' % capture_index)
 
 
 class _EncodedFile:
