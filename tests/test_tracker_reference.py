@@ -47,3 +47,19 @@ def test_short_connections_do_not_depend_on_chunk_or_feed_size(short_shape, monk
     monkeypatch.setattr(tracker, "FEED_ROWS", 1_000)
     assert tracker_reference.tracker_digest(short_shape, chunk_packets=65_536) == whole
     assert tracker_reference.tracker_digest(short_shape, chunk_packets=1 << 24) == whole
+
+
+def test_event_batches_cut_at_resets_change_nothing(short_shape, monkeypatch):
+    """The event pass runs a slice in batches of EVENT_BATCH RSTs: cut after every third RST (batches
+    that end anywhere, dozens a slice), the records are those of one batch a slice."""
+    from rstscope.connections import events
+
+    whole = tracker_reference.tracker_digest(short_shape)
+    cuts = []
+    run = events.EventPass._run
+    monkeypatch.setattr(
+        events.EventPass, "_run", lambda self, idx, *a, **k: cuts.append(len(idx)) or run(self, idx, *a, **k)
+    )
+    monkeypatch.setattr(events, "EVENT_BATCH", 3)
+    assert tracker_reference.tracker_digest(short_shape) == whole
+    assert len(cuts) > 150  # the capture's 700-odd RSTs, three a batch

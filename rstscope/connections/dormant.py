@@ -95,15 +95,18 @@ class Dormant:
             ident: np.ndarray) -> None:  # fmt: skip
         """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
-        ev = columns.ev[slots]
-        held = _held(ev)  # the recent-segment blocks the loop may read: those of the segments it counts
+        # The recent-segment blocks the loop may read: those of the segments it counts.
+        held = _held(columns.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2])
         blocks = columns.blocks[slots][held]
-        segs = np.zeros((len(blocks), *columns.recent.shape), columns.recent.data.dtype)
         have = blocks >= 0
-        segs[have] = columns.recent.data[blocks[have]]
+        if have.all():
+            segs = columns.recent.data[blocks]
+        else:
+            segs = np.zeros((len(blocks), *columns.recent.shape), columns.recent.data.dtype)
+            segs[have] = columns.recent.data[blocks[have]]
         per = held.reshape(n, -1).sum(axis=1)
         recent_at = self._recent.append(_as_records(segs, self._recent_dtype)) + np.cumsum(per) - per
-        probed = _probed(ev)
+        probed = columns.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
         probes_at = np.full(n, -1, dtype=np.int64)
         if probed.any():
             probes = columns.probes_of(slots[probed])
@@ -131,10 +134,12 @@ class Dormant:
     def take(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
-        rows, recent, probes = self.records(ids, rings=True)
+        rows, at, recent, probes = self.records(ids, rings=True)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
+        at = np.ascontiguousarray(at, dtype=np.int64)
         k, where = self._slot_arrays(arrays, columns, acks, ident)
-        lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize, k, where,
+        lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize,
+                         ffi.cast("int64_t *", at.ctypes.data), k, where,
                          ffi.cast("int64_t *", slots.ctypes.data))  # fmt: skip
         columns.restore(slots, recent, probes)
 
@@ -150,32 +155,35 @@ class Dormant:
         return len(out), out
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
-        """These dormant connections' records, no longer dormant: (records, recent segments or None unless
-        ``rings``, keepalive-probe rings).  The recent segments are those of the ring blocks that hold
-        counted ones (:func:`_held` of the records, in its order: what :meth:`.EventColumns.restore` puts
-        back); the probe rings as :meth:`.EventColumns.probes_of` gives them (zeros where none)."""
+        """These dormant connections' records, no longer dormant: (records, at, recent segments or None
+        unless ``rings``, keepalive-probe rings), connection ``i``'s record being ``records[at[i]]`` (records
+        as read, see :meth:`.RecordFile.take_spread`).  The recent segments are those of the ring blocks
+        that hold counted ones (:func:`_held` of the records, in its order: what
+        :meth:`.EventColumns.restore` puts back); the probe rings per connection, in order, as
+        :meth:`.EventColumns.probes_of` gives them (zeros where none)."""
         positions = self._at[ids]
-        rows = self._rows.take(positions)
+        rows, at = self._rows.take_spread(positions)
         n = len(ids)
-        held = _held(rows["ev"])
+        held = _held(rows["ev"][at, lib.EV_RECENT_N : lib.EV_RECENT_N + 2])
         per = held.reshape(n, -1).sum(axis=1)
-        at = np.repeat(rows["recent_at"], per) + _within(per)
-        recent = self._recent.take(at)["seg"] if rings else None
+        segments = np.repeat(rows["recent_at"][at], per) + _within(per)
+        recent = self._recent.take(segments)["seg"] if rings else None
         probes = np.zeros((n, *self._probes_dtype["p"].shape), self._probes_dtype["p"].base)
-        probed = rows["probes_at"] >= 0
+        probes_at = rows["probes_at"][at]
+        probed = probes_at >= 0
         if probed.any():
-            probes[probed] = self._probes.take(rows["probes_at"][probed])["p"]
+            probes[probed] = self._probes.take(probes_at[probed])["p"]
         # Never read again: the files give back the room of regions where nothing is left alive.
         self._rows.release(positions)
-        self._recent.release(at)
-        self._probes.release(rows["probes_at"][probed])
+        self._recent.release(segments)
+        self._probes.release(probes_at[probed])
         self._at[ids] = -1
         self._count -= n
         if len(self._closed):  # the closed ones among them: now the only entries whose id is not dormant
             self._closed = self._closed[self._at[self._closed[:, 0]] >= 0]
         if self._rows.dead_kept > max(len(self), COMPACT_AFTER) and not self.draining:
             self._compact()
-        return rows, recent, probes
+        return rows, at, recent, probes
 
     def _compact(self) -> None:
         """Copy the live records and their rings to fresh files (the old ones, mostly dead, are closed and gone)."""
@@ -185,7 +193,7 @@ class Dormant:
         for start in range(0, len(ids), COMPACT_BATCH):  # small batches: each is in memory twice for a while
             batch = ids[start : start + COMPACT_BATCH]
             got = rows.take(self._at[batch])
-            held = _held(got["ev"]).reshape(len(batch), -1).sum(axis=1)
+            held = _held(got["ev"][:, lib.EV_RECENT_N : lib.EV_RECENT_N + 2]).reshape(len(batch), -1).sum(axis=1)
             at = np.repeat(got["recent_at"], held) + _within(held)
             got["recent_at"] = self._recent.append(recent.take(at)) + np.cumsum(held) - held
             probed = got["probes_at"] >= 0
@@ -205,14 +213,11 @@ def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(values).reshape(len(values), values[0].size if len(values) else 0).view(dtype).ravel()
 
 
-def _held(ev: np.ndarray) -> np.ndarray:
-    """Per connection (rows of ``ev``), side and ring block: whether the block holds counted segments."""
-    counts = np.minimum(ev[:, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
+def _held(recent_n: np.ndarray) -> np.ndarray:
+    """Per connection (rows of ``recent_n``: its two ``EV_RECENT_N`` columns), side and ring block: whether
+    the block holds counted segments."""
+    counts = np.minimum(recent_n, RING)
     return np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)
-
-
-def _probed(ev: np.ndarray) -> np.ndarray:
-    return ev[:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
 
 
 def _within(counts: np.ndarray) -> np.ndarray:

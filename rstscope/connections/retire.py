@@ -277,8 +277,10 @@ class RecordFile:
         raw = np.dtype((np.void, self.dtype.itemsize))
         if not self._written:
             return self._one().view(raw)[positions].view(self.dtype) if len(positions) else np.zeros(0, self.dtype)
-        out = np.empty(len(positions), raw)
         in_memory = positions >= self._written
+        if self._run_rows is not None and not in_memory.any():  # the usual case: no copy into ``out``
+            return self._read_runs(positions).view(self.dtype)
+        out = np.empty(len(positions), raw)
         if in_memory.any():
             out[in_memory] = self._one().view(raw)[positions[in_memory] - self._written]
         on_disk = np.flatnonzero(~in_memory)
@@ -291,12 +293,22 @@ class RecordFile:
             out[mine] = self._page(page).view(raw)[positions[mine] - page * self._page_rows]
         return out.view(self.dtype)
 
-    def _read_runs(self, positions: np.ndarray) -> np.ndarray:
+    def take_spread(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows at these positions as ``(rows, at)``: row ``positions[i]`` is ``rows[at[i]]``.  In a table
+        read in any order (``run_page_bytes``), the rows as read, not gathered in order: a caller that reads
+        some fields of each, or copies each elsewhere (:meth:`.dormant.Dormant.take`), saves a copy of them all."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self._run_rows is None or not len(positions) or positions.max() >= self._written:
+            return self.take(positions), np.arange(len(positions))
+        rows, at = self._read_runs(positions, spread=True)
+        return rows.view(self.dtype), at
+
+    def _read_runs(self, positions: np.ndarray, *, spread: bool = False):
         """The rows at these positions (all in the file), as opaque bytes: the pages that hold them, each run
-        of consecutive pages in one ``pread``."""
+        of consecutive pages in one ``pread``; ``spread``: those pages and where each row is in them."""
         raw, size, per = np.dtype((np.void, self.dtype.itemsize)), self.dtype.itemsize, self._run_rows
         if not len(positions):
-            return np.zeros(0, raw)
+            return (np.zeros(0, raw), positions) if spread else np.zeros(0, raw)
         pages = positions // per
         needed = distinct(pages)
         # A run: pages next to each other in positions and in the file (regions are placed apart).
@@ -311,7 +323,8 @@ class RecordFile:
             if os.preadv(fd, [buffer[at * size : (at + e - f) * size]], where * size) != (e - f) * size:
                 raise OSError(f"short read of {self._file.name}: rows {f}..{e}")
         run = np.searchsorted(first, positions, side="right") - 1
-        return rows[into[run] + positions - first[run]]
+        at = into[run] + positions - first[run]
+        return (rows, at) if spread else rows[at]
 
     def _page(self, page: int) -> np.ndarray:
         """A page of rows from the file (the last page may be shorter), from the cache of the last ones read."""

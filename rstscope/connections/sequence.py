@@ -98,14 +98,15 @@ class ConnArrays:
         self.free: list[int] = []
         """Slots of retired connections, reused by new ones."""
 
-    def allocate(self, k: int) -> np.ndarray:
-        """``k`` slots for new connections, every column at its default."""
+    def allocate(self, k: int, *, defaults: bool = True) -> np.ndarray:
+        """``k`` slots for new connections, every column at its default (unless not ``defaults``: the
+        caller writes every column, as waking a dormant connection does)."""
         reused = self.free[len(self.free) - k :] if k else []
         del self.free[len(self.free) - len(reused) :]
         fresh = k - len(reused)
         self.grow(fresh)
         slots = np.array(reused + list(range(self.size - fresh, self.size)), dtype=np.int64)
-        if reused:
+        if reused and defaults:
             self.table[slots[: len(reused)]] = self._DEFAULT_ROW
         return slots
 

@@ -10,8 +10,8 @@
 struct slot_array { uint8_t *data; int64_t width; int64_t at; };
 void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
                 int64_t size);
-void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, const struct slot_array *arrays,
-                  const int64_t *slots);
+void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t *at, int64_t k,
+                  const struct slot_array *arrays, const int64_t *slots);
 struct row_layout {
     int64_t size, head, none;
     int64_t end_ns, last_frame, history, history_len, state, prev_state, isn, syn, synack, synack_after_ack,
@@ -32,12 +32,14 @@ void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_ar
             memcpy(records + i * size + arrays[c].at, arrays[c].data + slots[i] * arrays[c].width, arrays[c].width);
 }
 
-/* The reverse: row slots[i] of each array from record i. */
-void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, const struct slot_array *arrays,
-                  const int64_t *slots) {
+/* The reverse: row slots[i] of each array from record at[i] (the records as read from their file, in
+ * pages: gathering them in order first would copy them all once more). */
+void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t *at, int64_t k,
+                  const struct slot_array *arrays, const int64_t *slots) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < k; c++)
-            memcpy(arrays[c].data + slots[i] * arrays[c].width, records + i * size + arrays[c].at, arrays[c].width);
+            memcpy(arrays[c].data + slots[i] * arrays[c].width, records + at[i] * size + arrays[c].at,
+                   arrays[c].width);
 }
 
 static int64_t load(const uint8_t *row, int64_t column) {

@@ -150,14 +150,16 @@ class Tracker:
             slot = self._slot_of[conn_id]
         return slot.astype(np.int64)  # from here on, connections are addressed by their slot
 
-    def _allocate(self, ids: np.ndarray) -> np.ndarray:
-        """Slots for these connections (their per-slot columns at their defaults, but for the event loop's)."""
+    def _allocate(self, ids: np.ndarray, *, defaults: bool = True) -> np.ndarray:
+        """Slots for these connections: their per-slot columns at their defaults, but for the event loop's
+        (:meth:`.EventColumns.fit` sets those); not ``defaults``: as they were, every column to be written
+        (a dormant connection's record is)."""
         arr = self._arrays
-        slots = arr.allocate(len(ids))
+        slots = arr.allocate(len(ids), defaults=defaults)
         self._conn_of_slot = fit(self._conn_of_slot, arr.capacity, -1)
         self._slot_of[ids] = slots
         self._conn_of_slot[slots] = ids
-        self._ack_ring.fit(arr.capacity, slots)
+        self._ack_ring.fit(arr.capacity, slots if defaults else slots[:0])
         if len(self._ident) < arr.capacity:
             self._ident = grown(self._ident, arr.capacity)
         return slots
@@ -180,8 +182,8 @@ class Tracker:
         """These dormant connections back in slots, as they were."""
         for start in range(0, len(ids), _SLOT_BATCH):  # the end of a flood wakes thousands at once
             batch = ids[start : start + _SLOT_BATCH]
-            slots = self._allocate(batch)
-            self._events.columns.fit(self._arrays.capacity, slots, np.zeros(len(batch), dtype=bool))
+            slots = self._allocate(batch, defaults=False)  # the records hold every column of a slot
+            self._events.columns.fit(self._arrays.capacity, slots[:0], np.zeros(0, dtype=bool))
             self._dormant.take(batch, slots, self._arrays, self._events.columns, self._ack_ring, self._ident)
 
     def _retire_idle(self, now_frame: int, now_ns: int) -> None:
@@ -247,8 +249,8 @@ class Tracker:
         """Retire these dormant connections: their rows made from their dormant records (no slot)."""
         for start in range(0, len(ids), _SLOT_BATCH):
             batch = np.sort(ids[start : start + _SLOT_BATCH])
-            rows, _, probes = self._dormant.records(batch)
-            self._put(self._rows(_record_state(rows, probes), batch, keep=False))
+            rows, at, _, probes = self._dormant.records(batch)
+            self._put(self._rows(_record_state(rows, at, probes), batch, keep=False))
             self._forget(batch)
 
     # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
@@ -425,10 +427,11 @@ class _SlotState(NamedTuple):
     """Per connection, in order; None: no keepalive probes (all zeros)."""
 
 
-def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
-    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`)."""
-    probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
-    return _SlotState(np.arange(len(records)), records["table"], records["ev"], records["history"], records["ident"],
+def _record_state(records: np.ndarray, at: np.ndarray, probes: np.ndarray) -> _SlotState:
+    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`:
+    connection ``i``'s is ``records[at[i]]``)."""
+    probed = records["ev"][at, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
+    return _SlotState(at, records["table"], records["ev"], records["history"], records["ident"],
                       probes if probed else None)  # fmt: skip
 
 
