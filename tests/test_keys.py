@@ -43,6 +43,44 @@ def test_grouped_columns_are_the_fields_of_the_ordered_rows():
         assert column.tolist() == rows[name][order].astype(np.int64).tolist(), name
 
 
+def test_rows_indexed_by_canonical_key_in_one_pass():
+    """TupleTable.index (tuple_groups_of_rows) against the key written out in Python: endpoints ordered by
+    address then port, on IPv4 and IPv6 rows, both directions, equal addresses, equal endpoints, tunnels."""
+    from rstscope.connections.keys import TupleTable
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    rows = np.zeros(n, PACKET_DTYPE)
+    his = np.array([0, 0, 1, 2**63, 2**64 - 1], dtype=np.uint64)  # mostly IPv4 (a zero high half)
+    los = np.array([1, 2, 2**32 - 1, 2**64 - 1], dtype=np.uint64)
+    for name, values in (("src_hi", his), ("dst_hi", his), ("src_lo", los), ("dst_lo", los)):
+        rows[name] = values[rng.integers(0, len(values), n)]
+    for name in ("src_port", "dst_port"):
+        rows[name] = np.array([80, 443, 1024, 65535])[rng.integers(0, 4, n)]
+    rows["tunnel_id"] = np.array([0, 0, 7, 2**64 - 1], dtype=np.uint64)[rng.integers(0, 4, n)]
+    groups: dict[tuple, list[int]] = {}
+    src_is_a = []
+    for r in rows.tolist():
+        src = (r[PACKET_DTYPE.names.index("src_hi")], r[PACKET_DTYPE.names.index("src_lo")],
+               r[PACKET_DTYPE.names.index("src_port")])  # fmt: skip
+        dst = (r[PACKET_DTYPE.names.index("dst_hi")], r[PACKET_DTYPE.names.index("dst_lo")],
+               r[PACKET_DTYPE.names.index("dst_port")])  # fmt: skip
+        a, b = (src, dst) if src <= dst else (dst, src)
+        src_is_a.append(src <= dst)
+        key = (a[0], a[1], b[0], b[1], a[2] << 16 | b[2], r[PACKET_DTYPE.names.index("tunnel_id")])
+        groups.setdefault(key, []).append(len(src_is_a) - 1)
+    table = TupleTable()
+    a_side, order, tgroups, tids = table.index(rows)
+    expected_order = [i for members in groups.values() for i in members]
+    assert order.tolist() == expected_order
+    assert a_side.tolist() == [src_is_a[i] for i in expected_order]
+    assert tgroups.first_pos.tolist() == np.cumsum([0] + [len(m) for m in groups.values()])[:-1].tolist()
+    assert len(set(tids.tolist())) == len(groups) > 50
+    # The index holds the keys written out above: the same ids again, none handed out anew.
+    again, recycled = table.ids.assign(np.array(list(groups), dtype=np.uint64))
+    assert again.tolist() == tids.tolist() and table.ids.next_tid() == len(groups) and not len(recycled)
+
+
 class _DictIndex:
     """The 4-tuple index as it was in Python: a dict of keys, forgotten ids handed out last first."""
 

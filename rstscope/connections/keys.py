@@ -13,6 +13,7 @@ Originator.  See :func:`originator`.
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import ClassVar
 
@@ -44,28 +45,22 @@ class TupleTable:
         return len(self.conn)
 
     def index(self, rows: np.ndarray):
-        """Canonical endpoint order, tuple ids, and the order that groups rows by tuple (groups in order of
-        their first row, capture order inside each: ``keys_loop.c``)."""
-        s_hi, s_lo, s_p = rows["src_hi"], rows["src_lo"], rows["src_port"].astype(np.uint64)
-        d_hi, d_lo, d_p = rows["dst_hi"], rows["dst_lo"], rows["dst_port"].astype(np.uint64)
-        ipv4_only = not (s_hi.any() or d_hi.any())  # IPv4-mapped: the high halves are all zero
-        if ipv4_only:
-            src_is_a = (s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))
-        else:
-            src_is_a = (s_hi < d_hi) | ((s_hi == d_hi) & ((s_lo < d_lo) | ((s_lo == d_lo) & (s_p <= d_p))))
-        a_lo, b_lo = np.where(src_is_a, s_lo, d_lo), np.where(src_is_a, d_lo, s_lo)
-        ports = np.where(src_is_a, (s_p << np.uint64(16)) | d_p, (d_p << np.uint64(16)) | s_p)
-        # The tunnel identifier (VNI, GRE key, ERSPAN session) is part of the key: tenants may reuse addresses.
-        tunnel = np.ascontiguousarray(rows["tunnel_id"], dtype=np.uint64)
-        if ipv4_only:
-            zeros = np.zeros(len(rows), dtype=np.uint64)
-            columns = (zeros, a_lo, zeros, b_lo, ports, tunnel)  # zeros: the high halves, for the key's shape
-        else:
-            a_hi, b_hi = np.where(src_is_a, s_hi, d_hi), np.where(src_is_a, d_hi, s_hi)
-            columns = (a_hi, a_lo, b_hi, b_lo, ports, tunnel)
-        order, start = _grouped(columns)
-        groups = Groups(start)
-        ks = np.ascontiguousarray(np.stack([c[order[groups.first_pos]] for c in columns], axis=1))
+        """Per row in the order that groups rows by tuple (groups in order of their first row, capture order
+        inside each), whether its sender is the canonical endpoint A; that order; the groups; their tuple
+        ids (``tuple_groups_of_rows``, keys_loop.c, in one pass over the rows)."""
+        rows = np.ascontiguousarray(rows)
+        n = len(rows)
+        a_side, start = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
+        order, ks = np.empty(n, dtype=np.int64), np.empty((n, 6), dtype=np.uint64)
+        count = lib.tuple_groups_of_rows(
+            ffi.from_buffer(rows), rows.dtype.itemsize, n, ffi.from_buffer("int64_t[]", _key_fields(rows.dtype)),
+            ffi.from_buffer("uint8_t[]", a_side), ffi.from_buffer("int64_t[]", order),
+            ffi.from_buffer("uint8_t[]", start), ffi.from_buffer("uint64_t[]", ks),
+        )  # fmt: skip
+        if count < 0:
+            raise MemoryError("grouping a chunk by 4-tuple")
+        groups = Groups(start.view(bool))
+        ks = ks[:count]
         tids, self.recycled = self.ids.assign(ks)
         self.conn[self.recycled] = -1
         self.syn[self.recycled] = -1
@@ -78,7 +73,7 @@ class TupleTable:
             self.syn = np.concatenate([self.syn, np.full(grow, -1, dtype=np.int64)])
             self.closed = np.concatenate([self.closed, np.zeros(grow, dtype=np.int64)])
             self.synack_ack = np.concatenate([self.synack_ack, np.full(grow, -1, dtype=np.int64)])
-        return src_is_a, order, groups, tids
+        return a_side.view(bool), order, groups, tids
 
     def instances(self, tgroups: Groups, tids, flags, seq, ack_raw) -> tuple[np.ndarray, np.ndarray]:
         """Rows (grouped by tuple) that start a new connection instance, and per tuple group the
@@ -279,6 +274,18 @@ class ZeekTimers:
         st["fin_b"][tids] = fin_b[last]
         st["rst"][tids] = was_reset[last]
         return new_inst | idle
+
+
+@functools.cache
+def _key_fields(dtype: np.dtype) -> np.ndarray:
+    """Where ``tuple_groups_of_rows`` reads the key's fields in a row of ``dtype`` (a packet row's: src_hi,
+    src_lo, dst_hi, dst_lo, src_port, dst_port, tunnel_id; words of 8 bytes, the ports 2 bytes)."""
+    names = ("src_hi", "src_lo", "dst_hi", "dst_lo", "src_port", "dst_port", "tunnel_id")
+    widths = (8, 8, 8, 8, 2, 2, 8)
+    for name, width in zip(names, widths, strict=True):
+        field = dtype.fields[name][0]
+        assert field.kind == "u" and field.itemsize == width and field.byteorder in "<|=" and sys.byteorder == "little"
+    return np.array([dtype.fields[name][1] for name in names], dtype=np.int64)
 
 
 def _grouped(columns) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,8 @@
 /* cdef begin */
 struct tuple_keys { const uint64_t *a_hi, *a_lo, *b_hi, *b_lo, *ports, *tunnel; };
 int64_t tuple_groups(int64_t n, const struct tuple_keys *k, int64_t *order, uint8_t *start);
+int64_t tuple_groups_of_rows(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *offsets,
+                             uint8_t *a_side, int64_t *order, uint8_t *start, uint64_t *group_keys);
 void grouped_columns(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *order, int64_t k,
                      const int64_t *offsets, const int64_t *widths, int64_t *out);
 struct tuple_index;
@@ -74,6 +76,64 @@ int64_t tuple_groups(int64_t n, const struct tuple_keys *k, int64_t *order, uint
     for (int64_t g = 0; g < groups; g++) start[at[g]] = 1;
     for (int64_t i = 0; i < n; i++) order[at[group[i]]++] = i;
     free(table); free(first); free(at); free(group);
+    return groups;
+}
+
+static uint64_t field64(const uint8_t *row, int64_t at) {
+    uint64_t v;
+    memcpy(&v, row + at, 8);  /* the packet rows are packed: fields are not aligned */
+    return v;
+}
+
+static uint64_t field16(const uint8_t *row, int64_t at) {
+    uint16_t v;
+    memcpy(&v, row + at, 2);
+    return v;
+}
+
+/* The packet rows (``itemsize`` bytes each) grouped by canonical 4-tuple key, in one pass over them: the
+ * endpoints ordered by address, then port (endpoint A is the lower; ``offsets``: where src_hi, src_lo,
+ * dst_hi, dst_lo, src_port, dst_port and tunnel_id are in a row), the key being (A address, B address, A
+ * port << 16 | B port, tunnel).  Writes ``order`` and ``start`` as tuple_groups does, ``a_side`` (in that
+ * order: whether the row's sender is endpoint A) and each group's key (six words, groups in order).
+ * Returns the number of groups, or -1 if memory ran out. */
+int64_t tuple_groups_of_rows(const uint8_t *rows, int64_t itemsize, int64_t n, const int64_t *offsets,
+                             uint8_t *a_side, int64_t *order, uint8_t *start, uint64_t *group_keys) {
+    uint64_t *words = malloc((6 * n + 1) * sizeof(uint64_t));
+    uint8_t *src_is_a = malloc(n + 1);
+    if (!words || !src_is_a) {
+        free(words); free(src_is_a);
+        return -1;
+    }
+    struct tuple_keys k = {words, words + n, words + 2 * n, words + 3 * n, words + 4 * n, words + 5 * n};
+    uint64_t *a_hi = words, *a_lo = words + n, *b_hi = words + 2 * n, *b_lo = words + 3 * n;
+    uint64_t *ports = words + 4 * n, *tunnel = words + 5 * n;
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *row = rows + i * itemsize;
+        uint64_t s_hi = field64(row, offsets[0]), s_lo = field64(row, offsets[1]);
+        uint64_t d_hi = field64(row, offsets[2]), d_lo = field64(row, offsets[3]);
+        uint64_t s_p = field16(row, offsets[4]), d_p = field16(row, offsets[5]);
+        int a = s_hi < d_hi || (s_hi == d_hi && (s_lo < d_lo || (s_lo == d_lo && s_p <= d_p)));
+        src_is_a[i] = (uint8_t)a;
+        a_hi[i] = a ? s_hi : d_hi;
+        a_lo[i] = a ? s_lo : d_lo;
+        b_hi[i] = a ? d_hi : s_hi;
+        b_lo[i] = a ? d_lo : s_lo;
+        ports[i] = a ? (s_p << 16) | d_p : (d_p << 16) | s_p;
+        tunnel[i] = field64(row, offsets[6]);
+    }
+    int64_t groups = tuple_groups(n, &k, order, start);
+    for (int64_t i = 0, g = 0; groups >= 0 && i < n; i++) {
+        int64_t r = order[i];
+        a_side[i] = src_is_a[r];
+        if (start[i]) {  /* the group's first row, in capture order */
+            uint64_t *key = group_keys + 6 * g++;
+            key[0] = a_hi[r], key[1] = a_lo[r], key[2] = b_hi[r], key[3] = b_lo[r];
+            key[4] = ports[r], key[5] = tunnel[r];
+        }
+    }
+    free(words);
+    free(src_is_a);
     return groups;
 }
 

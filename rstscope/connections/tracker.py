@@ -88,10 +88,9 @@ class Tracker:
 
     def _track(self, rows: np.ndarray) -> int:
         """Track these rows (a slice or a part of one); their last frame."""
-        src_is_a, order, tgroups, tids = self._tuples.index(rows)
+        a_side, order, tgroups, tids = self._tuples.index(rows)
         # Columns grouped by tuple, capture order inside each group, as int64 (one pass over the rows).
         flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = grouped_columns(rows, order, _FEED_COLUMNS)
-        a_side = src_is_a[order]
         tid = tids[tgroups.gi]
 
         new_inst, cur = self._tuples.instances(tgroups, tids, flags, seq, ack_raw)
