@@ -9,6 +9,7 @@ and the report and plots read.  Nothing here formats text for people: that is
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import BinaryIO
 import orjson
 
 from rstscope import columns, judging, prefetch, reset_table
+from rstscope.ahead import ahead
 from rstscope.connections import Connection, Side, Tracker
 from rstscope.connections.retire import RowBatch
 from rstscope.evidence import ResetEvidence
@@ -157,12 +159,15 @@ def analyze_capture(
     tracker = Tracker(zeek_timers=zeek_timers, on_retired=retired)
     with _open(path, stream) as cap, judging.while_tracking(cap, tracker) as judge:
         early = judge
-        for chunk in cap.chunks():
-            tracker.feed(chunk)
-            if early is not None:  # the reader child judges the RSTs of connections that retired
-                early.poll()
-            if progress is not None:
-                progress(cap.stats.records, cap.stats.bytes_read)
+        # With a reader child, a thread receives each chunk and prepares it while the one before is tracked.
+        chunks = ahead(cap.chunks(), Tracker.sliced) if isinstance(cap, prefetch.PrefetchedCapture) else cap.chunks()
+        with contextlib.closing(chunks):  # the thread stops before the capture closes, also on an error
+            for chunk in chunks:
+                tracker.feed(chunk)
+                if early is not None:  # the reader child judges the RSTs of connections that retired
+                    early.poll()
+                if progress is not None:
+                    progress(cap.stats.records, cap.stats.bytes_read)
         info = CaptureInfo(
             path=str(Path(path)),
             format=cap.format,

@@ -44,9 +44,9 @@ def test_grouped_columns_are_the_fields_of_the_ordered_rows():
 
 
 def test_rows_indexed_by_canonical_key_in_one_pass():
-    """TupleTable.index (tuple_groups_of_rows) against the key written out in Python: endpoints ordered by
-    address then port, on IPv4 and IPv6 rows, both directions, equal addresses, equal endpoints, tunnels."""
-    from rstscope.connections.keys import TupleTable
+    """by_tuple (tuple_groups_of_rows) against the key written out in Python: endpoints ordered by address
+    then port, on IPv4 and IPv6 rows, both directions, equal addresses, equal endpoints, tunnels."""
+    from rstscope.connections.keys import TupleTable, by_tuple
 
     rng = np.random.default_rng(7)
     n = 4000
@@ -70,7 +70,8 @@ def test_rows_indexed_by_canonical_key_in_one_pass():
         key = (a[0], a[1], b[0], b[1], a[2] << 16 | b[2], r[PACKET_DTYPE.names.index("tunnel_id")])
         groups.setdefault(key, []).append(len(src_is_a) - 1)
     table = TupleTable()
-    a_side, order, tgroups, tids = table.index(rows)
+    a_side, order, tgroups, keys = by_tuple(rows)
+    tids = table.index(keys)
     expected_order = [i for members in groups.values() for i in members]
     assert order.tolist() == expected_order
     assert a_side.tolist() == [src_is_a[i] for i in expected_order]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,35 @@ from rstscope import packets as P
 from rstscope.connections.sequence import ffi, lib
 from rstscope.grouped import NONE, Groups, distinct
 from rstscope.seqnum import SEQ_MOD
+
+
+class ByTuple(NamedTuple):
+    """Packet rows grouped by 4-tuple (:func:`by_tuple`): what depends on the rows alone."""
+
+    a_side: np.ndarray
+    """Per row, in ``order``: whether its sender is the canonical endpoint A."""
+    order: np.ndarray
+    """The rows grouped by tuple: groups in order of their first row, capture order inside each."""
+    groups: Groups
+    keys: np.ndarray
+    """Per group, its 4-tuple's key (six words: A address, B address, ports, tunnel)."""
+
+
+def by_tuple(rows: np.ndarray) -> ByTuple:
+    """These packet rows grouped by canonical 4-tuple (``tuple_groups_of_rows``, keys_loop.c: one pass
+    over the rows)."""
+    rows = np.ascontiguousarray(rows)
+    n = len(rows)
+    a_side, start = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
+    order, keys = np.empty(n, dtype=np.int64), np.empty((n, 6), dtype=np.uint64)
+    count = lib.tuple_groups_of_rows(
+        ffi.from_buffer(rows), rows.dtype.itemsize, n, ffi.from_buffer("int64_t[]", _key_fields(rows.dtype)),
+        ffi.from_buffer("uint8_t[]", a_side), ffi.from_buffer("int64_t[]", order),
+        ffi.from_buffer("uint8_t[]", start), ffi.from_buffer("uint64_t[]", keys),
+    )  # fmt: skip
+    if count < 0:
+        raise MemoryError("grouping a chunk by 4-tuple")
+    return ByTuple(a_side.view(bool), order, Groups(start.view(bool)), keys[:count].copy())
 
 
 class TupleTable:
@@ -44,24 +73,9 @@ class TupleTable:
         """Tuple ids handed out so far (the size per-tuple arrays must have)."""
         return len(self.conn)
 
-    def index(self, rows: np.ndarray):
-        """Per row in the order that groups rows by tuple (groups in order of their first row, capture order
-        inside each), whether its sender is the canonical endpoint A; that order; the groups; their tuple
-        ids (``tuple_groups_of_rows``, keys_loop.c, in one pass over the rows)."""
-        rows = np.ascontiguousarray(rows)
-        n = len(rows)
-        a_side, start = np.empty(n, dtype=np.uint8), np.empty(n, dtype=np.uint8)
-        order, ks = np.empty(n, dtype=np.int64), np.empty((n, 6), dtype=np.uint64)
-        count = lib.tuple_groups_of_rows(
-            ffi.from_buffer(rows), rows.dtype.itemsize, n, ffi.from_buffer("int64_t[]", _key_fields(rows.dtype)),
-            ffi.from_buffer("uint8_t[]", a_side), ffi.from_buffer("int64_t[]", order),
-            ffi.from_buffer("uint8_t[]", start), ffi.from_buffer("uint64_t[]", ks),
-        )  # fmt: skip
-        if count < 0:
-            raise MemoryError("grouping a chunk by 4-tuple")
-        groups = Groups(start.view(bool))
-        ks = ks[:count]
-        tids, self.recycled = self.ids.assign(ks)
+    def index(self, keys: np.ndarray) -> np.ndarray:
+        """The tuple ids of these 4-tuples (:attr:`ByTuple.keys`: the groups' keys)."""
+        tids, self.recycled = self.ids.assign(keys)
         self.conn[self.recycled] = -1
         self.syn[self.recycled] = -1
         self.closed[self.recycled] = 0
@@ -73,7 +87,7 @@ class TupleTable:
             self.syn = np.concatenate([self.syn, np.full(grow, -1, dtype=np.int64)])
             self.closed = np.concatenate([self.closed, np.zeros(grow, dtype=np.int64)])
             self.synack_ack = np.concatenate([self.synack_ack, np.full(grow, -1, dtype=np.int64)])
-        return a_side.view(bool), order, groups, tids
+        return tids
 
     def instances(self, tgroups: Groups, tids, flags, seq, ack_raw) -> tuple[np.ndarray, np.ndarray]:
         """Rows (grouped by tuple) that start a new connection instance, and per tuple group the

@@ -18,7 +18,7 @@ from rstscope import collector, heap
 from rstscope.connections import dormant
 from rstscope.connections.dormant import DORMANT_AFTER_FRAMES, Dormant
 from rstscope.connections.events import EventPass, ffi, lib
-from rstscope.connections.keys import TupleTable, ZeekTimers, grouped_columns, originators
+from rstscope.connections.keys import ByTuple, TupleTable, ZeekTimers, by_tuple, grouped_columns, originators
 from rstscope.connections.records import Connection, TtlRange
 from rstscope.connections.retire import ConnectionStore, IdleSweep, RowBatch, Spill, fit, grown, opaque, packed, taken
 from rstscope.connections.rows import CONN_ROW, PROBE_ROW
@@ -67,30 +67,44 @@ class Tracker:
         """Closed connections in slots or dormant after the last sweep (this tracker's own count)."""
         self.skipped_decode_errors = 0
 
-    def feed(self, chunk: np.ndarray) -> None:
-        good = chunk["decode_error"] == 0
-        self.skipped_decode_errors += int(len(chunk) - good.sum())
-        rows = taken(chunk, good) if not good.all() else chunk
+    def feed(self, chunk: np.ndarray | Sliced) -> None:
+        """Track a chunk of packet rows, in capture order (or the chunk :func:`sliced` already)."""
+        if isinstance(chunk, Sliced):
+            self.skipped_decode_errors += chunk.skipped
+            slices = chunk.slices
+        else:
+            rows, skipped = _decoded(chunk)
+            self.skipped_decode_errors += skipped
+            slices = (rows[start : start + FEED_ROWS] for start in range(0, len(rows), FEED_ROWS))
         with collector.paused():
-            for start in range(0, len(rows), FEED_ROWS):
-                self._feed(rows[start : start + FEED_ROWS])
+            for piece in slices:
+                self._feed(piece if isinstance(piece, Slice) else prepared(piece))
 
-    def _feed(self, rows: np.ndarray) -> None:
+    @staticmethod
+    def sliced(chunk: np.ndarray) -> Sliced:
+        """A chunk made ready to :meth:`feed`: this depends on the chunk alone, so it can be done in another
+        thread while the tracker tracks the chunk before (:mod:`rstscope.ahead`)."""
+        return sliced(chunk)
+
+    def _feed(self, piece: Slice) -> None:
         """One slice: tracked, then swept.  In a storm of closed connections the slice is tracked in parts,
         the idle ones going dormant between them (never a change of results, see :mod:`.dormant`)."""
-        part = STORM_PART_ROWS if self._sweep.pressing(self._closed_kept) and _storming(rows) else len(rows)
-        for start in range(0, len(rows), part):
-            now_frame = self._track(rows[start : start + part])
-            if start + part < len(rows):
-                self._doze(now_frame)
+        rows = piece.rows
+        if self._sweep.pressing(self._closed_kept) and _storming(rows):
+            for start in range(0, len(rows), STORM_PART_ROWS):
+                now_frame = self._track(prepared(rows[start : start + STORM_PART_ROWS]))
+                if start + STORM_PART_ROWS < len(rows):
+                    self._doze(now_frame)
+        else:
+            self._track(piece)
         # Last: the slice's rows are all counted by now.
         self._retire_idle(int(rows["frame"].max()), int(rows["ts_ns"].max()))
 
-    def _track(self, rows: np.ndarray) -> int:
+    def _track(self, piece: Slice) -> int:
         """Track these rows (a slice or a part of one); their last frame."""
-        a_side, order, tgroups, tids = self._tuples.index(rows)
-        # Columns grouped by tuple, capture order inside each group, as int64 (one pass over the rows).
-        flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = grouped_columns(rows, order, _FEED_COLUMNS)
+        rows, (a_side, order, tgroups, keys) = piece.rows, piece.by_tuple
+        tids = self._tuples.index(keys)
+        flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = piece.columns
         tid = tids[tgroups.gi]
 
         new_inst, cur = self._tuples.instances(tgroups, tids, flags, seq, ack_raw)
@@ -390,6 +404,44 @@ class Tracker:
                 self._host_ttl[(host_hi, host_lo)] = (lo_ttl, hi_ttl, count)
             else:
                 self._host_ttl[(host_hi, host_lo)] = (min(old[0], lo_ttl), max(old[1], hi_ttl), old[2] + count)
+
+
+class Slice(NamedTuple):
+    """At most FEED_ROWS packet rows (no decode errors) and what tracking them needs that depends on the
+    rows alone: their grouping by 4-tuple, and the fields the tracker reads (``_FEED_COLUMNS``), grouped
+    by tuple, capture order inside each group, as int64.  Made ahead of tracking (:func:`sliced`, in
+    another thread: :mod:`rstscope.ahead`), or as each slice is tracked."""
+
+    rows: np.ndarray
+    by_tuple: ByTuple
+    columns: list[np.ndarray]
+
+
+class Sliced(NamedTuple):
+    """A chunk made into :class:`Slice` s, and how many of its rows had decode errors (not tracked)."""
+
+    slices: list[Slice]
+    skipped: int
+
+
+def prepared(rows: np.ndarray) -> Slice:
+    """The slice of these rows (at most FEED_ROWS, no decode errors), ready to track."""
+    grouping = by_tuple(rows)
+    return Slice(rows, grouping, grouped_columns(rows, grouping.order, _FEED_COLUMNS))
+
+
+def sliced(chunk: np.ndarray) -> Sliced:
+    """A chunk of packet rows made ready to track, in slices: for :meth:`Tracker.feed`.  Depends on the
+    chunk alone, so it can be made while the tracker tracks the chunk before."""
+    rows, skipped = _decoded(chunk)
+    return Sliced([prepared(rows[start : start + FEED_ROWS]) for start in range(0, len(rows), FEED_ROWS)], skipped)
+
+
+def _decoded(chunk: np.ndarray) -> tuple[np.ndarray, int]:
+    """The chunk's rows without decode errors, and how many had one."""
+    good = chunk["decode_error"] == 0
+    skipped = int(len(chunk) - np.count_nonzero(good))
+    return (taken(chunk, good) if skipped else chunk), skipped
 
 
 def _storming(rows: np.ndarray) -> bool:
