@@ -208,9 +208,9 @@ def test_a_storm_slice_is_tracked_in_parts_with_no_record_changed(tmp_path, monk
         used.append(self._arrays.size)  # slots ever used at once (freed ones are reused)
         return finish(self)
 
-    def spy_track(self, rows):
-        parts.append(len(rows))
-        return track(self, rows)
+    def spy_track(self, piece):
+        parts.append(len(piece.rows))
+        return track(self, piece)
 
     monkeypatch.setattr(tracker.Tracker, "finish", spy_finish)
     monkeypatch.setattr(tracker.Tracker, "_track", spy_track)
@@ -232,12 +232,14 @@ def test_under_pressure_only_a_slice_that_starts_many_connections_is_tracked_in_
     parts, pressed = [], []
     track, feed = tracker.Tracker._track, tracker.Tracker._feed
 
-    def spy_feed(self, rows):
+    def spy_feed(self, piece):
         pressed.append(self._sweep.pressing(self._closed_kept))
-        return feed(self, rows)
+        return feed(self, piece)
 
     monkeypatch.setattr(tracker.Tracker, "_feed", spy_feed)
-    monkeypatch.setattr(tracker.Tracker, "_track", lambda self, rows: parts.append(len(rows)) or track(self, rows))
+    monkeypatch.setattr(
+        tracker.Tracker, "_track", lambda self, piece: parts.append(len(piece.rows)) or track(self, piece)
+    )
     monkeypatch.setattr(tracker, "STORM_PART_ROWS", 10**9)
     whole = tracker_reference.tracker_digest(path, chunk_packets=4096)
     monkeypatch.setattr(tracker, "STORM_PART_ROWS", 1_024)  # more than a 4,096-row slice's ~400 SYNs and RSTs
@@ -249,12 +251,12 @@ def test_under_pressure_only_a_slice_that_starts_many_connections_is_tracked_in_
 
     rows = np.zeros(4_096, dtype=[("flags", np.uint16)])
     rows["flags"] = shortconns.RST
-    assert tracker._storming(rows)  # bare RSTs: 4,096 connections may start
+    assert tracker._storming(rows["flags"])  # bare RSTs: 4,096 connections may start
     rows["flags"][::2] = shortconns.SYN | shortconns.ACK  # SYN-ACKs start none
     rows["flags"][1::4] = shortconns.ACK
-    assert not tracker._storming(rows)  # 1,024 RSTs: not more than STORM_PART_ROWS
+    assert not tracker._storming(rows["flags"])  # 1,024 RSTs: not more than STORM_PART_ROWS
     rows["flags"][1::4] = shortconns.SYN
-    assert tracker._storming(rows)  # and 1,024 SYNs more
+    assert tracker._storming(rows["flags"])  # and 1,024 SYNs more
 
 
 def test_record_file_reads_rows_in_any_order(monkeypatch):

@@ -70,8 +70,9 @@ def test_rows_indexed_by_canonical_key_in_one_pass():
         key = (a[0], a[1], b[0], b[1], a[2] << 16 | b[2], r[PACKET_DTYPE.names.index("tunnel_id")])
         groups.setdefault(key, []).append(len(src_is_a) - 1)
     table = TupleTable()
-    a_side, order, tgroups, keys = by_tuple(rows)
+    a_side, order, position, tgroups, keys = by_tuple(rows)
     tids = table.index(keys)
+    assert (order[position] == np.arange(n)).all()
     expected_order = [i for members in groups.values() for i in members]
     assert order.tolist() == expected_order
     assert a_side.tolist() == [src_is_a[i] for i in expected_order]

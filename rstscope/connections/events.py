@@ -295,12 +295,11 @@ class EventPass:
         self.columns = EventColumns()
 
     def run(self, idx, frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, *columns, **named) -> None:
-        """Run the event rows ``idx`` (positions in the grouped chunk) through the loop in capture order,
+        """Run the event rows ``idx`` (positions in the grouped chunk, in capture order) through the loop,
         EVENT_BATCH RSTs at a time; the other arguments (see :meth:`_run`) are the chunk's columns and
         running values, grouped by connection."""
         if not len(idx):
             return
-        idx = idx[np.argsort(order[idx], kind="stable")]  # back to capture order
         cuts = np.flatnonzero(flags[idx] & P.RST)[EVENT_BATCH::EVENT_BATCH]  # a batch ends before its 8,193rd RST
         for first, end in itertools.pairwise([0, *cuts.tolist(), len(idx)]):
             self._run(idx[first:end], frame_col, ts, seq_raw, ack_raw, order, conn, conn_id, side, flags, *columns,

@@ -32,6 +32,8 @@ class ByTuple(NamedTuple):
     """Per row, in ``order``: whether its sender is the canonical endpoint A."""
     order: np.ndarray
     """The rows grouped by tuple: groups in order of their first row, capture order inside each."""
+    position: np.ndarray
+    """Per row, in capture order, where it is in ``order`` (``order[position[i]] == i``)."""
     groups: Groups
     keys: np.ndarray
     """Per group, its 4-tuple's key (six words: A address, B address, ports, tunnel)."""
@@ -51,7 +53,9 @@ def by_tuple(rows: np.ndarray) -> ByTuple:
     )  # fmt: skip
     if count < 0:
         raise MemoryError("grouping a chunk by 4-tuple")
-    return ByTuple(a_side.view(bool), order, Groups(start.view(bool)), keys[:count].copy())
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    return ByTuple(a_side.view(bool), order, position, Groups(start.view(bool)), keys[:count].copy())
 
 
 class TupleTable:

@@ -90,7 +90,7 @@ class Tracker:
         """One slice: tracked, then swept.  In a storm of closed connections the slice is tracked in parts,
         the idle ones going dormant between them (never a change of results, see :mod:`.dormant`)."""
         rows = piece.rows
-        if self._sweep.pressing(self._closed_kept) and _storming(rows):
+        if self._sweep.pressing(self._closed_kept) and piece.storming:
             for start in range(0, len(rows), STORM_PART_ROWS):
                 now_frame = self._track(prepared(rows[start : start + STORM_PART_ROWS]))
                 if start + STORM_PART_ROWS < len(rows):
@@ -98,11 +98,11 @@ class Tracker:
         else:
             self._track(piece)
         # Last: the slice's rows are all counted by now.
-        self._retire_idle(int(rows["frame"].max()), int(rows["ts_ns"].max()))
+        self._retire_idle(piece.last_frame, piece.last_ns)
 
     def _track(self, piece: Slice) -> int:
         """Track these rows (a slice or a part of one); their last frame."""
-        rows, (a_side, order, tgroups, keys) = piece.rows, piece.by_tuple
+        rows, (a_side, order, position, tgroups, keys) = piece.rows, piece.by_tuple
         tids = self._tuples.index(keys)
         flags, seq, ack_raw, plen, ts, frame, window, ttl, ip_ids, has_ts = piece.columns
         tid = tids[tgroups.gi]
@@ -124,7 +124,7 @@ class Tracker:
         )
         self._events.rst_peer_acks = v.peer_acks(frame)
         self._events.run(
-            np.flatnonzero(v.events),
+            position[np.flatnonzero(v.events[position])],  # the event rows, in capture order
             frame, ts, seq, ack_raw, order, conn, conn_id, side, flags, plen, v.seq_val, v.ack_val,
             v.snd_nxt_before, v.peer_acked, v.own_ack_before, v.peer_snd_nxt, v.old_count, v.zw_count, v.pure_ack,
             v.peer_prev, v.after_gap, rows=rows, ttl=ttl, gap=v.gap, probe=v.probe,
@@ -415,6 +415,11 @@ class Slice(NamedTuple):
     rows: np.ndarray
     by_tuple: ByTuple
     columns: list[np.ndarray]
+    storming: bool
+    """Whether the slice may start more than STORM_PART_ROWS connections (:func:`_storming`)."""
+    last_frame: int
+    last_ns: int
+    """The slice's last frame and latest time: when the sweep after it runs."""
 
 
 class Sliced(NamedTuple):
@@ -427,7 +432,9 @@ class Sliced(NamedTuple):
 def prepared(rows: np.ndarray) -> Slice:
     """The slice of these rows (at most FEED_ROWS, no decode errors), ready to track."""
     grouping = by_tuple(rows)
-    return Slice(rows, grouping, grouped_columns(rows, grouping.order, _FEED_COLUMNS))
+    columns = grouped_columns(rows, grouping.order, _FEED_COLUMNS)
+    flags, ts, frame = (columns[_FEED_COLUMNS.index(name)] for name in ("flags", "ts_ns", "frame"))
+    return Slice(rows, grouping, columns, _storming(flags), int(frame.max()), int(ts.max()))
 
 
 def sliced(chunk: np.ndarray) -> Sliced:
@@ -444,11 +451,11 @@ def _decoded(chunk: np.ndarray) -> tuple[np.ndarray, int]:
     return (taken(chunk, good) if skipped else chunk), skipped
 
 
-def _storming(rows: np.ndarray) -> bool:
-    """Whether a slice may start more than STORM_PART_ROWS connections: its RSTs and its SYNs without ACK
-    are more.  In a storm these are what starts connections (a bare RST, a SYN of a flood); a slice of rows
-    of unknown 4-tuples mid-stream can start as many, as it can outside a storm."""
-    flags = rows["flags"]
+def _storming(flags: np.ndarray) -> bool:
+    """Whether a slice (its rows' ``flags``, in any order) may start more than STORM_PART_ROWS connections:
+    its RSTs and its SYNs without ACK are more.  In a storm these are what starts connections (a bare RST,
+    a SYN of a flood); a slice of rows of unknown 4-tuples mid-stream can start as many, as it can outside
+    a storm."""
     starts = np.count_nonzero(((flags & RST) != 0) | ((flags & (SYN | ACK)) == SYN))
     return starts > STORM_PART_ROWS
 
