@@ -95,28 +95,27 @@ class Dormant:
             ident: np.ndarray) -> None:  # fmt: skip
         """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
-        # The recent-segment blocks the loop may read: those of the segments it counts.
-        held = _held(columns.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2])
-        blocks = columns.blocks[slots][held]
-        have = blocks >= 0
-        if have.all():
-            segs = columns.recent.data[blocks]
-        else:
-            segs = np.zeros((len(blocks), *columns.recent.shape), columns.recent.data.dtype)
-            segs[have] = columns.recent.data[blocks[have]]
-        per = held.reshape(n, -1).sum(axis=1)
-        recent_at = self._recent.append(_as_records(segs, self._recent_dtype)) + np.cumsum(per) - per
-        probed = columns.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
-        probes_at = np.full(n, -1, dtype=np.int64)
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        rows = np.empty(n, self.dtype)  # every byte written below
+        # The recent-segment blocks the loop may read (those of the segments it counts), one after another.
+        segs = np.empty((2 * lib.BLOCKS * n, *columns.recent.shape), columns.recent.data.dtype)
+        per, probed = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint8)
+        k, where = self._slot_arrays(arrays, columns, acks, ident)
+        columns.recent.bind()
+        rings = _rings(columns)
+        blocks = lib.pack_sleepers(n, ffi.cast("int64_t *", slots.ctypes.data), k, where,
+                                   ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize, rings[0],
+                                   ffi.from_buffer("int64_t[]", segs), ffi.from_buffer("int64_t[]", per),
+                                   ffi.from_buffer("uint8_t[]", probed))  # fmt: skip
+        segs = segs[:blocks].copy()  # (the file keeps what it is given until it writes it)
+        rows["recent_at"] = self._recent.append(_as_records(segs, self._recent_dtype)) + np.cumsum(per) - per
+        probed = probed.view(bool)
+        rows["probes_at"] = -1
         if probed.any():
             probes = columns.probes_of(slots[probed])
-            probes_at[probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(len(probes))
-        rows = np.empty(n, self.dtype)  # every byte written below
-        slots = np.ascontiguousarray(slots, dtype=np.int64)
-        k, where = self._slot_arrays(arrays, columns, acks, ident)
-        lib.pack_slots(n, ffi.cast("int64_t *", slots.ctypes.data), k, where, ffi.from_buffer("uint8_t[]", rows),
-                       self.dtype.itemsize)  # fmt: skip
-        rows["recent_at"], rows["probes_at"] = recent_at, probes_at
+            rows["probes_at"][probed] = self._probes.append(_as_records(probes, self._probes_dtype)) + np.arange(
+                len(probes)
+            )
         self._at = fit(self._at, int(ids.max()) + 1, -1)
         self._at[ids] = self._rows.append(rows) + np.arange(n)
         self._count += n
@@ -141,7 +140,12 @@ class Dormant:
         lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize,
                          ffi.cast("int64_t *", at.ctypes.data), k, where,
                          ffi.cast("int64_t *", slots.ctypes.data))  # fmt: skip
-        columns.restore(slots, recent, probes)
+        columns.recent.reserve(len(recent))
+        columns.recent.bind()
+        recent, rings = np.ascontiguousarray(recent), _rings(columns)
+        lib.restore_rings(len(ids), ffi.cast("int64_t *", slots.ctypes.data), rings[0],
+                          ffi.from_buffer("int64_t[]", recent))  # fmt: skip
+        columns.restore_probes(slots, probes)
 
     def _slot_arrays(self, arrays: ConnArrays, columns: EventColumns, acks: AckRing, ident: np.ndarray):
         """The per-slot arrays a record holds a row of, for pack_slots and unpack_slots (slots_loop.c): how
@@ -211,6 +215,15 @@ _SLOT_FIELDS = ("table", "ev", "history", "ack_frame", "ack_value", "ident")
 def _as_records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Rows of ``values`` as records of ``dtype`` (one field of the rows' shape)."""
     return np.ascontiguousarray(values).reshape(len(values), values[0].size if len(values) else 0).view(dtype).ravel()
+
+
+def _rings(columns: EventColumns):
+    """The event loop's columns and recent-segment pool, for pack_sleepers and restore_rings (slots_loop.c):
+    a pointer to the struct they take by value (``[0]``; the pointer owns its memory: keep it until the
+    call returns)."""
+    assert columns.ev.flags.c_contiguous and columns.ev.shape[1] == lib.EV_WIDTH and columns.blocks.flags.c_contiguous
+    ev, blocks = ffi.cast("int64_t *", columns.ev.ctypes.data), ffi.cast("int32_t *", columns.blocks.ctypes.data)
+    return ffi.new("struct slot_rings *", {"ev": ev, "blocks": blocks, "recent": columns.recent.struct})
 
 
 def _held(recent_n: np.ndarray) -> np.ndarray:

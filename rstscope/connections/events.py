@@ -162,16 +162,9 @@ class EventColumns:
         out[held] = self.probes.data[blocks[held]]
         return out
 
-    def restore(self, slots: np.ndarray, recent: np.ndarray, probes: np.ndarray) -> None:
-        """Rings back into these slots (holding no blocks): blocks for the segments and probes they count.
-        ``recent``: the segments of each block they count, per slot, side and block in order."""
-        n = len(slots)
-        counts = np.minimum(self.ev[slots, lib.EV_RECENT_N : lib.EV_RECENT_N + 2], RING)
-        held = np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)  # (slot, side, block)
-        blocks = np.full((n, 2, lib.BLOCKS), -1, dtype=np.int32)
-        blocks[held] = self.recent.take(int(held.sum()))
-        self.blocks[slots] = blocks
-        self.recent.data[blocks[held]] = recent
+    def restore_probes(self, slots: np.ndarray, probes: np.ndarray) -> None:
+        """Keepalive-probe rings back into these slots (holding no probe block): blocks for those that count
+        probes.  (Their recent segments: ``restore_rings``, slots_loop.c.)"""
         probed = self.ev[slots, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any(axis=1)
         taken = self.probes.take(int(probed.sum()))
         self.probe_block[slots[probed]] = taken

@@ -12,6 +12,10 @@ void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_ar
                 int64_t size);
 void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t *at, int64_t k,
                   const struct slot_array *arrays, const int64_t *slots);
+struct slot_rings { const int64_t *ev; int32_t *blocks; struct pool *recent; };
+int64_t pack_sleepers(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
+                      int64_t size, struct slot_rings r, int64_t *segs, int64_t *held, uint8_t *probed);
+void restore_rings(int64_t n, const int64_t *slots, struct slot_rings r, const int64_t *segs);
 struct row_layout {
     int64_t size, head, none;
     int64_t end_ns, last_frame, history, history_len, state, prev_state, isn, syn, synack, synack_after_ack,
@@ -40,6 +44,60 @@ void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t
         for (int64_t c = 0; c < k; c++)
             memcpy(arrays[c].data + slots[i] * arrays[c].width, records + at[i] * size + arrays[c].at,
                    arrays[c].width);
+}
+
+/* Of a side's recent ring, the blocks that hold the segments it counts (``count``: its EV_RECENT_N). */
+static int64_t held_blocks(int64_t count) {
+    if (count > RING) count = RING;
+    return (count + BLOCK - 1) / BLOCK;
+}
+
+/* Connections going dormant (dormant.py): the records of the slots (as pack_slots), and the recent
+ * segments their rings count, each side's held blocks in order (zeros for a block not there), copied one
+ * block after the other into ``segs`` (what restore_rings puts back); per slot, ``held``: its blocks
+ * copied, ``probed``: whether it counts keepalive probes.  Returns the blocks copied. */
+int64_t pack_sleepers(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
+                      int64_t size, struct slot_rings r, int64_t *segs, int64_t *held, uint8_t *probed) {
+    pack_slots(n, slots, k, arrays, records, size);
+    int64_t out = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t *e = r.ev + slots[i] * EV_WIDTH;
+        const int32_t *blk = r.blocks + slots[i] * 2 * BLOCKS;
+        held[i] = 0;
+        for (int64_t s = 0; s < 2; s++)
+            for (int64_t b = 0; b < held_blocks(e[EV_RECENT_N + s]); b++, held[i]++, out++) {
+                int64_t *to = segs + out * BLOCK * SEG;
+                if (blk[s * BLOCKS + b] >= 0)
+                    memcpy(to, r.recent->data + (int64_t)blk[s * BLOCKS + b] * BLOCK * SEG, BLOCK * SEG * 8);
+                else
+                    memset(to, 0, BLOCK * SEG * 8);
+            }
+        probed[i] = e[EV_PROBE_N] != 0 || e[EV_PROBE_N + 1] != 0;
+    }
+    return out;
+}
+
+/* The reverse, once the records are back in the slots (their EV_RECENT_N with them): blocks from the pool
+ * (which has enough free ones) for the segments each side counts, filled from ``segs`` in order; the
+ * other blocks of the slots none. */
+void restore_rings(int64_t n, const int64_t *slots, struct slot_rings r, const int64_t *segs) {
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t *e = r.ev + slots[i] * EV_WIDTH;
+        int32_t *blk = r.blocks + slots[i] * 2 * BLOCKS;
+        for (int64_t s = 0; s < 2; s++) {
+            int64_t count = held_blocks(e[EV_RECENT_N + s]);
+            for (int64_t b = 0; b < BLOCKS; b++) {
+                if (b >= count) {
+                    blk[s * BLOCKS + b] = -1;
+                    continue;
+                }
+                int32_t block = take_block(r.recent);
+                blk[s * BLOCKS + b] = block;
+                memcpy(r.recent->data + (int64_t)block * BLOCK * SEG, segs, BLOCK * SEG * 8);
+                segs += BLOCK * SEG;
+            }
+        }
+    }
 }
 
 static int64_t load(const uint8_t *row, int64_t column) {
