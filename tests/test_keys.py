@@ -5,8 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from rstscope.connections.keys import _grouped, grouped_columns
+from rstscope.connections.keys import grouped_columns
+from rstscope.connections.sequence import ffi, lib
 from rstscope.packets import PACKET_DTYPE
+
+
+def _grouped(columns) -> tuple[np.ndarray, np.ndarray]:
+    """``tuple_groups`` (keys_loop.c) on six uint64 columns: the order that groups rows of equal key, and
+    where groups start (what ``tuple_groups_of_rows`` does after it has made the keys of packet rows)."""
+    n = len(columns[0])
+    columns = [np.ascontiguousarray(c, dtype=np.uint64) for c in columns]
+    keys = ffi.new("struct tuple_keys *", dict(zip(("a_hi", "a_lo", "b_hi", "b_lo", "ports", "tunnel"),
+                   (ffi.from_buffer("uint64_t[]", c) for c in columns), strict=True)))  # fmt: skip
+    order, start = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint8)
+    assert lib.tuple_groups(n, keys, ffi.from_buffer("int64_t[]", order), ffi.from_buffer("uint8_t[]", start)) >= 0
+    return order, start.view(bool)
 
 
 def _keys(n: int, seed: int) -> list[np.ndarray]:

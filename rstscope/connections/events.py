@@ -253,8 +253,8 @@ EVENT_BATCH = 8_192
 """RSTs run through the loop at once (with the event rows between them): a reset storm's chunk is all
 RSTs, and what the loop writes per RST (about 1.3 KB) and the RST rows made from them stay a few
 megabytes.  A slice with fewer RSTs runs in one batch: the batch's fixed cost (a few dozen numpy calls
-around the loop and around its RST rows) is paid once, not once per 8,192 event rows (measured on the
-short shape of benchmarks/: four batches a slice, of about 30 RSTs each)."""
+around the loop and around its RST rows) is paid once, not once per 8,192 event rows (on short
+connections nearly every row is an event row, and a slice has a few dozen RSTs)."""
 COMPACT_ROWS = 1 << 16
 """Taken rows a :class:`FiledRows` file holds at least before it is compacted."""
 

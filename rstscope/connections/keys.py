@@ -306,19 +306,6 @@ def _key_fields(dtype: np.dtype) -> np.ndarray:
     return np.array([dtype.fields[name][1] for name in names], dtype=np.int64)
 
 
-def _grouped(columns) -> tuple[np.ndarray, np.ndarray]:
-    """The order that groups rows of equal key (``columns``: six uint64 columns), and where groups start."""
-    n = len(columns[0])
-    columns = [np.ascontiguousarray(c, dtype=np.uint64) for c in columns]
-    keys = ffi.new("struct tuple_keys *", dict(zip(("a_hi", "a_lo", "b_hi", "b_lo", "ports", "tunnel"),
-                   (ffi.from_buffer("uint64_t[]", c) for c in columns), strict=True)))  # fmt: skip
-    order = np.empty(n, dtype=np.int64)
-    start = np.empty(n, dtype=np.uint8)
-    if lib.tuple_groups(n, keys, ffi.from_buffer("int64_t[]", order), ffi.from_buffer("uint8_t[]", start)) < 0:
-        raise MemoryError("grouping a chunk by 4-tuple")
-    return order, start.view(bool)
-
-
 def grouped_columns(rows: np.ndarray, order: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray]:
     """Fields ``names`` of ``rows[order]`` as int64 arrays, in one compiled pass over the rows."""
     rows = np.ascontiguousarray(rows)

@@ -1,10 +1,12 @@
 """The tracker: drives the stages over each chunk of packet rows.
 
-Per chunk (at most ``FEED_ROWS`` rows): the 4-tuple index and the connection instances
-(:mod:`.keys`), new connections and their slots, the vectorised running values (:mod:`.sequence`),
-the event pass (:mod:`.events`), the carry to the next chunk, and retirement of the connections that
-closed and went idle (:mod:`.retire`).  ``finish()`` retires the rest and returns every connection in id
-order, made from its rows when read.
+Per slice of a chunk (at most ``FEED_ROWS`` rows): first what depends on the rows alone (:class:`Slice`:
+their grouping by 4-tuple, the fields read, in that order; made ahead, in another thread, when the
+capture is read by a child process), then the 4-tuple index and the connection instances (:mod:`.keys`),
+new connections and their slots, the vectorised running values (:mod:`.sequence`), the event pass
+(:mod:`.events`), the carry to the next chunk, and retirement of the connections that closed and went
+idle (:mod:`.retire`).  ``finish()`` retires the rest and returns every connection in id order, made from
+its rows when read.
 """
 
 from __future__ import annotations
