@@ -29,7 +29,7 @@ import ctypes
 import functools
 import os
 
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -2, -3, -8  # mallopt parameters (malloc.h)
 TOP_PAD = 16 << 20
 MMAP_THRESHOLD = 32 << 20
 """glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: where its dynamic threshold stops."""
@@ -56,8 +56,17 @@ def give_back() -> None:
 
 def keep_freed_top(pad: int = TOP_PAD) -> bool:
     """Keep ``pad`` bytes free at the top of the heap rather than give them back, and blocks under
-    :data:`MMAP_THRESHOLD` in the heap; whether it was set.  Forked children (the reader child) inherit it."""
+    :data:`MMAP_THRESHOLD` in the heap; whether it was set.  Forked children (the reader child) inherit it.
+
+    Threads then allocate from the same heap (one arena, unless ``MALLOC_ARENA_MAX`` says otherwise): a
+    thread's own arena would keep ``pad`` free at its top too (the thread that prepares chunks while the
+    tracker tracks, rstscope.ahead; measured on a million connections each ending in a RST: 192-194 MB
+    with an arena of its own, 187-188 MB without, the same time)."""
     if os.environ.get("MALLOC_TOP_PAD_") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
     lib = libc()
-    return bool(lib is not None and lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and lib.mallopt(M_TOP_PAD, pad))
+    if lib is None or not (lib.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and lib.mallopt(M_TOP_PAD, pad)):
+        return False
+    if not os.environ.get("MALLOC_ARENA_MAX"):
+        lib.mallopt(M_ARENA_MAX, 1)
+    return True

@@ -75,6 +75,35 @@ for line in open("/proc/self/maps"):
     assert where == {"set": "[heap]", "default": "mapping"}
 
 
+@needs_glibc
+def test_a_thread_allocates_from_the_heap():
+    """With the settings, a thread's blocks come from the one heap: an arena of its own would keep a top pad
+    of its own free (by default glibc gives a second thread an arena mapped apart)."""
+    code = """
+import ctypes, sys, threading
+from rstscope import heap
+if sys.argv[1] == "set":
+    heap.keep_freed_top()
+libc = heap.libc()
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc(64)  # the main thread's arena first
+got = []
+thread = threading.Thread(target=lambda: got.append(libc.malloc(4096)))
+thread.start()
+thread.join()
+for line in open("/proc/self/maps"):
+    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+    if lo <= got[0] < hi:
+        print(line.split()[-1] if line.split()[-1] == "[heap]" else "mapping")
+"""
+    where = {}
+    for mode in ("set", "default"):
+        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
+                             env=_base_env()).stdout.split()  # fmt: skip
+        where[mode] = out[-1]
+    assert where == {"set": "[heap]", "default": "mapping"}
+
+
 def _base_env() -> dict:
     import os
 
