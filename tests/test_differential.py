@@ -24,6 +24,29 @@ def test_output_matches_the_frozen_digests(group, tmp_path):
     assert not changed, f"{len(changed)} of {len(current)} outputs changed: {changed[:20]}"
 
 
+@pytest.mark.parametrize("group", ["sample", "corpus", "generated"])
+def test_read_by_the_child_and_prepared_ahead_the_digests_are_the_same(group, tmp_path, monkeypatch):
+    """Every capture read by the reader child in chunks of 64 packets, each chunk prepared in a thread while
+    the one before is tracked (rstscope/ahead.py), gives the frozen digests: documents, warnings, errors
+    (truncated, corrupt and undecodable captures among them)."""
+    from rstscope import prefetch
+
+    if not prefetch.available():
+        pytest.skip("needs os.fork and two CPUs")
+    if group == "corpus" and not differential.CORPUS.is_dir():
+        pytest.skip(f"reference corpus not found at {differential.CORPUS} (it sits beside the repository)")
+    monkeypatch.setattr(analysis, "PREFETCH_BYTES", 0)
+    monkeypatch.setattr(analysis, "READ_PACKETS", 64)
+    made = []
+    sliced = analysis.Tracker.sliced
+    monkeypatch.setattr(analysis.Tracker, "sliced", staticmethod(lambda chunk: made.append(1) or sliced(chunk)))
+    baseline = {k: v for k, v in differential.load_baseline().items() if k.startswith(f"{group}/")}
+    current = {k: v for k, v in differential.digests(group, tmp_path).items() if not k.endswith(":conns")}
+    changed = sorted(name for name in current if current[name] != baseline[name])
+    assert not changed, f"{len(changed)} of {len(current)} outputs changed: {changed[:20]}"
+    assert len(made) > 100  # the chunks went through the thread (many inputs are a few packets)
+
+
 def _document(path, chunk: int) -> str:
     old = analysis.CHUNK_PACKETS
     analysis.CHUNK_PACKETS = chunk
