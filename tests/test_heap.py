@@ -54,54 +54,49 @@ def test_set_unless_the_environment_says_otherwise():
 def test_large_blocks_come_from_the_heap():
     """With the settings, an 8 MB block is carved from the heap, which keeps what is freed at its top;
     by default glibc's first block of that size is a mapping of its own, unmapped when freed."""
-    code = """
-import ctypes, sys
-from rstscope import heap
-if sys.argv[1] == "set":
-    heap.keep_freed_top()
-libc = heap.libc()
-libc.malloc.restype = ctypes.c_void_p
-p = libc.malloc(8 << 20)
-for line in open("/proc/self/maps"):
-    lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-    if lo <= p < hi:
-        print(line.split()[-1] if line.split()[-1] == "[heap]" else "mapping")
-"""
-    where = {}
-    for mode in ("set", "default"):
-        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
-                             env=_base_env()).stdout.split()  # fmt: skip
-        where[mode] = out[-1]
-    assert where == {"set": "[heap]", "default": "mapping"}
+    assert _where_block_lies("p = libc.malloc(8 << 20)") == {"set": "[heap]", "default": "mapping"}
 
 
 @needs_glibc
 def test_a_thread_allocates_from_the_heap():
     """With the settings, a thread's blocks come from the one heap: an arena of its own would keep a top pad
     of its own free (by default glibc gives a second thread an arena mapped apart)."""
-    code = """
-import ctypes, sys, threading
-from rstscope import heap
-if sys.argv[1] == "set":
-    heap.keep_freed_top()
-libc = heap.libc()
-libc.malloc.restype = ctypes.c_void_p
+    allocate = """
+import threading
 libc.malloc(64)  # the main thread's arena first
 got = []
 thread = threading.Thread(target=lambda: got.append(libc.malloc(4096)))
 thread.start()
 thread.join()
+p = got[0]
+"""
+    assert _where_block_lies(allocate) == {"set": "[heap]", "default": "mapping"}
+
+
+_WHERE = """
+import ctypes, sys
+from rstscope import heap
+if sys.argv[1] == "set":
+    heap.keep_freed_top()
+libc = heap.libc()
+libc.malloc.restype = ctypes.c_void_p
+{allocate}
 for line in open("/proc/self/maps"):
     lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
-    if lo <= got[0] < hi:
+    if lo <= p < hi:
         print(line.split()[-1] if line.split()[-1] == "[heap]" else "mapping")
 """
+
+
+def _where_block_lies(allocate: str) -> dict[str, str]:
+    """In a fresh process, with the settings ("set") and without ("default"): whether the block ``allocate``
+    gets from ``libc.malloc`` (its address left in ``p``) lies in ``[heap]`` or in a mapping of its own."""
     where = {}
     for mode in ("set", "default"):
-        out = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, check=True,
-                             env=_base_env()).stdout.split()  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", _WHERE.format(allocate=allocate), mode], capture_output=True,
+                             text=True, check=True, env=_base_env()).stdout.split()  # fmt: skip
         where[mode] = out[-1]
-    assert where == {"set": "[heap]", "default": "mapping"}
+    return where
 
 
 def _base_env() -> dict:
