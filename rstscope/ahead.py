@@ -24,10 +24,11 @@ _POLL_SECONDS = 0.1
 """How often a thread waiting for its turn looks whether the caller stopped."""
 _JOIN_SECONDS = 5.0
 """How long the caller, stopping early, waits for the thread (which may be in the middle of a read)."""
-_SWITCH_SECONDS = 0.000_5
-"""The thread, back from a compiled call, waits at most this long for the caller to let it run (Python's
-default, 5 ms, is longer than it takes to prepare a chunk; measured on the short shape, 1M packets: no
-gain at 5 ms)."""
+SWITCH_SECONDS = 0.000_5
+"""The interpreter's switch interval while two threads of rstscope take turns, each mostly in compiled
+calls or blocking writes: one back from such a call waits at most this long for the other to let it run
+(Python's default, 5 ms, is longer than it takes to prepare a chunk: on the short shape, 1M packets, the
+thread of :func:`ahead` gained nothing at 5 ms).  Also the reader child's (:mod:`rstscope.prefetch`)."""
 
 
 def ahead(items: Iterator[T], prepare: Callable[[T], U]) -> Iterator[U]:
@@ -57,7 +58,7 @@ def ahead(items: Iterator[T], prepare: Callable[[T], U]) -> Iterator[U]:
 
     thread = threading.Thread(target=work, name="rstscope-ahead", daemon=True)
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(_SWITCH_SECONDS)
+    sys.setswitchinterval(SWITCH_SECONDS)
     thread.start()
     try:
         while True:

@@ -159,8 +159,9 @@ def analyze_capture(
     tracker = Tracker(zeek_timers=zeek_timers, on_retired=retired)
     with _open(path, stream) as cap, judging.while_tracking(cap, tracker) as judge:
         early = judge
+        child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None  # the reader child
         # With a reader child, a thread receives each chunk and prepares it while the one before is tracked.
-        chunks = ahead(cap.chunks(), Tracker.sliced) if isinstance(cap, prefetch.PrefetchedCapture) else cap.chunks()
+        chunks = ahead(cap.chunks(), Tracker.sliced) if child is not None else cap.chunks()
         with contextlib.closing(chunks):  # the thread stops before the capture closes, also on an error
             for chunk in chunks:
                 tracker.feed(chunk)
@@ -176,7 +177,6 @@ def analyze_capture(
             stats=cap.stats,
         )
         # The reader child, done reading, judges a share of the RSTs left (rstscope.judging).
-        child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None
         store = tracker.finish()
         # --json: the child encodes half of the connection rows too (more than a block of them), but for a
         # storm of RSTs (ROWSPLIT_MAX_RESETS: known from the connections that saw one, else once judged).

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from rstscope import heap
+from rstscope.ahead import SWITCH_SECONDS
 from rstscope.packets import PACKET_DTYPE, ReadStats
 from rstscope.reader import open_capture
 from rstscope.status import RstscopeError
@@ -200,9 +201,9 @@ def _child(path, chunk_packets: int, fd: int, jobs: socket.socket) -> None:
     (the reader mostly waits for the parent to take its chunks: the pipe is full while it tracks); exit,
     once both are done, without returning to the caller's code."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # The reader, back from a write, waits at most this long for the job's thread to let it run (default 5 ms:
-    # the parent would wait for its next chunk).
-    sys.setswitchinterval(_SWITCH_SECONDS)
+    # The reader, back from a write, waits at most this long for the job's thread to let it run (at 5 ms the
+    # parent would wait for its next chunk).
+    sys.setswitchinterval(SWITCH_SECONDS)
     server = threading.Thread(target=_serve, args=(jobs,), daemon=True)
     server.start()
     status = 1
@@ -214,9 +215,6 @@ def _child(path, chunk_packets: int, fd: int, jobs: socket.socket) -> None:
             status = 0
     finally:
         os._exit(status)  # also when the parent went away while a job answered
-
-
-_SWITCH_SECONDS = 0.000_5
 
 
 def _streamed(path, chunk_packets: int, fd: int) -> bool:

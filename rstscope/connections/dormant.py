@@ -162,9 +162,9 @@ class Dormant:
         """These dormant connections' records, no longer dormant: (records, at, recent segments or None
         unless ``rings``, keepalive-probe rings), connection ``i``'s record being ``records[at[i]]`` (records
         as read, see :meth:`.RecordFile.take_spread`).  The recent segments are those of the ring blocks
-        that hold counted ones (:func:`_held` of the records, in its order: what
-        :meth:`.EventColumns.restore` puts back); the probe rings per connection, in order, as
-        :meth:`.EventColumns.probes_of` gives them (zeros where none)."""
+        that hold counted ones (:func:`_held` of the records, in its order: what ``restore_rings`` puts
+        back); the probe rings per connection, in order, as :meth:`.EventColumns.probes_of` gives them
+        (zeros where none)."""
         positions = self._at[ids]
         rows, at = self._rows.take_spread(positions)
         n = len(ids)
@@ -228,7 +228,8 @@ def _rings(columns: EventColumns):
 
 def _held(recent_n: np.ndarray) -> np.ndarray:
     """Per connection (rows of ``recent_n``: its two ``EV_RECENT_N`` columns), side and ring block: whether
-    the block holds counted segments."""
+    the block holds counted segments (the rule of ``held_blocks`` in slots_loop.c, which packs and puts
+    back the segments whose places in the files this reads)."""
     counts = np.minimum(recent_n, RING)
     return np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)
 

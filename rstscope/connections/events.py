@@ -146,14 +146,6 @@ class EventColumns:
         self.probes.give(self.probe_block[slots])
         self.probe_block[slots] = -1
 
-    def recent_of(self, slots: np.ndarray) -> np.ndarray:
-        """The recent-segment rings of these slots, (slot, side, RING, SEG); zeros where no block."""
-        blocks = self.blocks[slots]
-        out = np.zeros((len(slots), 2, lib.BLOCKS, lib.BLOCK, lib.SEG), dtype=np.int64)
-        held = blocks >= 0
-        out[held] = self.recent.data[blocks[held]]
-        return out.reshape(len(slots), 2, RING, lib.SEG)
-
     def probes_of(self, slots: np.ndarray) -> np.ndarray:
         """The keepalive-probe rings of these slots, (slot, side, RING, 2); zeros where no block."""
         blocks = self.probe_block[slots]

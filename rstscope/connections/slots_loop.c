@@ -46,7 +46,8 @@ void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t
                    arrays[c].width);
 }
 
-/* Of a side's recent ring, the blocks that hold the segments it counts (``count``: its EV_RECENT_N). */
+/* Of a side's recent ring, the blocks that hold the segments it counts (``count``: its EV_RECENT_N); the
+ * rule of dormant.py's _held, which finds these blocks' segments in the files. */
 static int64_t held_blocks(int64_t count) {
     if (count > RING) count = RING;
     return (count + BLOCK - 1) / BLOCK;

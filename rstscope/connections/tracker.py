@@ -11,7 +11,7 @@ its rows when read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -70,23 +70,24 @@ class Tracker:
         self.skipped_decode_errors = 0
 
     def feed(self, chunk: np.ndarray | Sliced) -> None:
-        """Track a chunk of packet rows, in capture order (or the chunk :func:`sliced` already)."""
+        """Track a chunk of packet rows, in capture order (or the chunk :meth:`sliced` already)."""
         if isinstance(chunk, Sliced):
             self.skipped_decode_errors += chunk.skipped
             slices = chunk.slices
         else:
             rows, skipped = _decoded(chunk)
             self.skipped_decode_errors += skipped
-            slices = (rows[start : start + FEED_ROWS] for start in range(0, len(rows), FEED_ROWS))
+            slices = _slices(rows)
         with collector.paused():
             for piece in slices:
                 self._feed(piece if isinstance(piece, Slice) else prepared(piece))
 
     @staticmethod
     def sliced(chunk: np.ndarray) -> Sliced:
-        """A chunk made ready to :meth:`feed`: this depends on the chunk alone, so it can be done in another
-        thread while the tracker tracks the chunk before (:mod:`rstscope.ahead`)."""
-        return sliced(chunk)
+        """A chunk made ready to :meth:`feed`, in slices: this depends on the chunk alone, so it can be done in
+        another thread while the tracker tracks the chunk before (:mod:`rstscope.ahead`)."""
+        rows, skipped = _decoded(chunk)
+        return Sliced([prepared(piece) for piece in _slices(rows)], skipped)
 
     def _feed(self, piece: Slice) -> None:
         """One slice: tracked, then swept.  In a storm of closed connections the slice is tracked in parts,
@@ -411,8 +412,8 @@ class Tracker:
 class Slice(NamedTuple):
     """At most FEED_ROWS packet rows (no decode errors) and what tracking them needs that depends on the
     rows alone: their grouping by 4-tuple, and the fields the tracker reads (``_FEED_COLUMNS``), grouped
-    by tuple, capture order inside each group, as int64.  Made ahead of tracking (:func:`sliced`, in
-    another thread: :mod:`rstscope.ahead`), or as each slice is tracked."""
+    by tuple, capture order inside each group, as int64.  Made ahead of tracking (:meth:`Tracker.sliced`,
+    in another thread: :mod:`rstscope.ahead`), or as each slice is tracked."""
 
     rows: np.ndarray
     by_tuple: ByTuple
@@ -439,11 +440,9 @@ def prepared(rows: np.ndarray) -> Slice:
     return Slice(rows, grouping, columns, _storming(flags), int(frame.max()), int(ts.max()))
 
 
-def sliced(chunk: np.ndarray) -> Sliced:
-    """A chunk of packet rows made ready to track, in slices: for :meth:`Tracker.feed`.  Depends on the
-    chunk alone, so it can be made while the tracker tracks the chunk before."""
-    rows, skipped = _decoded(chunk)
-    return Sliced([prepared(rows[start : start + FEED_ROWS]) for start in range(0, len(rows), FEED_ROWS)], skipped)
+def _slices(rows: np.ndarray) -> Iterator[np.ndarray]:
+    """A chunk's rows (no decode errors) FEED_ROWS at a time."""
+    return (rows[start : start + FEED_ROWS] for start in range(0, len(rows), FEED_ROWS))
 
 
 def _decoded(chunk: np.ndarray) -> tuple[np.ndarray, int]:
