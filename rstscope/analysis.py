@@ -150,15 +150,22 @@ def analyze_capture(
     """
     listen_queue = columns.ListenQueueColumns()  # tallied as connections retire: no pass over them after
     early: judging.WhileTracking | None = None
+    early_rows = None  # rowsplit.EarlyUnits: the rows the reader child encodes while tracking (--json)
 
     def retired(batch: RowBatch) -> None:  # connections that retired, their rows final
         listen_queue.add(batch)
         if early is not None:  # the reader child's jobs (set below, once the capture is open)
             early.retired(batch)
+        if early_rows is not None:
+            early_rows.retired(batch)
 
     tracker = Tracker(zeek_timers=zeek_timers, on_retired=retired)
-    with _open(path, stream) as cap, judging.while_tracking(cap, tracker) as judge:
-        early = judge
+    with (
+        _open(path, stream) as cap,
+        judging.while_tracking(cap, tracker) as judge,
+        _rows_while_tracking(cap, tracker, encode_rows) as encoding,
+    ):
+        early, early_rows = judge, encoding
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None  # the reader child
         # With a reader child, a thread receives each chunk and prepares it while the one before is tracked.
         chunks = ahead(cap.chunks(), Tracker.sliced) if child is not None else cap.chunks()
@@ -167,6 +174,8 @@ def analyze_capture(
                 tracker.feed(chunk)
                 if early is not None:  # the reader child judges the RSTs of connections that retired
                     early.poll()
+                if early_rows is not None:  # ... and encodes their rows for --json when it has nothing to judge
+                    early_rows.poll()
                 if progress is not None:
                     progress(cap.stats.records, cap.stats.bytes_read)
         info = CaptureInfo(
@@ -190,7 +199,7 @@ def analyze_capture(
             from rstscope import rowsplit
 
             try:
-                out.connections = rowsplit.RowsInChild(out.connections, out.resets, child)
+                out.connections = rowsplit.RowsInChild(out.connections, out.resets, child, early_rows)
             except OSError:  # the child is gone: the rows are all encoded here
                 return out
             cap.keep()
@@ -219,6 +228,15 @@ def analysis_of(info: CaptureInfo, connections, *, child: prefetch.PrefetchedCap
         subjects = judging.counted(connections.reset_subjects(), len(connections.reset_ids), judged)
         resets = reset_table.build(subjects, connections.host_ttl, extend=extend)
     return Analysis(capture=info, connections=connections, resets=resets)
+
+
+def _rows_while_tracking(cap, tracker: Tracker, encode_rows: bool):
+    """``rowsplit.while_tracking`` for ``--json`` (``encode_rows``), else nothing."""
+    if not encode_rows:
+        return contextlib.nullcontext()
+    from rstscope import rowsplit  # what it imports, only --json needs
+
+    return rowsplit.while_tracking(cap, tracker)
 
 
 def _open(path, stream=None, *, chunk_packets: int | None = None):

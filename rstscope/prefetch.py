@@ -30,6 +30,7 @@ import socket
 import struct
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -63,6 +64,7 @@ class PrefetchedCapture:
         self._pid: int | None = None
         self._reader = None
         self._jobs: socket.socket | None = None  # to the child, for run_in_child
+        self._answers: _Answers | None = None
         self._kept = False
 
     def __enter__(self) -> PrefetchedCapture:
@@ -82,6 +84,7 @@ class PrefetchedCapture:
         os.close(write_fd)
         child_jobs.close()
         self._jobs = jobs
+        self._answers = _Answers(jobs)
         self._pid = pid
         self._reader = os.fdopen(read_fd, "rb", buffering=0)
         return self
@@ -105,7 +108,11 @@ class PrefetchedCapture:
         payload = pickle.dumps(job)
         socket.send_fds(self._jobs, [_LENGTH.pack(len(payload))], fds)
         self._jobs.sendall(payload)
-        return PendingJob(self._jobs)
+        return self._answers.sent()
+
+    def busy(self) -> bool:
+        """Whether a job sent to the child is not answered yet (the answers there by now are taken)."""
+        return self._answers is not None and self._answers.waiting()
 
     def _close_reader(self) -> None:
         if self._reader is not None:
@@ -161,26 +168,71 @@ class PrefetchedCapture:
 class PendingJob:
     """A job the child runs (:meth:`PrefetchedCapture.run_in_child`)."""
 
-    def __init__(self, jobs: socket.socket) -> None:
-        self._jobs = jobs
+    def __init__(self, answers: _Answers) -> None:
+        self._answers = answers
+        self.answer: tuple[bool, object] | None = _UNREAD  # type: ignore[assignment]
+        """What the child sent back: (done, its value or the error); None if it ended first."""
 
     def ready(self) -> bool:
-        """Whether :meth:`result` would return (or raise) at once: the job is done, or the child gone.  For
-        the oldest job not yet answered only (answers come in order)."""
-        return bool(select.select([self._jobs], [], [], 0)[0])
+        """Whether :meth:`result` would return (or raise) at once: the job is done, or the child gone."""
+        return self._answers.take_ready(self)
 
     def result(self):
         """What the job returned, once it has; :class:`RstscopeError` if it raised or the child ended."""
-        header = _received(self._jobs, _LENGTH.size)
-        payload = _received(self._jobs, _LENGTH.unpack(header)[0]) if header is not None else None
-        if payload is None:
+        self._answers.take_through(self)
+        if self.answer is None:
             raise RstscopeError("the reader process ended before its job did")
-        done, value = pickle.loads(payload)
+        done, value = self.answer
         if not done:
             raise RstscopeError(f"the reader process's job failed: {value}")
         return value
 
 
+class _Answers:
+    """The child answers its jobs in the order they were sent, on one socket; several owners wait for theirs
+    (the RSTs judged while tracking, the rows encoded then, the judging at the end), each answer read is kept
+    for its job."""
+
+    def __init__(self, jobs: socket.socket) -> None:
+        self._jobs = jobs
+        self._unread: deque[PendingJob] = deque()  # jobs sent, in order, whose answers are not read yet
+
+    def sent(self) -> PendingJob:
+        job = PendingJob(self)
+        self._unread.append(job)
+        return job
+
+    def waiting(self) -> bool:
+        """Whether a job is not answered yet (the answers there are taken first)."""
+        while self._unread and select.select([self._jobs], [], [], 0)[0]:
+            self._take()
+        return bool(self._unread)
+
+    def take_ready(self, job: PendingJob) -> bool:
+        while job.answer is _UNREAD and select.select([self._jobs], [], [], 0)[0]:
+            self._take()
+        return job.answer is not _UNREAD
+
+    def take_through(self, job: PendingJob) -> None:
+        while job.answer is _UNREAD:
+            self._take()
+
+    def _take(self) -> None:
+        """The oldest job's answer (waiting for it); None for it and every job after once the child ended."""
+        try:
+            header = _received(self._jobs, _LENGTH.size)
+            payload = _received(self._jobs, _LENGTH.unpack(header)[0]) if header is not None else None
+        except ConnectionResetError:  # the child died
+            payload = None
+        if payload is None:
+            for job in self._unread:
+                job.answer = None
+            self._unread.clear()
+            return
+        self._unread.popleft().answer = pickle.loads(payload)
+
+
+_UNREAD = object()
 _LENGTH = struct.Struct("<Q")
 
 

@@ -10,24 +10,32 @@ makes them, the child's copied out of the ring.  The child reads the spill throu
 sent (nothing is copied), and each unit's row positions and RST outcomes from a file of the reset table's
 columns, so its rows are the ones this process would make, byte for byte.  Should the child fail, this
 process encodes what it did not send.  Measured in benchmarks/PLAN.md §25.
+
+Most units need not wait for the end (:class:`EarlyUnits`): the rows of a connection that retired are final
+but for its RSTs' outcomes, so once most of a unit's connections retired, the child (idle for much of the
+tracking of short connections) encodes their rows, as if none had a RST, into a file; at the end only the
+rows of the unit's other connections and of those with a RST are encoded, and put in their places.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 import numpy as np
 
-from rstscope import columns, scratch
-from rstscope.connections.retire import ConnectionsById, ConnectionStore, RowBatch, Spill
+from rstscope import columns, prefetch, scratch
+from rstscope.connections.retire import ConnectionsById, ConnectionStore, RowBatch, Spill, fit
 from rstscope.fleet import rowstream
 from rstscope.fleet.merge import as_capture
 from rstscope.reset_table import ResetTable, pread_exactly
+from rstscope.status import RstscopeError
 
 UNIT = columns.ROWS_PER_BLOCK
 """Connections a unit (one encoded block): units alternate between the two processes."""
@@ -41,10 +49,18 @@ class RowsInChild(ConnectionsById):
     half by ``child`` (a :class:`~rstscope.prefetch.PrefetchedCapture` done with its other jobs, which this
     object now owns: :meth:`close` stops it).  Everything else is the store's."""
 
-    def __init__(self, store: ConnectionStore, resets: ResetTable, child) -> None:
+    def __init__(self, store: ConnectionStore, resets: ResetTable, child, early: EarlyUnits | None = None) -> None:
+        """``early``: the units the child encoded while the capture was tracked (this object closes it)."""
         self._store, self._resets, self._child = store, resets, child
+        self._early = early
         self._reset_ids = store.reset_ids
         self.host_ttl = store.host_ttl
+        done = early.settle() if early is not None else {}
+        self._early_units = done
+        self._late = _LateRows(store, resets, done)
+        # The units left alternate between this process and the child.
+        left = [k for k in range(-(-len(store) // UNIT)) if k not in done]
+        self._theirs = set(left[1::2])
         meta, fds, positions = store.shared_rows()
         ours, theirs = socket.socketpair()
         # Where each connection's row is, and the RSTs' outcome columns, to a file the child reads a unit's
@@ -56,13 +72,15 @@ class RowsInChild(ConnectionsById):
                 np.ascontiguousarray(column).tofile(f)
             f.flush()
             bounds = np.searchsorted(resets.connection, np.minimum(np.arange(0, len(store) + UNIT, UNIT), len(store)))
-            job = _Encode(meta, layout, bounds, len(store))
+            job = _Encode(meta, layout, bounds, len(store), sorted(self._theirs))
             try:
                 child.run_in_child(job, [*fds, f.fileno(), theirs.fileno()])  # its answer: never read
             finally:
                 theirs.close()
         self._receiver = rowstream.Receiver(Connection(ours.detach()), lambda exc: None)
         self._ring_mapped = False
+        if early is not None:
+            early.handed = True
 
     # The store's, as it gives them.
 
@@ -84,7 +102,12 @@ class RowsInChild(ConnectionsById):
         try:
             for k, lo in enumerate(range(0, len(self), UNIT)):
                 hi = min(lo + UNIT, len(self))
-                if k % 2 and self._receiver is not None:
+                if k in self._early_units:
+                    block = self._early_block(k, lo, hi, capture_index, separator)
+                    if block is not None:
+                        yield block
+                        continue
+                if k in self._theirs and self._receiver is not None:
                     got = self._from_child(hi - lo)
                     if got is not None:
                         data, lengths = got
@@ -98,6 +121,21 @@ class RowsInChild(ConnectionsById):
         unit = _Unit(self._store.rows_of(lo, hi))
         for block, _ends in columns.connection_row_blocks(unit, self._resets, capture_index, None, None, separator):
             yield block
+
+    def _early_block(self, k: int, lo: int, hi: int, capture_index: int, separator: bytes) -> bytearray | None:
+        """Unit ``k`` (connections ``[lo, hi)``) from the rows the child encoded early, and in their places those
+        encoded here (:class:`_LateRows`); None if the file cannot give them."""
+        early = self._early_units[k]
+        try:
+            data = self._early.read(early.offset, int(early.lengths.sum()))
+        except OSError:
+            return None
+        begin, lengths = np.zeros(hi - lo, dtype=np.int64), np.zeros(hi - lo, dtype=np.int64)
+        lengths[early.ids - lo] = early.lengths
+        begin[early.ids - lo] = np.cumsum(early.lengths) - early.lengths
+        ids, late, late_begin, late_lengths = self._late.rows(k)
+        begin[ids - lo], lengths[ids - lo] = len(data) + late_begin, late_lengths
+        return as_capture(b"".join([data, late]), begin, lengths, capture_index, separator)
 
     def _from_child(self, count: int) -> tuple[bytes, np.ndarray] | None:
         """The child's next ``count`` rows (copied out of the ring) and their lengths; None once it failed
@@ -129,6 +167,64 @@ class RowsInChild(ConnectionsById):
             self._receiver.close()
             self._receiver = None
         self._child.close()
+        if self._early is not None:
+            self._early.close()
+
+
+class _LateRows:
+    """For each unit encoded early, the rows encoded at the end: of its connections not encoded then (they had
+    not retired), and of those with a RST (with their outcomes).  Those of a run of consecutive units are
+    encoded together, up to a block of rows (encoding a block costs about 1 ms whatever its size, and a unit of
+    short connections has a hundred or two of these rows)."""
+
+    def __init__(self, store: ConnectionStore, resets: ResetTable, early: dict[int, _EarlyRows]) -> None:
+        self._store, self._resets = store, resets
+        reset_ids = np.unique(resets.connection)
+        late = []
+        for k in sorted(early):
+            mask = np.ones(UNIT, dtype=bool)
+            mask[early[k].ids - k * UNIT] = False
+            mask[reset_ids[slice(*np.searchsorted(reset_ids, [k * UNIT, (k + 1) * UNIT]).tolist())] - k * UNIT] = True
+            late.append(k * UNIT + np.flatnonzero(mask))
+        self._ids = np.concatenate(late) if late else np.zeros(0, dtype=np.int64)
+        self._runs: list[tuple[int, int]] = []  # (first unit, last unit)
+        for k in sorted(early):
+            first, last = self._runs[-1] if self._runs else (-2, -2)
+            if k == last + 1 and self._count(first, k) <= columns.ROWS_PER_BLOCK:
+                self._runs[-1] = (first, k)
+            else:
+                self._runs.append((k, k))
+        self._run = -1  # the run encoded
+        self._encoded = (self._ids[:0], b"", self._ids[:0])  # its ids, rows and each row's end
+
+    def _span(self, first: int, last: int) -> slice:
+        """Where the ids of units ``first`` to ``last`` are."""
+        return slice(*np.searchsorted(self._ids, [first * UNIT, (last + 1) * UNIT]).tolist())
+
+    def _count(self, first: int, last: int) -> int:
+        span = self._span(first, last)
+        return span.stop - span.start
+
+    def rows(self, k: int) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray]:
+        """Unit ``k``'s connections encoded at the end (ids), their rows, where each row begins there and its
+        length (``k`` a unit encoded early; asked for in order)."""
+        while self._run < 0 or self._runs[self._run][1] < k:  # the run of unit k
+            self._run += 1
+            self._encoded = self._encode(*self._runs[self._run])
+        ids, data, ends = self._encoded
+        lo, hi = np.searchsorted(ids, [k * UNIT, (k + 1) * UNIT]).tolist()
+        first = int(ends[lo - 1]) if lo else 0
+        lengths = np.diff(ends[lo:hi], prepend=first)
+        return ids[lo:hi], data[first : first + int(lengths.sum())], np.cumsum(lengths) - lengths, lengths
+
+    def _encode(self, first: int, last: int) -> tuple[np.ndarray, bytes, np.ndarray]:
+        ids = self._ids[self._span(first, last)]
+        if not len(ids):
+            return ids, b"", ids
+        # All connections with a RST of these units are among them, as the outcomes' encoder needs.
+        late = _Unit(self._store.rows_with(ids))  # a block of rows at most: one block
+        ((data, ends),) = columns.connection_row_blocks(late, self._resets, 0, None, None, separator=b"")
+        return ids, bytes(data), ends
 
 
 class _Unit:
@@ -156,6 +252,8 @@ class _Encode:
     bounds: np.ndarray
     """Per unit, its first RST in the outcome columns (one more: the end)."""
     count: int
+    units: list[int]
+    """The units to encode, in order."""
 
     def __call__(self, fds: list[int]) -> int:
         *spill_fds, columns_fd, conn_fd = fds
@@ -165,7 +263,7 @@ class _Encode:
             sender = rowstream.Sender(conn, RING_BYTES)
             sender.result(None)
             sent = 0
-            for k in range(1, len(self.bounds) - 1, 2):
+            for k in self.units:
                 lo, hi = k * UNIT, min((k + 1) * UNIT, self.count)
                 batch = RowBatch(spill.conns.take(self._read(columns_fd, "positions", lo, hi)), spill)
                 outcomes = {n: self._read(columns_fd, n, *self.bounds[k : k + 2].tolist()) for n in _OUTCOME_COLUMNS}
@@ -191,3 +289,165 @@ class _Encode:
 
 _NO_ROWS = {"findings": np.zeros(0, np.uint16), "offset": np.zeros(0, np.int64), "length": np.zeros(0, np.uint32)}
 """The reset table's columns of its rows, which the outcomes do not read."""
+
+
+EARLY_UNITS = 8
+"""Units a job encodes while the capture is tracked: the child's memory for them adds to the tracker's
+(a unit's rows, about 2 MB encoded, and the columns they are made of)."""
+EARLY_MAX_LATE = UNIT // 4
+"""A unit is encoded early once at most this many of its rows are left to the end: those of its connections
+that have not retired, and of those that saw a RST (encoded again then, with their outcomes; a storm of
+RSTs: nothing to gain).  A unit whose connections all close retires whole, but a busy server's long-lived
+connections and unanswered SYNs retire only at the end, wherever they are."""
+
+
+class _EarlyRows(NamedTuple):
+    """A unit's rows encoded while the capture was tracked."""
+
+    offset: int
+    """Where they begin in the file."""
+    lengths: np.ndarray
+    """Each row's length."""
+    ids: np.ndarray
+    """Their connections (increasing)."""
+
+
+class EarlyUnits:
+    """The units the reader child encodes while the capture is tracked (``--json``), for :class:`RowsInChild`.
+
+    The tracker tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`),
+    unless a job given is not answered yet, the child is given up to :data:`EARLY_UNITS` units whose rows left
+    to the end would be few (:data:`EARLY_MAX_LATE`): the rows of their retired connections, encoded as if
+    none had a RST (:class:`_EncodeEarly`), into a file of this object's; the child runs it after the jobs
+    given before (judging RSTs).  :meth:`settle` waits for the job in progress and says where each unit's
+    rows are.  A job that failed ends the early encoding: its units and the rest are encoded at the end."""
+
+    def __init__(self, child, tracker) -> None:
+        self._child, self._tracker = child, tracker
+        self._retired_ids = np.zeros(0, dtype=bool)  # per connection: whether it retired
+        self._retired = np.zeros(0, dtype=np.int64)  # per unit: its connections that retired
+        self._reset = np.zeros(0, dtype=np.int64)  # ... and of them, those that saw a RST
+        self._given = np.zeros(0, dtype=bool)
+        self._pending: tuple[object, dict[int, np.ndarray]] | None = None  # the job not answered, its units' ids
+        self._done: dict[int, _EarlyRows] = {}
+        self._file = None
+        self._failed = False
+        self.handed = False
+        """Whether a :class:`RowsInChild` took this object (and closes it)."""
+
+    def retired(self, batch: RowBatch) -> None:
+        """These connections retired (the tracker's ``on_retired``)."""
+        rows = batch.rows
+        ids = rows["id"]
+        units = ids // UNIT
+        size = int(units.max()) + 1 if len(units) else 0
+        self._retired_ids = fit(self._retired_ids, size * UNIT, False)
+        self._retired_ids[ids] = True
+        self._retired, self._reset = fit(self._retired, size, 0), fit(self._reset, size, 0)
+        self._given = fit(self._given, size, False)
+        self._retired[:size] += np.bincount(units, minlength=size)
+        self._reset[:size] += np.bincount(units[rows["resets"][:, 1] > 0], minlength=size)
+
+    def poll(self) -> None:
+        """Collect the job done; give the child the next units ready, if it has no other job."""
+        if self._pending is not None and self._pending[0].ready():
+            self._answer()
+        if self._pending is not None or self._failed:
+            return
+        whole = min(self._tracker.count // UNIT, len(self._retired))  # units all of whose connections started
+        late = UNIT - self._retired[:whole] + self._reset[:whole]
+        units = np.flatnonzero((late <= EARLY_MAX_LATE) & ~self._given[:whole])[:EARLY_UNITS].tolist()
+        if units:
+            self._give(units)
+
+    def _give(self, units: list[int]) -> None:
+        if self._file is None:  # open until close(): RowsInChild reads it after tracking
+            self._file = tempfile.TemporaryFile(prefix="rstscope-early-rows-", dir=scratch.directory())  # noqa: SIM115
+        self._given[units] = True
+        ids = {k: k * UNIT + np.flatnonzero(self._retired_ids[k * UNIT : (k + 1) * UNIT]) for k in units}
+        meta, fds, positions = self._tracker.shared_rows(np.concatenate(list(ids.values())))
+        ends = np.cumsum([len(unit) for unit in ids.values()])
+        parts = list(zip(units, np.split(positions, ends[:-1]), strict=True))
+        try:
+            job = self._child.run_in_child(_EncodeEarly(meta, parts), [*fds, self._file.fileno()])
+        except OSError:  # the child is gone
+            self._failed = True
+            return
+        self._pending = (job, ids)
+
+    def _answer(self) -> None:
+        job, ids = self._pending
+        self._pending = None
+        try:
+            for k, offset, lengths in job.result():
+                self._done[k] = _EarlyRows(offset, lengths.astype(np.int64), ids[k])
+        except (RstscopeError, OSError):
+            self._failed = True
+
+    def settle(self) -> dict[int, _EarlyRows]:
+        """Wait for the job in progress; the rows of each unit encoded early (read with :meth:`read`)."""
+        if self._pending is not None:
+            self._answer()
+        return self._done
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes of the file of rows encoded early; OSError if it cannot give them."""
+        return pread_exactly(self._file.fileno(), length, offset, what="the file of rows encoded early")
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+@contextlib.contextmanager
+def while_tracking(capture, tracker) -> Iterator[EarlyUnits | None]:
+    """:class:`EarlyUnits` for this capture and tracker if the capture is read by a child, else None.  Closed
+    at the end unless :class:`RowsInChild` took it (``handed``), and on an error."""
+    if not isinstance(capture, prefetch.PrefetchedCapture):
+        yield None
+        return
+    early = EarlyUnits(capture, tracker)
+    try:
+        yield early
+    except BaseException:
+        early.close()
+        raise
+    if not early.handed:
+        early.close()
+
+
+@dataclass
+class _EncodeEarly:
+    """The child's job while the capture is tracked: rows of these units (each: its number and where the rows
+    of its connections to encode are), as if none saw a RST (capture 0, no separator), appended to the file;
+    per unit, its number, where its rows begin in the file and each one's length."""
+
+    spill: dict
+    units: list[tuple[int, np.ndarray]]
+
+    def __call__(self, fds: list[int]) -> list[tuple[int, int, np.ndarray]]:
+        *spill_fds, out = fds
+        spill = Spill.opened(self.spill, spill_fds)
+        try:
+            done = []
+            for k, positions in self.units:
+                batch = RowBatch(spill.conns.take(positions), spill)
+                offset = os.fstat(out).st_size
+                at, lengths = offset, []
+                for block, ends in columns.connection_row_blocks(_Unit(batch), _NO_RESETS, 0, None, None,
+                                                                 separator=b""):  # fmt: skip
+                    view = memoryview(block)
+                    while view.nbytes:
+                        written = os.pwrite(out, view, at)
+                        view, at = view[written:], at + written
+                    lengths.append(np.diff(ends, prepend=0).astype(np.int32))
+                done.append((k, offset, np.concatenate(lengths)))
+            return done
+        finally:
+            spill.close()
+            os.close(out)
+
+
+_NO_RESETS = ResetTable({name: np.zeros(0, np.int64) for name in _OUTCOME_COLUMNS} | _NO_ROWS, None, set(), None)
+"""No RST: the outcomes of the rows encoded early."""

@@ -307,6 +307,33 @@ def test_the_reader_child_runs_jobs_in_order_while_it_still_reads(tmp_path):
         assert taken == cap.stats.records > 20_000
 
 
+class _Echo:
+    """A job for the child: what it was made with, after a while."""
+
+    def __init__(self, value: int, seconds: float = 0.0) -> None:
+        self.value, self.seconds = value, seconds
+
+    def __call__(self, fds: list[int]) -> int:
+        time.sleep(self.seconds)
+        return self.value
+
+
+def test_each_job_gets_its_own_answer_whoever_waits_first(tmp_path):
+    """Several owners give the child jobs (the RSTs judged while tracking, the rows encoded then, the judging
+    at the end); the answers come in the order the jobs were sent, and each is kept for its job, whichever
+    job is waited for first."""
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 100)
+    with prefetch.PrefetchedCapture(path, chunk_packets=100) as cap:
+        jobs = [cap.run_in_child(_Echo(i, 0.05 if i == 0 else 0.0), []) for i in range(4)]
+        assert not jobs[2].ready() and cap.busy()  # the first takes a while: none is answered yet
+        assert jobs[2].result() == 2  # the answers before it are kept for their jobs
+        assert jobs[3].result() == 3 and not cap.busy()
+        assert [job.ready() for job in jobs] == [True] * 4
+        assert [jobs[1].result(), jobs[0].result()] == [1, 0]
+        assert sum(len(c) for c in cap.chunks()) == cap.stats.records
+
+
 def _part_files(tmp_path, count: int, size: int) -> list:
     paths = []
     for i in range(count):

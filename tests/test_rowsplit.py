@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import tempfile
 
 import numpy as np
 import psutil
@@ -13,6 +14,7 @@ import pytest
 
 from rstscope import analysis, cli, document, prefetch, rowsplit
 from rstscope.cli import Environment
+from rstscope.connections import retire
 from rstscope.fleet import rowstream
 from tests import shortconns
 from tests.test_columns import TEMPLATES
@@ -119,3 +121,131 @@ def test_a_storm_of_rsts_is_encoded_here_alone(capture, monkeypatch, past):
     assert len(b.resets) > 10 and not isinstance(b.connections, rowsplit.RowsInChild)
     assert both == alone
     assert _children() <= before  # stopped at once
+
+
+@pytest.fixture
+def retiring(capture, tmp_path, monkeypatch):
+    """The same capture, its connections retiring while it is tracked (idle 4,000 frames: the rule's 100,000
+    are more than the whole capture), the child polled after each chunk of 2,048 packets, units encoded early
+    with up to half their rows left to the end; large temporary files in a directory of the test's."""
+    monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 4_000)
+    monkeypatch.setattr(analysis, "READ_PACKETS", 2_048)
+    monkeypatch.setattr(rowsplit, "EARLY_MAX_LATE", 32)  # half a unit: a third of these connections see a RST
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    return capture
+
+
+def _early_units(monkeypatch) -> list[tuple[int, np.ndarray]]:
+    """Per unit taken from the rows the child encoded while tracking, in order: its number and the connections
+    whose rows were encoded at the end instead; units the file could not give are not listed."""
+    got: list[tuple[int, np.ndarray]] = []
+    block, rows = rowsplit.RowsInChild._early_block, rowsplit._LateRows.rows
+
+    def spy_block(self, k, *rest):
+        late = rows(self._late, k)[0]
+        out = block(self, k, *rest)
+        if out is not None:
+            got.append((k, late))
+        return out
+
+    monkeypatch.setattr(rowsplit.RowsInChild, "_early_block", spy_block)
+    return got
+
+
+def _json_closed(path) -> tuple[bytes, analysis.Analysis]:
+    doc, a = _json(path, encode_rows=True)
+    assert isinstance(a.connections, rowsplit.RowsInChild)
+    assert a.connections._early is None or a.connections._early._file is None  # the file of early rows closed
+    return doc, a
+
+
+def test_units_encoded_while_tracking_make_the_same_document(retiring, monkeypatch):
+    alone, a = _json(retiring, encode_rows=False)
+    early, late = _early_units(monkeypatch), _from_child(monkeypatch)
+    before = _children()
+    both, _ = _json_closed(retiring)
+    assert both == alone
+    units = -(-len(a.connections) // rowsplit.UNIT)
+    assert len(early) > units // 3  # most retired well before the end
+    assert [k for k, _ in early] == sorted(k for k, _ in early)
+    at_the_end = np.concatenate([ids for _, ids in early])
+    reset = np.isin(at_the_end, a.connections.reset_ids)
+    assert reset.sum() > 50  # rows of connections with a RST, encoded again with their outcomes
+    assert (~reset).sum() > 10  # and of connections that had not retired (unanswered SYNs, dropped handshakes)
+    assert all(len(ids) <= rowsplit.EARLY_MAX_LATE for _, ids in early)
+    assert late and all(late)  # the units left are still shared with the child
+    assert _children() <= before
+
+
+def test_a_unit_with_more_rows_left_than_the_limit_waits_for_the_end(retiring, monkeypatch):
+    alone, _ = _json(retiring, encode_rows=False)
+    early = _early_units(monkeypatch)
+    _json_closed(retiring)
+    limit = sorted(len(ids) for _, ids in early)[len(early) // 2]
+    monkeypatch.setattr(rowsplit, "EARLY_MAX_LATE", limit)
+    early.clear()
+    both, _ = _json_closed(retiring)
+    assert both == alone
+    assert early and all(len(ids) <= limit for _, ids in early)
+
+
+def _fails_second(self, fds):
+    _fails_second.calls = getattr(_fails_second, "calls", 0) + 1
+    if _fails_second.calls == 2:
+        raise ValueError("a bug in the early encoding")
+    return _encode_early(self, fds)
+
+
+_encode_early = rowsplit._EncodeEarly.__call__
+
+
+def test_an_early_encoding_that_failed_leaves_the_units_to_the_end(retiring, monkeypatch):
+    alone, _ = _json(retiring, encode_rows=False)
+    given = []
+    give = rowsplit.EarlyUnits._give
+    monkeypatch.setattr(rowsplit.EarlyUnits, "_give", lambda self, units: given.append(units) or give(self, units))
+    monkeypatch.setattr(rowsplit._EncodeEarly, "__call__", _fails_second)  # in the child, forked after this
+    early = _early_units(monkeypatch)
+    both, _ = _json_closed(retiring)
+    assert both == alone
+    assert len(given) == 2  # none after the failure was seen
+    assert [k for k, _ in early] == given[0]  # the units of the first job only
+
+
+def test_early_rows_that_cannot_be_read_back_are_encoded_here(retiring, monkeypatch):
+    alone, _ = _json(retiring, encode_rows=False)
+
+    def unreadable(self, offset, length):
+        raise OSError("a disk error")
+
+    monkeypatch.setattr(rowsplit.EarlyUnits, "read", unreadable)
+    early = _early_units(monkeypatch)
+    both, _ = _json_closed(retiring)
+    assert both == alone and not early
+
+
+def test_an_error_while_tracking_closes_the_file_of_early_rows(retiring, monkeypatch):
+    files = []
+    give = rowsplit.EarlyUnits._give
+
+    def kept(self, units):
+        give(self, units)
+        files.append(self._file)
+
+    feed = analysis.Tracker.feed
+
+    def fails_late(self, chunk):
+        if files:  # once the child was given units to encode
+            raise RuntimeError("a bug in the tracker")
+        feed(self, chunk)
+
+    monkeypatch.setattr(rowsplit.EarlyUnits, "_give", kept)
+    monkeypatch.setattr(analysis.Tracker, "feed", fails_late)
+    before = _children()
+    with pytest.raises(RuntimeError, match="a bug"):
+        analysis.analyze_capture(retiring, encode_rows=True)
+    assert files and all(f.closed for f in files)
+    assert _children() <= before

@@ -413,12 +413,16 @@ class Spill:
         """The connection rows of these ids (all retired)."""
         return self.conns.take(self._at[ids])
 
-    def shared_rows(self) -> tuple[dict, list[int]]:
+    def shared_rows(self, ids: np.ndarray | None = None) -> tuple[dict, list[int]]:
         """This spill's rows for another process to read (:meth:`opened`; where each connection's row is,
         :meth:`row_positions`, goes apart): what it needs besides the files' descriptors, and the
-        descriptors (to send along, over a Unix socket)."""
+        descriptors (to send along, over a Unix socket).  ``ids``: only these connections will be read
+        (the long histories sent are theirs)."""
         files = {"conns": self.conns.shared(), **{name: table.shared() for name, table in self.tables.items()}}
-        meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "overflow": self.overflow}
+        overflow = self.overflow
+        if ids is not None:
+            overflow = {cid: overflow[cid] for cid in ids.tolist() if cid in overflow}
+        meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "overflow": overflow}
         return meta, [fd for fd, _ in files.values()]
 
     @classmethod
@@ -588,7 +592,11 @@ class ConnectionStore(ConnectionsById):
 
     def rows_of(self, lo: int, hi: int) -> RowBatch:
         """Connections ``[lo, hi)`` as rows."""
-        return RowBatch(self._spill.rows(np.arange(lo, hi)), self._spill)
+        return self.rows_with(np.arange(lo, hi))
+
+    def rows_with(self, ids: np.ndarray) -> RowBatch:
+        """The connections of these ids (increasing) as rows."""
+        return RowBatch(self._spill.rows(ids), self._spill)
 
     def shared_rows(self) -> tuple[dict, list[int], np.ndarray]:
         """Every connection for another process to read (:meth:`Spill.shared_rows`), and where each one's row
