@@ -11,10 +11,10 @@ sent (nothing is copied), and each unit's row positions and RST outcomes from a 
 columns, so its rows are the ones this process would make, byte for byte.  Should the child fail, this
 process encodes what it did not send.  Measured in benchmarks/PLAN.md §25.
 
-Most units need not wait for the end (:class:`EarlyUnits`): the rows of a connection that retired are final
-but for its RSTs' outcomes, so once most of a unit's connections retired, the child (idle for much of the
-tracking of short connections) encodes their rows, as if none had a RST, into a file; at the end only the
-rows of the unit's other connections and of those with a RST are encoded, and put in their places.
+Most units need not wait for the end (:class:`EarlyUnits`): the row of a connection that retired without a
+RST is final, so once most of a unit's connections retired, the child (idle for much of the tracking of
+short connections) encodes those rows into a file; at the end only the rows of the unit's other connections
+(not retired then, or with a RST and so an outcome) are encoded, and put in their places.
 """
 
 from __future__ import annotations
@@ -317,14 +317,14 @@ class EarlyUnits:
 
     The tracker tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`),
     unless a job given is not answered yet, the child is given up to :data:`EARLY_UNITS` units whose rows left
-    to the end would be few (:data:`EARLY_MAX_LATE`): the rows of their retired connections, encoded as if
-    none had a RST (:class:`_EncodeEarly`), into a file of this object's; the child runs it after the jobs
+    to the end would be few (:data:`EARLY_MAX_LATE`): the rows of their retired connections without a RST
+    (:class:`_EncodeEarly`), into a file of this object's; the child runs it after the jobs
     given before (judging RSTs).  :meth:`settle` waits for the job in progress and says where each unit's
     rows are.  A job that failed ends the early encoding: its units and the rest are encoded at the end."""
 
     def __init__(self, child, tracker) -> None:
         self._child, self._tracker = child, tracker
-        self._retired_ids = np.zeros(0, dtype=bool)  # per connection: whether it retired
+        self._final = np.zeros(0, dtype=bool)  # per connection: retired without a RST (its row is final)
         self._retired = np.zeros(0, dtype=np.int64)  # per unit: its connections that retired
         self._reset = np.zeros(0, dtype=np.int64)  # ... and of them, those that saw a RST
         self._given = np.zeros(0, dtype=bool)
@@ -341,12 +341,13 @@ class EarlyUnits:
         ids = rows["id"]
         units = ids // UNIT
         size = int(units.max()) + 1 if len(units) else 0
-        self._retired_ids = fit(self._retired_ids, size * UNIT, False)
-        self._retired_ids[ids] = True
+        reset = rows["resets"][:, 1] > 0  # their rows are encoded at the end anyway, with their outcomes
+        self._final = fit(self._final, size * UNIT, False)
+        self._final[ids[~reset]] = True
         self._retired, self._reset = fit(self._retired, size, 0), fit(self._reset, size, 0)
         self._given = fit(self._given, size, False)
         self._retired[:size] += np.bincount(units, minlength=size)
-        self._reset[:size] += np.bincount(units[rows["resets"][:, 1] > 0], minlength=size)
+        self._reset[:size] += np.bincount(units[reset], minlength=size)
 
     def poll(self) -> None:
         """Collect the job done; give the child the next units ready, if it has no other job."""
@@ -364,7 +365,7 @@ class EarlyUnits:
         if self._file is None:  # open until close(): RowsInChild reads it after tracking
             self._file = tempfile.TemporaryFile(prefix="rstscope-early-rows-", dir=scratch.directory())  # noqa: SIM115
         self._given[units] = True
-        ids = {k: k * UNIT + np.flatnonzero(self._retired_ids[k * UNIT : (k + 1) * UNIT]) for k in units}
+        ids = {k: k * UNIT + np.flatnonzero(self._final[k * UNIT : (k + 1) * UNIT]) for k in units}
         meta, fds, positions = self._tracker.shared_rows(np.concatenate(list(ids.values())))
         ends = np.cumsum([len(unit) for unit in ids.values()])
         parts = list(zip(units, np.split(positions, ends[:-1]), strict=True))
@@ -420,7 +421,7 @@ def while_tracking(capture, tracker) -> Iterator[EarlyUnits | None]:
 @dataclass
 class _EncodeEarly:
     """The child's job while the capture is tracked: rows of these units (each: its number and where the rows
-    of its connections to encode are), as if none saw a RST (capture 0, no separator), appended to the file;
+    of its connections to encode are, none with a RST), for capture 0 without separator, appended to the file;
     per unit, its number, where its rows begin in the file and each one's length."""
 
     spill: dict
