@@ -174,7 +174,7 @@ def analyze_capture(
                 tracker.feed(chunk)
                 if early is not None:  # the reader child judges the RSTs of connections that retired
                     early.poll()
-                if early_rows is not None:  # ... and encodes their rows for --json when it has nothing to judge
+                if early_rows is not None:  # ... and encodes their rows for --json (its jobs in turn)
                     early_rows.poll()
                 if progress is not None:
                     progress(cap.stats.records, cap.stats.bytes_read)

@@ -110,10 +110,6 @@ class PrefetchedCapture:
         self._jobs.sendall(payload)
         return self._answers.sent()
 
-    def busy(self) -> bool:
-        """Whether a job sent to the child is not answered yet (the answers there by now are taken)."""
-        return self._answers is not None and self._answers.waiting()
-
     def _close_reader(self) -> None:
         if self._reader is not None:
             self._reader.close()
@@ -201,12 +197,6 @@ class _Answers:
         job = PendingJob(self)
         self._unread.append(job)
         return job
-
-    def waiting(self) -> bool:
-        """Whether a job is not answered yet (the answers there are taken first)."""
-        while self._unread and select.select([self._jobs], [], [], 0)[0]:
-            self._take()
-        return bool(self._unread)
 
     def take_ready(self, job: PendingJob) -> bool:
         while job.answer is _UNREAD and select.select([self._jobs], [], [], 0)[0]:

@@ -182,10 +182,12 @@ class _LateRows:
         reset_ids = np.unique(resets.connection)
         late = []
         for k in sorted(early):
-            mask = np.ones(UNIT, dtype=bool)
-            mask[early[k].ids - k * UNIT] = False
-            mask[reset_ids[slice(*np.searchsorted(reset_ids, [k * UNIT, (k + 1) * UNIT]).tolist())] - k * UNIT] = True
-            late.append(k * UNIT + np.flatnonzero(mask))
+            lo = k * UNIT
+            at_the_end = np.ones(UNIT, dtype=bool)
+            at_the_end[early[k].ids - lo] = False
+            # (None of those saw a RST, as EarlyUnits knew them: whatever it knew, a RST's outcome is written.)
+            at_the_end[reset_ids[np.searchsorted(reset_ids, lo) : np.searchsorted(reset_ids, lo + UNIT)] - lo] = True
+            late.append(lo + np.flatnonzero(at_the_end))
         self._ids = np.concatenate(late) if late else np.zeros(0, dtype=np.int64)
         self._runs: list[tuple[int, int]] = []  # (first unit, last unit)
         for k in sorted(early):
@@ -292,8 +294,9 @@ _NO_ROWS = {"findings": np.zeros(0, np.uint16), "offset": np.zeros(0, np.int64),
 
 
 EARLY_UNITS = 8
-"""Units a job encodes while the capture is tracked: the child's memory for them adds to the tracker's
-(a unit's rows, about 2 MB encoded, and the columns they are made of)."""
+"""Units a job encodes while the capture is tracked, one after the other (the child holds a unit's rows at a
+time, about 2 MB encoded and the columns they are made of): one job a chunk at most, and units retire in
+bursts, at each idle sweep."""
 EARLY_MAX_LATE = UNIT // 4
 """A unit is encoded early once at most this many of its rows are left to the end: those of its connections
 that have not retired, and of those that saw a RST (encoded again then, with their outcomes; a storm of
@@ -350,7 +353,7 @@ class EarlyUnits:
         self._reset[:size] += np.bincount(units[reset], minlength=size)
 
     def poll(self) -> None:
-        """Collect the job done; give the child the next units ready, if it has no other job."""
+        """Collect the job done; then, unless it is not, give the child the next units ready."""
         if self._pending is not None and self._pending[0].ready():
             self._answer()
         if self._pending is not None or self._failed:
@@ -443,7 +446,7 @@ class _EncodeEarly:
                         written = os.pwrite(out, view, at)
                         view, at = view[written:], at + written
                     lengths.append(np.diff(ends, prepend=0).astype(np.int32))
-                done.append((k, offset, np.concatenate(lengths)))
+                done.append((k, offset, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)))
             return done
         finally:
             spill.close()
