@@ -55,9 +55,9 @@ class RowsInChild(ConnectionsById):
         self._early = early
         self._reset_ids = store.reset_ids
         self.host_ttl = store.host_ttl
-        done = early.settle() if early is not None else {}
-        self._early_units = done
-        self._late = _LateRows(store, resets, done)
+        done = early.settle() if early is not None else []
+        self._early_units = set(done)
+        self._late = _LateRows(store, resets, early, done)
         # The units left alternate between this process and the child.
         left = [k for k in range(-(-len(store) // UNIT)) if k not in done]
         self._theirs = set(left[1::2])
@@ -125,14 +125,13 @@ class RowsInChild(ConnectionsById):
     def _early_block(self, k: int, lo: int, hi: int, capture_index: int, separator: bytes) -> bytearray | None:
         """Unit ``k`` (connections ``[lo, hi)``) from the rows the child encoded early, and in their places those
         encoded here (:class:`_LateRows`); None if the file cannot give them."""
-        early = self._early_units[k]
         try:
-            data = self._early.read(early.offset, int(early.lengths.sum()))
+            data, early_lengths = self._early.read(k)
         except OSError:
             return None
+        at = self._early.encoded(k) - lo
         begin, lengths = np.zeros(hi - lo, dtype=np.int64), np.zeros(hi - lo, dtype=np.int64)
-        lengths[early.ids - lo] = early.lengths
-        begin[early.ids - lo] = np.cumsum(early.lengths) - early.lengths
+        begin[at], lengths[at] = np.cumsum(early_lengths) - early_lengths, early_lengths
         ids, late, late_begin, late_lengths = self._late.rows(k)
         begin[ids - lo], lengths[ids - lo] = len(data) + late_begin, late_lengths
         return as_capture(b"".join([data, late]), begin, lengths, capture_index, separator)
@@ -177,20 +176,21 @@ class _LateRows:
     encoded together, up to a block of rows (encoding a block costs about 1 ms whatever its size, and a unit of
     short connections has a hundred or two of these rows)."""
 
-    def __init__(self, store: ConnectionStore, resets: ResetTable, early: dict[int, _EarlyRows]) -> None:
+    def __init__(self, store: ConnectionStore, resets: ResetTable, early: EarlyUnits | None, units: list[int]) -> None:
+        """``units``: those ``early`` encoded, in order."""
         self._store, self._resets = store, resets
         reset_ids = np.unique(resets.connection)
         late = []
-        for k in sorted(early):
+        for k in units:
             lo = k * UNIT
             at_the_end = np.ones(UNIT, dtype=bool)
-            at_the_end[early[k].ids - lo] = False
+            at_the_end[early.encoded(k) - lo] = False
             # (None of those saw a RST, as EarlyUnits knew them: whatever it knew, a RST's outcome is written.)
             at_the_end[reset_ids[np.searchsorted(reset_ids, lo) : np.searchsorted(reset_ids, lo + UNIT)] - lo] = True
             late.append(lo + np.flatnonzero(at_the_end))
         self._ids = np.concatenate(late) if late else np.zeros(0, dtype=np.int64)
         self._runs: list[tuple[int, int]] = []  # (first unit, last unit)
-        for k in sorted(early):
+        for k in units:
             first, last = self._runs[-1] if self._runs else (-2, -2)
             if k == last + 1 and self._count(first, k) <= columns.ROWS_PER_BLOCK:
                 self._runs[-1] = (first, k)
@@ -300,19 +300,20 @@ bursts, at each idle sweep."""
 EARLY_MAX_LATE = UNIT // 4
 """A unit is encoded early once at most this many of its rows are left to the end: those of its connections
 that have not retired, and of those that saw a RST (encoded again then, with their outcomes; a storm of
-RSTs: nothing to gain).  A unit whose connections all close retires whole, but a busy server's long-lived
+RSTs: nothing to gain)..."""
+EARLY_SETTLED_POLLS = 8
+"""... and once all its connections retired, or none for this many chunks: a unit whose connections all close
+retires whole, at an idle sweep or two (every STALE_AFTER_FRAMES / 4 frames), but a busy server's long-lived
 connections and unanswered SYNs retire only at the end, wherever they are."""
 
 
 class _EarlyRows(NamedTuple):
-    """A unit's rows encoded while the capture was tracked."""
+    """Where a unit's rows encoded while the capture was tracked are in the file: ``size`` bytes from
+    ``offset``, then each row's length (``count`` int32)."""
 
     offset: int
-    """Where they begin in the file."""
-    lengths: np.ndarray
-    """Each row's length."""
-    ids: np.ndarray
-    """Their connections (increasing)."""
+    size: int
+    count: int
 
 
 class EarlyUnits:
@@ -327,11 +328,14 @@ class EarlyUnits:
 
     def __init__(self, child, tracker) -> None:
         self._child, self._tracker = child, tracker
-        self._final = np.zeros(0, dtype=bool)  # per connection: retired without a RST (its row is final)
+        self._final = np.zeros(0, dtype=bool)  # per connection: retired without a RST (its row is final), its
+        # unit not given yet; once given, whether the child encodes its row (1 byte a connection: all they hold)
         self._retired = np.zeros(0, dtype=np.int64)  # per unit: its connections that retired
         self._reset = np.zeros(0, dtype=np.int64)  # ... and of them, those that saw a RST
         self._given = np.zeros(0, dtype=bool)
-        self._pending: tuple[object, dict[int, np.ndarray]] | None = None  # the job not answered, its units' ids
+        self._polls = 0
+        self._changed = np.zeros(0, dtype=np.int64)  # per unit: the polls before a connection of it last retired
+        self._pending = None  # the job given and not answered
         self._done: dict[int, _EarlyRows] = {}
         self._file = None
         self._failed = False
@@ -345,22 +349,28 @@ class EarlyUnits:
         units = ids // UNIT
         size = int(units.max()) + 1 if len(units) else 0
         reset = rows["resets"][:, 1] > 0  # their rows are encoded at the end anyway, with their outcomes
-        self._final = fit(self._final, size * UNIT, False)
-        self._final[ids[~reset]] = True
         self._retired, self._reset = fit(self._retired, size, 0), fit(self._reset, size, 0)
         self._given = fit(self._given, size, False)
+        self._final = fit(self._final, size * UNIT, False)
+        final = ids[~reset]
+        self._final[final[~self._given[final // UNIT]]] = True
         self._retired[:size] += np.bincount(units, minlength=size)
         self._reset[:size] += np.bincount(units[reset], minlength=size)
+        self._changed = fit(self._changed, size, 0)
+        self._changed[units] = self._polls
 
     def poll(self) -> None:
         """Collect the job done; then, unless it is not, give the child the next units ready."""
-        if self._pending is not None and self._pending[0].ready():
+        self._polls += 1
+        if self._pending is not None and self._pending.ready():
             self._answer()
         if self._pending is not None or self._failed:
             return
         whole = min(self._tracker.count // UNIT, len(self._retired))  # units all of whose connections started
-        late = UNIT - self._retired[:whole] + self._reset[:whole]
-        units = np.flatnonzero((late <= EARLY_MAX_LATE) & ~self._given[:whole])[:EARLY_UNITS].tolist()
+        retired = self._retired[:whole]
+        settled = (retired == UNIT) | (self._changed[:whole] <= self._polls - EARLY_SETTLED_POLLS)
+        late = UNIT - retired + self._reset[:whole]
+        units = np.flatnonzero(settled & (late <= EARLY_MAX_LATE) & ~self._given[:whole])[:EARLY_UNITS].tolist()
         if units:
             self._give(units)
 
@@ -368,35 +378,37 @@ class EarlyUnits:
         if self._file is None:  # open until close(): RowsInChild reads it after tracking
             self._file = tempfile.TemporaryFile(prefix="rstscope-early-rows-", dir=scratch.directory())  # noqa: SIM115
         self._given[units] = True
-        ids = {k: k * UNIT + np.flatnonzero(self._final[k * UNIT : (k + 1) * UNIT]) for k in units}
-        meta, fds, positions = self._tracker.shared_rows(np.concatenate(list(ids.values())))
-        ends = np.cumsum([len(unit) for unit in ids.values()])
-        parts = list(zip(units, np.split(positions, ends[:-1]), strict=True))
+        ids = [self.encoded(k) for k in units]
+        meta, fds, positions = self._tracker.shared_rows(np.concatenate(ids))
+        parts = list(zip(units, np.split(positions, np.cumsum([len(unit) for unit in ids])[:-1]), strict=True))
         try:
-            job = self._child.run_in_child(_EncodeEarly(meta, parts), [*fds, self._file.fileno()])
+            self._pending = self._child.run_in_child(_EncodeEarly(meta, parts), [*fds, self._file.fileno()])
         except OSError:  # the child is gone
             self._failed = True
-            return
-        self._pending = (job, ids)
 
     def _answer(self) -> None:
-        job, ids = self._pending
-        self._pending = None
+        job, self._pending = self._pending, None
         try:
-            for k, offset, lengths in job.result():
-                self._done[k] = _EarlyRows(offset, lengths.astype(np.int64), ids[k])
+            self._done.update((k, _EarlyRows(*where)) for k, *where in job.result())
         except (RstscopeError, OSError):
             self._failed = True
 
-    def settle(self) -> dict[int, _EarlyRows]:
-        """Wait for the job in progress; the rows of each unit encoded early (read with :meth:`read`)."""
+    def settle(self) -> list[int]:
+        """Wait for the job in progress; the units encoded early, in order."""
         if self._pending is not None:
             self._answer()
-        return self._done
+        return sorted(self._done)
 
-    def read(self, offset: int, length: int) -> bytes:
-        """Bytes of the file of rows encoded early; OSError if it cannot give them."""
-        return pread_exactly(self._file.fileno(), length, offset, what="the file of rows encoded early")
+    def encoded(self, k: int) -> np.ndarray:
+        """The connections of unit ``k`` (given to the child) whose rows the child encodes."""
+        return k * UNIT + np.flatnonzero(self._final[k * UNIT : (k + 1) * UNIT])
+
+    def read(self, k: int) -> tuple[bytes, np.ndarray]:
+        """Unit ``k``'s rows encoded early, and each one's length; OSError if the file cannot give them."""
+        where = self._done[k]
+        data = pread_exactly(self._file.fileno(), where.size + 4 * where.count, where.offset,
+                             what="the file of rows encoded early")  # fmt: skip
+        return data[: where.size], np.frombuffer(data, np.int32, offset=where.size).astype(np.int64)
 
     def close(self) -> None:
         if self._file is not None:
@@ -424,33 +436,42 @@ def while_tracking(capture, tracker) -> Iterator[EarlyUnits | None]:
 @dataclass
 class _EncodeEarly:
     """The child's job while the capture is tracked: rows of these units (each: its number and where the rows
-    of its connections to encode are, none with a RST), for capture 0 without separator, appended to the file;
-    per unit, its number, where its rows begin in the file and each one's length."""
+    of its connections to encode are, none with a RST), for capture 0 without separator, appended to the file,
+    each unit's followed by each row's length (int32); per unit, its number, where its rows begin in the file,
+    their bytes and how many (:class:`_EarlyRows`)."""
 
     spill: dict
     units: list[tuple[int, np.ndarray]]
 
-    def __call__(self, fds: list[int]) -> list[tuple[int, int, np.ndarray]]:
+    def __call__(self, fds: list[int]) -> list[tuple[int, int, int, int]]:
         *spill_fds, out = fds
         spill = Spill.opened(self.spill, spill_fds)
         try:
             done = []
             for k, positions in self.units:
                 batch = RowBatch(spill.conns.take(positions), spill)
-                offset = os.fstat(out).st_size
-                at, lengths = offset, []
+                offset = at = os.fstat(out).st_size
+                lengths = []
                 for block, ends in columns.connection_row_blocks(_Unit(batch), _NO_RESETS, 0, None, None,
                                                                  separator=b""):  # fmt: skip
-                    view = memoryview(block)
-                    while view.nbytes:
-                        written = os.pwrite(out, view, at)
-                        view, at = view[written:], at + written
+                    at = _write_at(out, block, at)
                     lengths.append(np.diff(ends, prepend=0).astype(np.int32))
-                done.append((k, offset, np.concatenate(lengths) if lengths else np.zeros(0, np.int32)))
+                lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+                _write_at(out, lengths.tobytes(), at)
+                done.append((k, offset, at - offset, len(lengths)))
             return done
         finally:
             spill.close()
             os.close(out)
+
+
+def _write_at(fd: int, data, at: int) -> int:
+    """Write all of ``data`` at byte ``at`` of the file; where it ends."""
+    view = memoryview(data)
+    while view.nbytes:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
+    return at
 
 
 _NO_RESETS = ResetTable({name: np.zeros(0, np.int64) for name in _OUTCOME_COLUMNS} | _NO_ROWS, None, set(), None)

@@ -8,6 +8,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -332,6 +333,27 @@ def test_each_job_gets_its_own_answer_whoever_waits_first(tmp_path):
         assert [job.ready() for job in jobs] == [True] * 4
         assert [jobs[1].result(), jobs[0].result()] == [1, 0]
         assert sum(len(c) for c in cap.chunks()) == cap.stats.records
+
+
+class _Niceness:
+    """A job for the child: the niceness of the thread it runs in, and of the child's reader (its first)."""
+
+    def __call__(self, fds: list[int]) -> tuple[int, int]:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), os.getpriority(os.PRIO_PROCESS, os.getpid())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own niceness is Linux's")
+def test_the_childs_jobs_run_below_its_reader(tmp_path):
+    """The jobs take the CPU the reader and the parent's threads leave (prefetch.JOBS_NICE); the reader, which
+    the tracker waits for, keeps the command's own priority."""
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 100)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    with prefetch.PrefetchedCapture(path, chunk_packets=100) as cap:
+        job, reader = cap.run_in_child(_Niceness(), []).result()
+        assert sum(len(c) for c in cap.chunks()) == cap.stats.records
+    assert (job, reader) == (min(own + prefetch.JOBS_NICE, 19), own)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # this process is not changed
 
 
 def _part_files(tmp_path, count: int, size: int) -> list:

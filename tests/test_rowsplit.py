@@ -131,6 +131,7 @@ def retiring(capture, tmp_path, monkeypatch):
     monkeypatch.setattr(retire, "STALE_AFTER_FRAMES", 4_000)
     monkeypatch.setattr(analysis, "READ_PACKETS", 2_048)
     monkeypatch.setattr(rowsplit, "EARLY_MAX_LATE", 32)  # half a unit: a third of these connections see a RST
+    monkeypatch.setattr(rowsplit, "EARLY_SETTLED_POLLS", 1)  # a chunk: two idle sweeps
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setenv("TMPDIR", str(scratch))
@@ -218,7 +219,7 @@ def test_an_early_encoding_that_failed_leaves_the_units_to_the_end(retiring, mon
 def test_early_rows_that_cannot_be_read_back_are_encoded_here(retiring, monkeypatch):
     alone, _ = _json(retiring, encode_rows=False)
 
-    def unreadable(self, offset, length):
+    def unreadable(self, k):
         raise OSError("a disk error")
 
     monkeypatch.setattr(rowsplit.EarlyUnits, "read", unreadable)
