@@ -42,12 +42,14 @@ from rstscope.reader import open_capture
 from rstscope.status import RstscopeError
 
 JOBS_NICE = 10
-"""The niceness of the thread that runs the child's jobs (Linux: a thread's own).  On two cores, the parent's
-thread that prepares chunks and the child's reader feed the tracker, the one thing everything waits for;
-the jobs (judging RSTs, encoding rows while the capture is tracked) take what CPU those leave, and share the
-rest after tracking.  Measured (benchmarks/PLAN.md §27), paired with the jobs at 0: short connections 1.26
--> 1.19 s, ``--json`` 1.50 -> 1.40 s; one million connections ``--json`` 12.2 -> 11.0 s; the SYN flood, whose
-RSTs are judged while it is tracked, the same."""
+"""Added to the niceness of the thread that runs the child's jobs (Linux: a thread's own).  On two cores, the
+parent's thread that prepares chunks and the child's reader feed the tracker, the one thing everything waits
+for; the jobs (judging RSTs, encoding rows while the capture is tracked) take what CPU those leave, and share
+the rest after tracking.  (They share the child's interpreter with the reader, which the switch interval
+hands over, SWITCH_SECONDS: the niceness orders the threads on the cores, not the lock.)  Measured
+(benchmarks/PLAN.md §27), paired with the jobs at the command's niceness: short connections 1.26 -> 1.19 s,
+``--json`` 1.50 -> 1.40 s; one million connections ``--json`` 12.2 -> 11.0 s; the SYN flood, whose RSTs are
+judged while it is tracked, within noise."""
 _HEADER = struct.Struct("<cQ")  # message kind, payload length
 _CHUNK, _STATS, _ERROR = b"C", b"S", b"E"
 _PIPE_SIZE = 1 << 20  # F_SETPIPE_SZ: fewer wake-ups per chunk
@@ -206,7 +208,7 @@ class _Answers:
         return job
 
     def take_ready(self, job: PendingJob) -> bool:
-        while job.answer is _UNREAD and select.select([self._jobs], [], [], 0)[0]:
+        while job.answer is _UNREAD and (self._jobs.fileno() < 0 or select.select([self._jobs], [], [], 0)[0]):
             self._take()
         return job.answer is not _UNREAD
 
@@ -215,18 +217,23 @@ class _Answers:
             self._take()
 
     def _take(self) -> None:
-        """The oldest job's answer (waiting for it); None for it and every job after once the child ended."""
+        """The oldest job's answer (waiting for it); None for it and every job after once the child ended (or
+        the capture was closed)."""
         try:
             header = _received(self._jobs, _LENGTH.size)
             payload = _received(self._jobs, _LENGTH.unpack(header)[0]) if header is not None else None
-        except ConnectionResetError:  # the child died
+        except OSError:  # the child died (the connection reset), or the capture was closed
             payload = None
         if payload is None:
             for job in self._unread:
                 job.answer = None
             self._unread.clear()
             return
-        self._unread.popleft().answer = pickle.loads(payload)
+        job = self._unread.popleft()  # its answer, whatever becomes of the bytes: the next is the next job's
+        try:
+            job.answer = pickle.loads(payload)
+        except Exception as exc:
+            job.answer = (False, f"its answer could not be read: {exc}")
 
 
 _UNREAD = object()
@@ -286,8 +293,9 @@ def _serve(jobs: socket.socket) -> None:
     """Run the parent's jobs, one after the other, until it closes ``jobs`` (or goes away); send back what
     each returned or the error it raised."""
     if sys.platform.startswith("linux"):  # elsewhere a thread's id may be another process's
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), JOBS_NICE)
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):  # added to the command's own niceness, as ``nice`` adds
+            os.setpriority(os.PRIO_PROCESS, thread, min(os.getpriority(os.PRIO_PROCESS, thread) + JOBS_NICE, 19))
     with contextlib.suppress(OSError):  # the parent went away: nothing to answer
         _serve_jobs(jobs)
 
@@ -302,9 +310,16 @@ def _serve_jobs(jobs: socket.socket) -> None:
         if payload is None:
             return
         try:
-            result = (True, pickle.loads(payload)(fds))
-        except Exception as exc:  # the parent does the job itself then
-            result = (False, str(exc) or type(exc).__name__)
+            job = pickle.loads(payload)
+        except Exception as exc:
+            for fd in fds:  # the job would have closed them
+                os.close(fd)
+            job, result = None, (False, f"the job could not be read: {exc}")
+        if job is not None:
+            try:
+                result = (True, job(fds))
+            except Exception as exc:  # the parent does the job itself then
+                result = (False, str(exc) or type(exc).__name__)
         answer = pickle.dumps(result)
         jobs.sendall(_LENGTH.pack(len(answer)) + answer)
         heap.give_back()  # what the job freed: the child's share of the tree's memory stays small

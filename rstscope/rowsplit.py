@@ -3,13 +3,13 @@
 Each connection's document row is read from the tracker's spill and encoded a column at a time
 (:mod:`rstscope.columns`); on one million connections that is about 4 s of the 6.7 s the document takes,
 after tracking, while the reader child (:mod:`rstscope.prefetch`), done judging, idles.  So the child
-encodes every other unit of :data:`UNIT` connections (ids ``[k * UNIT, (k + 1) * UNIT)`` for odd ``k``)
-into a ring of shared memory (:mod:`rstscope.fleet.rowstream`: the same pages over and over, no file),
-while this process encodes the others; the document takes the units in order, this process's as it
-makes them, the child's copied out of the ring.  The child reads the spill through the descriptors it is
-sent (nothing is copied), and each unit's row positions and RST outcomes from a file of the reset table's
-columns, so its rows are the ones this process would make, byte for byte.  Should the child fail, this
-process encodes what it did not send.  Measured in benchmarks/PLAN.md §25.
+encodes every other unit of :data:`UNIT` connections (ids ``[k * UNIT, (k + 1) * UNIT)``) of those not
+encoded early (below) into a ring of shared memory (:mod:`rstscope.fleet.rowstream`: the same pages over
+and over, no file), while this process encodes the others; the document takes the units in order, this
+process's as it makes them, the child's copied out of the ring.  The child reads the spill through the
+descriptors it is sent (nothing is copied), and each unit's row positions and RST outcomes from a file of
+the reset table's columns, so its rows are the ones this process would make, byte for byte.  Should the
+child fail, this process encodes what it did not send.  Measured in benchmarks/PLAN.md §25.
 
 Most units need not wait for the end (:class:`EarlyUnits`): the row of a connection that retired without a
 RST is final, so once most of a unit's connections retired, the child (idle for much of the tracking of
@@ -59,7 +59,7 @@ class RowsInChild(ConnectionsById):
         self._early_units = set(done)
         self._late = _LateRows(store, resets, early, done)
         # The units left alternate between this process and the child.
-        left = [k for k in range(-(-len(store) // UNIT)) if k not in done]
+        left = [k for k in range(-(-len(store) // UNIT)) if k not in self._early_units]
         self._theirs = set(left[1::2])
         meta, fds, positions = store.shared_rows()
         ours, theirs = socket.socketpair()
@@ -210,8 +210,8 @@ class _LateRows:
     def rows(self, k: int) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray]:
         """Unit ``k``'s connections encoded at the end (ids), their rows, where each row begins there and its
         length (``k`` a unit encoded early; asked for in order)."""
-        while self._run < 0 or self._runs[self._run][1] < k:  # the run of unit k
-            self._run += 1
+        if self._run < 0 or self._runs[self._run][1] < k:  # unit k's run (runs of units not read are skipped)
+            self._run = next(i for i in range(self._run + 1, len(self._runs)) if self._runs[i][1] >= k)
             self._encoded = self._encode(*self._runs[self._run])
         ids, data, ends = self._encoded
         lo, hi = np.searchsorted(ids, [k * UNIT, (k + 1) * UNIT]).tolist()
@@ -245,7 +245,8 @@ _OUTCOME_COLUMNS = ("frame", "connection", "verdict", "connection_primary", "in_
 
 @dataclass
 class _Encode:
-    """The child's job: the rows of the odd units into a ring (capture 0, no separator)."""
+    """The child's job: the rows of its units (every other one not encoded early) into a ring (capture 0, no
+    separator)."""
 
     spill: dict
     """What :meth:`.Spill.opened` needs besides the descriptors."""
@@ -295,8 +296,8 @@ _NO_ROWS = {"findings": np.zeros(0, np.uint16), "offset": np.zeros(0, np.int64),
 
 EARLY_UNITS = 8
 """Units a job encodes while the capture is tracked, one after the other (the child holds a unit's rows at a
-time, about 2 MB encoded and the columns they are made of): one job a chunk at most, and units retire in
-bursts, at each idle sweep."""
+time, about 2 MB encoded and the columns they are made of): one job is given at a time, and units retire
+in bursts, at each idle sweep."""
 EARLY_MAX_LATE = UNIT // 4
 """A unit is encoded early once at most this many of its rows are left to the end: those of its connections
 that have not retired, and of those that saw a RST (encoded again then, with their outcomes; a storm of
@@ -320,8 +321,9 @@ class EarlyUnits:
     """The units the reader child encodes while the capture is tracked (``--json``), for :class:`RowsInChild`.
 
     The tracker tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`),
-    unless a job given is not answered yet, the child is given up to :data:`EARLY_UNITS` units whose rows left
-    to the end would be few (:data:`EARLY_MAX_LATE`): the rows of their retired connections without a RST
+    unless a job given is not answered yet, the child is given up to :data:`EARLY_UNITS` units that settled
+    (:data:`EARLY_SETTLED_POLLS`) and whose rows left to the end would be few (:data:`EARLY_MAX_LATE`): the
+    rows of their retired connections without a RST
     (:class:`_EncodeEarly`), into a file of this object's; the child runs it after the jobs
     given before (judging RSTs).  :meth:`settle` waits for the job in progress and says where each unit's
     rows are.  A job that failed ends the early encoding: its units and the rest are encoded at the end."""
@@ -368,7 +370,7 @@ class EarlyUnits:
             return
         whole = min(self._tracker.count // UNIT, len(self._retired))  # units all of whose connections started
         retired = self._retired[:whole]
-        settled = (retired == UNIT) | (self._changed[:whole] <= self._polls - EARLY_SETTLED_POLLS)
+        settled = (retired == UNIT) | (self._changed[:whole] < self._polls - EARLY_SETTLED_POLLS)
         late = UNIT - retired + self._reset[:whole]
         units = np.flatnonzero(settled & (late <= EARLY_MAX_LATE) & ~self._given[:whole])[:EARLY_UNITS].tolist()
         if units:
@@ -445,7 +447,13 @@ class _EncodeEarly:
 
     def __call__(self, fds: list[int]) -> list[tuple[int, int, int, int]]:
         *spill_fds, out = fds
-        spill = Spill.opened(self.spill, spill_fds)
+        try:
+            spill = Spill.opened(self.spill, spill_fds)
+        except BaseException:
+            for fd in fds:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            raise
         try:
             done = []
             for k, positions in self.units:

@@ -326,13 +326,34 @@ def test_each_job_gets_its_own_answer_whoever_waits_first(tmp_path):
     path = tmp_path / "short.pcap"
     shortconns.generate(str(path), 100)
     with prefetch.PrefetchedCapture(path, chunk_packets=100) as cap:
-        jobs = [cap.run_in_child(_Echo(i, 0.05 if i == 0 else 0.0), []) for i in range(4)]
+        jobs = [cap.run_in_child(_Echo(i, 0.5 if i == 0 else 0.0), []) for i in range(4)]
         assert not jobs[2].ready()  # the first takes a while: none is answered yet
         assert jobs[2].result() == 2  # the answers before it are kept for their jobs
         assert jobs[3].result() == 3
         assert [job.ready() for job in jobs] == [True] * 4
         assert [jobs[1].result(), jobs[0].result()] == [1, 0]
         assert sum(len(c) for c in cap.chunks()) == cap.stats.records
+
+
+class _Exits:
+    def __call__(self, fds: list[int]) -> None:
+        time.sleep(0.2)
+        os._exit(1)
+
+
+def test_a_child_that_dies_fails_every_job_waiting(tmp_path):
+    """Jobs of several owners wait when the child dies: each one's answer is that it ended, whichever is waited
+    for first."""
+    path = tmp_path / "short.pcap"
+    shortconns.generate(str(path), 100)
+    with prefetch.PrefetchedCapture(path, chunk_packets=100) as cap:
+        first = cap.run_in_child(_Echo(1), [])
+        dies, after = cap.run_in_child(_Exits(), []), cap.run_in_child(_Echo(2), [])
+        with pytest.raises(RstscopeError, match="ended before its job"):
+            after.result()
+        assert first.result() == 1 and dies.ready()
+        with pytest.raises(RstscopeError, match="ended before its job"):
+            dies.result()
 
 
 class _Niceness:

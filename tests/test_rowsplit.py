@@ -228,6 +228,86 @@ def test_early_rows_that_cannot_be_read_back_are_encoded_here(retiring, monkeypa
     assert both == alone and not early
 
 
+def test_units_whose_early_rows_cannot_all_be_read_back_are_encoded_here(retiring, monkeypatch):
+    alone, _ = _json(retiring, encode_rows=False)
+    read = rowsplit.EarlyUnits.read
+
+    def every_other(self, k):
+        if k % 2:
+            raise OSError("a disk error")
+        return read(self, k)
+
+    monkeypatch.setattr(rowsplit.EarlyUnits, "read", every_other)
+    early = _early_units(monkeypatch)
+    both, _ = _json_closed(retiring)
+    assert both == alone
+    assert early and all(k % 2 == 0 for k, _ in early)
+
+
+class _Child:
+    """A reader child for :class:`rowsplit.EarlyUnits` alone: the units of each job given, answered at once."""
+
+    def __init__(self) -> None:
+        self.given: list[list[int]] = []
+
+    def run_in_child(self, job, fds):
+        self.given.append([k for k, _ in job.units])
+        return _Answered()
+
+
+class _Answered:
+    def ready(self) -> bool:
+        return True
+
+    def result(self) -> list:
+        return []
+
+
+class _Tracker:
+    count = 4 * 64
+
+    def shared_rows(self, ids):
+        return {}, [], np.zeros(len(ids), dtype=np.int64)
+
+
+def _retired(ids, with_rst=()) -> retire.RowBatch:
+    rows = np.zeros(len(ids), retire.CONN_ROW)
+    rows["id"] = ids
+    rows["resets"][np.isin(ids, with_rst), 1] = 1
+    return retire.RowBatch(rows, None)
+
+
+def test_a_unit_is_given_once_its_connections_settled(tmp_path, monkeypatch):
+    """Units of 64: at most 16 of a unit's rows left to the end (not retired, or with a RST), and all retired
+    or none for 2 chunks."""
+    monkeypatch.setattr(rowsplit, "UNIT", 64)
+    monkeypatch.setattr(rowsplit, "EARLY_MAX_LATE", 16)
+    monkeypatch.setattr(rowsplit, "EARLY_SETTLED_POLLS", 2)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    child = _Child()
+    early = rowsplit.EarlyUnits(child, _Tracker())
+    try:
+        early.retired(_retired(np.arange(0, 60)))  # unit 0: 4 left
+        early.retired(_retired(np.arange(64, 128), with_rst=[70, 71]))  # unit 1: all retired, 2 with a RST
+        early.retired(_retired(np.arange(128, 168)))  # unit 2: 24 left, too many
+        early.poll()
+        assert child.given == [[1]]  # unit 0 may still be retiring
+        early.retired(_retired(np.arange(192, 256)))  # unit 3, all retired
+        early.poll()
+        assert child.given == [[1], [3]]
+        early.poll()  # unit 0: no connection retired for 2 chunks
+        assert child.given == [[1], [3], [0]]
+        early.poll()
+        early.poll()
+        assert child.given == [[1], [3], [0]]  # unit 2 never
+        assert list(early.encoded(1)) == [k for k in range(64, 128) if k not in (70, 71)]  # not those with a RST
+        early.retired(_retired(np.arange(60, 64)))  # unit 0's last, after it was given: left to the end
+        assert list(early.encoded(0)) == list(range(60))
+    finally:
+        early.close()
+
+
 def test_an_error_while_tracking_closes_the_file_of_early_rows(retiring, monkeypatch):
     files = []
     give = rowsplit.EarlyUnits._give
