@@ -2,10 +2,10 @@
 
 Tracking keeps memory flat by moving state to temporary files: retired connections' rows, dormant
 connections' records, RST rows, a fleet's shard files; and ``--json``'s rows encoded while the capture is
-tracked (:mod:`rstscope.rowsplit`: about 1 kB a connection, 0.9 GB for one million connections).  They grow
-with the capture, not with memory (measured, 1M packets each: a SYN flood 596 MB of them, short
-connections 114 MB; one million bare RSTs 2.8 GB).  On a disk that is the point; on a tmpfs ``/tmp`` (the default on Debian 13, Fedora and
-Arch) those files are memory again.
+tracked (:mod:`rstscope.rowsplit`: about 1 kB a connection, 0.9 GB for one million connections).  They
+grow with the capture, not with memory (measured, 1M packets each: a SYN flood 596 MB of them, short
+connections 114 MB; one million bare RSTs 2.8 GB).  On a disk that is the point; on a tmpfs ``/tmp``
+(the default on Debian 13, Fedora and Arch) those files are memory again.
 
 So: a directory the user named in ``TMPDIR`` (or ``TEMP``/``TMP``) is used as it is.  Otherwise, when
 the system's temporary directory is a tmpfs and ``/var/tmp`` (kept on disk, by the FHS) is not, the
