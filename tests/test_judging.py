@@ -214,22 +214,26 @@ def test_benchmark_shapes_judged_while_tracking_as_in_one_process(capture, monke
     assert one["listen_queue"]["synack_retransmitted"] > (1_000 if shape == "flood" else -1)
 
 
-def _fails_second(self, fds):
-    """An early job that fails the second time the child runs one."""
-    _fails_second.calls = getattr(_fails_second, "calls", 0) + 1
-    if _fails_second.calls == 2:
-        raise ValueError("a bug in an early job")
-    return _early(self, fds)
+def fails_second(job, message: str):
+    """``job`` (a job class's ``__call__``), failing the second time the child runs one (set before the child
+    is forked: each process counts its own calls)."""
+    calls = []
 
+    def call(self, fds):
+        calls.append(fds)
+        if len(calls) == 2:
+            raise ValueError(message)
+        return job(self, fds)
 
-_early = judging.EarlyJudge.__call__
+    return call
 
 
 def test_an_early_job_that_failed_leaves_its_connections_to_the_end(retiring, monkeypatch):
     path, scratch = retiring
     one = _document(path, monkeypatch, in_child=False)
     answers = _answers(monkeypatch)
-    monkeypatch.setattr(judging.EarlyJudge, "__call__", _fails_second)
+    failing = fails_second(judging.EarlyJudge.__call__, "a bug in an early job")
+    monkeypatch.setattr(judging.EarlyJudge, "__call__", failing)
     before = _children()
     assert _document(path, monkeypatch, in_child=True) == one
     parts = [part for part, _ in answers]

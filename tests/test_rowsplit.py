@@ -18,6 +18,7 @@ from rstscope.connections import retire
 from rstscope.fleet import rowstream
 from tests import shortconns
 from tests.test_columns import TEMPLATES
+from tests.test_judging import fails_second
 
 pytestmark = pytest.mark.skipif(not prefetch.available(), reason="needs os.fork and two CPUs")
 
@@ -193,22 +194,13 @@ def test_a_unit_with_more_rows_left_than_the_limit_waits_for_the_end(retiring, m
     assert early and all(len(ids) <= limit for _, ids in early)
 
 
-def _fails_second(self, fds):
-    _fails_second.calls = getattr(_fails_second, "calls", 0) + 1
-    if _fails_second.calls == 2:
-        raise ValueError("a bug in the early encoding")
-    return _encode_early(self, fds)
-
-
-_encode_early = rowsplit._EncodeEarly.__call__
-
-
 def test_an_early_encoding_that_failed_leaves_the_units_to_the_end(retiring, monkeypatch):
     alone, _ = _json(retiring, encode_rows=False)
     given = []
     give = rowsplit.EarlyUnits._give
     monkeypatch.setattr(rowsplit.EarlyUnits, "_give", lambda self, units: given.append(units) or give(self, units))
-    monkeypatch.setattr(rowsplit._EncodeEarly, "__call__", _fails_second)  # in the child, forked after this
+    failing = fails_second(rowsplit._EncodeEarly.__call__, "a bug in the early encoding")
+    monkeypatch.setattr(rowsplit._EncodeEarly, "__call__", failing)  # in the child, forked after this
     early = _early_units(monkeypatch)
     both, _ = _json_closed(retiring)
     assert both == alone
