@@ -308,6 +308,22 @@ retires whole, at an idle sweep or two (every STALE_AFTER_FRAMES / 4 frames), bu
 connections and unanswered SYNs retire only at the end, wherever they are."""
 
 
+EARLY_MIN_FREE_BYTES = 1 << 30
+"""No unit is given once the file system of the early rows has less free space than this: they double the
+scratch space ``--json`` takes (about 1 kB a connection), and the tracker's spill, which must be written,
+shares it (:mod:`rstscope.scratch`)."""
+
+
+def _free_bytes(fd: int) -> int:
+    """Free space for this process on the file system of an open file (as much as it likes, where the system
+    cannot say)."""
+    try:
+        st = os.fstatvfs(fd)
+    except OSError:
+        return 1 << 62
+    return st.f_bavail * st.f_frsize
+
+
 class _EarlyRows(NamedTuple):
     """Where a unit's rows encoded while the capture was tracked are in the file: ``size`` bytes from
     ``offset``, then each row's length (``count`` int32)."""
@@ -379,6 +395,9 @@ class EarlyUnits:
     def _give(self, units: list[int]) -> None:
         if self._file is None:  # open until close(): RowsInChild reads it after tracking
             self._file = tempfile.TemporaryFile(prefix="rstscope-early-rows-", dir=scratch.directory())  # noqa: SIM115
+        if _free_bytes(self._file.fileno()) < EARLY_MIN_FREE_BYTES:  # the spill needs the room more: no more jobs
+            self._failed = True
+            return
         self._given[units] = True
         ids = [self.encoded(k) for k in units]
         meta, fds, positions = self._tracker.shared_rows(np.concatenate(ids))

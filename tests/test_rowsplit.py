@@ -300,6 +300,19 @@ def test_a_unit_is_given_once_its_connections_settled(tmp_path, monkeypatch):
         early.close()
 
 
+def test_no_unit_is_given_when_scratch_space_runs_low(retiring, monkeypatch):
+    alone, _ = _json(retiring, encode_rows=False)
+    space = iter([1 << 40, 1 << 40, 1 << 20])  # two jobs, then less than EARLY_MIN_FREE_BYTES
+    monkeypatch.setattr(rowsplit, "_free_bytes", lambda fd: next(space, 0))
+    given = []
+    give = rowsplit.EarlyUnits._give
+    monkeypatch.setattr(rowsplit.EarlyUnits, "_give", lambda self, units: given.append(units) or give(self, units))
+    early = _early_units(monkeypatch)
+    both, _ = _json_closed(retiring)
+    assert both == alone
+    assert len(given) == 3 and [k for k, _ in early] == sorted(given[0] + given[1])  # none asked for after the third
+
+
 def test_an_error_while_tracking_closes_the_file_of_early_rows(retiring, monkeypatch):
     files = []
     give = rowsplit.EarlyUnits._give
