@@ -338,21 +338,23 @@ class EarlyUnits:
 
     The tracker tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`),
     unless a job given is not answered yet, the child is given up to :data:`EARLY_UNITS` units that settled
-    (:data:`EARLY_SETTLED_POLLS`) and whose rows left to the end would be few (:data:`EARLY_MAX_LATE`): the
-    rows of their retired connections without a RST
-    (:class:`_EncodeEarly`), into a file of this object's; the child runs it after the jobs
-    given before (judging RSTs).  :meth:`settle` waits for the job in progress and says where each unit's
-    rows are.  A job that failed ends the early encoding: its units and the rest are encoded at the end."""
+    (:data:`EARLY_SETTLED_POLLS`) and whose rows left to the end would be few (:data:`EARLY_MAX_LATE`), to
+    encode the rows of their retired connections without a RST into a file of this object's
+    (:class:`_EncodeEarly`); the child runs it after the jobs given before (judging RSTs).  :meth:`settle`
+    waits for the job in progress and says which units were encoded.  A job that failed, or scratch space
+    running low (:data:`EARLY_MIN_FREE_BYTES`), ends the early encoding: the units left are encoded at the
+    end."""
 
     def __init__(self, child, tracker) -> None:
         self._child, self._tracker = child, tracker
-        self._final = np.zeros(0, dtype=bool)  # per connection: retired without a RST (its row is final), its
-        # unit not given yet; once given, whether the child encodes its row (1 byte a connection: all they hold)
+        # Per connection, whether it retired without a RST before its unit was given: the rows the child encodes
+        # (a byte a connection, all this keeps of them).
+        self._final = np.zeros(0, dtype=bool)
         self._retired = np.zeros(0, dtype=np.int64)  # per unit: its connections that retired
         self._reset = np.zeros(0, dtype=np.int64)  # ... and of them, those that saw a RST
         self._given = np.zeros(0, dtype=bool)
         self._polls = 0
-        self._changed = np.zeros(0, dtype=np.int64)  # per unit: the polls before a connection of it last retired
+        self._changed = np.zeros(0, dtype=np.int64)  # per unit: the poll count when a connection of it last retired
         self._pending = None  # the job given and not answered
         self._done: dict[int, _EarlyRows] = {}
         self._file = None
@@ -378,7 +380,7 @@ class EarlyUnits:
         self._changed[units] = self._polls
 
     def poll(self) -> None:
-        """Collect the job done; then, unless it is not, give the child the next units ready."""
+        """Collect the job given if it is done; if none is pending, give the child the next units ready."""
         self._polls += 1
         if self._pending is not None and self._pending.ready():
             self._answer()
