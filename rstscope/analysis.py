@@ -149,15 +149,14 @@ def analyze_capture(
     Raises :class:`rstscope.status.InputError` when the file cannot be read at all.
     """
     listen_queue = columns.ListenQueueColumns()  # tallied as connections retire: no pass over them after
-    early: judging.WhileTracking | None = None
-    early_rows = None  # rowsplit.EarlyUnits: the rows the reader child encodes while tracking (--json)
+    # The reader child's work while tracking (set below, once the capture is open): it judges the RSTs of the
+    # connections that retired (judging.WhileTracking) and, for --json, encodes their rows (rowsplit.EarlyUnits).
+    while_tracking: list = []
 
     def retired(batch: RowBatch) -> None:  # connections that retired, their rows final
         listen_queue.add(batch)
-        if early is not None:  # the reader child's jobs (set below, once the capture is open)
-            early.retired(batch)
-        if early_rows is not None:
-            early_rows.retired(batch)
+        for work in while_tracking:
+            work.retired(batch)
 
     tracker = Tracker(zeek_timers=zeek_timers, on_retired=retired)
     with (
@@ -165,17 +164,15 @@ def analyze_capture(
         judging.while_tracking(cap, tracker) as judge,
         _rows_while_tracking(cap, tracker, encode_rows) as encoding,
     ):
-        early, early_rows = judge, encoding
+        while_tracking.extend(work for work in (judge, encoding) if work is not None)
         child = cap if isinstance(cap, prefetch.PrefetchedCapture) else None  # the reader child
         # With a reader child, a thread receives each chunk and prepares it while the one before is tracked.
         chunks = ahead(cap.chunks(), Tracker.sliced) if child is not None else cap.chunks()
         with contextlib.closing(chunks):  # the thread stops before the capture closes, also on an error
             for chunk in chunks:
                 tracker.feed(chunk)
-                if early is not None:  # the reader child judges the RSTs of connections that retired
-                    early.poll()
-                if early_rows is not None:  # ... and encodes their rows for --json (its jobs in turn)
-                    early_rows.poll()
+                for work in while_tracking:  # jobs for the reader child, given in turn
+                    work.poll()
                 if progress is not None:
                     progress(cap.stats.records, cap.stats.bytes_read)
         info = CaptureInfo(
@@ -191,7 +188,7 @@ def analyze_capture(
         # storm of RSTs (ROWSPLIT_MAX_RESETS: known from the connections that saw one, else once judged).
         keep = encode_rows and child is not None and len(store) > columns.ROWS_PER_BLOCK
         keep = keep and len(store.reset_ids) <= ROWSPLIT_MAX_RESETS
-        out = analysis_of(info, store, child=child, judged=judged, early=early, keep_child=keep)
+        out = analysis_of(info, store, child=child, judged=judged, early=judge, keep_child=keep)
         out.listen_queue = listen_queue.result()
         if keep and len(out.resets) > ROWSPLIT_MAX_RESETS:
             child.close()
@@ -199,7 +196,7 @@ def analyze_capture(
             from rstscope import rowsplit
 
             try:
-                out.connections = rowsplit.RowsInChild(out.connections, out.resets, child, early_rows)
+                out.connections = rowsplit.RowsInChild(out.connections, out.resets, child, encoding)
             except OSError:  # the child is gone: the rows are all encoded here
                 return out
             cap.keep()

@@ -314,8 +314,8 @@ def _serve_jobs(jobs: socket.socket) -> None:
         except Exception as exc:
             for fd in fds:  # the job would have closed them
                 os.close(fd)
-            job, result = None, (False, f"the job could not be read: {exc}")
-        if job is not None:
+            result = (False, f"the job could not be read: {exc}")
+        else:
             try:
                 result = (True, job(fds))
             except Exception as exc:  # the parent does the job itself then

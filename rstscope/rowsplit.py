@@ -190,22 +190,15 @@ class _LateRows:
             late.append(lo + np.flatnonzero(at_the_end))
         self._ids = np.concatenate(late) if late else np.zeros(0, dtype=np.int64)
         self._runs: list[tuple[int, int]] = []  # (first unit, last unit)
-        for k in units:
-            first, last = self._runs[-1] if self._runs else (-2, -2)
-            if k == last + 1 and self._count(first, k) <= columns.ROWS_PER_BLOCK:
-                self._runs[-1] = (first, k)
+        in_run = 0  # rows of the last run
+        for k, rows in zip(units, late, strict=True):
+            if self._runs and k == self._runs[-1][1] + 1 and in_run + len(rows) <= columns.ROWS_PER_BLOCK:
+                self._runs[-1], in_run = (self._runs[-1][0], k), in_run + len(rows)
             else:
                 self._runs.append((k, k))
+                in_run = len(rows)
         self._run = -1  # the run encoded
         self._encoded = (self._ids[:0], b"", self._ids[:0])  # its ids, rows and each row's end
-
-    def _span(self, first: int, last: int) -> slice:
-        """Where the ids of units ``first`` to ``last`` are."""
-        return slice(*np.searchsorted(self._ids, [first * UNIT, (last + 1) * UNIT]).tolist())
-
-    def _count(self, first: int, last: int) -> int:
-        span = self._span(first, last)
-        return span.stop - span.start
 
     def rows(self, k: int) -> tuple[np.ndarray, bytes, np.ndarray, np.ndarray]:
         """Unit ``k``'s connections encoded at the end (ids), their rows, where each row begins there and its
@@ -220,7 +213,7 @@ class _LateRows:
         return ids[lo:hi], data[first : first + int(lengths.sum())], np.cumsum(lengths) - lengths, lengths
 
     def _encode(self, first: int, last: int) -> tuple[np.ndarray, bytes, np.ndarray]:
-        ids = self._ids[self._span(first, last)]
+        ids = self._ids[slice(*np.searchsorted(self._ids, [first * UNIT, (last + 1) * UNIT]).tolist())]
         if not len(ids):
             return ids, b"", ids
         # All connections with a RST of these units are among them, as the outcomes' encoder needs.
@@ -370,13 +363,12 @@ class EarlyUnits:
         size = int(units.max()) + 1 if len(units) else 0
         reset = rows["resets"][:, 1] > 0  # their rows are encoded at the end anyway, with their outcomes
         self._retired, self._reset = fit(self._retired, size, 0), fit(self._reset, size, 0)
-        self._given = fit(self._given, size, False)
+        self._given, self._changed = fit(self._given, size, False), fit(self._changed, size, 0)
         self._final = fit(self._final, size * UNIT, False)
         final = ids[~reset]
         self._final[final[~self._given[final // UNIT]]] = True
         self._retired[:size] += np.bincount(units, minlength=size)
         self._reset[:size] += np.bincount(units[reset], minlength=size)
-        self._changed = fit(self._changed, size, 0)
         self._changed[units] = self._polls
 
     def poll(self) -> None:

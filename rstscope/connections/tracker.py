@@ -77,10 +77,10 @@ class Tracker:
         else:
             rows, skipped = _decoded(chunk)
             self.skipped_decode_errors += skipped
-            slices = _slices(rows)
+            slices = map(prepared, _slices(rows))  # each as it is tracked
         with collector.paused():
             for piece in slices:
-                self._feed(piece if isinstance(piece, Slice) else prepared(piece))
+                self._feed(piece)
 
     @staticmethod
     def sliced(chunk: np.ndarray) -> Sliced:
