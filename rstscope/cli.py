@@ -106,7 +106,7 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser(env: Environment | None = None, *, command: str | None = None) -> argparse.ArgumentParser:
     """The parser; with ``command``, only that command's module is imported (start-up time matters
-    when a 1 GB capture is meant to take a second)."""
+    when a 1 GB capture is meant to take a second); with ``command=""``, none (``--version``)."""
     parser = _Parser(
         env=env,
         prog="rstscope",
@@ -120,7 +120,7 @@ def build_parser(env: Environment | None = None, *, command: str | None = None) 
     sub = parser.add_subparsers(
         dest="command", metavar="COMMAND", parser_class=functools.partial(_Parser, env=parser.env)
     )
-    wanted = {command: COMMANDS[command]} if command in COMMANDS else COMMANDS
+    wanted = {command: COMMANDS[command]} if command in COMMANDS else {} if command == "" else COMMANDS
     for name, module_name in wanted.items():
         try:
             module = importlib.import_module(module_name)
@@ -144,7 +144,7 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
     env = env or Environment()
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        parser = build_parser(env, command=next((a for a in argv if not a.startswith("-")), None))
+        parser = build_parser(env, command=_command_of(argv))
         try:
             args = parser.parse_args(argv)
         except SystemExit as exc:  # argparse printed its one-line usage error, or the help
@@ -166,6 +166,15 @@ def run(argv: Sequence[str] | None = None, env: Environment | None = None) -> in
         if "--traceback" in argv:
             raise
         return _report(KeyboardInterrupt(), env)
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command named in ``argv``; ``""`` when the line only asks for the version (no command's module
+    is imported then: numpy alone takes 60-90 ms), None when there is none."""
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is None and "--version" in argv and not {"-h", "--help"} & set(argv):
+        return ""
+    return command
 
 
 def _report(exc: BaseException, env: Environment) -> int:

@@ -9,6 +9,7 @@ import json
 import pytest
 from scapy.utils import wrpcap
 
+from rstscope import __version__
 from rstscope.cli import Environment, run
 from tests import scenarios
 
@@ -123,6 +124,23 @@ def test_truncated_capture_still_analysed(tmp_path, close_race_pcap):
 def test_no_command_prints_help():
     status, out, _ = rstscope()
     assert status == 2 and "analyze" in out
+
+
+def test_version_imports_no_command():
+    """``rstscope --version`` answers without importing the commands (and numpy with them)."""
+    import subprocess
+    import sys
+
+    code = "import sys; from rstscope.cli import main; sys.argv = ['rstscope', '--version']\n" \
+           "try:\n    main()\nexcept SystemExit:\n    print(sorted(m for m in sys.modules if m in " \
+           "('numpy', 'rstscope.commands.analyze')))"  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.stdout.splitlines() == [f"rstscope {__version__}", "[]"], done
+
+
+def test_version_and_help_together_still_lists_the_commands():
+    status, out, _ = rstscope("--help", "--version")
+    assert status == 0 and "analyze" in out
 
 
 def test_json_is_streamed_but_complete(tmp_path):

@@ -67,17 +67,11 @@ class Tracker:
         self._dormant = Dormant(_IDENT)
         self._closed_kept = 0
         """Closed connections in slots or dormant after the last sweep (this tracker's own count)."""
-        self.skipped_decode_errors = 0
 
     def feed(self, chunk: np.ndarray | Sliced) -> None:
-        """Track a chunk of packet rows, in capture order (or the chunk :meth:`sliced` already)."""
-        if isinstance(chunk, Sliced):
-            self.skipped_decode_errors += chunk.skipped
-            slices = chunk.slices
-        else:
-            rows, skipped = _decoded(chunk)
-            self.skipped_decode_errors += skipped
-            slices = map(prepared, _slices(rows))  # each as it is tracked
+        """Track a chunk of packet rows, in capture order (or the chunk :meth:`sliced` already).  Rows with a
+        decode error are left out (the reader counts them: ``ReadStats.decode_errors``)."""
+        slices = chunk.slices if isinstance(chunk, Sliced) else map(prepared, _slices(_decoded(chunk)))
         with collector.paused():
             for piece in slices:
                 self._feed(piece)
@@ -86,8 +80,7 @@ class Tracker:
     def sliced(chunk: np.ndarray) -> Sliced:
         """A chunk made ready to :meth:`feed`, in slices: this depends on the chunk alone, so it can be done in
         another thread while the tracker tracks the chunk before (:mod:`rstscope.ahead`)."""
-        rows, skipped = _decoded(chunk)
-        return Sliced([prepared(piece) for piece in _slices(rows)], skipped)
+        return Sliced([prepared(piece) for piece in _slices(_decoded(chunk))])
 
     def _feed(self, piece: Slice) -> None:
         """One slice: tracked, then swept.  In a storm of closed connections the slice is tracked in parts,
@@ -431,10 +424,9 @@ class Slice(NamedTuple):
 
 
 class Sliced(NamedTuple):
-    """A chunk made into :class:`Slice` s, and how many of its rows had decode errors (not tracked)."""
+    """A chunk made into :class:`Slice` s (its rows with a decode error left out)."""
 
     slices: list[Slice]
-    skipped: int
 
 
 def prepared(rows: np.ndarray) -> Slice:
@@ -450,11 +442,10 @@ def _slices(rows: np.ndarray) -> Iterator[np.ndarray]:
     return (rows[start : start + FEED_ROWS] for start in range(0, len(rows), FEED_ROWS))
 
 
-def _decoded(chunk: np.ndarray) -> tuple[np.ndarray, int]:
-    """The chunk's rows without decode errors, and how many had one."""
+def _decoded(chunk: np.ndarray) -> np.ndarray:
+    """The chunk's rows without decode errors."""
     good = chunk["decode_error"] == 0
-    skipped = int(len(chunk) - np.count_nonzero(good))
-    return (taken(chunk, good) if skipped else chunk), skipped
+    return chunk if good.all() else taken(chunk, good)
 
 
 def _storming(flags: np.ndarray) -> bool:
