@@ -21,7 +21,9 @@ the process and all its descendants, sampled every 10 ms (rstscope reads large f
 child), or the process's own peak if that is larger: GNU ``time`` (Debian package time) runs each
 command and reports it exactly, so a tool that ends within one sampling period still shows its peak
 (tcptrace read a 3,000-packet file before the first sample saw it).  CPU is the user + system time of
-the process and the children it waited for.  Files are generated once, seeded, into
+the process and the children it waited for.  Before and after, a loop of Python is timed alone and then
+two at once: rstscope uses both cores, and on a virtual machine the second may be shared with work
+outside it, which the figures of the run then show.  Files are generated once, seeded, into
 ``benchmarks/data/`` (git-ignored) and reused.
 """
 
@@ -212,9 +214,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", nargs="*", choices=("tshark", "tcptrace"), default=[], help="tools not to run")
     parser.add_argument("--seed", type=int, default=9)
     parser.add_argument("--data", type=Path, default=HERE / "data", help="where the generated captures go")
+    parser.add_argument("--capacity-loop", type=int, default=20_000_000, metavar="N",
+                        help="additions in the loop that times the cores before and after (0: none)")  # fmt: skip
     args = parser.parse_args(argv)
     bytecode.compile_package()  # timed runs must not compile modules from source
     args.data.mkdir(parents=True, exist_ok=True)
+    before = capacity(args.capacity_loop)
     results: list[Result] = []
     for shape in args.shapes:
         results.extend(bench_shape(shape, args))
@@ -224,7 +229,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nmachine: {os.cpu_count()} cores, load average {load:.1f} at the end (other work on the machine "
           f"slows every tool); target for rstscope: >= 1,000,000 packets/s and <= 200 MB peak RSS")  # fmt: skip
     print(f"rstscope: median of {args.repeat} run(s) by wall time; tshark and tcptrace: one run")
+    if args.capacity_loop:
+        print(f"the machine's cores, {CAPACITY_NOTE}: before {before}, after {capacity(args.capacity_loop)}")
     return 0
+
+
+CAPACITY_NOTE = "a loop of Python alone / two at once (a second core shared with other work shows as a slower second)"
+
+
+def capacity(additions: int) -> str:
+    """How fast this machine runs one Python loop alone, then two at once: rstscope uses both cores, and on a
+    virtual machine the second may be shared with work outside it (the figures of a run depend on it).
+    Nothing if ``additions`` is 0."""
+    if not additions:
+        return ""
+    code = f"import time\nt = time.perf_counter()\ni = 0\nwhile i < {additions}: i += 1\nprint(time.perf_counter() - t)"
+
+    def timed(count: int) -> list[float]:
+        loop = [PYTHON, "-c", code]
+        procs = [subprocess.Popen(loop, stdout=subprocess.PIPE, text=True) for _ in range(count)]
+        return sorted(float(proc.communicate()[0]) for proc in procs)  # each loop's own time
+
+    alone, both = timed(1), timed(2)
+    return f"{alone[0]:.2f} s / {both[0]:.2f} and {both[1]:.2f} s"
 
 
 if __name__ == "__main__":

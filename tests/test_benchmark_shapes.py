@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -109,8 +110,12 @@ def test_batches_merge_in_time_order(tmp_path, monkeypatch):
 def test_run_py_measures_each_shape_with_each_tool(tmp_path, capsys):
     import run
 
-    assert run.main(["--shapes", "short", "flood", "--packets", "3000", "--repeat", "1", "--data", str(tmp_path)]) == 0
-    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    argv = ["--shapes", "short", "flood", "--packets", "3000", "--repeat", "1", "--data", str(tmp_path)]
+    assert run.main([*argv, "--capacity-loop", "100000"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+    # The machine's cores, timed before and after: a loop alone, then two at once.
+    assert re.search(r"cores, .*: before \d+\.\d\d s / \d+\.\d\d and \d+\.\d\d s, after \d+\.\d\d s / ", out)
     table = {(r[0].strip(), r[1].strip()): r for r in rows[1:]}
     for shape in ("short", "flood"):
         for tool in ("rstscope analyze", "rstscope analyze --json -o", "tshark -T fields", "tcptrace -n"):
