@@ -130,10 +130,17 @@ def test_version_imports_no_command():
     """``rstscope --version`` answers without importing the commands (and numpy with them)."""
     import subprocess
     import sys
+    import textwrap
 
-    code = "import sys; from rstscope.cli import main; sys.argv = ['rstscope', '--version']\n" \
-           "try:\n    main()\nexcept SystemExit:\n    print(sorted(m for m in sys.modules if m in " \
-           "('numpy', 'rstscope.commands.analyze')))"  # fmt: skip
+    code = textwrap.dedent("""
+        import sys
+        from rstscope.cli import main
+        sys.argv = ["rstscope", "--version"]
+        try:
+            main()
+        except SystemExit:
+            print(sorted(m for m in sys.modules if m in ("numpy", "rstscope.commands.analyze")))
+    """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout.splitlines() == [f"rstscope {__version__}", "[]"], done
 
