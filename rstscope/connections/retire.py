@@ -413,17 +413,18 @@ class Spill:
         """The connection rows of these ids (all retired)."""
         return self.conns.take(self._at[ids])
 
-    def shared_rows(self, ids: np.ndarray | None = None) -> tuple[dict, list[int]]:
-        """This spill's rows for another process to read (:meth:`opened`; where each connection's row is,
-        :meth:`row_positions`, goes apart): what it needs besides the files' descriptors, and the
-        descriptors (to send along, over a Unix socket).  ``ids``: only these connections will be read
-        (the long histories sent are theirs)."""
+    def shared_rows(self, count: int, ids: np.ndarray | None = None) -> tuple[dict, list[int], np.ndarray]:
+        """This spill's rows for another process to read (:meth:`opened`): what it needs besides the files'
+        descriptors, the descriptors (to send along, over a Unix socket), and where each connection's row is
+        in :attr:`conns`: of connections ``0 .. count - 1`` (all retired; a view), or of ``ids`` only (then
+        the long histories sent are theirs alone)."""
         files = {"conns": self.conns.shared(), **{name: table.shared() for name, table in self.tables.items()}}
-        overflow = self.overflow
+        overflow, positions = self.overflow, self._at[:count]
         if ids is not None:
             overflow = {cid: overflow[cid] for cid in ids.tolist() if cid in overflow}
+            positions = self._at[ids]
         meta = {"rows": {kind: rows for kind, (_, rows) in files.items()}, "overflow": overflow}
-        return meta, [fd for fd, _ in files.values()]
+        return meta, [fd for fd, _ in files.values()], positions
 
     @classmethod
     def opened(cls, meta: dict, fds: list[int]) -> Spill:
@@ -436,10 +437,6 @@ class Spill:
         spill.tables = {name: RecordFile.opened(TABLES[name], fd, rows[name]) for name, fd in tables.items()}
         spill.overflow = meta["overflow"]
         return spill
-
-    def row_positions(self, count: int) -> np.ndarray:
-        """Where the rows of connections ``0 .. count - 1`` (all retired) are in :attr:`conns` (a view)."""
-        return self._at[:count]
 
     def close(self) -> None:
         self.conns.close()
@@ -601,7 +598,7 @@ class ConnectionStore(ConnectionsById):
     def shared_rows(self) -> tuple[dict, list[int], np.ndarray]:
         """Every connection for another process to read (:meth:`Spill.shared_rows`), and where each one's row
         is in the file of connection rows."""
-        return (*self._spill.shared_rows(), self._spill.row_positions(self._count))
+        return self._spill.shared_rows(self._count)
 
 
 def packed(dtype: np.dtype, n: int, fields: dict[str, np.ndarray], head: np.ndarray | None = None) -> np.ndarray:

@@ -347,7 +347,7 @@ class Tracker:
     def shared_rows(self, ids: np.ndarray) -> tuple[dict, list[int], np.ndarray]:
         """What another process needs to read the rows of these retired connections
         (:meth:`.retire.Spill.shared_rows`), and where each one's row is."""
-        return (*self._spill.shared_rows(ids), self._spill.row_positions(self.count)[ids])
+        return self._spill.shared_rows(self.count, ids)
 
     def peek(self, conn_ids) -> list[Connection]:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
