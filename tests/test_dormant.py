@@ -279,6 +279,61 @@ def test_record_file_reads_rows_in_any_order(monkeypatch):
             assert records.take(positions).tobytes() == rows[positions].tobytes()
 
 
+def test_record_file_reads_runs_of_rows(monkeypatch):
+    """``RecordFile.take_runs`` gives each run of rows whole (as the squeezed dormant records are read): runs
+    across pages and across regions written apart, from the file and from memory."""
+    monkeypatch.setattr(retire, "SPILL_BATCH", 64)
+    monkeypatch.setattr(retire, "REGION_BYTES", 96 * 16)  # regions of 96 rows: runs cross them
+    dtype = np.dtype([("a", np.int64), ("b", np.uint64)])
+    rows = np.zeros(1_000, dtype)
+    rows["a"], rows["b"] = np.arange(len(rows)), np.arange(len(rows)) * 7
+    rng = np.random.default_rng(4)
+    for page_rows in (1, 8, 32, None):
+        records = retire.RecordFile(dtype, run_page_bytes=None if page_rows is None else page_rows * dtype.itemsize)
+        for start in range(0, len(rows), 37):
+            records.append(rows[start : start + 37])
+        records.release(np.arange(96))  # the first region written over by the rows after
+        records.append(rows[:200])
+        expected = np.concatenate([rows, rows[:200]])
+        for last in (len(expected) - 1, records._written - 1):  # with and without rows still in memory
+            count = rng.integers(1, 12, 60)
+            first = np.minimum(rng.integers(96, last, 60), last + 1 - count)
+            got, at = records.take_runs(first, count)
+            for f, c, a in zip(first, count, at, strict=True):
+                assert got[a : a + c].tobytes() == expected[f : f + c].tobytes()
+
+
+@pytest.mark.parametrize("kind", ["usual", "random", "unlike"])
+def test_squeezed_records_read_back_as_they_were(monkeypatch, kind):
+    """Dormant records are squeezed (the words that differ from the usual ones, after a bitmap of which) and
+    come back byte for byte: records like the usual ones (a bitmap alone), with some words different, and
+    with every word different (the longest)."""
+    monkeypatch.setattr(retire, "SPILL_BATCH", 500)
+    store = dormant.Dormant(np.dtype([("id", np.int64), ("port", np.uint16), ("flag", np.int8)]))
+    words = store.dtype.itemsize // 8
+    rng = np.random.default_rng(6)
+    usual = rng.integers(0, 2**64, words, dtype=np.uint64)
+    batches = []
+    for batch, n in enumerate([700] * 5 + [10]):  # the last one stays in memory
+        values = np.repeat(usual[None, :], n, axis=0)
+        if kind != "usual":
+            differ = rng.random(values.shape) < (0.3 if kind == "random" else 1.0)
+            values[differ] = rng.integers(0, 2**64, int(differ.sum()), dtype=np.uint64)
+        if batch == 0:
+            values[0] = usual  # the first batch decides the usual values: most of its records hold these
+            values[1:] = np.where(rng.random((699, words)) < 0.5, usual, values[1:])
+        batches.append(values.view(store.dtype).ravel())
+        first, span = store._squeezed_into_file(batches[-1])
+        batches[-1] = (batches[-1].copy(), first, span)
+    assert store._usual is not None and 0 < store._rows._written < len(store._rows)  # in the file and in memory
+    expected_span = {"usual": 1, "unlike": -(-(-(-words // 64) + words) // 8)}.get(kind)
+    for k, (records, first, span) in enumerate(batches):
+        if expected_span is not None and k:  # (the first batch is half usual words, by construction)
+            assert (span == expected_span).all()
+        back = store._expanded(*store._rows.take_runs(first, span))
+        assert back.tobytes() == records.tobytes()
+
+
 def test_packed_rows_equal_rows_set_field_by_field():
     """``retire.packed`` (fields copied as bytes, cast to the field's type; ``head``: the first bytes) makes the
     rows that setting each field of a zeroed structured array makes."""

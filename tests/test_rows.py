@@ -140,9 +140,8 @@ def test_rows_made_in_c_are_the_numpy_rows(tmp_path, monkeypatch):
         assert made.tobytes() == reference.tobytes()
         dormant = tracker._dormant.ids()
         if len(dormant):
-            records, at, _, probes = tracker._dormant.records(dormant)
-            made = tracker_module._conn_rows(tracker_module._record_state(records, at, probes))
-            records = records[at]
+            records, _, probes = tracker._dormant.records(dormant)
+            made = tracker_module._conn_rows(tracker_module._record_state(records, probes))
             reference = _rows_by_numpy(records["table"], records["ev"], records["history"], records["ident"])
             assert made.tobytes() == reference.tobytes()
             records_checked += len(dormant)

@@ -9,6 +9,11 @@ columns, the event loop's columns and rings, its ACK ring and who it is) becomes
 again the record is put back in a slot as it was, so tracking goes on exactly as if it had stayed: the
 threshold trades memory for reads and writes, never results.  A dormant connection that retires (at
 the end of the capture, or a closed one the sweeps retire) is made into rows straight from its record.
+
+Records are kept *squeezed*: only the words that differ from the values most records hold, after a bitmap
+of which (``squeeze_records``, slots_loop.c).  Most of a slot is defaults its connection never changed: a
+half-open handshake's record of 1,232 bytes is about 45 of its 154 words, so the files take a third of the
+bytes to write and read back.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, ffi, lib
-from rstscope.connections.retire import RecordFile, fit
+from rstscope.connections.retire import RecordFile, fit, runs
 from rstscope.connections.rows import RING
 from rstscope.connections.sequence import AckRing, ConnArrays
 from rstscope.grouped import distinct
@@ -33,13 +38,14 @@ keeps a second's worth of them (50,000 at one RST per 20 µs), which in slots wo
 server of short connections keeps about LIVE_CLOSED_LIMIT, which stay in their slots: putting them out and
 back costs more than it saves there (measured on the short shape: 12.5-13.3 s CPU and 153 MB with them
 dormant, 10.6-12.8 s and 126 MB without)."""
-COMPACT_AFTER = 1 << 16
-"""Dead records (of connections that woke or retired) the files hold at least, in regions that also hold
-live ones (regions with none left are written over already: :meth:`.RecordFile.release`), before they are
-compacted.  Records die about in the order they were written (connections wake after about the same
-sleep), so this is rare.  Measured on the 1M-packet SYN flood of benchmarks/: no compaction instead of
-two, the process tree's peak 197 -> 179 MB (the compaction's batches), the files 814 -> 616 MB on disk at
-most, the analysis 6.3-8.2 -> 5.8-7.2 CPU s (three pairs of runs, in turn)."""
+COMPACT_AFTER = 1 << 19
+"""Dead rows of squeezed records (of connections that woke or retired; 64 bytes a row, about 6 a record)
+the files hold at least, in regions that also hold live ones (regions with none left are written over
+already: :meth:`.RecordFile.release`), and as many as live ones, before they are compacted.  Records die
+about in the order they were written (connections wake after about the same sleep), so this is rare.
+Measured on the 1M-packet SYN flood of benchmarks/ (records not squeezed then, 1,225 bytes each): no
+compaction instead of two, the process tree's peak 197 -> 179 MB (the compaction's batches), the files
+814 -> 616 MB on disk at most, the analysis 6.3-8.2 -> 5.8-7.2 CPU s (three pairs of runs, in turn)."""
 COMPACT_BATCH = 4_096
 """Records copied at once when the files are compacted."""
 PAGE_BYTES = 16_384
@@ -58,25 +64,33 @@ class Dormant:
     def __init__(self, ident: np.dtype) -> None:
         self._ident = ident
         arrays, columns, acks = ConnArrays(), EventColumns(), AckRing()
-        self.dtype = np.dtype([
+        fields = [
             ("table", arrays.table.dtype, arrays.table.shape[1:]), ("ev", columns.ev.dtype, columns.ev.shape[1:]),
             ("history", columns.history.dtype, columns.history.shape[1:]),
             ("ack_frame", acks.frame.dtype, acks.frame.shape[1:]), ("ack_value", acks.ack.dtype, acks.ack.shape[1:]),
             ("ident", ident), ("recent_at", np.int64), ("probes_at", np.int64),
-        ])  # fmt: skip
+        ]  # fmt: skip
+        pad = -np.dtype(fields).itemsize % 8
+        self.dtype = np.dtype([*fields, ("pad", np.uint8, pad)] if pad else fields)
         """One record: the slot's carried columns (``table``: every column of ConnArrays, in its order), the
-        event loop's columns, the ACK ring, who the connection is, and where its rings are."""
+        event loop's columns, the ACK ring, who the connection is, and where its rings are (whole words:
+        records are squeezed a word at a time; the padding is zeros)."""
+        self._words = self.dtype.itemsize // 8
+        self._usual: np.ndarray | None = None  # per word of a record, the value most records hold
+        self._full = np.zeros(0, self.dtype)  # records packed before they are squeezed (reused: fresh pages are dear)
         self._recent_dtype = np.dtype([("seg", columns.recent.data.dtype, columns.recent.shape)])
         self._probes_dtype = np.dtype([("p", columns.probes.data.dtype, columns.probes.shape)])
         self._new_files()
-        self._at = np.zeros(0, dtype=np.int32)  # connection id -> its record, -1: not dormant (records: < 2 x live)
+        self._at = np.zeros(0, dtype=np.int32)  # connection id -> its record's first row, -1: not dormant
+        self._span = np.zeros(0, dtype=np.int8)  # connection id -> its record's rows
+        self._live_rows = 0  # rows of the dormant connections' records
         self._count = 0  # dormant connections: len() is asked per batch, and _at spans every id ever seen
         self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
         self.draining = False
         """Set when every dormant connection is about to leave (the end of the capture): no more compaction."""
 
     def _new_files(self) -> None:
-        self._rows = RecordFile(self.dtype, run_page_bytes=PAGE_BYTES)
+        self._rows = RecordFile(SQUEEZED, run_page_bytes=PAGE_BYTES)
         self._recent = RecordFile(self._recent_dtype, run_page_bytes=PAGE_BYTES)
         self._probes = RecordFile(self._probes_dtype, run_page_bytes=PAGE_BYTES)
 
@@ -96,7 +110,9 @@ class Dormant:
         """These connections (in these slots) go dormant; the caller frees the slots (and their blocks)."""
         n = len(ids)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
-        rows = np.empty(n, self.dtype)  # every byte written below
+        if len(self._full) < n:
+            self._full = np.zeros(n, self.dtype)
+        rows = self._full[:n]  # every byte but the padding written below
         # The recent-segment blocks the loop may read (those of the segments it counts), one after another.
         segs = np.empty((2 * lib.BLOCKS * n, *columns.recent.shape), columns.recent.data.dtype)
         per, probed = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.uint8)
@@ -117,7 +133,8 @@ class Dormant:
                 len(probes)
             )
         self._at = fit(self._at, int(ids.max()) + 1, -1)
-        self._at[ids] = self._rows.append(rows) + np.arange(n)
+        self._span = fit(self._span, len(self._at), 0)
+        self._at[ids], self._span[ids] = self._squeezed_into_file(rows)
         self._count += n
         closed = arrays["closing"][slots] > 0
         if closed.any():
@@ -133,9 +150,9 @@ class Dormant:
     def take(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
              ident: np.ndarray) -> None:  # fmt: skip
         """Put these dormant connections back, into these (fresh) slots, as they were."""
-        rows, at, recent, probes = self.records(ids, rings=True)
+        rows, recent, probes = self.records(ids, rings=True)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
-        at = np.ascontiguousarray(at, dtype=np.int64)
+        at = np.arange(len(ids), dtype=np.int64)
         k, where = self._slot_arrays(arrays, columns, acks, ident)
         lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize,
                          ffi.cast("int64_t *", at.ctypes.data), k, where,
@@ -159,53 +176,97 @@ class Dormant:
         return len(out), out
 
     def records(self, ids: np.ndarray, *, rings: bool = False):
-        """These dormant connections' records, no longer dormant: (records, at, recent segments or None
-        unless ``rings``, keepalive-probe rings), connection ``i``'s record being ``records[at[i]]`` (records
-        as read, see :meth:`.RecordFile.take_spread`).  The recent segments are those of the ring blocks
-        that hold counted ones (:func:`_held` of the records, in its order: what ``restore_rings`` puts
+        """These dormant connections' records, no longer dormant: (records, recent segments or None unless
+        ``rings``, keepalive-probe rings), in the order of ``ids``.  The recent segments are those of the ring
+        blocks that hold counted ones (:func:`_held` of the records, in its order: what ``restore_rings`` puts
         back); the probe rings per connection, in order, as :meth:`.EventColumns.probes_of` gives them
         (zeros where none)."""
-        positions = self._at[ids]
-        rows, at = self._rows.take_spread(positions)
+        first, span = self._at[ids], self._span[ids]
+        rows = self._expanded(*self._rows.take_runs(first, span))
         n = len(ids)
-        held = _held(rows["ev"][at, lib.EV_RECENT_N : lib.EV_RECENT_N + 2])
+        held = _held(rows["ev"][:, lib.EV_RECENT_N : lib.EV_RECENT_N + 2])
         per = held.reshape(n, -1).sum(axis=1)
-        segments = np.repeat(rows["recent_at"][at], per) + _within(per)
+        segments = runs(rows["recent_at"], per)
         recent = self._recent.take(segments)["seg"] if rings else None
         probes = np.zeros((n, *self._probes_dtype["p"].shape), self._probes_dtype["p"].base)
-        probes_at = rows["probes_at"][at]
+        probes_at = rows["probes_at"]
         probed = probes_at >= 0
         if probed.any():
             probes[probed] = self._probes.take(probes_at[probed])["p"]
         # Never read again: the files give back the room of regions where nothing is left alive.
-        self._rows.release(positions)
+        self._rows.release(runs(first, span.astype(np.int64)))
         self._recent.release(segments)
         self._probes.release(probes_at[probed])
         self._at[ids] = -1
         self._count -= n
+        self._live_rows -= int(span.sum())
         if len(self._closed):  # the closed ones among them: now the only entries whose id is not dormant
             self._closed = self._closed[self._at[self._closed[:, 0]] >= 0]
-        if self._rows.dead_kept > max(len(self), COMPACT_AFTER) and not self.draining:
+        if self._rows.dead_kept > max(self._live_rows, COMPACT_AFTER) and not self.draining:
             self._compact()
-        return rows, at, recent, probes
+        return rows, recent, probes
 
     def _compact(self) -> None:
         """Copy the live records and their rings to fresh files (the old ones, mostly dead, are closed and gone)."""
         rows, recent, probes = self._rows, self._recent, self._probes
         self._new_files()
         ids = self.ids()
+        self._live_rows = 0
         for start in range(0, len(ids), COMPACT_BATCH):  # small batches: each is in memory twice for a while
             batch = ids[start : start + COMPACT_BATCH]
-            got = rows.take(self._at[batch])
+            got = self._expanded(*rows.take_runs(self._at[batch], self._span[batch]))
             held = _held(got["ev"][:, lib.EV_RECENT_N : lib.EV_RECENT_N + 2]).reshape(len(batch), -1).sum(axis=1)
-            at = np.repeat(got["recent_at"], held) + _within(held)
+            at = runs(got["recent_at"], held)
             got["recent_at"] = self._recent.append(recent.take(at)) + np.cumsum(held) - held
             probed = got["probes_at"] >= 0
             if probed.any():
                 got["probes_at"][probed] = self._probes.append(probes.take(got["probes_at"][probed])) + np.arange(
                     int(probed.sum())
                 )
-            self._at[batch] = self._rows.append(got) + np.arange(len(batch))
+            self._at[batch], self._span[batch] = self._squeezed_into_file(got)
+
+    def _squeezed_into_file(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Append these records, squeezed, to the file: where each one's rows start, and how many."""
+        if self._usual is None:  # the first records tell: any values would do, these squeeze best
+            self._usual = _most_common(records.view(np.uint64).reshape(len(records), self._words))
+        n = len(records)
+        out = np.empty(n * _squeezed_rows_max(self._words), SQUEEZED)
+        span = np.empty(n, dtype=np.int64)
+        used = lib.squeeze_records(n, ffi.from_buffer("uint8_t[]", records), self._words,
+                                   ffi.from_buffer("uint64_t[]", self._usual), ffi.from_buffer("uint64_t[]", out),
+                                   ffi.from_buffer("int64_t[]", span))  # fmt: skip
+        self._live_rows += used
+        first = self._rows.append(out[:used].copy())  # (the file keeps what it is given until it writes it)
+        if first + used > np.iinfo(self._at.dtype).max:  # positions only grow: a long capture passes 2**31 rows
+            self._at = self._at.astype(np.int64)
+        return first + np.cumsum(span) - span, span
+
+    def _expanded(self, squeezed: np.ndarray, at: np.ndarray) -> np.ndarray:
+        """Records from their squeezed rows, record ``i``'s starting at ``squeezed[at[i]]``."""
+        records = np.empty(len(at), self.dtype)
+        at = np.ascontiguousarray(at, dtype=np.int64)
+        lib.expand_records(len(at), ffi.from_buffer("uint64_t[]", squeezed), ffi.cast("int64_t *", at.ctypes.data),
+                           self._words, ffi.from_buffer("uint64_t[]", self._usual),
+                           ffi.from_buffer("uint8_t[]", records))  # fmt: skip
+        return records
+
+
+SQUEEZED = np.dtype([("words", np.uint64, lib.SQUEEZED_ROW)])
+"""A row of the squeezed records' file."""
+
+
+def _squeezed_rows_max(words: int) -> int:
+    """The most rows a squeezed record of ``words`` words takes: its bitmap and every word."""
+    return -(-(-(-words // 64) + words) // lib.SQUEEZED_ROW)
+
+
+def _most_common(words: np.ndarray) -> np.ndarray:
+    """Per column of ``words``, the value most rows hold."""
+    usual = np.empty(words.shape[1], np.uint64)
+    for k, column in enumerate(words.T):
+        values, counts = np.unique(column, return_counts=True)
+        usual[k] = values[np.argmax(counts)]
+    return usual
 
 
 _SLOT_FIELDS = ("table", "ev", "history", "ack_frame", "ack_value", "ident")
@@ -232,8 +293,3 @@ def _held(recent_n: np.ndarray) -> np.ndarray:
     back the segments whose places in the files this reads)."""
     counts = np.minimum(recent_n, RING)
     return np.arange(lib.BLOCKS) < -(-counts[:, :, None] // lib.BLOCK)
-
-
-def _within(counts: np.ndarray) -> np.ndarray:
-    """0, 1, ... count - 1 for each count, concatenated."""
-    return np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)

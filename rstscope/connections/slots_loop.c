@@ -16,6 +16,11 @@ struct slot_rings { const int64_t *ev; int32_t *blocks; struct pool *recent; };
 int64_t pack_sleepers(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
                       int64_t size, struct slot_rings r, int64_t *segs, int64_t *held, uint8_t *probed);
 void restore_rings(int64_t n, const int64_t *slots, struct slot_rings r, const int64_t *segs);
+enum { SQUEEZED_ROW = 8 /* words a row of squeezed dormant records */ };
+int64_t squeeze_records(int64_t n, const uint8_t *records, int64_t words, const uint64_t *usual, uint64_t *out,
+                        int64_t *rows);
+void expand_records(int64_t n, const uint64_t *squeezed, const int64_t *at, int64_t words, const uint64_t *usual,
+                    uint8_t *records);
 struct row_layout {
     int64_t size, head, none;
     int64_t end_ns, last_frame, history, history_len, state, prev_state, isn, syn, synack, synack_after_ack,
@@ -98,6 +103,53 @@ void restore_rings(int64_t n, const int64_t *slots, struct slot_rings r, const i
                 segs += BLOCK * SEG;
             }
         }
+    }
+}
+
+/* Dormant records squeezed (dormant.py): of a record's ``words`` 8-byte words, only those that differ from
+ * ``usual`` (the values most records hold) are kept, after a bitmap of which they are.  A half-open
+ * handshake's record of 154 words keeps about 45: most of a slot is defaults it never changed.  Squeezed
+ * records are rows of SQUEEZED_ROW words, each record whole rows (the last one padded with zeros);
+ * ``rows[i]``: record i's.  Returns the rows written (at most n * squeezed_rows_max(words)). */
+static int64_t bitmap_words(int64_t words) { return (words + 63) / 64; }
+
+int64_t squeeze_records(int64_t n, const uint8_t *records, int64_t words, const uint64_t *usual, uint64_t *out,
+                        int64_t *rows) {
+    int64_t written = 0, mask = bitmap_words(words);
+    for (int64_t i = 0; i < n; i++) {
+        const uint8_t *record = records + i * words * 8;
+        uint64_t *to = out + written * SQUEEZED_ROW;
+        int64_t kept = mask;
+        memset(to, 0, mask * 8);
+        for (int64_t w = 0; w < words; w++) {
+            uint64_t v;
+            memcpy(&v, record + 8 * w, 8);  /* records are bytes: their words are not aligned */
+            if (v != usual[w]) {
+                to[w / 64] |= (uint64_t)1 << (w % 64);
+                to[kept++] = v;
+            }
+        }
+        rows[i] = (kept + SQUEEZED_ROW - 1) / SQUEEZED_ROW;
+        memset(to + kept, 0, (rows[i] * SQUEEZED_ROW - kept) * 8);
+        written += rows[i];
+    }
+    return written;
+}
+
+/* The reverse: record i from the rows of ``squeezed`` that start at row at[i] (as read: in pages, not
+ * gathered). */
+void expand_records(int64_t n, const uint64_t *squeezed, const int64_t *at, int64_t words, const uint64_t *usual,
+                    uint8_t *records) {
+    int64_t mask = bitmap_words(words);
+    for (int64_t i = 0; i < n; i++) {
+        const uint64_t *from = squeezed + at[i] * SQUEEZED_ROW, *kept = from + mask;
+        uint8_t *record = records + i * words * 8;
+        memcpy(record, usual, words * 8);
+        for (int64_t m = 0; m < mask; m++)
+            for (uint64_t bits = from[m]; bits; bits &= bits - 1) {
+                int64_t w = m * 64 + __builtin_ctzll(bits);
+                memcpy(record + 8 * w, kept++, 8);
+            }
     }
 }
 

@@ -258,8 +258,8 @@ class Tracker:
         """Retire these dormant connections: their rows made from their dormant records (no slot)."""
         for start in range(0, len(ids), _SLOT_BATCH):
             batch = np.sort(ids[start : start + _SLOT_BATCH])
-            rows, at, _, probes = self._dormant.records(batch)
-            self._put(self._rows(_record_state(rows, at, probes), batch, keep=False))
+            records, _, probes = self._dormant.records(batch)
+            self._put(self._rows(_record_state(records, probes), batch, keep=False))
             self._forget(batch)
 
     # Hooks for a tracker of one shard of a capture (rstscope.fleet.shards: a shard's rows are a part of
@@ -482,11 +482,10 @@ class _SlotState(NamedTuple):
     """Per connection, in order; None: no keepalive probes (all zeros)."""
 
 
-def _record_state(records: np.ndarray, at: np.ndarray, probes: np.ndarray) -> _SlotState:
-    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`:
-    connection ``i``'s is ``records[at[i]]``)."""
-    probed = records["ev"][at, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
-    return _SlotState(at, records["table"], records["ev"], records["history"], records["ident"],
+def _record_state(records: np.ndarray, probes: np.ndarray) -> _SlotState:
+    """The slot state of dormant connections, from their records (:meth:`.dormant.Dormant.records`, in order)."""
+    probed = records["ev"][:, lib.EV_PROBE_N : lib.EV_PROBE_N + 2].any()
+    return _SlotState(np.arange(len(records)), records["table"], records["ev"], records["history"], records["ident"],
                       probes if probed else None)  # fmt: skip
 
 
