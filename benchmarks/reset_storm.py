@@ -9,8 +9,10 @@ Shapes, generated into a scratch directory (``tests/shortconns.py``'s writer):
 
     python benchmarks/reset_storm.py --connections 200000 [--full] [--keep DIR]
 
-Each figure is measured in a fresh process: ``tracker`` feeds the capture to the Tracker and finishes
-(no evidence, no document); ``--full`` also runs ``rstscope analyze FILE`` (the terminal summary and
+Each figure is measured in a fresh process: ``tracker`` feeds the capture to the Tracker, finishes, and
+reads back every connection that saw a RST as a ``Connection`` (``ConnectionStore.with_resets``; no
+evidence, no document): the read back is most of its CPU (1M bare RSTs: the tracker 7.7 s, the read back
+23 s, measured apart); ``--full`` also runs ``rstscope analyze FILE`` (the terminal summary and
 table, to /dev/null), ``analyze FILE --json -o OUT`` and ``analyze FILE --csv -o OUT``: evidence and
 verdicts are computed connection by connection and only ~40 bytes of columns stay per RST
 (``rstscope.reset_table``), so these too must stay within 200 MB (issue 10 item 7).  CPU is user +

@@ -126,3 +126,16 @@ def test_run_py_measures_each_shape_with_each_tool(tmp_path, capsys):
             # first sample sees more than their start-up; a Python process is always caught.
             assert float(rss.removesuffix(" MB")) > (20 if tool.startswith("rstscope") else 0)
     assert not list(tmp_path.glob("out-*.json"))  # the --json output is removed
+
+
+def test_scratch_space_sees_the_dormant_connections_files(tmp_path):
+    """``benchmarks/scratch_space.py`` finds the temporary files the command holds open (unlinked, so only
+    its descriptors show them): a SYN flood's dormant connections go to such files; and its directory is
+    gone after."""
+    import scratch_space
+
+    path = tmp_path / "flood.pcap"
+    shapes.generate(path, shapes.SHAPES["flood"], 20_000)  # about 90,000 packets: thousands go dormant
+    peak, _ = scratch_space.measure(path, [], str(tmp_path))
+    assert peak > 1 << 20
+    assert [p.name for p in tmp_path.iterdir()] == ["flood.pcap"]

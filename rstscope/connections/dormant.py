@@ -11,9 +11,9 @@ threshold trades memory for reads and writes, never results.  A dormant connecti
 the end of the capture, or a closed one the sweeps retire) is made into rows straight from its record.
 
 Records are kept *squeezed*: only the words that differ from the values most records hold, after a bitmap
-of which (``squeeze_records``, slots_loop.c).  Most of a slot is defaults its connection never changed: a
-half-open handshake's record of 1,232 bytes is about 45 of its 154 words, so the files take a third of the
-bytes to write and read back.
+of which (``squeeze_records``, slots_loop.c).  Most of a slot is defaults its connection never changed: on
+the SYN flood of benchmarks/, a record keeps 42 of its 154 words on average, 396 bytes with its bitmap and
+padding against 1,232, and the command's temporary files took at most 345 MB instead of 473.
 """
 
 from __future__ import annotations
@@ -55,11 +55,11 @@ so a large page reads mostly rows nobody asked for (256 rows of the first layout
 
 class Dormant:
     """The dormant connections' slots, by connection id: one record per connection (the slot's columns,
-    who it is), appended to a :class:`~.retire.RecordFile`; its recent segments only in the ring blocks
-    its counts say it holds, and its keepalive probes only if it had any, in files of their own.  Records
-    of connections that woke or retired are released (regions of the files with nothing alive are
-    written over by later records); when as many dead records still take room as there are live ones, the
-    live ones are copied to fresh files."""
+    who it is), squeezed into whole rows of a :class:`~.retire.RecordFile`; its recent segments only in the
+    ring blocks its counts say it holds, and its keepalive probes only if it had any, in files of their own.
+    Records of connections that woke or retired are released (regions of the files with nothing alive are
+    written over by later records); when as many dead rows still take room as there are live ones, the
+    live records are copied to fresh files."""
 
     def __init__(self, ident: np.dtype) -> None:
         self._ident = ident

@@ -107,8 +107,8 @@ void restore_rings(int64_t n, const int64_t *slots, struct slot_rings r, const i
 }
 
 /* Dormant records squeezed (dormant.py): of a record's ``words`` 8-byte words, only those that differ from
- * ``usual`` (the values most records hold) are kept, after a bitmap of which they are.  A half-open
- * handshake's record of 154 words keeps about 45: most of a slot is defaults it never changed.  Squeezed
+ * ``usual`` (the values most records hold) are kept, after a bitmap of which they are.  On a SYN flood a
+ * record of 154 words keeps 42 on average: most of a slot is defaults its connection never changed.  Squeezed
  * records are rows of SQUEEZED_ROW words, each record whole rows (the last one padded with zeros);
  * ``rows[i]``: record i's.  Returns the rows written (at most n * squeezed_rows_max(words)). */
 static int64_t bitmap_words(int64_t words) { return (words + 63) / 64; }
