@@ -83,6 +83,7 @@ class Dormant:
         self._new_files()
         self._at = np.zeros(0, dtype=np.int32)  # connection id -> its record's first row, -1: not dormant
         self._span = np.zeros(0, dtype=np.int8)  # connection id -> its record's rows
+        assert _squeezed_rows_max(self._words) <= np.iinfo(self._span.dtype).max
         self._live_rows = 0  # rows of the dormant connections' records
         self._count = 0  # dormant connections: len() is asked per batch, and _at spans every id ever seen
         self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
