@@ -376,8 +376,7 @@ class EventPass:
         out["phase"] = _PHASE_CODE[orig, resp, saw_syn, saw_synack]  # (0/1 ints: a bool array would be a mask)
 
         # The peer segment the RST follows (this chunk, else the carried last segment of the peer).
-        def carried(name):  # as carried into the chunk (the sequence pass updated the table since)
-            return self._arrays.carried_into(name, r)
+        carried = self._arrays.carried_into(r)  # as carried into the chunk (the sequence pass updated the table since)
 
         pp = peer_prev[r]
         have_pp = pp >= 0
@@ -400,11 +399,14 @@ class EventPass:
         # numbers it answers (raw numbers); else the peer segment it follows, if it answers that one
         # (relative numbers).  A bare RST is a reply; a RST|ACK when its numbers say so (see evidence.py).
         seg = x[:, lib.X_RECENT :].reshape(len(r), RING, lib.X_SEG)
-        valid = np.arange(RING) < x[:, lib.X_RECENT_N, None]
-        match = valid & answers(flags[r, None], seq_raw[r, None], ack_raw[r, None], seg[:, :, 1], seg[:, :, 2],
-                                seg[:, :, 3], seg[:, :, 4])  # fmt: skip
-        in_ring = match.any(axis=1)
-        k = match.argmax(axis=1)
+        in_ring, k = np.zeros(len(r), dtype=bool), np.zeros(len(r), dtype=np.intp)
+        some = np.flatnonzero(x[:, lib.X_RECENT_N])  # (a storm's bare RSTs have no peer segments to answer)
+        if len(some):
+            rs, ss = r[some], seg[some]
+            valid = np.arange(RING) < x[some, lib.X_RECENT_N, None]
+            match = valid & answers(flags[rs, None], seq_raw[rs, None], ack_raw[rs, None], ss[:, :, 1], ss[:, :, 2],
+                                    ss[:, :, 3], ss[:, :, 4])  # fmt: skip
+            in_ring[some], k[some] = match.any(axis=1), match.argmax(axis=1)
         hit = seg[np.arange(len(r)), k]
         fallback = (
             ~in_ring & (pp_frame >= 0) & answers(flags[r], seq_val[r], ack_val[r], pp_flags, pp_seq, pp_ack, pp_len)
@@ -419,17 +421,19 @@ class EventPass:
         out["answered_ack"] = np.where(answered & ((ans_flags & P.ACK) != 0), ans_ack, NONE)
         out["answered_seq"] = np.where(answered, np.where(in_ring, hit[:, 5], pp_seq), NONE)
 
-        # The sender's keepalive probes since its last other segment, oldest first.
-        probes = x[:, lib.X_PROBES : lib.X_PROBES + 2 * RING].reshape(len(r), RING, 2)[:, ::-1]
-        n_probes = x[:, lib.X_PROBES_N]
-        kept = (np.arange(RING)[::-1] < n_probes[:, None]) & (probes[:, :, 0] > last_plain_frame[:, None])
+        # The sender's keepalive probes since its last other segment, oldest first (rows of senders that sent
+        # any: the others' stay zeros).
+        probed = np.flatnonzero(x[:, lib.X_PROBES_N])
+        probes = x[probed, lib.X_PROBES : lib.X_PROBES + 2 * RING].reshape(len(probed), RING, 2)[:, ::-1]
+        n_probes = x[probed, lib.X_PROBES_N]
+        kept = (np.arange(RING)[::-1] < n_probes[:, None]) & (probes[:, :, 0] > last_plain_frame[probed, None])
         n_kept = kept.sum(axis=1)
         order_kept = np.argsort(~kept, axis=1, kind="stable")
         kept_first = np.take_along_axis(probes, order_kept[:, :, None], axis=1)
         # Zeros past the count: the ring's other entries are whatever the slot held before (a row's bytes
         # would then depend on slot reuse; readers take the first probes_n only).
-        out["probes"] = np.where((np.arange(RING) < n_kept[:, None])[:, :, None], kept_first, 0)
-        out["probes_n"] = n_kept
+        out["probes"][probed] = np.where((np.arange(RING) < n_kept[:, None])[:, :, None], kept_first, 0)
+        out["probes_n"][probed] = n_kept
         out["peer_acks"], out["peer_acks_n"] = self.rst_peer_acks.of(out["frame"])
         self.resets.add(out)
         self.saw_reset = retire.fit(self.saw_reset, int(out["conn"].max()) + 1, False)

@@ -16,6 +16,7 @@ connection's first ``EARLY_PACKETS`` and every row after its first FIN or RST.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, NamedTuple
 
@@ -124,10 +125,11 @@ class ConnArrays:
         """One column (a view: assigning to its elements sets the table)."""
         return self.table[:, self._INDEX[name]]
 
-    def carried_into(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Column ``name`` of CARRIED_INTO_RST at these RST rows of the chunk, as carried into it."""
+    def carried_into(self, rows: np.ndarray) -> Callable[[str], np.ndarray]:
+        """The columns of CARRIED_INTO_RST at these RST rows of the chunk, as carried into it: by name."""
         positions, values = self.into_chunk
-        return values[np.searchsorted(positions, rows), self.CARRIED_INTO_RST.index(name)]
+        at = np.searchsorted(positions, rows)
+        return lambda name: values[at, self.CARRIED_INTO_RST.index(name)]
 
     def clear_carried_in(self) -> None:
         """No chunk's values carried in are kept (none yet, or the event pass has read them)."""
@@ -184,11 +186,13 @@ class ChunkValues:
     def peer_acks(self, frame: np.ndarray) -> PeerAcks:
         """Per RST row, by frame: the peer's last ACK segments before it."""
         k = PEER_ACKS_KEPT
-        frames, acks = self.rst_acks[:, :k], self.rst_acks[:, k:]
-        held = frames >= 0
-        first = np.argsort(~held, axis=1, kind="stable")  # the ring's held entries, in order, to the front
-        pairs = np.stack([np.take_along_axis(frames, first, 1), np.take_along_axis(acks, first, 1)], axis=2)
+        held = self.rst_acks[:, :k] >= 0
         count = held.sum(axis=1)
+        pairs = np.zeros((len(count), k, 2), dtype=np.int64)
+        some = np.flatnonzero(count)  # (a storm's bare RSTs follow no ACK of their peer)
+        frames, acks = self.rst_acks[some, :k], self.rst_acks[some, k:]
+        first = np.argsort(~held[some], axis=1, kind="stable")  # the ring's held entries, in order, to the front
+        pairs[some] = np.stack([np.take_along_axis(frames, first, 1), np.take_along_axis(acks, first, 1)], axis=2)
         pairs[np.arange(k) >= count[:, None]] = 0
         rst_frame = frame[self.rst_rows]
         order = np.argsort(rst_frame, kind="stable")
