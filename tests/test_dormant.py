@@ -151,9 +151,11 @@ def _short_connections_with_late_segments(path, connections: int = 4_000) -> Non
     shortconns.write_pcap(str(path), {k: v[in_time] for k, v in cols.items()})
 
 
-def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkeypatch):
+@pytest.mark.parametrize("compacted", [False, True], ids=["files-kept", "files-compacted"])
+def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkeypatch, compacted):
     """In a reset storm, closed connections past CLOSED_DORMANT_ABOVE go dormant too; the idle and pressure
-    sweeps still retire them when they would have retired from a slot, so no record changes."""
+    sweeps still retire them when they would have retired from a slot, so no record changes; also when the
+    records' files are compacted under them (their records move)."""
     path = tmp_path / "late.pcap"
     _short_connections_with_late_segments(path)
     # A storm in miniature: pressure retirement past 100 closed connections idle 300 frames and 2 ms.
@@ -177,8 +179,15 @@ def test_closed_connections_retire_from_dormancy_as_from_a_slot(tmp_path, monkey
         retire_dormant(self, ids)
 
     monkeypatch.setattr(tracker.Tracker, "_retire_dormant", spy)
+    compactions = []
+    if compacted:
+        monkeypatch.setattr(retire, "REGION_BYTES", 1 << 40)  # no region is freed: dead rows stay...
+        monkeypatch.setattr(dormant, "COMPACT_AFTER", 64)  # ... and are soon compacted
+        compact = dormant.Dormant._compact
+        monkeypatch.setattr(dormant.Dormant, "_compact", lambda self: compactions.append(1) or compact(self))
     from_dormancy = tracker_reference.tracker_digest(path, chunk_packets=1024)
     assert sum(retired_dormant) > 1_000  # many closed connections retired from dormancy, not from a slot
+    assert len(compactions) > 2 if compacted else not compactions
     assert from_dormancy == in_slots
 
 

@@ -86,7 +86,9 @@ class Dormant:
         assert _squeezed_rows_max(self._words) <= np.iinfo(self._span.dtype).max
         self._live_rows = 0  # rows of the dormant connections' records
         self._count = 0  # dormant connections: len() is asked per batch, and _at spans every id ever seen
-        self._closed = np.zeros((0, 3), dtype=np.int64)  # per closed dormant connection: id, last frame, last ns
+        # Per connection that was closed when it went dormant: id, last frame, last ns, and its record's first
+        # row then (the entry holds while the record does: a connection that woke, or slept again, has another).
+        self._closed: list[np.ndarray] = []
         self.draining = False
         """Set when every dormant connection is about to leave (the end of the capture): no more compaction."""
 
@@ -104,7 +106,18 @@ class Dormant:
     def closed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The dormant connections that had closed (FIN or RST): ids, last frames, last times.  They retire
         from here when they would have retired from a slot (the tracker's sweeps look at them too)."""
-        return self._closed[:, 0], self._closed[:, 1], self._closed[:, 2]
+        closed = self._closed_now()
+        return closed[:, 0], closed[:, 1], closed[:, 2]
+
+    def _closed_now(self) -> np.ndarray:
+        """The entries of the closed connections still dormant in the sleep they were made for (the others
+        are dropped here, a sweep at a time, not as each batch wakes: a storm wakes hundreds of batches)."""
+        if not self._closed:
+            return np.zeros((0, 4), dtype=np.int64)
+        joined = np.concatenate(self._closed) if len(self._closed) > 1 else self._closed[0]
+        joined = joined[self._at[joined[:, 0]] == joined[:, 3]]
+        self._closed = [joined] if len(joined) else []
+        return joined
 
     def put(self, ids: np.ndarray, slots: np.ndarray, arrays: ConnArrays, columns: EventColumns, acks: AckRing,
             ident: np.ndarray) -> None:  # fmt: skip
@@ -140,8 +153,8 @@ class Dormant:
         closed = arrays["closing"][slots] > 0
         if closed.any():
             at = slots[closed]
-            mine = np.stack([ids[closed], arrays["last_frame"][at], arrays["last_ns"][at]], axis=1)
-            self._closed = np.concatenate([self._closed, mine])
+            mine = ids[closed]
+            self._closed.append(np.stack([mine, arrays["last_frame"][at], arrays["last_ns"][at], self._at[mine]], 1))
 
     def waking(self, ids: np.ndarray) -> np.ndarray:
         """Of these connection ids (any), the dormant ones, each once."""
@@ -201,8 +214,6 @@ class Dormant:
         self._at[ids] = -1
         self._count -= n
         self._live_rows -= int(span.sum())
-        if len(self._closed):  # the closed ones among them: now the only entries whose id is not dormant
-            self._closed = self._closed[self._at[self._closed[:, 0]] >= 0]
         if self._rows.dead_kept > max(self._live_rows, COMPACT_AFTER) and not self.draining:
             self._compact()
         return rows, recent, probes
@@ -210,6 +221,7 @@ class Dormant:
     def _compact(self) -> None:
         """Copy the live records and their rings to fresh files (the old ones, mostly dead, are closed and gone)."""
         rows, recent, probes = self._rows, self._recent, self._probes
+        closed = self._closed_now()  # (their records' rows change below)
         self._new_files()
         ids = self.ids()
         self._live_rows = 0
@@ -225,6 +237,8 @@ class Dormant:
                     int(probed.sum())
                 )
             self._at[batch], self._span[batch] = self._squeezed_into_file(got)
+        if len(closed):
+            closed[:, 3] = self._at[closed[:, 0]]  # (the entries kept: _closed_now returned them, not a copy)
 
     def _squeezed_into_file(self, records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append these records, squeezed, to the file: where each one's rows start, and how many."""

@@ -197,46 +197,68 @@ class FiledRows(PendingRows):
     """:class:`PendingRows` of a wide table (RST observations, 647 bytes a row) kept in a
     :class:`~.retire.RecordFile` (memory up to a batch, then a temporary file), with only each row's
     connection and position in memory: a reset storm keeps tens of thousands of connections with a RST
-    live at once.  When the file holds more taken rows than pending ones, the pending ones move to a
-    fresh file."""
+    live at once.  The index is kept by connection (capture order in each), and a connection's rows are
+    found by bisection and marked taken: a batch of retiring connections costs its own rows, not a pass
+    over every pending one (a million bare RSTs: 1.28 -> 0.78 s of the tracker's profile, reading
+    included).  When the file holds more taken rows than pending ones, the pending ones move to a fresh
+    file."""
 
     def __init__(self, dtype: np.dtype) -> None:
         super().__init__(dtype)
         self._file = retire.RecordFile(dtype)
-        self._index: list[np.ndarray] = []  # (conn, position) per pending row, in capture order
-        self._taken = 0
+        self._index = np.zeros((0, 2), dtype=np.int64)  # (conn, position) per row, by conn, capture order in each
+        self._taken = np.zeros(0, dtype=bool)  # per row of the index
+        self._added: list[np.ndarray] = []  # (conn, position) per row added since the index was sorted
+        self._pending = 0
+        self._taken_in_file = 0
 
     def add(self, rows: np.ndarray) -> None:
         if len(rows):
             start = self._file.append(rows)
-            self._index.append(np.stack([rows["conn"], start + np.arange(len(rows))], axis=1))
+            self._added.append(np.stack([rows["conn"], start + np.arange(len(rows))], axis=1))
+            self._pending += len(rows)
 
-    def _one_index(self) -> np.ndarray:
-        if len(self._index) != 1:
-            self._index = [np.concatenate(self._index) if self._index else np.zeros((0, 2), dtype=np.int64)]
-        return self._index[0]
+    def _sorted(self) -> np.ndarray:
+        """The index with the rows added since merged in (and the taken ones left out)."""
+        if self._added:
+            joined = np.concatenate([self._index[~self._taken], *self._added])
+            self._added = []
+            # Stable: a connection's rows stay in position order, which is capture order.
+            self._index = joined[np.argsort(joined[:, 0], kind="stable")]
+            self._taken = np.zeros(len(self._index), dtype=bool)
+        return self._index
 
     def rows(self) -> np.ndarray:
-        return self._file.take(self._one_index()[:, 1])
+        index = self._sorted()
+        return self._file.take(np.sort(index[~self._taken, 1]))
 
     def __len__(self) -> int:
-        return sum(map(len, self._index))
+        return self._pending
 
     def take(self, conn_ids: np.ndarray, *, keep: bool = False) -> np.ndarray:
-        index = self._one_index()
-        mine = members(index[:, 0], conn_ids)
-        out = self._file.take(index[mine, 1])
+        """The rows of these connections, each one's in capture order (connections in the index's order:
+        :meth:`.retire.Spill.put` takes them in any)."""
+        index = self._sorted()
+        conns = index[:, 0]
+        first = np.searchsorted(conns, conn_ids)
+        count = np.searchsorted(conns, conn_ids, side="right") - first
+        at = retire.runs(first, count)
+        at = at[~self._taken[at]]
+        out = self._file.take(index[at, 1])
         if not keep:
-            self._index = [index[~mine]]
-            self._taken += len(out)
-            if self._taken > max(len(self._index[0]), COMPACT_ROWS):
+            self._taken[at] = True
+            self._pending -= len(at)
+            self._taken_in_file += len(at)
+            if self._taken_in_file > max(self._pending, COMPACT_ROWS):
                 self._compact()
         return out
 
     def _compact(self) -> None:
         """Copy the pending rows to a fresh file (the old one, mostly taken rows, is closed and gone)."""
-        index, old = self._one_index(), self._file
-        self._file, self._index, self._taken = retire.RecordFile(self.dtype), [], 0
+        index, old = self._sorted(), self._file
+        index = index[~self._taken]
+        self._file, self._index, self._taken = retire.RecordFile(self.dtype), index[:0], self._taken[:0]
+        self._pending = self._taken_in_file = 0
         for start in range(0, len(index), retire.SPILL_BATCH):  # a batch of rows in memory at once, not all
             self.add(old.take(index[start : start + retire.SPILL_BATCH, 1]))
 
