@@ -1,8 +1,9 @@
 """The RSTs of a capture judged by two processes: this one and its reader child.
 
-Evidence and verdicts run connection by connection in Python (about 35 µs a RST); on a storm of resets
-that is most of the time (a million bare RSTs: ~35 s of 47), and the reader child
-(:mod:`rstscope.prefetch`) mostly waits for the tracker to take its chunks.  So the child judges too.
+Evidence and verdicts run connection by connection in Python (25-30 µs a RST); on a storm of resets
+that is most of the time (a million bare RSTs: 12-13 s of the command's 19-21, on two processes), and
+the reader child (:mod:`rstscope.prefetch`) mostly waits for the tracker to take its chunks.  So the
+child judges too.
 While the capture is tracked it judges the connections that retired (:class:`WhileTracking`: all but
 those whose evidence needs the whole capture); after tracking, the rest is shared:
 
