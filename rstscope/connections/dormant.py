@@ -166,10 +166,8 @@ class Dormant:
         """Put these dormant connections back, into these (fresh) slots, as they were."""
         rows, recent, probes = self.records(ids, rings=True)
         slots = np.ascontiguousarray(slots, dtype=np.int64)
-        at = np.arange(len(ids), dtype=np.int64)
         k, where = self._slot_arrays(arrays, columns, acks, ident)
-        lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize,
-                         ffi.cast("int64_t *", at.ctypes.data), k, where,
+        lib.unpack_slots(len(ids), ffi.from_buffer("uint8_t[]", rows), self.dtype.itemsize, k, where,
                          ffi.cast("int64_t *", slots.ctypes.data))  # fmt: skip
         columns.recent.reserve(len(recent))
         columns.recent.bind()

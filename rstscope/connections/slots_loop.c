@@ -10,8 +10,8 @@
 struct slot_array { uint8_t *data; int64_t width; int64_t at; };
 void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
                 int64_t size);
-void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t *at, int64_t k,
-                  const struct slot_array *arrays, const int64_t *slots);
+void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, const struct slot_array *arrays,
+                  const int64_t *slots);
 struct slot_rings { const int64_t *ev; int32_t *blocks; struct pool *recent; };
 int64_t pack_sleepers(int64_t n, const int64_t *slots, int64_t k, const struct slot_array *arrays, uint8_t *records,
                       int64_t size, struct slot_rings r, int64_t *segs, int64_t *held, uint8_t *probed);
@@ -41,14 +41,13 @@ void pack_slots(int64_t n, const int64_t *slots, int64_t k, const struct slot_ar
             memcpy(records + i * size + arrays[c].at, arrays[c].data + slots[i] * arrays[c].width, arrays[c].width);
 }
 
-/* The reverse: row slots[i] of each array from record at[i] (the records as read from their file, in
- * pages: gathering them in order first would copy them all once more). */
-void unpack_slots(int64_t n, const uint8_t *records, int64_t size, const int64_t *at, int64_t k,
-                  const struct slot_array *arrays, const int64_t *slots) {
+/* The reverse: row slots[i] of each array from record i (the records as expanded from their squeezed rows,
+ * in order). */
+void unpack_slots(int64_t n, const uint8_t *records, int64_t size, int64_t k, const struct slot_array *arrays,
+                  const int64_t *slots) {
     for (int64_t i = 0; i < n; i++)
         for (int64_t c = 0; c < k; c++)
-            memcpy(arrays[c].data + slots[i] * arrays[c].width, records + at[i] * size + arrays[c].at,
-                   arrays[c].width);
+            memcpy(arrays[c].data + slots[i] * arrays[c].width, records + i * size + arrays[c].at, arrays[c].width);
 }
 
 /* Of a side's recent ring, the blocks that hold the segments it counts (``count``: its EV_RECENT_N); the
