@@ -15,6 +15,7 @@ A file that grows and is closed between two polls is missed: the figure is a low
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,25 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 POLL_SECONDS = 0.01
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process below it (Linux: /proc/PID/task/TID/children)."""
-    out = [pid]
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for child in children:
-            out += descendants(int(child))
-    return out
 
 
 def held_bytes(pids: list[int], directory: str) -> int:
@@ -74,8 +59,11 @@ def measure(capture: Path, args: list[str], parent: str | None = None) -> tuple[
         proc = subprocess.Popen([sys.executable, "-m", "rstscope", "analyze", str(capture), *args], env=env,
                                 stdout=subprocess.DEVNULL)  # fmt: skip
         peak = 0
+        root = psutil.Process(proc.pid)
         while proc.poll() is None:
-            peak = max(peak, held_bytes(descendants(proc.pid), os.path.realpath(directory)))
+            with contextlib.suppress(psutil.Error):  # (it may end between two calls)
+                pids = [proc.pid, *(child.pid for child in root.children(recursive=True))]
+                peak = max(peak, held_bytes(pids, os.path.realpath(directory)))
             time.sleep(POLL_SECONDS)
         wall = time.perf_counter() - start
         if proc.returncode:
