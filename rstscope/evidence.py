@@ -332,13 +332,6 @@ def of_connection(conn: Connection, host_ttl: dict[str, TtlRange]) -> list[Reset
     return items
 
 
-def reads_host_ttl(conn: Connection) -> bool:
-    """Whether the evidence of this connection's RSTs reads ``host_ttl``: a RST of its responder, which sent
-    nothing else (no TTL of its own to compare with, :func:`_origin`).  Only such evidence waits for the
-    end of the capture; the rest can be made as soon as the connection has retired."""
-    return conn.ttl[_SIDE.RESP] is None and any(obs.side is _SIDE.RESP for obs in conn.resets)
-
-
 def _count_echoes(conn: Connection, items: list[ResetEvidence]) -> None:
     """Each primary RST's echoes, and the in-flight bound they give (:func:`_in_flight_from_echoes`)."""
     observations = {obs.frame: obs for obs in conn.resets}

@@ -4,8 +4,9 @@ Evidence and verdicts run connection by connection in Python (25-30 µs a RST); 
 that is most of the time (a million bare RSTs: 12-13 s of the command's 19-21, on two processes), and
 the reader child (:mod:`rstscope.prefetch`) mostly waits for the tracker to take its chunks.  So the
 child judges too.
-While the capture is tracked it judges the connections that retired (:class:`WhileTracking`: all but
-those whose evidence needs the whole capture); after tracking, the rest is shared:
+While the capture is tracked it judges the connections that retired (:class:`WhileTracking`; a RST whose
+sender sent nothing else is judged against the TTL baseline of its host, which only the whole capture
+gives: as if there were none, and again at the end if there is one); after tracking, the rest is shared:
 
 1. The connections that saw a RST are cut, in id order, into batches (:data:`BATCH` connections at
    least, :data:`MAX_BATCHES` batches at most).  The child is sent
@@ -42,7 +43,6 @@ import numpy as np
 from rstscope import heap, prefetch, reset_table, scratch
 from rstscope.connections.retire import ConnectionsById, RowBatch, SharedSubjects
 from rstscope.connections.rows import ResetSubject
-from rstscope.evidence import reads_host_ttl
 from rstscope.prefetch import PendingJob
 from rstscope.status import RstscopeError
 
@@ -88,6 +88,7 @@ def build(store, host_ttl: dict, child, *, judged: Callable[[int, int], None] | 
         paths: list[Path] = []
         before, batch = 0, BATCH  # connections judged before this call; connections a batch at least
         if judged_early:
+            early.recall(host_ttl)
             ids = np.setdiff1d(ids, early.taken(), assume_unique=True)
             paths, before = early.parts(), total - len(ids) - early.in_flight()
             batch = EARLY_BATCH  # what is left is judged in smaller batches: the two processes end closer
@@ -152,8 +153,11 @@ the capture is tracked; and the smallest batch of those left at the end..."""
 EARLY_MOST = 512
 """... and at most this many a job: the child's memory while it judges them adds to the tracker's (on the
 1M-packet SYN flood of benchmarks/, the child's peak: 46 MB, 58-61 MB in jobs of 2,048)."""
-EARLY_JOBS = 2
-"""Jobs given to the child and not answered yet, at most."""
+EARLY_JOBS = 8
+"""Jobs given to the child and not answered yet, at most: the child takes the next as soon as it is done
+with one, and the tracker gives new ones once a chunk (a storm of bare RSTs: 80-90 ms a chunk, 13 ms a job
+of 512).  With 2, the child judged 63,000 of a million bare RSTs while they were tracked; with 8,
+145,000."""
 EARLY_WAITING = 8 * EARLY_MOST
 """Connections that retired waiting for the child at most (more when the tracker goes faster than the
 child judges, as in a storm of resets: those are judged at the end)."""
@@ -163,15 +167,20 @@ class WhileTracking:
     """RSTs judged while the capture is still being tracked, by the reader child once it has read it.
 
     On a busy server or a flood, tracking is most of the time and the reader child mostly waits for it.  A
-    connection that retired has its rows final in the tracker's spill files, and so is its evidence, unless
-    that reads ``host_ttl`` (:func:`rstscope.evidence.reads_host_ttl`: known only at the end).  The tracker
-    tells :meth:`retired` of the connections as they retire; after each chunk (:meth:`poll`), while
-    :data:`EARLY_BATCH` of them with a RST wait and fewer than :data:`EARLY_JOBS` jobs are in progress, the
-    child is given the first :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it
-    judges those that do not read ``host_ttl`` into a part of their own (:class:`EarlyJudge`,
-    :func:`judge_part`) and answers with their ids.  :func:`build` judges the rest, and gathers every part
-    in id order: the table does not depend on what was judged early.  A job that failed leaves its
-    connections to :func:`build`, and no more jobs are given."""
+    connection that retired has its rows final in the tracker's spill files, and so is its evidence, but
+    for one thing: a RST whose sender sent nothing else in its connection is compared with the TTLs of
+    that host's other connections (``host_ttl``, known at the end).  The tracker tells :meth:`retired` of the
+    connections as they retire; after each chunk (:meth:`poll`), while :data:`EARLY_BATCH` of them with a
+    RST wait and fewer than :data:`EARLY_JOBS` jobs are in progress, the child is given the first
+    :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it judges them into a part of
+    their own (:class:`EarlyJudge`, :func:`judge_part`) and answers with their ids and the hosts whose
+    ``host_ttl`` their evidence looked up: it found none, as at the end if the host sends nothing but
+    RSTs (a storm of bare ones).  At the end (:meth:`recall`, :meth:`settle`), a job that looked up a host
+    that ``host_ttl`` then holds is dropped, and its connections judged again.  Only connections whose
+    hosts had no ``host_ttl`` yet when they retired are given for that: one with an entry keeps it.
+    :func:`build` judges the rest, and gathers every part in id order: the table does not depend on what
+    was judged early.  A job that failed leaves its connections to :func:`build`, and no more jobs are
+    given."""
 
     def __init__(self, child, tracker) -> None:
         self._child, self._tracker = child, tracker
@@ -182,16 +191,20 @@ class WhileTracking:
         self._pending: deque[tuple[PendingJob, str, np.ndarray]] = deque()  # jobs given, not answered: part, ids
         self._parts: list[Path] = []  # parts of the jobs answered
         self._judged: list[np.ndarray] = []  # the ids they judged
+        self._looked_up: list[list[str]] = []  # the hosts whose host_ttl their evidence looked up (none found)
         self._jobs = 0
         self._failed = False
 
     def retired(self, batch: RowBatch) -> None:
         """These connections retired (the tracker's ``on_retired``)."""
         rows = batch.rows
-        # Those with RST rows whose responder sent something else too (only those: the others may need host_ttl,
-        # as a refused SYN's RST does, and all RSTs of a storm of bare ones, whose sender is taken for the
-        # responder); at most EARLY_WAITING wait (the others are judged at the end: the child is behind).
-        ids = rows["id"][(rows["resets"][:, 1] > 0) & (rows["ttl_n"][:, 1] > 0)][: EARLY_WAITING - self._count]
+        # Those with RST rows, EARLY_WAITING at most waiting (the others are judged at the end: the child is
+        # behind); not those whose responder sent nothing else (its RSTs' evidence looks up its host's
+        # host_ttl, as a refused SYN's RST does) to a host that has a host_ttl by now: judged at the end.
+        at = np.flatnonzero(rows["resets"][:, 1] > 0)[: EARLY_WAITING - self._count]
+        silent = at[rows["ttl_n"][at, 1] == 0]
+        known = silent[self._tracker.hosts_with_ttl(rows["resp_hi"][silent], rows["resp_lo"][silent])]
+        ids = rows["id"][np.setdiff1d(at, known, assume_unique=True)]
         if len(ids) and not self._failed:
             self._waiting.append(ids)
             self._count += len(ids)
@@ -225,13 +238,23 @@ class WhileTracking:
         """The oldest job's answer: the ids it judged (none if it failed)."""
         job, part, _ = self._pending.popleft()
         try:
-            judged = job.result()
+            judged, looked_up = job.result()
         except (RstscopeError, OSError):
             self._failed = True
             return np.zeros(0, dtype=np.int64)
         self._parts.append(part_path(self.work, 0, part))
         self._judged.append(judged)
+        self._looked_up.append(looked_up)
         return judged
+
+    def recall(self, host_ttl: dict, first: int = 0) -> np.ndarray:
+        """Drop the parts (of the jobs answered, from the ``first``) whose evidence looked up a host that
+        ``host_ttl``, the whole capture's, holds: their connections are to be judged again; their ids."""
+        dropped = [i for i in range(first, len(self._parts)) if any(h in host_ttl for h in self._looked_up[i])]
+        ids = [self._judged[i] for i in dropped]
+        for i in reversed(dropped):
+            del self._parts[i], self._judged[i], self._looked_up[i]
+        return np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
 
     def taken(self) -> np.ndarray:
         """The ids of the connections judged early or being judged (the jobs not answered yet)."""
@@ -247,12 +270,13 @@ class WhileTracking:
         return list(self._parts)
 
     def settle(self, store, host_ttl: dict) -> list[Path]:
-        """Wait for the jobs not answered yet; judge here what they left (their connections that read
-        ``host_ttl``, or all of them if one failed); the parts that holds."""
+        """Wait for the jobs not answered yet; judge here what they left (all of a job that failed, or whose
+        evidence looked up a host that ``host_ttl`` holds: :meth:`recall`); the parts that holds."""
         before, left = len(self._parts), []
         while self._pending:
             ids = self._pending[0][2]
             left.append(np.setdiff1d(ids, self._answer(), assume_unique=True))
+        left.append(self.recall(host_ttl, before))
         out = self._parts[before:]
         left = np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
         if len(left):
@@ -288,43 +312,47 @@ def while_tracking(capture, tracker) -> Iterator[WhileTracking | None]:
 
 @dataclass
 class EarlyJudge:
-    """A job for the child while the capture is tracked: judge these retired connections but those whose
-    evidence reads ``host_ttl``, into part ``part``; their ids."""
+    """A job for the child while the capture is tracked: judge these retired connections into part
+    ``part``; their ids, and the hosts whose ``host_ttl`` their evidence looked up (:class:`NoneYet`)."""
 
     subjects: SharedSubjects
     work: Path
     part: str
 
-    def __call__(self, fds: list[int]) -> np.ndarray:
+    def __call__(self, fds: list[int]) -> tuple[np.ndarray, list[str]]:
         self.subjects.open(fds)
         judged: list[int] = []
+        host_ttl = NoneYet()
         try:
-            judge_part(self._ready(judged), self.work, 0, self.part, _NOT_YET, None)
+            judge_part(self._ready(judged), self.work, 0, self.part, host_ttl, None)
         finally:
             self.subjects.close()
-        return np.array(judged, dtype=np.int64)
+        return np.array(judged, dtype=np.int64), sorted(host_ttl.looked_up)
 
     def _ready(self, judged: list[int]) -> Iterator[ResetSubject]:
         n = len(self.subjects.positions)
         for start in range(0, n, SUBJECTS_AT_ONCE):
             for subject in self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, n)):
-                if not reads_host_ttl(subject):
-                    judged.append(subject.id)
-                    yield subject
+                judged.append(subject.id)
+                yield subject
 
 
-class _NotYet(dict):
-    """``host_ttl`` while the capture is tracked: not known yet.  Evidence that reads it is judged at the end
-    (:func:`rstscope.evidence.reads_host_ttl`); should any other read it, the job fails, and its connections
-    are judged at the end too."""
+class NoneYet:
+    """``host_ttl`` while the capture is tracked: no host has one yet.  Evidence judged with it is the
+    evidence of the end for as long as the hosts it looked up (``looked_up``) have none then either;
+    looked up any other way than ``get``, it fails the job (its connections are judged at the end)."""
+
+    def __init__(self) -> None:
+        self.looked_up: set[str] = set()
 
     def get(self, key, default=None):
-        raise LookupError(f"host_ttl read for {key} before the capture ended")
+        self.looked_up.add(key)
+        return default
 
-    __getitem__ = get
+    def __getitem__(self, key):
+        raise LookupError(f"host_ttl[{key!r}] before the capture ended")
 
-
-_NOT_YET = _NotYet()
+    __contains__ = __getitem__
 
 
 @dataclass

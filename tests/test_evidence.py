@@ -48,18 +48,17 @@ class _AnyHostTtl(dict):
         return TtlRange(3, 3, 1)
 
 
-class _Unreadable(dict):
-    def get(self, key, default=None):
-        raise LookupError(key)
-
-
-def test_evidence_reads_host_ttl_exactly_where_reads_host_ttl_says(tmp_path):
-    """What lets RSTs be judged while the capture is still tracked (rstscope.judging.WhileTracking): evidence
-    of a connection that ``reads_host_ttl`` denies is the same whatever ``host_ttl`` holds, and never reads
-    it; one it names reads it.  Checked on every scenario's connections."""
+def test_evidence_looks_up_host_ttl_only_for_a_responder_that_sent_nothing_else(tmp_path):
+    """What lets RSTs be judged while the capture is still tracked (rstscope.judging.WhileTracking): the
+    evidence of a connection looks up ``host_ttl`` (with ``get``: judging.NoneYet fails anything else) only
+    for its responder's address, only when the responder sent nothing but RSTs (no TTL of its own to compare
+    a RST with); evidence that looked up nothing is the same whatever ``host_ttl`` holds.  Checked on every
+    scenario's connections."""
     from scapy.utils import wrpcap
 
     from rstscope.analysis import analyze_capture
+    from rstscope.connections.records import Side
+    from rstscope.judging import NoneYet
     from tests import scenarios, scenarios_wild
 
     reading = not_reading = 0
@@ -68,12 +67,14 @@ def test_evidence_reads_host_ttl_exactly_where_reads_host_ttl_says(tmp_path):
         path = tmp_path / f"{scenario.name}.pcap"
         wrpcap(str(path), scenario.packets)
         for conn in analyze_capture(path).connections.with_resets():
-            if evidence.reads_host_ttl(conn):
+            recorder = NoneYet()
+            found = [(e.findings, e.origin) for e in evidence.of_connection(conn, recorder)]
+            silent_responder_reset = conn.ttl[Side.RESP] is None and any(o.side is Side.RESP for o in conn.resets)
+            assert recorder.looked_up == ({conn.resp_addr} if silent_responder_reset else set()), scenario.name
+            if recorder.looked_up:
                 reading += 1
-                with pytest.raises(LookupError):
-                    evidence.of_connection(conn, _Unreadable())
+                assert "origin.no_ttl_baseline" in {f for findings, _ in found for f in findings}
             else:
                 not_reading += 1
-                found = [(e.findings, e.origin) for e in evidence.of_connection(conn, _Unreadable())]
                 assert found == [(e.findings, e.origin) for e in evidence.of_connection(conn, _AnyHostTtl())]
     assert reading >= 3 and not_reading >= 30  # refused SYNs and firewall resets at the SYN; the rest

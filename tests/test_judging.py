@@ -214,6 +214,73 @@ def test_benchmark_shapes_judged_while_tracking_as_in_one_process(capture, monke
     assert one["listen_queue"]["synack_retransmitted"] > (1_000 if shape == "flood" else -1)
 
 
+def _bare_rsts_then(path, *, then: int) -> None:
+    """16,000 RSTs of the server, each alone on its 4-tuple (nothing else of the server to compare their TTL
+    with, as it stands when they retire), then ``then`` short connections of the same server."""
+    rng = shortconns.np.random.default_rng(3)
+    storm = 16_000
+    cols = shortconns.connections_table(["x"] * storm, {"x": shortconns.BARE_RST}, rng)
+    shortconns.write_pcap(str(path), cols)
+    if then:
+        cols = shortconns.connections_table(shortconns.short_mix(rng, then), shortconns.TEMPLATES, rng,
+                                            first_conn=storm)  # fmt: skip
+        cols["ts"] += storm * 20_000
+        shortconns.write_pcap(str(path), cols, mode="ab")
+
+
+def _recalled(monkeypatch) -> list[tuple[int, int]]:
+    """Per call of :meth:`~rstscope.judging.WhileTracking.recall`: the early jobs' parts looked at, and the
+    connections dropped (to be judged again)."""
+    log: list[tuple[int, int]] = []
+    recall = judging.WhileTracking.recall
+
+    def spy(self, host_ttl, first=0):
+        parts = len(self._parts) - first
+        dropped = recall(self, host_ttl, first)
+        log.append((parts, len(dropped)))
+        return dropped
+
+    monkeypatch.setattr(judging.WhileTracking, "recall", spy)
+    return log
+
+
+@pytest.mark.parametrize("then", [0, 6_000], ids=["the host sends only RSTs", "the host sends more later"])
+def test_resets_of_a_host_with_no_ttl_yet_are_judged_while_tracking_and_again_if_it_gets_one(
+        retiring, monkeypatch, tmp_path, then):  # fmt: skip
+    """A storm of bare RSTs: their origin compares each one's TTL with the host's other packets (host_ttl,
+    the whole capture's).  The child judges them as the connections retire, as if the host had none; when
+    the host sends more later and so has a TTL range at the end, those jobs are dropped and their
+    connections judged again.  The same document as one process makes, either way."""
+    path = tmp_path / "storm.pcap"
+    _bare_rsts_then(path, then=then)
+    one = _document(path, monkeypatch, in_child=False)
+    storm = [r for r in one["resets"] if r["connection"] < 16_000]
+    assert len(storm) == 16_000
+    baseline = {"origin.no_ttl_baseline" in r["findings"] for r in storm}
+    assert baseline == ({True} if then == 0 else {False})  # the end's host_ttl: none, or the later packets'
+    answers, recalled = _answers(monkeypatch), _recalled(monkeypatch)
+    log = tmp_path / "judged"
+    _judged_by(log, monkeypatch)
+    feed = Tracker.feed
+
+    def slow_feed(self, chunk):  # the child's jobs end while tracking goes on
+        time.sleep(0.02)
+        feed(self, chunk)
+
+    monkeypatch.setattr(Tracker, "feed", slow_feed)
+    two = _document(path, monkeypatch, in_child=True)
+    assert two == one
+    early = [line.split() for line in log.read_text().splitlines() if " early" in line]
+    assert len(early) >= 3 and os.getpid() not in {int(pid) for pid, _ in early}  # the child judged them
+    assert "failed" not in [part for part, _ in answers] and sum(during for _, during in answers) >= 2
+    looked_at, dropped = (sum(column) for column in zip(*recalled, strict=True))
+    assert looked_at >= 3
+    if then:
+        assert dropped >= 3 * 64  # every early job's storm RSTs, judged again at the end
+    else:
+        assert dropped == 0
+
+
 def fails_second(job, message: str):
     """``job`` (a job class's ``__call__``), failing the second time the child runs one (set before the child
     is forked: each process counts its own calls)."""

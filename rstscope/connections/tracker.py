@@ -349,6 +349,12 @@ class Tracker:
         (:meth:`.retire.Spill.shared_rows`), and where each one's row is."""
         return self._spill.shared_rows(self.count, ids)
 
+    def hosts_with_ttl(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Whether each address (``hi``, ``lo``) has a TTL range in ``host_ttl`` so far (as a responder of a
+        connection retired, whose packets other than RSTs it sent)."""
+        hosts = zip(hi.tolist(), lo.tolist(), strict=True)
+        return np.fromiter(map(self._host_ttl.__contains__, hosts), dtype=bool, count=len(hi))
+
     def peek(self, conn_ids) -> list[Connection]:
         """Finalised copies of these connections (live or retired), without disturbing tracking."""
         ids = np.asarray(conn_ids, dtype=np.int64)
