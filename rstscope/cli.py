@@ -135,6 +135,7 @@ def build_parser(env: Environment | None = None, *, command: str | None = None) 
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)
+        command.add_argument("--version", action="version", version=f"rstscope {__version__}")  # also after a command
         command.set_defaults(run=module.run, exit_at_once=getattr(module, "EXIT_AT_ONCE", False))
     return parser
 

@@ -10,7 +10,7 @@ import pytest
 from scapy.utils import wrpcap
 
 from rstscope import __version__
-from rstscope.cli import Environment, run
+from rstscope.cli import COMMANDS, Environment, run
 from tests import scenarios
 
 
@@ -143,6 +143,12 @@ def test_version_imports_no_command():
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.stdout.splitlines() == [f"rstscope {__version__}", "[]"], done
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_version_after_a_command_answers_too(command):
+    status, out, err = rstscope(command, "--version")
+    assert (status, out.strip(), err) == (0, f"rstscope {__version__}", "")
 
 
 def test_version_and_help_together_still_lists_the_commands():
