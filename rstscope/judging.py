@@ -1,9 +1,9 @@
 """The RSTs of a capture judged by two processes: this one and its reader child.
 
 Evidence and verdicts run connection by connection in Python (25-30 µs a RST); on a storm of resets
-that is most of the time (a million bare RSTs: 12-13 s of the command's 19-21, on two processes), and
-the reader child (:mod:`rstscope.prefetch`) mostly waits for the tracker to take its chunks.  So the
-child judges too.
+that is most of the time (a million bare RSTs: 10-12 s of the command's 18-21 after tracking, on two
+processes), and the reader child (:mod:`rstscope.prefetch`) mostly waits for the tracker to take its
+chunks.  So the child judges too.
 While the capture is tracked it judges the connections that retired (:class:`WhileTracking`; a RST whose
 sender sent nothing else is judged against the TTL baseline of its host, which only the whole capture
 gives: as if there were none, and again at the end if there is one); after tracking, the rest is shared:
@@ -153,11 +153,12 @@ the capture is tracked; and the smallest batch of those left at the end..."""
 EARLY_MOST = 512
 """... and at most this many a job: the child's memory while it judges them adds to the tracker's (on the
 1M-packet SYN flood of benchmarks/, the child's peak: 46 MB, 58-61 MB in jobs of 2,048)."""
-EARLY_JOBS = 8
-"""Jobs given to the child and not answered yet, at most: the child takes the next as soon as it is done
-with one, and the tracker gives new ones once a chunk (a storm of bare RSTs: 80-90 ms a chunk, 13 ms a job
-of 512).  With 2, the child judged 63,000 of a million bare RSTs while they were tracked; with 8,
-145,000."""
+EARLY_JOBS = 2
+"""Jobs given to the child and not answered yet, at most.  The tracker gives new ones once a chunk (a storm
+of bare RSTs: 80-90 ms a chunk, 13 ms a job of 512), so more would keep the child busier while the capture
+is tracked: with 8, it judged 145,000 of a million bare RSTs then, against 63,500, but the flood, whose
+tracker is what everything waits for, took 2 % longer (16 pairs in turn; its judging then competes with
+the thread that prepares the tracker's chunks)."""
 EARLY_WAITING = 8 * EARLY_MOST
 """Connections that retired waiting for the child at most (more when the tracker goes faster than the
 child judges, as in a storm of resets: those are judged at the end)."""
