@@ -514,12 +514,14 @@ def room_for(files: int) -> None:
     it is too low for them (a fleet's table of millions of RSTs is hundreds of files, and 1,024 is a common
     soft limit; Go's runtime raises it to the hard limit at start for the same reason), else an error."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = _open_now() + files + DESCRIPTORS_SPARE
+    open_now = _open_now()
+    need = open_now + files + DESCRIPTORS_SPARE
     if soft == resource.RLIM_INFINITY or soft >= need:
         return
     if hard != resource.RLIM_INFINITY and hard < need:
-        raise RstscopeError(f"the RSTs' rows are in {files} files, more than this process may keep open "
-                            f"(at most {hard}): raise the limit with ulimit -n")  # fmt: skip
+        # Those open may be most of it: a directory of thousands of captures keeps each one's files open.
+        raise RstscopeError(f"the RSTs' rows are in {files} files, and {open_now} are open already: more than "
+                            f"this process may keep open (at most {hard}): raise the limit with ulimit -n")  # fmt: skip
     resource.setrlimit(resource.RLIMIT_NOFILE, (need if hard == resource.RLIM_INFINITY else min(hard, 2 * need), hard))
 
 

@@ -513,6 +513,15 @@ def test_more_files_than_the_hard_limit_allows_are_an_error(monkeypatch):
         judging.room_for(2_000)
 
 
+def test_the_error_counts_the_files_open_already(monkeypatch):
+    """A few files more can be too many when thousands are open (a directory of thousands of captures keeps
+    each one's files open): the error says so, not only the few."""
+    monkeypatch.setattr(resource, "getrlimit", lambda what: (1_024, 1_024))
+    monkeypatch.setattr(judging, "_open_now", lambda: 1_000)
+    with pytest.raises(RstscopeError, match=r"in 4 files, and 1000 are open already: .*at most 1024"):
+        judging.room_for(4)
+
+
 @pytest.mark.parametrize("in_child", [True, False], ids=["two processes", "one process"])
 def test_the_judging_says_how_far_it_is(capture, monkeypatch, in_child):
     """``judged(done, connections)`` is told as the connections that saw a RST are judged: never backwards,

@@ -148,3 +148,19 @@ def test_rows_made_in_c_are_the_numpy_rows(tmp_path, monkeypatch):
         checked += len(slots) + len(dormant)
         assert (made["history_len"] > 0).all() and (made["packets"].sum(axis=1) > 0).all()
     assert checked > 500 and records_checked > 100
+
+
+def test_spill_positions_take_four_bytes_a_connection_until_they_need_eight(monkeypatch):
+    """The spill's index (connection id -> its row) is kept for every connection of the capture: int32,
+    until a row's position passes 2**31 - 1, from when it is int64 (the rows still read back by id)."""
+    rows = np.zeros(4, CONN_ROW)
+    rows["id"] = [0, 1, 2, 3]
+    rows["packets"][:, 0] = [10, 11, 12, 13]
+    spill = retire.Spill()
+    spill.put(rows[:2], {}, {})
+    assert spill._at.dtype == np.int32
+    append = spill.conns.append
+    monkeypatch.setattr(spill.conns, "append", lambda got: append(got) + 2**31 - 2)  # as if the file were that long
+    spill.put(rows[2:], {}, {})
+    assert spill._at.dtype == np.int64 and spill._at[:4].tolist() == [0, 1, 2**31 - 2 + 2, 2**31 - 2 + 3]
+    assert spill.rows(np.array([0, 1]))["packets"][:, 0].tolist() == [10, 11]

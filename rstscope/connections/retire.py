@@ -382,7 +382,9 @@ class Spill:
         self.tables = {name: RecordFile(dtype) for name, dtype in TABLES.items()}
         self.overflow: dict[int, list[int]] = {}
         """Connection id -> history letter codes past its row's 24."""
-        self._at = np.zeros(0, dtype=np.int64)  # connection id -> position of its row, -1 live
+        # Connection id -> position of its row, -1 live: 4 bytes a connection ever (int64 past 2**31 rows;
+        # readers take positions of any integer type, RecordFile.take).
+        self._at = np.zeros(0, dtype=np.int32)
 
     def put(self, conn_rows: np.ndarray, tables: dict[str, np.ndarray], overflow: dict[int, list[int]]) -> None:
         """Store retired connections: their rows, their rows of each table (any order), their long histories."""
@@ -396,7 +398,10 @@ class Spill:
             conn_rows[name][:, 0] = start + first
             conn_rows[name][:, 1] = count
         self._at = fit(self._at, int(ids.max()) + 1 if len(ids) else 0, -1)
-        self._at[ids] = self.conns.append(conn_rows) + np.arange(len(ids))
+        first = self.conns.append(conn_rows)
+        if first + len(ids) > np.iinfo(self._at.dtype).max:
+            self._at = self._at.astype(np.int64)
+        self._at[ids] = first + np.arange(len(ids))
         self.overflow.update(overflow)
 
     def get(self, ids: np.ndarray) -> list[Connection]:
