@@ -174,7 +174,7 @@ class WhileTracking:
     connections as they retire; after each chunk (:meth:`poll`), while :data:`EARLY_BATCH` of them with a
     RST wait and fewer than :data:`EARLY_JOBS` jobs are in progress, the child is given the first
     :data:`EARLY_MOST` (where their rows are, and the files' descriptors); it judges them into a part of
-    their own (:class:`EarlyJudge`, :func:`judge_part`) and answers with their ids and the hosts whose
+    their own (:class:`EarlyJudge`, :func:`judge_part`) and answers with the hosts whose
     ``host_ttl`` their evidence looked up: it found none, as at the end if the host sends nothing but
     RSTs (a storm of bare ones).  At the end (:meth:`recall`, :meth:`settle`), a job that looked up a host
     that ``host_ttl`` then holds is dropped, and its connections judged again.  Only connections whose
@@ -235,18 +235,18 @@ class WhileTracking:
             return
         self._pending.append((job, part, ids))
 
-    def _answer(self) -> np.ndarray:
-        """The oldest job's answer: the ids it judged (none if it failed)."""
-        job, part, _ = self._pending.popleft()
+    def _answer(self) -> bool:
+        """Take the oldest job's answer; whether it judged its connections (all of them) or failed."""
+        job, part, ids = self._pending.popleft()
         try:
-            judged, looked_up = job.result()
+            looked_up = job.result()
         except (RstscopeError, OSError):
             self._failed = True
-            return np.zeros(0, dtype=np.int64)
+            return False
         self._parts.append(part_path(self.work, 0, part))
-        self._judged.append(judged)
+        self._judged.append(ids)
         self._looked_up.append(looked_up)
-        return judged
+        return True
 
     def recall(self, host_ttl: dict, first: int = 0) -> np.ndarray:
         """Drop the parts (of the jobs answered, from the ``first``) whose evidence looked up a host that
@@ -276,7 +276,8 @@ class WhileTracking:
         before, left = len(self._parts), []
         while self._pending:
             ids = self._pending[0][2]
-            left.append(np.setdiff1d(ids, self._answer(), assume_unique=True))
+            if not self._answer():
+                left.append(ids)
         left.append(self.recall(host_ttl, before))
         out = self._parts[before:]
         left = np.concatenate(left) if left else np.zeros(0, dtype=np.int64)
@@ -314,28 +315,25 @@ def while_tracking(capture, tracker) -> Iterator[WhileTracking | None]:
 @dataclass
 class EarlyJudge:
     """A job for the child while the capture is tracked: judge these retired connections into part
-    ``part``; their ids, and the hosts whose ``host_ttl`` their evidence looked up (:class:`NoneYet`)."""
+    ``part``; the hosts whose ``host_ttl`` their evidence looked up (:class:`NoneYet`)."""
 
     subjects: SharedSubjects
     work: Path
     part: str
 
-    def __call__(self, fds: list[int]) -> tuple[np.ndarray, list[str]]:
+    def __call__(self, fds: list[int]) -> list[str]:
         self.subjects.open(fds)
-        judged: list[int] = []
         host_ttl = NoneYet()
         try:
-            judge_part(self._ready(judged), self.work, 0, self.part, host_ttl, None)
+            judge_part(self._ready(), self.work, 0, self.part, host_ttl, None)
         finally:
             self.subjects.close()
-        return np.array(judged, dtype=np.int64), sorted(host_ttl.looked_up)
+        return sorted(host_ttl.looked_up)
 
-    def _ready(self, judged: list[int]) -> Iterator[ResetSubject]:
+    def _ready(self) -> Iterator[ResetSubject]:
         n = len(self.subjects.positions)
         for start in range(0, n, SUBJECTS_AT_ONCE):
-            for subject in self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, n)):
-                judged.append(subject.id)
-                yield subject
+            yield from self.subjects.subjects(start, min(start + SUBJECTS_AT_ONCE, n))
 
 
 class NoneYet:

@@ -151,9 +151,9 @@ def _answers(monkeypatch) -> list[tuple[str, bool]]:
 
     def spy(self):
         part, parts = self._pending[0][1], len(self._parts)
-        judged = answer(self)
+        answered = answer(self)
         log.append((part if len(self._parts) > parts else "failed", tracking[0]))
-        return judged
+        return answered
 
     def polled(self):
         tracking[0] = True
