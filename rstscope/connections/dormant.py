@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, ffi, lib
-from rstscope.connections.retire import RecordFile, fit, runs
-from rstscope.connections.rows import RING
+from rstscope.connections.retire import RecordFile, fit
+from rstscope.connections.rows import RING, runs
 from rstscope.connections.sequence import AckRing, ConnArrays
 from rstscope.grouped import distinct
 
@@ -206,7 +206,7 @@ class Dormant:
         if probed.any():
             probes[probed] = self._probes.take(probes_at[probed])["p"]
         # Never read again: the files give back the room of regions where nothing is left alive.
-        self._rows.release(runs(first, span.astype(np.int64)))
+        self._rows.release(runs(first, span))
         self._recent.release(segments)
         self._probes.release(probes_at[probed])
         self._at[ids] = -1

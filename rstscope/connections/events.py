@@ -23,7 +23,7 @@ from rstscope import packets as P
 from rstscope.connections import retire
 from rstscope.connections.records import EndpointState, Phase, phase_of
 from rstscope.connections.retire import grown
-from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES
+from rstscope.connections.rows import AFTER_ROW, FINDING_ROW, LETTERS, PEER_ACKS_KEPT, RING, RST_ROW, STATES, runs
 from rstscope.connections.sequence import NO_PEER_ACKS, ConnArrays, answers
 from rstscope.connections.state import Event, events_of, tables
 from rstscope.grouped import NONE, members
@@ -242,7 +242,7 @@ class FiledRows(PendingRows):
         conns = index[:, 0]
         first = np.searchsorted(conns, conn_ids)
         count = np.searchsorted(conns, conn_ids, side="right") - first
-        at = retire.runs(first, count)
+        at = runs(first, count)
         at = at[~self._taken[at]]
         out = self._file.take(index[at, 1])
         if not keep:

@@ -251,11 +251,13 @@ def _per_connection(conn_rows: np.ndarray, take, table: str, make) -> list[list]
 
 def span_positions(spans: np.ndarray) -> np.ndarray:
     """Row positions of (start, count) spans, concatenated."""
-    counts = spans[:, 1]
-    if not counts.sum():
-        return np.zeros(0, dtype=np.int64)
-    starts = np.repeat(spans[:, 0] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
-    return starts + np.arange(counts.sum())
+    return runs(spans[:, 0], spans[:, 1])
+
+
+def runs(first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """``first[i], first[i] + 1, ... first[i] + count[i] - 1`` for each ``i``, concatenated (int64)."""
+    first, count = np.asarray(first, dtype=np.int64), np.asarray(count, dtype=np.int64)
+    return np.repeat(first - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
 
 
 def connections(conn_rows: np.ndarray, take, overflow: dict[int, list[int]]) -> list[Connection]:
