@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from rstscope.connections.events import EventColumns, ffi, lib
-from rstscope.connections.retire import RecordFile, fit
+from rstscope.connections.retire import RecordFile, fit, holding
 from rstscope.connections.rows import RING, runs
 from rstscope.connections.sequence import AckRing, ConnArrays
 from rstscope.grouped import distinct
@@ -250,8 +250,7 @@ class Dormant:
                                    ffi.from_buffer("int64_t[]", span))  # fmt: skip
         self._live_rows += used
         first = self._rows.append(out[:used].copy())  # (the file keeps what it is given until it writes it)
-        if first + used > np.iinfo(self._at.dtype).max:  # positions only grow: a long capture passes 2**31 rows
-            self._at = self._at.astype(np.int64)
+        self._at = holding(self._at, first + used)
         return first + np.cumsum(span) - span, span
 
     def _expanded(self, squeezed: np.ndarray, at: np.ndarray) -> np.ndarray:

@@ -383,8 +383,8 @@ class Spill:
         self.tables = {name: RecordFile(dtype) for name, dtype in TABLES.items()}
         self.overflow: dict[int, list[int]] = {}
         """Connection id -> history letter codes past its row's 24."""
-        # Connection id -> position of its row, -1 live: 4 bytes a connection ever (int64 past 2**31 rows;
-        # readers take positions of any integer type, RecordFile.take).
+        # Connection id -> position of its row, -1 live (:func:`holding`; readers take positions of any
+        # integer type, RecordFile.take).
         self._at = np.zeros(0, dtype=np.int32)
 
     def put(self, conn_rows: np.ndarray, tables: dict[str, np.ndarray], overflow: dict[int, list[int]]) -> None:
@@ -400,8 +400,7 @@ class Spill:
             conn_rows[name][:, 1] = count
         self._at = fit(self._at, int(ids.max()) + 1 if len(ids) else 0, -1)
         first = self.conns.append(conn_rows)
-        if first + len(ids) > np.iinfo(self._at.dtype).max:
-            self._at = self._at.astype(np.int64)
+        self._at = holding(self._at, first + len(ids))
         self._at[ids] = first + np.arange(len(ids))
         self.overflow.update(overflow)
 
@@ -654,6 +653,13 @@ def grown(array: np.ndarray, rows: int) -> np.ndarray:
     out = np.zeros((rows, *array.shape[1:]), dtype=array.dtype)
     out[: len(array)] = array
     return out
+
+
+def holding(array: np.ndarray, largest: int) -> np.ndarray:
+    """``array``, as int64 once it is to hold ``largest``, past its type's range: the positions of rows in a
+    file only grow, and a long capture passes 2**31 of them (int32 until then: arrays by connection id keep
+    an entry for every connection of the capture)."""
+    return array.astype(np.int64) if largest > np.iinfo(array.dtype).max else array
 
 
 def fit(array: np.ndarray, size: int, fill: int | bool) -> np.ndarray:
